@@ -1,0 +1,275 @@
+"""The spikewatch stream, version 1: the one place that knows its shape.
+
+Everything on the wire is a ZeroMQ multipart message ``[topic, msgpack map]``
+(see ``DESIGN.md``, "Wire protocol"). Every map carries ``v`` (protocol
+version), ``seq`` (one counter per sampler session across all topics) and ``t``
+(the sampler's monotonic clock in ns). The sampler is the clock: markers and
+load telemetry are stamped when the sampler *receives* them at its inlet.
+
+This module is pure encoding and validation (msgpack only, no sockets), so the
+sampler, the driver, the recorder and the console all agree on one definition.
+Recordings reuse the same bodies; see :mod:`sampler.recording`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+
+# Topics, as they travel in the first frame.
+HELLO = "hello"
+SAMPLES = "samples"
+DETAIL = "detail"
+EVENT = "event"
+MARKER = "marker"
+LOAD = "load"
+HISTORY = "history"  # reply frames of the backfill endpoint (same bodies, replayed)
+TOPICS: tuple[str, ...] = (HELLO, SAMPLES, DETAIL, EVENT, MARKER, LOAD)
+
+# Default endpoints: loopback only; binding elsewhere requires CURVE keys.
+DEFAULT_PUBLISH = "tcp://127.0.0.1:7781"
+DEFAULT_INLET = "tcp://127.0.0.1:7782"
+DEFAULT_HISTORY = "tcp://127.0.0.1:7783"
+
+# Series names in ``samples`` batches (bytes).
+SERIES_RSS = "rss"  # resident set of the whole target tree
+SERIES_CG_USAGE = "cg_usage"  # the target cgroup's usage
+
+# Event kinds.
+EV_PROC_START = "proc_start"
+EV_PROC_EXIT = "proc_exit"
+EV_OOM_KILL = "oom_kill"
+EV_RESTART = "restart"
+EV_HWM_SPIKE = "hwm_spike"
+EV_LIMIT_CHANGE = "limit_change"
+EV_OVERRUN = "overrun"
+EV_JOURNAL_ERROR = "journal_error"
+EVENT_KINDS: tuple[str, ...] = (
+    EV_PROC_START,
+    EV_PROC_EXIT,
+    EV_OOM_KILL,
+    EV_RESTART,
+    EV_HWM_SPIKE,
+    EV_LIMIT_CHANGE,
+    EV_OVERRUN,
+    EV_JOURNAL_ERROR,
+)
+
+# Marker kinds.
+PHASE_START = "phase_start"
+PHASE_END = "phase_end"
+NOTE = "note"
+MARKER_KINDS: tuple[str, ...] = (PHASE_START, PHASE_END, NOTE)
+
+# Inlet limits: anything larger or deeper is counted and dropped.
+MAX_INLET_FRAME = 64 * 1024
+MAX_NAME_LEN = 200
+MAX_ATTRS = 64
+MAX_DEPTH = 4
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol; says what is wrong."""
+
+
+def pack(body: Mapping[str, Any]) -> bytes:
+    """msgpack-encode one message body."""
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def unpack(data: bytes, max_size: int | None = None) -> dict[str, Any]:
+    """Decode one message body; raise :class:`ProtocolError` if it is not a map."""
+    if max_size is not None and len(data) > max_size:
+        raise ProtocolError(f"frame of {len(data)} bytes exceeds {max_size}")
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=max_size or 0x7FFFFFFF)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"bad msgpack: {exc.__class__.__name__}: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(f"body is {type(body).__name__}, expected a map")
+    return body
+
+
+def encode(topic: str, body: Mapping[str, Any]) -> list[bytes]:
+    """Frames for one message: ``[topic, packed body]``."""
+    return [topic.encode(), pack(body)]
+
+
+def decode(frames: Sequence[bytes], max_size: int | None = None) -> tuple[str, dict[str, Any]]:
+    """Parse ``[topic, body]`` frames from the stream; raise :class:`ProtocolError`."""
+    if len(frames) != 2:
+        raise ProtocolError(f"expected 2 frames [topic, body], got {len(frames)}")
+    try:
+        topic = bytes(frames[0]).decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("topic is not UTF-8") from None
+    return topic, unpack(bytes(frames[1]), max_size)
+
+
+def header(seq: int, t: int) -> dict[str, Any]:
+    """The keys every stream map starts with."""
+    return {"v": PROTOCOL_VERSION, "seq": seq, "t": t}
+
+
+# --- samples batches -------------------------------------------------------
+
+
+def samples_body(seq: int, times: Sequence[int], series: Mapping[str, Sequence[int]]) -> dict[str, Any]:
+    """A columnar ``samples`` batch: first time ``t``, offsets ``dt``, one column per series."""
+    t0 = times[0]
+    return {
+        "v": PROTOCOL_VERSION,
+        "seq": seq,
+        "t": t0,
+        "dt": [t - t0 for t in times],
+        "series": {name: list(col) for name, col in series.items()},
+    }
+
+
+def sample_times(body: Mapping[str, Any]) -> list[int]:
+    """Absolute monotonic ns of every sample in a ``samples`` batch."""
+    t0 = body["t"]
+    return [t0 + d for d in body["dt"]]
+
+
+# --- what arrives at the inlet ---------------------------------------------
+
+
+def _check_value(value: Any, depth: int, where: str) -> None:
+    if depth > MAX_DEPTH:
+        raise ProtocolError(f"{where}: nested deeper than {MAX_DEPTH}")
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ProtocolError(f"{where}: not a finite number")
+        return
+    if isinstance(value, (list, tuple)):
+        if len(value) > MAX_ATTRS * 16:
+            raise ProtocolError(f"{where}: list too long")
+        for i, v in enumerate(value):
+            _check_value(v, depth + 1, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        if len(value) > MAX_ATTRS:
+            raise ProtocolError(f"{where}: more than {MAX_ATTRS} keys")
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ProtocolError(f"{where}: keys must be strings")
+            _check_value(v, depth + 1, f"{where}.{k}")
+        return
+    raise ProtocolError(f"{where}: unsupported type {type(value).__name__}")
+
+
+def marker_message(kind: str, name: str, attrs: Mapping[str, Any] | None = None,
+                   origin_wall_ns: int | None = None) -> dict[str, Any]:
+    """What a sender puts on the inlet for a marker (the sampler adds v/seq/t)."""
+    import time
+
+    body = {
+        "kind": kind,
+        "name": name,
+        "attrs": dict(attrs or {}),
+        "origin_wall_ns": time.time_ns() if origin_wall_ns is None else origin_wall_ns,
+    }
+    return validate_marker(body)
+
+
+def validate_marker(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Check an inlet marker; return the normalised fields or raise :class:`ProtocolError`."""
+    kind = body.get("kind")
+    if kind not in MARKER_KINDS:
+        raise ProtocolError(f"marker kind must be one of {', '.join(MARKER_KINDS)}, got {kind!r}")
+    name = body.get("name")
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LEN:
+        raise ProtocolError(f"marker name must be a non-empty string of at most {MAX_NAME_LEN} chars")
+    attrs = body.get("attrs", {})
+    if not isinstance(attrs, dict):
+        raise ProtocolError("marker attrs must be a map")
+    _check_value(attrs, 1, "attrs")
+    origin = body.get("origin_wall_ns")
+    if origin is not None and (not isinstance(origin, int) or isinstance(origin, bool)):
+        raise ProtocolError("origin_wall_ns must be an integer")
+    return {"kind": kind, "name": name, "attrs": attrs, "origin_wall_ns": origin}
+
+
+# Fields of a ``load`` message (driver telemetry over one interval). All optional
+# except ``interval_ns``; latencies are ns; ``errors`` maps an error kind to a count.
+LOAD_NUMBER_FIELDS: tuple[str, ...] = (
+    "interval_ns", "rate", "target_rate", "in_flight", "completed", "sent",
+    "bytes_sent", "bytes_recv", "lat_p50_ns", "lat_p90_ns", "lat_p99_ns",
+    "lat_max_ns", "late_sends", "dropped_sends", "schedule_lag_ns", "workers",
+)
+
+
+def validate_load(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Check an inlet ``load`` message; return it normalised or raise :class:`ProtocolError`."""
+    out: dict[str, Any] = {}
+    if not isinstance(body.get("interval_ns"), int):
+        raise ProtocolError("load needs an integer interval_ns")
+    for key, value in body.items():
+        if key in LOAD_NUMBER_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                isinstance(value, float) and not math.isfinite(value)
+            ):
+                raise ProtocolError(f"load.{key} must be a finite number")
+        elif key == "errors":
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in value.items()
+            ):
+                raise ProtocolError("load.errors must map error kinds to counts")
+            _check_value(value, 1, "errors")
+        elif key in ("phase", "origin_wall_ns", "source"):
+            _check_value(value, 1, key)
+        else:
+            raise ProtocolError(f"load has unknown field {key!r}")
+        out[key] = value
+    return out
+
+
+def validate_inlet(frames: Sequence[bytes]) -> tuple[str, dict[str, Any]]:
+    """Parse and validate one inlet message; raise :class:`ProtocolError` on anything wrong."""
+    if sum(len(f) for f in frames) > MAX_INLET_FRAME:
+        raise ProtocolError(f"message larger than {MAX_INLET_FRAME} bytes")
+    topic, body = decode(frames, MAX_INLET_FRAME)
+    if topic == MARKER:
+        return topic, validate_marker(body)
+    if topic == LOAD:
+        return topic, validate_load(body)
+    raise ProtocolError(f"the inlet takes {MARKER!r} or {LOAD!r}, not {topic[:40]!r}")
+
+
+@dataclass
+class SeqTracker:
+    """Counts messages a subscriber missed, from gaps in ``seq`` (per session)."""
+
+    last: dict[str, int] = field(default_factory=dict)
+    missed: int = 0
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+
+    def see(self, session: str, seq: int) -> int:
+        """Record ``seq``; return how many messages were missed just before it."""
+        prev = self.last.get(session)
+        self.last[session] = seq if prev is None else max(prev, seq)
+        if prev is None or seq <= prev + 1:
+            return 0
+        lost = seq - prev - 1
+        self.missed += lost
+        self.gaps.append((prev + 1, seq - 1))
+        return lost
+
+
+def iter_series(bodies: Iterable[Mapping[str, Any]], name: str) -> Iterable[tuple[int, int]]:
+    """(t, value) pairs of one series from ``samples`` bodies (for small consumers)."""
+    for body in bodies:
+        col = body["series"].get(name)
+        if col is None:
+            continue
+        t0 = body["t"]
+        for d, v in zip(body["dt"], col):
+            yield t0 + d, v
