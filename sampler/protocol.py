@@ -9,6 +9,37 @@ load telemetry are stamped when the sampler *receives* them at its inlet.
 This module is pure encoding and validation (msgpack only, no sockets), so the
 sampler, the driver, the recorder and the console all agree on one definition.
 Recordings reuse the same bodies; see :mod:`sampler.recording`.
+
+Bodies, beyond ``v``/``seq``/``t`` (all sizes in bytes, all times sampler monotonic ns;
+a key is absent when the host cannot provide it):
+
+``hello``   session (str, unique per sampler run), host, sampler_version, pid (of the
+            sampler), wall_ns (wall clock at ``t``: the anchor for converting times),
+            period_ns, detail_period_ns, series (list of series names in ``samples``),
+            targets (list of {kind: pid|match|cgroup|unit|launch, spec: str, pids: [int]}),
+            cgroup ({version, path, limit} or None), started_t (``t`` of the first sample),
+            journal (path or None), final (True on the last hello before exit),
+            counters {samples, ticks_missed, overruns, published, dropped, inlet_ok,
+            inlet_bad, journal_errors, hwm_spikes}.
+``samples`` dt (offsets from ``t``), series {name: [int]} — see :func:`samples_body`.
+``detail``  procs (processes in the tree), pids, threads, rss_anon, rss_file, rss_shmem,
+            vm_hwm (sum of the tree's VmHWM), vm_swap, sample_max (largest ``rss`` sample since
+            the previous detail), and for a cgroup: cg_usage, cg_anon, cg_file,
+            cg_inactive_file, cg_working_set (usage - inactive_file), cg_limit (None if
+            unlimited), cg_peak (kernel max since the previous detail, when resettable),
+            cg_oom_kill, cg_oom, cg_failcnt, psi_some_avg10, psi_full_avg10, psi_some_total_us.
+``event``   kind (see EVENT_KINDS) plus: proc_start {pid, ppid, exe, cmdline: [str],
+            start_t (process start on the sampler clock, when known), launched: bool};
+            proc_exit {pid, code | signal, oom: bool}; oom_kill {pid (when known), count,
+            last_bytes (last sampled usage of the headline series)}; restart {pid, old_pid};
+            hwm_spike {series, bytes, t_from, t_to, sampled_max}; limit_change {old, new};
+            overrun {missed (ticks), late_ns}; journal_error {path, error, records_lost}.
+``marker``  kind (phase_start | phase_end | note), name, attrs, origin_wall_ns; stamped
+            ``t`` on receipt at the inlet.
+``load``    see LOAD_NUMBER_FIELDS; plus errors {kind: count}, phase, origin_wall_ns.
+
+A recorder that writes several samplers into one recording adds ``src`` (the
+session id of the sampler it came from) to every body it writes.
 """
 
 from __future__ import annotations
