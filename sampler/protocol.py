@@ -235,6 +235,7 @@ LOAD_NUMBER_FIELDS: tuple[str, ...] = (
     "interval_ns", "rate", "target_rate", "in_flight", "completed", "sent",
     "bytes_sent", "bytes_recv", "lat_p50_ns", "lat_p90_ns", "lat_p99_ns",
     "lat_max_ns", "late_sends", "dropped_sends", "schedule_lag_ns", "workers",
+    "loop_lag_ns",  # the driver's own event-loop lag: high means latencies include client queueing
 )
 
 
