@@ -1,10 +1,5 @@
 """Memory cgroups, v1 and v2, behind one small interface.
 
-INTERFACE STUB — the signatures below are the contract between the cgroup
-module and the rest of the sampler; the bodies are being written. Keep the
-names; add what is needed.
-
-Design notes:
 * The hot loop only ever calls ``os.pread(cg.usage_fd, 64, 0)``; everything
   else here is for the detail tier (~100 ms) or for setup.
 * v1: ``memory.usage_in_bytes``, ``memory.stat`` (total_* keys when
@@ -14,16 +9,81 @@ Design notes:
 * v2: ``memory.current``, ``memory.stat``, ``memory.max``, ``memory.peak``
   (5.19+; per-descriptor reset since 6.12 by writing to our own open fd),
   ``memory.events`` (``oom``, ``oom_kill``, ``max``, ``high``), ``memory.pressure``.
+
+Every lookup takes ``root`` (default ``/``): the directory that stands for the
+file-system root, so ``/proc`` is ``root/proc`` and a mount point ``/sys/fs/cgroup``
+from mountinfo is ``root/sys/fs/cgroup``. Tests point it at captured file trees
+to exercise the v2 code on real file contents without a v2 memory controller.
+
+To run a command inside a limited cgroup from its first instruction, use
+:func:`spawn_in` (or :func:`join_argv` to build the argv yourself): a tiny
+``sh`` writes its own pid into ``cgroup.procs`` and then ``exec``s the command,
+so the pid stays the same and no ``preexec_fn`` runs in a threaded parent.
 """
 
 from __future__ import annotations
 
+import errno
+import itertools
+import os
+import signal
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
+
+# v1 reports "unlimited" as PAGE_COUNTER_MAX rounded to pages (9223372036854771712
+# with 4 KiB pages); anything this large is no limit.
+_V1_UNLIMITED = 1 << 62
+
+_FILES = {
+    1: {
+        "usage": "memory.usage_in_bytes",
+        "stat": "memory.stat",
+        "limit": "memory.limit_in_bytes",
+        "peak": "memory.max_usage_in_bytes",
+        "oom": "memory.oom_control",
+        "failcnt": "memory.failcnt",
+    },
+    2: {
+        "usage": "memory.current",
+        "stat": "memory.stat",
+        "limit": "memory.max",
+        "peak": "memory.peak",
+        "events": "memory.events",
+        "psi": "memory.pressure",
+    },
+}
+
+# v1 memory.stat name -> the v2 name used everywhere in spikewatch.
+_V1_STAT_NAMES = {
+    "rss": "anon",
+    "cache": "file",
+    "shmem": "shmem",
+    "mapped_file": "file_mapped",
+    "dirty": "file_dirty",
+    "writeback": "file_writeback",
+    "swap": "swap",
+    "inactive_anon": "inactive_anon",
+    "active_anon": "active_anon",
+    "inactive_file": "inactive_file",
+    "active_file": "active_file",
+    "unevictable": "unevictable",
+    "rss_huge": "anon_thp",
+    "pgfault": "pgfault",
+    "pgmajfault": "pgmajfault",
+    "workingset_refault_anon": "workingset_refault_anon",
+    "workingset_refault_file": "workingset_refault_file",
+}
 
 
 class CgroupError(Exception):
     """A cgroup problem, with a message that says what to do about it."""
+
+
+class CgroupGone(CgroupError):
+    """The cgroup was removed while we held it open."""
 
 
 @dataclass(frozen=True)
@@ -33,24 +93,228 @@ class CgroupInfo:
     dir: Path  # absolute directory, e.g. /sys/fs/cgroup/memory/process_api/abc
 
 
-def memory_hierarchy() -> tuple[int, Path] | None:
+# ---------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class _Mount:
+    version: int
+    root: str  # the hierarchy path mounted there (mountinfo field 4)
+    point: Path  # where it is mounted, prefixed by ``root`` of the lookup
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo.
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def _under(root: Path, absolute: str) -> Path:
+    return Path(root) / absolute.lstrip("/")
+
+
+def _mounts(root: Path | str = "/") -> list[_Mount]:
+    """Every memory-capable cgroup mount, v2 (with memory enabled) before v1."""
+    root = Path(root)
+    try:
+        text = (root / "proc/self/mountinfo").read_text()
+    except OSError as exc:
+        raise CgroupError(f"cannot read {root / 'proc/self/mountinfo'}: {exc.strerror}") from None
+    v1: list[_Mount] = []
+    v2: list[_Mount] = []
+    for line in text.splitlines():
+        pre, sep, post = line.partition(" - ")
+        if not sep:
+            continue
+        fields, tail = pre.split(), post.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        fstype, superopts = tail[0], tail[2].split(",")
+        mroot, point = _unescape(fields[3]), _under(root, _unescape(fields[4]))
+        if fstype == "cgroup" and "memory" in superopts:
+            v1.append(_Mount(1, mroot, point))
+        elif fstype == "cgroup2":
+            try:
+                controllers = (point / "cgroup.controllers").read_text().split()
+            except OSError:
+                continue
+            if "memory" in controllers:
+                v2.append(_Mount(2, mroot, point))
+    # The kernel binds the memory controller to one hierarchy only; if a v2
+    # mount offers it, v1 cannot have it (and vice versa) — but prefer v2.
+    chosen = v2 or v1
+    # Mounts of the whole hierarchy first: they can see every cgroup.
+    return sorted(chosen, key=lambda m: (m.root != "/", -len(m.root)))
+
+
+def memory_hierarchy(*, root: Path | str = "/") -> tuple[int, Path] | None:
     """(version, mount point) of the memory controller, or None when there is none."""
-    raise NotImplementedError
+    mounts = _mounts(root)
+    if not mounts:
+        return None
+    return mounts[0].version, mounts[0].point
 
 
-def cgroup_of_pid(pid: int) -> CgroupInfo | None:
-    """The memory cgroup ``pid`` belongs to (from /proc/PID/cgroup and mountinfo)."""
-    raise NotImplementedError
+def _join(mounts: list[_Mount], path: str) -> CgroupInfo | None:
+    """The directory of hierarchy ``path``, through the mount whose root covers it."""
+    best: tuple[_Mount, str] | None = None
+    for m in mounts:
+        mroot = m.root.rstrip("/")
+        if path == m.root or path.startswith(mroot + "/") or mroot == "":
+            rel = path[len(mroot):].lstrip("/")
+            if best is None or len(m.root) > len(best[0].root):
+                best = (m, rel)
+    if best is None:
+        return None
+    m, rel = best
+    return CgroupInfo(m.version, path, m.point / rel if rel else m.point)
 
 
-def resolve(path: str) -> CgroupInfo:
+def cgroup_of_pid(pid: int, *, root: Path | str = "/") -> CgroupInfo | None:
+    """The memory cgroup ``pid`` belongs to (from /proc/PID/cgroup and mountinfo).
+
+    None when there is no memory controller or the cgroup is outside what our
+    mounts show (e.g. a path with "/.." from another cgroup namespace).
+    Raises CgroupError when the process does not exist.
+    """
+    mounts = _mounts(root)
+    if not mounts:
+        return None
+    cgfile = Path(root) / f"proc/{pid}/cgroup"
+    try:
+        text = cgfile.read_text()
+    except FileNotFoundError:
+        raise CgroupError(f"no process {pid} (nothing at {cgfile})") from None
+    except OSError as exc:
+        raise CgroupError(f"cannot read {cgfile}: {exc.strerror}") from None
+    version = mounts[0].version
+    for line in text.splitlines():
+        hid, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if version == 1 and hid != "0" and "memory" in controllers.split(","):
+            break
+        if version == 2 and hid == "0" and controllers == "":
+            break
+    else:
+        return None
+    if "/.." in path or not path.startswith("/"):
+        return None
+    info = _join(mounts, path)
+    if info is None or not info.dir.is_dir():
+        return None
+    return info
+
+
+def resolve(path: str, *, root: Path | str = "/") -> CgroupInfo:
     """An absolute directory, or a path relative to the memory hierarchy's root."""
-    raise NotImplementedError
+    mounts = _mounts(root)
+    if not mounts:
+        raise CgroupError(
+            "no memory cgroup controller is mounted (neither cgroup v1 'memory' nor "
+            "cgroup v2 with 'memory' in cgroup.controllers)"
+        )
+    top = mounts[0].point
+    p = Path(path)
+    if p.is_absolute():
+        # A directory inside a mount point is taken as such; any other absolute
+        # path is a hierarchy path like systemd's "/system.slice/x.service".
+        for m in mounts:
+            try:
+                rel = p.relative_to(m.point)
+            except ValueError:
+                continue
+            rels = "" if str(rel) == "." else str(rel)
+            hpath = "/" + "/".join(filter(None, (m.root.strip("/"), rels)))
+            info = CgroupInfo(m.version, hpath, p)
+            break
+        else:
+            info = _join(mounts, "/" + path.strip("/")) if path.strip("/") else _join(mounts, "/")
+    else:
+        info = _join(mounts, "/" + path.strip("/"))
+    if info is None or not info.dir.is_dir() or not (info.dir / _FILES[info.version]["usage"]).exists():
+        where = info.dir if info is not None else path
+        raise CgroupError(f"no memory cgroup at {where}; list them with ls {top}")
+    return info
 
 
-def unit_cgroup(unit: str) -> CgroupInfo:
-    """The memory cgroup of a systemd unit (``systemctl show -p ControlGroup``)."""
-    raise NotImplementedError
+def unit_cgroup(unit: str, *, root: Path | str = "/", systemctl: str = "systemctl") -> CgroupInfo:
+    """The memory cgroup of a systemd unit (``systemctl show -p ControlGroup``).
+
+    On v1 hosts systemd mirrors a unit's cgroup into the memory hierarchy only
+    when it accounts memory for it; otherwise the unit's main process tells us
+    which memory cgroup it is in.
+    """
+    try:
+        proc = subprocess.run(
+            [systemctl, "show", "-p", "ControlGroup", "-p", "LoadState", "-p", "MainPID", "--", unit],
+            capture_output=True, text=True, timeout=10,
+        )
+    except FileNotFoundError:
+        raise CgroupError(f"--unit needs systemd, but {systemctl!r} is not installed; use --cgroup PATH or --pid N") from None
+    except subprocess.TimeoutExpired:
+        raise CgroupError(f"'{systemctl} show {unit}' did not answer within 10 s; is systemd running?") from None
+    if proc.returncode != 0:
+        why = (proc.stderr or proc.stdout).strip().splitlines()
+        raise CgroupError(
+            f"cannot ask systemd about unit {unit!r}: {why[0] if why else 'exit ' + str(proc.returncode)} "
+            "(is systemd running as PID 1? otherwise use --cgroup PATH or --pid N)"
+        )
+    props = dict(line.partition("=")[::2] for line in proc.stdout.splitlines() if "=" in line)
+    if props.get("LoadState") == "not-found":
+        raise CgroupError(f"systemd has no unit {unit!r}; list them with: systemctl list-units --type=service")
+    cgpath = props.get("ControlGroup", "")
+    if not cgpath:
+        raise CgroupError(
+            f"unit {unit!r} has no cgroup (it is not running); start it with systemctl start {unit}"
+        )
+    try:
+        return resolve(cgpath, root=root)
+    except CgroupError:
+        pid = int(props.get("MainPID") or 0)
+        if pid > 0:
+            info = cgroup_of_pid(pid, root=root)
+            if info is not None:
+                return info
+        hier = memory_hierarchy(root=root)
+        raise CgroupError(
+            f"unit {unit!r} is in {cgpath}, but there is no memory cgroup for it"
+            + (f" under {hier[1]}" if hier else " (no memory controller)")
+            + f"; enable memory accounting: systemctl set-property {unit} MemoryAccounting=yes"
+        ) from None
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _parse_kv(data: bytes) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in data.decode().splitlines():
+        key, _, value = line.partition(" ")
+        try:
+            out[key] = int(value)
+        except ValueError:
+            continue
+    return out
+
+
+def _parse_psi(data: bytes) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in data.decode().splitlines():
+        kind, *fields = line.split()
+        for f in fields:
+            k, _, v = f.partition("=")
+            try:
+                out[f"{kind}_{k}"] = float(v)
+            except ValueError:
+                continue
+    return out
 
 
 class MemoryCgroup:
@@ -59,40 +323,416 @@ class MemoryCgroup:
     info: CgroupInfo
     usage_fd: int  # for the hot loop: os.pread(usage_fd, 64, 0)
     owned: bool  # created by us: we may reset its peak and must remove it
+    peak_resettable: bool  # read_peak() is since the last reset_peak(), not since creation
+    psi_scope: str | None  # "cgroup", "system" (v1 falls back to /proc/pressure) or None
 
-    def __init__(self, info: CgroupInfo, *, owned: bool = False) -> None:
-        raise NotImplementedError
+    def __init__(self, info: CgroupInfo, *, owned: bool = False, root: Path | str = "/") -> None:
+        self.info = info
+        self.owned = owned
+        self.version = info.version
+        self._root = Path(root)
+        self._fds: dict[str, int] = {}
+        names = _FILES[info.version]
+        try:
+            self.usage_fd = self._open("usage", names["usage"])
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise CgroupError(f"no memory cgroup at {info.dir}") from None
+            raise CgroupError(f"cannot open {info.dir / names['usage']}: {exc.strerror} (run as root?)") from None
+        for key in ("stat", "limit", "oom", "failcnt", "events"):
+            if key in names:
+                self._try_open(key, names[key])
+        self.peak_resettable = False
+        if info.version == 2:
+            # Writing to our own memory.peak descriptor (6.12+) restarts the
+            # peak for that descriptor only: invisible to anyone else, so we
+            # may do it for cgroups we merely watch. Older kernels make the
+            # file read-only, and 5.19- have none at all.
+            fd = -1
+            try:
+                fd = os.open(info.dir / names["peak"], os.O_RDWR | os.O_CLOEXEC)
+                os.pwrite(fd, b"reset\n", 0)
+                self._fds["peak"] = fd
+                self.peak_resettable = True
+            except OSError:
+                if fd >= 0:
+                    os.close(fd)
+                self._try_open("peak", names["peak"])
+        else:
+            self._try_open("peak", names["peak"], os.O_RDWR if owned else os.O_RDONLY)
+            self.peak_resettable = owned and "peak" in self._fds and self._fd_writable("peak")
+        self.psi_scope = None
+        if info.version == 2 and self._try_open("psi", names["psi"]):
+            self.psi_scope = "cgroup"
+        elif self._try_open("psi", str(self._root / "proc/pressure/memory")):
+            self.psi_scope = "system"
 
-    def read_usage(self) -> int: ...
+    def _open(self, key: str, name: str, flags: int = os.O_RDONLY) -> int:
+        path = name if name.startswith("/") else self.info.dir / name
+        fd = os.open(path, flags | os.O_CLOEXEC)
+        self._fds[key] = fd
+        return fd
+
+    def _try_open(self, key: str, name: str, flags: int = os.O_RDONLY) -> bool:
+        try:
+            self._open(key, name, flags)
+            return True
+        except OSError:
+            if flags != os.O_RDONLY:
+                return self._try_open(key, name)
+            return False
+
+    def _fd_writable(self, key: str) -> bool:
+        import fcntl
+
+        return (fcntl.fcntl(self._fds[key], fcntl.F_GETFL) & os.O_ACCMODE) == os.O_RDWR
+
+    def _read(self, key: str) -> bytes | None:
+        fd = self._fds.get(key)
+        if fd is None:
+            return None
+        try:
+            return os.pread(fd, 65536, 0)
+        except OSError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENOENT, errno.ESTALE):
+                raise CgroupGone(f"cgroup {self.info.dir} was removed") from None
+            raise
+
+    def read_usage(self) -> int:
+        return int(self._read("usage") or b"0")
+
     def read_stat(self) -> dict[str, int]:
-        """Normalised: anon, file, inactive_file, active_file, shmem, ... and working_set."""
-        ...
+        """Normalised to v2 names: anon, file, inactive_file, active_file, shmem, ...,
+        plus ``usage`` and ``working_set`` (usage - inactive_file, floored at 0:
+        what the kubelet evicts on)."""
+        raw = _parse_kv(self._read("stat") or b"")
+        usage = self.read_usage()
+        if self.version == 1:
+            # total_* include descendants (use_hierarchy=1); plain keys do not.
+            hier = any(k.startswith("total_") for k in raw)
+            out = {}
+            for v1name, name in _V1_STAT_NAMES.items():
+                value = raw.get("total_" + v1name if hier else v1name)
+                if value is not None:
+                    out[name] = value
+        else:
+            out = dict(raw)
+        out["usage"] = usage
+        out["working_set"] = max(0, usage - out.get("inactive_file", 0))
+        return out
+
     def read_limit(self) -> int | None:
         """None when unlimited."""
-        ...
-    def read_peak(self) -> int | None: ...
+        data = (self._read("limit") or b"").strip()
+        if not data or data == b"max":
+            return None
+        value = int(data)
+        return None if value >= _V1_UNLIMITED else value
+
+    def read_effective_limit(self) -> int | None:
+        """The tightest limit of this cgroup and its ancestors (what will actually bite)."""
+        if self.version == 1:
+            raw = _parse_kv(self._read("stat") or b"")
+            value = raw.get("hierarchical_memory_limit")
+            if value is not None:
+                return None if value >= _V1_UNLIMITED else value
+            return self.read_limit()
+        best = self.read_limit()
+        d = self.info.dir.parent
+        while (d / "memory.max").exists():
+            try:
+                text = (d / "memory.max").read_text().strip()
+            except OSError:
+                break
+            if text != "max":
+                best = int(text) if best is None else min(best, int(text))
+            d = d.parent
+        return best
+
+    def read_peak(self) -> int | None:
+        """Highest usage since the last reset_peak() when ``peak_resettable``,
+        else since the cgroup was created; None when the kernel has no peak file."""
+        data = self._read("peak")
+        return int(data) if data else None
+
     def reset_peak(self) -> bool:
         """Start a new peak interval; False when this kernel/cgroup can't."""
-        ...
+        if not self.peak_resettable:
+            return False
+        try:
+            os.pwrite(self._fds["peak"], b"0\n" if self.version == 1 else b"reset\n", 0)
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENOENT):
+                raise CgroupGone(f"cgroup {self.info.dir} was removed") from None
+            return False
+
     def read_oom(self) -> dict[str, int]:
-        """Counters: oom_kill, oom (v2), under_oom (v1), failcnt / max events."""
-        ...
-    def read_psi(self) -> dict[str, float] | None: ...
-    def pids(self) -> list[int]: ...
-    def exists(self) -> bool: ...
-    def close(self) -> None: ...
+        """Counters: oom_kill; v1 under_oom and failcnt; v2 oom, max, high, oom_group_kill.
+        ``limit_hits`` (v1 failcnt, v2 max events) rises while usage sits at the
+        limit: the early warning before an OOM kill."""
+        if self.version == 1:
+            out = _parse_kv(self._read("oom") or b"")
+            out.pop("oom_kill_disable", None)
+            fail = self._read("failcnt")
+            out["failcnt"] = int(fail) if fail else 0
+            out.setdefault("oom_kill", 0)
+            out.setdefault("under_oom", 0)
+            out["limit_hits"] = out["failcnt"]
+        else:
+            out = _parse_kv(self._read("events") or b"")
+            for k in ("low", "high", "max", "oom", "oom_kill"):
+                out.setdefault(k, 0)
+            out["limit_hits"] = out["max"]
+        return out
+
+    def read_psi(self) -> dict[str, float] | None:
+        """Memory pressure (some_avg10, ..., full_total); ``system_wide`` is 1.0 when
+        it is /proc/pressure/memory because the cgroup has no pressure file (v1)."""
+        data = self._read("psi")
+        if not data:
+            return None
+        out = _parse_psi(data)
+        out["system_wide"] = 1.0 if self.psi_scope == "system" else 0.0
+        return out
+
+    def pids(self, recursive: bool = False) -> list[int]:
+        """Processes in this cgroup (and its descendants when ``recursive``)."""
+        dirs = [self.info.dir]
+        if recursive:
+            dirs = [Path(d) for d, _, _ in os.walk(self.info.dir)]
+        out: list[int] = []
+        for d in dirs:
+            try:
+                out.extend(int(x) for x in (d / "cgroup.procs").read_text().split())
+            except FileNotFoundError:
+                continue
+        return out
+
+    def exists(self) -> bool:
+        return (self.info.dir / _FILES[self.version]["usage"]).exists()
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+        self.usage_fd = -1
+
+    def __enter__(self) -> MemoryCgroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MemoryCgroup(v{self.version}, {self.info.dir}, owned={self.owned})"
 
 
-def create_limited(limit_bytes: int, name: str) -> MemoryCgroup:
+# ---------------------------------------------------------------- creating
+
+_counter = itertools.count(1)
+
+
+def _swap_enabled(root: Path) -> bool:
+    try:
+        return len((root / "proc/swaps").read_text().splitlines()) > 1
+    except OSError:
+        return False
+
+
+def _write(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _perm_help(where: Path) -> str:
+    return (
+        f"no permission to create a memory cgroup under {where}: run as root, or from a "
+        "delegated cgroup (e.g. systemd-run --user --scope -p Delegate=yes spikewatch ...)"
+    )
+
+
+def create_limited(limit_bytes: int, name: str | None = None, *, root: Path | str = "/") -> MemoryCgroup:
     """A new child cgroup of ``limit_bytes`` under our own memory cgroup (v2 if the
-    memory controller is on v2, else v1), owned=True; CgroupError says what to do."""
-    raise NotImplementedError
+    memory controller is on v2, else v1), owned=True; CgroupError says what to do.
+
+    ``name`` defaults to ``spikewatch-<pid>-<n>``. Swap is not allowed past the
+    limit (v1 memsw / v2 swap.max), so the limit bites like a container's does.
+    """
+    root = Path(root)
+    if limit_bytes <= 0:
+        raise CgroupError(f"a memory limit must be positive, not {limit_bytes}")
+    parent = cgroup_of_pid(os.getpid(), root=root)
+    if parent is None:
+        hier = memory_hierarchy(root=root)
+        if hier is None:
+            raise CgroupError(
+                "--limit needs a memory cgroup controller, and this host has none mounted "
+                "(cgroup v1 'memory' or cgroup v2 with 'memory' in cgroup.controllers); "
+                "run without --limit, or on a host with memory cgroups"
+            )
+        raise CgroupError(f"cannot find our own memory cgroup under {hier[1]}; run without --limit")
+    name = name or f"spikewatch-{os.getpid()}-{next(_counter)}"
+    if "/" in name or name in ("", ".", ".."):
+        raise CgroupError(f"bad cgroup name {name!r}")
+    if parent.version == 2:
+        _enable_v2_memory(parent.dir)
+    child = parent.dir / name
+    try:
+        os.mkdir(child)
+    except FileExistsError:
+        raise CgroupError(f"cgroup {child} already exists; remove it with rmdir {child}") from None
+    except PermissionError:
+        raise CgroupError(_perm_help(parent.dir)) from None
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            raise CgroupError(_perm_help(parent.dir) + " (the cgroup file system is read-only here)") from None
+        raise CgroupError(f"cannot create {child}: {exc.strerror}") from None
+    info = CgroupInfo(parent.version, parent.path.rstrip("/") + "/" + name, child)
+    try:
+        if parent.version == 1:
+            _write(child / "memory.limit_in_bytes", str(limit_bytes))
+            if _swap_enabled(root) and (child / "memory.memsw.limit_in_bytes").exists():
+                _write(child / "memory.memsw.limit_in_bytes", str(limit_bytes))
+        else:
+            _write(child / "memory.max", str(limit_bytes))
+            if (child / "memory.swap.max").exists():
+                _write(child / "memory.swap.max", "0")
+        cg = MemoryCgroup(info, owned=True, root=root)
+    except (OSError, CgroupError) as exc:
+        _rmdir_retry(child, 2.0)
+        raise CgroupError(f"cannot set a {limit_bytes}-byte limit on {child}: {exc}") from None
+    return cg
+
+
+def _enable_v2_memory(parent: Path) -> None:
+    controllers = (parent / "cgroup.controllers").read_text().split()
+    if "memory" not in controllers:
+        raise CgroupError(
+            f"the memory controller is not delegated to {parent}; enable it in the parent "
+            f"(echo +memory > {parent.parent / 'cgroup.subtree_control'}) or run with --limit "
+            "from a cgroup that has it (systemd-run -p Delegate=yes)"
+        )
+    if "memory" in (parent / "cgroup.subtree_control").read_text().split():
+        return
+    try:
+        _write(parent / "cgroup.subtree_control", "+memory")
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise CgroupError(
+                f"cannot enable +memory in {parent}/cgroup.subtree_control: it holds processes "
+                "(cgroup v2 lets only leaf cgroups hold processes); run spikewatch from its own "
+                "cgroup, e.g. systemd-run --scope -p Delegate=yes spikewatch ..."
+            ) from None
+        raise CgroupError(_perm_help(parent)) from None
 
 
 def move_pid(pid: int, cg: MemoryCgroup) -> None:
-    raise NotImplementedError
+    """Move process ``pid`` (all its threads) into ``cg``."""
+    try:
+        _write(cg.info.dir / "cgroup.procs", str(pid))
+    except OSError as exc:
+        if exc.errno == errno.ESRCH:
+            raise CgroupError(f"no process {pid} to move into {cg.info.dir}") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise CgroupError(f"no permission to move {pid} into {cg.info.dir}: run as root") from None
+        raise CgroupError(f"cannot move {pid} into {cg.info.dir}: {exc.strerror}") from None
+
+
+def _rmdir_retry(d: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.rmdir(d)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
 
 
 def remove(cg: MemoryCgroup, timeout: float = 5.0) -> None:
-    """Kill what is left inside, then rmdir (retrying while the kernel lets go)."""
-    raise NotImplementedError
+    """Kill what is left inside, then rmdir (retrying while the kernel lets go).
+
+    Never raises for a cgroup that is already gone; raises CgroupError when it
+    cannot be removed within ``timeout``.
+    """
+    cg.close()
+    top = cg.info.dir
+    if not top.is_dir():
+        return
+    deadline = time.monotonic() + timeout
+    # Bottom-up: children made inside (by the service itself) go first.
+    dirs = sorted((Path(d) for d, _, _ in os.walk(top)), key=lambda p: len(p.parts), reverse=True)
+    for d in dirs:
+        kill_file = d / "cgroup.kill"  # v2, 5.14+: kills every process atomically
+        while True:
+            try:
+                pids = [int(x) for x in (d / "cgroup.procs").read_text().split()]
+            except FileNotFoundError:
+                pids = []
+            except OSError:
+                pids = []
+            if not pids:
+                break
+            if kill_file.exists():
+                try:
+                    _write(kill_file, "1")
+                except OSError:
+                    pass
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if time.monotonic() > deadline:
+                raise CgroupError(f"processes {pids} in {d} did not die within {timeout:.0f} s")
+            time.sleep(0.005)
+        if not _rmdir_retry(d, max(0.0, deadline - time.monotonic())):
+            if d.exists():
+                raise CgroupError(f"cannot remove {d}; remove it by hand with rmdir {d}")
+
+
+# ---------------------------------------------------------------- launching
+
+_JOIN_SCRIPT = 'echo $$ > "$1" || exit 126; shift; exec "$@"'
+
+
+def join_argv(cg: MemoryCgroup | CgroupInfo, argv: Sequence[str]) -> list[str]:
+    """``argv`` wrapped so that the process enters ``cg`` before it execs the command.
+
+    ``/bin/sh`` writes its own pid into cgroup.procs, then execs ``argv`` (PATH
+    lookup included), keeping the pid: every byte the command ever touches is
+    charged to ``cg``. Exit status 126 with a message on stderr if joining failed.
+    """
+    info = cg.info if isinstance(cg, MemoryCgroup) else cg
+    if not argv:
+        raise CgroupError("nothing to run")
+    return ["/bin/sh", "-c", _JOIN_SCRIPT, "spikewatch-join", str(info.dir / "cgroup.procs"), *argv]
+
+
+def preexec_join(cg: MemoryCgroup | CgroupInfo):  # -> Callable[[], None]
+    """A ``preexec_fn`` that moves the forked child into ``cg`` (writing 0 means
+    "the writer itself"). Not for threaded parents (pyzmq has threads): prefer
+    :func:`join_argv`."""
+    info = cg.info if isinstance(cg, MemoryCgroup) else cg
+    procs = str(info.dir / "cgroup.procs")
+
+    def _join() -> None:
+        fd = os.open(procs, os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+    return _join
+
+
+def spawn_in(cg: MemoryCgroup | CgroupInfo, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:
+    """Start ``argv`` inside ``cg`` from its first instruction (see :func:`join_argv`)."""
+    return subprocess.Popen(join_argv(cg, argv), **popen_kwargs)

@@ -1,0 +1,247 @@
+"""cgroup v1 on this machine, for real: create, limit, OOM-kill, peaks, removal.
+
+These need a writable memory controller under our own memory cgroup (root on
+this kind of VM and in CI); they skip, saying why, only where there is none.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sampler import cgroup as cgm
+
+MiB = 1 << 20
+pytestmark = pytest.mark.cgroup
+
+
+def _writable_reason() -> str | None:
+    hier = cgm.memory_hierarchy()
+    if hier is None:
+        return "no memory cgroup controller mounted on this host"
+    try:
+        cg = cgm.create_limited(16 * MiB, f"spikewatch-probe-{os.getpid()}")
+    except cgm.CgroupError as exc:
+        return f"memory cgroup not writable here: {exc}"
+    cgm.remove(cg)
+    return None
+
+
+_REASON = _writable_reason()
+needs_cgroup = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+
+
+def _ours() -> list[Path]:
+    me = cgm.cgroup_of_pid(os.getpid())
+    assert me is not None
+    return sorted(me.dir.glob(f"spikewatch-{os.getpid()}-*"))
+
+
+@pytest.fixture
+def limited():
+    made: list[cgm.MemoryCgroup] = []
+
+    def make(limit: int) -> cgm.MemoryCgroup:
+        cg = cgm.create_limited(limit)
+        made.append(cg)
+        return cg
+
+    yield make
+    for cg in made:
+        cgm.remove(cg)
+
+
+# A child that allocates ``chunks`` MiB one at a time (touching every page),
+# holds them until told, frees them, and reports on stdout.
+ALLOC = textwrap.dedent(
+    """
+    import sys, time
+    cmd = sys.argv[1]; n = int(sys.argv[2]); pause = float(sys.argv[3])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    held = []
+    for i in range(n):
+        held.append(b"x" * (1 << 20))
+        if pause:
+            time.sleep(pause)
+    print("allocated", flush=True)
+    if cmd == "spike":
+        del held[:]
+        print("freed", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def _alloc_child(cg: cgm.MemoryCgroup, cmd: str, mib: int, pause: float = 0.0) -> subprocess.Popen:
+    p = cgm.spawn_in(
+        cg, [sys.executable, "-c", ALLOC, cmd, str(mib), str(pause)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+@needs_cgroup
+def test_create_limit_remove_leaves_nothing(limited) -> None:
+    before = _ours()
+    cg = cgm.create_limited(64 * MiB)
+    assert cg.owned and cg.info.version == 1 and cg.exists()
+    assert cg.info.dir.name.startswith(f"spikewatch-{os.getpid()}-")
+    assert cg.read_limit() == 64 * MiB
+    assert cg.read_effective_limit() == 64 * MiB
+    assert cg.read_oom()["oom_kill"] == 0 and cg.read_oom()["failcnt"] == 0
+    assert cg.pids() == []
+    # A process and a nested cgroup inside: remove() kills and cleans both.
+    p = cgm.spawn_in(cg, ["sleep", "30"])
+    nested = cg.info.dir / "inner"
+    nested.mkdir()
+    q = subprocess.Popen(["sleep", "30"])
+    (nested / "cgroup.procs").write_text(str(q.pid))
+    deadline = time.monotonic() + 5
+    while p.pid not in cg.pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cg.pids() == [p.pid]
+    assert sorted(cg.pids(recursive=True)) == sorted([p.pid, q.pid])
+    cgm.remove(cg)
+    assert p.wait(5) == -signal.SIGKILL and q.wait(5) == -signal.SIGKILL
+    assert not cg.info.dir.exists()
+    cgm.remove(cg)  # already gone: no error
+    assert _ours() == before
+
+
+@needs_cgroup
+def test_spawned_command_is_inside_before_exec(limited) -> None:
+    cg = limited(64 * MiB)
+    out = cgm.spawn_in(cg, ["cat", "/proc/self/cgroup"], stdout=subprocess.PIPE, text=True).communicate(timeout=10)[0]
+    assert f"memory:{cg.info.path}\n" in out
+    # Joining failure is an exit status, not a hang.
+    gone = cgm.CgroupInfo(1, "/nope", cg.info.dir / "no-such-child")
+    p = cgm.spawn_in(gone, ["true"], stderr=subprocess.DEVNULL)
+    assert p.wait(10) == 126
+
+
+@needs_cgroup
+def test_oom_kill_counted_with_usage_at_limit_before(limited) -> None:
+    limit = 64 * MiB
+    cg = limited(limit)
+    assert cg.read_oom()["oom_kill"] == 0
+    p = _alloc_child(cg, "hold", 200, pause=0.002)
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    top, hits_before_kill = 0, 0
+    deadline = time.monotonic() + 60
+    while p.poll() is None and time.monotonic() < deadline:
+        u = os.pread(cg.usage_fd, 64, 0)
+        top = max(top, int(u))
+        oom = cg.read_oom()
+        if oom["oom_kill"] == 0:
+            hits_before_kill = max(hits_before_kill, oom["failcnt"])
+        time.sleep(0.001)
+    assert p.wait(10) == -signal.SIGKILL
+    oom = cg.read_oom()
+    assert oom["oom_kill"] == 1
+    assert top >= 0.85 * limit, f"usage seen before the kill only {top / MiB:.1f} MiB"
+    assert top <= limit
+    assert oom["failcnt"] > 0 and oom["limit_hits"] == oom["failcnt"]
+    assert cg.read_peak() >= 0.95 * limit
+
+
+@needs_cgroup
+def test_peak_records_a_spike_that_samples_missed_and_resets(limited) -> None:
+    cg = limited(256 * MiB)
+    assert cg.peak_resettable
+    p = _alloc_child(cg, "spike", 48)
+    assert cg.reset_peak()
+    base = cg.read_usage()
+    assert cg.read_peak() < base + 8 * MiB
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    assert p.stdout.readline().strip() == "allocated"
+    assert p.stdout.readline().strip() == "freed"
+    # Memory is back down; only the kernel's high-water mark knows.
+    after = cg.read_usage()
+    peak = cg.read_peak()
+    assert after < base + 16 * MiB
+    assert peak >= base + 44 * MiB, (base, after, peak)
+    assert cg.reset_peak()
+    assert cg.read_peak() < peak - 30 * MiB
+    p.stdin.write("end\n")
+    p.stdin.flush()
+    assert p.wait(10) == 0
+
+
+@needs_cgroup
+def test_watched_cgroup_peak_is_not_reset() -> None:
+    me = cgm.cgroup_of_pid(os.getpid())
+    with cgm.MemoryCgroup(me) as cg:
+        assert not cg.owned and not cg.peak_resettable
+        before = cg.read_peak()
+        assert cg.reset_peak() is False
+        assert cg.read_peak() >= before * 0.5  # untouched (others may only raise it)
+
+
+@needs_cgroup
+def test_hierarchical_stat_and_working_set(limited, tmp_path) -> None:
+    cg = limited(512 * MiB)
+    inner_dir = cg.info.dir / "inner"
+    inner_dir.mkdir()
+    p = _alloc_child(cgm.MemoryCgroup(cgm.resolve(str(inner_dir))), "hold", 32)
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    assert p.stdout.readline().strip() == "allocated"
+    # Page cache charged to the same cgroup: write a file from inside.
+    f = tmp_path / "cache.bin"
+    w = cgm.spawn_in(cg, ["dd", "if=/dev/zero", f"of={f}", "bs=1M", "count=24", "status=none"])
+    assert w.wait(30) == 0
+    stat = cg.read_stat()
+    # The process sits in a child cgroup: only total_* (hierarchical) see it.
+    assert stat["anon"] >= 30 * MiB, stat
+    assert stat["file"] >= 20 * MiB, stat
+    assert stat["working_set"] == max(0, stat["usage"] - stat["inactive_file"])
+    assert stat["working_set"] <= stat["usage"]
+    assert stat["inactive_file"] + stat["active_file"] <= stat["file"] + MiB
+    p.stdin.write("end\n")
+    p.stdin.flush()
+    assert p.wait(10) == 0
+
+
+@needs_cgroup
+def test_read_after_removal_says_gone(limited) -> None:
+    cg = limited(32 * MiB)
+    watcher = cgm.MemoryCgroup(cg.info)
+    cgm.remove(cg)
+    assert not watcher.exists()
+    with pytest.raises((cgm.CgroupGone, OSError)):
+        watcher.read_usage()
+        watcher.read_oom()
+    watcher.close()
+
+
+def test_missing_cgroup_is_a_clear_error() -> None:
+    hier = cgm.memory_hierarchy()
+    if hier is None:
+        pytest.skip("no memory cgroup controller mounted on this host")
+    with pytest.raises(cgm.CgroupError, match=r"no memory cgroup at .*; list them with ls "):
+        cgm.resolve("definitely/not/here")
+    with pytest.raises(cgm.CgroupError, match="no process"):
+        cgm.cgroup_of_pid(2**22 + 12345)
+
+
+def test_unit_without_systemd_is_a_clear_error() -> None:
+    with pytest.raises(cgm.CgroupError, match="systemd|systemctl"):
+        cgm.unit_cgroup("spikewatch-no-such-unit.service")
+    with pytest.raises(cgm.CgroupError, match="not installed"):
+        cgm.unit_cgroup("x.service", systemctl="/nonexistent/systemctl")
+
+
+def test_bad_limits_are_clear_errors() -> None:
+    with pytest.raises(cgm.CgroupError, match="positive"):
+        cgm.create_limited(0)
