@@ -1,0 +1,459 @@
+"""A Prometheus ``/metrics`` endpoint that keeps the peaks a 15 s scrape misses.
+
+:class:`PeakExporter` is a *publish listener*: the sampler calls
+``exporter.observe(topic, body)`` (or ``exporter(topic, body)``) with every
+message it publishes, off the hot loop. ``observe`` only keeps, per series, the
+latest value and the running maximum since the previous scrape (O(batch), under
+a lock). An HTTP thread serves ``/metrics`` with the official
+``prometheus_client`` exposition code.
+
+``spikewatch_memory_peak_bytes{series=...}`` is the highest value since the
+*same scraper's* previous scrape, kernel high-water marks included, so a
+scraper at any interval sees every spike at full height. Scrapers are told
+apart by ``?scraper=NAME`` in the URL when given (set ``params: {scraper:
+[NAME]}`` in the scrape config), otherwise by client IP address + User-Agent
+(two Prometheus servers of an HA pair have different addresses). At most
+``max_scrapers`` are remembered (least recently seen forgotten first); a
+scraper seen for the first time, or forgotten, gets the peak since the exporter
+started. The peak gauge never under-reports: a kernel high-water mark that
+reaches the sampler after a scrape shows in the next one.
+
+Binds to loopback by default. HTTP has no CURVE: to expose it beyond the host,
+pass ``allow_remote=True`` and restrict who can reach the port (network policy,
+firewall) — the metrics carry no secrets but say what the host runs.
+
+Imports only the standard library at module level; ``prometheus_client`` (the
+``spikewatch[prometheus]`` extra) is imported when an exporter is created, so
+the sampler without ``--prometheus`` never loads it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import threading
+import time
+from collections import OrderedDict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterable, Iterator, Mapping
+from urllib.parse import parse_qs, urlsplit
+
+from . import __version__, protocol
+
+DEFAULT_BIND = "127.0.0.1:9464"
+METRICS_PATH = "/metrics"
+MAX_SCRAPERS = 32
+_SCRAPER_NAME_RE = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
+
+# Metric names (without the ``_total`` suffix the exposition adds to counters).
+# Tests and docs/recipes cross-check against these; keep them in one place.
+M_MEMORY = "spikewatch_memory_bytes"
+M_PEAK = "spikewatch_memory_peak_bytes"
+M_LIMIT = "spikewatch_memory_limit_bytes"
+M_OOM_KILLS = "spikewatch_oom_kills"
+M_HWM_SPIKES = "spikewatch_hwm_spikes"
+M_RESTARTS = "spikewatch_restarts"
+M_OVERRUNS = "spikewatch_overruns"
+M_DROPPED = "spikewatch_dropped_messages"
+M_SAMPLES = "spikewatch_sampler_samples"
+M_RATE = "spikewatch_sampler_rate_hz"
+M_PERIOD = "spikewatch_sampler_period_seconds"
+M_INFO = "spikewatch_sampler"  # exposed as spikewatch_sampler_info
+M_LAST = "spikewatch_sampler_last_message_age_seconds"
+M_SCRAPERS = "spikewatch_exporter_scrapers"
+M_OBSERVE_ERRORS = "spikewatch_exporter_observe_errors"
+COUNTERS = (M_OOM_KILLS, M_HWM_SPIKES, M_RESTARTS, M_OVERRUNS, M_DROPPED, M_SAMPLES, M_OBSERVE_ERRORS)
+
+
+def exposed_names() -> set[str]:
+    """Every sample name a scrape can contain (counters with ``_total``, info with ``_info``)."""
+    names = {M_MEMORY, M_PEAK, M_LIMIT, M_RATE, M_PERIOD, M_LAST, M_SCRAPERS, M_INFO + "_info"}
+    names.update(c + "_total" for c in COUNTERS)
+    return names
+
+
+# ``detail`` fields that are memory sizes in bytes: exposed as series of the
+# memory gauges (their peak is at the detail rate, ~100 ms).
+DETAIL_SERIES: tuple[str, ...] = (
+    "rss_anon", "rss_file", "rss_shmem", "vm_swap",
+    "cg_usage", "cg_anon", "cg_file", "cg_inactive_file", "cg_working_set",
+)
+# ``detail`` fields that are kernel maxima over the interval since the previous
+# detail: folded into the peak of the series they bound. ``vm_hwm`` is left out:
+# it is a sum of per-process lifetime maxima, above any instantaneous RSS of a
+# tree; rss peaks the kernel saw reach us as ``hwm_spike`` events instead.
+DETAIL_PEAKS: dict[str, str] = {"cg_peak": protocol.SERIES_CG_USAGE, "sample_max": protocol.SERIES_RSS}
+
+EXTRA_HINT = "pip install 'spikewatch[prometheus]'"
+
+
+class PrometheusUnavailable(RuntimeError):
+    """prometheus_client is not installed."""
+
+
+class BindError(ValueError):
+    """The bind address is malformed or not allowed."""
+
+
+def parse_bind(bind: str, *, allow_remote: bool = False) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) → (host, port); refuse non-loopback unless allowed."""
+    text = bind.strip()
+    m = re.match(r"^\[([^\]]+)\]:(\d+)$", text) or re.match(r"^([^:\[\]]*):(\d+)$", text)
+    if not m:
+        raise BindError(f"expected HOST:PORT (e.g. 127.0.0.1:9464), got {bind!r}")
+    host, port = m.group(1) or "127.0.0.1", int(m.group(2))
+    if port > 65535:
+        raise BindError(f"port out of range in {bind!r}")
+    if not allow_remote and not _is_loopback(host):
+        raise BindError(
+            f"{host} is not a loopback address: HTTP has no CURVE encryption, so the "
+            "Prometheus endpoint binds to loopback only unless remote binding is allowed "
+            "explicitly (then restrict who can reach the port with a network policy or firewall)"
+        )
+    return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _load_client() -> Any:
+    try:
+        import prometheus_client  # noqa: F401
+        import prometheus_client.exposition
+        import prometheus_client.metrics_core
+    except ImportError:
+        raise PrometheusUnavailable(
+            f"the Prometheus endpoint needs the prometheus_client package: {EXTRA_HINT}"
+        ) from None
+    return prometheus_client
+
+
+class _PeakState:
+    """Latest values and per-scraper peaks. Not thread-safe by itself (the exporter locks)."""
+
+    def __init__(self, max_scrapers: int) -> None:
+        self.max_scrapers = max_scrapers
+        self.latest: dict[str, int] = {}
+        self.window: dict[str, int] = {}  # max since the previous scrape by anyone
+        self.since_start: dict[str, int] = {}  # max over closed windows, for new scrapers
+        # scraper -> max over windows closed by *other* scrapers since its own last scrape
+        self.scrapers: OrderedDict[str, dict[str, int]] = OrderedDict()
+        self.sample_series: set[str] = set()
+
+    def bump(self, series: str, value: int) -> None:
+        if value > self.window.get(series, -1):
+            self.window[series] = value
+
+    def scrape(self, key: str) -> dict[str, int]:
+        """Peaks since ``key``'s previous scrape; closes the current window for everyone."""
+        window, self.window = self.window, {}
+        acc = self.scrapers.pop(key, None)
+        if acc is None:
+            acc = dict(self.since_start)
+        _fold(acc, window)
+        _fold(acc, self.latest)  # the value at scrape time is inside the interval too
+        for other in self.scrapers.values():
+            _fold(other, window)
+        _fold(self.since_start, window)
+        self.scrapers[key] = {}
+        while len(self.scrapers) > self.max_scrapers:
+            self.scrapers.popitem(last=False)
+        return acc
+
+
+def _fold(into: dict[str, int], values: Mapping[str, int]) -> None:
+    for name, v in values.items():
+        if v > into.get(name, -1):
+            into[name] = v
+
+
+class PeakExporter:
+    """Serve ``/metrics`` for the messages a sampler publishes; see the module doc.
+
+    >>> exp = PeakExporter("127.0.0.1:0").start()   # doctest: +SKIP
+    >>> daemon.add_listener(exp.observe)             # doctest: +SKIP
+    """
+
+    def __init__(self, bind: str = DEFAULT_BIND, *, allow_remote: bool = False,
+                 max_scrapers: int = MAX_SCRAPERS) -> None:
+        self._host, self._port = parse_bind(bind, allow_remote=allow_remote)
+        self._client = _load_client()
+        if max_scrapers < 1:
+            raise ValueError("max_scrapers must be at least 1")
+        self._lock = threading.Lock()
+        self._state = _PeakState(max_scrapers)
+        self._limit: int | None = None
+        self._events: dict[str, int] = {}
+        self._hello_counters: dict[str, int] = {}
+        self._samples_seen = 0
+        self._observe_errors = 0
+        self._info: dict[str, str] = {}
+        self._period_ns: int | None = None
+        self._rate_hz: float | None = None
+        self._rate_anchor: tuple[int, int] | None = None  # (t, samples) of the previous hello
+        self._last_message = 0.0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- the publishing path ------------------------------------------------
+
+    def __call__(self, topic: str, body: Mapping[str, Any]) -> None:
+        self.observe(topic, body)
+
+    def observe(self, topic: str, body: Mapping[str, Any]) -> None:
+        """Take one published message. Never raises (a bad body is counted and skipped)."""
+        try:
+            with self._lock:
+                self._last_message = time.monotonic()
+                if topic == protocol.SAMPLES:
+                    self._on_samples(body)
+                elif topic == protocol.DETAIL:
+                    self._on_detail(body)
+                elif topic == protocol.EVENT:
+                    self._on_event(body)
+                elif topic == protocol.HELLO:
+                    self._on_hello(body)
+        except Exception:  # the sampler's publishing path must not break on us
+            self._observe_errors += 1
+
+    def _on_samples(self, body: Mapping[str, Any]) -> None:
+        state = self._state
+        window, latest = state.window, state.latest
+        n = 0
+        for name, col in body["series"].items():
+            if not col:
+                continue
+            n = len(col)
+            top = max(col)
+            if top > window.get(name, -1):
+                window[name] = top
+            latest[name] = col[-1]
+            if name not in state.sample_series:
+                state.sample_series.add(name)
+        self._samples_seen += n
+
+    def _on_detail(self, body: Mapping[str, Any]) -> None:
+        state = self._state
+        for name in DETAIL_SERIES:
+            v = body.get(name)
+            if v is None:
+                continue
+            state.bump(name, v)
+            if name not in state.sample_series:  # samples are fresher than details
+                state.latest[name] = v
+        for field, series in DETAIL_PEAKS.items():
+            v = body.get(field)
+            if v is not None:
+                state.bump(series, v)
+        if "cg_limit" in body:
+            self._limit = body["cg_limit"]
+
+    def _on_event(self, body: Mapping[str, Any]) -> None:
+        kind = body.get("kind")
+        if not isinstance(kind, str):
+            return
+        self._events[kind] = self._events.get(kind, 0) + 1
+        if kind == protocol.EV_HWM_SPIKE:
+            series, value = body.get("series"), body.get("bytes")
+            if isinstance(series, str) and isinstance(value, int):
+                self._state.bump(series, value)
+        elif kind == protocol.EV_LIMIT_CHANGE:
+            self._limit = body.get("new")
+
+    def _on_hello(self, body: Mapping[str, Any]) -> None:
+        counters = body.get("counters") or {}
+        self._hello_counters = dict(counters)
+        self._info = {
+            "session": str(body.get("session", "")),
+            "host": str(body.get("host", "")),
+            "version": str(body.get("sampler_version", "")),
+        }
+        self._period_ns = body.get("period_ns")
+        cgroup = body.get("cgroup")
+        if isinstance(cgroup, dict) and "limit" in cgroup and self._limit is None:
+            self._limit = cgroup["limit"]
+        samples, t = counters.get("samples"), body.get("t")
+        if isinstance(samples, int) and isinstance(t, int):
+            if self._rate_anchor is not None and t > self._rate_anchor[0]:
+                self._rate_hz = (samples - self._rate_anchor[1]) * 1e9 / (t - self._rate_anchor[0])
+            self._rate_anchor = (t, samples)
+
+    # --- scraping -------------------------------------------------------------
+
+    def collect_for(self, scraper: str) -> "_Snapshot":
+        """Take the scrape for ``scraper``: the metric families, peaks consumed."""
+        mc = self._client.metrics_core
+        with self._lock:
+            peaks = self._state.scrape(scraper)
+            latest = dict(self._state.latest)
+            limit = self._limit
+            events = dict(self._events)
+            hello = dict(self._hello_counters)
+            samples_seen = self._samples_seen
+            info = dict(self._info)
+            period_ns, rate = self._period_ns, self._rate_hz
+            last = self._last_message
+            n_scrapers = len(self._state.scrapers)
+            observe_errors = self._observe_errors
+
+        families: list[Any] = []
+        mem = mc.GaugeMetricFamily(M_MEMORY, "Latest sampled memory of the target, bytes", labels=["series"])
+        for name in sorted(latest):
+            mem.add_metric([name], latest[name])
+        peak = mc.GaugeMetricFamily(
+            M_PEAK, "Highest memory since this scraper's previous scrape (samples and kernel "
+            "high-water marks), bytes", labels=["series"])
+        for name in sorted(peaks):
+            peak.add_metric([name], peaks[name])
+        families += [mem, peak]
+        if limit is not None:
+            families.append(mc.GaugeMetricFamily(M_LIMIT, "Memory limit of the target cgroup, bytes", value=limit))
+
+        def counter(name: str, doc: str, value: float) -> None:
+            families.append(mc.CounterMetricFamily(name, doc, value=value))
+
+        def hello_or_events(key: str, kind: str) -> int:
+            return max(int(hello.get(key, 0) or 0), events.get(kind, 0))
+
+        counter(M_OOM_KILLS, "OOM kills seen by the sampler", events.get(protocol.EV_OOM_KILL, 0))
+        counter(M_HWM_SPIKES, "Kernel high-water marks above every sample (peaks sampling missed)",
+                hello_or_events("hwm_spikes", protocol.EV_HWM_SPIKE))
+        counter(M_RESTARTS, "Target process restarts", events.get(protocol.EV_RESTART, 0))
+        counter(M_OVERRUNS, "Sampler overruns (ticks late or missed)",
+                hello_or_events("overruns", protocol.EV_OVERRUN))
+        counter(M_DROPPED, "Messages the sampler dropped (no room to publish)", int(hello.get("dropped", 0) or 0))
+        counter(M_SAMPLES, "Samples taken by the sampler", max(int(hello.get("samples", 0) or 0), samples_seen))
+        counter(M_OBSERVE_ERRORS, "Published messages the exporter could not read", observe_errors)
+        if rate is not None:
+            families.append(mc.GaugeMetricFamily(M_RATE, "Achieved sampling rate between the last two hellos, Hz",
+                                                 value=rate))
+        if period_ns:
+            families.append(mc.GaugeMetricFamily(M_PERIOD, "Configured sampling period, seconds",
+                                                 value=period_ns / 1e9))
+        if info:
+            fam = mc.InfoMetricFamily(M_INFO, "The sampler session this endpoint serves",
+                                      labels=["session", "host", "version"])
+            fam.add_metric([info["session"], info["host"], info["version"]], {})
+            families.append(fam)
+        if last:
+            families.append(mc.GaugeMetricFamily(M_LAST, "Seconds since the sampler last published",
+                                                 value=max(0.0, time.monotonic() - last)))
+        families.append(mc.GaugeMetricFamily(M_SCRAPERS, "Scrapers whose peaks are tracked", value=n_scrapers))
+        return _Snapshot(families)
+
+    def render(self, scraper: str, accept: str = "") -> tuple[bytes, str]:
+        """One scrape as (body, content type), negotiated like prometheus_client's own server."""
+        encoder, content_type = self._client.exposition.choose_encoder(accept)
+        return encoder(self.collect_for(scraper)), content_type
+
+    # --- the server -------------------------------------------------------
+
+    def start(self) -> "PeakExporter":
+        """Bind and serve in a daemon thread; returns self. Raises OSError if the port is taken."""
+        if self._server is not None:
+            return self
+        handler = _make_handler(self)
+        server_cls = _server_class(self._host)
+        self._server = server_cls((self._host, self._port), handler)
+        self._port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="spikewatch-prometheus", daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._host, self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}{METRICS_PATH}"
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> "PeakExporter":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Snapshot:
+    """A prometheus_client Collector over families already taken (one scrape)."""
+
+    def __init__(self, families: Iterable[Any]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Any]:
+        return iter(self._families)
+
+
+def scraper_key(query: str, client_ip: str, user_agent: str) -> str:
+    """Who is scraping: ``?scraper=NAME`` when given, else client IP + User-Agent."""
+    names = parse_qs(query).get("scraper")
+    if names:
+        name = names[0]
+        if not _SCRAPER_NAME_RE.match(name):
+            raise ValueError("scraper must be 1-64 characters of A-Z a-z 0-9 _ . : @ / -")
+        return "name:" + name
+    return f"peer:{client_ip} {user_agent[:200]}"
+
+
+def _server_class(host: str) -> type[ThreadingHTTPServer]:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class Server(ThreadingHTTPServer):
+        address_family = family
+        daemon_threads = True
+
+    return Server
+
+
+def _make_handler(exporter: PeakExporter) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = f"spikewatch/{__version__}"
+        protocol_version = "HTTP/1.1"  # keep-alive, as Prometheus scrapes
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            parts = urlsplit(self.path)
+            if parts.path == "/":
+                self._send(200, b'spikewatch sampler: see <a href="/metrics">/metrics</a>\n', "text/html")
+                return
+            if parts.path != METRICS_PATH:
+                self._send(404, b"not found: try /metrics\n", "text/plain")
+                return
+            try:
+                key = scraper_key(parts.query, self.client_address[0], self.headers.get("User-Agent", ""))
+            except ValueError as exc:
+                self._send(400, f"{exc}\n".encode(), "text/plain")
+                return
+            body, ctype = exporter.render(key, self.headers.get("Accept", ""))
+            self._send(200, body, ctype)
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+            pass
+
+    return Handler
