@@ -177,7 +177,7 @@ def _join(mounts: list[_Mount], path: str) -> CgroupInfo | None:
     return CgroupInfo(m.version, path, m.point / rel if rel else m.point)
 
 
-def cgroup_of_pid(pid: int, *, root: Path | str = "/") -> CgroupInfo | None:
+def cgroup_of_pid(pid: int | str, *, root: Path | str = "/") -> CgroupInfo | None:
     """The memory cgroup ``pid`` belongs to (from /proc/PID/cgroup and mountinfo).
 
     None when there is no memory controller or the cgroup is outside what our
@@ -348,15 +348,21 @@ class MemoryCgroup:
             # peak for that descriptor only: invisible to anyone else, so we
             # may do it for cgroups we merely watch. Older kernels make the
             # file read-only, and 5.19- have none at all.
+            # The file's mode says which: 0444 before 6.12, 0644 since (kernfs
+            # shows the write op as a mode bit; root would bypass it on open).
+            peak = info.dir / names["peak"]
             fd = -1
             try:
-                fd = os.open(info.dir / names["peak"], os.O_RDWR | os.O_CLOEXEC)
-                os.pwrite(fd, b"reset\n", 0)
-                self._fds["peak"] = fd
-                self.peak_resettable = True
+                if os.stat(peak).st_mode & 0o222:
+                    fd = os.open(peak, os.O_RDWR | os.O_CLOEXEC)
+                    self._fds["peak"] = fd
+                    self.peak_resettable = self._write_peak()
             except OSError:
+                pass
+            if not self.peak_resettable:
                 if fd >= 0:
                     os.close(fd)
+                    del self._fds["peak"]
                 self._try_open("peak", names["peak"])
         else:
             self._try_open("peak", names["peak"], os.O_RDWR if owned else os.O_RDONLY)
@@ -457,10 +463,19 @@ class MemoryCgroup:
 
     def reset_peak(self) -> bool:
         """Start a new peak interval; False when this kernel/cgroup can't."""
-        if not self.peak_resettable:
+        return self.peak_resettable and self._write_peak()
+
+    def _write_peak(self) -> bool:
+        fd = self._fds.get("peak")
+        if fd is None:
             return False
         try:
-            os.pwrite(self._fds["peak"], b"0\n" if self.version == 1 else b"reset\n", 0)
+            if self.version == 1:
+                os.pwrite(fd, b"0\n", 0)
+            else:
+                # Any non-empty write resets this descriptor's peak; writing
+                # back what it reads keeps a captured file tree intact too.
+                os.pwrite(fd, os.pread(fd, 64, 0) or b"0\n", 0)
             return True
         except OSError as exc:
             if exc.errno in (errno.ENODEV, errno.ENOENT):
@@ -565,7 +580,7 @@ def create_limited(limit_bytes: int, name: str | None = None, *, root: Path | st
     root = Path(root)
     if limit_bytes <= 0:
         raise CgroupError(f"a memory limit must be positive, not {limit_bytes}")
-    parent = cgroup_of_pid(os.getpid(), root=root)
+    parent = cgroup_of_pid("self", root=root)  # /proc/self: our own, under any root
     if parent is None:
         hier = memory_hierarchy(root=root)
         if hier is None:
