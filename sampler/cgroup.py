@@ -154,6 +154,22 @@ def _mounts(root: Path | str = "/") -> list[_Mount]:
     return sorted(chosen, key=lambda m: (m.root != "/", -len(m.root)))
 
 
+def _cgroup2_mounts(root: Path | str = "/") -> list[_Mount]:
+    """Every cgroup2 mount, memory controller or not."""
+    root = Path(root)
+    out = []
+    try:
+        text = (root / "proc/self/mountinfo").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        pre, sep, post = line.partition(" - ")
+        fields, tail = pre.split(), post.split()
+        if sep and len(fields) >= 5 and tail and tail[0] == "cgroup2":
+            out.append(_Mount(2, _unescape(fields[3]), _under(root, _unescape(fields[4]))))
+    return out
+
+
 def memory_hierarchy(*, root: Path | str = "/") -> tuple[int, Path] | None:
     """(version, mount point) of the memory controller, or None when there is none."""
     mounts = _mounts(root)
@@ -326,7 +342,18 @@ class MemoryCgroup:
     peak_resettable: bool  # read_peak() is since the last reset_peak(), not since creation
     psi_scope: str | None  # "cgroup", "system" (v1 falls back to /proc/pressure) or None
 
-    def __init__(self, info: CgroupInfo, *, owned: bool = False, root: Path | str = "/") -> None:
+    def __init__(
+        self,
+        info: CgroupInfo,
+        *,
+        owned: bool = False,
+        allow_peak_reset: bool | None = None,
+        root: Path | str = "/",
+    ) -> None:
+        """``allow_peak_reset`` (default: ``owned``) lets a v1 cgroup's
+        max_usage_in_bytes be reset; that reset is visible to everyone reading
+        it, so only behind an explicit flag for cgroups we merely watch. v2
+        resets only our own descriptor's view and is always allowed."""
         self.info = info
         self.owned = owned
         self.version = info.version
@@ -365,13 +392,37 @@ class MemoryCgroup:
                     del self._fds["peak"]
                 self._try_open("peak", names["peak"])
         else:
-            self._try_open("peak", names["peak"], os.O_RDWR if owned else os.O_RDONLY)
-            self.peak_resettable = owned and "peak" in self._fds and self._fd_writable("peak")
+            may_reset = owned if allow_peak_reset is None else allow_peak_reset
+            self._try_open("peak", names["peak"], os.O_RDWR if may_reset else os.O_RDONLY)
+            self.peak_resettable = may_reset and "peak" in self._fds and self._fd_writable("peak")
         self.psi_scope = None
         if info.version == 2 and self._try_open("psi", names["psi"]):
             self.psi_scope = "cgroup"
-        elif self._try_open("psi", str(self._root / "proc/pressure/memory")):
+        elif info.version == 1 and (mirror := self._unified_mirror()) is not None:
+            if self._try_open("psi", str(mirror / "memory.pressure")):
+                self.psi_scope = "cgroup"
+        if self.psi_scope is None and self._try_open("psi", str(self._root / "proc/pressure/memory")):
             self.psi_scope = "system"
+
+    def _unified_mirror(self) -> Path | None:
+        """On a hybrid host, the cgroup v2 directory holding exactly this v1
+        cgroup's processes: v2 keeps per-cgroup pressure even without the memory
+        controller. Only trusted when it holds the same (non-empty) process set,
+        as systemd arranges for its units."""
+        mine = set(self.pids())
+        if not mine:
+            return None
+        for m in _cgroup2_mounts(self._root):
+            d = _join([m], self.info.path)
+            if d is None or not (d.dir / "memory.pressure").exists():
+                continue
+            try:
+                theirs = {int(x) for x in (d.dir / "cgroup.procs").read_text().split()}
+            except (OSError, ValueError):
+                continue
+            if theirs == mine:
+                return d.dir
+        return None
 
     def _open(self, key: str, name: str, flags: int = os.O_RDONLY) -> int:
         path = name if name.startswith("/") else self.info.dir / name
@@ -594,7 +645,7 @@ def create_limited(limit_bytes: int, name: str | None = None, *, root: Path | st
     if "/" in name or name in ("", ".", ".."):
         raise CgroupError(f"bad cgroup name {name!r}")
     if parent.version == 2:
-        _enable_v2_memory(parent.dir)
+        parent = _v2_home(parent)
     child = parent.dir / name
     try:
         os.mkdir(child)
@@ -610,6 +661,12 @@ def create_limited(limit_bytes: int, name: str | None = None, *, root: Path | st
     try:
         if parent.version == 1:
             _write(child / "memory.limit_in_bytes", str(limit_bytes))
+            # A parent with oom_kill_disable=1 would hand it down: the service
+            # would hang at the limit instead of being OOM-killed as in production.
+            try:
+                _write(child / "memory.oom_control", "0")
+            except OSError:
+                pass
             if _swap_enabled(root) and (child / "memory.memsw.limit_in_bytes").exists():
                 _write(child / "memory.memsw.limit_in_bytes", str(limit_bytes))
         else:
@@ -621,6 +678,51 @@ def create_limited(limit_bytes: int, name: str | None = None, *, root: Path | st
         _rmdir_retry(child, 2.0)
         raise CgroupError(f"cannot set a {limit_bytes}-byte limit on {child}: {exc}") from None
     return cg
+
+
+def _self_leaf_name() -> str:
+    return f"spikewatch-{os.getpid()}-self"
+
+
+def _v2_home(ours: CgroupInfo) -> CgroupInfo:
+    """The v2 cgroup under which limited children go: our own, with +memory in
+    its subtree_control.
+
+    cgroup v2 lets a non-root cgroup either hold processes or hand controllers
+    to children, not both. When we are alone in our cgroup (the usual case under
+    ``systemd-run --scope -p Delegate=yes``), we move ourselves into a leaf
+    ``spikewatch-<pid>-self`` first, as container runtimes do; when others share
+    it, CgroupError says how to give spikewatch a cgroup of its own.
+    """
+    if ours.dir.name == _self_leaf_name():  # moved there by an earlier call
+        ours = CgroupInfo(2, ours.path.rsplit("/", 1)[0] or "/", ours.dir.parent)
+    d = ours.dir
+    controllers = (d / "cgroup.controllers").read_text().split()
+    if "memory" not in controllers:
+        raise CgroupError(
+            f"the memory controller is not delegated to {d}; enable it in the parent "
+            f"(echo +memory > {d.parent / 'cgroup.subtree_control'}) or run from a cgroup "
+            "that has it: systemd-run --scope -p Delegate=yes spikewatch ..."
+        )
+    if "memory" in (d / "cgroup.subtree_control").read_text().split():
+        return ours
+    procs = {int(x) for x in (d / "cgroup.procs").read_text().split()}
+    if procs and ours.path != "/":
+        others = sorted(procs - {os.getpid()})
+        if others:
+            raise CgroupError(
+                f"cannot give children of {d} their own memory limit: it also holds processes "
+                f"{others[:5]} (cgroup v2 lets only leaf cgroups hold processes); run spikewatch "
+                "in a cgroup of its own: systemd-run --scope -p Delegate=yes spikewatch ..."
+            )
+        leaf = d / _self_leaf_name()
+        try:
+            leaf.mkdir(exist_ok=True)
+            _write(leaf / "cgroup.procs", str(os.getpid()))
+        except OSError as exc:
+            raise CgroupError(f"{_perm_help(d)} ({exc.strerror} on {leaf})") from None
+    _enable_v2_memory(d)
+    return ours
 
 
 def _enable_v2_memory(parent: Path) -> None:

@@ -135,6 +135,12 @@ def test_hybrid_host_uses_v1_memory_and_unescapes_mount_points(tree) -> None:
         assert stat["anon"] == 41943040 and stat["file"] == 10485760
         assert stat["working_set"] == 0  # inactive_file above usage: floored, never negative
         assert cg.read_effective_limit() == 100 * MiB
+        # v2's per-cgroup pressure for the same processes, though memory is on v1.
+        assert cg.psi_scope == "cgroup" and cg.read_psi()["some_avg10"] == 9.99
+    # When the v2 cgroup of the same name holds other processes, it is not used.
+    (root / "sys/fs/cgroup/unified/system.slice/nginx.service/cgroup.procs").write_text("555\n")
+    with cgm.MemoryCgroup(info, root=root) as cg:
+        assert cg.psi_scope == "system" and cg.read_psi()["system_wide"] == 1.0
 
 
 def test_no_memory_controller_is_a_clear_error(tmp_path) -> None:
@@ -153,15 +159,30 @@ def test_no_memory_controller_is_a_clear_error(tmp_path) -> None:
         cgm.create_limited(64 * MiB, root=tmp_path)
 
 
-def test_v2_enabling_memory_for_children(tree) -> None:
+def test_v2_home_for_limited_children(tree) -> None:
+    """The no-internal-process rule: alone in our cgroup we step into a leaf and
+    enable +memory; sharing it with others is a clear error."""
     root = tree("v2_peak")
     me = cgm.cgroup_of_pid("self", root=root)
     assert me.path == "/user.slice/user-1000.slice/session-3.scope"
-    cgm._enable_v2_memory(me.dir)
+    procs = me.dir / "cgroup.procs"
+    procs.write_text(f"{os.getpid()}\n3001\n")
+    with pytest.raises(cgm.CgroupError, match=r"also holds processes \[3001\].*systemd-run --scope"):
+        cgm._v2_home(me)
+    procs.write_text(f"{os.getpid()}\n")
+    home = cgm._v2_home(me)
+    assert home == me
+    leaf = me.dir / f"spikewatch-{os.getpid()}-self"
+    assert (leaf / "cgroup.procs").read_text() == str(os.getpid())
     assert (me.dir / "cgroup.subtree_control").read_text() == "+memory"
+    # Called again from inside the leaf: home is still the original cgroup.
+    inside = cgm.CgroupInfo(2, me.path + "/" + leaf.name, leaf)
+    (me.dir / "cgroup.subtree_control").write_text("cpu memory\n")
+    assert cgm._v2_home(inside) == me
+    (me.dir / "cgroup.subtree_control").write_text("")
     (me.dir / "cgroup.controllers").write_text("cpu io pids\n")
     with pytest.raises(cgm.CgroupError, match="not delegated"):
-        cgm._enable_v2_memory(me.dir)
+        cgm._v2_home(me)
 
 
 def test_unit_cgroup_parses_systemctl(tree, tmp_path) -> None:

@@ -179,6 +179,15 @@ def test_peak_records_a_spike_that_samples_missed_and_resets(limited) -> None:
 
 
 @needs_cgroup
+def test_v1_peak_reset_of_a_watched_cgroup_needs_the_flag(limited) -> None:
+    cg = limited(64 * MiB)
+    with cgm.MemoryCgroup(cg.info) as watcher:
+        assert not watcher.peak_resettable and watcher.reset_peak() is False
+    with cgm.MemoryCgroup(cg.info, allow_peak_reset=True) as watcher:
+        assert watcher.peak_resettable and watcher.reset_peak() is True
+
+
+@needs_cgroup
 def test_watched_cgroup_peak_is_not_reset() -> None:
     me = cgm.cgroup_of_pid(os.getpid())
     with cgm.MemoryCgroup(me) as cg:
