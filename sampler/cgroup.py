@@ -237,7 +237,7 @@ def resolve(path: str, *, root: Path | str = "/") -> CgroupInfo:
             "cgroup v2 with 'memory' in cgroup.controllers)"
         )
     top = mounts[0].point
-    p = Path(path)
+    p = Path(os.path.normpath(path)) if path else Path(".")
     if p.is_absolute():
         # A directory inside a mount point is taken as such; any other absolute
         # path is a hierarchy path like systemd's "/system.slice/x.service".
@@ -251,7 +251,12 @@ def resolve(path: str, *, root: Path | str = "/") -> CgroupInfo:
             info = CgroupInfo(m.version, hpath, p)
             break
         else:
-            info = _join(mounts, "/" + path.strip("/")) if path.strip("/") else _join(mounts, "/")
+            if p.is_dir() and (p / "cgroup.procs").exists():
+                raise CgroupError(
+                    f"{p} is a cgroup of another controller, not of memory; "
+                    f"memory cgroups are under {top} (list them with ls {top})"
+                )
+            info = _join(mounts, "/" + str(p).strip("/"))
     else:
         info = _join(mounts, "/" + path.strip("/"))
     if info is None or not info.dir.is_dir() or not (info.dir / _FILES[info.version]["usage"]).exists():
@@ -783,6 +788,8 @@ def remove(cg: MemoryCgroup, timeout: float = 5.0) -> None:
     top = cg.info.dir
     if not top.is_dir():
         return
+    if os.getpid() in cg.pids(recursive=True):
+        raise CgroupError(f"refusing to remove {top}: this process is inside it")
     deadline = time.monotonic() + timeout
     # Bottom-up: children made inside (by the service itself) go first.
     dirs = sorted((Path(d) for d, _, _ in os.walk(top)), key=lambda p: len(p.parts), reverse=True)

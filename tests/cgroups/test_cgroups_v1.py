@@ -6,6 +6,7 @@ this kind of VM and in CI); they skip, saying why, only where there is none.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -228,9 +229,13 @@ def test_read_after_removal_says_gone(limited) -> None:
     watcher = cgm.MemoryCgroup(cg.info)
     cgm.remove(cg)
     assert not watcher.exists()
-    with pytest.raises((cgm.CgroupGone, OSError)):
-        watcher.read_usage()
-        watcher.read_oom()
+    # The hot loop's pread sees ENODEV; every read_* says CgroupGone.
+    with pytest.raises(OSError) as exc:
+        os.pread(watcher.usage_fd, 64, 0)
+    assert exc.value.errno == errno.ENODEV
+    for read in (watcher.read_usage, watcher.read_oom, watcher.read_stat, watcher.read_limit):
+        with pytest.raises(cgm.CgroupGone):
+            read()
     watcher.close()
 
 
@@ -242,6 +247,10 @@ def test_missing_cgroup_is_a_clear_error() -> None:
         cgm.resolve("definitely/not/here")
     with pytest.raises(cgm.CgroupError, match="no process"):
         cgm.cgroup_of_pid(2**22 + 12345)
+    other = Path("/sys/fs/cgroup/pids")
+    if other.is_dir() and hier[1] != other:
+        with pytest.raises(cgm.CgroupError, match="another controller, not of memory"):
+            cgm.resolve(str(other))
 
 
 def test_unit_without_systemd_is_a_clear_error() -> None:
