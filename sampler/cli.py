@@ -27,3 +27,85 @@ def mark(text: str, inlet: str, attrs: tuple[str, ...]) -> None:
     with InletClient(inlet, linger_ms=1000) as client:
         client.send(protocol.MARKER, message)
     click.echo(f"note sent to {inlet}: {text}")
+
+
+def _duration(text: str, what: str, default_unit: str) -> int:
+    from .units import parse_duration_ns
+
+    try:
+        ns = parse_duration_ns(text, default_unit)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=what) from None
+    if ns <= 0:
+        raise click.BadParameter("must be positive", param_hint=what)
+    return ns
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--pid", type=int, help="Sample this process and its descendants.")
+@click.option("--match", metavar="REGEX", help="Sample the process whose command line matches (waits for it; follows restarts).")
+@click.option("--cgroup", "cgroup_path", metavar="PATH", help="Sample a memory cgroup (absolute, or relative to the memory hierarchy).")
+@click.option("--unit", metavar="NAME", help="Sample a systemd unit's cgroup.")
+@click.option("--period", default="1ms", show_default=True, help="Sampling period (100us .. 1s).")
+@click.option("--detail-period", default="100ms", show_default=True, help="Period of the detail tier (status, cgroup stat, kernel peaks).")
+@click.option("--publish", default=protocol.DEFAULT_PUBLISH, show_default=True, help="ZeroMQ PUB endpoint (tcp:// or ipc://).")
+@click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, help="ZeroMQ PULL endpoint for markers and load telemetry ('off' to disable).")
+@click.option("--journal", metavar="FILE", help="Record everything published to FILE (default when launching: spikewatch-DATE-TIME.journal here).")
+@click.option("--no-journal", is_flag=True, help="Do not write a journal.")
+@click.option("--limit", metavar="SIZE", help="Run the launched command in a new memory cgroup of SIZE (e.g. 512M).")
+@click.option("--duration", metavar="T", help="Stop after T (e.g. 30s, 5m); a launched command gets SIGTERM.")
+@click.option("--reset-hwm", is_flag=True, help="Reset an attached process's VmHWM every detail period (visible to it) to catch peaks between samples.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS...]")
+@click.pass_context
+def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: str | None, unit: str | None,
+           period: str, detail_period: str, publish: str, inlet: str, journal: str | None, no_journal: bool,
+           limit: str | None, duration: str | None, reset_hwm: bool, quiet: bool, command: tuple[str, ...]) -> None:
+    """Sample a service's memory every millisecond and publish it.
+
+    \b
+    Examples:
+      spikewatch sample -- ./my-service --port 8080     launch it, sample from its first instruction
+      spikewatch sample --limit 512M -- ./my-service    ... inside a new 512 MiB memory cgroup
+      spikewatch sample --match 'gunicorn: master'      wait for it, follow restarts
+      spikewatch sample --pid 1234 --duration 5m
+    """
+    from .daemon import Sampler, SamplerConfig, SamplerError, Target
+    from .units import parse_size
+
+    period_ns = _duration(period, "--period", "ms")
+    if period_ns < 100_000 or period_ns > 1_000_000_000:
+        raise click.BadParameter(f"{period!r} is outside 100us .. 1s", param_hint="--period")
+    detail_ns = _duration(detail_period, "--detail-period", "ms")
+    duration_ns = _duration(duration, "--duration", "s") if duration is not None else None
+    limit_bytes = None
+    if limit is not None:
+        try:
+            limit_bytes = parse_size(limit)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--limit") from None
+        if limit_bytes < 1 << 20:
+            raise click.BadParameter("a limit below 1 MiB cannot run anything", param_hint="--limit")
+    if journal and no_journal:
+        raise click.UsageError("--journal and --no-journal contradict each other")
+    argv = list(command)
+    if not any((pid is not None, match, cgroup_path, unit, argv)):
+        raise click.UsageError("say what to sample: --pid N, --match REGEX, --cgroup PATH, --unit NAME or -- CMD ARGS")
+    config = SamplerConfig(
+        target=Target(pid=pid, match=match, argv=argv or None, cgroup=cgroup_path, unit=unit),
+        period_ns=period_ns,
+        detail_period_ns=detail_ns,
+        publish=publish,
+        inlet=None if inlet.lower() in ("", "off", "none") else inlet,
+        journal="" if no_journal else journal,
+        limit=limit_bytes,
+        duration_ns=duration_ns,
+        reset_hwm=reset_hwm,
+        quiet=quiet,
+    )
+    try:
+        sampler = Sampler(config)
+        sampler.setup()
+    except SamplerError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.exit(sampler.run())

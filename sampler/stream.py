@@ -1,0 +1,197 @@
+"""The sampler's outputs and its inlet: PUB socket, journal, in-process listeners.
+
+Every message is packed once (:func:`protocol.pack`) and the same bytes go to
+the socket and to the journal. Nothing here may block the sampling thread:
+
+* the PUB socket sends with NOBLOCK and a bounded SNDHWM; a PUB socket drops
+  silently for a slow subscriber (the subscriber sees the gap in ``seq``), and
+  what the socket refuses outright is counted in ``dropped``;
+* the journal is written by its own thread (a write can block for a long time
+  under dirty-page throttling); a write error is reported once and the lost
+  records are counted, sampling goes on;
+* the inlet has its own thread so that a marker is stamped with the sampler
+  clock the moment it arrives, not when the sampling thread next looks.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import zmq
+
+from . import protocol
+from .recording import RecordingWriter
+
+# (topic, body, packed body): called for every published message, on the
+# sampling thread but off its hot path. Keep them quick (e.g. update a gauge).
+Listener = Callable[[str, Mapping[str, Any], bytes], None]
+
+
+class EndpointError(Exception):
+    """An endpoint that cannot be bound; the message says what to do."""
+
+
+def bind(sock: zmq.Socket, endpoint: str, what: str) -> None:
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise EndpointError(
+                f"{what} endpoint {endpoint} is already in use (another sampler running?); "
+                f"stop that process, or pick a free one: --{what} tcp://127.0.0.1:PORT"
+            ) from None
+        raise EndpointError(f"cannot bind {what} endpoint {endpoint!r}: {exc}") from None
+
+
+class Journal:
+    """The recording file, written by a background thread at least every ``flush_s``."""
+
+    def __init__(self, path: str | os.PathLike[str], flush_s: float = 0.1) -> None:
+        self.path = Path(path)
+        self._writer = RecordingWriter(self.path)
+        self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._flush_s = flush_s
+        self._wake = threading.Event()
+        self._stop = False
+        self.errors = 0
+        self.last_error: str | None = None
+        self._records_failed = 0
+        self._thread = threading.Thread(target=self._run, name="spikewatch-journal", daemon=True)
+        self._thread.start()
+
+    def put(self, topic: str, packed: bytes) -> None:
+        self._queue.append((topic, packed))
+
+    @property
+    def records_lost(self) -> int:
+        return self._writer.records_dropped
+
+    def _drain(self) -> None:
+        q = self._queue
+        w = self._writer
+        while q:
+            topic, packed = q.popleft()
+            w.write_packed(topic, packed)
+        try:
+            w.flush()
+        except OSError as exc:
+            self.errors += 1
+            self.last_error = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')})"
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self._flush_s)
+            self._wake.clear()
+            self._drain()
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self._drain()
+        try:
+            self._writer.close()
+        except OSError:
+            pass
+
+
+class Publisher:
+    """Stamps ``seq`` on every message, packs it once, sends it and journals it."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, *, hwm: int = 10_000,
+                 socket_options: Mapping[int, Any] | None = None) -> None:
+        self.sock = ctx.socket(zmq.PUB)
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        self.sock.setsockopt(zmq.LINGER, 500)
+        for opt, value in (socket_options or {}).items():
+            self.sock.setsockopt(opt, value)
+        bind(self.sock, endpoint, "publish")
+        self.endpoint = endpoint
+        self.seq = 0
+        self.published = 0
+        self.dropped = 0
+        self.journal: Journal | None = None
+        self.listeners: list[Listener] = []
+
+    def next_seq(self) -> int:
+        s = self.seq
+        self.seq = s + 1
+        return s
+
+    def publish(self, topic: str, body: dict[str, Any]) -> None:
+        """Send ``body`` (which must already carry v/seq/t) on ``topic``."""
+        packed = protocol.pack(body)
+        try:
+            self.sock.send_multipart((topic.encode(), packed), flags=zmq.NOBLOCK, copy=True)
+            self.published += 1
+        except zmq.Again:
+            self.dropped += 1
+        if self.journal is not None:
+            self.journal.put(topic, packed)
+        for listener in self.listeners:
+            listener(topic, body, packed)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Inlet:
+    """A PULL socket read by its own thread; valid messages are stamped on arrival
+    and queued for the sampling thread to republish."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, *,
+                 socket_options: Mapping[int, Any] | None = None) -> None:
+        self.sock = ctx.socket(zmq.PULL)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 10_000)
+        # Frames far beyond the limit are refused by libzmq before we see them.
+        self.sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_INLET_FRAME * 4)
+        for opt, value in (socket_options or {}).items():
+            self.sock.setsockopt(opt, value)
+        bind(self.sock, endpoint, "inlet")
+        self.endpoint = endpoint
+        self.queue: collections.deque[tuple[int, str, dict[str, Any]]] = collections.deque(maxlen=100_000)
+        self.ok = 0
+        self.bad = 0
+        self.last_error: str | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="spikewatch-inlet", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        sock = self.sock
+        mono = time.monotonic_ns
+        while not self._stop:
+            if not sock.poll(200):
+                continue
+            try:
+                frames = sock.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+            except zmq.ZMQError:
+                if self._stop:
+                    return
+                raise
+            t = mono()
+            try:
+                topic, body = protocol.validate_inlet(frames)
+            except protocol.ProtocolError as exc:
+                self.bad += 1
+                self.last_error = str(exc)[:200]
+                continue
+            self.ok += 1
+            self.queue.append((t, topic, body))
+
+    def close(self) -> None:
+        self._stop = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self.sock.close()
