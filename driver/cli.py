@@ -1,0 +1,182 @@
+"""``spikewatch drive SCENARIO.toml``: play a scenario, show progress, check thresholds."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sampler import protocol
+from sampler.units import format_bytes
+
+from .scenario import ScenarioError, bundled, load_scenario
+
+
+def _ms(ns: float | None) -> str:
+    if ns is None:
+        return "–"
+    return f"{ns / 1e6:.1f}ms" if ns < 10e9 else f"{ns / 1e9:.1f}s"
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    if not p.exists() and "/" not in path and bundled(path.removesuffix(".toml")).exists():
+        return bundled(path.removesuffix(".toml"))
+    return p
+
+
+class _Plain:
+    """One line per second when stdout is not a terminal (CI logs, pipes)."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.phase = ""
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        if p.phase == self.phase and now - self.last < 1.0:
+            return
+        self.phase, self.last = p.phase, now
+        dur = f"/{p.phase_duration_s:.0f}s" if p.phase_duration_s else ""
+        sat = "  DRIVER SATURATED" if p.saturated else ""
+        click.echo(f"[{p.index + 1}/{p.phases} {p.phase} {p.kind}] {p.phase_elapsed_s:5.1f}s{dur} "
+                   f"target {p.target}  rate {p.rate:7.0f}/s  in flight {p.in_flight:4d}  "
+                   f"errors {p.errors}  p99 {_ms(p.p99_ns)}  left {p.remaining_s:.0f}s{sat}")
+
+
+class _Live:
+    """A rich live panel, refreshed a few times a second."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.state: Any = None
+        self.console = Console()
+        self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True,
+                         get_renderable=self._render)
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        p = self.state
+        t = Table.grid(padding=(0, 2))
+        if p is None:
+            t.add_row("starting…")
+            return t
+        dur = f" / {p.phase_duration_s:.0f}s" if p.phase_duration_s else ""
+        t.add_row(f"[bold]{p.phase}[/] ({p.kind}, {p.index + 1}/{p.phases})",
+                  f"{p.phase_elapsed_s:.1f}s{dur}", f"elapsed {p.elapsed_s:.0f}s", f"left ~{p.remaining_s:.0f}s")
+        t.add_row(f"target {p.target}", f"rate {p.rate:.0f}/s", f"in flight {p.in_flight}",
+                  f"p99 {_ms(p.p99_ns)}")
+        err = f"[red]errors {p.errors}[/]" if p.errors else "errors 0"
+        sat = "[yellow]driver saturated: latencies include client queueing[/]" if p.saturated else ""
+        t.add_row(f"done {p.completed}", err, f"loop lag {_ms(p.loop_lag_ns)}", sat)
+        return t
+
+    def __call__(self, p: Any) -> None:
+        self.state = p
+
+    def __enter__(self) -> "_Live":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.__exit__(*exc)
+
+
+def print_summary(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 130)
+    table = Table(title="spikewatch drive: per phase", title_justify="left")
+    for col in ("phase", "kind", "time", "requests", "rate/s", "errors", "p50", "p90", "p99", "max",
+                "late/dropped", "note"):
+        table.add_column(col, justify="left" if col in ("phase", "kind", "note") else "right")
+    for ph in result.phases + [result.total]:
+        s = ph.summary()
+        note = ""
+        if ph.kind == "startup":
+            note = f"ready in {s['time_to_ready_s']:.2f}s" if s.get("ready") else "NOT READY"
+        elif s.get("target_rate") is not None:
+            note = f"target {s['target_rate']:.0f}/s"
+        if s["saturated_intervals"]:
+            note += " driver saturated"
+        err = f"{s['error_rate'] * 100:.2f}%" if s["completed"] else "–"
+        rate = f"{s['rate']:.0f}" if ph.model != "none" or s["completed"] else "–"
+        table.add_row(ph.name if ph.kind != "total" else "[bold]all[/]", ph.kind if ph.kind != "total" else "",
+                      f"{s['duration_s']:.1f}s", str(s["completed"]), rate, err,
+                      _ms(s.get("lat_p50_ns")), _ms(s.get("lat_p90_ns")), _ms(s.get("lat_p99_ns")),
+                      _ms(s.get("lat_max_ns")), f"{s['late_sends']}/{s['dropped_sends']}", note)
+    console.print(table)
+    tot = result.total.summary()
+    console.print(f"sent {format_bytes(tot['bytes_sent'])}, received {format_bytes(tot['bytes_recv'])}; "
+                  f"errors: {', '.join(f'{k} {v}' for k, v in tot['errors'].items()) or 'none'}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if result.aborted:
+        console.print(f"[red]aborted:[/] {result.aborted}")
+    for th in result.thresholds:
+        mark = "[green]✓[/]" if th["ok"] else "[red]✗[/]"
+        console.print(f"{mark} {th['text']}  (observed {th['shown']})")
+
+
+@click.command()
+@click.argument("scenario", metavar="SCENARIO.toml")
+@click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True,
+              help="The sampler's inlet: phase markers and load telemetry go there.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes, each with its own event loop; rate and concurrency are split between them.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True),
+              help="Write per-phase statistics and the 100 ms telemetry series to this file.")
+@click.option("--url", help="Aim at this base URL instead of the scenario's target.url.")
+@click.option("--seed", type=int, help="Override the scenario's seed (payloads and arrivals repeat).")
+@click.option("--quiet", "-q", is_flag=True, help="No live progress; only the summary.")
+def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: str | None, seed: int | None,
+          quiet: bool) -> None:
+    """Play a load scenario (phases: startup, ramp, steady, burst, spike, soak, idle).
+
+    Sends a marker at every phase change and 100 ms load telemetry to a sampler's
+    inlet, prints a per-phase summary and checks [thresholds]: exit 1 when one
+    fails, 2 when the target never became ready.
+    """
+    import dataclasses
+
+    from .run import run_scenario
+
+    try:
+        sc = load_scenario(_resolve(scenario))
+        if url:
+            sc = sc.with_url(url)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from None
+    if seed is not None:
+        sc = dataclasses.replace(sc, seed=seed)
+    plan = sum(p.duration_ns for p in sc.phases) / 1e9
+    click.echo(f"driving {sc.target.url}: {len(sc.phases)} phases, ~{plan:.0f}s planned"
+               f"{' + startup' if any(p.kind == 'startup' for p in sc.phases) else ''}, "
+               f"{workers} worker{'s' if workers > 1 else ''}; markers -> {inlet}")
+    display: Any = None
+    if not quiet:
+        display = _Live() if sys.stdout.isatty() else _Plain()
+    if isinstance(display, _Live):
+        with display:
+            result = run_scenario(sc, inlet=inlet, workers=workers, progress=display, keep_series=bool(json_path))
+    else:
+        result = run_scenario(sc, inlet=inlet, workers=workers, progress=display, keep_series=bool(json_path))
+    print_summary(result)
+    if json_path:
+        try:
+            Path(json_path).write_text(json.dumps(result.to_json(), indent=1))
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {json_path}: {exc.strerror or exc}") from None
+        click.echo(f"statistics written to {json_path}")
+    if result.exit_code:
+        if result.failed_thresholds:
+            click.echo(f"{len(result.failed_thresholds)} threshold(s) failed", err=True)
+        sys.exit(result.exit_code)

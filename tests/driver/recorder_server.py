@@ -1,0 +1,74 @@
+"""A real aiohttp server that records every arrival, for the driver's tests.
+
+Run: python recorder_server.py --port P [--delay-ms D] [--ready-after S]
+Every request except /_arrivals and /health is recorded as
+(arrival monotonic ns, method, path, body bytes, in flight after arrival) and answered
+after ``delay`` ms (``?delay=`` overrides); /status/NNN answers with that status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+from aiohttp import web
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--delay-ms", type=float, default=0.0)
+    ap.add_argument("--ready-after", type=float, default=0.0)
+    args = ap.parse_args()
+    records: list[tuple[int, str, str, int, int]] = []
+    state = {"in_flight": 0, "t0": time.monotonic()}
+
+    async def health(request: web.Request) -> web.Response:
+        if time.monotonic() - state["t0"] < args.ready_after:
+            return web.Response(status=503, text="starting")
+        return web.Response(text="ok")
+
+    async def arrivals(request: web.Request) -> web.Response:
+        return web.json_response({"records": records})
+
+    async def reset(request: web.Request) -> web.Response:
+        records.clear()
+        return web.Response(text="ok")
+
+    async def anything(request: web.Request) -> web.Response:
+        t = time.monotonic_ns()
+        state["in_flight"] += 1
+        try:
+            body = await request.read()
+            records.append((t, request.method, request.path, len(body), state["in_flight"]))
+            delay = float(request.query.get("delay", args.delay_ms))
+            if delay:
+                await asyncio.sleep(delay / 1000)
+            if request.path.startswith("/status/"):
+                return web.Response(status=int(request.path.rsplit("/", 1)[1]), text="as asked")
+            return web.Response(text="ok")
+        finally:
+            state["in_flight"] -= 1
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_get("/health", health)
+    app.router.add_get("/_arrivals", arrivals)
+    app.router.add_post("/_reset", reset)
+    app.router.add_route("*", "/{tail:.*}", anything)
+
+    async def on_startup(app: web.Application) -> None:
+        print("ready", flush=True)
+
+    app.on_startup.append(on_startup)
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None, handle_signals=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
