@@ -1,0 +1,246 @@
+"""One self-contained HTML page: the memory chart plus the report's tables.
+
+The page opens offline: plotly.js is embedded inline (no CDN), and nothing
+else is loaded from anywhere. The chart draws every series through a min/max
+envelope per pixel column (:mod:`analysis.downsample`), so a 1 ms spike in an
+hour-long run still shows at full height.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import json
+import os
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from sampler import protocol
+from sampler.units import format_bytes
+
+from . import scrape
+from .downsample import envelope_xy
+from .peaks import series_arrays
+from .reader import Recording, Source
+from .terminal import headline, phase_notes
+
+MiB = float(1 << 20)
+BUCKETS = 2000
+_PHASE_COLOURS = ["rgba(99,110,250,0.10)", "rgba(0,204,150,0.10)", "rgba(255,161,90,0.12)",
+                  "rgba(171,99,250,0.10)", "rgba(25,211,243,0.10)", "rgba(255,102,146,0.10)"]
+
+
+def _e(x: Any) -> str:
+    return _html.escape("–" if x is None else str(x))
+
+
+def _b(n: Any) -> str:
+    return format_bytes(n) if isinstance(n, (int, float)) else "–"
+
+
+def _s(x: Any) -> str:
+    return f"{x:.3f} s" if isinstance(x, (int, float)) else "–"
+
+
+def figure(src: Source, report: dict[str, Any], buckets: int = BUCKETS) -> go.Figure:
+    fig = go.Figure()
+    head = report["headline_series"]
+    names = list(report["series"])
+    names.sort(key=lambda n: (n != head, report["series"][n]["rate"] != "sample", n))
+    for name in names:
+        arrs = series_arrays(src, name)
+        if arrs is None:
+            continue
+        x, y = envelope_xy(arrs[0], arrs[1], buckets)
+        fig.add_trace(go.Scattergl(
+            x=src.rel(x), y=y / MiB, mode="lines", name=name + (" (headline)" if name == head else ""),
+            line={"width": 1.6 if name == head else 1.0},
+            visible=True if (name == head or report["series"][name]["rate"] == "sample") else "legendonly",
+            hovertemplate="%{x:.3f} s<br>%{y:.1f} MiB<extra>" + name + "</extra>"))
+
+    for i, p in enumerate(report.get("phases") or []):
+        fig.add_vrect(x0=p["t_start"], x1=p["t_end"], fillcolor=_PHASE_COLOURS[i % len(_PHASE_COLOURS)],
+                      line_width=0, layer="below", annotation_text=f"{p['name']} ({p['kind']})",
+                      annotation_position="top left", annotation_font_size=11)
+
+    notes = [m for m in src.markers if m.get("kind") == protocol.NOTE]
+    if notes:
+        fig.add_trace(go.Scatter(
+            x=[src.rel(int(m["t"])) for m in notes], y=[0] * len(notes), mode="markers", name="notes",
+            marker={"symbol": "triangle-up", "size": 11, "color": "#444"},
+            text=[str(m.get("name")) for m in notes], hovertemplate="%{x:.3f} s: %{text}<extra>note</extra>"))
+        for m in notes:
+            fig.add_vline(x=src.rel(int(m["t"])), line_dash="dot", line_color="#888", line_width=1)
+
+    ht, hv = series_arrays(src, head) or (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    def at(t: int) -> float:
+        if not len(ht):
+            return 0.0
+        i = max(0, int(np.searchsorted(ht, t, side="right")) - 1)
+        return float(hv[i]) / MiB
+
+    evs = [e for e in src.events if e.get("kind") not in (protocol.EV_OVERRUN, protocol.EV_OOM_KILL)]
+    if evs:
+        fig.add_trace(go.Scatter(
+            x=[src.rel(int(e["t"])) for e in evs],
+            y=[(e["bytes"] / MiB) if e.get("kind") == protocol.EV_HWM_SPIKE and e.get("bytes") else at(int(e["t"])) for e in evs],
+            mode="markers", name="events", marker={"symbol": "diamond", "size": 9, "color": "#7f3c8d"},
+            text=[_event_text(e) for e in evs], hovertemplate="%{x:.3f} s: %{text}<extra>event</extra>"))
+
+    kills = report.get("oom_kills") or []
+    if kills:
+        fig.add_trace(go.Scatter(
+            x=[k["t"] for k in kills], y=[(k.get("last_bytes") or 0) / MiB for k in kills], mode="markers",
+            name="OOM kills", marker={"symbol": "x", "size": 16, "color": "red", "line": {"width": 2}},
+            text=[f"OOM kill pid {k.get('pid')}, last {_b(k.get('last_bytes'))}" for k in kills],
+            hovertemplate="%{x:.3f} s: %{text}<extra></extra>"))
+
+    if report.get("limit_bytes"):
+        fig.add_hline(y=report["limit_bytes"] / MiB, line_color="red", line_dash="dash",
+                      annotation_text=f"limit {_b(report['limit_bytes'])}", annotation_position="top right")
+
+    sv = report.get("scrape_view") or {}
+    first = "15s" if "15s" in sv else next(iter(sv), None)
+    if first and sv[first].get("median_offset_s") is not None and len(ht):
+        st, sy = scrape.scrape_points(ht, hv, float(first[:-1]), sv[first]["median_offset_s"], int(ht[0]))
+        fig.add_trace(go.Scatter(
+            x=src.rel(st), y=sy / MiB, mode="markers+lines", name=f"what a {first} scrape saw",
+            line={"dash": "dot", "width": 1, "color": "#e07b00"}, marker={"size": 7, "color": "#e07b00"},
+            hovertemplate="%{x:.1f} s: %{y:.1f} MiB<extra>" + first + " scrape</extra>"))
+
+    spikes = report.get("spikes") or []
+    if spikes:
+        fig.add_trace(go.Scatter(
+            x=[s["peak_t"] for s in spikes], y=[s["peak_bytes"] / MiB for s in spikes], mode="markers",
+            name="spikes", marker={"symbol": "triangle-down", "size": 8, "color": "#d62728"},
+            text=[f"+{_b(s['height_bytes'])} over {_b(s['baseline_bytes'])}, {s['duration_ms']:.0f} ms" for s in spikes],
+            hovertemplate="%{x:.3f} s: %{text}<extra>spike</extra>"))
+
+    fig.update_layout(
+        title=_e(headline(report)), xaxis_title="seconds from the start of the recording", yaxis_title="MiB",
+        height=620, template="plotly_white", hovermode="closest", legend={"orientation": "h", "y": -0.15},
+        margin={"t": 80, "l": 60, "r": 20, "b": 40})
+    return fig
+
+
+def _event_text(e: dict[str, Any]) -> str:
+    k = e.get("kind")
+    extra = {kk: e[kk] for kk in ("pid", "code", "signal", "series", "old", "new", "old_pid") if kk in e}
+    if k == protocol.EV_HWM_SPIKE and e.get("bytes"):
+        extra["bytes"] = _b(e["bytes"])
+    return f"{k} " + ", ".join(f"{a}={b}" for a, b in extra.items())
+
+
+def _table(headers: list[str], rows: list[list[Any]], raw: bool = False) -> str:
+    h = "".join(f"<th>{_e(x)}</th>" for x in headers)
+    body = "".join("<tr>" + "".join(f"<td>{x if raw else _e(x)}</td>" for x in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _answer(v: Any) -> str:
+    return {True: '<span class="yes">yes</span>', False: '<span class="no">no</span>'}.get(v, '<span class="unk">unknown</span>')
+
+
+def page(src: Source, report: dict[str, Any], title: str = "spikewatch report") -> str:
+    fig = figure(src, report)
+    chart = fig.to_html(full_html=False, include_plotlyjs=True, config={"displaylogo": False})
+    smp = report["samples"]
+    sections: list[str] = []
+    sections.append(f"<p class='lead'>{_e(headline(report))}</p>")
+    sections.append(
+        "<p>Read the chart like an oscilloscope: each pixel column spans the lowest and highest value sampled in it, "
+        "so short spikes keep their full height. Shaded bands are load phases; the orange dotted line is what a "
+        "Prometheus-style scraper would have recorded; red triangles mark detected spikes, a dashed red line the "
+        "memory limit, red crosses OOM kills.</p>")
+    sections.append(chart)
+    summary = [
+        ["recording", report.get("recording")], ["source (sampler session)", report.get("source")],
+        ["duration", _s(report.get("duration_s"))],
+        ["samples", f"{smp['count']:,} at {smp['achieved_hz'] or 0:.0f} Hz (target {smp.get('target_hz') or '–'} Hz)"],
+        ["missing messages (seq gaps)", smp["gaps"]], ["sampler overruns", smp["overruns"]],
+        ["longest gap between samples", f"{smp['longest_gap_ms']} ms"],
+        ["headline series", f"{report['headline_series']} (the one the limit applies to)" if report.get("limit_bytes") else report["headline_series"]],
+        ["true peak", f"{_b(report['peak_bytes'])} at {_s(report.get('peak_t'))} ({report['peak_source']})"],
+        ["limit", _b(report.get("limit_bytes"))],
+        ["headroom", f"{report['headroom'] * 100:.1f} %" if report.get("headroom") is not None else "–"],
+        ["recommended limit", f"{_b(report.get('recommended_limit_bytes'))}: {report.get('recommended_limit_reason')}"],
+    ]
+    g = report.get("growth")
+    if g:
+        summary.append(["growth after warm-up", f"{g['mib_per_hour']:+.2f} MiB/h (95 % CI {g['ci_mib_per_hour'][0]:+.2f} .. "
+                        f"{g['ci_mib_per_hour'][1]:+.2f}) over the {g['basis']}"])
+    sections.append("<h2>Summary</h2>" + _table(["", ""], summary))
+
+    sections.append("<h2>Checklist</h2>" + _table(
+        ["question", "answer", "why"],
+        [[_e(k.replace("_", " ")), _answer(v), _e(report.get("checklist_reasons", {}).get(k))] for k, v in report["checklist"].items()],
+        raw=True))
+
+    sections.append("<h2>What a scraper would have shown</h2><p>A scraper every I seconds reads the current value; "
+                    "over all possible scrape offsets, the median of the largest value it saw is what a dashboard "
+                    "typically shows.</p>" + _table(
+        ["interval", "dashboard max (median over offsets)", "worst offset", "best offset", "missed", "P(see ≥ 90 % of the peak)"],
+        [[k, _b(v.get("max_bytes")), _b(v.get("worst_bytes")), _b(v.get("best_bytes")),
+          f"{v['missed_fraction'] * 100:.1f} %" if v.get("missed_fraction") is not None else "–",
+          f"{v['hit_probability'] * 100:.1f} %" if v.get("hit_probability") is not None else "–"]
+         for k, v in (report.get("scrape_view") or {}).items()]))
+
+    sections.append("<h2>Series</h2>" + _table(
+        ["series", "peak", "peak at", "peak from", "p99", "mean", "samples", "rate"],
+        [[n, _b(s["peak_bytes"]), _s(s["peak_t"]), s["peak_source"], _b(s["p99_bytes"]), _b(s["mean_bytes"]),
+          f"{s['count']:,}", s["rate"]] for n, s in report["series"].items()]))
+
+    phases = report.get("phases") or []
+    if phases:
+        sections.append("<h2>Phases</h2>" + _table(
+            ["phase", "kind", "from", "to", "peak", "mean", "finding"],
+            [[p["name"], p["kind"], _s(p["t_start"]), _s(p["t_end"]), _b(p["peak_bytes"]), _b(p["mean_bytes"]), phase_notes(p)]
+             for p in phases]))
+        for p in phases:
+            if p["kind"] == "burst" and p.get("bursts"):
+                sections.append(f"<h3>Bursts of '{_e(p['name'])}'</h3>" + _table(
+                    ["from", "to", "baseline before", "peak", "rise", "recovery", "retained"],
+                    [[_s(b["t_start"]), _s(b["t_end"]), _b(b["baseline_bytes"]), _b(b["peak_bytes"]), _b(b.get("rise_bytes")),
+                      _s(b["recovery_s"]) if b["recovery_s"] is not None else "not recovered", _b(b["retained_bytes"])]
+                     for b in p["bursts"]]))
+            if p["kind"] == "ramp" and p.get("steps"):
+                sections.append(f"<h3>Steps of '{_e(p['name'])}'</h3>" + _table(
+                    ["from", "to", "load level", "memory (2nd half median)", "drift", "plateau"],
+                    [[_s(s["t_start"]), _s(s["t_end"]), s.get("level"), _b(s.get("level_bytes")), _b(s.get("drift_bytes")),
+                      {True: "yes", False: "no"}.get(s.get("plateau"), "–")] for s in p["steps"]]))
+    else:
+        sections.append("<h2>Phases</h2><p>No phase markers in this recording (no driver was attached).</p>")
+
+    if report.get("oom_kills"):
+        sections.append("<h2>OOM kills</h2>" + _table(
+            ["at", "pid", "last sample before", "max in the second before"],
+            [[_s(k["t"]), k.get("pid"), _b(k.get("last_bytes")), _b(k.get("max_bytes_1s_before"))] for k in report["oom_kills"]]))
+
+    spikes = report.get("spikes") or []
+    sections.append(f"<h2>Spikes ({report.get('spikes_total', len(spikes))})</h2>" + (_table(
+        ["at", "height", "peak", "baseline", "lasted", "phase", "seen by", "near"],
+        [[_s(s["t_start"]), "+" + _b(s["height_bytes"]), _b(s["peak_bytes"]), _b(s["baseline_bytes"]),
+          f"{s['duration_ms']:.1f} ms", s.get("phase"), s.get("source"),
+          "; ".join(f"{e.get('name') or e.get('kind')} ({e['dt_s']:+.2f} s)" for e in s["near_events"][:5])]
+         for s in spikes[:200]]) if spikes else "<p>No rise above the rolling baseline beyond the thresholds.</p>"))
+
+    css = ("body{font-family:system-ui,sans-serif;margin:24px;max-width:1400px;color:#222}"
+           "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;"
+           "vertical-align:top;font-size:14px}th{background:#f4f4f4}.lead{font-size:20px;font-weight:600}"
+           ".yes{color:#1a7f37;font-weight:600}.no{color:#c62828;font-weight:600}.unk{color:#b26a00}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{css}</style></head>"
+            f"<body><h1>{_e(title)}</h1>{''.join(sections)}"
+            f"<script type='application/json' id='report-json'>{_json_for_script(report)}</script></body></html>")
+
+
+def _json_for_script(report: dict[str, Any]) -> str:
+    return json.dumps(report, default=str).replace("</", "<\\/")
+
+
+def write_html(rec: Recording | Source, report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write the report page for the source the report is about."""
+    src = rec if isinstance(rec, Source) else rec.source(report.get("source"))
+    text = page(src, report, title=f"spikewatch report: {os.path.basename(str(report.get('recording') or ''))}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)

@@ -1,0 +1,163 @@
+"""Subscribe to one or more samplers and write their stream as a recording.
+
+One SUB socket per endpoint, so every message is known to come from one
+sampler. With more than one endpoint each body gets ``src`` (the session id
+from that sampler's hello); messages that arrive before an endpoint's first
+hello wait (bounded) until it comes, or fall back to the endpoint as ``src``.
+Gaps in ``seq`` are counted per session and reported.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import zmq
+
+from sampler import protocol
+from sampler.client import StreamSubscriber
+from sampler.recording import RecordingWriter
+
+HELLO_WAIT_S = 3.0
+MAX_PENDING = 20_000
+
+
+@dataclass
+class EndpointState:
+    endpoint: str
+    session: str | None = None
+    pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    first_t: float = 0.0
+    messages: int = 0
+
+
+@dataclass
+class RecordStats:
+    messages: dict[str, int] = field(default_factory=dict)
+    samples: int = 0
+    missed: int = 0
+    gaps: list[tuple[str, int, int]] = field(default_factory=list)
+    sessions: list[str] = field(default_factory=list)
+    bad_messages: int = 0
+    bytes_written: int = 0
+    records_dropped: int = 0
+    seconds: float = 0.0
+
+
+class Recorder:
+    def __init__(self, endpoints: Sequence[str], path: str | os.PathLike[str], *,
+                 on_gap: Callable[[str, int], None] | None = None, context: zmq.Context | None = None) -> None:
+        if not endpoints:
+            raise ValueError("at least one endpoint is needed")
+        self.endpoints = list(endpoints)
+        self.multi = len(self.endpoints) > 1
+        self.writer = RecordingWriter(path)
+        self.subs = [StreamSubscriber([ep], context=context) for ep in self.endpoints]
+        self.states = [EndpointState(ep) for ep in self.endpoints]
+        self.poller = zmq.Poller()
+        for s in self.subs:
+            self.poller.register(s.sock, zmq.POLLIN)
+        self.tracker = protocol.SeqTracker()
+        self.stats = RecordStats()
+        self.on_gap = on_gap
+        self.stop_event = threading.Event()
+
+    def _write(self, st: EndpointState, topic: str, body: dict[str, Any]) -> None:
+        seq = body.get("seq")
+        key = f"{st.endpoint}|{st.session}"
+        if isinstance(seq, int):
+            lost = self.tracker.see(key, seq)
+            if lost:
+                self.stats.gaps.append((st.session or st.endpoint, seq - lost, seq - 1))
+                if self.on_gap:
+                    self.on_gap(st.session or st.endpoint, lost)
+        if self.multi:
+            body = dict(body)
+            body["src"] = st.session or st.endpoint
+        self.writer.write(topic, body)
+        self.stats.messages[topic] = self.stats.messages.get(topic, 0) + 1
+        if topic == protocol.SAMPLES:
+            self.stats.samples += len(body.get("dt") or ())
+
+    def _handle(self, st: EndpointState, topic: str, body: dict[str, Any]) -> None:
+        st.messages += 1
+        if topic == protocol.HELLO and body.get("session"):
+            if st.session != body["session"]:
+                st.session = str(body["session"])
+                if st.session not in self.stats.sessions:
+                    self.stats.sessions.append(st.session)
+        if st.session is None and self.multi:
+            if not st.pending:
+                st.first_t = time.monotonic()
+            if len(st.pending) < MAX_PENDING:
+                st.pending.append((topic, body))
+            return
+        if st.pending:
+            for t, b in st.pending:
+                self._write(st, t, b)
+            st.pending.clear()
+        self._write(st, topic, body)
+
+    def _flush_waiting(self, force: bool = False) -> None:
+        now = time.monotonic()
+        for st in self.states:
+            if st.pending and (force or now - st.first_t > HELLO_WAIT_S):
+                for t, b in st.pending:
+                    self._write(st, t, b)
+                st.pending.clear()
+
+    def run(self, duration_s: float | None = None) -> RecordStats:
+        start = time.monotonic()
+        last_flush = start
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if duration_s is not None and now - start >= duration_s:
+                    break
+                wait = 200 if duration_s is None else max(1, min(200, int((duration_s - (now - start)) * 1000)))
+                events = dict(self.poller.poll(wait))
+                for sub, st in zip(self.subs, self.states):
+                    if sub.sock not in events:
+                        continue
+                    # drain what is there now, then look at the clock again
+                    for _ in range(1000):
+                        try:
+                            frames = sub.sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        try:
+                            topic, body = protocol.decode(frames)
+                        except protocol.ProtocolError:
+                            self.stats.bad_messages += 1
+                            continue
+                        self._handle(st, topic, body)
+                if time.monotonic() - last_flush > 0.2:
+                    self._flush_waiting()
+                    self.writer.flush()
+                    last_flush = time.monotonic()
+        finally:
+            self._flush_waiting(force=True)
+            self.stats.seconds = time.monotonic() - start
+            self.stats.missed = self.tracker.missed
+            self.close()
+        return self.stats
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.stats.bytes_written = self.writer.bytes_written
+            self.stats.records_dropped = self.writer.records_dropped
+            for s in self.subs:
+                s.close()
+
+    def install_signal_handlers(self) -> None:
+        """Ctrl-C and SIGTERM end the recording cleanly (everything received is written)."""
+        def stop(signum: int, frame: Any) -> None:
+            self.stop_event.set()
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)

@@ -1,0 +1,104 @@
+"""The report: every analysis over one source, as the JSON document of DESIGN.md.
+
+``build_report(rec)`` returns a plain dict (JSON-ready); the terminal summary,
+the HTML page and ``--fail-on`` all read that dict, so they cannot disagree.
+Times are seconds from the start of the recording.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from sampler import protocol
+
+from . import checklist as checklist_mod
+from . import limits, peaks, phases, scrape, spikes
+from .context import Ctx
+from .reader import Recording, Source
+
+REPORT_VERSION = 1
+
+
+def build_report(rec: Recording | Source, *, source: str | None = None,
+                 intervals_s: Sequence[float] = scrape.DEFAULT_INTERVALS_S,
+                 spike_params: spikes.SpikeParams | None = None,
+                 target_concurrency: float | None = None, margin: float = 0.25,
+                 scrape_offsets: int = 500) -> dict[str, Any]:
+    src = rec if isinstance(rec, Source) else rec.source(source)
+    ctx = Ctx.of(src)
+    stats = peaks.series_stats(src)
+    head = stats.get(ctx.name, {})
+    peak = int(head.get("peak_bytes") or 0)
+    limit = src.limit_bytes
+
+    phase_objs, phase_rows = phases.analyse_phases(ctx, limit, target_concurrency)
+    spike_list, spike_total = spikes.detect(ctx, phase_objs, spike_params)
+    kills = limits.oom_kills(ctx)
+
+    soak_growth = [p["growth"] for p in phase_rows if p["kind"] == "soak" and p.get("growth")]
+    whole = phases.growth(ctx, int(ctx.t[0]), int(ctx.t[-1]), limit) if len(ctx.t) > 10 else None
+    growth = dict(soak_growth[-1], basis="soak phase") if soak_growth else (dict(whole, basis="whole recording") if whole else None)
+    extrap = [p["extrapolation"]["bytes"] for p in phase_rows if p["kind"] == "ramp" and p.get("extrapolation")]
+    rec_limit, rec_reason = limits.recommend(peak, limit, kills, growth, max(extrap) if (extrap and target_concurrency) else None, margin)
+    checks, reasons = checklist_mod.checklist(src, phase_rows, limit, peak, len(kills), whole)
+
+    count = len(ctx.t)
+    span_s = (int(ctx.t[-1]) - int(ctx.t[0])) / 1e9 if count > 1 else 0.0
+    period = src.period_ns
+    counters = src.hello.get("counters") or {}
+    overrun_events = src.events_of(protocol.EV_OVERRUN)
+    long_gaps = 0
+    longest_gap_ms = 0.0
+    if count > 1:
+        d = np.diff(ctx.t)
+        longest_gap_ms = round(float(d.max()) / 1e6, 3)
+        if period:
+            long_gaps = int(np.count_nonzero(d > 5 * period))
+
+    report: dict[str, Any] = {
+        "version": REPORT_VERSION,
+        "recording": str(getattr(rec, "path", "")),
+        "source": src.src,
+        "sources": list(rec.sources) if isinstance(rec, Recording) else [src.src],
+        "duration_s": round(src.duration_s, 6),
+        "samples": {
+            "count": count,
+            "achieved_hz": round((count - 1) / span_s, 3) if span_s > 0 else None,
+            "target_hz": round(1e9 / period, 3) if period else None,
+            "gaps": src.seq_missed,
+            "gap_ranges": [list(g) for g in src.seq_gaps[:50]],
+            "overruns": int(counters.get("overruns", len(overrun_events))),
+            "long_gaps": long_gaps,
+            "longest_gap_ms": longest_gap_ms,
+        },
+        "series": stats,
+        "headline_series": ctx.name,
+        "peak_bytes": peak,
+        "peak_t": head.get("peak_t"),
+        "peak_source": head.get("peak_source", "sampled"),
+        "limit_bytes": limit,
+        "headroom": limits.headroom(peak, limit),
+        "recommended_limit_bytes": rec_limit,
+        "recommended_limit_reason": rec_reason,
+        "scrape_view": scrape.scrape_view(ctx.t, ctx.v, peak, int(ctx.t[0]), intervals_s, scrape_offsets) if count else {},
+        "spikes": spike_list,
+        "spikes_total": spike_total,
+        "phases": phase_rows,
+        "growth": growth,
+        "oom_kills": kills,
+        "events": _event_counts(src),
+        "markers": [{"t": ctx.rel(int(m.get("t", 0))), "kind": m.get("kind"), "name": m.get("name")} for m in src.markers],
+        "checklist": checks,
+        "checklist_reasons": reasons,
+    }
+    return report
+
+
+def _event_counts(src: Source) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in src.events:
+        k = str(e.get("kind"))
+        out[k] = out.get(k, 0) + 1
+    return out

@@ -1,0 +1,127 @@
+"""The terminal summary (rich): leads with the true peak against what a 15 s scrape showed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sampler.units import format_bytes
+
+
+def _b(n: Any) -> str:
+    return format_bytes(n) if n is not None else "–"
+
+
+def _s(x: Any) -> str:
+    return f"{x:.3f} s" if isinstance(x, (int, float)) else "–"
+
+
+def _check(v: Any) -> str:
+    return {True: "[green]yes[/]", False: "[red]no[/]"}.get(v, "[yellow]unknown[/]")
+
+
+def headline(report: dict[str, Any]) -> str:
+    """One sentence: the true peak and what the 15 s dashboard would have shown."""
+    peak = report.get("peak_bytes")
+    sv = (report.get("scrape_view") or {})
+    first = "15s" if "15s" in sv else next(iter(sv), None)
+    src = " (kernel high-water mark)" if report.get("peak_source") == "hwm" else ""
+    line = f"true peak {_b(peak)} ({report.get('headline_series')}{src}) at {_s(report.get('peak_t'))}"
+    if first and sv[first].get("max_bytes") is not None:
+        v = sv[first]
+        line += (f", a {first} scrape would have shown {_b(v['max_bytes'])} "
+                 f"({v['missed_fraction'] * 100:.0f} % missed; {v['hit_probability'] * 100:.0f} % of scrape offsets catch ≥90 % of the peak)")
+    return line
+
+
+def render(report: dict[str, Any], console: Console | None = None, max_spikes: int = 10) -> None:
+    c = console or Console()
+    c.print(f"[bold]{headline(report)}[/]")
+    smp = report["samples"]
+    c.print(f"{smp['count']:,} samples of {report['headline_series']} over {report['duration_s']:.1f} s "
+            f"({smp['achieved_hz'] or 0:.0f} Hz), {smp['gaps']} messages missing, {smp['overruns']} overruns, "
+            f"longest gap {smp['longest_gap_ms']} ms")
+    lim = report.get("limit_bytes")
+    if lim:
+        c.print(f"limit {_b(lim)}, headroom {report['headroom'] * 100:.1f} %")
+    c.print(f"recommended limit {_b(report.get('recommended_limit_bytes'))}: {report.get('recommended_limit_reason', '')}")
+    if report.get("oom_kills"):
+        for k in report["oom_kills"]:
+            c.print(f"[red]OOM kill[/] at {_s(k['t'])} pid {k.get('pid')} last sample {_b(k.get('last_bytes'))}")
+    g = report.get("growth")
+    if g:
+        c.print(f"growth {g['mib_per_hour']:+.2f} MiB/h (95 % CI {g['ci_mib_per_hour'][0]:+.2f}..{g['ci_mib_per_hour'][1]:+.2f}) "
+                f"over the {g['basis']}" + (f", limit reached in {g['time_to_limit_h']} h" if g.get("time_to_limit_h") else ""))
+
+    t = Table(title="series", show_edge=False)
+    for col in ("series", "peak", "source", "p99", "mean", "samples"):
+        t.add_column(col, justify="right" if col not in ("series", "source") else "left")
+    for name, st in report["series"].items():
+        mark = " *" if name == report["headline_series"] else ""
+        t.add_row(name + mark, _b(st["peak_bytes"]), st["peak_source"], _b(st["p99_bytes"]), _b(st["mean_bytes"]), f"{st['count']:,}")
+    c.print(t)
+
+    t = Table(title="what a scraper would have shown", show_edge=False)
+    for col in ("interval", "dashboard max (median)", "missed", "P(see ≥90 % of peak)"):
+        t.add_column(col, justify="right")
+    for k, v in (report.get("scrape_view") or {}).items():
+        if v.get("max_bytes") is None:
+            continue
+        t.add_row(k, _b(v["max_bytes"]), f"{v['missed_fraction'] * 100:.1f} %", f"{v['hit_probability'] * 100:.1f} %")
+    c.print(t)
+
+    if report.get("phases"):
+        t = Table(title="phases", show_edge=False)
+        for col in ("phase", "kind", "from", "to", "peak", "mean", "notes"):
+            t.add_column(col)
+        for p in report["phases"]:
+            t.add_row(p["name"], p["kind"], _s(p["t_start"]), _s(p["t_end"]), _b(p["peak_bytes"]), _b(p["mean_bytes"]), phase_notes(p))
+        c.print(t)
+
+    spikes = report.get("spikes") or []
+    if spikes:
+        top = sorted(spikes, key=lambda s: s["height_bytes"], reverse=True)[:max_spikes]
+        t = Table(title=f"largest spikes ({len(top)} of {report.get('spikes_total', len(spikes))})", show_edge=False)
+        for col in ("at", "height", "peak", "lasted", "phase", "near"):
+            t.add_column(col)
+        for s in sorted(top, key=lambda s: s["t_start"]):
+            near = ", ".join(str(e.get("name") or e.get("kind")) for e in s["near_events"][:3])
+            t.add_row(_s(s["t_start"]), "+" + _b(s["height_bytes"]), _b(s["peak_bytes"]), f"{s['duration_ms']:.0f} ms",
+                      s.get("phase") or "–", near or "–")
+        c.print(t)
+
+    t = Table(title="checklist", show_edge=False)
+    t.add_column("question")
+    t.add_column("answer")
+    t.add_column("why")
+    for k, v in report["checklist"].items():
+        t.add_row(k.replace("_", " "), _check(v), report.get("checklist_reasons", {}).get(k, ""))
+    c.print(t)
+
+
+def phase_notes(p: dict[str, Any]) -> str:
+    """The one-line finding of a phase, by kind."""
+    k = p["kind"]
+    if k == "startup":
+        return (f"startup peak {_b(p.get('startup_peak_bytes'))} vs steady {_b(p.get('steady_bytes'))}, "
+                f"ready after {_s(p.get('time_to_ready_s'))}")
+    if k == "ramp":
+        if p.get("bytes_per_request") is None:
+            return "no load telemetry to relate memory to concurrency"
+        ex = p.get("extrapolation") or {}
+        return (f"{_b(p['bytes_per_request'])} per in-flight request (R² {p['r2']:.2f}), "
+                f"{p.get('plateaus')}/{len(p.get('steps') or [])} steps plateau; "
+                f"{ex.get('concurrency'):g} in flight → {_b(ex.get('bytes'))}")
+    if k == "burst":
+        return (f"{p.get('burst_count')} bursts, max rise {_b(p.get('max_rise_bytes'))}, "
+                f"recovery ≤ {_s(p.get('max_recovery_s'))}, retained {_b(p.get('retained_bytes'))}"
+                + (f", {p['unrecovered']} not recovered" if p.get("unrecovered") else ""))
+    if k == "soak":
+        g = p.get("growth")
+        if not g:
+            return "too short to judge"
+        verdict = {True: "stable", False: "growing", None: "inconclusive"}[g["stabilized"]]
+        return f"{g['mib_per_hour']:+.2f} MiB/h ({verdict})"
+    return ""
