@@ -1,0 +1,225 @@
+"""Launched and attached targets, seen at the right heights and times."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sampler import protocol
+from tests.sampler.sampler_helpers import MiB, Stream, child_stamps, run_sample, sample_cmd, write_script
+
+ALLOC = """
+    import sys, time
+    print("start", time.monotonic_ns(), flush=True)
+    time.sleep(0.3)
+    t0 = time.monotonic_ns(); x = b"\\x01" * (100 << 20); t1 = time.monotonic_ns()
+    print("alloc", t0, t1, flush=True)
+    time.sleep(0.3)
+    t2 = time.monotonic_ns(); del x; t3 = time.monotonic_ns()
+    print("free", t2, t3, flush=True)
+    time.sleep(0.3)
+    sys.exit(3)
+"""
+
+
+def test_launch_heights_times_and_exit_status(tmp_path, endpoints):
+    script = write_script(tmp_path, "alloc.py", ALLOC)
+    journal = tmp_path / "run.journal"
+    res = run_sample(endpoints, "--journal", str(journal), "--", sys.executable, str(script))
+    assert res.returncode == 3, res.stderr  # the launched command's status
+    assert "Traceback" not in res.stderr
+    assert "samples in" in res.stderr and "peak rss" in res.stderr and str(journal) in res.stderr
+    stamps = child_stamps(res.stdout)
+    s = Stream.from_journal(journal)
+
+    # One seq across all topics, nothing missing in the journal.
+    seqs = [b["seq"] for _, b in s.records]
+    assert seqs == list(range(len(seqs)))
+    hellos = s.topic(protocol.HELLO)
+    assert hellos[0]["final"] is False and hellos[-1]["final"] is True
+    assert hellos[-1]["counters"]["samples"] == len(s.times)
+    assert hellos[0]["series"] == ["rss"] and hellos[0]["cgroup"] is None
+
+    # Sampling began before the program's first line ran (the startup is in the samples).
+    start = s.events(protocol.EV_PROC_START)[0]
+    assert start["launched"] is True and start["cmdline"][-1] == str(script)
+    assert s.times[0] < start["t"] < stamps["start"][0]
+
+    t0, t1 = stamps["alloc"]
+    t2, t3 = stamps["free"]
+    before = s.values("rss", stamps["start"][0], t0)
+    held = s.values("rss", t1 + 2_000_000, t2)
+    after = s.values("rss", t3 + 20_000_000, t3 + 200_000_000)
+    base = max(before)
+    assert base < 60 * MiB
+    assert len(held) > 100  # ~300 ms at 1 ms
+    assert min(held) >= base + 99 * MiB
+    assert max(after) < base + 10 * MiB
+    # The rise is seen within a few ms of the child's own clock.
+    rise = next(t for t, v in zip(s.times, s.series["rss"]) if t >= t0 and v >= base + 99 * MiB)
+    assert rise <= t1 + 5_000_000
+
+    exits = s.events(protocol.EV_PROC_EXIT)
+    assert exits[-1]["pid"] == start["pid"] and exits[-1]["code"] == 3 and exits[-1]["oom"] is False
+    # Tail: samples continue a little after the exit, then the run ends.
+    assert s.times[-1] > exits[-1]["t"]
+    assert s.times[-1] - exits[-1]["t"] < 2_000_000_000
+
+
+def test_attached_pid_heights(tmp_path, endpoints):
+    script = write_script(tmp_path, "alloc.py", ALLOC)
+    journal = tmp_path / "att.journal"
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        first = child.stdout.readline()
+        res = run_sample(endpoints, "--pid", str(child.pid), "--journal", str(journal), "--period", "2ms")
+        out = first + child.stdout.read()
+    finally:
+        child.kill()
+        child.wait()
+    assert res.returncode == 0, res.stderr
+    assert "the target exited" in res.stderr
+    stamps = child_stamps(out)
+    s = Stream.from_journal(journal)
+    start = s.events(protocol.EV_PROC_START)[0]
+    assert start["pid"] == child.pid and start["launched"] is False
+    # The process start converted from /proc ticks to the monotonic clock (10 ms resolution).
+    assert abs(start["start_t"] - stamps["start"][0]) < 200_000_000
+    t0, t1 = stamps["alloc"]
+    t2, t3 = stamps["free"]
+    base = max(s.values("rss", 0, t0))
+    assert min(s.values("rss", t1 + 4_000_000, t2)) >= base + 99 * MiB
+    assert max(s.values("rss", t3 + 20_000_000, t3 + 200_000_000)) < base + 10 * MiB
+    ex = s.events(protocol.EV_PROC_EXIT)
+    assert ex and ex[-1]["pid"] == child.pid
+
+
+SPIKE = """
+    import time
+    for i in range(3):
+        time.sleep(0.37)
+        t0 = time.monotonic_ns()
+        x = b"\\x01" * (40 << 20)
+        del x
+        t1 = time.monotonic_ns()
+        print(f"spike{i}", t0, t1, flush=True)
+    time.sleep(0.5)
+"""
+
+
+def test_short_spike_comes_back_as_hwm_spike(tmp_path, endpoints):
+    script = write_script(tmp_path, "spike.py", SPIKE)
+    journal = tmp_path / "spike.journal"
+    res = run_sample(endpoints, "--period", "250ms", "--journal", str(journal), "--", sys.executable, str(script))
+    assert res.returncode == 0, res.stderr
+    stamps = child_stamps(res.stdout)
+    s = Stream.from_journal(journal)
+    spikes = [e for e in s.events(protocol.EV_HWM_SPIKE) if e["series"] == "rss"]
+    base = min(s.values("rss", s.times[1]))
+    found = 0
+    for i in range(3):
+        t0, t1 = stamps[f"spike{i}"]
+        if max(s.values("rss", t0, t1), default=0) >= base + 39 * MiB:
+            continue  # a 4 Hz sample happened to land on it (~5 % chance each)
+        (e,) = [e for e in spikes if e["t_from"] <= t0 and t1 <= e["t_to"]]
+        # The kernel's high-water mark gives the full height the samples missed.
+        assert e["bytes"] >= base + 39 * MiB
+        assert e["bytes"] - e["sampled_max"] >= 35 * MiB
+        found += 1
+    assert found >= 1
+    assert len(spikes) == found  # no false alarms between the spikes
+    assert s.topic(protocol.HELLO)[-1]["counters"]["hwm_spikes"] == found
+    assert "kernel hwm" in res.stderr
+
+
+def test_sigterm_is_forwarded_and_exit_recorded(tmp_path, endpoints):
+    script = write_script(tmp_path, "term.py", """
+        import signal, sys, time
+        def bye(*a):
+            print("got", signal.SIGTERM.value, flush=True)
+            sys.exit(7)
+        signal.signal(signal.SIGTERM, bye)
+        print("ready", time.monotonic_ns(), flush=True)
+        time.sleep(30)
+    """)
+    journal = tmp_path / "term.journal"
+    p = subprocess.Popen(sample_cmd(endpoints, "--journal", str(journal), "--", sys.executable, str(script)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("ready")
+        time.sleep(0.2)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=20)
+    finally:
+        p.kill()
+    assert p.returncode == 7, err
+    assert "got 15" in out
+    s = Stream.from_journal(journal)
+    ex = s.events(protocol.EV_PROC_EXIT)
+    assert ex[-1]["code"] == 7
+    assert s.topic(protocol.HELLO)[-1]["final"] is True
+
+
+def test_journal_readable_after_sampler_is_killed(tmp_path, endpoints):
+    journal = tmp_path / "killed.journal"
+    p = subprocess.Popen(sample_cmd(endpoints, "--journal", str(journal), "--", "sleep", "30"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.2)
+        p.kill()
+        p.wait(timeout=10)
+    finally:
+        p.kill()
+    s = Stream.from_journal(journal)
+    try:
+        child = s.events(protocol.EV_PROC_START)[0]["pid"]
+        assert len(s.times) >= 600  # >= 0.6 s of samples at 1 ms reached the disk
+        assert s.topic(protocol.HELLO)
+        assert all(t2 > t1 for t1, t2 in zip(s.times, s.times[1:]))
+    finally:
+        for t, b in s.records:
+            if t == "event" and b["kind"] == "proc_start":
+                try:
+                    os.kill(b["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def test_match_waits_and_follows_restart(tmp_path, endpoints):
+    token = f"swmatch{os.getpid()}x{time.monotonic_ns() % 100000}"
+    script = write_script(tmp_path, "svc.py", """
+        import sys, time
+        x = b"\\x01" * (20 << 20)
+        time.sleep(float(sys.argv[2]))
+    """)
+    journal = tmp_path / "match.journal"
+    p = subprocess.Popen(sample_cmd(endpoints, "--match", token, "--journal", str(journal), "--duration", "3.5s"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kids = []
+    try:
+        time.sleep(0.8)  # the sampler is waiting; nothing matches yet
+        assert p.poll() is None
+        kids.append(subprocess.Popen([sys.executable, str(script), token, "0.8"]))
+        kids[-1].wait(timeout=10)
+        time.sleep(0.3)
+        kids.append(subprocess.Popen([sys.executable, str(script), token, "0.8"]))
+        kids[-1].wait(timeout=10)
+        out, err = p.communicate(timeout=20)
+    finally:
+        p.kill()
+        for k in kids:
+            k.kill()
+    assert p.returncode == 0, err
+    assert "waiting for a process matching" in err
+    s = Stream.from_journal(journal)
+    starts = [e["pid"] for e in s.events(protocol.EV_PROC_START)]
+    assert starts == [kids[0].pid, kids[1].pid]
+    restarts = s.events(protocol.EV_RESTART)
+    assert [(r["old_pid"], r["pid"]) for r in restarts] == [(kids[0].pid, kids[1].pid)]
+    assert {e["pid"] for e in s.events(protocol.EV_PROC_EXIT)} == {kids[0].pid, kids[1].pid}
+    assert max(s.series["rss"]) >= 20 * MiB
