@@ -825,19 +825,50 @@ def remove(cg: MemoryCgroup, timeout: float = 5.0) -> None:
 # ---------------------------------------------------------------- launching
 
 _JOIN_SCRIPT = 'echo $$ > "$1" || exit 126; shift; exec "$@"'
+# The same, stopping itself after joining: the caller opens /proc/PID files
+# while nothing has run yet, then sends SIGCONT (see wait_stopped).
+_JOIN_STOP_SCRIPT = 'echo $$ > "$1" || exit 126; shift; kill -STOP $$; exec "$@"'
 
 
-def join_argv(cg: MemoryCgroup | CgroupInfo, argv: Sequence[str]) -> list[str]:
+def join_argv(cg: MemoryCgroup | CgroupInfo, argv: Sequence[str], *, stop_before_exec: bool = False) -> list[str]:
     """``argv`` wrapped so that the process enters ``cg`` before it execs the command.
 
-    ``/bin/sh`` writes its own pid into cgroup.procs, then execs ``argv`` (PATH
-    lookup included), keeping the pid: every byte the command ever touches is
-    charged to ``cg``. Exit status 126 with a message on stderr if joining failed.
+    ``/bin/sh`` (about 1 MiB, so the cgroup's peak stays the service's own)
+    writes its own pid into cgroup.procs, then execs ``argv`` (PATH lookup
+    included), keeping the pid: every byte the command ever touches is charged
+    to ``cg``. Exit status 126 with a message on stderr if joining failed.
+
+    With ``stop_before_exec`` the shell stops itself (SIGSTOP) once inside:
+    call :func:`wait_stopped`, open the pid's /proc files and the cgroup's, then
+    ``os.kill(pid, signal.SIGCONT)`` — the first sample precedes the exec. If
+    the caller dies meanwhile, the kernel's orphaned-process-group rule sends
+    SIGHUP + SIGCONT, and the stopped shell exits.
     """
     info = cg.info if isinstance(cg, MemoryCgroup) else cg
     if not argv:
         raise CgroupError("nothing to run")
-    return ["/bin/sh", "-c", _JOIN_SCRIPT, "spikewatch-join", str(info.dir / "cgroup.procs"), *argv]
+    script = _JOIN_STOP_SCRIPT if stop_before_exec else _JOIN_SCRIPT
+    return ["/bin/sh", "-c", script, "spikewatch-join", str(info.dir / "cgroup.procs"), *argv]
+
+
+def wait_stopped(pid: int, timeout: float = 10.0) -> bool:
+    """Wait until ``pid`` is stopped (state T); False if it exited or timed out.
+
+    Reads /proc/PID/stat rather than waitpid(WUNTRACED), which would consume the
+    stop notification behind subprocess.Popen's back."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        if state in (b"T", b"t"):
+            return True
+        if state in (b"Z", b"X"):
+            return False
+        time.sleep(0.0005)
+    return False
 
 
 def preexec_join(cg: MemoryCgroup | CgroupInfo):  # -> Callable[[], None]
@@ -857,6 +888,9 @@ def preexec_join(cg: MemoryCgroup | CgroupInfo):  # -> Callable[[], None]
     return _join
 
 
-def spawn_in(cg: MemoryCgroup | CgroupInfo, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:
-    """Start ``argv`` inside ``cg`` from its first instruction (see :func:`join_argv`)."""
-    return subprocess.Popen(join_argv(cg, argv), **popen_kwargs)
+def spawn_in(
+    cg: MemoryCgroup | CgroupInfo, argv: Sequence[str], *, stop_before_exec: bool = False, **popen_kwargs: Any
+) -> subprocess.Popen:
+    """Start ``argv`` inside ``cg`` from its first instruction (see :func:`join_argv`);
+    ``popen_kwargs`` go to subprocess.Popen unchanged."""
+    return subprocess.Popen(join_argv(cg, argv, stop_before_exec=stop_before_exec), **popen_kwargs)
