@@ -126,7 +126,8 @@ def analyse_startup(ctx: Ctx, ph: Phase, after_end: int) -> dict[str, Any]:
 
 
 def _step_key(rows: dict[str, np.ndarray]) -> np.ndarray | None:
-    for key in ("workers", "target_rate", "target_concurrency"):
+    # the driver's own schedule (open model); its `workers` field counts processes, not load
+    for key in ("target_rate", "target_concurrency"):
         col = rows.get(key)
         if col is not None and not np.isnan(col).all():
             return col
@@ -203,7 +204,7 @@ def analyse_ramp(ctx: Ctx, ph: Phase, target_concurrency: float | None = None) -
 
 def _burst_windows(ctx: Ctx, ph: Phase) -> tuple[list[tuple[int, int]], str]:
     rows = _load_rows(ctx, ph.t_start, ph.t_end)
-    for key in ("target_rate", "rate", "in_flight", "workers"):
+    for key in ("target_rate", "rate", "in_flight"):
         col = rows.get(key)
         if col is None or np.isnan(col).all() or len(col) < 3:
             continue
@@ -220,17 +221,26 @@ def _burst_windows(ctx: Ctx, ph: Phase) -> tuple[list[tuple[int, int]], str]:
             win.append((int(rows["t"][s] - w), int(rows["t"][e])))
         return win, f"load telemetry ({key})"
     burst = _attr(ph.attrs, "burst")
-    if isinstance(burst, dict) and burst.get("every") and burst.get("length"):
+    if isinstance(burst, dict):
+        # the driver's schedule: {length_s, at_s, every_s}; `every`/`length` as typed in a scenario also work
         try:
-            every = parse_duration_ns(burst["every"])
-            length = parse_duration_ns(burst["length"])
+            length = _dur(burst, "length")
+            every = _dur(burst, "every")
+            at = _dur(burst, "at") or 0
         except ValueError:
             return [], "none"
-        if every > 0:
-            # The driver's schedule: a burst starts every `every` from the phase start.
-            starts = range(ph.t_start + every, ph.t_end, every) if burst.get("first") == "after" else range(ph.t_start, ph.t_end, every)
-            return [(s, min(s + length, ph.t_end)) for s in starts], "scenario schedule"
+        if length:
+            starts = range(ph.t_start + at, ph.t_end, every) if every else [ph.t_start + at]
+            return [(s, min(s + length, ph.t_end)) for s in starts if s < ph.t_end], "scenario schedule"
     return [], "none"
+
+
+def _dur(d: dict[str, Any], name: str) -> int | None:
+    if isinstance(d.get(f"{name}_s"), (int, float)):
+        return int(d[f"{name}_s"] * 1e9)
+    if d.get(name) is not None:
+        return parse_duration_ns(d[name])
+    return None
 
 
 def analyse_burst(ctx: Ctx, ph: Phase) -> dict[str, Any]:

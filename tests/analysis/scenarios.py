@@ -41,16 +41,16 @@ def ramp(path, per_request: int = 256 * 1024, base: int = 50 * MiB) -> Synth:
     s.samples(t, rss=v)
     for tt in range(int(t[0]) + S // 10, int(t[-1]), S // 10):
         k = min(7, (tt - int(t[0])) // (5 * S))
-        s.load(tt, in_flight=int(levels[k]), workers=int(levels[k]), rate=100.0 * levels[k])
+        s.load(tt, in_flight=int(levels[k]), workers=1, rate=100.0 * levels[k])
     s.phase(int(t[0]), int(t[-1]), "climb", "ramp", concurrency=[1, 64], steps=8)
     s.write(path)
     return s
 
 
-def bursts(path, tau_s: float = 0.5, retained: int = 8 * MiB) -> Synth:
+def bursts(path, tau_s: float = 0.5, retained: int = 8 * MiB, telemetry: bool = True) -> Synth:
     """Every 10 s a 2 s burst lifts memory 100 MiB; it decays with tau back to baseline + retained."""
     s = Synth()
-    t = s.times(50)
+    t = s.times(44)  # the schedule's 5th burst would start at 45 s
     rel = (t - t[0]) / 1e9
     v = np.full(len(t), 100 * MiB, dtype=np.float64)
     for b0 in (5, 15, 25, 35):
@@ -59,11 +59,11 @@ def bursts(path, tau_s: float = 0.5, retained: int = 8 * MiB) -> Synth:
         after = rel >= b0 + 2  # later bursts overwrite what follows them
         v[after] = 100 * MiB + retained + (100 * MiB - retained) * np.exp(-(rel[after] - b0 - 2) / tau_s)
     s.samples(t, rss=v.astype(np.int64))
-    for tt in range(int(t[0]) + S // 10, int(t[-1]), S // 10):
+    for tt in range(int(t[0]) + S // 10, int(t[-1]), S // 10 if telemetry else 10**12):
         r = (tt - int(t[0])) / 1e9
         hot = any(b0 < r <= b0 + 2 for b0 in (5, 15, 25, 35))
         s.load(tt, target_rate=2000.0 if hot else 100.0, rate=2000.0 if hot else 100.0, in_flight=40 if hot else 2)
-    s.phase(int(t[0]), int(t[-1]), "rush", "burst")
+    s.phase(int(t[0]), int(t[-1]), "rush", "burst", burst={"length_s": 2.0, "at_s": 5.0, "every_s": 10.0, "rate": 2000})
     s.write(path)
     return s
 

@@ -50,11 +50,13 @@ def test_ramp_bytes_per_request(tmp_path):
     assert rep["recommended_limit_bytes"] >= 1.25 * (50 * MiB + 200 * 256 * 1024)
 
 
-def test_burst_peak_recovery_and_retention(tmp_path):
-    scenarios.bursts(tmp_path / "b.rec", tau_s=0.5, retained=8 * MiB)
+@pytest.mark.parametrize("telemetry", [True, False])
+def test_burst_peak_recovery_and_retention(tmp_path, telemetry):
+    scenarios.bursts(tmp_path / "b.rec", tau_s=0.5, retained=8 * MiB, telemetry=telemetry)
     rep = report.build_report(reader.load(tmp_path / "b.rec"))
     p = phase(rep, "rush")
-    assert p["burst_count"] == 4 and p["burst_basis"].startswith("load telemetry")
+    assert p["burst_count"] == 4
+    assert p["burst_basis"].startswith("load telemetry" if telemetry else "scenario schedule")
     for b in p["bursts"]:
         assert b["baseline_bytes"] == pytest.approx(100 * MiB, rel=0.1)  # first burst: flat; later ones: retained 8 MiB
         assert b["peak_bytes"] == pytest.approx(200 * MiB, rel=0.01)
