@@ -87,12 +87,16 @@ DETAIL_PEAKS: dict[str, str] = {"cg_peak": protocol.SERIES_CG_USAGE, "sample_max
 EXTRA_HINT = "pip install 'spikewatch[prometheus]'"
 
 
-class PrometheusUnavailable(RuntimeError):
+class ExporterError(Exception):
+    """The endpoint cannot be served; the message says what to do."""
+
+
+class PrometheusUnavailable(ExporterError, RuntimeError):
     """prometheus_client is not installed."""
 
 
-class BindError(ValueError):
-    """The bind address is malformed or not allowed."""
+class BindError(ExporterError, ValueError):
+    """The bind address is malformed, not allowed, or in use."""
 
 
 def parse_bind(bind: str, *, allow_remote: bool = False) -> tuple[str, int]:
@@ -177,7 +181,7 @@ class PeakExporter:
     """Serve ``/metrics`` for the messages a sampler publishes; see the module doc.
 
     >>> exp = PeakExporter("127.0.0.1:0").start()   # doctest: +SKIP
-    >>> daemon.add_listener(exp.observe)             # doctest: +SKIP
+    >>> publisher.listeners.append(exp)              # doctest: +SKIP
     """
 
     def __init__(self, bind: str = DEFAULT_BIND, *, allow_remote: bool = False,
@@ -192,6 +196,7 @@ class PeakExporter:
         self._events: dict[str, int] = {}
         self._hello_counters: dict[str, int] = {}
         self._samples_seen = 0
+        self._oom_kills = 0
         self._observe_errors = 0
         self._info: dict[str, str] = {}
         self._period_ns: int | None = None
@@ -203,11 +208,15 @@ class PeakExporter:
 
     # --- the publishing path ------------------------------------------------
 
-    def __call__(self, topic: str, body: Mapping[str, Any]) -> None:
+    def __call__(self, topic: str, body: Mapping[str, Any], packed: bytes | None = None) -> None:
         self.observe(topic, body)
 
-    def observe(self, topic: str, body: Mapping[str, Any]) -> None:
-        """Take one published message. Never raises (a bad body is counted and skipped)."""
+    def observe(self, topic: str, body: Mapping[str, Any], packed: bytes | None = None) -> None:
+        """Take one published message. Never raises (a bad body is counted and skipped).
+
+        Matches the sampler's publish listener signature ``(topic, body, packed)``
+        (``sampler.stream.Listener``); ``packed`` is not needed here.
+        """
         try:
             with self._lock:
                 self._last_message = time.monotonic()
@@ -259,7 +268,11 @@ class PeakExporter:
         if not isinstance(kind, str):
             return
         self._events[kind] = self._events.get(kind, 0) + 1
-        if kind == protocol.EV_HWM_SPIKE:
+        if kind == protocol.EV_OOM_KILL:
+            # ``count``: kills the kernel counted since the previous oom_kill event.
+            count = body.get("count", 1)
+            self._oom_kills += count if isinstance(count, int) and count > 0 else 1
+        elif kind == protocol.EV_HWM_SPIKE:
             series, value = body.get("series"), body.get("bytes")
             if isinstance(series, str) and isinstance(value, int):
                 self._state.bump(series, value)
@@ -294,6 +307,7 @@ class PeakExporter:
             latest = dict(self._state.latest)
             limit = self._limit
             events = dict(self._events)
+            oom_kills = self._oom_kills
             hello = dict(self._hello_counters)
             samples_seen = self._samples_seen
             info = dict(self._info)
@@ -321,7 +335,7 @@ class PeakExporter:
         def hello_or_events(key: str, kind: str) -> int:
             return max(int(hello.get(key, 0) or 0), events.get(kind, 0))
 
-        counter(M_OOM_KILLS, "OOM kills seen by the sampler", events.get(protocol.EV_OOM_KILL, 0))
+        counter(M_OOM_KILLS, "OOM kills in the sampled cgroup", oom_kills)
         counter(M_HWM_SPIKES, "Kernel high-water marks above every sample (peaks sampling missed)",
                 hello_or_events("hwm_spikes", protocol.EV_HWM_SPIKE))
         counter(M_RESTARTS, "Target process restarts", events.get(protocol.EV_RESTART, 0))
@@ -355,12 +369,16 @@ class PeakExporter:
     # --- the server -------------------------------------------------------
 
     def start(self) -> "PeakExporter":
-        """Bind and serve in a daemon thread; returns self. Raises OSError if the port is taken."""
+        """Bind and serve in a daemon thread; returns self. Raises :class:`BindError` if it cannot bind."""
         if self._server is not None:
             return self
         handler = _make_handler(self)
         server_cls = _server_class(self._host)
-        self._server = server_cls((self._host, self._port), handler)
+        try:
+            self._server = server_cls((self._host, self._port), handler)
+        except OSError as exc:
+            raise BindError(f"cannot serve /metrics on {self._host}:{self._port}: {exc.strerror or exc} "
+                            "(pick another HOST:PORT)") from None
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="spikewatch-prometheus", daemon=True)
