@@ -36,6 +36,9 @@ def _writable_reason() -> str | None:
 
 
 _REASON = _writable_reason()
+# CI sets SPIKEWATCH_REQUIRE_CGROUPS=1: there a missing controller is a failure, not a skip.
+if _REASON is not None and os.environ.get("SPIKEWATCH_REQUIRE_CGROUPS") == "1":
+    raise RuntimeError(f"SPIKEWATCH_REQUIRE_CGROUPS=1 but {_REASON}")
 needs_cgroup = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
 
