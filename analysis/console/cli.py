@@ -1,0 +1,85 @@
+"""``spikewatch console EP...``: the live view (Textual, or plain lines without a terminal)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+
+from sampler import protocol
+from sampler.units import parse_duration, parse_size
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if seconds <= 0:
+        raise click.BadParameter("must be more than zero")
+    return seconds
+
+
+def _endpoint(ep: str, what: str) -> str:
+    if "://" not in ep:
+        raise click.BadParameter(f"{ep!r} is not a ZeroMQ endpoint; write e.g. tcp://127.0.0.1:7781",
+                                 param_hint=what)
+    return ep
+
+
+@click.command()
+@click.argument("endpoints", nargs=-1, metavar="EP...")
+@click.option("--inlet", "inlets", multiple=True, metavar="EP",
+              help=f"Sampler inlet(s) that notes (key n) go to; default {protocol.DEFAULT_INLET}.")
+@click.option("--window", "window", default="30s", show_default=True, callback=_duration,
+              help="Chart window (5s, 10s, 30s, 1m, 5m; + and - change it live).")
+@click.option("--series", type=click.Choice(["rss", "cg_usage", "cg_working_set"]), default="rss",
+              show_default=True, help="Series to chart (key s switches).")
+@click.option("--limit", callback=_size, metavar="SIZE",
+              help="Compare with this limit instead of the one the sampler reports.")
+@click.option("--fps", type=click.FloatRange(1, 60), default=15, show_default=True,
+              help="UI refresh rate.")
+@click.option("--plain", "--headless", "plain", is_flag=True,
+              help="Print a status line a second instead of the full-screen view (automatic without a TTY).")
+@click.option("--duration", callback=_duration, metavar="T", help="Stop after T (e.g. 30s).")
+def console(endpoints: tuple[str, ...], inlets: tuple[str, ...], window: float, series: str,
+            limit: int | None, fps: float, plain: bool, duration: float | None) -> None:
+    """Watch one or more samplers live: chart, headroom, phase, load, events.
+
+    EP is a sampler's publish endpoint (default tcp://127.0.0.1:7781); give
+    several to watch several samplers. Keys: p pause, + / - window, s series,
+    n note, z zoom one sampler, q quit.
+    """
+    from .options import ConsoleOptions
+
+    eps = [_endpoint(e, "EP") for e in endpoints] or [protocol.DEFAULT_PUBLISH]
+    options = ConsoleOptions(inlet=[_endpoint(e, "--inlet") for e in inlets] or [protocol.DEFAULT_INLET],
+                             window_s=window, series=series, fps=fps, limit=limit)
+    if plain or not (sys.stdout.isatty() and sys.stdin.isatty()):
+        from .plain import PlainConsole
+
+        printer = PlainConsole(eps, options)
+        signal.signal(signal.SIGTERM, lambda *_: printer.stop())
+        try:
+            printer.run(duration)
+        except KeyboardInterrupt:
+            pass
+        return
+    from .app import ConsoleApp
+
+    app = ConsoleApp(eps, options)
+    if duration is not None:
+        app.call_later(lambda: app.set_timer(duration, app.exit))
+    app.run()

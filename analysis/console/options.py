@@ -1,0 +1,25 @@
+"""Settings shared by the Textual app and the plain printer (no Textual import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from sampler import protocol
+
+# The chart windows + and - step through.
+WINDOWS_S: tuple[float, ...] = (5, 10, 30, 60, 300)
+
+
+@dataclass
+class ConsoleOptions:
+    inlet: Sequence[str] = (protocol.DEFAULT_INLET,)  # where notes go (each one)
+    window_s: float = 30.0
+    series: str = protocol.SERIES_RSS
+    fps: float = 15.0  # UI refreshes per second, at most
+    limit: int | None = None  # overrides the limit the sampler reports
+    title: str = "spikewatch console"
+    max_window_s: float = max(WINDOWS_S)  # the ring buffers hold this much (at 1 kHz)
+
+    def __post_init__(self) -> None:
+        self.max_window_s = max(self.max_window_s, self.window_s)

@@ -1,0 +1,107 @@
+"""The console's receiving side: SUB sockets in a background thread.
+
+One SUB socket per endpoint, because stream bodies do not name their sampler:
+the socket a message came in on is what ties it to its source. The thread
+drains everything that is waiting, applies it to :class:`StreamState`, and
+calls ``notify`` at most ``fps`` times a second (never per sample), which is
+how the UI learns there is something new to draw.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Sequence
+
+import zmq
+
+from sampler import protocol
+
+from .state import StreamState
+
+
+class StreamReceiver:
+    """Subscribe to ``endpoints`` and keep ``state`` up to date until :meth:`stop`."""
+
+    def __init__(self, endpoints: Sequence[str], state: StreamState,
+                 notify: Callable[[], object] | None = None, *, fps: float = 15.0,
+                 hwm: int = 100_000, context: zmq.Context | None = None) -> None:
+        if not endpoints:
+            raise ValueError("at least one endpoint is needed")
+        self.endpoints = list(endpoints)
+        self.state = state
+        self.notify = notify
+        self.interval = 1.0 / max(0.5, fps)
+        self._ctx = context or zmq.Context.instance()
+        self._hwm = hwm
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> "StreamReceiver":
+        # Sockets are made in the thread that uses them (zmq sockets are not thread-safe).
+        self._thread = threading.Thread(target=self._run, name="spikewatch-console-rx", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "StreamReceiver":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        socks: dict[zmq.Socket, str] = {}
+        poller = zmq.Poller()
+        try:
+            for ep in self.endpoints:
+                s = self._ctx.socket(zmq.SUB)
+                s.setsockopt(zmq.RCVHWM, self._hwm)
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.SUBSCRIBE, b"")
+                s.connect(ep)
+                socks[s] = ep
+                poller.register(s, zmq.POLLIN)
+            last_notify = 0.0
+            seen_version = self.state.version
+            while not self._stop.is_set():
+                ready = dict(poller.poll(int(self.interval * 1000)))
+                for s in ready:
+                    self._drain(s, socks[s])
+                now = time.monotonic()
+                if self.notify is not None and self.state.version != seen_version \
+                        and now - last_notify >= self.interval:
+                    seen_version = self.state.version
+                    last_notify = now
+                    self.notify()
+        except BaseException as exc:  # surfaced by the UI; a dead receiver must not be silent
+            self.error = exc
+            if self.notify is not None:
+                self.notify()
+        finally:
+            for s in socks:
+                s.close()
+
+    def _drain(self, sock: zmq.Socket, endpoint: str, budget: int = 2000) -> None:
+        """Apply what is waiting on ``sock`` (bounded, so one busy sampler cannot starve the rest)."""
+        batch: list[tuple[str, dict]] = []
+        for _ in range(budget):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                batch.append(protocol.decode(frames))
+            except protocol.ProtocolError:
+                self.state.bad_messages += 1
+        if not batch:
+            return
+        recv = time.time_ns()
+        with self.state.lock:
+            for topic, body in batch:
+                self.state.ingest(endpoint, topic, body, recv)

@@ -1,0 +1,196 @@
+"""Textual widgets of the console: one :class:`SourcePanel` per sampler.
+
+Widgets never touch sockets. The app tells a panel to refresh (at the bounded
+UI rate) and the panel copies what it draws out of its :class:`SourceState`
+under the stream lock.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
+from textual.widgets import RichLog, Static
+
+from sampler import protocol
+from sampler.units import format_bytes, format_duration_ns
+
+from .chart import GUTTER, Frame, make_frame, render_chart
+from .fmt import wall_clock, window_label
+from .state import SourceState, StreamState, pick_series
+
+
+@dataclass
+class View:
+    """What the user chose to look at (shared by all panels)."""
+
+    series: str = protocol.SERIES_RSS
+    window_ns: int = 30_000_000_000
+
+
+class Chart(Widget):
+    """The last N seconds of one series at full resolution (min/max per dot column)."""
+
+    DEFAULT_CSS = "Chart { height: 1fr; min-height: 4; }"
+
+    def __init__(self, stream: StreamState, src: SourceState, **kw) -> None:
+        super().__init__(**kw)
+        self.stream, self.src = stream, src
+        self.view = View()
+        self.t_end: int | None = None  # None: follow the newest sample
+        self.frozen = False
+        self.frame: Frame | None = None  # the last one drawn
+        self.draws = 0
+
+    def show(self, view: View, frozen: bool) -> None:
+        self.view = View(view.series, view.window_ns)
+        self.frozen = frozen
+        self.refresh()
+
+    def render(self) -> Text:
+        width, height = self.size.width, self.size.height
+        columns, rows = max(4, width - GUTTER), max(1, height - 1)
+        src = self.src
+        with self.stream.lock:
+            series = pick_series(src, self.view.series)
+            if not (self.frozen and self.t_end is not None):
+                self.t_end = src.last_t
+            t_end = self.t_end
+            ring = src.rings.get(series)
+            if ring is None or t_end is None:
+                return Text("waiting for samples…", style="dim")
+            t, v = ring.window(t_end - self.view.window_ns, t_end)
+            limit = src.limit_for(series)
+            marks = [(e.t, "✖" if e.alarm else ("▲" if e.kind == "phase" else "•"),
+                      "bold red" if e.alarm else "cyan")
+                     for e in src.events if e.kind in ("phase", "note") or e.alarm]
+            lag = src.wall_lag_ns(time.time_ns()) if not self.frozen else None
+        self.frame = make_frame(t, v, series, t_end - self.view.window_ns, t_end, columns, rows, limit)
+        right = "paused " + wall_clock(src.to_wall(t_end)) if self.frozen else "now"
+        if lag is not None:
+            src.draw_lag.record(lag)
+        self.draws += 1
+        return render_chart(self.frame, window_label(self.view.window_ns), right, marks)
+
+
+def headroom_text(src: SourceState, series: str, width: int) -> Text:
+    """``rss 120 MiB  ███▒▒░░░  peak 180 MiB / limit 256 MiB  headroom 30 %``."""
+    cur, peak, limit = src.current.get(series), src.peaks.get(series), src.limit_for(series)
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(f"{series} ", "bold")
+    text.append(f"{format_bytes(cur):>10}", "bold")
+    if limit:
+        bar_w = max(10, width - 70)
+        fill = min(bar_w, round(bar_w * (cur or 0) / limit))
+        pk = min(bar_w, max(fill, round(bar_w * (peak or 0) / limit)))
+        headroom = 1 - (peak or 0) / limit
+        style = "red" if headroom < 0.1 else ("yellow" if headroom < 0.25 else "green")
+        text.append("  ▕")
+        text.append("█" * fill, style)
+        text.append("▒" * (pk - fill), style)
+        text.append("░" * (bar_w - pk), "dim")
+        text.append("▏ ")
+        text.append(f"peak {format_bytes(peak)} / limit {format_bytes(limit)}  ")
+        text.append(f"headroom {headroom * 100:.0f} %", f"bold {style}")
+    else:
+        text.append(f"   peak {format_bytes(peak)}   no limit known (pass --limit to compare)", "dim")
+    return text
+
+
+def load_text(src: SourceState) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append("phase ", "dim")
+    text.append(src.phase or "–", "bold cyan")
+    load = src.load
+    if load:
+        errors = sum((load.get("errors") or {}).values())
+        p99 = load.get("lat_p99_ns")
+        text.append("   load ", "dim")
+        text.append(f"{load.get('rate', 0):.0f} req/s  in flight {load.get('in_flight', '–')}  ")
+        text.append(f"errors {errors}", "bold red" if errors else "")
+        text.append(f"  p99 {format_duration_ns(p99) if p99 is not None else '–'}")
+    else:
+        text.append("   no load telemetry", "dim")
+    return text
+
+
+def health_text(src: SourceState) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    hz = src.achieved_hz
+    period = (src.hello or {}).get("period_ns")
+    text.append("sampler ", "dim")
+    text.append(f"{hz:.0f} Hz" if hz is not None else "– Hz")
+    if period:
+        text.append(f" (of {1e9 / period:.0f})", "dim")
+    overruns = src.counters.get("overruns", 0)
+    text.append("  overruns ")
+    text.append(str(overruns), "yellow" if overruns else "")
+    text.append("  stream gaps ")
+    text.append(str(src.gaps), "bold red" if src.gaps else "")
+    lag = src.draw_lag.last
+    text.append("  lag ")
+    text.append(format_duration_ns(lag) if lag is not None else "–",
+                "yellow" if lag is not None and lag > 500_000_000 else "")
+    if src.ended:
+        text.append("  ended", "bold yellow")
+    return text
+
+
+class SourcePanel(Vertical):
+    """Chart, headroom bar, phase/load, health and the event list of one sampler."""
+
+    DEFAULT_CSS = """
+    SourcePanel { height: 1fr; min-height: 9; border: round $primary; }
+    SourcePanel .main { width: 3fr; }
+    SourcePanel .line { height: 1; }
+    SourcePanel RichLog { width: 1fr; min-width: 28; border-left: solid $primary-darken-2; }
+    """
+
+    def __init__(self, stream: StreamState, src: SourceState, **kw) -> None:
+        super().__init__(**kw)
+        self.stream, self.src = stream, src
+        self.chart = Chart(stream, src)
+        self.bar = Static(classes="line bar")
+        self.load_line = Static(classes="line load")
+        self.health = Static(classes="line health")
+        self.events = RichLog(max_lines=500, wrap=True, min_width=20)
+        self.shown_events = 0
+        self.border_title = src.label
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(classes="main"):
+                yield self.chart
+                yield self.bar
+                yield self.load_line
+                yield self.health
+            yield self.events
+
+    def refresh_numbers(self, view: View, paused: bool) -> None:
+        """Redraw chart and numbers (skipped while paused, so the picture holds still)."""
+        with self.stream.lock:
+            series = pick_series(self.src, view.series)
+            self.border_title = self.src.label
+            bar = headroom_text(self.src, series, self.chart.size.width or self.size.width)
+            load = load_text(self.src)
+            health = health_text(self.src)
+        self.bar.update(bar)
+        self.load_line.update(load)
+        self.health.update(health)
+        self.chart.show(view, paused)
+
+    def refresh_events(self) -> None:
+        """Append events not shown yet (also while paused: alarms must not wait)."""
+        with self.stream.lock:
+            new = [e for e in self.src.events if e.n > self.shown_events]
+            wall = [self.src.to_wall(e.t) for e in new]
+        for ev, w in zip(new, wall):
+            line = Text(no_wrap=True)
+            line.append(wall_clock(w)[:12] + " ", "dim")
+            line.append(ev.text, "bold red" if ev.alarm else ("cyan" if ev.kind in ("phase", "note") else ""))
+            self.events.write(line)
+            self.shown_events = ev.n

@@ -1,0 +1,96 @@
+"""The chart's data path: min/max buckets, ring buffers, braille strokes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analysis.console.chart import dot_matrix, make_frame, render_lines
+from analysis.console.envelope import minmax_envelope
+from analysis.console.state import Ring
+
+MS = 1_000_000
+MiB = 1 << 20
+
+
+def test_a_2ms_spike_keeps_its_full_height_in_a_5_minute_window() -> None:
+    t = np.arange(0, 300_000 * MS, MS, dtype=np.int64)  # 5 min at 1 kHz
+    v = np.full(len(t), 100 * MiB, dtype=np.int64)
+    v[123_456:123_458] = 180 * MiB  # 2 samples = 2 ms
+    mins, maxs = minmax_envelope(t, v, 0, 300_000 * MS, 160)
+    col = 123_456 * 160 // 300_000
+    assert maxs[col] == 180 * MiB
+    assert np.count_nonzero(maxs == 180 * MiB) == 1  # in one column, not smeared
+    assert np.all(mins == 100 * MiB)
+    # A mean per column (what averaging charts draw) would show under 0.3 % of it.
+    assert v.reshape(160, -1).mean(axis=1).max() < 101 * MiB
+
+
+def test_empty_buckets_are_nan_and_the_newest_sample_is_in_the_last_column() -> None:
+    t = np.array([0, 5, 100], dtype=np.int64)
+    v = np.array([5, 7, 9])
+    mins, maxs = minmax_envelope(t, v, 0, 100, 10)
+    assert maxs[0] == 7 and mins[0] == 5
+    assert np.isnan(maxs[1:9]).all()
+    assert maxs[9] == 9  # t == t_end is drawn
+    assert np.isnan(minmax_envelope(t, v, 200, 300, 4)[1]).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 10_000), min_size=1, max_size=300), st.integers(1, 50))
+def test_envelope_matches_brute_force(values: list[int], buckets: int) -> None:
+    t = np.arange(len(values), dtype=np.int64) * 7
+    v = np.array(values)
+    t_end = max(1, int(t[-1]))
+    mins, maxs = minmax_envelope(t, v, 0, t_end, buckets)
+    for b in range(buckets):
+        sel = [x for tt, x in zip(t, v) if min(buckets - 1, tt * buckets // t_end) == b]
+        if sel:
+            assert (mins[b], maxs[b]) == (min(sel), max(sel))
+        else:
+            assert np.isnan(maxs[b])
+
+
+def test_ring_keeps_the_newest_and_windows_across_the_wrap() -> None:
+    ring = Ring(16)
+    for start in range(0, 40, 5):
+        ts = np.arange(start, start + 5, dtype=np.int64)
+        ring.extend(ts, ts * 10)
+    assert len(ring) == 16 and ring.last() == (39, 390)
+    t, v = ring.window(20, 30)
+    assert t.tolist() == list(range(24, 31))  # 24..39 kept; older ones overwritten
+    assert (v == t * 10).all()
+    big = np.arange(100, 200, dtype=np.int64)
+    ring.extend(big, big)
+    assert ring.window(0, 1000)[0].tolist() == list(range(184, 200))
+
+
+def test_the_spike_column_is_drawn_up_to_the_spike_level() -> None:
+    t = np.arange(0, 10_000 * MS, MS, dtype=np.int64)
+    v = np.full(len(t), 100 * MiB)
+    v[4000:4002] = 180 * MiB
+    frame = make_frame(t, v, "rss", 0, 10_000 * MS, columns=50, rows=8, limit=256 * MiB)
+    dots = dot_matrix(frame)
+    top_dot = frame.dot_rows - 1 - frame.level(180 * MiB)
+    col = int(np.nanargmax(frame.maxs))
+    assert frame.maxs[col] == 180 * MiB
+    assert dots[top_dot, col] and not dots[:top_dot, col].any()
+    # No other column reaches that high.
+    others = np.delete(dots[: top_dot + 1], col, axis=1)
+    assert not others.any()
+    lines = render_lines(frame)
+    assert len(lines) == 8 and all(len(line.plain) == 50 for line in lines)
+
+
+@pytest.mark.parametrize("limit", [None, 150 * MiB, 10_000 * MiB])
+def test_frame_y_range_covers_data_and_a_near_limit(limit: int | None) -> None:
+    t = np.arange(0, 100, dtype=np.int64)
+    v = np.linspace(100 * MiB, 120 * MiB, 100)
+    frame = make_frame(t, v, "rss", 0, 99, 20, 4, limit)
+    assert frame.lo <= 100 * MiB and frame.hi >= 120 * MiB
+    if limit == 150 * MiB:
+        assert frame.hi >= limit
+    if limit == 10_000 * MiB:
+        assert frame.hi < limit  # a far-away limit does not flatten the data

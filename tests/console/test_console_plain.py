@@ -1,0 +1,69 @@
+"""The no-TTY fallback and the command line."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from analysis.console.options import ConsoleOptions
+from analysis.console.plain import PlainConsole
+from sampler import protocol
+from tests.conftest import free_port
+
+from .publisher import Publisher
+
+MiB = 1 << 20
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_plain_prints_status_lines_and_events() -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    out = io.StringIO()
+    with Publisher(endpoint, baseline=100 * MiB) as pub:
+        printer = PlainConsole([endpoint], ConsoleOptions(), out=out, interval=0.5)
+        thread = threading.Thread(target=printer.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 15
+        while not re.search(r"\| \d+ Hz, overruns 0", out.getvalue()):  # two hellos seen
+            assert time.monotonic() < deadline, out.getvalue()
+            time.sleep(0.1)
+        pub.spike(150 * MiB, 3_000_000)
+        pub.marker(protocol.PHASE_START, "soak")
+        pub.event(protocol.EV_OOM_KILL, pid=99, count=1, last_bytes=256 * MiB)
+        while "OOM KILLS 1" not in out.getvalue():
+            assert time.monotonic() < deadline, out.getvalue()
+            time.sleep(0.1)
+        printer.stop()
+        thread.join(5)
+    assert not thread.is_alive()
+    text = out.getvalue()
+    assert "!! OOM KILL pid 99" in text and "▶ phase soak" in text
+    last = [line for line in text.splitlines() if "peak" in line][-1]
+    assert "rss 100.0 MiB peak 150.0 MiB limit 256.0 MiB (41% headroom)" in last
+    assert "phase soak" in last and "gaps 0" in last
+
+
+def test_cli_without_a_tty_falls_back_to_plain_and_stops_after_duration(spikewatch_cmd) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    with Publisher(endpoint, limit=None):
+        proc = subprocess.run([*spikewatch_cmd, "console", endpoint, "--duration", "2.5s",
+                               "--limit", "1G"], capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "limit 1.0 GiB" in proc.stdout and "rss 100.0 MiB" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["localhost:7781"], "is not a ZeroMQ endpoint"),
+    (["--inlet", "nope", "tcp://127.0.0.1:1"], "is not a ZeroMQ endpoint"),
+    (["--window", "soon"], "not a duration"),
+    (["--limit", "lots"], "not a size"),
+])
+def test_cli_bad_input_is_a_clear_error(spikewatch_cmd, args: list[str], message: str) -> None:
+    proc = subprocess.run([*spikewatch_cmd, "console", *args], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
