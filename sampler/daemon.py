@@ -727,6 +727,7 @@ class Sampler:
         j = self.journal
         if j is not None and j.errors and not self._journal_error_sent:
             self._journal_error_sent = True
+            self._log_fn(f"spikewatch: cannot write the journal {j.path}: {j.last_error}; sampling goes on")
             self._event(t, protocol.EV_JOURNAL_ERROR, path=str(j.path), error=j.last_error,
                         records_lost=j.records_lost)
 

@@ -1,0 +1,87 @@
+"""Real cgroup v1/v2 memory controller: --limit, OOM kills, --cgroup targets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sampler import cgroup, protocol
+from tests.sampler.sampler_helpers import MiB, Stream, child_stamps, run_sample, write_script
+
+pytestmark = pytest.mark.cgroup
+
+GROW = """
+    import time
+    print("start", time.monotonic_ns(), flush=True)
+    chunks = []
+    for i in range(40):
+        chunks.append(b"\\x01" * (8 << 20))
+        print("have", (i + 1) * 8, time.monotonic_ns(), flush=True)
+        time.sleep(0.02)
+    print("survived", time.monotonic_ns(), flush=True)
+"""
+
+
+def test_limit_oom_kill(tmp_path, endpoints):
+    script = write_script(tmp_path, "grow.py", GROW)
+    journal = tmp_path / "oom.journal"
+    res = run_sample(endpoints, "--limit", "64M", "--journal", str(journal), "--", sys.executable, str(script))
+    assert res.returncode == 128 + 9, res.stderr
+    assert "survived" not in res.stdout
+    s = Stream.from_journal(journal)
+    hello = s.topic(protocol.HELLO)[0]
+    assert hello["series"] == ["rss", "cg_usage"]
+    assert hello["cgroup"]["limit"] == 64 * MiB and hello["cgroup"]["owned"] is True
+    ooms = s.events(protocol.EV_OOM_KILL)
+    assert len(ooms) == 1, s.events()
+    oom = ooms[0]
+    assert oom["count"] == 1 and oom["last_bytes"] >= 56 * MiB
+    ex = s.events(protocol.EV_PROC_EXIT)[-1]
+    assert ex["signal"] == 9 and ex["oom"] is True
+    # The last samples before the kill sit near the limit, and were all published
+    # before the oom_kill event (stream order).
+    idx = s.records.index((protocol.EVENT, oom))
+    before = Stream(s.records[:idx])
+    assert max(before.series["cg_usage"]) >= 56 * MiB
+    assert max(before.series["cg_usage"]) <= 64 * MiB
+    details = s.topic(protocol.DETAIL)
+    assert any(d.get("cg_failcnt", 0) > 0 for d in details)
+    assert all(d["cg_limit"] == 64 * MiB for d in details)
+    # The cgroup was removed afterwards.
+    with pytest.raises(cgroup.CgroupError):
+        cgroup.resolve(hello["cgroup"]["path"])
+
+
+def test_cgroup_target_and_cg_usage(tmp_path, endpoints):
+    script = write_script(tmp_path, "hold.py", """
+        import sys, time
+        x = b"\\x01" * (30 << 20)
+        print("held", time.monotonic_ns(), flush=True)
+        time.sleep(3)
+    """)
+    cg = cgroup.create_limited(256 * MiB, f"swtest-target-{time.monotonic_ns()}")
+    child = cgroup.spawn_in(cg, [sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().startswith("held")
+        journal = tmp_path / "cg.journal"
+        res = run_sample(endpoints, "--cgroup", str(cg.info.dir), "--duration", "0.8s", "--journal", str(journal))
+        assert res.returncode == 0, res.stderr
+    finally:
+        child.kill()
+        child.wait()
+        cgroup.remove(cg)
+    s = Stream.from_journal(journal)
+    hello = s.topic(protocol.HELLO)[-1]
+    assert hello["cgroup"]["path"] == cg.info.path and hello["cgroup"]["owned"] is False
+    assert hello["targets"][0]["kind"] == "cgroup" and child.pid in hello["targets"][0]["pids"]
+    usage = s.series["cg_usage"]
+    rss = s.series["rss"]
+    assert min(usage[200:]) >= 30 * MiB
+    assert min(rss[200:]) >= 30 * MiB  # the cgroup's process found and summed
+    d = s.topic(protocol.DETAIL)[-1]
+    assert d["cg_limit"] == 256 * MiB and d["cg_working_set"] <= d["cg_usage"]
+    assert d["procs"] == 1 and d["pids"] == [child.pid]
+    assert "cg_peak" not in d  # not ours: the sampler never resets a watched cgroup's peak

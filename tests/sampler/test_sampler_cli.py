@@ -1,0 +1,152 @@
+"""Command-line errors, import hygiene, the inlet and journal failures."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+
+from sampler import protocol
+from sampler.client import InletClient, StreamSubscriber
+from tests.sampler.sampler_helpers import Stream, run_sample, sample_cmd
+
+
+@pytest.fixture
+def sleeper():
+    p = subprocess.Popen(["sleep", "60"])
+    yield p
+    p.kill()
+    p.wait()
+
+
+def _gone_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pid", "GONE"], r"no process \d+"),
+    (["--cgroup", "/no/such/cgroup/here"], r"no memory cgroup at"),
+    (["--period", "10us", "--pid", "1"], r"outside 100us"),
+    (["--period", "fast", "--pid", "1"], r"not a duration"),
+    (["--limit", "64M", "--pid", "1"], r"--limit applies to a launched command"),
+    (["--limit", "lots", "--", "true"], r"not a size"),
+    (["--match", "(unclosed"], r"not a regular expression"),
+    (["--", "no-such-command-swtest"], r"command not found"),
+    ([], r"say what to sample"),
+])
+def test_cli_errors_are_clear(endpoints, tmp_path, args, message):
+    args = [str(_gone_pid()) if a == "GONE" else a for a in args]
+    res = run_sample(endpoints, "--journal", str(tmp_path / "j"), *args, timeout=30)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    assert re.search(message, res.stderr), res.stderr
+
+
+def test_endpoint_in_use(endpoints, sleeper):
+    ctx = zmq.Context.instance()
+    blocker = ctx.socket(zmq.PUB)
+    blocker.bind(endpoints["publish"])
+    try:
+        res = run_sample(endpoints, "--pid", str(sleeper.pid), "--duration", "1s", timeout=30)
+    finally:
+        blocker.close(0)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "already in use" in res.stderr and "--publish" in res.stderr
+
+
+def test_sample_imports_no_heavy_modules(endpoints, sleeper):
+    cmd = sample_cmd(endpoints, "--pid", str(sleeper.pid), "--duration", "0.3s")
+    res = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr[-2000:]
+    modules = {line.split("|")[-1].strip().split(".")[0] for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert "sampler" in modules and "zmq" in modules
+    assert not modules & {"aiohttp", "numpy", "textual", "rich", "plotly", "uvloop", "pyarrow", "analysis", "driver"}
+
+
+def _collect_until_final(sub: StreamSubscriber, timeout: float = 20.0) -> list[tuple[str, dict]]:
+    out = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        msg = sub.recv(timeout_ms=200)
+        if msg is None:
+            continue
+        out.append(msg)
+        if msg[0] == protocol.HELLO and msg[1].get("final"):
+            break
+    return out
+
+
+def test_inlet_stamps_markers_and_drops_garbage(endpoints, sleeper, tmp_path):
+    journal = tmp_path / "inlet.journal"
+    sub = StreamSubscriber([endpoints["publish"]])
+    p = subprocess.Popen(sample_cmd(endpoints, "--pid", str(sleeper.pid), "--duration", "2.5s", "--journal", str(journal)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert sub.recv(timeout_ms=10_000) is not None  # the sampler is up
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(endpoints["inlet"])
+        bad = [
+            [b"marker", b"\xc1"],  # not msgpack
+            [b"marker"],  # one frame
+            [b"bogus", protocol.pack({"kind": "note", "name": "x"})],  # wrong topic
+            [b"marker", protocol.pack({"kind": "nope", "name": "x"})],  # wrong kind
+            [b"marker", protocol.pack({"kind": "note", "name": "x" * 70_000})],  # oversize
+            [b"load", protocol.pack({"rate": 3})],  # no interval_ns
+        ]
+        for frames in bad:
+            push.send_multipart(frames)
+        push.close()
+        time.sleep(0.2)
+        t_before = time.monotonic_ns()
+        with InletClient(endpoints["inlet"], linger_ms=1000) as client:
+            client.note("cache warmed", {"k": 1})
+            client.load({"interval_ns": 1_000_000_000, "rate": 12.5, "in_flight": 3})
+        t_after = time.monotonic_ns()
+        msgs = _collect_until_final(sub)
+        p.wait(timeout=20)
+    finally:
+        p.kill()
+        sub.close()
+    assert p.returncode == 0
+    markers = [b for t, b in msgs if t == protocol.MARKER]
+    assert len(markers) == 1
+    m = markers[0]
+    assert m["name"] == "cache warmed" and m["attrs"] == {"k": 1} and m["kind"] == "note"
+    assert t_before <= m["t"] <= t_after + 50_000_000  # stamped on receipt with the sampler clock
+    loads = [b for t, b in msgs if t == protocol.LOAD]
+    assert loads and loads[0]["rate"] == 12.5
+    final = msgs[-1][1]
+    assert final["final"] and final["counters"]["inlet_bad"] >= 5 and final["counters"]["inlet_ok"] == 2
+    # Sampling went on after the garbage; the journal has the marker too.
+    s = Stream.from_journal(journal)
+    assert s.times[-1] > m["t"] + 1_000_000_000
+    assert [b["name"] for b in s.topic(protocol.MARKER)] == ["cache warmed"]
+
+
+def test_journal_write_error_is_reported_once(endpoints, sleeper):
+    """In-process: a listener sees every published message from the first one."""
+    from sampler.daemon import Sampler, SamplerConfig, Target
+
+    logged: list[str] = []
+    config = SamplerConfig(Target(pid=sleeper.pid), publish=endpoints["publish"], inlet=endpoints["inlet"],
+                           journal="/dev/full", duration_ns=1_500_000_000, log=logged.append)
+    sampler = Sampler(config)
+    msgs: list[tuple[str, dict]] = []
+    sampler.listeners.append(lambda topic, body, packed: msgs.append((topic, body)))
+    status = sampler.run()  # not the main thread's signal handlers: fine from a test too
+    assert status == 0
+    errs = [b for t, b in msgs if t == protocol.EVENT and b["kind"] == protocol.EV_JOURNAL_ERROR]
+    assert len(errs) == 1 and "space" in errs[0]["error"].lower() and errs[0]["path"] == "/dev/full"
+    s = Stream(msgs)
+    assert s.times and s.times[-1] > errs[0]["t"] + 500_000_000  # sampling went on
+    final = msgs[-1][1]
+    assert msgs[-1][0] == protocol.HELLO and final["final"] and final["counters"]["journal_errors"] >= 1
+    assert any("journal" in line and "space" in line.lower() for line in logged)
+    assert any("samples in" in line for line in logged)
