@@ -78,6 +78,8 @@ def test_template_samples_the_unit_named_by_its_instance() -> None:
     assert start[start.index("--unit") + 1] == "%i"
     assert "-/etc/spikewatch/sampler.env" in values(unit, "Service", "EnvironmentFile")
     assert "%i.service" in one(unit, "Unit", "After").split()
+    assert one(unit, "Unit", "PartOf") == "%i.service"
+    assert one(unit, "Service", "Restart") == "always"
 
 
 def _spikewatch_exe() -> str:
