@@ -2,7 +2,7 @@
 
 Run: python recorder_server.py --port P [--delay-ms D] [--ready-after S]
 Every request except /_arrivals and /health is recorded as
-(arrival monotonic ns, method, path, body bytes, in flight after arrival) and answered
+(arrival monotonic ns, method, path, body bytes, in flight after arrival, departure ns) and answered
 after ``delay`` ms (``?delay=`` overrides); /status/NNN answers with that status.
 """
 
@@ -40,9 +40,10 @@ def main() -> None:
     async def anything(request: web.Request) -> web.Response:
         t = time.monotonic_ns()
         state["in_flight"] += 1
+        body, seen = b"", 0
         try:
             body = await request.read()
-            records.append((t, request.method, request.path, len(body), state["in_flight"]))
+            seen = state["in_flight"]
             delay = float(request.query.get("delay", args.delay_ms))
             if delay:
                 await asyncio.sleep(delay / 1000)
@@ -51,6 +52,7 @@ def main() -> None:
             return web.Response(text="ok")
         finally:
             state["in_flight"] -= 1
+            records.append((t, request.method, request.path, len(body), seen, time.monotonic_ns()))
 
     app = web.Application(client_max_size=64 << 20)
     app.router.add_get("/health", health)
@@ -58,17 +60,22 @@ def main() -> None:
     app.router.add_post("/_reset", reset)
     app.router.add_route("*", "/{tail:.*}", anything)
 
-    async def on_startup(app: web.Application) -> None:
-        print("ready", flush=True)
+    async def serve() -> None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=True)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", args.port).start()
+        print("ready", flush=True)  # only once the port accepts connections
+        await asyncio.Event().wait()
 
-    app.on_startup.append(on_startup)
     try:
         import uvloop
         uvloop.install()
     except ImportError:
         pass
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None, handle_signals=True)
-
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
 
 if __name__ == "__main__":
     sys.exit(main())
