@@ -24,6 +24,7 @@ so the pid stays the same and no ``preexec_fn`` runs in a threaded parent.
 from __future__ import annotations
 
 import errno
+import fcntl
 import itertools
 import os
 import signal
@@ -445,8 +446,6 @@ class MemoryCgroup:
             return False
 
     def _fd_writable(self, key: str) -> bool:
-        import fcntl
-
         return (fcntl.fcntl(self._fds[key], fcntl.F_GETFL) & os.O_ACCMODE) == os.O_RDWR
 
     def _read(self, key: str) -> bytes | None:
@@ -513,7 +512,10 @@ class MemoryCgroup:
 
     def read_peak(self) -> int | None:
         """Highest usage since the last reset_peak() when ``peak_resettable``,
-        else since the cgroup was created; None when the kernel has no peak file."""
+        else since the cgroup was created (or someone else's reset); None when
+        the kernel has no peak file. Even unresettable, it still tells of a
+        spike: when it grew since the previous detail tick, usage reached that
+        new value somewhere in the interval."""
         data = self._read("peak")
         return int(data) if data else None
 
