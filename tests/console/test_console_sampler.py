@@ -1,0 +1,140 @@
+"""The console against a real ``spikewatch sample`` sampling a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.console.app import ConsoleApp
+from analysis.console.options import ConsoleOptions
+from sampler import cgroup as cgm
+
+from .test_console_app import screen_text, until
+
+MiB = 1 << 20
+pytestmark = pytest.mark.timeout(90)
+
+# Waits for a trigger file, then holds 80 MiB (written, so resident) for 5 ms.
+CHILD = """
+import os, sys, time
+trigger = sys.argv[1]
+while not os.path.exists(trigger):
+    time.sleep(0.01)
+buf = b"x" * (80 << 20)
+time.sleep(0.005)
+del buf
+open(trigger + ".done", "w").close()
+time.sleep(30)
+"""
+
+
+async def test_console_shows_a_real_spike_notes_and_a_marker_from_mark(
+        endpoints, spikewatch_cmd, tmp_path: Path) -> None:
+    trigger = tmp_path / "go"
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(CHILD))
+    app = ConsoleApp([endpoints["publish"]], ConsoleOptions(inlet=[endpoints["inlet"]], window_s=10))
+    sampler = subprocess.Popen(
+        [*spikewatch_cmd, "sample", "--publish", endpoints["publish"], "--inlet", endpoints["inlet"],
+         "--no-journal", "--quiet", "--duration", "60s", "--", sys.executable, str(script), str(trigger)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        async with app.run_test(size=(130, 32)) as pilot:
+            await until(pilot, lambda: bool(app.panels) and next(iter(app.panels.values())).src.session
+                        is not None and next(iter(app.panels.values())).src.current.get("rss", 0) > 0,
+                        timeout=30)
+            panel = next(iter(app.panels.values()))
+            baseline = panel.src.current["rss"]
+            trigger.touch()
+            await until(pilot, lambda: (tmp_path / "go.done").exists(), timeout=30)
+            await until(pilot, lambda: panel.chart.frame is not None
+                        and np.nanmax(panel.chart.frame.maxs) >= baseline + 75 * MiB, timeout=15)
+            frame = panel.chart.frame
+            top = np.nanmax(frame.maxs)
+            # The spike is a few columns wide at most, and back down afterwards.
+            assert np.count_nonzero(frame.maxs >= baseline + 40 * MiB) <= 4
+            await until(pilot, lambda: panel.src.current["rss"] < baseline + 20 * MiB)
+            assert panel.src.peaks["rss"] >= top
+            # A note from the n key goes to the sampler's inlet and comes back stamped.
+            await pilot.press("n", *"warm", "enter")
+            subprocess.run([*spikewatch_cmd, "mark", "cache warmed", "--inlet", endpoints["inlet"]],
+                           check=True, capture_output=True, timeout=30)
+            await until(pilot, lambda: "✎ warm" in screen_text(app) and "✎ cache warmed" in screen_text(app))
+            text = screen_text(app)
+            assert "stream gaps 0" in text
+            await until(pilot, lambda: panel.src.achieved_hz is not None, timeout=10)
+            assert panel.src.achieved_hz > 200  # health is fed from the sampler's counters
+    finally:
+        sampler.terminate()
+        try:
+            sampler.wait(15)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+            sampler.wait(5)
+
+
+def _cgroup_reason() -> str | None:
+    if cgm.memory_hierarchy() is None:
+        return "no memory cgroup controller mounted on this host"
+    try:
+        cg = cgm.create_limited(16 * MiB, f"spikewatch-console-probe-{os.getpid()}")
+    except cgm.CgroupError as exc:
+        return f"memory cgroup not writable here: {exc}"
+    cgm.remove(cg)
+    return None
+
+
+# Grows 8 MiB at a time past a 64 MiB limit once the console is listening.
+GROW = """
+import os, sys, time
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+chunks = []
+for i in range(40):
+    chunks.append(b"\\x01" * (8 << 20))
+    time.sleep(0.02)
+print("survived", flush=True)
+"""
+
+
+@pytest.mark.cgroup
+async def test_oom_kill_under_a_real_limit_raises_the_banner(endpoints, spikewatch_cmd, tmp_path: Path) -> None:
+    reason = _cgroup_reason()
+    if reason is not None:
+        if os.environ.get("SPIKEWATCH_REQUIRE_CGROUPS") == "1":
+            pytest.fail(f"SPIKEWATCH_REQUIRE_CGROUPS=1 but {reason}")
+        pytest.skip(reason)
+    trigger = tmp_path / "go"
+    script = tmp_path / "grow.py"
+    script.write_text(textwrap.dedent(GROW))
+    app = ConsoleApp([endpoints["publish"]], ConsoleOptions(inlet=[endpoints["inlet"]], series="cg_usage"))
+    sampler = subprocess.Popen(
+        [*spikewatch_cmd, "sample", "--publish", endpoints["publish"], "--inlet", endpoints["inlet"],
+         "--no-journal", "--quiet", "--limit", "64M", "--duration", "60s", "--",
+         sys.executable, str(script), str(trigger)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        async with app.run_test(size=(130, 32)) as pilot:
+            await until(pilot, lambda: bool(app.panels) and next(iter(app.panels.values())).src.session
+                        is not None, timeout=30)
+            panel = next(iter(app.panels.values()))
+            assert panel.src.limit == 64 * MiB  # from the sampler's hello
+            trigger.touch()
+            await until(pilot, lambda: app.query_one("#oom").has_class("shown"), timeout=30)
+            text = screen_text(app)
+            assert "OOM KILL" in text and "limit 64.0 MiB" in text
+            assert panel.src.peaks["cg_usage"] >= 56 * MiB
+            assert "headroom" in text
+        out, err = sampler.communicate(timeout=30)
+        assert "survived" not in out
+    finally:
+        if sampler.poll() is None:
+            sampler.kill()
+            sampler.wait(5)
