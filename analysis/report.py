@@ -38,7 +38,9 @@ def build_report(rec: Recording | Source, *, source: str | None = None,
     kills = limits.oom_kills(ctx)
 
     soak_growth = [p["growth"] for p in phase_rows if p["kind"] == "soak" and p.get("growth")]
-    whole = phases.growth(ctx, int(ctx.t[0]), int(ctx.t[-1]), limit) if len(ctx.t) > 10 else None
+    # a trend over less than a minute says nothing about stabilising
+    long_enough = len(ctx.t) > 10 and int(ctx.t[-1]) - int(ctx.t[0]) >= 60_000_000_000
+    whole = phases.growth(ctx, int(ctx.t[0]), int(ctx.t[-1]), limit) if long_enough else None
     growth = dict(soak_growth[-1], basis="soak phase") if soak_growth else (dict(whole, basis="whole recording") if whole else None)
     extrap = [p["extrapolation"]["bytes"] for p in phase_rows if p["kind"] == "ramp" and p.get("extrapolation")]
     rec_limit, rec_reason = limits.recommend(peak, limit, kills, growth, max(extrap) if (extrap and target_concurrency) else None, margin)
