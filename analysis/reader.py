@@ -248,13 +248,20 @@ class _Builder:
         s = self.src
         if self.dt:
             self.dt_chunks.append(np.array(self.dt, dtype=np.int64))
-        dt = np.concatenate(self.dt_chunks) if self.dt_chunks else np.zeros(0, np.int64)
         bt0 = np.array(self.batch_t0, dtype=np.int64)
         bn = np.array(self.batch_n, dtype=np.int64)
-        t_all = np.repeat(bt0, bn) + dt
+        self.batch_t0 = self.batch_n = []  # type: ignore[assignment]
+        t_all = np.repeat(bt0, bn)
+        pos = 0
+        for chunk in self.dt_chunks:  # add the offsets chunk by chunk: no second full-size array
+            t_all[pos : pos + len(chunk)] += chunk
+            pos += len(chunk)
+        self.dt_chunks = []
         for name in self.vals:
             self._flush_vals(name)
-            v = np.concatenate(self.val_chunks[name]) if self.val_chunks[name] else np.zeros(0, np.int64)
+            chunks = self.val_chunks.pop(name)
+            v = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
+            del chunks
             if self.uniform:
                 t = t_all
             else:
@@ -269,6 +276,7 @@ class _Builder:
                 t, v = t[order], v[order]
             s.series[name] = Series(name, t, v)
         s.details = columns(self.det)
+        self.det = []
         s.load = columns(s.load_records)
         s.events.sort(key=lambda e: e.get("t", 0))
         s.markers.sort(key=lambda e: e.get("t", 0))
@@ -283,17 +291,33 @@ def columns(bodies: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """A columnar table from maps: ``t`` (int64) plus a float64 column per numeric key."""
     if not bodies:
         return {}
+    # distinct key sets are few (messages of one kind look alike): find the numeric keys from them
     keys: dict[str, None] = {}
+    seen: set[tuple[str, ...]] = set()
     for b in bodies:
-        for k, v in b.items():
-            if k not in ("v", "seq", "t") and (isinstance(v, (int, float)) or v is None) and not isinstance(v, bool):
+        ks = tuple(b)
+        if ks in seen:
+            continue
+        seen.add(ks)
+        for k in ks:
+            if k not in keys and k not in ("v", "seq", "t"):
                 keys[k] = None
     out: dict[str, np.ndarray] = {"t": np.array([b.get("t", 0) for b in bodies], dtype=np.int64)}
     nan = float("nan")
     for k in keys:
         col = [b.get(k) for b in bodies]
-        out[k] = np.array([nan if (x is None or isinstance(x, (bool, str, list, dict))) else x for x in col],
-                          dtype=np.float64)
+        try:
+            arr = np.array(col, dtype=np.float64)  # None becomes NaN
+        except (TypeError, ValueError):
+            vals = [x for x in col if x is not None]
+            if not vals or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+                continue  # text or nested: not a numeric column
+            arr = np.array([nan if x is None else x for x in col], dtype=np.float64)
+        else:
+            first = next((x for x in col if x is not None), None)
+            if isinstance(first, bool):
+                continue
+        out[k] = arr
     order = np.argsort(out["t"], kind="stable")
     if np.any(order != np.arange(len(order))):
         out = {k: v[order] for k, v in out.items()}
