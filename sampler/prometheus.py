@@ -41,6 +41,9 @@ from urllib.parse import parse_qs, urlsplit
 from . import __version__, protocol
 
 DEFAULT_BIND = "127.0.0.1:9464"
+# The ``spikewatch sample`` options that start an exporter (docs and recipes use them).
+CLI_OPTION = "--prometheus"
+CLI_ALLOW_REMOTE = "--prometheus-allow-remote"
 METRICS_PATH = "/metrics"
 MAX_SCRAPERS = 32
 _SCRAPER_NAME_RE = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
