@@ -61,7 +61,10 @@ class Service:
         return self.ceiling - margin - self.base - self.reserved
 
     def try_reserve(self, n: int) -> bool:
-        if n > self._room():
+        # Accounting alone misses what the allocator keeps after a free (and aiohttp's own
+        # buffers): also check the real resident size, so the ceiling holds either way.
+        margin = max(8 << 20, self.ceiling // 10)
+        if n > self._room() or _rss() + n > self.ceiling - margin:
             self.refused += 1
             return False
         self.reserved += n
@@ -135,7 +138,8 @@ class Service:
         if not self.ready:
             return web.Response(status=503, text="starting")
         length = request.content_length or 0
-        need = length * (self.a.copies + 2) + 64 * 1024
+        # body chunks + joined body + decoded text + parsed document + the extra copies
+        need = length * (self.a.copies + 3) + 256 * 1024
         if not self.try_reserve(need):
             return web.Response(status=503, text="over the memory ceiling: refused")
         self.in_flight += 1

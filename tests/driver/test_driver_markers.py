@@ -1,0 +1,146 @@
+"""Markers and load telemetry: on a PULL socket acting as the inlet, and on a real sampler's stream."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import zmq
+
+from sampler import protocol
+from sampler.client import StreamSubscriber
+from tests.conftest import free_port
+
+from .conftest import Recorder, make_scenario, quiet_run
+
+SCENARIO = """
+    [[requests]]
+    path = "/m"
+    [[phases]]
+    name = "climb"
+    kind = "ramp"
+    concurrency = [1, 3]
+    steps = 2
+    duration = "600ms"
+    [[phases]]
+    name = "flat"
+    kind = "steady"
+    rate = 100
+    duration = "500ms"
+    [[phases]]
+    name = "rest"
+    kind = "idle"
+    duration = "400ms"
+"""
+
+
+def _collect(sock: zmq.Socket, out: list, stop: threading.Event) -> None:
+    while not stop.is_set():
+        if sock.poll(50):
+            out.append(protocol.validate_inlet(sock.recv_multipart()))
+
+
+def test_markers_in_phase_order_and_load_every_100ms(server: Recorder) -> None:
+    ctx = zmq.Context.instance()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.LINGER, 0)
+    inlet = f"tcp://127.0.0.1:{free_port()}"
+    pull.bind(inlet)
+    got: list = []
+    stop = threading.Event()
+    t = threading.Thread(target=_collect, args=(pull, got, stop))
+    t.start()
+    try:
+        logs: list[str] = []
+        res = quiet_run(make_scenario(SCENARIO, server.url), inlet=inlet, log=logs.append)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join()
+        pull.close()
+    assert res.sampler_reachable and not any("markers go nowhere" in m for m in logs)
+    markers = [(b["kind"], b["name"]) for topic, b in got if topic == protocol.MARKER]
+    assert markers == [("phase_start", "climb"), ("phase_end", "climb"), ("phase_start", "flat"),
+                       ("phase_end", "flat"), ("phase_start", "rest"), ("phase_end", "rest")]
+    starts = {b["name"]: b["attrs"] for topic, b in got if topic == protocol.MARKER and b["kind"] == "phase_start"}
+    assert starts["climb"]["concurrency"] == [1, 3] and starts["climb"]["steps"] == 2
+    assert starts["flat"]["rate"] == 100 and starts["flat"]["duration_s"] == 0.5
+    ends = {b["name"]: b["attrs"] for topic, b in got if topic == protocol.MARKER and b["kind"] == "phase_end"}
+    assert ends["flat"]["completed"] >= 45 and "lat_p99_ns" in ends["flat"]
+    loads = [b for topic, b in got if topic == protocol.LOAD]
+    assert 13 <= len(loads) <= 20  # every 100 ms over ~1.5 s
+    assert {"climb", "flat", "rest"} <= {b["phase"] for b in loads}
+    assert all(60e6 <= b["interval_ns"] <= 200e6 for b in loads[:-1])
+    flat = [b for b in loads if b["phase"] == "flat"]
+    assert any(b.get("target_rate") == 100 for b in flat)
+    assert sum(b["completed"] for b in loads) == res.total.completed
+    assert all(set(b) <= set(protocol.LOAD_NUMBER_FIELDS) | {"errors", "phase", "origin_wall_ns"} for b in loads)
+
+
+def test_markers_land_between_the_right_samples_on_a_real_sampler(server: Recorder, spikewatch_cmd,
+                                                                   endpoints) -> None:
+    """The sampler stamps markers on its clock; they must sit inside the sampled span, in order."""
+    sampler = subprocess.Popen(
+        [*spikewatch_cmd, "sample", "--pid", str(server.pid), "--publish", endpoints["publish"],
+         "--inlet", endpoints["inlet"], "--no-journal", "--quiet", "--period", "2ms"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sub = StreamSubscriber([endpoints["publish"]])
+    got: list = []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # wait until samples flow (the SUB is connected)
+            msg = sub.recv(timeout_ms=200)
+            if msg is not None and msg[0] == protocol.SAMPLES:
+                break
+        else:
+            raise AssertionError("no samples from the sampler: " + (sampler.stderr.read() if sampler.poll() else ""))
+        stop = threading.Event()
+
+        def collect() -> None:
+            while not stop.is_set():
+                m = sub.recv(timeout_ms=50)
+                if m is not None:
+                    got.append(m)
+
+        t = threading.Thread(target=collect)
+        t.start()
+        res = quiet_run(make_scenario(SCENARIO, server.url), inlet=endpoints["inlet"])
+
+        def samples_after_last_marker() -> bool:
+            snapshot = list(got)
+            ends = [b["t"] for topic, b in snapshot if topic == protocol.MARKER and b["name"] == "rest"
+                    and b["kind"] == "phase_end"]
+            last = max((protocol.sample_times(b)[-1] for topic, b in snapshot if topic == protocol.SAMPLES),
+                       default=0)
+            return bool(ends) and last > ends[0]
+
+        deadline = time.monotonic() + 10  # the sampler may lag on a busy machine: wait for it
+        while not samples_after_last_marker() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        t.join()
+    finally:
+        sub.close()
+        sampler.terminate()
+        try:
+            sampler.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+    assert res.sampler_reachable
+    markers = [b for topic, b in got if topic == protocol.MARKER]
+    assert [(b["kind"], b["name"]) for b in markers] == [
+        ("phase_start", "climb"), ("phase_end", "climb"), ("phase_start", "flat"),
+        ("phase_end", "flat"), ("phase_start", "rest"), ("phase_end", "rest")]
+    sample_times = sorted(t for topic, b in got if topic == protocol.SAMPLES for t in protocol.sample_times(b))
+    mt = [b["t"] for b in markers]
+    assert mt == sorted(mt)
+    assert sample_times[0] < mt[0] and mt[-1] < sample_times[-1]
+    # Samples between each phase's start and end markers: the phase really spans the stream.
+    for start, end, phase in zip(mt[0::2], mt[1::2], res.phases):
+        inside = [s for s in sample_times if start <= s <= end]
+        assert len(inside) >= 0.5 * phase.duration_s / 0.002, phase.name
+        # the sampler's stamp and the driver's own clock agree (same host, same monotonic clock)
+        assert abs(start - phase.t_start_ns) < 50_000_000
+    loads = [b for topic, b in got if topic == protocol.LOAD]
+    assert len(loads) >= 10 and all("t" in b and "seq" in b for b in loads)
