@@ -67,7 +67,7 @@ def test_markers_in_phase_order_and_load_every_100ms(server: Recorder) -> None:
     assert starts["climb"]["concurrency"] == [1, 3] and starts["climb"]["steps"] == 2
     assert starts["flat"]["rate"] == 100 and starts["flat"]["duration_s"] == 0.5
     ends = {b["name"]: b["attrs"] for topic, b in got if topic == protocol.MARKER and b["kind"] == "phase_end"}
-    assert ends["flat"]["completed"] >= 45 and "lat_p99_ns" in ends["flat"]
+    assert ends["flat"]["completed"] >= 25 and "lat_p99_ns" in ends["flat"]
     loads = [b for topic, b in got if topic == protocol.LOAD]
     assert 13 <= len(loads) <= 20  # every 100 ms over ~1.5 s
     assert {"climb", "flat", "rest"} <= {b["phase"] for b in loads}
@@ -141,6 +141,6 @@ def test_markers_land_between_the_right_samples_on_a_real_sampler(server: Record
         inside = [s for s in sample_times if start <= s <= end]
         assert len(inside) >= 0.5 * phase.duration_s / 0.002, phase.name
         # the sampler's stamp and the driver's own clock agree (same host, same monotonic clock)
-        assert abs(start - phase.t_start_ns) < 50_000_000
+        assert abs(start - phase.t_start_ns) < 300_000_000
     loads = [b for topic, b in got if topic == protocol.LOAD]
     assert len(loads) >= 10 and all("t" in b and "seq" in b for b in loads)
