@@ -114,8 +114,8 @@ def parse_bind(bind: str, *, allow_remote: bool = False) -> tuple[str, int]:
     if not allow_remote and not _is_loopback(host):
         raise BindError(
             f"{host} is not a loopback address: HTTP has no CURVE encryption, so the "
-            "Prometheus endpoint binds to loopback only unless remote binding is allowed "
-            "explicitly (then restrict who can reach the port with a network policy or firewall)"
+            f"Prometheus endpoint binds to loopback only unless allowed explicitly ({CLI_ALLOW_REMOTE}); "
+            "then restrict who can reach the port with a network policy or firewall"
         )
     return host, port
 

@@ -1,0 +1,121 @@
+"""`spikewatch sample --prometheus HOST:PORT` end to end: a real sampler process, real scrapes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from sampler.prometheus import CLI_ALLOW_REMOTE, CLI_OPTION, M_MEMORY, M_PEAK  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+
+MiB = 1 << 20
+SPIKE = 80 * MiB
+TARGET = r"""
+import time
+time.sleep(2.0)
+b = b"\x01" * (80 << 20)   # touches every page
+time.sleep(0.05)
+del b
+time.sleep(3.0)
+"""
+
+
+def _sample_options() -> set[str]:
+    from sampler.cli import sample
+
+    return {o for p in sample.params for o in getattr(p, "opts", [])}
+
+
+def _wired() -> bool:
+    try:
+        return CLI_OPTION in _sample_options()
+    except Exception:
+        return False
+
+
+needs_wiring = pytest.mark.skipif(not _wired(), reason="spikewatch sample --prometheus is not wired yet")
+
+
+def _sample_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "spikewatch", "sample", "--no-journal", "--inlet", "off",
+            "--publish", f"tcp://127.0.0.1:{free_port()}", *args]
+
+
+def _scrape(url: str) -> dict[tuple[str, str], float]:
+    req = urllib.request.Request(url, headers={"User-Agent": "Prometheus/2.42.0"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        text = resp.read().decode()
+    return {(s.name, s.labels.get("series", "")): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+@needs_wiring
+@pytest.mark.timeout(120)
+def test_scrapes_every_second_see_an_80mib_50ms_spike_at_full_height() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    proc = subprocess.Popen(_sample_cmd(CLI_OPTION, f"127.0.0.1:{port}", "--", sys.executable, "-c", TARGET),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    scrapes = []
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                scrapes.append(_scrape(url))
+            except OSError:
+                pass  # not up yet, or gone
+            time.sleep(1.0)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    peaks = [s[(M_PEAK, "rss")] for s in scrapes if (M_PEAK, "rss") in s]
+    now = [s[(M_MEMORY, "rss")] for s in scrapes if s.get((M_MEMORY, "rss"), 0) > 0]
+    assert len(peaks) >= 3, (scrapes, err)
+    baseline = min(now)
+    assert baseline + SPIKE - 4 * MiB <= max(peaks) <= baseline + SPIKE + 16 * MiB, (baseline, peaks)
+    high = [i for i, p in enumerate(peaks) if p > baseline + SPIKE / 2]
+    assert len(high) in (1, 2) and high[-1] - high[0] <= 1, peaks
+
+
+@needs_wiring
+def test_non_loopback_bind_is_refused_with_advice() -> None:
+    out = subprocess.run(_sample_cmd(CLI_OPTION, "0.0.0.0:9", "--", "true"),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out
+    assert "loopback" in out.stderr and CLI_ALLOW_REMOTE in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@needs_wiring
+def test_missing_prometheus_client_names_the_extra(tmp_path: Path) -> None:
+    fake = tmp_path / "prometheus_client"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('No module named prometheus_client')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run(_sample_cmd(CLI_OPTION, f"127.0.0.1:{free_port()}", "--", "true"),
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode != 0
+    assert "spikewatch[prometheus]" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sample_without_prometheus_never_imports_it() -> None:
+    cmd = [sys.executable, "-X", "importtime", "-m", "spikewatch", "sample", "--no-journal", "--inlet", "off",
+           "--publish", f"tcp://127.0.0.1:{free_port()}", "--", sys.executable, "-c", "pass"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    imported = [line for line in out.stderr.splitlines() if line.startswith("import time:")]
+    assert len(imported) > 50, out.stderr[-2000:]
+    assert not [line for line in imported if "prometheus_client" in line]
+    assert [line for line in imported if "sampler.daemon" in line], "the sampler really ran"
