@@ -450,6 +450,7 @@ def _make_handler(exporter: PeakExporter) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = f"spikewatch/{__version__}"
         protocol_version = "HTTP/1.1"  # keep-alive, as Prometheus scrapes
+        timeout = 120  # an idle keep-alive connection (and its thread) goes after 2 min
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             parts = urlsplit(self.path)

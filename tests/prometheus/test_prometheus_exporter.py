@@ -273,3 +273,22 @@ def test_module_import_does_not_load_prometheus_client() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_keep_alive_connection_serves_repeated_scrapes(exp: PeakExporter) -> None:
+    """Prometheus keeps its connection open between scrapes; each scrape is still its own interval."""
+    import http.client
+
+    feed = Feed(exp)
+    conn = http.client.HTTPConnection(*exp.address, timeout=10)
+    try:
+        got = []
+        for values_run in ([BASE] * 20, spike_run(), [BASE] * 20):
+            feed.run(values_run)
+            conn.request("GET", "/metrics?scraper=keepalive")
+            resp = conn.getresponse()
+            assert resp.status == 200 and not resp.will_close
+            got.append(values(resp.read().decode())[(M_PEAK, "rss")])
+        assert got == [BASE, BASE + SPIKE, BASE]
+    finally:
+        conn.close()
