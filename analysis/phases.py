@@ -260,10 +260,12 @@ def analyse_burst(ctx: Ctx, ph: Phase) -> dict[str, Any]:
                              "peak_bytes": pk[0] if pk else None, "recovery_s": None, "retained_bytes": None}
         if base is not None and pk:
             b["rise_bytes"] = int(pk[0] - base)
+            # a rise lost in the noise has no meaningful recovery
+            b["significant"] = bool(pk[0] - base >= max(2 * MiB, 0.05 * base))
             thr = base + 0.1 * (pk[0] - base)
             sl = ctx.window(max(e, pk[1]), nxt)
             under = np.flatnonzero(ctx.v[sl] <= thr)
-            if len(under):
+            if len(under) and b["significant"]:
                 b["recovery_s"] = round((int(ctx.t[sl.start + under[0]]) - e) / 1e9, 6)
             tail = ctx.level(nxt - max((nxt - e) // 4, 1), nxt)
             if tail is not None and nxt > e:
@@ -276,7 +278,8 @@ def analyse_burst(ctx: Ctx, ph: Phase) -> dict[str, Any]:
     ret = [b["above_first_baseline_bytes"] for b in bursts if b.get("above_first_baseline_bytes") is not None]
     out["max_rise_bytes"] = max(rises) if rises else None
     out["max_recovery_s"] = max(recov) if recov else None
-    out["unrecovered"] = sum(1 for b in bursts if b["recovery_s"] is None and b["peak_bytes"] is not None)
+    out["significant_bursts"] = sum(1 for b in bursts if b.get("significant"))
+    out["unrecovered"] = sum(1 for b in bursts if b.get("significant") and b["recovery_s"] is None)
     # what the bursts left behind: the level after the last one against the level before the first
     out["retained_bytes"] = ret[-1] if ret else None
     return out

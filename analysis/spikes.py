@@ -58,7 +58,8 @@ def baseline(t: np.ndarray, v: np.ndarray, p: SpikeParams) -> np.ndarray:
     w = max(1, int(p.window_s * 1000 / p.bucket_ms)) | 1  # odd, so it is centred
     if n_b >= w:
         pad = w // 2
-        padded = np.pad(full, pad, mode="edge")
+        # mirror the ends: a start from zero or a final exit must not drag the edge baseline
+        padded = np.pad(full, pad, mode="reflect")
         base_b = np.median(sliding_window_view(padded, w), axis=1)
     else:
         base_b = np.full(n_b, np.median(full))

@@ -74,11 +74,15 @@ def render(report: dict[str, Any], console: Console | None = None, max_spikes: i
 
     if report.get("phases"):
         t = Table(title="phases", show_edge=False)
-        for col in ("phase", "kind", "from", "to", "peak", "mean", "notes"):
+        for col in ("phase", "kind", "from", "to", "peak", "mean"):
             t.add_column(col)
         for p in report["phases"]:
-            t.add_row(p["name"], p["kind"], _s(p["t_start"]), _s(p["t_end"]), _b(p["peak_bytes"]), _b(p["mean_bytes"]), phase_notes(p))
+            t.add_row(p["name"], p["kind"], _s(p["t_start"]), _s(p["t_end"]), _b(p["peak_bytes"]), _b(p["mean_bytes"]))
         c.print(t)
+        for p in report["phases"]:
+            note = phase_notes(p)
+            if note:
+                c.print(f"  [bold]{p['name']}[/] ({p['kind']}): {note}", highlight=False)
 
     spikes = report.get("spikes") or []
     if spikes:
@@ -115,6 +119,9 @@ def phase_notes(p: dict[str, Any]) -> str:
                 f"{p.get('plateaus')}/{len(p.get('steps') or [])} steps plateau; "
                 f"{ex.get('concurrency'):g} in flight → {_b(ex.get('bytes'))}")
     if k == "burst":
+        if p.get("burst_count") and not p.get("significant_bursts"):
+            return (f"{p.get('burst_count')} bursts, none raised memory noticeably (max rise {_b(p.get('max_rise_bytes'))}); "
+                    f"retained {_b(p.get('retained_bytes'))}")
         return (f"{p.get('burst_count')} bursts, max rise {_b(p.get('max_rise_bytes'))}, "
                 f"recovery ≤ {_s(p.get('max_recovery_s'))}, retained {_b(p.get('retained_bytes'))}"
                 + (f", {p['unrecovered']} not recovered" if p.get("unrecovered") else ""))
