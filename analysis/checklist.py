@@ -59,7 +59,7 @@ def startup_captured(src: Source) -> tuple[bool | None, str]:
 
 
 def burst_tested(src: Source, phases: list[dict[str, Any]]) -> tuple[bool | None, str]:
-    bursts = [p for p in phases if p["kind"] == "burst"]
+    bursts = [p for p in phases if p["kind"] in ("burst", "spike")]
     if bursts:
         n = sum(p.get("burst_count") or 0 for p in bursts)
         if n:

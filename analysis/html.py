@@ -198,7 +198,7 @@ def page(src: Source, report: dict[str, Any], title: str = "spikewatch report") 
             [[p["name"], p["kind"], _s(p["t_start"]), _s(p["t_end"]), _b(p["peak_bytes"]), _b(p["mean_bytes"]), phase_notes(p)]
              for p in phases]))
         for p in phases:
-            if p["kind"] == "burst" and p.get("bursts"):
+            if p["kind"] in ("burst", "spike") and p.get("bursts"):
                 sections.append(f"<h3>Bursts of '{_e(p['name'])}'</h3>" + _table(
                     ["from", "to", "baseline before", "peak", "rise", "recovery", "retained"],
                     [[_s(b["t_start"]), _s(b["t_end"]), _b(b["baseline_bytes"]), _b(b["peak_bytes"]), _b(b.get("rise_bytes")),

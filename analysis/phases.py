@@ -22,7 +22,7 @@ from sampler.units import parse_duration_ns
 from .context import Ctx
 from .stats import linear_fit, theil_sen
 
-KINDS = ("startup", "ramp", "steady", "burst", "soak", "idle")
+KINDS = ("startup", "ramp", "steady", "burst", "spike", "soak", "idle")
 MiB = 1 << 20
 HOUR_NS = 3_600 * 1_000_000_000
 
@@ -339,7 +339,7 @@ def analyse_phases(ctx: Ctx, limit: int | None, target_concurrency: float | None
             d.update(analyse_startup(ctx, ph, after))
         elif ph.kind == "ramp":
             d.update(analyse_ramp(ctx, ph, target_concurrency))
-        elif ph.kind == "burst":
+        elif ph.kind in ("burst", "spike"):  # a spike phase is a single burst
             d.update(analyse_burst(ctx, ph))
         elif ph.kind == "soak":
             d.update(analyse_soak(ctx, ph, limit))

@@ -118,7 +118,7 @@ def phase_notes(p: dict[str, Any]) -> str:
         return (f"{_b(p['bytes_per_request'])} per in-flight request (R² {p['r2']:.2f}), "
                 f"{p.get('plateaus')}/{len(p.get('steps') or [])} steps plateau; "
                 f"{ex.get('concurrency'):g} in flight → {_b(ex.get('bytes'))}")
-    if k == "burst":
+    if k in ("burst", "spike"):
         if p.get("burst_count") and not p.get("significant_bursts"):
             return (f"{p.get('burst_count')} bursts, none raised memory noticeably (max rise {_b(p.get('max_rise_bytes'))}); "
                     f"retained {_b(p.get('retained_bytes'))}")
