@@ -373,9 +373,11 @@ class Sampler:
         self._prev_hwm.pop(h.pid, None)
         if exit_info is None:
             exit_info = {}
-        # An OOM kill shows as a rise of the OOM counter around the exit.
+        # An OOM kill shows as a rise of the OOM counter around a SIGKILL exit (or
+        # an exit we could not see the status of, when the cgroup's counter says so).
         oom = False
-        if exit_info.get("signal", signal.SIGKILL) == signal.SIGKILL:
+        sig = exit_info.get("signal")
+        if sig == signal.SIGKILL or (not exit_info and self.cg is not None):
             count = self._oom_count()
             if count is not None and self._oom_prev is not None and count > self._oom_prev:
                 self._flush_samples()
@@ -668,17 +670,23 @@ class Sampler:
     def _run_due(self, t: int) -> None:
         due = self._due
         c = self.config
-        if t >= due.get("batch", 1 << 62):
-            due["batch"] = t + c.batch_ns
+        def periodic(name: str, interval: int) -> bool:
+            # On the grid of its first due time (a tick a few µs early must not
+            # push the work a whole period later), never in a catch-up burst.
+            at = due.get(name)
+            if at is None or t < at:
+                return False
+            at += interval
+            due[name] = at if at > t else t + interval
+            return True
+
+        if periodic("batch", c.batch_ns):
             self._tasks.appendleft(_once(lambda: self._batch_work(t)))
-        if t >= due.get("detail", 1 << 62):
-            due["detail"] = t + self.detail_ns
+        if periodic("detail", self.detail_ns):
             self._tasks.append(_once(lambda: self._detail(time.monotonic_ns())))
-        if t >= due.get("hello", 1 << 62):
-            due["hello"] = t + c.hello_ns
+        if periodic("hello", c.hello_ns):
             self._tasks.append(_once(lambda: self._hello(time.monotonic_ns())))
-        if t >= due.get("tree", 1 << 62):
-            due["tree"] = t + (c.tree_ns if not self._tree_from_cgroup else min(c.tree_ns, 100_000_000))
+        if periodic("tree", c.tree_ns if not self._tree_from_cgroup else min(c.tree_ns, 100_000_000)):
             if not self._scan_running:
                 self._tasks.append(self._scan_task())
         if t >= due.get("end", 1 << 62):
@@ -815,10 +823,9 @@ class Sampler:
             except OSError:
                 pass
         else:
-            count = _vmstat_oom_kill()
-            if count is not None and self._oom_prev is not None and count > self._oom_prev:
-                self._oom_prev = count
-                self._oom_unclaimed_t = t
+            # Host-wide counter (other cgroups' OOM kills count too): only a fresh
+            # baseline for telling whether a SIGKILL exit of ours was an OOM kill.
+            self._oom_prev = _vmstat_oom_kill()
         self._prev_imax = self._imax
         self._imax = {}
         self._detail_t = t
