@@ -1,0 +1,131 @@
+"""After a run: the report files, what happened to the service, and the exit status.
+
+Exit status of ``spikewatch run`` / ``spikewatch demo`` (first rule that applies):
+
+* 130 — interrupted (Ctrl-C, q in the console, SIGTERM); the report is still written.
+* 1 — failed: a ``--fail-on`` condition holds, a scenario ``[thresholds]`` entry
+  failed, or the service died before the scenario ended (an OOM kill included).
+* 3 — not evaluated: the service never became ready, or nothing was recorded.
+* 0 — passed.
+
+(2 is click's usage error: a bad option or scenario file, before anything ran.)
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sampler import protocol
+from sampler.units import format_bytes
+
+from .session import Outcome, Plan
+
+EXIT_OK, EXIT_FAILED, EXIT_NOT_EVALUATED, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+
+@dataclass
+class Verdict:
+    status: int
+    lines: list[str] = field(default_factory=list)  # what happened, one finding per line
+    failures: list[str] = field(default_factory=list)  # why the status is not 0
+
+
+def _signal_name(n: int) -> str:
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return f"signal {n}"
+
+
+def service_fate(src: Any, report: dict[str, Any] | None) -> str | None:
+    """How the launched service ended, from the recording: 'OOM-killed at 12.3 s (limit 64 MiB)'…"""
+    kills = (report or {}).get("oom_kills") or []
+    limit = (report or {}).get("limit_bytes")
+    lim = f" (limit {format_bytes(limit)})" if limit else ""
+    if kills:
+        k = kills[0]
+        last = f", last sample {format_bytes(k['last_bytes'])}" if k.get("last_bytes") else ""
+        return f"OOM-killed at {k['t']:.1f} s{lim}{last}"
+    if src is None:
+        return None
+    launched = {e.get("pid") for e in src.events_of(protocol.EV_PROC_START) if e.get("launched")}
+    for e in src.events_of(protocol.EV_PROC_EXIT):
+        if e.get("pid") in launched or not launched:
+            t = src.rel(e.get("t"))
+            at = f" at {t:.1f} s" if t is not None else ""
+            if e.get("oom"):
+                return f"OOM-killed{at}{lim}"
+            if e.get("signal"):
+                return f"killed by {_signal_name(int(e['signal']))}{at}"
+            return f"exited with status {e.get('code')}{at}"
+    return None
+
+
+def build(plan: Plan) -> tuple[Any, dict[str, Any] | None, str | None]:
+    """Load the recording, write report.json and report.html; (source, report, problem)."""
+    from sampler.recording import RecordingError
+
+    from analysis.html import write_html
+    from analysis.reader import load
+    from analysis.report import build_report
+
+    try:
+        rec = load(plan.recording)
+        src = rec.main
+    except (RecordingError, OSError) as exc:
+        return None, None, f"no recording to report on ({exc})"
+    if not any(len(s) for s in src.series.values()):
+        return src, None, f"{plan.recording} holds no samples"
+    report = build_report(src)
+    report["recording"] = str(plan.recording)
+    report["sources"] = list(rec.sources)
+    (plan.out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_html(src, report, plan.out_dir / "report.html")
+    return src, report, None
+
+
+def driver_results(plan: Plan) -> dict[str, Any] | None:
+    try:
+        return json.loads(plan.driver_json.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def decide(outcome: Outcome, report: dict[str, Any] | None, problem: str | None, drive: dict[str, Any] | None,
+           fail_on_failed: list[str], fate: str | None) -> Verdict:
+    """The exit status and the lines that explain it (see the module docstring for the rules)."""
+    v = Verdict(EXIT_OK)
+    if outcome.service_died:
+        v.lines.append(f"service {fate or 'ended'} before the scenario finished; the driver stopped early")
+        v.failures.append(f"the service died mid-run ({fate or 'ended'})")
+    elif fate and "OOM" in fate:
+        v.lines.append(f"service {fate}")
+        v.failures.append(f"the service was {fate}")
+    aborted = (drive or {}).get("aborted")
+    if aborted and not outcome.service_died:
+        v.lines.append(f"the driver gave up: {aborted}")
+    for th in (drive or {}).get("thresholds") or []:
+        mark = "ok  " if th.get("ok") else "FAIL"
+        v.lines.append(f"{mark} threshold {th.get('text')} (observed {th.get('shown')})")
+        if not th.get("ok"):
+            v.failures.append(f"scenario threshold {th.get('text')} (observed {th.get('shown')})")
+    for line in fail_on_failed:
+        v.lines.append(f"FAIL --fail-on {line}")
+        v.failures.append(f"--fail-on {line}")
+    if outcome.driver_status is None and drive is None:
+        v.lines.append("the driver did not run")
+    elif drive is None:
+        v.lines.append(f"the driver left no statistics (exit status {outcome.driver_status}); see driver.log")
+    if outcome.interrupted:
+        v.status = EXIT_INTERRUPTED
+        v.failures.insert(0, "interrupted")
+    elif v.failures:
+        v.status = EXIT_FAILED
+    elif problem is not None or (aborted and not outcome.service_died):
+        v.status = EXIT_NOT_EVALUATED
+        v.failures.append(problem or "the service never became ready")
+    return v

@@ -1,0 +1,350 @@
+"""``spikewatch run`` and ``spikewatch demo``: the whole load test in one command.
+
+    spikewatch run SCENARIO.toml [--limit SIZE] [--out DIR] -- CMD ARGS...
+
+1. checks that the memory limit can be applied here (else says why and runs without);
+2. starts ``spikewatch sample`` on free loopback ports, launching CMD (inside a new
+   memory cgroup of SIZE), with its journal going to DIR/recording;
+3. starts ``spikewatch drive SCENARIO`` aimed at the service, markers to the sampler;
+4. shows the live console on a terminal, one status line a second otherwise;
+5. when the scenario ends (or the service dies, or Ctrl-C): stops the driver, then
+   the sampler and service, removes the cgroup, writes DIR/report.json and
+   DIR/report.html, prints the summary and exits with the status that
+   :mod:`spikewatch.outcome` documents.
+
+The service learns its port from ``PORT`` / ``SPIKEWATCH_PORT`` in its environment
+or ``{port}`` in CMD's arguments; the driver aims at the scenario's URL with that port.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import click
+
+from . import outcome as outcome_mod
+from . import procs
+from .session import Plan, RunError, Session
+
+DEMO_LIMIT = "256M"
+# glibc raises its mmap threshold after the first big free, so later request buffers
+# come from the heap and stay there: memory would never come down after a burst and
+# every spike would look like a plateau. A fixed threshold keeps the demo's buffers
+# mmapped (returned on free), like a service tuned for bursts; retention that is left
+# (caches, parsed documents) is what the report then measures.
+DEMO_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+class NotRun(click.ClickException):
+    """The run could not be carried out (the sampler did not start…)."""
+
+    exit_code = outcome_mod.EXIT_NOT_EVALUATED
+
+
+@dataclass
+class Request:
+    scenario: str
+    command: list[str]
+    limit: str | None
+    out: str | None
+    fail_on: tuple[str, ...]
+    console: bool | None
+    period: str
+    port: int | None
+    url: str | None
+    limit_param: str = "--limit"
+    env: dict[str, str] | None = None  # extra environment for the service
+
+
+def _scenario(path: str):  # noqa: ANN202 - keeps the driver's imports lazy
+    from driver import ScenarioError, bundled, load_scenario
+
+    p = Path(path)
+    if not p.exists() and "/" not in path and bundled(path.removesuffix(".toml")).exists():
+        p = bundled(path.removesuffix(".toml"))
+    try:
+        return p, load_scenario(p)
+    except ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="SCENARIO.toml") from None
+
+
+def _aim(scenario_url: str, port: int) -> str:
+    """The scenario's URL with the service's port in it (host and base path kept)."""
+    parts = urlsplit(scenario_url)
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return urlunsplit((parts.scheme, f"{host}:{port}", parts.path, parts.query, parts.fragment))
+
+
+def _out_dir(out: str | None) -> Path:
+    if out is None:
+        base = Path("spikewatch-runs") / time.strftime("%Y%m%d-%H%M%S")
+        d, n = base, 1
+        while d.exists():
+            n += 1
+            d = base.with_name(f"{base.name}-{n}")
+    else:
+        d = Path(out)
+        if (d / "recording").exists():
+            raise click.BadParameter(f"{d} already holds a run (recording); give a new folder", param_hint="--out")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot create {d}: {exc.strerror}", param_hint="--out") from None
+    return d
+
+
+def _plan(req: Request) -> tuple[Plan, str | None]:
+    from analysis import failon
+    from sampler.units import parse_duration_ns, parse_size
+
+    from .limits import limit_unavailable
+
+    if not req.command:
+        raise click.UsageError("say which service to launch after --, e.g. spikewatch run s.toml -- ./my-service")
+    scenario_path, scenario = _scenario(req.scenario)
+    try:
+        failon.parse_all(req.fail_on)
+    except failon.FailOnError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fail-on") from None
+    try:
+        period_ns = parse_duration_ns(req.period, "ms")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--period") from None
+    if not 100_000 <= period_ns <= 1_000_000_000:
+        raise click.BadParameter(f"{req.period!r} is outside 100us .. 1s", param_hint="--period")
+    limit, no_limit_reason = req.limit, None
+    if limit is not None:
+        try:
+            limit_bytes = parse_size(limit)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=req.limit_param) from None
+        if limit_bytes < 1 << 20:
+            raise click.BadParameter("a limit below 1 MiB cannot run anything", param_hint=req.limit_param)
+        no_limit_reason = limit_unavailable(limit_bytes)
+        if no_limit_reason is not None:
+            limit = None
+    if req.url:
+        parts = urlsplit(req.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise click.BadParameter(f"expected http://HOST:PORT[/base], got {req.url!r}", param_hint="--url")
+    port = req.port or (urlsplit(req.url).port if req.url else None) or procs.free_port()
+    url = req.url or _aim(scenario.target.url, port)
+    command = [arg.replace("{port}", str(port)) for arg in req.command]
+    plan = Plan(scenario=scenario_path.resolve(), command=command, url=url, port=port, out_dir=_out_dir(req.out),
+                publish=f"tcp://127.0.0.1:{procs.free_port()}", inlet=f"tcp://127.0.0.1:{procs.free_port()}",
+                period=req.period, limit=limit,
+                env={**(req.env or {}), "PORT": str(port), "SPIKEWATCH_PORT": str(port)})
+    return plan, no_limit_reason
+
+
+def _show_plan(plan: Plan, req: Request, no_limit_reason: str | None, echo) -> None:  # noqa: ANN001
+    echo(f"spikewatch run: {plan.scenario.name} against {plan.url}")
+    echo(f"  service   {' '.join(plan.command)}   (PORT={plan.port})")
+    if plan.limit:
+        echo(f"  limit     {plan.limit} (a new memory cgroup)")
+    elif no_limit_reason:
+        echo(f"  limit     NONE: running WITHOUT a memory limit, because {no_limit_reason}")
+    else:
+        echo("  limit     none (give --limit SIZE to test inside one)")
+    echo(f"  sampler   every {plan.period}, publishing on {plan.publish}, inlet {plan.inlet}")
+    echo(f"  output    {plan.out_dir}/  (recording, report.json, report.html; logs: sampler.log, driver.log)")
+
+
+def _console(session: Session, plan: Plan, use_tui: bool) -> None:
+    """Show the run live until the session is done (or the user stops it)."""
+    from analysis.console import ConsoleOptions
+
+    options = ConsoleOptions(inlet=[plan.inlet], title=f"spikewatch run {plan.scenario.name}")
+    if use_tui:
+        _tui(session, plan, options)
+        return
+    from analysis.console import PlainConsole
+
+    printer = PlainConsole([plan.publish], options, out=_QuietOverruns(sys.stdout))
+    watcher = threading.Thread(target=lambda: (session.done.wait(), printer.stop()), daemon=True)
+    watcher.start()
+    printer.run()
+
+
+class _QuietOverruns:
+    """stdout without the console's per-event overrun lines: on a busy 2-core host they
+    come several a second and bury the progress; the status line still counts them."""
+
+    def __init__(self, out) -> None:  # noqa: ANN001
+        self.out = out
+
+    def write(self, text: str) -> int:
+        kept = "".join(line for line in text.splitlines(keepends=True) if ") overrun: " not in line)
+        return self.out.write(kept)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _tui(session: Session, plan: Plan, options) -> None:  # noqa: ANN001
+    from textual.binding import Binding
+
+    from analysis.console.app import ConsoleApp
+
+    class RunConsole(ConsoleApp):
+        """The console, where quitting stops the run (cleanly) instead of only the view."""
+
+        BINDINGS = [Binding("q", "stop_run", "stop the run", priority=True),
+                    Binding("ctrl+c", "stop_run", "stop the run", show=False, priority=True),
+                    *[b for b in ConsoleApp.BINDINGS if getattr(b, "action", "") != "quit"]]
+
+        def on_mount(self) -> None:
+            # Textual also runs ConsoleApp.on_mount (handlers run along the MRO): no super() here.
+            self.set_interval(0.25, self._check_done)
+
+        def _check_done(self) -> None:
+            if session.done.is_set():
+                self.exit()
+
+        def action_stop_run(self) -> None:
+            session.request_stop()
+            self.notify("stopping: ending the phase, stopping the service, writing the report…", timeout=30)
+
+    RunConsole([plan.publish], options).run()
+
+
+def execute(req: Request) -> int:
+    echo = click.echo
+    plan, no_limit_reason = _plan(req)
+    _show_plan(plan, req, no_limit_reason, echo)
+    use_tui = req.console if req.console is not None else (sys.stdout.isatty() and sys.stdin.isatty())
+    session = Session(plan, log=echo)
+    try:
+        session.start()
+    except RunError as exc:
+        raise NotRun(str(exc)) from None
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, lambda *_: session.request_stop())
+    supervisor = threading.Thread(target=session.supervise, name="spikewatch-run", daemon=True)
+    try:
+        supervisor.start()
+        _console(session, plan, use_tui)
+        if not session.done.is_set():  # the view ended first (e.g. the console closed)
+            session.request_stop()
+        while supervisor.is_alive():  # short waits, so a second Ctrl-C is handled promptly
+            supervisor.join(0.2)
+    finally:
+        if supervisor.is_alive() or not session.done.is_set():
+            session.kill_all()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return _finish(plan, req, session, no_limit_reason)
+
+
+def _finish(plan: Plan, req: Request, session: Session, no_limit_reason: str | None) -> int:
+    from analysis import failon
+
+    echo = click.echo
+    o = session.outcome
+    driver_text = procs.tail(plan.driver_log, 40)
+    if driver_text:
+        echo("")
+        echo(driver_text)
+    echo("")
+    src, report, problem = outcome_mod.build(plan)
+    failed = failon.check(report, req.fail_on) if report is not None and req.fail_on else []
+    if report is not None:
+        from analysis.terminal import render
+
+        render(report)
+    fate = outcome_mod.service_fate(src, report)
+    drive = outcome_mod.driver_results(plan)
+    verdict = outcome_mod.decide(o, report, problem, drive, failed, fate)
+    if report is not None:
+        report["run"] = {"command": plan.command, "scenario": str(plan.scenario), "url": plan.url,
+                         "limit": plan.limit, "no_limit_reason": no_limit_reason, "service": fate,
+                         "service_died": o.service_died, "interrupted": o.interrupted,
+                         "thresholds": (drive or {}).get("thresholds"), "fail_on": list(req.fail_on),
+                         "failures": verdict.failures, "exit_status": verdict.status}
+        import json
+
+        (plan.out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    echo("")
+    if no_limit_reason:
+        echo(f"NOTE: ran WITHOUT a memory limit: {no_limit_reason}")
+    for line in verdict.lines:
+        echo(line)
+    for problem_line in o.cleanup_problems:
+        echo(f"cleanup: {problem_line}", err=True)
+    if problem:
+        echo(f"no report: {problem} (logs: {plan.sampler_log}, {plan.driver_log})", err=True)
+    else:
+        echo(f"wrote {plan.recording}, {plan.out_dir / 'report.json'}, {plan.out_dir / 'report.html'}")
+    why = "; ".join(verdict.failures) if verdict.failures else "passed"
+    echo(f"exit status {verdict.status}: {why}")
+    return verdict.status
+
+
+_CTX = {"help_option_names": ["-h", "--help"]}
+
+
+@click.command(context_settings=_CTX)
+@click.argument("scenario", metavar="SCENARIO.toml")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD ARGS...")
+@click.option("--limit", metavar="SIZE", help="Run the service in a new memory cgroup of SIZE (e.g. 512M).")
+@click.option("--out", metavar="DIR", help="Where recording, report.json, report.html go (default ./spikewatch-runs/DATE-TIME).")
+@click.option("--fail-on", "fail_on", multiple=True, metavar="EXPR",
+              help="Exit 1 when a report condition holds: peak>400MiB, oom>0, headroom<20%, scrape_missed>50%… (repeatable).")
+@click.option("--console/--no-console", default=None,
+              help="Full-screen live console (default when on a terminal) or one status line a second.")
+@click.option("--period", default="1ms", show_default=True, help="Sampling period.")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="The port the service listens on (default: a free one, given to it as PORT / {port}).")
+@click.option("--url", help="Aim the driver here instead of the scenario's URL with --port in it.")
+@click.pass_context
+def run(ctx: click.Context, scenario: str, command: tuple[str, ...], limit: str | None, out: str | None,
+        fail_on: tuple[str, ...], console: bool | None, period: str, port: int | None, url: str | None) -> None:
+    """Load-test a service and catch its memory spikes: sample, drive, record, report.
+
+    \b
+    Examples:
+      spikewatch run scenario.toml --limit 256M -- ./my-service --port {port}
+      spikewatch run scenario.toml --fail-on 'oom>0' --fail-on 'peak>400MiB' -- python app.py
+
+    The service gets its port in the environment (PORT, SPIKEWATCH_PORT) and in place
+    of {port} in its arguments; the driver aims at the scenario's URL with that port.
+    Exit status: 0 passed, 1 a --fail-on condition or scenario threshold failed or
+    the service died mid-run (OOM kill included), 3 not evaluated (never ready,
+    nothing recorded), 130 interrupted; the report is written in every case.
+    """
+    ctx.exit(execute(Request(scenario, list(command), limit, out, fail_on, console, period, port, url)))
+
+
+@click.command(context_settings=_CTX)
+@click.option("--out", metavar="DIR", help="Where the results go (default ./spikewatch-runs/DATE-TIME).")
+@click.option("--quick", is_flag=True, help="A ~10 s smoke run instead of the ~90 s demo.")
+@click.option("--limit", default=DEMO_LIMIT, show_default=True, metavar="SIZE",
+              help="Memory limit for the demo service ('none' for no limit).")
+@click.option("--console/--no-console", default=None, help="Full-screen live console (default on a terminal).")
+@click.option("--fail-on", "fail_on", multiple=True, metavar="EXPR", help="As for spikewatch run.")
+@click.pass_context
+def demo(ctx: click.Context, out: str | None, quick: bool, limit: str, console: bool | None,
+         fail_on: tuple[str, ...]) -> None:
+    """The whole load test on a bundled demo service: startup peak, ramp, bursts, idle, soak.
+
+    Runs `python -m driver.demo_service` under the bundled demo scenario (~90 s)
+    inside a memory limit where the host allows, and writes the recording and the
+    report (JSON + HTML) to --out.
+    """
+    from driver import bundled
+
+    command = [sys.executable, "-m", "driver.demo_service", "--port", "{port}"]
+    lim = None if limit.lower() in ("none", "off", "0") else limit
+    scenario = str(bundled("quick" if quick else "demo"))
+    ctx.exit(execute(Request(scenario, command, lim, out, fail_on, console, "1ms", None, None, env=DEMO_ENV)))
+

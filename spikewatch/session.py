@@ -1,0 +1,165 @@
+"""One ``spikewatch run``: the sampler (launching the service) and the driver as child
+processes, supervised until the scenario ends, the service dies or the user stops it.
+
+Order matters when stopping: the driver goes first (SIGINT: it closes the current
+phase with its end marker and writes its statistics), then the sampler (SIGTERM:
+it forwards the signal to the service, waits for it, flushes the recording and
+removes the service's cgroup). Anything still alive after that is killed, and any
+cgroup the sampler left is removed here.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import limits, procs
+
+# How long each child gets to stop on its own, per attempt, before the next signal.
+DRIVER_STOP_S = (20.0, 5.0)
+SAMPLER_STOP_S = (15.0, 5.0)
+READY_TIMEOUT_S = 30.0
+TAIL_S = 0.5  # keep sampling after the last phase so its end is on record
+
+
+class RunError(Exception):
+    """The run could not be carried out; the message says why and where the logs are."""
+
+
+@dataclass
+class Plan:
+    scenario: Path
+    command: list[str]
+    url: str
+    port: int
+    out_dir: Path
+    publish: str
+    inlet: str
+    period: str = "1ms"
+    limit: str | None = None  # passed to the sampler (already checked to be possible)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def recording(self) -> Path:
+        return self.out_dir / "recording"
+
+    @property
+    def sampler_log(self) -> Path:
+        return self.out_dir / "sampler.log"
+
+    @property
+    def driver_log(self) -> Path:
+        return self.out_dir / "driver.log"
+
+    @property
+    def driver_json(self) -> Path:
+        return self.out_dir / "driver.json"
+
+
+@dataclass
+class Outcome:
+    service_died: bool = False  # the service ended before the scenario did
+    interrupted: bool = False  # the user (or a signal) stopped the run
+    sampler_status: int | None = None
+    driver_status: int | None = None
+    elapsed_s: float = 0.0
+    cleanup_problems: list[str] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)
+
+
+def _python() -> list[str]:
+    return [sys.executable, "-m", "spikewatch"]
+
+
+class Session:
+    """Start with :meth:`start`, then :meth:`supervise` (blocks; any thread) until done."""
+
+    def __init__(self, plan: Plan, log: Callable[[str], None]) -> None:
+        self.plan = plan
+        self.log = log
+        self.sampler = None
+        self.driver = None
+        self.outcome = Outcome()
+        self._stop = threading.Event()
+        self._stops = 0
+        self._t0 = time.monotonic()
+        self.done = threading.Event()
+
+    # --- start ---------------------------------------------------------------------
+
+    def sampler_argv(self) -> list[str]:
+        p = self.plan
+        argv = [*_python(), "sample", "--period", p.period, "--publish", p.publish, "--inlet", p.inlet,
+                "--journal", str(p.recording)]
+        if p.limit:
+            argv += ["--limit", p.limit]
+        return [*argv, "--", *p.command]
+
+    def driver_argv(self) -> list[str]:
+        p = self.plan
+        return [*_python(), "drive", str(p.scenario), "--inlet", p.inlet, "--url", p.url,
+                "--json", str(p.driver_json), "--quiet"]
+
+    def start(self) -> None:
+        """Sampler first (it launches the service, held until sampling runs), the driver once
+        the sampler's inlet listens, so the first phase marker is not lost."""
+        p = self.plan
+        import os
+
+        env = {**os.environ, **p.env}
+        self.sampler = procs.spawn(self.sampler_argv(), p.sampler_log, env)
+        self.outcome.pids["sampler"] = self.sampler.pid
+        host, port = p.inlet.removeprefix("tcp://").rsplit(":", 1)
+        if not procs.wait_listening(host, int(port), self.sampler, READY_TIMEOUT_S):
+            self._shutdown()
+            raise RunError(f"the sampler did not start (log {p.sampler_log}):\n{procs.tail(p.sampler_log)}")
+        self.driver = procs.spawn(self.driver_argv(), p.driver_log, env)
+        self.outcome.pids["driver"] = self.driver.pid
+        self._t0 = time.monotonic()
+
+    # --- run -----------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop early (Ctrl-C, q in the console, SIGTERM). Safe from signal handlers and threads."""
+        self._stops += 1
+        self.outcome.interrupted = True
+        self._stop.set()
+
+    def supervise(self) -> Outcome:
+        assert self.sampler is not None and self.driver is not None
+        try:
+            while not self._stop.wait(0.1):
+                if self.driver.poll() is not None:
+                    time.sleep(TAIL_S)
+                    break
+                if self.sampler.poll() is not None:
+                    self.outcome.service_died = True
+                    break
+            self._shutdown()
+        finally:
+            self.outcome.elapsed_s = time.monotonic() - self._t0
+            self.done.set()
+        return self.outcome
+
+    def _shutdown(self) -> None:
+        o = self.outcome
+        if self.driver is not None:
+            o.driver_status = procs.stop(self.driver, signal.SIGINT, DRIVER_STOP_S)
+        if self.sampler is not None:
+            # A second Ctrl-C while stopping: do not wait the sampler's full grace period.
+            steps = SAMPLER_STOP_S if self._stops < 2 else (2.0, 2.0)
+            o.sampler_status = procs.stop(self.sampler, signal.SIGTERM, steps)
+            o.cleanup_problems = limits.remove_leftovers(self.sampler.pid)
+
+    def kill_all(self) -> None:
+        """Last resort (e.g. an exception in the display): nothing may outlive the run."""
+        for proc in (self.driver, self.sampler):
+            if proc is not None and proc.poll() is None:
+                procs.stop(proc, signal.SIGTERM, (3.0,))
+        if self.sampler is not None:
+            self.outcome.cleanup_problems = limits.remove_leftovers(self.sampler.pid)

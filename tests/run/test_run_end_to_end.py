@@ -1,0 +1,177 @@
+"""``spikewatch run`` end to end: real sampler, real service in a real memory cgroup,
+real driver, then the report; cleanup after Ctrl-C and after an OOM kill."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from spikewatch.cli import main
+
+from .helpers import GROWER, LONG_SCENARIO, SMALL_SCENARIO, alive, demo_service, leftover_cgroups, needs_cgroup, tree, write
+
+MiB = 1 << 20
+
+
+class Watched:
+    """``spikewatch run`` as a child, with every process it ever had under it remembered."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "spikewatch", "run", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.seen: dict[int, psutil.Process] = {}
+        self.cmd: dict[int, str] = {}
+        self.output = ""
+
+    def look(self) -> None:
+        for p in tree(self.proc.pid)[1:]:
+            if p.pid not in self.seen:
+                self.seen[p.pid] = p
+                try:
+                    self.cmd[p.pid] = " ".join(p.cmdline())
+                except psutil.Error:
+                    self.cmd[p.pid] = "?"
+
+    def cmdlines(self) -> list[str]:
+        return list(self.cmd.values())
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self.look()
+            time.sleep(0.05)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.output = self.proc.communicate()[0]
+            pytest.fail(f"spikewatch run did not end within {timeout} s:\n{self.output[-3000:]}")
+        self.output = self.proc.communicate()[0]
+        return self.proc.returncode
+
+    def assert_clean(self) -> None:
+        time.sleep(0.2)
+        assert not alive(list(self.seen.values())), f"left running: {alive(list(self.seen.values()))}"
+        assert not leftover_cgroups(list(self.seen)), f"left cgroups: {leftover_cgroups(list(self.seen))}"
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+@needs_cgroup
+def test_run_writes_recording_and_reports_with_phases(tmp_path: Path) -> None:
+    scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
+    out = tmp_path / "out"
+    run = Watched([str(scenario), "--limit", "256M", "--out", str(out), "--", *demo_service()])
+    rc = run.wait(60)
+    assert rc == 0, run.output[-3000:]
+    for name in ("recording", "report.json", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    rep = _report(out)
+    assert [p["name"] for p in rep["phases"]] == ["boot", "climb", "rush", "rest"]
+    assert [p["kind"] for p in rep["phases"]] == ["startup", "ramp", "burst", "idle"]
+    assert rep["limit_bytes"] == 256 * MiB
+    assert rep["samples"]["count"] > 1000
+    assert rep["checklist"]["startup_captured"] is True
+    assert rep["run"]["exit_status"] == 0 and rep["run"]["service_died"] is False
+    assert rep["run"]["thresholds"] == []
+    html = (out / "report.html").read_text()
+    assert "rush" in html and "<script" in html
+    assert "true peak" in run.output and "exit status 0: passed" in run.output
+    assert any(" sample " in c for c in run.cmdlines()) and any(" drive " in c for c in run.cmdlines())
+    run.assert_clean()
+
+
+@needs_cgroup
+def test_run_fail_on_exits_1_and_still_writes_the_report(tmp_path: Path) -> None:
+    scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
+    out = tmp_path / "out"
+    run = Watched([str(scenario), "--limit", "256M", "--out", str(out), "--fail-on", "peak>1MiB",
+                   "--fail-on", "oom>0", "--", *demo_service()])
+    rc = run.wait(60)
+    assert rc == 1, run.output[-3000:]
+    assert "FAIL --fail-on peak>1MiB" in run.output
+    assert "oom>0" not in run.output.split("FAIL --fail-on peak>1MiB")[1].split("exit status")[0]
+    rep = _report(out)
+    assert rep["run"]["exit_status"] == 1
+    assert any("peak>1MiB" in f for f in rep["run"]["failures"])
+    assert (out / "report.html").exists()
+    run.assert_clean()
+
+
+@needs_cgroup
+def test_sigint_mid_run_stops_everything_and_reports(tmp_path: Path) -> None:
+    scenario = write(tmp_path, "long.toml", LONG_SCENARIO)
+    out = tmp_path / "out"
+    run = Watched([str(scenario), "--limit", "256M", "--out", str(out), "--", *demo_service()])
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and run.proc.poll() is None:
+        run.look()
+        if (out / "sampler.log").exists() and "demo service ready" in (out / "sampler.log").read_text() \
+                and len(run.seen) >= 3:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the service never became ready: {run.proc.poll()}")
+    time.sleep(1.5)  # into the steady phase
+    run.look()
+    assert len(run.seen) >= 3, run.cmdlines()  # sampler, service, driver
+    run.proc.send_signal(signal.SIGINT)
+    rc = run.wait(40)
+    assert rc == 130, run.output[-3000:]
+    rep = _report(out)
+    assert rep["run"]["interrupted"] is True
+    assert [p["name"] for p in rep["phases"]] == ["boot", "long"]
+    assert "exit status 130: interrupted" in run.output
+    run.assert_clean()
+
+
+@needs_cgroup
+def test_service_oom_killed_mid_run_is_a_result(tmp_path: Path) -> None:
+    scenario = write(tmp_path, "long.toml", LONG_SCENARIO)
+    service = write(tmp_path, "grower.py", GROWER)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    run = Watched([str(scenario), "--limit", "64M", "--out", str(out), "--", sys.executable, str(service)])
+    rc = run.wait(60)
+    took = time.monotonic() - t0
+    assert rc == 1, run.output[-3000:]
+    assert took < 40, "the driver should stop early when the service dies"
+    assert "service OOM-killed at" in run.output and "(limit 64.0 MiB)" in run.output, run.output[-2000:]
+    assert "Traceback" not in run.output
+    rep = _report(out)
+    assert len(rep["oom_kills"]) == 1
+    assert rep["run"]["service_died"] is True and rep["run"]["exit_status"] == 1
+    assert rep["run"]["service"].startswith("OOM-killed at")
+    assert (out / "report.html").exists()
+    run.assert_clean()
+
+
+def test_run_needs_a_command_and_a_valid_scenario(tmp_path: Path) -> None:
+    scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
+    r = CliRunner().invoke(main, ["run", str(scenario)])
+    assert r.exit_code == 2 and "say which service to launch after --" in r.output
+    bad = write(tmp_path, "bad.toml", "[target]\nurl = 'ftp://x'\n")
+    r = CliRunner().invoke(main, ["run", str(bad), "--", "true"])
+    assert r.exit_code == 2 and "target.url" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["run", str(scenario), "--fail-on", "peak>>3", "--", "true"])
+    assert r.exit_code == 2 and "--fail-on" in r.output
+    r = CliRunner().invoke(main, ["run", str(scenario), "--limit", "lots", "--", "true"])
+    assert r.exit_code == 2 and "--limit" in r.output
+    assert not list(tmp_path.glob("spikewatch-runs"))  # nothing started, nothing written
+
+
+def test_a_command_that_cannot_start_is_reported_not_run(tmp_path: Path) -> None:
+    scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "spikewatch", "run", str(scenario), "--out", str(out), "--",
+                        "/nonexistent/service"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "command not found" in r.stderr and "Traceback" not in r.stderr
