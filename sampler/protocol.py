@@ -17,8 +17,10 @@ a key is absent when the host cannot provide it):
             sampler), wall_ns (wall clock at ``t``: the anchor for converting times),
             period_ns, detail_period_ns, series (list of series names in ``samples``),
             targets (list of {kind: pid|match|cgroup|unit|launch, spec: str, pids: [int]}),
-            cgroup ({version, path, limit} or None), started_t (``t`` of the first sample),
+            cgroup ({version, path, limit, owned} or None), started_t (``t`` of the first sample),
             journal (path or None), final (True on the last hello before exit),
+            tick_origin_t (deadline k of the sampling timer is tick_origin_t + k * period_ns),
+            sched ("fifo" when the sampling thread runs real-time, else "other"),
             counters {samples, ticks_missed, overruns, published, dropped, inlet_ok,
             inlet_bad, journal_errors, hwm_spikes}.
 ``samples`` dt (offsets from ``t``), series {name: [int]} — see :func:`samples_body`.
@@ -33,7 +35,8 @@ a key is absent when the host cannot provide it):
             proc_exit {pid, code | signal, oom: bool}; oom_kill {pid (when known), count,
             last_bytes (last sampled usage of the headline series)}; restart {pid, old_pid};
             hwm_spike {series, bytes, t_from, t_to, sampled_max}; limit_change {old, new};
-            overrun {missed (ticks), late_ns}; journal_error {path, error, records_lost}.
+            overrun {missed (ticks), late_ns, count (overruns
+            folded into this event: at most one per ~100 ms; ``t`` is the first one)}; journal_error {path, error, records_lost}.
 ``marker``  kind (phase_start | phase_end | note), name, attrs, origin_wall_ns; stamped
             ``t`` on receipt at the inlet.
 ``load``    see LOAD_NUMBER_FIELDS; plus errors {kind: count}, phase, origin_wall_ns.
