@@ -41,7 +41,7 @@ import zmq
 from . import __version__, cgroup, procfs, protocol
 from .procfs import PAGE_SIZE, ProcHandle, ProcfsError
 from .stream import EndpointError, Inlet, Journal, Listener, Publisher
-from .ticker import Ticker, set_timer_slack
+from .ticker import Ticker, reset_scheduling, set_timer_slack, try_realtime
 
 MIN_PERIOD_NS = 100_000
 _HWM_ABS_NOISE = 1 << 20  # VmHWM reads ~0.2 MB low, v1 max_usage ~0.5 MB high (FACTS.md)
@@ -94,6 +94,7 @@ class SamplerConfig:
     limit: int | None = None
     duration_ns: int | None = None
     reset_hwm: bool = False
+    realtime: bool = True  # SCHED_FIFO for the sampling thread when permitted
     quiet: bool = False
     batch_ns: int = 20_000_000
     hello_ns: int = 1_000_000_000
@@ -138,6 +139,7 @@ class Sampler:
         self._ctx = context or zmq.Context.instance()
         self._log_fn = c.log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.exit_status = 0
+        self.sched = "other"
         self._pattern: re.Pattern[str] | None = None
         if t.match is not None:
             try:
@@ -655,6 +657,7 @@ class Sampler:
             cgroup=cg,
             started_t=self.first_t,
             tick_origin_t=self.origin_t or None,
+            sched=self.sched,
             journal=str(self.journal.path) if self.journal else None,
             final=final,
             counters=self.counters(),
@@ -919,6 +922,8 @@ class Sampler:
                 self._stop_reason = self._stop_reason or "no process matched"
                 return self._finish(time.monotonic_ns())
             set_timer_slack(1)
+            if self.config.realtime:
+                self.sched = "fifo" if try_realtime() else "other"
             ticker = Ticker(self.period_ns)
             self.origin_t = ticker.start()
             c = self.config
@@ -940,6 +945,8 @@ class Sampler:
         finally:
             if ticker is not None:
                 ticker.close()
+            if self.sched == "fifo":
+                reset_scheduling()  # in-process users get their thread back as it was
             for s, hnd in old_handlers.items():
                 signal.signal(s, hnd)
             self._close_all()
