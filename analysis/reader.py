@@ -26,6 +26,8 @@ import numpy as np
 from sampler import protocol
 from sampler.recording import RecordingError, iter_records
 
+from .seqgaps import GapCounter
+
 _CHUNK = 1 << 17  # values buffered as Python ints before conversion to numpy
 
 
@@ -150,7 +152,7 @@ class _Builder:
         self.det: list[dict[str, Any]] = []
         self.tmin: int | None = None
         self.tmax: int | None = None
-        self.tracker = protocol.SeqTracker()
+        self.gaps = GapCounter()
 
     def _times(self, t: int) -> None:
         if self.tmin is None or t < self.tmin:
@@ -164,11 +166,11 @@ class _Builder:
         seq = body.get("seq")
         if seq == self.last_seq + 1:  # the common case, without a call
             self.last_seq = seq
-        elif isinstance(seq, int):
+        elif isinstance(seq, int) and not isinstance(seq, bool):
             if self.last_seq >= 0:
-                self.tracker.last["k"] = self.last_seq
-            self.tracker.see("k", seq)
-            self.last_seq = self.tracker.last["k"]
+                self.gaps.last["k"] = self.last_seq
+            self.gaps.see("k", seq)
+            self.last_seq = self.gaps.last["k"]
         t = body.get("t")
         if topic == protocol.SAMPLES:
             dt = body.get("dt")
@@ -282,8 +284,8 @@ class _Builder:
         s.markers.sort(key=lambda e: e.get("t", 0))
         s.t0 = self.tmin or 0
         s.t_end = self.tmax or s.t0
-        s.seq_missed = self.tracker.missed
-        s.seq_gaps = list(self.tracker.gaps)
+        s.seq_missed = self.gaps.missed
+        s.seq_gaps = [(a, b) for _, a, b in self.gaps.gaps()]
         return s
 
 

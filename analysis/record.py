@@ -22,6 +22,8 @@ from sampler import protocol
 from sampler.client import StreamSubscriber
 from sampler.recording import RecordingWriter
 
+from .seqgaps import GapCounter
+
 HELLO_WAIT_S = 3.0
 MAX_PENDING = 20_000
 
@@ -61,7 +63,8 @@ class Recorder:
         self.poller = zmq.Poller()
         for s in self.subs:
             self.poller.register(s.sock, zmq.POLLIN)
-        self.tracker = protocol.SeqTracker()
+        self.gaps = GapCounter()
+        self._reported = 0
         self.stats = RecordStats()
         self.on_gap = on_gap
         self.stop_event = threading.Event()
@@ -70,11 +73,7 @@ class Recorder:
         seq = body.get("seq")
         key = f"{st.endpoint}|{st.session}"
         if isinstance(seq, int):
-            lost = self.tracker.see(key, seq)
-            if lost:
-                self.stats.gaps.append((st.session or st.endpoint, seq - lost, seq - 1))
-                if self.on_gap:
-                    self.on_gap(st.session or st.endpoint, lost)
+            self.gaps.see(key, seq)
         if self.multi:
             body = dict(body)
             body["src"] = st.session or st.endpoint
@@ -101,6 +100,14 @@ class Recorder:
                 self._write(st, t, b)
             st.pending.clear()
         self._write(st, topic, body)
+
+    def _report_gaps(self) -> None:
+        """Say so when messages are surely lost (far behind the newest: not just reordered)."""
+        lost = self.gaps.settled()
+        if lost > self._reported and self.on_gap:
+            self.on_gap(", ".join(k.split("|", 1)[1] for k in self.gaps.missing if self.gaps.missing[k]) or "?",
+                        lost - self._reported)
+        self._reported = max(self._reported, lost)
 
     def _flush_waiting(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -138,11 +145,13 @@ class Recorder:
                 if time.monotonic() - last_flush > 0.2:
                     self._flush_waiting()
                     self.writer.flush()
+                    self._report_gaps()
                     last_flush = time.monotonic()
         finally:
             self._flush_waiting(force=True)
             self.stats.seconds = time.monotonic() - start
-            self.stats.missed = self.tracker.missed
+            self.stats.missed = self.gaps.missed
+            self.stats.gaps = [(k.split("|", 1)[1], a, b) for k, a, b in self.gaps.gaps()]
             self.close()
         return self.stats
 

@@ -77,8 +77,9 @@ def detect(ctx: Ctx, phases: list[Phase], p: SpikeParams | None = None) -> tuple
         high = v > thr
         if high.any():
             hi_idx = np.flatnonzero(high)
-            # split into runs where consecutive high samples are more than merge_ms apart
-            brk = np.flatnonzero(np.diff(t[hi_idx]) > p.merge_ms * 1e6)
+            # a spike ends at a sample back under the threshold, unless the next high sample
+            # follows within merge_ms; a sampling stall (no sample at all) never splits one
+            brk = np.flatnonzero((np.diff(hi_idx) > 1) & (np.diff(t[hi_idx]) > p.merge_ms * 1e6))
             run_s = np.r_[0, brk + 1]
             run_e = np.r_[brk, len(hi_idx) - 1]
             for rs, re in zip(run_s, run_e):
