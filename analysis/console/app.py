@@ -27,7 +27,7 @@ from .fmt import wall_clock, window_label
 from .options import WINDOWS_S, ConsoleOptions
 from .receiver import StreamReceiver
 from .state import CHART_SERIES, StreamState
-from .widgets import SourcePanel, View
+from .widgets import Line, SourcePanel, View
 
 
 class StreamUpdated(Message):
@@ -67,6 +67,7 @@ class ConsoleApp(App):
         self.zoom: str | None = None  # source key shown alone, or None for all
         self.panels: dict[str, SourcePanel] = {}
         self.notes_sent: list[str] = []
+        self._banner = ""
         self.updates = 0
         self._receiver = StreamReceiver(self.endpoints, self.stream,
                                         lambda: self.post_message(StreamUpdated()), fps=self.options.fps)
@@ -76,7 +77,7 @@ class ConsoleApp(App):
     # --- lifecycle -----------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Static(id="status")
+        yield Line(id="status")
         yield Static(id="oom")
         with Vertical(id="panels"):
             yield Static(f"waiting for samplers at {', '.join(self.endpoints)} …", id="waiting")
@@ -95,6 +96,8 @@ class ConsoleApp(App):
     # --- stream updates ------------------------------------------------------
 
     async def on_stream_updated(self, message: StreamUpdated) -> None:
+        if not self.is_running or not self.query("#oom"):
+            return  # a late update while the app shuts down
         self.updates += 1
         if self._receiver.error is not None:
             self.notify(f"receiver stopped: {self._receiver.error}", severity="error", timeout=30)
@@ -133,8 +136,10 @@ class ConsoleApp(App):
                     what = ev.text.removeprefix("OOM KILL ")
                     lines.append(f"⚠ OOM KILL  {src.label}  at {wall_clock(src.to_wall(ev.t))}: {what}{lim}")
         banner = self.query_one("#oom", Static)
-        if lines:
-            banner.update(Text("\n".join(lines[-3:])))
+        text = "\n".join(lines[-3:])
+        if lines and text != self._banner:
+            self._banner = text
+            banner.update(Text(text))
             banner.add_class("shown")
 
     def _update_status(self) -> None:
@@ -145,7 +150,7 @@ class ConsoleApp(App):
         text.append(state, "bold yellow" if self.paused else "green")
         if self.zoom:
             text.append(f"  zoom {self.panels[self.zoom].src.label}")
-        self.query_one("#status", Static).update(text)
+        self.query_one("#status", Line).set(text)
 
     def _redraw(self) -> None:
         for panel in self.panels.values():

@@ -73,6 +73,12 @@ def make_frame(t: np.ndarray, v: np.ndarray, series: str, t_start: int, t_end: i
                columns: int, rows: int, limit: int | None) -> Frame:
     """Envelope of ``(t, v)`` over ``[t_start, t_end]`` for a chart ``columns`` cells wide."""
     mins, maxs = minmax_envelope(t, v, t_start, t_end, max(1, columns) * 2)
+    return frame_from_envelope(mins, maxs, series, t_start, t_end, rows, limit)
+
+
+def frame_from_envelope(mins: np.ndarray, maxs: np.ndarray, series: str, t_start: int, t_end: int,
+                        rows: int, limit: int | None) -> Frame:
+    """A frame from ready-made buckets (two per character column)."""
     lo, hi = y_range(mins, maxs, limit)
     return Frame(series, t_start, t_end, mins, maxs, lo, hi, max(1, rows), limit)
 
@@ -160,6 +166,9 @@ def render_chart(frame: Frame, window_label: str, right_label: str,
         if axis[j] == " ":
             axis[j] = ch
     out.append(" " * (GUTTER - 1) + "└", "dim")
-    for ch, style in zip(axis, styles):
-        out.append(ch, style or "dim")
+    start = 0
+    for i in range(1, cols + 1):
+        if i == cols or styles[i] != styles[start]:
+            out.append("".join(axis[start:i]), styles[start] or "dim")
+            start = i
     return out

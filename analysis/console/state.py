@@ -157,7 +157,7 @@ class SourceState:
     @property
     def label(self) -> str:
         name = self.host or self.endpoint
-        return f"{name} [{self.session[:8]}]" if self.session else f"{name} [waiting for hello]"
+        return f"{name} ({self.session[:8]})" if self.session else f"{name} (waiting for hello)"
 
     @property
     def gaps(self) -> int:

@@ -23,10 +23,11 @@ from sampler import protocol
 class Publisher:
     def __init__(self, endpoint: str, *, period_ns: int = 1_000_000, batch_ns: int = 20_000_000,
                  baseline: int = 100 << 20, limit: int | None = 256 << 20,
-                 series: tuple[str, ...] = ("rss", "cg_usage")) -> None:
+                 series: tuple[str, ...] = ("rss", "cg_usage"), prefill_ns: int = 0) -> None:
         self.endpoint = endpoint
         self.period_ns, self.batch_ns = period_ns, batch_ns
         self.baseline, self.limit, self.series = baseline, limit, series
+        self.prefill_ns = prefill_ns  # history sent at once on start (to fill long windows)
         self.session = uuid.uuid4().hex
         self._cmds: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -107,8 +108,10 @@ class Publisher:
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.bind(self.endpoint)
         self._ready.set()
-        started = next_t = time.monotonic_ns()
-        next_hello = started
+        if self.prefill_ns:
+            time.sleep(1.5)  # let subscribers connect before the history goes out
+        started = next_t = time.monotonic_ns() - self.prefill_ns
+        next_hello = time.monotonic_ns()
         try:
             while not self._stop.is_set():
                 while True:
@@ -131,7 +134,8 @@ class Publisher:
                     self._hello(sock, started)
                     next_hello += 1_000_000_000
                 if now - next_t >= self.batch_ns:
-                    times = list(range(next_t, now, self.period_ns))
+                    # One batch per batch_ns of sample time (history goes out back to back).
+                    times = list(range(next_t, min(now, next_t + self.batch_ns), self.period_ns))
                     next_t = times[-1] + self.period_ns
                     values = [self._value(t) for t in times]
                     cols = {name: values for name in self.series}
@@ -139,6 +143,8 @@ class Publisher:
                         protocol.SAMPLES, protocol.samples_body(self._next_seq(), times, cols)))
                     self.samples_sent += len(times)
                     self._spikes = [s for s in self._spikes if s[1] > next_t - 60_000_000_000]
+                    if now - next_t >= self.batch_ns:
+                        continue  # still catching up with the prefill
                 time.sleep(0.002)
         finally:
             sock.close()

@@ -94,3 +94,24 @@ def test_frame_y_range_covers_data_and_a_near_limit(limit: int | None) -> None:
         assert frame.hi >= limit
     if limit == 10_000 * MiB:
         assert frame.hi < limit  # a far-away limit does not flatten the data
+
+
+def test_cached_envelope_equals_a_fresh_one_while_the_window_slides() -> None:
+    from analysis.console.envelope import EnvelopeCache
+
+    rng = np.random.default_rng(7)
+    ring = Ring(50_000)
+    cache = EnvelopeCache()
+    width, buckets, t = 37 * MS, 64, 0
+    for step in range(60):
+        n = int(rng.integers(1, 80))
+        ts = t + np.cumsum(rng.integers(1, 3 * MS, n))
+        ring.extend(ts, rng.integers(0, 1 << 30, n))
+        t = int(ts[-1])
+        k_last = t // width
+        k_first = k_last - buckets + 1
+        mins, maxs = cache.envelope(ring.window, ("rss", width), width, k_first, k_last, t)
+        all_t, all_v = ring.window(k_first * width, (k_last + 1) * width - 1)
+        want = minmax_envelope(all_t, all_v, k_first * width, (k_last + 1) * width, buckets)
+        np.testing.assert_array_equal(mins, want[0])
+        np.testing.assert_array_equal(maxs, want[1])
