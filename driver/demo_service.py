@@ -217,7 +217,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--startup-keep", type=float, default=0.25, help="fraction of it kept after startup")
     ap.add_argument("--startup-time", type=parse_duration, default=0.5, help="extra initialisation time")
     ap.add_argument("--copies", type=int, default=3, help="copies of each body held per request (0: off)")
-    ap.add_argument("--hold", type=parse_duration, default=0.05, help="how long a request holds its buffers")
+    ap.add_argument("--hold", type=parse_duration, default=0.2, help="how long a request holds its buffers")
     ap.add_argument("--cache-size", type=parse_size, default=parse_size("24M"), help="LRU cache bound (0: off)")
     ap.add_argument("--cache-entry", type=parse_size, default=parse_size("64K"), help="size of a cache entry")
     ap.add_argument("--cache-keys", type=int, default=1024, help="distinct keys (the working set)")
@@ -231,8 +231,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _fixed_mmap_threshold(nbytes: int) -> bool:
+    """Serve big buffers from mmap so a free gives memory back at once (glibc only).
+
+    glibc otherwise raises its mmap threshold after the first big free and keeps later
+    bodies on the heap: RSS would stay at the burst peak and outgrow the accounting."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        M_MMAP_THRESHOLD = -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, nbytes))
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    _fixed_mmap_threshold(128 * 1024)
     try:
         import uvloop
 

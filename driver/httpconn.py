@@ -193,6 +193,11 @@ class Conn(asyncio.Protocol):
     def _finish(self, kind: str | None) -> None:
         self.busy = False
         self.state = _IDLE
+        t = self.transport
+        if t is not None and not self.close_after and t.get_write_buffer_size():
+            # The server answered before reading our whole body (e.g. an early 503): the
+            # rest of it would be parsed as the next request, so this connection is spent.
+            self.close_after = True
         if self.close_after and self.transport is not None:
             self.closed = True
             self.transport.close()

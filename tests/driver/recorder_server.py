@@ -47,6 +47,18 @@ def main() -> None:
             delay = float(request.query.get("delay", args.delay_ms))
             if delay:
                 await asyncio.sleep(delay / 1000)
+            if request.path == "/chunked":  # Transfer-Encoding: chunked, 3 x 1000 bytes
+                resp = web.StreamResponse()
+                resp.enable_chunked_encoding()
+                await resp.prepare(request)
+                for _ in range(3):
+                    await resp.write(b"x" * 1000)
+                await resp.write_eof()
+                return resp
+            if request.path == "/close":  # answer, then close the connection
+                resp = web.Response(text="bye")
+                resp.force_close()
+                return resp
             if request.path.startswith("/status/"):
                 return web.Response(status=int(request.path.rsplit("/", 1)[1]), text="as asked")
             return web.Response(text="ok")

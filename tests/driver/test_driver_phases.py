@@ -324,3 +324,20 @@ def test_cli_thresholds_fail_the_run_and_json_has_the_series(server: Recorder, t
     series = data["telemetry"]
     assert 10 <= len(series["phase"]) <= 16 and set(series["phase"]) == {"flat"}
     assert sum(series["fields"]["completed"]) == data["total"]["completed"]
+
+
+@pytest.mark.parametrize("path", ["/chunked", "/close"])
+def test_chunked_answers_and_closed_connections_are_handled(server: Recorder, path: str) -> None:
+    sc = make_scenario(f"""
+        [[requests]]
+        path = "{path}"
+        [[phases]]
+        kind = "steady"
+        concurrency = 2
+        duration = "400ms"
+    """, server.url)
+    res = quiet_run(sc)
+    assert res.total.completed > 20 and res.total.error_count == 0
+    assert len(server.arrivals(path)) == res.total.completed
+    if path == "/chunked":
+        assert res.total.bytes_recv > 3000 * res.total.completed
