@@ -48,8 +48,10 @@ def service_fate(src: Any, report: dict[str, Any] | None) -> str | None:
     lim = f" (limit {format_bytes(limit)})" if limit else ""
     if kills:
         k = kills[0]
-        last = f", last sample {format_bytes(k['last_bytes'])}" if k.get("last_bytes") else ""
-        return f"OOM-killed at {k['t']:.1f} s{lim}{last}"
+        details = [f"limit {format_bytes(limit)}"] if limit else []
+        if k.get("last_bytes"):
+            details.append(f"last sample {format_bytes(k['last_bytes'])}")
+        return f"OOM-killed at {k['t']:.1f} s" + (f" ({'; '.join(details)})" if details else "")
     if src is None:
         return None
     launched = {e.get("pid") for e in src.events_of(protocol.EV_PROC_START) if e.get("launched")}
@@ -100,7 +102,7 @@ def decide(outcome: Outcome, report: dict[str, Any] | None, problem: str | None,
     """The exit status and the lines that explain it (see the module docstring for the rules)."""
     v = Verdict(EXIT_OK)
     if outcome.service_died:
-        v.lines.append(f"service {fate or 'ended'} before the scenario finished; the driver stopped early")
+        v.lines.append(f"service {fate or 'ended'}: the scenario was cut short (the driver stopped early)")
         v.failures.append(f"the service died mid-run ({fate or 'ended'})")
     elif fate and "OOM" in fate:
         v.lines.append(f"service {fate}")
