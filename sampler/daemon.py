@@ -153,6 +153,7 @@ class Sampler:
         self.journal: Journal | None = None
         self.cg: cgroup.MemoryCgroup | None = None
         self._tree_from_cgroup = False
+        self._procs_fd = -1
         self._child: subprocess.Popen[bytes] | None = None
         self._child_handle: ProcHandle | None = None
         self._held = False  # the launched command waits (stopped) for us
@@ -244,6 +245,11 @@ class Sampler:
             raise SamplerError(str(exc)) from None
         if self.cg is not None:
             self.series.append(protocol.SERIES_CG_USAGE)
+            if self.cg.owned:
+                try:
+                    self._procs_fd = os.open(self.cg.info.dir / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    pass
             try:
                 self._limit = self.cg.read_limit()
                 self._oom_prev = self.cg.read_oom().get("oom_kill", 0)
@@ -485,7 +491,11 @@ class Sampler:
         try:
             if self._tree_from_cgroup and self.cg is not None:
                 try:
-                    pids = set(self.cg.pids(recursive=True))
+                    if self._procs_fd >= 0:
+                        # Our own cgroup: one pread of a kept-open cgroup.procs (~7 µs).
+                        pids = {int(x) for x in os.pread(self._procs_fd, 1 << 20, 0).split()}
+                    else:
+                        pids = set(self.cg.pids(recursive=True))  # a unit may have sub-cgroups
                 except OSError:
                     pids = set()
                 self._apply_tree(pids, time.monotonic_ns())
@@ -689,7 +699,7 @@ class Sampler:
             self._tasks.append(_once(lambda: self._detail(time.monotonic_ns())))
         if periodic("hello", c.hello_ns):
             self._tasks.append(_once(lambda: self._hello(time.monotonic_ns())))
-        if periodic("tree", c.tree_ns if not self._tree_from_cgroup else min(c.tree_ns, 100_000_000)):
+        if periodic("tree", c.tree_ns if self._procs_fd < 0 else min(c.tree_ns, 100_000_000)):
             if not self._scan_running:
                 self._tasks.append(self._scan_task())
         if t >= due.get("end", 1 << 62):
@@ -964,6 +974,7 @@ class Sampler:
         period = self.period_ns
         deadline = self.origin_t - period
         dead: list[int] = []
+        tasks = self._tasks
         samples = self.samples
         self.first_t = None
         while not self._stop:
@@ -988,7 +999,7 @@ class Sampler:
             samples += 1
             if dead:
                 self._on_dead(dead)
-            if t >= self._next_due or self._tasks:
+            if t >= self._next_due or tasks:
                 self.samples = samples
                 self.last_t = t
                 self._slack(t, deadline + period)
@@ -1053,6 +1064,9 @@ class Sampler:
         if self.publisher is not None:
             self.publisher.close()
             self.publisher = None
+        if self._procs_fd >= 0:
+            os.close(self._procs_fd)
+            self._procs_fd = -1
         if self.cg is not None:
             try:
                 if self.cg.owned:

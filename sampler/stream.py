@@ -33,6 +33,9 @@ from .recording import RecordingWriter
 Listener = Callable[[str, Mapping[str, Any], bytes], None]
 
 
+_TOPICS = {t: t.encode() for t in protocol.TOPICS}
+
+
 class EndpointError(Exception):
     """An endpoint that cannot be bound; the message says what to do."""
 
@@ -127,8 +130,13 @@ class Publisher:
     def publish(self, topic: str, body: dict[str, Any]) -> None:
         """Send ``body`` (which must already carry v/seq/t) on ``topic``."""
         packed = protocol.pack(body)
+        sock = self.sock
         try:
-            self.sock.send_multipart((topic.encode(), packed), flags=zmq.NOBLOCK, copy=True)
+            # Two sends instead of send_multipart: less Python per message. A PUB
+            # socket queues a message whole or not at all, so the first part
+            # never goes out alone.
+            sock.send(_TOPICS.get(topic) or topic.encode(), zmq.NOBLOCK | zmq.SNDMORE)
+            sock.send(packed, zmq.NOBLOCK)
             self.published += 1
         except zmq.Again:
             self.dropped += 1
