@@ -61,7 +61,7 @@ async def measure(endpoints: list[str], window_s: float, fps: float, warmup: flo
         with app.stream.lock:
             for p in app.panels.values():
                 p.src.draw_lag, p.src.receive_lag = LagStats(), LagStats()
-                p.src.seq.missed = 0
+                p.src.seq.lost = 0
             received0 = {p.src.key: p.src.samples for p in app.panels.values()}
         draws0 = {k: p.chart.draws for k, p in app.panels.items()}
         updates0 = app.updates

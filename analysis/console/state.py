@@ -108,6 +108,49 @@ class LagStats:
         return {"count": self.count, "p50_ms": p50 / 1e6, "p99_ms": p99 / 1e6, "max_ms": self.max / 1e6}
 
 
+class LiveGaps:
+    """Messages lost between a sampler and us, from ``seq``, tolerant of reordering.
+
+    The sampler may publish a lower ``seq`` just after higher ones (a detail
+    numbered before the events it triggered), so a jump only marks numbers as
+    pending; a late arrival clears its number, and what is still missing
+    ``settle`` messages behind the newest counts as lost. Bounded: a hole
+    larger than ``max_pending`` counts as lost at once.
+    """
+
+    def __init__(self, settle: int = 100, max_pending: int = 10_000) -> None:
+        self.settle, self.max_pending = settle, max_pending
+        self.last: int | None = None
+        self.holes: deque[tuple[int, set[int]]] = deque()  # (highest number, still missing)
+        self.lost = 0
+
+    @property
+    def pending(self) -> int:
+        return sum(len(m) for _, m in self.holes)
+
+    def see(self, seq: int) -> int:
+        """Record ``seq``; return how many messages of one hole became surely lost just now."""
+        if self.last is None:
+            self.last = seq
+            return 0
+        newly = 0
+        if seq > self.last:
+            hole = seq - self.last - 1
+            if hole > self.max_pending:
+                newly += hole
+            elif hole:
+                self.holes.append((seq - 1, set(range(self.last + 1, seq))))
+            self.last = seq
+        else:
+            for _, missing in self.holes:
+                missing.discard(seq)
+        # A hole is settled as a whole once its newest number is far enough behind.
+        while self.holes and self.holes[0][0] < self.last - self.settle:
+            newly += len(self.holes.popleft()[1])
+        self.lost += newly
+        return newly
+
+
 @dataclass
 class ConsoleEvent:
     """One line of the event list."""
@@ -145,7 +188,7 @@ class SourceState:
     counters: dict[str, int] = field(default_factory=dict)
     achieved_hz: float | None = None
     _prev_hello: tuple[int, int] | None = None  # (t, samples counter)
-    seq: protocol.SeqTracker = field(default_factory=protocol.SeqTracker)
+    seq: LiveGaps = field(default_factory=LiveGaps)
     messages: int = 0
     samples: int = 0
     last_t: int | None = None  # newest sample time
@@ -161,7 +204,7 @@ class SourceState:
 
     @property
     def gaps(self) -> int:
-        return self.seq.missed
+        return self.seq.lost
 
     def to_wall(self, t: int) -> int | None:
         """Wall-clock ns of sampler time ``t``, via the latest hello's anchor."""
@@ -207,7 +250,7 @@ class SourceState:
         self.messages += 1
         seq, t = body.get("seq"), body.get("t")
         if isinstance(seq, int):
-            lost = self.seq.see(self.session or self.key, seq)
+            lost = self.seq.see(seq)
             if lost and isinstance(t, int):
                 self._event(t, "stream_gap", f"stream gap: {lost} message(s) missed", alarm=True)
         if not isinstance(t, int):

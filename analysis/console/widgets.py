@@ -37,6 +37,11 @@ class View:
     window_ns: int = 30_000_000_000
 
 
+# Glyphs under the chart's time axis for events worth lining up with the curve.
+_MARKS = {"phase": ("▲", "cyan"), "note": ("•", "cyan"), protocol.EV_HWM_SPIKE: ("◆", "yellow"),
+          protocol.EV_RESTART: ("↻", "bold red")}
+
+
 class Line(Widget):
     """One line of text that repaints only itself, and only when it changed.
 
@@ -114,9 +119,8 @@ class Chart(Widget):
             mins, maxs = self._cache.envelope(ring.window, (series, width_ns, id(ring)), width_ns,
                                               k_first, k_last, ring.last()[0])
             limit = src.limit_for(series)
-            marks = [(e.t, "✖" if e.alarm else ("▲" if e.kind == "phase" else "•"),
-                      "bold red" if e.alarm else "cyan")
-                     for e in src.events if e.kind in ("phase", "note") or e.alarm]
+            marks = [(e.t, *_MARKS.get(e.kind, ("•", "cyan")) if not e.alarm else ("✖", "bold red"))
+                     for e in src.events if e.alarm or e.kind in _MARKS]
             lag = src.wall_lag_ns(time.time_ns()) if not self.frozen else None
         self.frame = frame_from_envelope(mins, maxs, series, k_first * width_ns, (k_last + 1) * width_ns,
                                          rows, limit)

@@ -115,3 +115,14 @@ def test_cached_envelope_equals_a_fresh_one_while_the_window_slides() -> None:
         want = minmax_envelope(all_t, all_v, k_first * width, (k_last + 1) * width, buckets)
         np.testing.assert_array_equal(mins, want[0])
         np.testing.assert_array_equal(maxs, want[1])
+
+
+def test_live_gaps_forgive_reordering_and_count_real_losses() -> None:
+    from analysis.console.state import LiveGaps
+
+    gaps = LiveGaps(settle=10)
+    for seq in [1, 2, 4, 3, 5, 6]:  # 3 came late: not lost
+        gaps.see(seq)
+    newly = [gaps.see(seq) for seq in range(9, 30)]  # 7 and 8 never come
+    assert gaps.lost == 2 and newly.count(2) == 1 and sum(newly) == 2 and not gaps.pending
+    assert gaps.see(100_000) == 100_000 - 29 - 1  # a huge hole counts at once, bounded memory
