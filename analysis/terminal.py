@@ -43,6 +43,10 @@ def render(report: dict[str, Any], console: Console | None = None, max_spikes: i
     c.print(f"{smp['count']:,} samples of {report['headline_series']} over {report['duration_s']:.1f} s "
             f"({smp['achieved_hz'] or 0:.0f} Hz), {smp['gaps']} messages missing, {smp['overruns']} overruns, "
             f"longest gap {smp['longest_gap_ms']} ms")
+    others = [x for x in report.get("sources") or [] if x != report.get("source")]
+    if others:
+        c.print(f"this report covers sampler session {report.get('source')}; the recording also holds "
+                f"{', '.join(others)} (use --source)", highlight=False)
     lim = report.get("limit_bytes")
     if lim:
         c.print(f"limit {_b(lim)}, headroom {report['headroom'] * 100:.1f} %")

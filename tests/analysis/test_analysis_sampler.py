@@ -109,3 +109,20 @@ def test_record_matches_the_journal(tmp_path, spikewatch_cmd):
     assert rt.tolist() == jt[jt >= rt[0]].tolist()
     check_spikes(report.build_report(reader.load(out)))
     assert sum(1 for t, _ in iter_records(out) if t == "marker") == len(SIZES)
+
+
+@pytest.mark.cgroup
+def test_oom_kill_under_a_limit(tmp_path, spikewatch_cmd):
+    journal = tmp_path / "oom.journal"
+    grow = "import time\ntime.sleep(0.3)\nx = []\nfor i in range(60):\n    x.append(b'1' * (4 << 20)); time.sleep(0.01)\n"
+    res = subprocess.run([*spikewatch_cmd, "sample", "--journal", str(journal), "--publish", f"tcp://127.0.0.1:{free_port()}",
+                          "--inlet", "off", "--limit", "64M", "-q", "--", sys.executable, "-c", grow],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0, res.stderr  # the target was killed
+    rep = report.build_report(reader.load(journal))
+    assert rep["headline_series"] == "cg_usage" and rep["limit_bytes"] == 64 * MiB
+    assert len(rep["oom_kills"]) == 1
+    kill = rep["oom_kills"][0]
+    assert kill["last_bytes"] > 56 * MiB  # memory sat at the limit just before
+    assert rep["headroom"] < 0.1 and rep["checklist"]["limited"] is True
+    assert rep["recommended_limit_bytes"] > 64 * MiB and "OOM kill" in rep["recommended_limit_reason"]
