@@ -119,7 +119,7 @@ class Chart(Widget):
             mins, maxs = self._cache.envelope(ring.window, (series, width_ns, id(ring)), width_ns,
                                               k_first, k_last, ring.last()[0])
             limit = src.limit_for(series)
-            marks = [(e.t, *_MARKS.get(e.kind, ("•", "cyan")) if not e.alarm else ("✖", "bold red"))
+            marks = [(e.t, *(("✖", "bold red") if e.alarm else _MARKS[e.kind]))
                      for e in src.events if e.alarm or e.kind in _MARKS]
             lag = src.wall_lag_ns(time.time_ns()) if not self.frozen else None
         self.frame = frame_from_envelope(mins, maxs, series, k_first * width_ns, (k_last + 1) * width_ns,
