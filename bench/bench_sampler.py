@@ -77,13 +77,13 @@ def _pct(sorted_vals: list[int], q: float) -> int:
     return sorted_vals[min(len(sorted_vals) - 1, int(q * len(sorted_vals)))]
 
 
-def run_one(period: str, seconds: float, tmp: Path) -> dict[str, float]:
+def run_one(period: str, seconds: float, tmp: Path, extra: tuple[str, ...] = ()) -> dict[str, float]:
     period_ns = parse_duration_ns(period)
     pub = f"tcp://127.0.0.1:{_free_port()}"
     inlet = f"tcp://127.0.0.1:{_free_port()}"
     journal = tmp / f"bench-{period}.journal"
     cmd = [sys.executable, "-m", "spikewatch", "sample", "--period", period, "--publish", pub, "--inlet", inlet,
-           "--journal", str(journal), "--limit", "1G", "-q", "--", sys.executable, "-c", TARGET]
+           "--journal", str(journal), "--limit", "1G", "-q", *extra, "--", sys.executable, "-c", TARGET]
     received = [0]
     stop = threading.Event()
 
@@ -130,7 +130,7 @@ def run_one(period: str, seconds: float, tmp: Path) -> dict[str, float]:
         "p99_us": _pct(late, 0.99) / 1e3,
         "max_us": (late[-1] if late else 0) / 1e3,
         "samples": len(window),
-        "missed_pct": 100.0 * (expected - len(window)) / expected if expected else 0.0,
+        "missed_pct": max(0.0, 100.0 * (expected - len(window)) / expected) if expected else 0.0,
         "missed_total": hello["counters"]["ticks_missed"],
         "received": received[0],
         "threads": {k: 100.0 * (v - th0.get(k, 0)) / hz / (w1 - w0) for k, v in th1.items()},
@@ -142,15 +142,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--periods", default="1ms,200us,100us")
+    ap.add_argument("--no-realtime", action="store_true", help="sample under the normal scheduler policy")
     args = ap.parse_args()
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
-    print(f"# {os.cpu_count()} CPUs, load average {' '.join(load)} at start; {args.seconds:.0f} s per period")
+    policy = "SCHED_OTHER (--no-realtime)" if args.no_realtime else "SCHED_FIFO when permitted (default)"
+    print(f"# {os.cpu_count()} CPUs, load average {' '.join(load)} at start; {args.seconds:.0f} s per period; {policy}")
     print(f"{'period':>7} {'CPU %':>6} {'RSS MiB':>8} {'HWM MiB':>8} {'p50 us':>7} {'p99 us':>7} {'max us':>8} "
           f"{'samples':>8} {'missed %':>9} {'msgs':>6}")
     with tempfile.TemporaryDirectory() as d:
         for period in args.periods.split(","):
-            r = run_one(period.strip(), args.seconds, Path(d))
+            r = run_one(period.strip(), args.seconds, Path(d), ("--no-realtime",) if args.no_realtime else ())
             print(f"{r['period']:>7} {r['cpu_pct']:6.1f} {r['rss_mib']:8.1f} {r['hwm_mib']:8.1f} {r['p50_us']:7.0f} "
                   f"{r['p99_us']:7.0f} {r['max_us']:8.0f} {r['samples']:8d} {r['missed_pct']:9.3f} {r['received']:6d}",
                   flush=True)
