@@ -7,6 +7,7 @@ Times are seconds from the start of the recording.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -104,3 +105,27 @@ def _event_counts(src: Source) -> dict[str, int]:
         k = str(e.get("kind"))
         out[k] = out.get(k, 0) + 1
     return out
+
+
+def report_file(recording: str | os.PathLike[str], *, json_path: str | os.PathLike[str] | None = None,
+                html_path: str | os.PathLike[str] | None = None, source: str | None = None,
+                **options: Any) -> dict[str, Any]:
+    """Load a recording, build its report, and write JSON and/or HTML: one call for the runner.
+
+    ``options`` go to :func:`build_report` (intervals_s, target_concurrency, margin…).
+    """
+    import json
+
+    from .reader import load
+
+    rec = load(recording)
+    rep = build_report(rec, source=source, **options)
+    if json_path is not None:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(rep, f, indent=2, default=str)
+            f.write("\n")
+    if html_path is not None:
+        from .html import write_html
+
+        write_html(rec, rep, html_path)
+    return rep

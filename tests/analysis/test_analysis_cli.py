@@ -143,3 +143,13 @@ def test_export_tables_open_with_pyarrow(spiky, tmp_path, fmt):
     markers = read(tmp_path / "x" / f"markers.{fmt}")
     assert "cache warmed" in markers.column("name").to_pylist()
     assert not (tmp_path / "x" / f"events.{fmt}").exists()  # no events in this recording: no empty table
+
+
+def test_report_file_api_for_the_runner(spiky, tmp_path):
+    from analysis.report import report_file
+
+    rep = report_file(spiky, json_path=tmp_path / "r.json", html_path=tmp_path / "r.html", intervals_s=(15,))
+    assert set(rep["scrape_view"]) == {"15s"}
+    assert json.loads((tmp_path / "r.json").read_text())["peak_bytes"] == rep["peak_bytes"]
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+    assert failon.check(rep, ["oom>0"]) == []
