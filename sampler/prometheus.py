@@ -59,13 +59,17 @@ M_RESTARTS = "spikewatch_restarts"
 M_OVERRUNS = "spikewatch_overruns"
 M_DROPPED = "spikewatch_dropped_messages"
 M_SAMPLES = "spikewatch_sampler_samples"
+M_TICKS_MISSED = "spikewatch_sampler_ticks_missed"
+M_INLET_REJECTED = "spikewatch_inlet_rejected"
+M_JOURNAL_ERRORS = "spikewatch_journal_errors"
 M_RATE = "spikewatch_sampler_rate_hz"
 M_PERIOD = "spikewatch_sampler_period_seconds"
 M_INFO = "spikewatch_sampler"  # exposed as spikewatch_sampler_info
 M_LAST = "spikewatch_sampler_last_message_age_seconds"
 M_SCRAPERS = "spikewatch_exporter_scrapers"
 M_OBSERVE_ERRORS = "spikewatch_exporter_observe_errors"
-COUNTERS = (M_OOM_KILLS, M_HWM_SPIKES, M_RESTARTS, M_OVERRUNS, M_DROPPED, M_SAMPLES, M_OBSERVE_ERRORS)
+COUNTERS = (M_OOM_KILLS, M_HWM_SPIKES, M_RESTARTS, M_OVERRUNS, M_DROPPED, M_SAMPLES, M_TICKS_MISSED,
+            M_INLET_REJECTED, M_JOURNAL_ERRORS, M_OBSERVE_ERRORS)
 
 
 def exposed_names() -> set[str]:
@@ -346,6 +350,9 @@ class PeakExporter:
                 hello_or_events("overruns", protocol.EV_OVERRUN))
         counter(M_DROPPED, "Messages the sampler dropped (no room to publish)", int(hello.get("dropped", 0) or 0))
         counter(M_SAMPLES, "Samples taken by the sampler", max(int(hello.get("samples", 0) or 0), samples_seen))
+        counter(M_TICKS_MISSED, "Sampling ticks missed (the loop woke too late)", int(hello.get("ticks_missed", 0) or 0))
+        counter(M_INLET_REJECTED, "Malformed messages refused at the sampler's inlet", int(hello.get("inlet_bad", 0) or 0))
+        counter(M_JOURNAL_ERRORS, "Journal write errors", int(hello.get("journal_errors", 0) or 0))
         counter(M_OBSERVE_ERRORS, "Published messages the exporter could not read", observe_errors)
         if rate is not None:
             families.append(mc.GaugeMetricFamily(M_RATE, "Achieved sampling rate between the last two hellos, Hz",

@@ -156,7 +156,8 @@ def test_counters_health_and_info(exp: PeakExporter) -> None:
     feed.send(protocol.HELLO, **hello, counters={"samples": 0, "overruns": 0, "dropped": 0})
     feed.run([BASE] * 1000)  # one second at 1 kHz
     feed.send(protocol.HELLO, **hello, counters={"samples": 1000, "overruns": 2, "dropped": 5,
-                                                 "hwm_spikes": 0})
+                                                 "hwm_spikes": 0, "ticks_missed": 7, "inlet_bad": 3,
+                                                 "journal_errors": 1})
     for kind, extra in [(protocol.EV_OOM_KILL, {"pid": 9, "count": 2, "last_bytes": 256 * MiB}),
                         (protocol.EV_OOM_KILL, {"last_bytes": 256 * MiB}),
                         (protocol.EV_RESTART, {"pid": 10, "old_pid": 9}),
@@ -168,6 +169,9 @@ def test_counters_health_and_info(exp: PeakExporter) -> None:
     assert got[("spikewatch_restarts_total", "")] == 2
     assert got[("spikewatch_overruns_total", "")] == 2
     assert got[("spikewatch_dropped_messages_total", "")] == 5
+    assert got[("spikewatch_sampler_ticks_missed_total", "")] == 7
+    assert got[("spikewatch_inlet_rejected_total", "")] == 3
+    assert got[("spikewatch_journal_errors_total", "")] == 1
     assert got[("spikewatch_sampler_samples_total", "")] == 1000
     assert got[("spikewatch_sampler_rate_hz", "")] == pytest.approx(1000, rel=0.01)
     assert got[("spikewatch_sampler_period_seconds", "")] == pytest.approx(0.001)
