@@ -33,12 +33,6 @@ from . import procs
 from .session import Plan, RunError, Session
 
 DEMO_LIMIT = "256M"
-# glibc raises its mmap threshold after the first big free, so later request buffers
-# come from the heap and stay there: memory would never come down after a burst and
-# every spike would look like a plateau. A fixed threshold keeps the demo's buffers
-# mmapped (returned on free), like a service tuned for bursts; retention that is left
-# (caches, parsed documents) is what the report then measures.
-DEMO_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 class NotRun(click.ClickException):
@@ -59,7 +53,6 @@ class Request:
     port: int | None
     url: str | None
     limit_param: str = "--limit"
-    env: dict[str, str] | None = None  # extra environment for the service
 
 
 def _scenario(path: str):  # noqa: ANN202 - keeps the driver's imports lazy
@@ -141,7 +134,7 @@ def _plan(req: Request) -> tuple[Plan, str | None]:
     plan = Plan(scenario=scenario_path.resolve(), command=command, url=url, port=port, out_dir=_out_dir(req.out),
                 publish=f"tcp://127.0.0.1:{procs.free_port()}", inlet=f"tcp://127.0.0.1:{procs.free_port()}",
                 period=req.period, limit=limit,
-                env={**(req.env or {}), "PORT": str(port), "SPIKEWATCH_PORT": str(port)})
+                env={"PORT": str(port), "SPIKEWATCH_PORT": str(port)})
     return plan, no_limit_reason
 
 
@@ -346,5 +339,5 @@ def demo(ctx: click.Context, out: str | None, quick: bool, limit: str, console: 
     command = [sys.executable, "-m", "driver.demo_service", "--port", "{port}"]
     lim = None if limit.lower() in ("none", "off", "0") else limit
     scenario = str(bundled("quick" if quick else "demo"))
-    ctx.exit(execute(Request(scenario, command, lim, out, fail_on, console, "1ms", None, None, env=DEMO_ENV)))
+    ctx.exit(execute(Request(scenario, command, lim, out, fail_on, console, "1ms", None, None)))
 
