@@ -11,6 +11,7 @@ and the console process's CPU.
 
     .venv/bin/python bench/bench_console.py                 # 30 s window, 20 s
     .venv/bin/python bench/bench_console.py --window 300 --prefill 300
+    .venv/bin/python bench/bench_console.py --real   # 4 real `spikewatch sample` processes instead
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +43,27 @@ def publish(endpoint: str, seconds: float, prefill_s: float, out: "mp.Queue") ->
         time.sleep(2.0)
     pub.stop()
     out.put((endpoint, pub.samples_sent))
+
+
+# What each real sampler launches: 80 MiB held for 5 ms every 2 s.
+SPIKER = """
+import time
+while True:
+    time.sleep(2)
+    b = b"x" * (80 << 20)
+    time.sleep(0.005)
+    del b
+"""
+
+
+def start_real_samplers(endpoints: list[str], seconds: float) -> list[subprocess.Popen]:
+    from tests.conftest import free_port
+
+    return [subprocess.Popen(
+        [sys.executable, "-m", "spikewatch", "sample", "--publish", ep,
+         "--inlet", f"tcp://127.0.0.1:{free_port()}", "--no-journal", "--quiet",
+         "--duration", f"{seconds:.0f}s", "--", sys.executable, "-c", SPIKER])
+        for ep in endpoints]
 
 
 async def measure(endpoints: list[str], window_s: float, fps: float, warmup: float,
@@ -94,6 +117,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--fps", type=float, default=15.0)
     ap.add_argument("--size", default="200x60", help="terminal COLSxROWS")
+    ap.add_argument("--real", action="store_true", help="real samplers (spikewatch sample) instead of publishers")
     args = ap.parse_args()
 
     from tests.conftest import free_port
@@ -102,19 +126,29 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     total = args.warmup + args.duration + args.prefill / 50 + 15
-    procs = [ctx.Process(target=publish, args=(ep, total, args.prefill, out), daemon=True) for ep in endpoints]
+    if args.real:
+        samplers = start_real_samplers(endpoints, total)
+        procs = []
+    else:
+        samplers = []
+        procs = [ctx.Process(target=publish, args=(ep, total, args.prefill, out), daemon=True) for ep in endpoints]
     for p in procs:
         p.start()
     cols, rows = (int(x) for x in args.size.split("x"))
-    result = asyncio.run(measure(endpoints, args.window, args.fps, args.warmup, args.duration, (cols, rows)))
-    for p in procs:
-        p.terminate()
-    result["config"] = {"sources": args.sources, "window_s": args.window, "prefill_s": args.prefill,
+    try:
+        result = asyncio.run(measure(endpoints, args.window, args.fps, args.warmup, args.duration, (cols, rows)))
+    finally:
+        for p in procs:
+            p.terminate()
+        for s in samplers:
+            s.terminate()
+            s.wait(15)
+    result["config"] = {"real_samplers": args.real, "sources": args.sources, "window_s": args.window, "prefill_s": args.prefill,
                         "fps": args.fps, "size": args.size, "cpus": os.cpu_count()}
     worst = {k: max(s["draw_lag_ms"][k] for s in result["sources"]) for k in ("p50_ms", "p99_ms", "max_ms")}
     recv = {k: max(s["receive_lag_ms"][k] for s in result["sources"]) for k in ("p50_ms", "p99_ms", "max_ms")}
     print(json.dumps(result, indent=1, default=float))
-    print(f"\n{args.sources} sources x 1 kHz, window {args.window:g}s, {args.fps:g} fps: draw lag (worst source) "
+    print(f"\n{args.sources} {'real samplers' if args.real else 'publishers'} x 1 kHz, window {args.window:g}s, {args.fps:g} fps: draw lag (worst source) "
           f"p50 {worst['p50_ms']:.1f} ms, p99 {worst['p99_ms']:.1f} ms, max {worst['max_ms']:.1f} ms; "
           f"receive lag p50 {recv['p50_ms']:.1f} / p99 {recv['p99_ms']:.1f} / max {recv['max_ms']:.1f} ms; "
           f"gaps {sum(s['gaps'] for s in result['sources'])}; "
