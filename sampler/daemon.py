@@ -140,6 +140,7 @@ class Sampler:
         self._log_fn = c.log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.exit_status = 0
         self.sched = "other"
+        self._our_signals: set[int] = set()  # signals we sent on our own account (--duration)
         self._pattern: re.Pattern[str] | None = None
         if t.match is not None:
             try:
@@ -167,7 +168,9 @@ class Sampler:
         self._roots: set[int] = set()
         self._announced: set[int] = set()
         self._recent_exits: collections.deque[tuple[list[str], int, int]] = collections.deque(maxlen=64)
-        self._last_root: int | None = None
+        self._root_exits: collections.deque[int] = collections.deque(maxlen=16)
+        self._known: dict[int, int] = {}  # pid -> ppid of every process seen by the /proc scan
+        self._first_seen: dict[int, int] = {}  # pid -> when the scan first saw it (for --match)
         self._exclude: set[int] = set()
         self._proc_events_this_s = 0
         self._proc_events_window = 0
@@ -333,26 +336,26 @@ class Sampler:
         return h
 
     def _announce(self, h: ProcHandle, t: int) -> None:
-        """proc_start for a process that joined the tree (after it had time to exec)."""
+        """proc_start (and restart) for a process that joined the tree, once it had
+        time to exec (so its command line is its own, not its parent's)."""
         if h.pid in self._announced or h.gone:
             return
         self._announced.add(h.pid)
         h.refresh_identity()
         restart_of = None
-        for argv, old_pid, t_exit in self._recent_exits:
+        for i, (argv, old_pid, t_exit) in enumerate(self._recent_exits):
             if argv == h.argv and h.argv and t - t_exit < 60_000_000_000:
                 restart_of = old_pid
-        if restart_of is None and h.pid in self._roots and self._last_root not in (None, h.pid) \
-                and self._last_root not in self._procs:
-            restart_of = self._last_root
-        if h.pid not in self._roots and not self._proc_event_budget(t):
+                del self._recent_exits[i]
+                break
+        if restart_of is None and h.pid in self._roots and self._root_exits:
+            restart_of = self._root_exits.popleft()  # a matched target came back
+        if h.pid not in self._roots and restart_of is None and not self._proc_event_budget(t):
             return
         self._event(t, protocol.EV_PROC_START, pid=h.pid, ppid=h.ppid, exe=h.exe, cmdline=h.argv,
                     start_t=h.start_t, launched=False)
         if restart_of is not None:
             self._event(t, protocol.EV_RESTART, pid=h.pid, old_pid=restart_of)
-        if h.pid in self._roots:
-            self._last_root = h.pid
 
     def _proc_event_budget(self, t: int) -> bool:
         """At most 50 proc_start events per second for descendants (a forking
@@ -402,11 +405,15 @@ class Sampler:
             self._recent_exits.append((h.argv, h.pid, t))
         if h.pid in self._roots:
             self._roots.discard(h.pid)
+            if self._pattern is not None and h.pid in self._announced:
+                self._root_exits.append(h.pid)
             launched = self._child is not None and h.pid == self._child.pid
             if launched:
                 code = exit_info.get("code")
                 sig = exit_info.get("signal")
                 self.exit_status = code if code is not None else 128 + (sig or 0)
+                if sig is not None and sig in self._our_signals:
+                    self.exit_status = 0  # ended by --duration: a normal end of the run
             if launched or (self.config.target.pid is not None and not self._roots):
                 self._end_after_tail(t, "the target exited")
 
@@ -483,7 +490,9 @@ class Sampler:
             self._proc_exited(h, t, info)
         for h in list(self._procs.values()):
             if h.pid not in self._announced and h.pid in pids:
-                self._announce(h, t)
+                # A fork shows its parent's command line until it execs: wait a little.
+                if h.start_t is None or t - h.start_t >= 50_000_000 or h.pid in self._roots:
+                    self._announce(h, t)
 
     def _scan_task(self) -> Task:
         """Refresh the tree off the hot path, a few /proc reads per step."""
@@ -500,32 +509,59 @@ class Sampler:
                     pids = set()
                 self._apply_tree(pids, time.monotonic_ns())
                 return
-            parents: dict[int, int] = {}
-            matches: list[int] = []
-            want_match = self._pattern is not None and not self._roots
-            all_pids = procfs.all_pids()
-            for i in range(0, len(all_pids), 8):
-                for pid in all_pids[i : i + 8]:
+            # Incremental: list /proc, read the stat (ppid) and, for --match, the
+            # command line of new pids only. Members stay in the tree while they
+            # live, even if re-parented (a daemonizing worker is still the service).
+            known = self._known
+            pids = procfs.all_pids()
+            alive = set(pids)
+            for pid in [p for p in known if p not in alive]:
+                del known[pid]
+            new = [p for p in pids if p not in known]
+            for i in range(0, len(new), 8):
+                for pid in new[i : i + 8]:
                     try:
-                        parents[pid] = procfs.read_stat(pid).ppid
-                        if want_match and pid not in self._exclude and self._matches(pid):
-                            matches.append(pid)
+                        known[pid] = procfs.read_stat(pid).ppid
                     except (ProcfsError, ValueError, IndexError):
                         continue
                 yield
+            matches: list[int] = []
+            if self._pattern is not None:
+                cands = [p for p in self._match_candidates(pids, time.monotonic_ns()) if p not in self._procs]
+                for i in range(0, len(cands), 8):
+                    matches += [p for p in cands[i : i + 8] if p not in self._exclude and self._matches(p)]
+                    yield
             t = time.monotonic_ns()
-            if want_match and matches:
-                for pid in self._outermost(matches, parents):
+            tree: set[int] = set()
+            for root in self._roots:
+                tree |= procfs.descendants(root, known) if root in known else {root}
+            if matches:
+                for pid in self._outermost(matches, known):
+                    if pid in tree or pid in self._procs:
+                        continue  # already counted as part of a matched tree
                     try:
                         self._add_proc(pid, root=True)
                     except ProcfsError:
                         continue
-            tree: set[int] = set()
-            for root in self._roots:
-                tree |= procfs.descendants(root, parents) if root in parents else {root}
+                    tree |= procfs.descendants(pid, known)
+            tree |= self._procs.keys() & alive
             self._apply_tree(tree, t)
         finally:
             self._scan_running = False
+
+    def _match_candidates(self, pids: list[int], t: int) -> list[int]:
+        """Pids whose command line is worth reading: new ones, and those first seen
+        less than a second ago (a fork shows its parent's command line until exec)."""
+        first = self._first_seen
+        alive = set(pids)
+        for pid in [p for p in first if p not in alive]:
+            del first[pid]
+        out = []
+        for pid in pids:
+            t0 = first.setdefault(pid, t)
+            if t - t0 < 1_000_000_000:
+                out.append(pid)
+        return out
 
     def _matches(self, pid: int) -> bool:
         assert self._pattern is not None
@@ -559,9 +595,11 @@ class Sampler:
         end = None if self.config.duration_ns is None else time.monotonic_ns() + self.config.duration_ns
         while not self._stop:
             exclude = self._exclude
-            found = [p for p in procfs.all_pids() if p not in exclude and self._matches(p)]
+            pids = procfs.all_pids()
+            found = [p for p in self._match_candidates(pids, time.monotonic_ns()) if p not in exclude and self._matches(p)]
             if found:
                 parents = procfs.ppid_map()
+                self._known = dict(parents)
                 for pid in self._outermost(found, parents):
                     try:
                         self._add_proc(pid, root=True)
@@ -581,7 +619,7 @@ class Sampler:
                 self._hello(now)
                 next_hello = now + self.config.hello_ns
             self._drain_inlet()
-            self._end_requested.wait(0.05)
+            self._end_requested.wait(0.1)
         return False
 
     # ------------------------------------------------------------ publishing
@@ -707,6 +745,7 @@ class Sampler:
             self._stop = True
         if t >= due.get("duration", 1 << 62):
             due.pop("duration")
+            self._our_signals = {signal.SIGTERM, signal.SIGKILL}
             self.request_stop("duration reached", signal.SIGTERM)
         if t >= due.get("grace", 1 << 62):
             due.pop("grace")
@@ -920,7 +959,7 @@ class Sampler:
         self.setup()
         old_handlers: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 old_handlers[s] = signal.signal(s, self._on_signal)
         ticker: Ticker | None = None
         try:

@@ -1,0 +1,117 @@
+"""Restarts under a launched supervisor, limit changes, attached HWM resets, defaults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sampler import cgroup, protocol
+from tests.sampler.sampler_helpers import MiB, Stream, child_stamps, run_sample, sample_cmd, write_script
+
+
+def test_restart_under_launched_supervisor_and_default_journal(tmp_path, endpoints):
+    svc = write_script(tmp_path, "svc.py", """
+        import os, time
+        x = b"\\x01" * (16 << 20)
+        print("svc", os.getpid(), time.monotonic_ns(), flush=True)
+        time.sleep(0.5)
+    """)
+    sup = f"{sys.executable} {svc}; {sys.executable} {svc}"
+    res = run_sample(endpoints, "--", "sh", "-c", sup, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    journals = list(tmp_path.glob("spikewatch-*.journal"))
+    assert len(journals) == 1 and journals[0].name in res.stderr  # default journal, path printed
+    pids = [int(line.split()[1]) for line in res.stdout.splitlines() if line.startswith("svc")]
+    s = Stream.from_journal(journals[0])
+    starts = {e["pid"]: e for e in s.events(protocol.EV_PROC_START)}
+    assert set(pids) <= set(starts)
+    assert starts[pids[0]]["cmdline"][-1] == str(svc)  # announced after exec, not as a copy of sh
+    restarts = s.events(protocol.EV_RESTART)
+    assert [(r["old_pid"], r["pid"]) for r in restarts] == [(pids[0], pids[1])]
+
+
+@pytest.mark.cgroup
+def test_limit_change_event(tmp_path, endpoints):
+    script = write_script(tmp_path, "hold.py", """
+        import os, time
+        print("pid", os.getpid(), flush=True)
+        time.sleep(1.5)
+    """)
+    journal = tmp_path / "lim.journal"
+    p = subprocess.Popen(sample_cmd(endpoints, "--limit", "256M", "--journal", str(journal), "--", sys.executable, str(script)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pid = int(p.stdout.readline().split()[1])
+        info = cgroup.cgroup_of_pid(pid)
+        assert info is not None
+        time.sleep(0.3)
+        limit_file = "memory.limit_in_bytes" if info.version == 1 else "memory.max"
+        (info.dir / limit_file).write_text(str(200 * MiB))
+        _, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    s = Stream.from_journal(journal)
+    (ch,) = s.events(protocol.EV_LIMIT_CHANGE)
+    assert ch["old"] == 256 * MiB and ch["new"] == 200 * MiB
+    assert s.topic(protocol.DETAIL)[-1]["cg_limit"] == 200 * MiB
+
+
+def test_attached_reset_hwm_catches_repeated_spikes(tmp_path, endpoints):
+    script = write_script(tmp_path, "rep.py", """
+        import sys, time
+        sys.stdin.readline()
+        for i in range(3):
+            time.sleep(0.37)
+            t0 = time.monotonic_ns()
+            x = b"\\x01" * (40 << 20)
+            del x
+            print(f"spike{i}", t0, time.monotonic_ns(), flush=True)
+        time.sleep(0.4)
+    """)
+    child = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    journal = tmp_path / "rep.journal"
+    p = subprocess.Popen(sample_cmd(endpoints, "--pid", str(child.pid), "--period", "250ms", "--reset-hwm",
+                                    "--journal", str(journal)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "journal" in p.stderr.readline()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        out = child.stdout.read()
+        _, err = p.communicate(timeout=30)
+    finally:
+        child.kill()
+        child.wait()
+        p.kill()
+    assert p.returncode == 0, err
+    stamps = child_stamps(out)
+    s = Stream.from_journal(journal)
+    spikes = s.events(protocol.EV_HWM_SPIKE)
+    base = min(s.values("rss"))
+    # Equal spikes: without resetting VmHWM only the first could be told apart.
+    caught = 0
+    for i in range(3):
+        t0, t1 = stamps[f"spike{i}"]
+        if max(s.values("rss", t0, t1), default=0) >= base + 38 * MiB:
+            continue
+        near = [e for e in spikes if e["t_from"] <= t1 and t0 <= e["t_to"]]
+        assert near and max(e["bytes"] for e in near) >= base + 39 * MiB
+        caught += 1
+    assert caught >= 2
+
+
+def test_duration_ends_a_launched_command_cleanly(tmp_path, endpoints):
+    journal = tmp_path / "dur.journal"
+    t0 = time.monotonic()
+    res = run_sample(endpoints, "--duration", "0.7s", "--journal", str(journal), "--", "sleep", "30")
+    assert res.returncode == 0, res.stderr
+    assert time.monotonic() - t0 < 15
+    s = Stream.from_journal(journal)
+    ex = s.events(protocol.EV_PROC_EXIT)[-1]
+    assert ex["signal"] == 15
+    assert s.topic(protocol.HELLO)[-1]["final"] is True
