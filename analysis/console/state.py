@@ -25,6 +25,7 @@ CHART_SERIES: tuple[str, ...] = (protocol.SERIES_RSS, protocol.SERIES_CG_USAGE, 
 LIMITED_SERIES = (protocol.SERIES_CG_USAGE, SERIES_WORKING_SET)
 
 MAX_EVENTS = 1000
+OVERRUN_EVERY_NS = 5_000_000_000
 LAG_HISTORY = 20_000
 
 
@@ -192,6 +193,9 @@ class SourceState:
     messages: int = 0
     samples: int = 0
     last_t: int | None = None  # newest sample time
+    _last_overrun_t: int | None = None
+    _overruns_held: int = 0
+    _missed_held: int = 0
     receive_lag: LagStats = field(default_factory=LagStats)
     draw_lag: LagStats = field(default_factory=LagStats)
 
@@ -314,7 +318,13 @@ class SourceState:
 
     def _on_event(self, body: Mapping[str, Any], t: int, recv: int) -> None:
         kind = str(body.get("kind"))
+        if kind == protocol.EV_OVERRUN and not self._overrun_due(body, t):
+            return
         text, alarm = describe_event(body)
+        if kind == protocol.EV_OVERRUN and self._overruns_held > 1:
+            text += f" (+{self._overruns_held - 1} more overruns, {self._missed_held} ticks in all)"
+        if kind == protocol.EV_OVERRUN:
+            self._overruns_held = self._missed_held = 0
         ev = self._event(t, kind, text, alarm)
         if kind == protocol.EV_OOM_KILL or (kind == protocol.EV_PROC_EXIT and body.get("oom")):
             if not (kind == protocol.EV_PROC_EXIT and self.oom_kills
@@ -325,6 +335,18 @@ class SourceState:
         elif kind == protocol.EV_LIMIT_CHANGE:
             new = body.get("new")
             self.limit = new if isinstance(new, int) and new > 0 else None
+
+    def _overrun_due(self, body: Mapping[str, Any], t: int) -> bool:
+        """Overruns come several a second on a busy host: list at most one per
+        ``OVERRUN_EVERY_NS`` (with a count of the others) so they cannot bury phases
+        and notes; the health line still shows the sampler's own total."""
+        self._overruns_held += 1
+        missed = body.get("missed")
+        self._missed_held += missed if isinstance(missed, int) else 0
+        if self._last_overrun_t is not None and t - self._last_overrun_t < OVERRUN_EVERY_NS:
+            return False
+        self._last_overrun_t = t
+        return True
 
     def _on_marker(self, body: Mapping[str, Any], t: int, recv: int) -> None:
         kind, name = body.get("kind"), str(body.get("name", ""))

@@ -126,3 +126,16 @@ def test_live_gaps_forgive_reordering_and_count_real_losses() -> None:
     newly = [gaps.see(seq) for seq in range(9, 30)]  # 7 and 8 never come
     assert gaps.lost == 2 and newly.count(2) == 1 and sum(newly) == 2 and not gaps.pending
     assert gaps.see(100_000) == 100_000 - 29 - 1  # a huge hole counts at once, bounded memory
+
+
+def test_overrun_events_are_coalesced_so_they_cannot_bury_markers() -> None:
+    from analysis.console.state import SourceState
+    from sampler import protocol
+
+    src = SourceState(key="k", endpoint="e", capacity=16)
+    for i in range(50):  # 50 overruns over 10 s
+        src.ingest(protocol.EVENT, {"v": 1, "seq": i, "t": i * 200 * MS, "kind": "overrun",
+                                    "missed": 2, "late_ns": 3 * MS}, 0)
+    listed = [e for e in src.events if e.kind == "overrun"]
+    assert len(listed) == 2  # at 0 s and 5 s
+    assert "+24 more overruns, 50 ticks in all" in listed[1].text
