@@ -56,12 +56,15 @@ def _duration(text: str, what: str, default_unit: str) -> int:
 @click.option("--duration", metavar="T", help="Stop after T (e.g. 30s, 5m); a launched command gets SIGTERM.")
 @click.option("--reset-hwm", is_flag=True, help="Reset an attached process's VmHWM every detail period (visible to it) to catch peaks between samples.")
 @click.option("--realtime/--no-realtime", default=True, show_default=True, help="Run the sampling thread under SCHED_FIFO when permitted (far fewer missed ticks on a busy host).")
+@click.option("--prometheus", "prometheus", metavar="HOST:PORT", help="Also serve /metrics for Prometheus (peaks since each scrape, kernel HWMs included).")
+@click.option("--prometheus-allow-remote", "prometheus_allow_remote", is_flag=True, help="Allow --prometheus on a non-loopback address (HTTP has no CURVE: restrict access by network).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS...]")
 @click.pass_context
 def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: str | None, unit: str | None,
            period: str, detail_period: str, publish: str, inlet: str, journal: str | None, no_journal: bool,
-           limit: str | None, duration: str | None, reset_hwm: bool, realtime: bool, quiet: bool, command: tuple[str, ...]) -> None:
+           limit: str | None, duration: str | None, reset_hwm: bool, realtime: bool, prometheus: str | None,
+           prometheus_allow_remote: bool, quiet: bool, command: tuple[str, ...]) -> None:
     """Sample a service's memory every millisecond and publish it.
 
     \b
@@ -105,9 +108,36 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
         realtime=realtime,
         quiet=quiet,
     )
+    exporter = _prometheus_exporter(prometheus, prometheus_allow_remote) if prometheus else None
+    if exporter is not None and not quiet:
+        click.echo(f"spikewatch: Prometheus metrics at {exporter.url}", err=True)
     try:
-        sampler = Sampler(config)
-        sampler.setup()
-    except SamplerError as exc:
+        try:
+            sampler = Sampler(config)
+            if exporter is not None:
+                sampler.listeners.append(exporter)
+            sampler.setup()
+        except SamplerError as exc:
+            raise click.ClickException(str(exc)) from None
+        status = sampler.run()
+    finally:
+        if exporter is not None:
+            exporter.close()
+    ctx.exit(status)
+
+
+def _prometheus_exporter(bind: str, allow_remote: bool):  # -> sampler.prometheus.PeakExporter
+    """Started before the sampler sets up, so a bad address fails before anything is launched.
+    Imported only here: ``spikewatch sample`` without --prometheus never loads it."""
+    from .prometheus import BindError, ExporterError, PeakExporter
+
+    try:
+        exporter = PeakExporter(bind, allow_remote=allow_remote)
+    except BindError as exc:
+        raise click.BadParameter(str(exc), param_hint="--prometheus") from None
+    except ExporterError as exc:
         raise click.ClickException(str(exc)) from None
-    ctx.exit(sampler.run())
+    try:
+        return exporter.start()
+    except ExporterError as exc:
+        raise click.ClickException(str(exc)) from None
