@@ -175,3 +175,37 @@ def test_a_command_that_cannot_start_is_reported_not_run(tmp_path: Path) -> None
                         "/nonexistent/service"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 3, r.stdout + r.stderr
     assert "command not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def _unshare_works() -> str | None:
+    from sampler import cgroup as cgm
+
+    hier = cgm.memory_hierarchy()
+    if hier is None:
+        return "no memory cgroup controller"
+    r = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -o remount,bind,ro {hier[1]}"], capture_output=True)
+    return None if r.returncode == 0 else f"cannot make a private read-only cgroup mount: {r.stderr.decode()[:200]}"
+
+
+def test_without_a_usable_cgroup_it_runs_without_a_limit_and_says_why(tmp_path: Path) -> None:
+    from sampler import cgroup as cgm
+
+    reason = _unshare_works()
+    if reason is not None:
+        pytest.skip(reason)
+    scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
+    out = tmp_path / "out"
+    mount = cgm.memory_hierarchy()[1]  # type: ignore[index]
+    inner = " ".join(["exec", sys.executable, "-m", "spikewatch", "run", str(scenario), "--limit", "64M",
+                      "--out", str(out), "--", *[f"'{a}'" for a in demo_service()]])
+    # A private mount namespace where the memory hierarchy is read-only: like a container
+    # without cgroup delegation, for this process tree only.
+    r = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -o remount,bind,ro {mount} && {inner}"],
+                       capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "running WITHOUT a memory limit, because" in r.stdout and "read-only" in r.stdout
+    assert "NOTE: ran WITHOUT a memory limit" in r.stdout
+    rep = _report(out)
+    assert rep["limit_bytes"] is None and rep["run"]["limit"] is None
+    assert "read-only" in rep["run"]["no_limit_reason"]
+    assert rep["checklist"]["limited"] is False
