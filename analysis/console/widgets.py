@@ -265,7 +265,7 @@ class SourcePanel(Vertical):
             new = [e for e in self.src.events if e.n > self.shown_events]
             wall = [self.src.to_wall(e.t) for e in new]
         for ev, w in zip(new, wall):
-            line = Text(no_wrap=True)
+            line = Text()
             line.append(wall_clock(w)[:12] + " ", "dim")
             line.append(ev.text, "bold red" if ev.alarm else ("cyan" if ev.kind in ("phase", "note") else ""))
             self.events.write(line)
