@@ -186,6 +186,8 @@ class Sampler:
         self.ticks_missed = 0
         self.overruns = 0
         self.hwm_spikes = 0
+        self.internal_errors = 0
+        self._errors_seen: set[str] = set()
         self.first_t: int | None = None
         self.last_t: int | None = None
         self.origin_t = 0
@@ -770,8 +772,23 @@ class Sampler:
                 next(tasks[0])
             except StopIteration:
                 tasks.popleft()
+            except Exception:
+                # A bug in the slow work must not stop the sampling: report it
+                # (with its traceback, once per place) and drop that step.
+                tasks.popleft()
+                self._internal_error()
             if mono() >= limit:
                 break
+
+    def _internal_error(self) -> None:
+        import traceback
+
+        self.internal_errors += 1
+        where = traceback.extract_tb(sys.exc_info()[2])[-1]
+        key = f"{where.filename}:{where.lineno}"
+        if key not in self._errors_seen:
+            self._errors_seen.add(key)
+            self._log_fn("spikewatch: internal error (sampling goes on):\n" + traceback.format_exc().rstrip())
 
     def _batch_work(self, t: int) -> None:
         self._reap_child(t)

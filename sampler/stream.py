@@ -121,6 +121,7 @@ class Publisher:
         self.dropped = 0
         self.journal: Journal | None = None
         self.listeners: list[Listener] = []
+        self.listener_errors = 0
 
     def next_seq(self) -> int:
         s = self.seq
@@ -143,7 +144,16 @@ class Publisher:
         if self.journal is not None:
             self.journal.put(topic, packed)
         for listener in self.listeners:
-            listener(topic, body, packed)
+            try:
+                listener(topic, body, packed)
+            except Exception as exc:  # someone else's code must not stop the sampling
+                self.listener_errors += 1
+                if self.listener_errors == 1:
+                    import sys
+                    import traceback
+
+                    print(f"spikewatch: a publish listener failed ({exc!r}); it keeps being called, "
+                          "further errors are only counted:\n" + traceback.format_exc().rstrip(), file=sys.stderr)
 
     def close(self) -> None:
         self.sock.close()

@@ -150,3 +150,22 @@ def test_journal_write_error_is_reported_once(endpoints, sleeper):
     assert msgs[-1][0] == protocol.HELLO and final["final"] and final["counters"]["journal_errors"] >= 1
     assert any("journal" in line and "space" in line.lower() for line in logged)
     assert any("samples in" in line for line in logged)
+
+
+def test_in_process_listener_errors_do_not_stop_sampling(endpoints, sleeper, capfd):
+    from sampler.daemon import Sampler, SamplerConfig, Target
+
+    config = SamplerConfig(Target(pid=sleeper.pid), publish=endpoints["publish"], inlet=None, journal="",
+                           duration_ns=600_000_000, quiet=True)
+    sampler = Sampler(config)
+    seen: list[str] = []
+
+    def bad(topic, body, packed):
+        seen.append(topic)
+        raise RuntimeError("listener bug")
+
+    sampler.listeners.append(bad)
+    assert sampler.run() == 0
+    assert sampler.samples >= 300 and seen.count(protocol.SAMPLES) >= 15
+    assert seen[-1] == protocol.HELLO  # called to the end, final hello included
+    assert "listener bug" in capfd.readouterr().err
