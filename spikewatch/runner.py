@@ -272,6 +272,9 @@ def _finish(plan: Plan, req: Request, session: Session, no_limit_reason: str | N
         echo(f"NOTE: ran WITHOUT a memory limit: {no_limit_reason}")
     for line in verdict.lines:
         echo(line)
+    if o.service_died and not (fate or "").startswith("OOM"):
+        echo(f"last lines of the service's output ({plan.sampler_log}):")
+        echo(procs.tail(plan.sampler_log, 10))
     for problem_line in o.cleanup_problems:
         echo(f"cleanup: {problem_line}", err=True)
     if problem:

@@ -129,6 +129,12 @@ class Session:
         self._stops += 1
         self.outcome.interrupted = True
         self._stop.set()
+        if self._stops >= 2:
+            # Impatient: the driver quits at once on its second SIGINT, the sampler kills
+            # the service on its second SIGTERM (both still flush what they have).
+            for proc, sig in ((self.driver, signal.SIGINT), (self.sampler, signal.SIGTERM)):
+                if proc is not None:
+                    procs.send(proc, sig)
 
     def supervise(self) -> Outcome:
         assert self.sampler is not None and self.driver is not None
