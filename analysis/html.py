@@ -172,7 +172,8 @@ def page(src: Source, report: dict[str, Any], title: str = "spikewatch report") 
                         f"{g['ci_mib_per_hour'][1]:+.2f}) over the {g['basis']}"])
     sections.append("<h2>Summary</h2>" + _table(["", ""], summary))
 
-    sections.append("<h2>Checklist</h2>" + _table(
+    sections.append("<h2>Checklist</h2><p>The questions to answer before trusting a load test; "
+                    "<em>unknown</em> means the recording holds no evidence either way.</p>" + _table(
         ["question", "answer", "why"],
         [[_e(k.replace("_", " ")), _answer(v), _e(report.get("checklist_reasons", {}).get(k))] for k, v in report["checklist"].items()],
         raw=True))
@@ -193,7 +194,12 @@ def page(src: Source, report: dict[str, Any], title: str = "spikewatch report") 
 
     phases = report.get("phases") or []
     if phases:
-        sections.append("<h2>Phases</h2>" + _table(
+        sections.append(
+            "<h2>Phases</h2><p>From the load driver's phase markers. Startup: peak while starting vs the level "
+            "after it. Ramp: memory against requests in flight (a straight-line fit gives the cost of one "
+            "request; each step should level off). Burst/spike: the peak of each burst over the level just "
+            "before it, and how long memory takes to come back within 10 % of the rise. Soak: the trend after "
+            "the first 10 % (Theil–Sen slope, robust to spikes, with a 95 % interval).</p>" + _table(
             ["phase", "kind", "from", "to", "peak", "mean", "finding"],
             [[p["name"], p["kind"], _s(p["t_start"]), _s(p["t_end"]), _b(p["peak_bytes"]), _b(p["mean_bytes"]), phase_notes(p)]
              for p in phases]))
@@ -218,7 +224,11 @@ def page(src: Source, report: dict[str, Any], title: str = "spikewatch report") 
             [[_s(k["t"]), k.get("pid"), _b(k.get("last_bytes")), _b(k.get("max_bytes_1s_before"))] for k in report["oom_kills"]]))
 
     spikes = report.get("spikes") or []
-    sections.append(f"<h2>Spikes ({report.get('spikes_total', len(spikes))})</h2>" + (_table(
+    sections.append(f"<h2>Spikes ({report.get('spikes_total', len(spikes))})</h2>"
+                    "<p>Rises above a rolling 10 s median baseline by more than 10 % of it and more than 4 MiB; "
+                    "'seen by hwm' means only the kernel's high-water mark saw it, between two samples. "
+                    "'Near' lists markers, process events and thread-count jumps from 1 s before to 0.5 s after.</p>"
+                    + (_table(
         ["at", "height", "peak", "baseline", "lasted", "phase", "seen by", "near"],
         [[_s(s["t_start"]), "+" + _b(s["height_bytes"]), _b(s["peak_bytes"]), _b(s["baseline_bytes"]),
           f"{s['duration_ms']:.1f} ms", s.get("phase"), s.get("source"),
