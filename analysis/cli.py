@@ -80,12 +80,13 @@ def record(endpoints: tuple[str, ...], output: str, duration: str | None, quiet:
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a self-contained HTML page.")
 @click.option("--fail-on", "fail_on", multiple=True, metavar="EXPR",
               help="Exit 1 when a condition holds: peak>400MiB, growth>10MiB/h, headroom<20%, oom>0, "
-                   "scrape_missed>50%, spikes>N (repeatable or comma-separated).")
+                   "scrape_missed>50%, spikes>N (repeatable or comma-separated); a condition the "
+                   "recording cannot answer (e.g. headroom without a limit) fails too.")
 @click.option("--source", default=None, help="Which sampler session to report on (default: the one with most samples).")
 @click.option("--scrape", "scrape_intervals", default="15s,30s,60s", show_default=True,
               help="Scrape intervals to compare against the true peak.")
-@click.option("--target-concurrency", type=float, default=None, help="Extrapolate the ramp to this many requests in flight.")
-@click.option("--margin", type=float, default=0.25, show_default=True, help="Margin over the peak for the recommended limit.")
+@click.option("--target-concurrency", type=click.FloatRange(min=0, min_open=True), default=None, help="Extrapolate the ramp to this many requests in flight.")
+@click.option("--margin", type=click.FloatRange(0, 10), default=0.25, show_default=True, help="Margin over the peak for the recommended limit.")
 @click.option("-q", "--quiet", is_flag=True, help="No terminal summary (still prints failed --fail-on conditions).")
 def report(recording: str, json_out: str | None, html_out: str | None, fail_on: tuple[str, ...], source: str | None,
            scrape_intervals: str, target_concurrency: float | None, margin: float, quiet: bool) -> None:
