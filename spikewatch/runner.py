@@ -128,11 +128,14 @@ def _plan(req: Request) -> tuple[Plan, str | None]:
         parts = urlsplit(req.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise click.BadParameter(f"expected http://HOST:PORT[/base], got {req.url!r}", param_hint="--url")
-    port = req.port or (urlsplit(req.url).port if req.url else None) or procs.free_port()
+    port = req.port or (urlsplit(req.url).port if req.url else None)
+    if port is None:
+        port = procs.free_ports(1)[0]
     url = req.url or _aim(scenario.target.url, port)
     command = [arg.replace("{port}", str(port)) for arg in req.command]
+    publish, inlet = procs.free_ports(2, avoid=(port,))
     plan = Plan(scenario=scenario_path.resolve(), command=command, url=url, port=port, out_dir=_out_dir(req.out),
-                publish=f"tcp://127.0.0.1:{procs.free_port()}", inlet=f"tcp://127.0.0.1:{procs.free_port()}",
+                publish=f"tcp://127.0.0.1:{publish}", inlet=f"tcp://127.0.0.1:{inlet}",
                 period=req.period, limit=limit,
                 env={"PORT": str(port), "SPIKEWATCH_PORT": str(port)})
     return plan, no_limit_reason
