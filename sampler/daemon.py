@@ -198,6 +198,7 @@ class Sampler:
         self._prev_imax: dict[str, int] = {}
         self._detail_t = 0
         self._prev_hwm: dict[int, int] = {}
+        self._cg_peak_prev: int | None = None
         self._oom_prev: int | None = None
         self._oom_unclaimed_t: int | None = None
         self._limit: int | None = None
@@ -910,14 +911,22 @@ class Sampler:
         if limit != self._limit:
             self._event(t, protocol.EV_LIMIT_CHANGE, old=self._limit, new=limit)
             self._limit = limit
+        sampled = imax.get(protocol.SERIES_CG_USAGE)
         if cg.peak_resettable:
             peak = cg.read_peak()
             cg.reset_peak()
             if peak is not None:
                 body["cg_peak"] = peak
-                sampled = imax.get(protocol.SERIES_CG_USAGE)
                 if sampled is not None:
                     self._check_spike(protocol.SERIES_CG_USAGE, peak, sampled, t_from, t)
+        else:
+            # A peak we may not reset (someone else's cgroup) still tells us about
+            # this interval whenever it rose: the new maximum happened in it.
+            peak = cg.read_peak()
+            if peak is not None:
+                if self._cg_peak_prev is not None and peak > self._cg_peak_prev and sampled is not None:
+                    self._check_spike(protocol.SERIES_CG_USAGE, peak, sampled, t_from, t)
+                self._cg_peak_prev = peak
         oom = cg.read_oom()
         body.update(cg_oom_kill=oom.get("oom_kill"), cg_oom=oom.get("oom", oom.get("under_oom")),
                     cg_failcnt=oom.get("limit_hits"))

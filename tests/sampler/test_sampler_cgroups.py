@@ -9,7 +9,7 @@ import time
 import pytest
 
 from sampler import cgroup, protocol
-from tests.sampler.sampler_helpers import MiB, Stream, child_stamps, run_sample, write_script
+from tests.sampler.sampler_helpers import MiB, Stream, child_stamps, run_sample, sample_cmd, write_script
 
 pytestmark = pytest.mark.cgroup
 
@@ -85,3 +85,45 @@ def test_cgroup_target_and_cg_usage(tmp_path, endpoints):
     assert d["cg_limit"] == 256 * MiB and d["cg_working_set"] <= d["cg_usage"]
     assert d["procs"] == 1 and d["pids"] == [child.pid]
     assert "cg_peak" not in d  # not ours: the sampler never resets a watched cgroup's peak
+
+
+def test_watched_cgroup_peak_rise_is_a_spike_without_resetting_it(tmp_path, endpoints):
+    script = write_script(tmp_path, "cgspike.py", """
+        import sys, time
+        x = b"\\x01" * (20 << 20)
+        print("held", time.monotonic_ns(), flush=True)
+        sys.stdin.readline()
+        time.sleep(0.4)
+        t0 = time.monotonic_ns()
+        y = b"\\x01" * (60 << 20)
+        del y
+        print("spike", t0, time.monotonic_ns(), flush=True)
+        time.sleep(0.6)
+    """)
+    cg = cgroup.create_limited(512 * MiB, f"swtest-peak-{time.monotonic_ns()}")
+    child = cgroup.spawn_in(cg, [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    journal = tmp_path / "cgpeak.journal"
+    try:
+        assert child.stdout.readline().startswith("held")
+        p = subprocess.Popen(sample_cmd(endpoints, "--cgroup", cg.info.path, "--period", "250ms", "--duration", "1.6s",
+                                        "--journal", str(journal)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert "journal" in p.stderr.readline()
+        time.sleep(0.3)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        out = child.stdout.readline()
+        _, err = p.communicate(timeout=30)
+        peak_after = cg.read_peak()
+    finally:
+        child.kill()
+        child.wait()
+        cgroup.remove(cg)
+    assert p.returncode == 0, err
+    t0, t1 = child_stamps(out)["spike"]
+    s = Stream.from_journal(journal)
+    base = min(s.series["cg_usage"])
+    spikes = [e for e in s.events(protocol.EV_HWM_SPIKE) if e["series"] == "cg_usage"]
+    if max(s.values("cg_usage", t0, t1), default=0) < base + 55 * MiB:  # not sampled by chance
+        (e,) = [e for e in spikes if e["t_from"] <= t1 and t0 <= e["t_to"]]
+        assert e["bytes"] >= base + 59 * MiB
+    assert peak_after >= base + 59 * MiB  # the sampler never reset a peak it does not own

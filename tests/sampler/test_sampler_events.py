@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -115,3 +116,32 @@ def test_duration_ends_a_launched_command_cleanly(tmp_path, endpoints):
     ex = s.events(protocol.EV_PROC_EXIT)[-1]
     assert ex["signal"] == 15
     assert s.topic(protocol.HELLO)[-1]["final"] is True
+
+
+def test_stalled_sampler_reports_overrun_and_never_catches_up(tmp_path, endpoints):
+    journal = tmp_path / "stall.journal"
+    sleeper = subprocess.Popen(["sleep", "30"])
+    p = subprocess.Popen(sample_cmd(endpoints, "--pid", str(sleeper.pid), "--duration", "1.5s", "--journal", str(journal)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "journal" in p.stderr.readline()
+        time.sleep(0.5)
+        os.kill(p.pid, signal.SIGSTOP)  # a stall the sampler cannot prevent
+        time.sleep(0.15)
+        os.kill(p.pid, signal.SIGCONT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+        sleeper.kill()
+        sleeper.wait()
+    assert p.returncode == 0, err
+    s = Stream.from_journal(journal)
+    gaps = [(b - a, a) for a, b in zip(s.times, s.times[1:])]
+    gap, at = max(gaps)
+    assert gap >= 140_000_000
+    big = [e for e in s.events(protocol.EV_OVERRUN) if e["missed"] >= 100]
+    assert big and abs(big[0]["t"] - (at + gap)) < 5_000_000 and big[0]["late_ns"] < 1_000_000
+    # Never caught up: no burst of back-to-back samples after the stall.
+    after = [t for t in s.times if at + gap <= t <= at + gap + 20_000_000]
+    assert len(after) <= 22
+    assert s.topic(protocol.HELLO)[-1]["counters"]["ticks_missed"] >= 100
