@@ -392,7 +392,14 @@ def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, wor
     reachable = inlet_reachable(inlet)
     if not reachable:
         log(f"no sampler at {inlet}: markers go nowhere")
-    client = InletClient(inlet, linger_ms=500 if reachable else 0)
+    if reachable:
+        client = InletClient(inlet, linger_ms=500)
+    else:
+        # Nobody listens: drop instead of queueing. Queued markers would be stamped when a
+        # sampler finally connects, at the wrong time, and the queue would grow the driver.
+        import zmq
+
+        client = InletClient(inlet, hwm=100, linger_ms=0, socket_options={zmq.IMMEDIATE: 1})
     coord = Coordinator(scenario, client, workers, progress, keep_series, log, stop)
     started = time.time_ns()
     loop = uvloop.new_event_loop()
@@ -415,6 +422,6 @@ def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, wor
             f"the driver itself was saturated in {coord.saturated} intervals of 100 ms (event-loop lag up to "
             f"{coord.max_loop_lag / 1e6:.0f} ms): latencies there include client-side queueing; "
             "use --workers or less load")
-    if client.dropped:
+    if client.dropped and reachable:
         result.notes.append(f"{client.dropped} telemetry/marker messages dropped (inlet queue full)")
     return result
