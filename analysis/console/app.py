@@ -87,6 +87,8 @@ class ConsoleApp(App):
     def on_mount(self) -> None:
         self._receiver.start()
         self._update_status()
+        if self.options.duration_s:
+            self.set_timer(self.options.duration_s, self.exit)
 
     def on_unmount(self) -> None:
         self._receiver.stop()

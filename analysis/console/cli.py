@@ -66,20 +66,17 @@ def console(endpoints: tuple[str, ...], inlets: tuple[str, ...], window: float, 
 
     eps = [_endpoint(e, "EP") for e in endpoints] or [protocol.DEFAULT_PUBLISH]
     options = ConsoleOptions(inlet=[_endpoint(e, "--inlet") for e in inlets] or [protocol.DEFAULT_INLET],
-                             window_s=window, series=series, fps=fps, limit=limit)
+                             window_s=window, series=series, fps=fps, limit=limit, duration_s=duration)
     if plain or not (sys.stdout.isatty() and sys.stdin.isatty()):
         from .plain import PlainConsole
 
         printer = PlainConsole(eps, options)
         signal.signal(signal.SIGTERM, lambda *_: printer.stop())
         try:
-            printer.run(duration)
+            printer.run()
         except KeyboardInterrupt:
             pass
         return
     from .app import ConsoleApp
 
-    app = ConsoleApp(eps, options)
-    if duration is not None:
-        app.call_later(lambda: app.set_timer(duration, app.exit))
-    app.run()
+    ConsoleApp(eps, options).run()

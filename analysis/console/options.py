@@ -19,6 +19,7 @@ class ConsoleOptions:
     fps: float = 15.0  # UI refreshes per second, at most
     limit: int | None = None  # overrides the limit the sampler reports
     title: str = "spikewatch console"
+    duration_s: float | None = None  # stop by itself after this long
     max_window_s: float = max(WINDOWS_S)  # the ring buffers hold this much (at 1 kHz)
 
     def __post_init__(self) -> None:

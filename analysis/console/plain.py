@@ -62,6 +62,7 @@ class PlainConsole:
 
     def run(self, duration: float | None = None) -> None:
         """Block, printing, until stopped (or ``duration`` seconds)."""
+        duration = self.options.duration_s if duration is None else duration
         deadline = None if duration is None else time.monotonic() + duration
         self._print(f"spikewatch console: listening on {', '.join(self.endpoints)}")
         with StreamReceiver(self.endpoints, self.stream, fps=4):

@@ -197,3 +197,10 @@ async def test_stream_gaps_are_counted_and_listed() -> None:
             pub.skip_seq(7)
             await until(pilot, lambda: "stream gaps 7" in screen_text(app))
             assert "stream gap: 7" in screen_text(app)
+
+
+async def test_duration_option_ends_the_app_by_itself() -> None:
+    app = ConsoleApp([ep()], ConsoleOptions(duration_s=0.3))
+    async with app.run_test(size=(80, 20)) as pilot:
+        await until(pilot, lambda: not app.is_running, timeout=10)
+    assert app.return_code == 0
