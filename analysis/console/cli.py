@@ -33,9 +33,20 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 
 def _endpoint(ep: str, what: str) -> str:
-    if "://" not in ep:
-        raise click.BadParameter(f"{ep!r} is not a ZeroMQ endpoint; write e.g. tcp://127.0.0.1:7781",
-                                 param_hint=what)
+    import zmq
+
+    problem = None if "://" in ep else "is not a ZeroMQ endpoint"
+    if problem is None:
+        # Let ZeroMQ judge it now (a throwaway connect), rather than a receiver thread later.
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        try:
+            sock.connect(ep)
+        except zmq.ZMQError as exc:
+            problem = f"is not a usable ZeroMQ endpoint ({exc})"
+        finally:
+            sock.close(linger=0)
+    if problem:
+        raise click.BadParameter(f"{ep!r} {problem}; write e.g. tcp://127.0.0.1:7781", param_hint=what)
     return ep
 
 

@@ -65,9 +65,12 @@ class PlainConsole:
         duration = self.options.duration_s if duration is None else duration
         deadline = None if duration is None else time.monotonic() + duration
         self._print(f"spikewatch console: listening on {', '.join(self.endpoints)}")
-        with StreamReceiver(self.endpoints, self.stream, fps=4):
+        with StreamReceiver(self.endpoints, self.stream, fps=4) as receiver:
             next_line = time.monotonic() + self.interval
             while not self._stop.is_set():
+                if receiver.error is not None:
+                    self._print(f"spikewatch console: receiving stopped: {receiver.error}")
+                    break
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     break

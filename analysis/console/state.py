@@ -407,6 +407,12 @@ def pick_series(src: SourceState, wanted: str) -> str:
     return wanted if wanted in src.rings or not names else names[0]
 
 
+def _restarted(src: SourceState, seq: Any) -> bool:
+    """A ``seq`` far below the newest one: the sampler behind the endpoint started over."""
+    last = src.seq.last
+    return isinstance(seq, int) and last is not None and seq < last - 1000 and seq < 1000
+
+
 class StreamState:
     """All sources, keyed by endpoint and session, behind one lock."""
 
@@ -420,7 +426,7 @@ class StreamState:
         self.bad_messages = 0
 
     def _new_source(self, endpoint: str, session: str | None) -> SourceState:
-        key = endpoint if session is None else f"{endpoint}#{session}"
+        key = f"{endpoint}#{session or len(self.sources)}"
         src = SourceState(key=key, endpoint=endpoint, capacity=self.capacity, session=session)
         self.sources[key] = src
         self._by_endpoint[endpoint] = src
@@ -437,6 +443,10 @@ class StreamState:
                 src.ended = True  # the sampler restarted: a new session gets its own panel
                 src = self._new_source(endpoint, session)
         elif src is None:
+            src = self._new_source(endpoint, None)
+        elif src.session is not None and _restarted(src, body.get("seq")):
+            # seq starting over before the new session's hello: keep it out of the old panel.
+            src.ended = True
             src = self._new_source(endpoint, None)
         src.ingest(topic, body, recv_wall_ns)
         self.version += 1

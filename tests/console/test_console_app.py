@@ -204,3 +204,16 @@ async def test_duration_option_ends_the_app_by_itself() -> None:
     async with app.run_test(size=(80, 20)) as pilot:
         await until(pilot, lambda: not app.is_running, timeout=10)
     assert app.return_code == 0
+
+
+async def test_a_restarted_sampler_gets_a_new_panel_and_the_old_one_says_ended() -> None:
+    endpoint = ep()
+    app = ConsoleApp([endpoint])
+    async with app.run_test(size=(120, 40)) as pilot:
+        with Publisher(endpoint) as first:
+            await until(pilot, lambda: len(app.panels) == 1 and only_panel(app).src.session == first.session)
+        with Publisher(endpoint) as second:
+            await until(pilot, lambda: len(app.panels) == 2)
+            old, new = app.panels.values()
+            assert new.src.session == second.session and old.src.ended and not new.src.ended
+            await until(pilot, lambda: "ended" in screen_text(app))

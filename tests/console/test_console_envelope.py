@@ -139,3 +139,21 @@ def test_overrun_events_are_coalesced_so_they_cannot_bury_markers() -> None:
     listed = [e for e in src.events if e.kind == "overrun"]
     assert len(listed) == 2  # at 0 s and 5 s
     assert "+24 more overruns, 50 ticks in all" in listed[1].text
+
+
+def test_samples_of_a_restarted_sampler_stay_out_of_the_old_session() -> None:
+    from analysis.console.state import StreamState
+
+    state = StreamState(max_window_s=1)
+    hello = {"v": 1, "t": 0, "wall_ns": 0}
+    state.ingest("ep", "hello", hello | {"seq": 5000, "session": "old"}, 0)
+
+    def batch(seq: int, value: int) -> dict:
+        return {"v": 1, "seq": seq, "t": seq * MS, "dt": [0], "series": {"rss": [value]}}
+
+    state.ingest("ep", "samples", batch(5001, 111), 0)
+    state.ingest("ep", "samples", batch(2, 222), 0)  # the new sampler, before its hello
+    state.ingest("ep", "hello", hello | {"seq": 3, "session": "new"}, 0)
+    old, new = state.sources.values()
+    assert old.session == "old" and old.ended and old.peaks["rss"] == 111
+    assert new.session == "new" and new.peaks["rss"] == 222 and len(state.sources) == 2
