@@ -83,6 +83,26 @@ def frame_from_envelope(mins: np.ndarray, maxs: np.ndarray, series: str, t_start
     return Frame(series, t_start, t_end, mins, maxs, lo, hi, max(1, rows), limit)
 
 
+def hold_gaps(mins: np.ndarray, maxs: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Carry each bucket's last level over up to ``max_gap`` empty buckets after it.
+
+    For a slow series (the working set comes with ``detail``, ~10 Hz) drawn in
+    buckets narrower than its period, so it reads as a step line rather than
+    dots. Buckets with data are untouched, so no peak moves or grows.
+    """
+    valid = ~np.isnan(maxs)
+    if max_gap <= 0 or valid.all() or not valid.any():
+        return mins, maxs
+    idx = np.where(valid, np.arange(len(maxs)), -1)
+    last = np.maximum.accumulate(idx)
+    fill = ~valid & (last >= 0) & (np.arange(len(maxs)) - last <= max_gap)
+    # Hold the level the previous bucket ended near: its min..max range is not repeated.
+    src = last[fill]
+    mins, maxs = mins.copy(), maxs.copy()
+    mins[fill] = maxs[fill] = maxs[src]
+    return mins, maxs
+
+
 def dot_matrix(frame: Frame) -> np.ndarray:
     """Boolean dots [dot row from top, dot column]: one min..max stroke per column."""
     rows = frame.dot_rows

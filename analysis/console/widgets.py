@@ -23,10 +23,10 @@ from textual.widgets import RichLog
 from sampler import protocol
 from sampler.units import format_bytes, format_duration_ns
 
-from .chart import GUTTER, Frame, frame_from_envelope, render_chart
+from .chart import GUTTER, Frame, frame_from_envelope, hold_gaps, render_chart
 from .envelope import EnvelopeCache
 from .fmt import wall_clock, window_label
-from .state import SourceState, StreamState, pick_series
+from .state import SERIES_WORKING_SET, SourceState, StreamState, pick_series
 
 
 @dataclass
@@ -118,6 +118,9 @@ class Chart(Widget):
             k_first = k_last - buckets + 1
             mins, maxs = self._cache.envelope(ring.window, (series, width_ns, id(ring)), width_ns,
                                               k_first, k_last, ring.last()[0])
+            if series == SERIES_WORKING_SET:
+                period = (src.hello or {}).get("detail_period_ns") or 100_000_000
+                mins, maxs = hold_gaps(mins, maxs, 2 * -(-period // width_ns))
             limit = src.limit_for(series)
             marks = [(e.t, *(("✖", "bold red") if e.alarm else _MARKS[e.kind]))
                      for e in src.events if e.alarm or e.kind in _MARKS]

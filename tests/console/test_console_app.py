@@ -137,6 +137,17 @@ async def test_window_and_series_keys() -> None:
             assert app.view.series == "cg_usage"
             await until(pilot, lambda: "window 5s  series cg_usage" in screen_text(app))
             await until(pilot, lambda: only_panel(app).chart.frame.series == "cg_usage")
+            # The working set comes with detail messages (~10 Hz): drawn as a held step line.
+            for i in range(10):
+                pub.send(protocol.DETAIL, cg_working_set=(90 + i) * MiB, cg_limit=256 * MiB)
+                await pilot.pause(0.1)
+            await pilot.press("s")
+            assert app.view.series == "cg_working_set"
+            await until(pilot, lambda: only_panel(app).chart.frame.series == "cg_working_set"
+                        and np.nanmax(only_panel(app).chart.frame.maxs) == 99 * MiB)
+            frame = only_panel(app).chart.frame
+            drawn = np.flatnonzero(~np.isnan(frame.maxs))
+            assert len(drawn) > 20 and np.all(np.diff(drawn) == 1)  # continuous, not dots
 
 
 async def test_note_key_sends_a_marker_to_the_inlet() -> None:

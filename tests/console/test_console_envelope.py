@@ -157,3 +157,16 @@ def test_samples_of_a_restarted_sampler_stay_out_of_the_old_session() -> None:
     old, new = state.sources.values()
     assert old.session == "old" and old.ended and old.peaks["rss"] == 111
     assert new.session == "new" and new.peaks["rss"] == 222 and len(state.sources) == 2
+
+
+def test_hold_gaps_fills_only_short_gaps_after_data() -> None:
+    from analysis.console.chart import hold_gaps
+
+    nan = np.nan
+    mins = np.array([nan, 1.0, nan, nan, 5.0, nan, nan, nan, nan])
+    maxs = np.array([nan, 2.0, nan, nan, 6.0, nan, nan, nan, nan])
+    lo, hi = hold_gaps(mins, maxs, 2)
+    assert np.isnan(hi[0])  # nothing before the first value
+    assert hi[2:4].tolist() == [2.0, 2.0] and lo[2:4].tolist() == [2.0, 2.0]
+    assert hi[4] == 6.0 and lo[4] == 5.0  # real buckets untouched
+    assert hi[5:7].tolist() == [6.0, 6.0] and np.isnan(hi[7:]).all()  # at most 2 held
