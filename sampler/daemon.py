@@ -34,13 +34,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterator, Mapping
+from typing import Any, Callable, Generator
 
 import zmq
 
 from . import __version__, cgroup, procfs, protocol
 from .procfs import PAGE_SIZE, ProcHandle, ProcfsError
 from .stream import EndpointError, Inlet, Journal, Listener, Publisher
+from .tree import ProcessTree
 from .ticker import Ticker, reset_scheduling, set_timer_slack, try_realtime
 
 MIN_PERIOD_NS = 100_000
@@ -161,17 +162,11 @@ class Sampler:
         self._setup_done = False
         self.listeners: list[Listener] = []
 
-        # Process tree.
-        self._procs: dict[int, ProcHandle] = {}
-        self._by_fd: dict[int, ProcHandle] = {}
-        self._fds: list[int] = []  # statm descriptors read by the hot loop (mutated in place)
-        self._roots: set[int] = set()
+        # Process tree, and what we told about it.
+        self.tree = ProcessTree(exclude=set(), pattern=self._pattern)
         self._announced: set[int] = set()
         self._recent_exits: collections.deque[tuple[list[str], int, int]] = collections.deque(maxlen=64)
         self._root_exits: collections.deque[int] = collections.deque(maxlen=16)
-        self._known: dict[int, int] = {}  # pid -> ppid of every process seen by the /proc scan
-        self._first_seen: dict[int, int] = {}  # pid -> when the scan first saw it (for --match)
-        self._exclude: set[int] = set()
         self._proc_events_this_s = 0
         self._proc_events_window = 0
 
@@ -205,7 +200,6 @@ class Sampler:
         self._ov_window: list[int] | None = None  # [first_t, count, missed, max_late]
         self._ov_last_pub = 0
         self._journal_error_sent = False
-        self._late_max = 0
 
         # Scheduling.
         self._tasks: collections.deque[Task] = collections.deque()
@@ -215,7 +209,6 @@ class Sampler:
         self._stop = False
         self._stop_reason = ""
         self._stop_at: int | None = None  # end after the tail
-        self._stopping_until: int | None = None  # waiting for the launched child to exit
         self._signal_count = 0
         self._end_requested = threading.Event()
 
@@ -230,7 +223,7 @@ class Sampler:
         if self._setup_done:
             return
         c, t = self.config, self.config.target
-        self._exclude = {os.getpid(), *procfs.ancestors(os.getpid())}
+        self.tree.exclude = {os.getpid(), *procfs.ancestors(os.getpid())}
         try:
             if t.cgroup is not None:
                 self.cg = cgroup.MemoryCgroup(cgroup.resolve(t.cgroup))
@@ -239,7 +232,7 @@ class Sampler:
             if self.cg is not None and t.pid is None and t.match is None and not t.argv:
                 self._tree_from_cgroup = True
             if t.pid is not None:
-                self._add_proc(t.pid, root=True)  # raises ProcessGone / AccessDenied
+                self.tree.add(t.pid, root=True)  # raises ProcessGone / AccessDenied
             if t.argv:
                 if shutil.which(t.argv[0]) is None:
                     raise SamplerError(f"command not found: {t.argv[0]!r} (give a path, or put it on PATH)")
@@ -256,6 +249,8 @@ class Sampler:
                     self._procs_fd = os.open(self.cg.info.dir / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
                 except OSError:
                     pass
+            if self._tree_from_cgroup:
+                self.tree.cgroup_pids = self._cgroup_members
             try:
                 self._limit = self.cg.read_limit()
                 self._oom_prev = self.cg.read_oom().get("oom_kill", 0)
@@ -286,8 +281,10 @@ class Sampler:
         self._setup_done = True
 
     def _launch(self, argv: list[str]) -> None:
-        """Start ``argv`` behind a tiny sh that waits for our go before exec, so the
-        first samples are taken before the program's first instruction."""
+        """Start ``argv`` behind a tiny sh that stops itself before exec; it is
+        continued (SIGCONT) after the first tick, so the first samples are taken
+        before the program's first instruction. With --limit it is moved into the
+        new cgroup while stopped: every byte the program touches is charged there."""
         try:
             self._child = subprocess.Popen(
                 ["/bin/sh", "-c", _LAUNCH_SHIM, "spikewatch-launch", *argv], process_group=0,
@@ -305,7 +302,7 @@ class Sampler:
         try:
             if self.cg is not None and self.cg.owned:
                 cgroup.move_pid(pid, self.cg)
-            self._child_handle = self._add_proc(pid, root=True)
+            self._child_handle = self.tree.add(pid, root=True)
         except (cgroup.CgroupError, ProcfsError) as exc:
             self._child.kill()
             self._child.wait()
@@ -321,22 +318,13 @@ class Sampler:
         os.kill(pid, signal.SIGCONT)
         argv = list(self.config.target.argv or [])
         self._announced.add(pid)
-        h = self._procs.get(pid)
+        h = self.tree.procs.get(pid)
         if h is not None:
             h.argv, h.start_t = argv, t
         self._event(t, protocol.EV_PROC_START, pid=pid, ppid=os.getpid(),
                     exe=shutil.which(argv[0]) or argv[0], cmdline=argv, start_t=t, launched=True)
 
     # ------------------------------------------------------------ process tree
-
-    def _add_proc(self, pid: int, *, root: bool = False) -> ProcHandle:
-        h = ProcHandle(pid)
-        self._procs[pid] = h
-        self._by_fd[h.statm_fd] = h
-        self._fds.append(h.statm_fd)
-        if root:
-            self._roots.add(pid)
-        return h
 
     def _announce(self, h: ProcHandle, t: int) -> None:
         """proc_start (and restart) for a process that joined the tree, once it had
@@ -351,9 +339,9 @@ class Sampler:
                 restart_of = old_pid
                 del self._recent_exits[i]
                 break
-        if restart_of is None and h.pid in self._roots and self._root_exits:
+        if restart_of is None and h.pid in self.tree.roots and self._root_exits:
             restart_of = self._root_exits.popleft()  # a matched target came back
-        if h.pid not in self._roots and restart_of is None and not self._proc_event_budget(t):
+        if h.pid not in self.tree.roots and restart_of is None and not self._proc_event_budget(t):
             return
         self._event(t, protocol.EV_PROC_START, pid=h.pid, ppid=h.ppid, exe=h.exe, cmdline=h.argv,
                     start_t=h.start_t, launched=False)
@@ -369,21 +357,13 @@ class Sampler:
         self._proc_events_this_s += 1
         return self._proc_events_this_s <= 50
 
-    def _drop_fd(self, h: ProcHandle) -> None:
-        try:
-            self._fds.remove(h.statm_fd)
-        except ValueError:
-            pass
-        self._by_fd.pop(h.statm_fd, None)
-
     def _proc_exited(self, h: ProcHandle, t: int, exit_info: dict[str, int] | None = None) -> None:
         """A process left the tree: publish what we know, end the run if it was the launched one."""
         if h.gone:
             return
         h.gone = True
-        self._drop_fd(h)
-        self._procs.pop(h.pid, None)
-        h.close()
+        was_root = h.pid in self.tree.roots
+        self.tree.forget(h)
         self._prev_hwm.pop(h.pid, None)
         if exit_info is None:
             exit_info = {}
@@ -406,8 +386,7 @@ class Sampler:
             self._flush_samples()
             self._event(t, protocol.EV_PROC_EXIT, pid=h.pid, oom=oom, **exit_info)
             self._recent_exits.append((h.argv, h.pid, t))
-        if h.pid in self._roots:
-            self._roots.discard(h.pid)
+        if was_root:
             if self._pattern is not None and h.pid in self._announced:
                 self._root_exits.append(h.pid)
             launched = self._child is not None and h.pid == self._child.pid
@@ -417,7 +396,7 @@ class Sampler:
                 self.exit_status = code if code is not None else 128 + (sig or 0)
                 if sig is not None and sig in self._our_signals:
                     self.exit_status = 0  # ended by --duration: a normal end of the run
-            if launched or (self.config.target.pid is not None and not self._roots):
+            if launched or (self.config.target.pid is not None and not self.tree.roots):
                 self._end_after_tail(t, "the target exited")
 
     def _end_after_tail(self, t: int, reason: str) -> None:
@@ -430,11 +409,11 @@ class Sampler:
         """Hot-loop path: some statm reads failed with ESRCH (process reaped)."""
         t = time.monotonic_ns()
         for fd in dead:
-            h = self._by_fd.get(fd)
+            h = self.tree.by_fd.get(fd)
             if h is None:
                 continue
             if self._child is not None and h.pid == self._child.pid:
-                self._drop_fd(h)  # the launched child: reaped by _reap_child, which knows the status
+                self.tree.drop_fd(h)  # the launched child: reaped by _reap_child, which knows the status
                 continue
             self._proc_exited(h, t)
         dead.clear()
@@ -456,10 +435,10 @@ class Sampler:
 
     def _check_roots(self, t: int) -> None:
         """Attached roots that became zombies (their parent has not reaped them yet)."""
-        for pid in list(self._roots):
+        for pid in list(self.tree.roots):
             if self._child is not None and pid == self._child.pid:
                 continue
-            h = self._procs.get(pid)
+            h = self.tree.procs.get(pid)
             if h is None:
                 continue
             try:
@@ -472,17 +451,18 @@ class Sampler:
                 self._proc_exited(h, t, info)
 
     def _apply_tree(self, pids: set[int], t: int) -> None:
-        for pid in pids - self._procs.keys():
-            if pid in self._exclude:
+        tree = self.tree
+        for pid in pids - tree.procs.keys():
+            if pid in tree.exclude:
                 continue
             try:
-                self._add_proc(pid)
+                tree.add(pid)
             except ProcfsError:
                 continue
-        for pid in list(self._procs.keys() - pids):
-            if pid in self._roots:
+        for pid in list(tree.procs.keys() - pids):
+            if pid in tree.roots:
                 continue  # roots leave through _reap_child / _check_roots
-            h = self._procs[pid]
+            h = tree.procs[pid]
             info: dict[str, int] = {}
             try:
                 st = procfs.read_stat(pid)
@@ -491,104 +471,27 @@ class Sampler:
             except ProcfsError:
                 pass
             self._proc_exited(h, t, info)
-        for h in list(self._procs.values()):
+        for h in list(tree.procs.values()):
             if h.pid not in self._announced and h.pid in pids:
                 # A fork shows its parent's command line until it execs: wait a little.
-                if h.start_t is None or t - h.start_t >= 50_000_000 or h.pid in self._roots:
+                if h.start_t is None or t - h.start_t >= 50_000_000 or h.pid in tree.roots:
                     self._announce(h, t)
+
+    def _cgroup_members(self) -> set[int]:
+        assert self.cg is not None
+        if self._procs_fd >= 0:
+            # Our own cgroup: one pread of a kept-open cgroup.procs (~7 µs).
+            return {int(x) for x in os.pread(self._procs_fd, 1 << 20, 0).split()}
+        return set(self.cg.pids(recursive=True))  # a unit may have sub-cgroups
 
     def _scan_task(self) -> Task:
         """Refresh the tree off the hot path, a few /proc reads per step."""
         self._scan_running = True
         try:
-            if self._tree_from_cgroup and self.cg is not None:
-                try:
-                    if self._procs_fd >= 0:
-                        # Our own cgroup: one pread of a kept-open cgroup.procs (~7 µs).
-                        pids = {int(x) for x in os.pread(self._procs_fd, 1 << 20, 0).split()}
-                    else:
-                        pids = set(self.cg.pids(recursive=True))  # a unit may have sub-cgroups
-                except OSError:
-                    pids = set()
-                self._apply_tree(pids, time.monotonic_ns())
-                return
-            # Incremental: list /proc, read the stat (ppid) and, for --match, the
-            # command line of new pids only. Members stay in the tree while they
-            # live, even if re-parented (a daemonizing worker is still the service).
-            known = self._known
-            pids = procfs.all_pids()
-            alive = set(pids)
-            for pid in [p for p in known if p not in alive]:
-                del known[pid]
-            new = [p for p in pids if p not in known]
-            for i in range(0, len(new), 8):
-                for pid in new[i : i + 8]:
-                    try:
-                        known[pid] = procfs.read_stat(pid).ppid
-                    except (ProcfsError, ValueError, IndexError):
-                        continue
-                yield
-            matches: list[int] = []
-            if self._pattern is not None:
-                cands = [p for p in self._match_candidates(pids, time.monotonic_ns()) if p not in self._procs]
-                for i in range(0, len(cands), 8):
-                    matches += [p for p in cands[i : i + 8] if p not in self._exclude and self._matches(p)]
-                    yield
-            t = time.monotonic_ns()
-            tree: set[int] = set()
-            for root in self._roots:
-                tree |= procfs.descendants(root, known) if root in known else {root}
-            if matches:
-                for pid in self._outermost(matches, known):
-                    if pid in tree or pid in self._procs:
-                        continue  # already counted as part of a matched tree
-                    try:
-                        self._add_proc(pid, root=True)
-                    except ProcfsError:
-                        continue
-                    tree |= procfs.descendants(pid, known)
-            tree |= self._procs.keys() & alive
-            self._apply_tree(tree, t)
+            members = yield from self.tree.scan(time.monotonic_ns)
+            self._apply_tree(members, time.monotonic_ns())
         finally:
             self._scan_running = False
-
-    def _match_candidates(self, pids: list[int], t: int) -> list[int]:
-        """Pids whose command line is worth reading: new ones, and those first seen
-        less than a second ago (a fork shows its parent's command line until exec)."""
-        first = self._first_seen
-        alive = set(pids)
-        for pid in [p for p in first if p not in alive]:
-            del first[pid]
-        out = []
-        for pid in pids:
-            t0 = first.setdefault(pid, t)
-            if t - t0 < 1_000_000_000:
-                out.append(pid)
-        return out
-
-    def _matches(self, pid: int) -> bool:
-        assert self._pattern is not None
-        try:
-            argv = procfs.cmdline(pid)
-        except ProcfsError:
-            return False
-        return bool(argv) and bool(self._pattern.search(" ".join(argv)))
-
-    @staticmethod
-    def _outermost(pids: list[int], parents: dict[int, int]) -> list[int]:
-        """Matches that are not descendants of another match (a tree counted once)."""
-        s = set(pids)
-        out = []
-        for pid in pids:
-            p, inner = parents.get(pid, 0), False
-            while p > 1:
-                if p in s:
-                    inner = True
-                    break
-                p = parents.get(p, 0)
-            if not inner:
-                out.append(pid)
-        return out
 
     def _wait_for_match(self) -> bool:
         """Block (publishing hellos) until a process matches; False if stopped first."""
@@ -597,24 +500,10 @@ class Sampler:
         next_hello = 0
         end = None if self.config.duration_ns is None else time.monotonic_ns() + self.config.duration_ns
         while not self._stop:
-            exclude = self._exclude
-            pids = procfs.all_pids()
-            found = [p for p in self._match_candidates(pids, time.monotonic_ns()) if p not in exclude and self._matches(p)]
-            if found:
-                parents = procfs.ppid_map()
-                self._known = dict(parents)
-                for pid in self._outermost(found, parents):
-                    try:
-                        self._add_proc(pid, root=True)
-                    except ProcfsError:
-                        continue
-                if self._roots:
-                    # Pick up their descendants right away.
-                    tree: set[int] = set()
-                    for root in self._roots:
-                        tree |= procfs.descendants(root, parents)
-                    self._apply_tree(tree, time.monotonic_ns())
-                    return True
+            members = self.tree.find_matches(time.monotonic_ns())
+            if members:
+                self._apply_tree(members, time.monotonic_ns())
+                return True
             now = time.monotonic_ns()
             if end is not None and now >= end:
                 return False
@@ -685,8 +574,8 @@ class Sampler:
     def _hello(self, t: int, final: bool = False) -> None:
         assert self.publisher is not None
         body = protocol.header(self.publisher.next_seq(), t)
-        roots = sorted(self._roots)
-        tree = sorted(self._procs)
+        roots = sorted(self.tree.roots)
+        tree = sorted(self.tree.procs)
         targets = []
         for kind, spec in self.config.target.describe():
             pids = tree if kind in ("cgroup", "unit") and self._tree_from_cgroup else roots
@@ -795,7 +684,7 @@ class Sampler:
         self._reap_child(t)
         self._flush_samples()
         self._drain_inlet()
-        if self._pattern is None or self._roots:
+        if self._pattern is None or self.tree.roots:
             self._check_roots(t)
         w = self._ov_window
         if w is not None and t - self._ov_last_pub >= 100_000_000:
@@ -853,7 +742,7 @@ class Sampler:
         totals = {"threads": 0, "rss_anon": 0, "rss_file": 0, "rss_shmem": 0, "vm_hwm": 0, "vm_swap": 0}
         interval_hwms: list[int] = []
         nprocs = 0
-        for h in list(self._procs.values()):
+        for h in list(self.tree.procs.values()):
             try:
                 st = h.status()
             except ProcfsError:
@@ -875,7 +764,7 @@ class Sampler:
                 if prev is not None and hwm > prev:
                     interval_hwms.append(hwm)  # it rose: the new peak lies in this interval
             self._prev_hwm[h.pid] = hwm
-        body.update(procs=nprocs, pids=sorted(self._procs)[:256], **totals,
+        body.update(procs=nprocs, pids=sorted(self.tree.procs)[:256], **totals,
                     sample_max=imax.get(protocol.SERIES_RSS))
         if interval_hwms and imax.get(protocol.SERIES_RSS) is not None:
             # One process: its HWM is the tree's peak. Several: the largest one
@@ -1010,8 +899,8 @@ class Sampler:
             self._next_due = min(self._due.values())
             if self._child is not None:
                 self._tasks.append(_once(self._release_child))
-            for pid in sorted(self._roots):
-                h = self._procs.get(pid)
+            for pid in sorted(self.tree.roots):
+                h = self.tree.procs.get(pid)
                 if h is not None and self._child is None:
                     self._announce(h, o)
             self._detail_t = o
@@ -1031,7 +920,7 @@ class Sampler:
         wait = ticker.wait
         pread = os.pread
         mono = time.monotonic_ns
-        fds = self._fds
+        fds = self.tree.fds
         cgfd = self.cg.usage_fd if self.cg is not None else -1
         times, rss_col, cg_col = self._times, self._rss, self._cgu
         t_append, r_append, c_append = times.append, rss_col.append, cg_col.append
@@ -1117,10 +1006,7 @@ class Sampler:
                 self._child.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        for h in list(self._procs.values()):
-            h.close()
-        self._procs.clear()
-        self._fds.clear()
+        self.tree.close()
         if self.inlet is not None:
             self.inlet.close()
             self.inlet = None
