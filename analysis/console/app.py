@@ -15,7 +15,7 @@ from typing import Sequence
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Footer, Input, Static
 
@@ -28,6 +28,9 @@ from .options import WINDOWS_S, ConsoleOptions
 from .receiver import StreamReceiver
 from .state import CHART_SERIES, StreamState
 from .widgets import Line, SourcePanel, View
+
+
+PANEL_MIN_HEIGHT = 10
 
 
 class StreamUpdated(Message):
@@ -61,13 +64,14 @@ class ConsoleApp(App):
         super().__init__()
         self.endpoints = list(endpoints)
         self.options = options or ConsoleOptions()
-        self.stream = StreamState(max_window_s=self.options.max_window_s)
+        self.stream = StreamState(max_window_s=self.options.max_window_s, limit=self.options.limit)
         self.view = View(series=self.options.series, window_ns=int(self.options.window_s * 1e9))
         self.paused = False
         self.zoom: str | None = None  # source key shown alone, or None for all
         self.panels: dict[str, SourcePanel] = {}
         self.notes_sent: list[str] = []
         self._banner = ""
+        self._sized_for: tuple[int, int] = (0, 0)
         self.updates = 0
         self._receiver = StreamReceiver(self.endpoints, self.stream,
                                         lambda: self.post_message(StreamUpdated()), fps=self.options.fps)
@@ -79,7 +83,7 @@ class ConsoleApp(App):
     def compose(self) -> ComposeResult:
         yield Line(id="status")
         yield Static(id="oom")
-        with Vertical(id="panels"):
+        with VerticalScroll(id="panels"):
             yield Static(f"waiting for samplers at {', '.join(self.endpoints)} …", id="waiting")
         yield Input(placeholder="note text, Enter to send, Esc to cancel", id="note", disabled=True)
         yield Footer()
@@ -105,10 +109,6 @@ class ConsoleApp(App):
             self.notify(f"receiver stopped: {self._receiver.error}", severity="error", timeout=30)
         with self.stream.lock:
             sources = list(self.stream.sources.values())
-            limit = self.options.limit
-            if limit:
-                for src in sources:
-                    src.limit = limit
         for src in sources:
             if src.key not in self.panels:
                 await self._add_panel(src)
@@ -116,6 +116,7 @@ class ConsoleApp(App):
             panel.refresh_events()
             if not self.paused:
                 panel.refresh_numbers(self.view, False)
+        self._size_panels()  # here rather than on resize: the container's new size is known by now
         self._update_oom()
         self._update_status()
 
@@ -127,14 +128,27 @@ class ConsoleApp(App):
         self.panels[src.key] = panel
         await self.query_one("#panels").mount(panel)
         panel.display = self.zoom is None
+        self._size_panels()
         panel.refresh_numbers(self.view, self.paused)
+
+    def _size_panels(self) -> None:
+        """Share the height among the shown panels, none below a readable minimum
+        (more than fit scroll)."""
+        shown = [p for p in self.panels.values() if p.display]
+        available = self.query_one("#panels").size.height
+        if shown and (available, len(shown)) != self._sized_for:
+            self._sized_for = (available, len(shown))
+            height = max(PANEL_MIN_HEIGHT, available // len(shown))
+            for panel in shown:
+                panel.styles.height = height
 
     def _update_oom(self) -> None:
         lines = []
         with self.stream.lock:
             for src in self.stream.sources.values():
                 for ev in src.oom_kills:
-                    lim = f" (limit {format_bytes(src.limit)})" if src.limit else ""
+                    limit = src.limit_for(self.view.series)
+                    lim = f" (limit {format_bytes(limit)})" if limit else ""
                     what = ev.text.removeprefix("OOM KILL ")
                     lines.append(f"⚠ OOM KILL  {src.label}  at {wall_clock(src.to_wall(ev.t))}: {what}{lim}")
         banner = self.query_one("#oom", Static)
@@ -188,6 +202,7 @@ class ConsoleApp(App):
         self.zoom = order[(order.index(self.zoom) + 1) % len(order)]
         for key, panel in self.panels.items():
             panel.display = self.zoom is None or key == self.zoom
+        self._size_panels()
         self._redraw()
 
     def action_note(self) -> None:

@@ -22,7 +22,7 @@ from .state import SourceState, StreamState, pick_series
 def status_line(src: SourceState, series: str, now_wall_ns: int) -> str:
     """``host [abcd1234] rss 120.0 MiB peak 180.0 MiB limit 256.0 MiB (30% headroom) | …``."""
     s = pick_series(src, series)
-    cur, peak, limit = src.current.get(s), src.peaks.get(s), src.limit
+    cur, peak, limit = src.current.get(s), src.peaks.get(s), src.limit_for(s)
     parts = [f"{src.label} {s} {format_bytes(cur)} peak {format_bytes(peak)}"]
     if limit:
         parts[0] += f" limit {format_bytes(limit)} ({(1 - (peak or 0) / limit) * 100:.0f}% headroom)"
@@ -52,7 +52,7 @@ class PlainConsole:
         self.options = options or ConsoleOptions()
         self.out = out or sys.stdout
         self.interval = interval
-        self.stream = StreamState(max_window_s=self.options.max_window_s)
+        self.stream = StreamState(max_window_s=self.options.max_window_s, limit=self.options.limit)
         self._stop = threading.Event()
         self._shown: dict[str, int] = {}
 
@@ -88,8 +88,6 @@ class PlainConsole:
         now = time.time_ns()
         with self.stream.lock:
             for src in self.stream.sources.values():
-                if self.options.limit:
-                    src.limit = self.options.limit
                 lag = src.wall_lag_ns(now)
                 if lag is not None:
                     src.draw_lag.record(lag)

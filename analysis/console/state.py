@@ -176,7 +176,8 @@ class SourceState:
     anchor: tuple[int, int] | None = None  # (sampler t, wall ns) from the latest hello
     started_t: int | None = None
     ended: bool = False
-    limit: int | None = None
+    limit: int | None = None  # as the sampler reports it (hello, detail, limit_change)
+    limit_override: int | None = None
     rings: dict[str, Ring] = field(default_factory=dict)
     current: dict[str, int] = field(default_factory=dict)
     peaks: dict[str, int] = field(default_factory=dict)
@@ -223,7 +224,8 @@ class SourceState:
         ]
 
     def limit_for(self, series: str) -> int | None:
-        return self.limit
+        """The limit to compare ``series`` with: the user's ``--limit``, else the sampler's."""
+        return self.limit_override or self.limit
 
     def wall_lag_ns(self, now_wall_ns: int) -> int | None:
         """How far the newest sample is behind ``now_wall_ns``."""
@@ -416,7 +418,8 @@ def _restarted(src: SourceState, seq: Any) -> bool:
 class StreamState:
     """All sources, keyed by endpoint and session, behind one lock."""
 
-    def __init__(self, max_window_s: float = 300.0, max_rate_hz: float = 1000.0) -> None:
+    def __init__(self, max_window_s: float = 300.0, max_rate_hz: float = 1000.0,
+                 limit: int | None = None) -> None:
         self.lock = threading.Lock()
         self.sources: dict[str, SourceState] = {}
         self._by_endpoint: dict[str, SourceState] = {}
@@ -424,10 +427,12 @@ class StreamState:
         self.capacity = int(max_window_s * max_rate_hz * 1.1)
         self.version = 0
         self.bad_messages = 0
+        self.limit_override = limit
 
     def _new_source(self, endpoint: str, session: str | None) -> SourceState:
         key = f"{endpoint}#{session or len(self.sources)}"
-        src = SourceState(key=key, endpoint=endpoint, capacity=self.capacity, session=session)
+        src = SourceState(key=key, endpoint=endpoint, capacity=self.capacity, session=session,
+                          limit_override=self.limit_override)
         self.sources[key] = src
         self._by_endpoint[endpoint] = src
         return src

@@ -162,18 +162,24 @@ def headroom_text(src: SourceState, series: str, width: int) -> Text:
     text.append(f"{series} ", "bold")
     text.append(f"{format_bytes(cur):>10}", "bold")
     if limit:
-        bar_w = max(10, width - 70)
-        fill = min(bar_w, round(bar_w * (cur or 0) / limit))
-        pk = min(bar_w, max(fill, round(bar_w * (peak or 0) / limit)))
         headroom = 1 - (peak or 0) / limit
         style = "red" if headroom < 0.1 else ("yellow" if headroom < 0.25 else "green")
-        text.append("  ▕")
-        text.append("█" * fill, style)
-        text.append("▒" * (pk - fill), style)
-        text.append("░" * (bar_w - pk), "dim")
-        text.append("▏ ")
-        text.append(f"peak {format_bytes(peak)} / limit {format_bytes(limit)}  ")
-        text.append(f"headroom {headroom * 100:.0f} %", f"bold {style}")
+        tail = f"peak {format_bytes(peak)} / limit {format_bytes(limit)}  "
+        verdict = f"headroom {headroom * 100:.0f} %"
+        # The bar takes what the numbers leave (none on a narrow panel: numbers first).
+        bar_w = min(60, width - len(text.plain) - len(tail) - len(verdict) - 5)
+        if bar_w >= 6:
+            fill = min(bar_w, round(bar_w * (cur or 0) / limit))
+            pk = min(bar_w, max(fill, round(bar_w * (peak or 0) / limit)))
+            text.append("  ▕")
+            text.append("█" * fill, style)
+            text.append("▒" * (pk - fill), style)
+            text.append("░" * (bar_w - pk), "dim")
+            text.append("▏ ")
+        else:
+            text.append("  ")
+        text.append(tail)
+        text.append(verdict, f"bold {style}")
     else:
         text.append(f"   peak {format_bytes(peak)}   no limit known (pass --limit to compare)", "dim")
     return text
