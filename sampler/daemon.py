@@ -747,8 +747,8 @@ class Sampler:
                 st = h.status()
             except ProcfsError:
                 continue
-            if not st:
-                continue  # zombie
+            if "vm_rss" not in st:
+                continue  # a zombie: no memory, only a thread count
             nprocs += 1
             for k in totals:
                 totals[k] += st.get(k, 0)

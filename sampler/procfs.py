@@ -98,7 +98,7 @@ def rss_from_statm(data: bytes) -> int:
 
 def parse_status(data: bytes) -> dict[str, int]:
     """The fields of :data:`STATUS_FIELDS` from a /proc/PID/status read, in bytes
-    (``threads`` as a count). Absent for kernel threads and zombies."""
+    (``threads`` as a count). Memory fields are absent for kernel threads and zombies."""
     out: dict[str, int] = {}
     for line in data.split(b"\n"):
         key, sep, rest = line.partition(b":")

@@ -1,0 +1,112 @@
+"""sampler.procfs and sampler.ticker on real processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sampler import procfs
+from sampler.ticker import Ticker
+from sampler.tree import ProcessTree, outermost
+
+MiB = 1 << 20
+
+
+def test_stat_parsing_survives_odd_command_names():
+    line = b"4242 (a) b (c)) S 17 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 123456 0 0" + b" 0" * 30 + b" 9"
+    st = procfs.parse_stat(4242, line)
+    assert st.comm == "a) b (c)" and st.state == "S" and st.ppid == 17 and st.starttime_ticks == 123456
+
+
+def test_statm_kept_open_zombie_then_gone():
+    child = subprocess.Popen([sys.executable, "-c", "import time; x = b'1' * (30 << 20); time.sleep(0.3)"])
+    h = procfs.ProcHandle(child.pid)
+    try:
+        deadline = time.monotonic() + 10
+        while h.status().get("rss_anon", 0) < 30 * MiB and time.monotonic() < deadline:
+            time.sleep(0.01)
+        st = h.status()
+        assert h.rss() >= 30 * MiB
+        assert st["rss_anon"] >= 29 * MiB and st["vm_hwm"] >= st["vm_rss"] and st["threads"] >= 1
+        # Exited but not reaped: a zombie reads all zeros.
+        while procfs.read_stat(child.pid).state != "Z":
+            time.sleep(0.02)
+        assert h.rss() == 0 and "vm_rss" not in h.status()
+        assert procfs.wait_status_to_exit(procfs.read_stat(child.pid).exit_code) == {"code": 0}
+        child.wait()
+        with pytest.raises(procfs.ProcessGone, match=f"no process {child.pid}"):
+            h.rss()
+    finally:
+        child.kill()
+        child.wait()
+        h.close()
+
+
+def test_start_time_on_the_monotonic_clock_and_hwm_reset():
+    before = time.monotonic_ns()
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import sys, time; x = b'1' * (40 << 20); del x; print(1, flush=True); sys.stdin.readline()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        child.stdout.readline()
+        st = procfs.read_stat(child.pid)
+        assert before - 30_000_000 <= procfs.start_time_mono_ns(st) <= time.monotonic_ns()
+        h = procfs.ProcHandle(child.pid)
+        hwm = h.status()["vm_hwm"]
+        assert hwm >= h.rss() + 35 * MiB  # the freed spike is only in the high-water mark
+        assert procfs.reset_hwm(child.pid)
+        assert h.status()["vm_hwm"] < hwm - 35 * MiB
+        h.close()
+    finally:
+        child.kill()
+        child.wait()
+    assert not procfs.reset_hwm(child.pid)  # gone: False, not an error
+
+
+def test_errors_for_missing_processes():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    with pytest.raises(procfs.ProcessGone):
+        procfs.ProcHandle(p.pid)
+    with pytest.raises(procfs.ProcessGone):
+        procfs.read_stat(p.pid)
+
+
+def test_tree_counts_a_pid_once_and_matches_outermost(tmp_path):
+    token = f"swtree{os.getpid()}"
+    # A shell whose command line matches, with a matching child: one tree, two pids.
+    sh = subprocess.Popen(["sh", "-c", f"{sys.executable} -c 'import time; time.sleep(5)' {token} & wait", token])
+    try:
+        tree = ProcessTree(exclude={os.getpid()}, pattern=re.compile(token))
+        deadline = time.monotonic() + 10
+        members: set[int] = set()
+        while len(members) < 2 and time.monotonic() < deadline:
+            tree = ProcessTree(exclude={os.getpid()}, pattern=re.compile(token))
+            members = tree.find_matches(time.monotonic_ns())
+            time.sleep(0.05)
+        assert tree.roots == {sh.pid} and len(members) == 2
+        for pid in members:
+            tree.add(pid)
+        tree.add(sh.pid, root=True)
+        assert len(tree.fds) == 2 == len(tree.procs)  # added twice, counted once
+        tree.close()
+    finally:
+        sh.kill()
+        sh.wait()
+    assert outermost([3, 2], {3: 2, 2: 1}) == [2]
+
+
+def test_ticker_counts_missed_periods():
+    with Ticker(1_000_000) as t:
+        origin = t.start()
+        assert t.wait() >= 1
+        time.sleep(0.02)
+        missed = t.wait()
+        assert missed >= 15  # ~20 periods expired while we slept: counted, not replayed
+        now = time.monotonic_ns()
+        assert (now - origin) // 1_000_000 >= 20
