@@ -29,20 +29,11 @@ time.sleep(3.0)
 """
 
 
-def _sample_options() -> set[str]:
+def test_sample_has_the_prometheus_options() -> None:
     from sampler.cli import sample
 
-    return {o for p in sample.params for o in getattr(p, "opts", [])}
-
-
-def _wired() -> bool:
-    try:
-        return CLI_OPTION in _sample_options()
-    except Exception:
-        return False
-
-
-needs_wiring = pytest.mark.skipif(not _wired(), reason="spikewatch sample --prometheus is not wired yet")
+    opts = {o for p in sample.params for o in getattr(p, "opts", [])}
+    assert {CLI_OPTION, CLI_ALLOW_REMOTE} <= opts
 
 
 def _sample_cmd(*args: str) -> list[str]:
@@ -58,7 +49,6 @@ def _scrape(url: str) -> dict[tuple[str, str], float]:
             for f in text_string_to_metric_families(text) for s in f.samples}
 
 
-@needs_wiring
 @pytest.mark.timeout(120)
 def test_scrapes_every_second_see_an_80mib_50ms_spike_at_full_height() -> None:
     port = free_port()
@@ -89,7 +79,6 @@ def test_scrapes_every_second_see_an_80mib_50ms_spike_at_full_height() -> None:
     assert len(high) in (1, 2) and high[-1] - high[0] <= 1, peaks
 
 
-@needs_wiring
 def test_non_loopback_bind_is_refused_with_advice() -> None:
     out = subprocess.run(_sample_cmd(CLI_OPTION, "0.0.0.0:9", "--", "true"),
                          capture_output=True, text=True, timeout=60)
@@ -98,7 +87,6 @@ def test_non_loopback_bind_is_refused_with_advice() -> None:
     assert "Traceback" not in out.stderr
 
 
-@needs_wiring
 def test_missing_prometheus_client_names_the_extra(tmp_path: Path) -> None:
     fake = tmp_path / "prometheus_client"
     fake.mkdir()
