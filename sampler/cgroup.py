@@ -252,6 +252,12 @@ def resolve(path: str, *, root: Path | str = "/") -> CgroupInfo:
             info = CgroupInfo(m.version, hpath, p)
             break
         else:
+            # A memory cgroup directory seen through another mount, e.g. a
+            # sidecar reading the app container's cgroup via /proc/PID/root:
+            # its own files say which version it is.
+            for version in (2, 1):
+                if (p / _FILES[version]["usage"]).exists() and (p / "cgroup.procs").exists():
+                    return CgroupInfo(version, str(p), p)
             if p.is_dir() and (p / "cgroup.procs").exists():
                 raise CgroupError(
                     f"{p} is a cgroup of another controller, not of memory; "

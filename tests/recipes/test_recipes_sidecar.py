@@ -184,8 +184,6 @@ def test_sidecar_finds_the_app_containers_cgroup_through_its_mount_namespace(app
     assert abs(through - direct) < 2 * MiB
 
 
-@pytest.mark.xfail(reason="sampler.cgroup.resolve() does not yet accept a cgroup directory outside the "
-                          "sampler's own mounts (e.g. /proc/<pid>/root/sys/fs/cgroup)", strict=False)
 def test_the_sidecar_samples_the_app_containers_cgroup(app_container: dict, tmp_path: Path) -> None:
     """The whole sidecar path: entrypoint in its own cgroup namespace execs spikewatch sample."""
     from sampler import protocol
