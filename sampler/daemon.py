@@ -108,7 +108,14 @@ class SamplerConfig:
 
 
 def default_journal_path(now: float | None = None) -> str:
-    return time.strftime("spikewatch-%Y%m%d-%H%M%S.journal", time.localtime(now))
+    """``spikewatch-YYYYmmdd-HHMMSS.journal`` in the current folder (``-2``, ``-3``…
+    when a run in the same second already took the name)."""
+    stem = time.strftime("spikewatch-%Y%m%d-%H%M%S", time.localtime(now))
+    path, n = f"{stem}.journal", 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{stem}-{n}.journal"
+    return path
 
 
 def _once(fn: Callable[[], None]) -> Task:
@@ -160,6 +167,7 @@ class Sampler:
         self._child_handle: ProcHandle | None = None
         self._held = False  # the launched command waits (stopped) for us
         self._setup_done = False
+        self._journal_size_at_open = 0
         self.listeners: list[Listener] = []
 
         # Process tree, and what we told about it.
@@ -271,6 +279,7 @@ class Sampler:
             journal = default_journal_path()
         if journal:
             try:
+                self._journal_size_at_open = os.path.getsize(journal) if os.path.isfile(journal) else 0
                 self.journal = Journal(journal)
             except OSError as exc:
                 self._close_all()
@@ -881,7 +890,9 @@ class Sampler:
             if self.inlet is not None:
                 self.inlet.start()
             if self.journal is not None:
-                self._log(f"spikewatch: journal {self.journal.path}")
+                size = self._journal_size_at_open
+                self._log(f"spikewatch: journal {self.journal.path}"
+                          + (f" (appending to the {size} bytes already there)" if size else ""))
             if self._pattern is not None and not self._wait_for_match():
                 self._stop_reason = self._stop_reason or "no process matched"
                 return self._finish(time.monotonic_ns())
@@ -917,7 +928,7 @@ class Sampler:
 
     def _loop(self, ticker: Ticker) -> None:
         """The hot loop: wait, read kept-open files, append; the rest in the slack."""
-        wait = ticker.wait
+        read, tfd, one = os.read, ticker.fd, (1).to_bytes(8, "little")
         pread = os.pread
         mono = time.monotonic_ns
         fds = self.tree.fds
@@ -932,10 +943,12 @@ class Sampler:
         samples = self.samples
         self.first_t = None
         while not self._stop:
-            n = wait()
+            expirations = read(tfd, 8)  # blocks until the next deadline
             t = mono()
-            deadline += n * period
-            if n > 1:
+            deadline += period
+            if expirations != one:  # the timer fired more than once: ticks were missed
+                n = int.from_bytes(expirations, "little")
+                deadline += (n - 1) * period
                 self._overrun(n - 1, t - deadline, t)
             rss = 0
             for fd in fds:
