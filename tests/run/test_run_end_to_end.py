@@ -209,3 +209,18 @@ def test_without_a_usable_cgroup_it_runs_without_a_limit_and_says_why(tmp_path: 
     assert rep["limit_bytes"] is None and rep["run"]["limit"] is None
     assert "read-only" in rep["run"]["no_limit_reason"]
     assert rep["checklist"]["limited"] is False
+
+
+@needs_cgroup
+def test_demo_quick_runs_the_bundled_service_and_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "spikewatch", "demo", "--quick", "--out", str(out)],
+                       capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    rep = _report(out)
+    assert [p["kind"] for p in rep["phases"]][0] == "startup"
+    assert rep["limit_bytes"] == 256 * MiB
+    assert rep["checklist"]["startup_captured"] is True and rep["checklist"]["burst_tested"] is True
+    assert rep["spikes"], "the demo service's startup peak is a spike"
+    assert "driver.demo_service" in " ".join(rep["run"]["command"])
+    assert (out / "report.html").exists()
