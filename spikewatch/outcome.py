@@ -101,9 +101,14 @@ def decide(outcome: Outcome, report: dict[str, Any] | None, problem: str | None,
            fail_on_failed: list[str], fate: str | None) -> Verdict:
     """The exit status and the lines that explain it (see the module docstring for the rules)."""
     v = Verdict(EXIT_OK)
-    if outcome.service_died:
-        v.lines.append(f"service {fate or 'ended'}: the scenario was cut short (the driver stopped early)")
-        v.failures.append(f"the service died mid-run ({fate or 'ended'})")
+    if outcome.service_died and fate is None:
+        # No exit of the service on record: the sampler itself may have failed.
+        v.lines.append(f"the sampler ended early (exit status {outcome.sampler_status}; see sampler.log): "
+                       "the scenario was cut short")
+        v.failures.append("the sampler or the service ended before the scenario finished")
+    elif outcome.service_died:
+        v.lines.append(f"service {fate}: the scenario was cut short (the driver stopped early)")
+        v.failures.append(f"the service died mid-run ({fate})")
     elif fate and "OOM" in fate:
         v.lines.append(f"service {fate}")
         v.failures.append(f"the service was {fate}")
