@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import psutil
+
 from . import limits, procs
 
 # How long each child gets to stop on its own, per attempt, before the next signal.
@@ -89,6 +91,10 @@ class Session:
         self._stops = 0
         self._t0 = time.monotonic()
         self.done = threading.Event()
+        # Everything the sampler started (the service and its children), so that none
+        # outlives the run even if the sampler itself dies without stopping them.
+        self._descendants: dict[int, psutil.Process] = {}
+        self._last_look = 0.0
 
     # --- start ---------------------------------------------------------------------
 
@@ -140,6 +146,7 @@ class Session:
         assert self.sampler is not None and self.driver is not None
         try:
             while not self._stop.wait(0.1):
+                self._look()
                 if self.driver.poll() is not None:
                     time.sleep(TAIL_S)
                     break
@@ -161,6 +168,28 @@ class Session:
             steps = SAMPLER_STOP_S if self._stops < 2 else (2.0, 2.0)
             o.sampler_status = procs.stop(self.sampler, signal.SIGTERM, steps)
             o.cleanup_problems = limits.remove_leftovers(self.sampler.pid)
+            self._kill_strays()
+
+    def _look(self) -> None:
+        now = time.monotonic()
+        if self.sampler is None or now - self._last_look < 0.5:
+            return
+        self._last_look = now
+        try:
+            for p in psutil.Process(self.sampler.pid).children(recursive=True):
+                self._descendants.setdefault(p.pid, p)
+        except psutil.Error:
+            pass
+
+    def _kill_strays(self) -> None:
+        """SIGKILL what the sampler started and left running (it normally stops them itself)."""
+        for p in self._descendants.values():
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:  # is_running checks pid reuse
+                    self.log(f"spikewatch: killing leftover process {p.pid} ({p.name()})")
+                    p.kill()
+            except psutil.Error:
+                pass
 
     def kill_all(self) -> None:
         """Last resort (e.g. an exception in the display): nothing may outlive the run."""
@@ -169,3 +198,4 @@ class Session:
                 procs.stop(proc, signal.SIGTERM, (3.0,))
         if self.sampler is not None:
             self.outcome.cleanup_problems = limits.remove_leftovers(self.sampler.pid)
+        self._kill_strays()

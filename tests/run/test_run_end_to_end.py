@@ -224,3 +224,24 @@ def test_demo_quick_runs_the_bundled_service_and_scenario(tmp_path: Path) -> Non
     assert rep["spikes"], "the demo service's startup peak is a spike"
     assert "driver.demo_service" in " ".join(rep["run"]["command"])
     assert (out / "report.html").exists()
+
+
+def test_a_sampler_killed_mid_run_leaves_no_service_behind(tmp_path: Path) -> None:
+    scenario = write(tmp_path, "long.toml", LONG_SCENARIO)
+    out = tmp_path / "out"
+    run = Watched([str(scenario), "--out", str(out), "--", *demo_service()])
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and run.proc.poll() is None:
+        run.look()
+        if (out / "sampler.log").exists() and "demo service ready" in (out / "sampler.log").read_text():
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)
+    run.look()
+    samplers = [pid for pid, cmd in run.cmd.items() if " sample " in cmd]
+    assert len(samplers) == 1, run.cmdlines()
+    psutil.Process(samplers[0]).kill()  # no chance to stop its service
+    rc = run.wait(60)
+    assert rc == 1, run.output[-3000:]
+    assert "the sampler ended early" in run.output
+    run.assert_clean()  # the demo service was the sampler's child: gone too
