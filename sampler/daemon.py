@@ -411,7 +411,7 @@ class Sampler:
     def _end_after_tail(self, t: int, reason: str) -> None:
         if self._stop_at is None:
             self._stop_at = t + self.config.tail_ns
-            self._stop_reason = reason
+            self._stop_reason = self._stop_reason or reason
             self._schedule("end", self._stop_at)
 
     def _on_dead(self, dead: list[int]) -> None:

@@ -40,6 +40,16 @@ class EndpointError(Exception):
     """An endpoint that cannot be bound; the message says what to do."""
 
 
+def close_endpoint(sock: zmq.Socket, endpoint: str) -> None:
+    """Close ``sock``; remove the socket file of an ``ipc://`` endpoint we bound."""
+    sock.close()
+    if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
+        try:
+            os.unlink(endpoint[len("ipc://"):])
+        except OSError:
+            pass
+
+
 def bind(sock: zmq.Socket, endpoint: str, what: str) -> None:
     try:
         sock.bind(endpoint)
@@ -156,7 +166,7 @@ class Publisher:
                           "further errors are only counted:\n" + traceback.format_exc().rstrip(), file=sys.stderr)
 
     def close(self) -> None:
-        self.sock.close()
+        close_endpoint(self.sock, self.endpoint)
 
 
 class Inlet:
@@ -212,4 +222,4 @@ class Inlet:
         self._stop = True
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        self.sock.close()
+        close_endpoint(self.sock, self.endpoint)

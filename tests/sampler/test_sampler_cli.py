@@ -169,3 +169,22 @@ def test_in_process_listener_errors_do_not_stop_sampling(endpoints, sleeper, cap
     assert sampler.samples >= 300 and seen.count(protocol.SAMPLES) >= 15
     assert seen[-1] == protocol.HELLO  # called to the end, final hello included
     assert "listener bug" in capfd.readouterr().err
+
+
+def test_ipc_endpoints(tmp_path, sleeper):
+    pub, inlet = f"ipc://{tmp_path}/pub.sock", f"ipc://{tmp_path}/inlet.sock"
+    sub = StreamSubscriber([pub])
+    p = subprocess.Popen([sys.executable, "-m", "spikewatch", "sample", "--publish", pub, "--inlet", inlet, "--no-journal",
+                          "--pid", str(sleeper.pid), "--duration", "1.5s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert sub.recv(timeout_ms=10_000) is not None
+        with InletClient(inlet, linger_ms=1000) as client:
+            client.note("over ipc")
+        msgs = _collect_until_final(sub)
+        p.wait(timeout=20)
+    finally:
+        p.kill()
+        sub.close()
+    assert p.returncode == 0
+    assert [b["name"] for t, b in msgs if t == protocol.MARKER] == ["over ipc"]
+    assert msgs[-1][1]["final"] and not list(tmp_path.glob("*.sock"))  # socket files removed
