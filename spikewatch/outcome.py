@@ -5,7 +5,8 @@ Exit status of ``spikewatch run`` / ``spikewatch demo`` (first rule that applies
 * 130 — interrupted (Ctrl-C, q in the console, SIGTERM); the report is still written.
 * 1 — failed: a ``--fail-on`` condition holds, a scenario ``[thresholds]`` entry
   failed, or the service died before the scenario ended (an OOM kill included).
-* 3 — not evaluated: the service never became ready, or nothing was recorded.
+* 3 — not evaluated: the service could not be started (e.g. command not found) or
+  never became ready, or nothing was recorded.
 * 0 — passed.
 
 (2 is click's usage error: a bad option or scenario file, before anything ran.)
