@@ -318,8 +318,8 @@ def run(ctx: click.Context, scenario: str, command: tuple[str, ...], limit: str 
     The service gets its port in the environment (PORT, SPIKEWATCH_PORT) and in place
     of {port} in its arguments; the driver aims at the scenario's URL with that port.
     Exit status: 0 passed, 1 a --fail-on condition or scenario threshold failed or
-    the service died mid-run (OOM kill included), 3 not evaluated (never ready,
-    nothing recorded), 130 interrupted; the report is written in every case.
+    the service died mid-run (OOM kill included), 3 not evaluated (could not start,
+    never ready, nothing recorded), 130 interrupted; the report is written in every case.
     """
     ctx.exit(execute(Request(scenario, list(command), limit, out, fail_on, console, period, port, url)))
 
