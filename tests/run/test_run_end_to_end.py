@@ -245,3 +245,34 @@ def test_a_sampler_killed_mid_run_leaves_no_service_behind(tmp_path: Path) -> No
     assert rc == 1, run.output[-3000:]
     assert "the sampler ended early" in run.output
     run.assert_clean()  # the demo service was the sampler's child: gone too
+
+
+NEVER_READY = """\
+[target]
+url = "http://127.0.0.1:9"
+ready = "/health"
+
+[[phases]]
+name = "boot"
+kind = "startup"
+timeout = "2s"
+
+[[phases]]
+name = "after"
+kind = "steady"
+rate = 5
+duration = "2s"
+"""
+
+
+def test_a_service_that_never_gets_ready_is_not_evaluated(tmp_path: Path) -> None:
+    scenario = write(tmp_path, "never.toml", NEVER_READY)
+    out = tmp_path / "out"
+    # http.server answers 404 for /health: up, but never ready.
+    run = Watched([str(scenario), "--out", str(out), "--", sys.executable, "-m", "http.server", "{port}",
+                   "--bind", "127.0.0.1"])
+    rc = run.wait(60)
+    assert rc == 3, run.output[-3000:]
+    assert "the driver gave up" in run.output and "did not answer 2xx within 2s" in run.output
+    assert _report(out)["run"]["exit_status"] == 3
+    run.assert_clean()
