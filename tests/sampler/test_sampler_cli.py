@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +40,7 @@ def _gone_pid() -> int:
     (["--limit", "lots", "--", "true"], r"not a size"),
     (["--match", "(unclosed"], r"not a regular expression"),
     (["--", "no-such-command-swtest"], r"command not found"),
+    (["--unit", "no-such-unit-swtest.service"], r"systemd|systemctl"),
     ([], r"say what to sample"),
 ])
 def test_cli_errors_are_clear(endpoints, tmp_path, args, message):
@@ -188,3 +191,15 @@ def test_ipc_endpoints(tmp_path, sleeper):
     assert p.returncode == 0
     assert [b["name"] for t, b in msgs if t == protocol.MARKER] == ["over ipc"]
     assert msgs[-1][1]["final"] and not list(tmp_path.glob("*.sock"))  # socket files removed
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to drop to nobody")
+@pytest.mark.parametrize("args, message", [
+    (["--limit", "64M", "--no-journal", "--", "true"], r"no permission to create a memory cgroup .* run as root"),
+    (["--pid", "1", "--journal", "/proc/1/nope.journal", "--duration", "0.2s"], r"cannot open the journal .*--journal FILE"),
+])
+def test_permission_errors_say_what_to_do(endpoints, args, message):
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *sample_cmd(endpoints, *args)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert re.search(message, res.stderr), res.stderr
