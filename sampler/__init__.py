@@ -1,6 +1,26 @@
 """The spikewatch sampler: reads process and cgroup memory every millisecond.
 
 Imports only the standard library, psutil, pyzmq and msgpack.
+
+Modules:
+
+* :mod:`sampler.daemon` — :class:`~sampler.daemon.Sampler` (one session: setup,
+  the hot loop, the slow work in its slack, events, shutdown) and its
+  :class:`~sampler.daemon.SamplerConfig` / :class:`~sampler.daemon.Target`.
+* :mod:`sampler.procfs` — careful /proc reads (kept-open statm/status, stat, HWM reset).
+* :mod:`sampler.tree` — which processes are sampled (a pid counted once).
+* :mod:`sampler.ticker` — timerfd on absolute monotonic deadlines, timer slack, SCHED_FIFO.
+* :mod:`sampler.stream` — PUB publisher (pack once, journal, listeners), inlet, journal thread.
+* :mod:`sampler.cgroup` — memory cgroups v1/v2. :mod:`sampler.protocol` — the wire protocol.
+* :mod:`sampler.cli` — ``spikewatch sample`` and ``spikewatch mark``.
+
+In-process use (tests, exporters)::
+
+    from sampler.daemon import Sampler, SamplerConfig, Target
+    s = Sampler(SamplerConfig(Target(argv=["./svc"]), publish="tcp://127.0.0.1:9781",
+                              inlet=None, journal="run.journal", duration_ns=10**10))
+    s.listeners.append(lambda topic, body, packed: ...)   # every published message
+    status = s.run()        # blocks; from the main thread it also handles SIGINT/SIGTERM
 """
 
 __version__ = "0.1.0"
