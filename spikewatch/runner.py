@@ -222,6 +222,10 @@ def execute(req: Request) -> int:
         session.start()
     except RunError as exc:
         raise NotRun(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C while the sampler was still starting
+        session.kill_all()
+        echo("interrupted before the load started; nothing to report")
+        return outcome_mod.EXIT_INTERRUPTED
 
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in old:

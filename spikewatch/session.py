@@ -193,9 +193,11 @@ class Session:
 
     def kill_all(self) -> None:
         """Last resort (e.g. an exception in the display): nothing may outlive the run."""
+        self._last_look = 0.0
+        self._look()
         for proc in (self.driver, self.sampler):
             if proc is not None and proc.poll() is None:
-                procs.stop(proc, signal.SIGTERM, (3.0,))
+                procs.stop(proc, signal.SIGTERM, (3.0, 3.0))
         if self.sampler is not None:
             self.outcome.cleanup_problems = limits.remove_leftovers(self.sampler.pid)
         self._kill_strays()
