@@ -739,6 +739,9 @@ class Sampler:
     def _detail(self, t: int) -> None:
         """The ~100 ms tier: status fields, cgroup stat, kernel peaks, OOM counters."""
         assert self.publisher is not None
+        # A launched command killed just now is reaped first, so that an OOM kill
+        # seen below is attributed to its pid.
+        self._reap_child(t)
         # Largest samples of the interval, including the batch not yet published.
         imax = dict(self._imax)
         if self._rss:

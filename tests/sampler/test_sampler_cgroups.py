@@ -39,6 +39,8 @@ def test_limit_oom_kill(tmp_path, endpoints):
     assert len(ooms) == 1, s.events()
     oom = ooms[0]
     assert oom["count"] == 1 and oom["last_bytes"] >= 56 * MiB
+    launched_pid = s.events(protocol.EV_PROC_START)[0]["pid"]
+    assert oom.get("pid") in (None, launched_pid)  # when known, the killed process
     ex = s.events(protocol.EV_PROC_EXIT)[-1]
     assert ex["signal"] == 9 and ex["oom"] is True
     # The last samples before the kill sit near the limit, and were all published
