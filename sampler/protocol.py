@@ -29,7 +29,8 @@ a key is absent when the host cannot provide it):
             the previous detail), and for a cgroup: cg_usage, cg_anon, cg_file,
             cg_inactive_file, cg_working_set (usage - inactive_file), cg_limit (None if
             unlimited), cg_peak (kernel max since the previous detail, when resettable),
-            cg_oom_kill, cg_oom, cg_failcnt, psi_some_avg10, psi_full_avg10, psi_some_total_us.
+            cg_oom_kill, cg_oom, cg_failcnt, psi_some_avg10, psi_full_avg10, psi_some_total_us,
+            psi_scope ("cgroup", or "system" when only host-wide /proc/pressure exists, as on v1).
 ``event``   kind (see EVENT_KINDS) plus: proc_start {pid, ppid, exe, cmdline: [str],
             start_t (process start on the sampler clock, when known), launched: bool};
             proc_exit {pid, code | signal, oom: bool}; oom_kill {pid (when known), count,
