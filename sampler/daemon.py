@@ -841,7 +841,8 @@ class Sampler:
         psi = cg.read_psi()
         if psi:
             body.update(psi_some_avg10=psi.get("some_avg10"), psi_full_avg10=psi.get("full_avg10"),
-                        psi_some_total_us=int(psi.get("some_total", 0)))
+                        psi_some_total_us=int(psi.get("some_total", 0)),
+                        psi_scope="system" if psi.get("system_wide") else "cgroup")
 
     def _check_spike(self, series: str, kernel: int, sampled: int, t_from: int, t_to: int) -> None:
         if kernel > self.hwm_peak.get(series, -1):
