@@ -150,6 +150,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians are reported)")
     ap.add_argument("--soak", type=int, default=600, help="soak length in seconds (0: skip)")
     ap.add_argument("--soak-rate", type=int, default=2000)
+    ap.add_argument("--skip-closed", action="store_true", help="only the open-model runs and the soak")
     ap.add_argument("--client-cpu", default="0")
     ap.add_argument("--server-cpu", default="1")
     args = ap.parse_args()
@@ -165,6 +166,8 @@ def main() -> None:
           f"{n} connections, {secs}s runs, {args.rounds} rounds")
     try:
         ours, loc, wrk = [], [], []
+        if args.skip_closed:
+            args.rounds = 0
         closed = scenario(tmp, port, f'kind = "steady"\nconcurrency = {n}\nduration = "{secs}s"', "closed")
         for r in range(args.rounds):
             before = server_count(port)
@@ -179,9 +182,10 @@ def main() -> None:
             print(f"  round {r + 1}: spikewatch {ours[-1]:8.0f}/s (server saw {served / ph['duration_s']:.0f}/s, "
                   f"p99 {ph.get('lat_p99_ns', 0) / 1e6:.2f} ms)   locust FastHttpUser {loc[-1]:8.0f}/s"
                   + (f"   wrk {w:8.0f}/s" if w else ""))
-        mo, ml = statistics.median(ours), statistics.median(loc)
-        print(f"closed model, median req/s: spikewatch {mo:.0f}, Locust FastHttpUser {ml:.0f} "
-              f"-> {mo / ml:.2f}x" + (f"; wrk {statistics.median(wrk):.0f}" if wrk else ""))
+        mo, ml = (statistics.median(ours), statistics.median(loc)) if ours else (0, 1)
+        if ours:
+            print(f"closed model, median req/s: spikewatch {mo:.0f}, Locust FastHttpUser {ml:.0f} "
+                  f"-> {mo / ml:.2f}x" + (f"; wrk {statistics.median(wrk):.0f}" if wrk else ""))
 
         for rate in (1000, 5000):
             sc = scenario(tmp, port, f'kind = "steady"\nrate = {rate}\nduration = "{secs}s"', f"open{rate}")
@@ -191,11 +195,15 @@ def main() -> None:
             ph = res["phases"][0]
             want = rate * secs
             err = (ph["sent"] - want) / want
+            # per-second sends from the 100 ms telemetry (whole seconds only)
+            sent = res["telemetry"]["fields"]["sent"]
+            per_s = [sum(sent[i:i + 10]) for i in range(0, len(sent) - 10, 10)]
+            worst = max(abs(x - rate) / rate for x in per_s) if per_s else float("nan")
             print(f"open model {rate}/s over {secs}s: sent {ph['sent']} (want {want}, error {err * 100:+.3f} %), "
                   f"server saw {seen}, completed {ph['completed']}, late {ph['late_sends']}, dropped "
                   f"{ph['dropped_sends']}, max schedule lag {ph['schedule_lag_max_ns'] / 1e6:.2f} ms, "
                   f"p50 {ph.get('lat_p50_ns', 0) / 1e6:.2f} ms p99 {ph.get('lat_p99_ns', 0) / 1e6:.2f} ms, "
-                  f"loop lag max {ph['loop_lag_max_ns'] / 1e6:.1f} ms")
+                  f"loop lag max {ph['loop_lag_max_ns'] / 1e6:.1f} ms; worst 1 s window {worst * 100:.2f} % off")
 
         if args.soak:
             sc = scenario(tmp, port, f'kind = "soak"\nrate = {args.soak_rate}\nduration = "{args.soak}s"', "soak")
