@@ -341,3 +341,21 @@ def test_chunked_answers_and_closed_connections_are_handled(server: Recorder, pa
     assert len(server.arrivals(path)) == res.total.completed
     if path == "/chunked":
         assert res.total.bytes_recv > 3000 * res.total.completed
+
+
+def test_a_stalled_driver_loop_is_reported_as_saturation(server: Recorder) -> None:
+    """Latency measured by a stalled client includes its own queueing: the run must say so."""
+    import time as _time
+
+    sc = make_scenario("""
+        [[requests]]
+        path = "/sat"
+        [[phases]]
+        kind = "steady"
+        rate = 50
+        duration = "800ms"
+    """, server.url)
+    res = quiet_run(sc, progress=lambda p: _time.sleep(0.06))  # blocks the loop 60 ms a tick
+    assert res.saturated_intervals >= 3 and res.max_loop_lag_ns > 20_000_000
+    assert any("saturated" in n for n in res.notes)
+    assert res.phases[0].summary()["saturated_intervals"] >= 3
