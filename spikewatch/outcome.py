@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import signal
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sampler import protocol

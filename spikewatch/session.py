@@ -10,7 +10,9 @@ cgroup the sampler left is removed here.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -84,8 +86,8 @@ class Session:
     def __init__(self, plan: Plan, log: Callable[[str], None]) -> None:
         self.plan = plan
         self.log = log
-        self.sampler = None
-        self.driver = None
+        self.sampler: subprocess.Popen[bytes] | None = None
+        self.driver: subprocess.Popen[bytes] | None = None
         self.outcome = Outcome()
         self._stop = threading.Event()
         self._stops = 0
@@ -115,8 +117,6 @@ class Session:
         """Sampler first (it launches the service, held until sampling runs), the driver once
         the sampler's inlet listens, so the first phase marker is not lost."""
         p = self.plan
-        import os
-
         env = {**os.environ, **p.env}
         self.sampler = procs.spawn(self.sampler_argv(), p.sampler_log, env)
         self.outcome.pids["sampler"] = self.sampler.pid

@@ -15,7 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from .helpers import LONG_SCENARIO, demo_service, needs_cgroup, write
 
