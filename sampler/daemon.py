@@ -742,12 +742,10 @@ class Sampler:
         # A launched command killed just now is reaped first, so that an OOM kill
         # seen below is attributed to its pid.
         self._reap_child(t)
-        # Largest samples of the interval, including the batch not yet published.
-        imax = dict(self._imax)
-        if self._rss:
-            imax[protocol.SERIES_RSS] = max(imax.get(protocol.SERIES_RSS, 0), max(self._rss))
-        if self._cgu and self.cg is not None:
-            imax[protocol.SERIES_CG_USAGE] = max(imax.get(protocol.SERIES_CG_USAGE, 0), max(self._cgu))
+        # Largest samples of the interval: publish the open batch first, so that
+        # every sample belongs to exactly one interval.
+        self._flush_samples()
+        imax = self._imax
         t_from = self._detail_t or self.first_t or t
         reset = self.config.reset_hwm or self._child is not None
         body = protocol.header(self.publisher.next_seq(), t)
