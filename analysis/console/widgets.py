@@ -124,7 +124,8 @@ class Chart(Widget):
             limit = src.limit_for(series)
             marks = [(e.t, *(("✖", "bold red") if e.alarm else _MARKS[e.kind]))
                      for e in src.events if e.alarm or e.kind in _MARKS]
-            lag = src.wall_lag_ns(time.time_ns()) if not self.frozen else None
+            # Lag of what is drawn; not while paused, nor after the sampler said goodbye.
+            lag = src.wall_lag_ns(time.time_ns()) if not (self.frozen or src.ended) else None
         self.frame = frame_from_envelope(mins, maxs, series, k_first * width_ns, (k_last + 1) * width_ns,
                                          rows, limit)
         right = "paused " + wall_clock(src.to_wall(t_end)) if self.frozen else "now"

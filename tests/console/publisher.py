@@ -106,7 +106,18 @@ class Publisher:
         sock = ctx.socket(zmq.PUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.bind(self.endpoint)
+        # A just-closed socket on the same port is released by ZeroMQ's I/O thread a
+        # moment later (a restarted sampler meets the same): retry for a while.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                sock.bind(self.endpoint)
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                    sock.close()
+                    raise
+                time.sleep(0.05)
         self._ready.set()
         if self.prefill_ns:
             time.sleep(1.5)  # let subscribers connect before the history goes out

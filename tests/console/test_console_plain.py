@@ -51,7 +51,7 @@ def test_plain_prints_status_lines_and_events() -> None:
 def test_cli_without_a_tty_falls_back_to_plain_and_stops_after_duration(spikewatch_cmd) -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     with Publisher(endpoint, limit=None):
-        proc = subprocess.run([*spikewatch_cmd, "console", endpoint, "--duration", "2.5s",
+        proc = subprocess.run([*spikewatch_cmd, "console", endpoint, "--duration", "4s",
                                "--limit", "1G"], capture_output=True, text=True, timeout=30,
                               stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
