@@ -173,6 +173,10 @@ class Inlet:
     """A PULL socket read by its own thread; valid messages are stamped on arrival
     and queued for the sampling thread to republish."""
 
+    # More than this per second is a flood (the driver sends a few): the excess is
+    # counted as bad and dropped unread, so validating it cannot starve the sampling.
+    MAX_PER_SECOND = 2000
+
     def __init__(self, ctx: zmq.Context, endpoint: str, *,
                  socket_options: Mapping[int, Any] | None = None) -> None:
         self.sock = ctx.socket(zmq.PULL)
@@ -197,6 +201,7 @@ class Inlet:
     def _run(self) -> None:
         sock = self.sock
         mono = time.monotonic_ns
+        second, in_second = 0, 0
         while not self._stop:
             if not sock.poll(200):
                 continue
@@ -209,6 +214,13 @@ class Inlet:
                     return
                 raise
             t = mono()
+            if t // 1_000_000_000 != second:
+                second, in_second = t // 1_000_000_000, 0
+            in_second += 1
+            if in_second > self.MAX_PER_SECOND:
+                self.bad += 1
+                self.last_error = f"more than {self.MAX_PER_SECOND} messages per second"
+                continue
             try:
                 topic, body = protocol.validate_inlet(frames)
             except protocol.ProtocolError as exc:

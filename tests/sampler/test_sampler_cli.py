@@ -203,3 +203,24 @@ def test_permission_errors_say_what_to_do(endpoints, args, message):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert re.search(message, res.stderr), res.stderr
+
+
+def test_inlet_flood_is_capped_and_counted(endpoints, sleeper, tmp_path):
+    journal = tmp_path / "flood.journal"
+    p = subprocess.Popen(sample_cmd(endpoints, "--pid", str(sleeper.pid), "--duration", "2.5s", "--journal", str(journal)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "journal" in p.stderr.readline()
+        with InletClient(endpoints["inlet"], linger_ms=3000, hwm=20_000) as client:
+            for i in range(6000):
+                client.note(f"n{i}")
+        p.wait(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 0
+    s = Stream.from_journal(journal)
+    c = s.topic(protocol.HELLO)[-1]["counters"]
+    assert c["inlet_ok"] + c["inlet_bad"] == 6000  # every message accounted for
+    assert c["inlet_bad"] > 0 and c["inlet_ok"] <= 3 * 2000
+    assert len(s.topic(protocol.MARKER)) == c["inlet_ok"]
+    assert s.times[-1] - s.times[0] > 2_000_000_000  # sampling went on to the end
