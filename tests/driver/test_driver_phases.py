@@ -355,7 +355,12 @@ def test_a_stalled_driver_loop_is_reported_as_saturation(server: Recorder) -> No
         rate = 50
         duration = "800ms"
     """, server.url)
-    res = quiet_run(sc, progress=lambda p: _time.sleep(0.06))  # blocks the loop 60 ms a tick
+    import asyncio
+
+    def stall(p) -> None:  # block the driver's loop for 80 ms in the middle of every tick interval
+        asyncio.get_running_loop().call_later(0.05, _time.sleep, 0.08)
+
+    res = quiet_run(sc, progress=stall)
     assert res.saturated_intervals >= 3 and res.max_loop_lag_ns > 20_000_000
     assert any("saturated" in n for n in res.notes)
     assert res.phases[0].summary()["saturated_intervals"] >= 3
