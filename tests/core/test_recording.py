@@ -42,6 +42,7 @@ def test_readable_after_writer_is_sigkilled(tmp_path):
             if i % 7 == 0:
                 w.flush()
             if i == 500:
+                w.flush()  # at least 501 whole records are on disk before "ready"
                 print("ready", flush=True)
             i += 1
     """)
