@@ -300,6 +300,9 @@ def growth(ctx: Ctx, a: int, b: int, limit: int | None, warmup_fraction: float =
     level = float(np.median(ctx.v[sl]))
     thr = max(threshold_mib_h * MiB, 0.005 * level) / per_h  # bytes/s
     stab = True if fit.high <= thr else (False if fit.low > thr else None)
+    # A steeply falling trend is no leak, but it is not "flat" either: memory
+    # was still being given back (e.g. after a burst) when the soak began.
+    trend = ("falling" if fit.high < -thr else "flat") if stab else ("growing" if stab is False else "inconclusive")
     out: dict[str, Any] = {
         "t_from": ctx.rel(int(t[0])), "t_to": ctx.rel(int(t[-1])),
         "bytes_per_hour": int(round(fit.slope * per_h)),
@@ -307,6 +310,7 @@ def growth(ctx: Ctx, a: int, b: int, limit: int | None, warmup_fraction: float =
         "ci_mib_per_hour": [round(fit.low * per_h / MiB, 4), round(fit.high * per_h / MiB, 4)],
         "stable_below_mib_per_hour": round(thr * per_h / MiB, 4),
         "stabilized": stab,
+        "trend": trend,
         "time_to_limit_h": None,
     }
     end_level = fit.intercept + fit.slope * ((int(t[-1]) - int(t[0])) / 1e9)

@@ -126,13 +126,16 @@ def phase_notes(p: dict[str, Any]) -> str:
         if p.get("burst_count") and not p.get("significant_bursts"):
             return (f"{p.get('burst_count')} bursts, none raised memory noticeably (max rise {_b(p.get('max_rise_bytes'))}); "
                     f"retained {_b(p.get('retained_bytes'))}")
+        recovery = (f"recovery ≤ {_s(p['max_recovery_s'])}" if p.get("max_recovery_s") is not None
+                    else "recovery not measured")
         return (f"{p.get('burst_count')} bursts, max rise {_b(p.get('max_rise_bytes'))}, "
-                f"recovery ≤ {_s(p.get('max_recovery_s'))}, retained {_b(p.get('retained_bytes'))}"
+                f"{recovery}, retained {_b(p.get('retained_bytes'))}"
                 + (f", {p['unrecovered']} not recovered" if p.get("unrecovered") else ""))
     if k == "soak":
         g = p.get("growth")
         if not g:
             return "too short to judge"
-        verdict = {True: "stable", False: "growing", None: "inconclusive"}[g["stabilized"]]
+        verdict = {"flat": "stable", "falling": "falling: still settling, no growth",
+                   "growing": "growing", "inconclusive": "inconclusive"}[g.get("trend", "inconclusive")]
         return f"{g['mib_per_hour']:+.2f} MiB/h ({verdict})"
     return ""

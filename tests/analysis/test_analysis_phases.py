@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analysis import reader, report
+from analysis import reader, report, terminal
 from analysis.synth import MiB, Synth
 from sampler import protocol
 
@@ -32,7 +32,17 @@ def test_flat_soak_is_stable(tmp_path):
     g = phase(rep, "long")["growth"]
     assert abs(g["mib_per_hour"]) < 1.0
     assert g["stabilized"] is True and rep["checklist"]["stabilized"] is True
+    assert g["trend"] == "flat"
     assert g["time_to_limit_h"] is None
+
+
+def test_falling_soak_is_no_leak_but_not_called_flat(tmp_path):
+    scenarios.leak(tmp_path / "fall.rec", mib_per_hour=-600.0)
+    rep = report.build_report(reader.load(tmp_path / "fall.rec"))
+    g = phase(rep, "long")["growth"]
+    assert g["mib_per_hour"] < -100
+    assert g["stabilized"] is True and g["trend"] == "falling"
+    assert "falling" in terminal.phase_notes(phase(rep, "long"))
 
 
 def test_ramp_bytes_per_request(tmp_path):
