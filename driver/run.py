@@ -392,14 +392,10 @@ def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, wor
     reachable = inlet_reachable(inlet)
     if not reachable:
         log(f"no sampler at {inlet}: markers go nowhere")
-    if reachable:
-        client = InletClient(inlet, linger_ms=500)
-    else:
-        # Nobody listens: drop instead of queueing. Queued markers would be stamped when a
-        # sampler finally connects, at the wrong time, and the queue would grow the driver.
-        import zmq
-
-        client = InletClient(inlet, hwm=100, linger_ms=0, socket_options={zmq.IMMEDIATE: 1})
+    # Nobody listening yet: a sampler that is still starting (spikewatch run) gets what was
+    # queued once it binds, but the queue stays small (~100 s of telemetry, ~0.4 MiB) so a
+    # run without any sampler does not grow the driver.
+    client = InletClient(inlet, linger_ms=500 if reachable else 0, hwm=10_000 if reachable else 1_000)
     coord = Coordinator(scenario, client, workers, progress, keep_series, log, stop)
     started = time.time_ns()
     loop = uvloop.new_event_loop()
