@@ -51,7 +51,7 @@ def _endpoint(ep: str, what: str) -> str:
 
 
 @click.command()
-@click.argument("endpoints", nargs=-1, metavar="EP...")
+@click.argument("endpoints", nargs=-1, metavar="[EP]...")
 @click.option("--inlet", "inlets", multiple=True, metavar="EP",
               help=f"Sampler inlet(s) that notes (key n) go to; default {protocol.DEFAULT_INLET}.")
 @click.option("--window", "window", default="30s", show_default=True, callback=_duration,

@@ -77,10 +77,10 @@ async def test_console_shows_a_real_spike_notes_and_a_marker_from_mark(
     finally:
         sampler.terminate()
         try:
-            sampler.wait(15)
+            sampler.communicate(timeout=15)
         except subprocess.TimeoutExpired:
             sampler.kill()
-            sampler.wait(5)
+            sampler.communicate(timeout=5)
 
 
 def _cgroup_reason() -> str | None:
@@ -140,4 +140,4 @@ async def test_oom_kill_under_a_real_limit_raises_the_banner(endpoints, spikewat
     finally:
         if sampler.poll() is None:
             sampler.kill()
-            sampler.wait(5)
+            sampler.communicate(timeout=5)
