@@ -1,0 +1,139 @@
+"""CURVE on the sampler's endpoints, with real sockets: who gets the stream, whose markers count."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+
+from sampler import protocol
+from sampler.backfill import BackfillError, fetch_history
+from sampler.client import InletClient, StreamSubscriber
+from sampler.recording import iter_records
+from sampler.security import client_options, create_keys, is_loopback
+
+
+def spikewatch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spikewatch", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    res = spikewatch("keys", str(d))
+    assert res.returncode == 0, res.stderr
+    # A second, *unauthorized* client: right server key, own pair, not in authorized_clients.
+    rogue = tmp_path_factory.mktemp("rogue")
+    create_keys(rogue, "rogue")
+    (rogue / "server.key").write_bytes((d / "server.key").read_bytes())
+    return d, rogue
+
+
+def test_keys_command_layout_and_modes(keys):
+    d, _ = keys
+    assert {p.name for p in d.iterdir()} >= {"server.key", "server.key_secret", "client.key", "client.key_secret",
+                                             "authorized_clients"}
+    assert [p.name for p in (d / "authorized_clients").iterdir()] == ["client.key"]
+    assert (d / "server.key_secret").stat().st_mode & 0o077 == 0
+    assert (d / "client.key_secret").stat().st_mode & 0o077 == 0
+    res = spikewatch("keys", str(d), "--name", "ci")  # adds a client, keeps the server pair
+    assert res.returncode == 0 and (d / "authorized_clients" / "ci.key").exists()
+    res = spikewatch("keys", str(d), "--name", "ci")
+    assert res.returncode != 0 and "exists already" in res.stderr and "Traceback" not in res.stderr
+    (d / "authorized_clients" / "ci.key").unlink()
+    (d / "ci.key").unlink()
+    (d / "ci.key_secret").unlink()
+
+
+@pytest.mark.parametrize("ep, loop", [
+    ("tcp://127.0.0.1:1", True), ("tcp://127.3.4.5:1", True), ("tcp://localhost:1", True), ("tcp://[::1]:1", True),
+    ("ipc:///run/x.sock", True), ("inproc://x", True), ("tcp://0.0.0.0:1", False), ("tcp://*:1", False),
+    ("tcp://10.1.2.3:1", False), ("tcp://eth0:1", False), ("tcp://[::]:1", False),
+])
+def test_is_loopback(ep, loop):
+    assert is_loopback(ep) is loop
+
+
+@pytest.mark.parametrize("flag", ["--publish", "--inlet", "--history"])
+def test_non_loopback_bind_without_keys_is_refused(endpoints, flag):
+    """Nothing is launched or bound: the check comes first (and we never serve on 0.0.0.0 here)."""
+    args = ["sample", "--publish", endpoints["publish"], "--inlet", endpoints["inlet"], "--no-journal",
+            "--duration", "1s", "--pid", "1"]
+    args += [flag, "tcp://0.0.0.0:1"]  # port 1: even a bug could not serve anything there
+    res = spikewatch(*args)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "tcp://0.0.0.0:1" in res.stderr and "spikewatch keys DIR" in res.stderr, res.stderr
+
+
+def test_require_keys_without_keys_and_missing_folder(endpoints, tmp_path):
+    res = spikewatch("sample", "--publish", endpoints["publish"], "--require-keys", "--pid", "1", "--no-journal")
+    assert res.returncode != 0 and "spikewatch keys DIR" in res.stderr
+    res = spikewatch("sample", "--publish", endpoints["publish"], "--keys", str(tmp_path / "none"), "--pid", "1",
+                     "--no-journal")
+    assert res.returncode != 0 and "no keys folder" in res.stderr and "Traceback" not in res.stderr
+    res = spikewatch("mark", "hi", "--inlet", endpoints["inlet"], "--keys", str(tmp_path / "none"))
+    assert res.returncode != 0 and "no keys folder" in res.stderr and "Traceback" not in res.stderr
+
+
+def _collect(sub: StreamSubscriber, seconds: float) -> list[tuple[str, dict]]:
+    out, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        m = sub.recv(timeout_ms=100)
+        if m is not None:
+            out.append(m)
+    return out
+
+
+def test_curve_stream_inlet_and_history(endpoints, keys, tmp_path):
+    d, rogue = keys
+    journal = tmp_path / "curve.journal"
+    ctx = zmq.Context()
+    good = client_options(d)
+    bad = client_options(rogue)
+    # Subscribers first, so each would see everything from the start.
+    plain = StreamSubscriber([endpoints["publish"]], context=ctx)
+    wrong = StreamSubscriber([endpoints["publish"]], context=ctx, socket_options=bad)
+    ok = StreamSubscriber([endpoints["publish"]], context=ctx, socket_options=good)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    p = subprocess.Popen([sys.executable, "-m", "spikewatch", "sample", "--keys", str(d), "--require-keys",
+                          "--publish", endpoints["publish"], "--inlet", endpoints["inlet"], "--history", endpoints["history"],
+                          "--journal", str(journal), "--pid", str(sleeper.pid), "--duration", "6s"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = ok.recv(timeout_ms=15_000)
+        assert first is not None, "an authorized subscriber gets the stream"
+        with InletClient(endpoints["inlet"], context=ctx, linger_ms=2000) as plain_in, \
+                InletClient(endpoints["inlet"], context=ctx, linger_ms=2000, socket_options=bad) as rogue_in, \
+                InletClient(endpoints["inlet"], context=ctx, linger_ms=2000, socket_options=good) as good_in:
+            for _ in range(3):
+                plain_in.note("plain intruder")
+                rogue_in.note("rogue intruder")
+            good_in.note("authorized note")
+            time.sleep(1.0)
+        meta, hist = fetch_history(endpoints["history"], context=ctx, socket_options=good)
+        assert hist and meta["session"] and {t for t, _ in hist} >= {protocol.HELLO, protocol.SAMPLES}
+        with pytest.raises(BackfillError):
+            fetch_history(endpoints["history"], context=ctx, timeout_ms=1500)
+        with pytest.raises(BackfillError):
+            fetch_history(endpoints["history"], context=ctx, timeout_ms=1500, socket_options=bad)
+        got_ok = _collect(ok, 1.0)
+        assert _collect(plain, 0.5) == [] and _collect(wrong, 0.5) == []
+        p.wait(timeout=30)
+    finally:
+        p.kill()
+        sleeper.kill()
+        sleeper.wait()
+        for s in (plain, wrong, ok):
+            s.close()
+        ctx.term()
+    assert p.returncode == 0, p.stderr.read()
+    assert got_ok
+    recs = list(iter_records(journal))
+    markers = [b["name"] for t, b in recs if t == protocol.MARKER]
+    assert markers == ["authorized note"]  # intruders' markers never reached the stream
+    counters = [b for t, b in recs if t == protocol.HELLO][-1]["counters"]
+    assert counters["inlet_ok"] == 1 and counters["samples"] > 1000
