@@ -12,7 +12,9 @@ from .client import InletClient
 @click.argument("text")
 @click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, help="The sampler's inlet endpoint.")
 @click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="Attach an attribute (repeatable).")
-def mark(text: str, inlet: str, attrs: tuple[str, ...]) -> None:
+@click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (server.key + your *.key_secret) for a sampler started with --keys.")
+@click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client).")
+def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None, client_key: str | None = None) -> None:
     """Send a note marker (e.g. "cache warmed") to a running sampler."""
     fields = {}
     for item in attrs:
@@ -24,7 +26,7 @@ def mark(text: str, inlet: str, attrs: tuple[str, ...]) -> None:
         message = protocol.marker_message(protocol.NOTE, text, fields)
     except protocol.ProtocolError as exc:
         raise click.ClickException(str(exc)) from None
-    with InletClient(inlet, linger_ms=1000) as client:
+    with InletClient(inlet, linger_ms=1000, socket_options=client_socket_options(keys, client_key)) as client:
         client.send(protocol.MARKER, message)
     click.echo(f"note sent to {inlet}: {text}")
 
@@ -58,13 +60,19 @@ def _duration(text: str, what: str, default_unit: str) -> int:
 @click.option("--realtime/--no-realtime", default=True, show_default=True, help="Run the sampling thread under SCHED_FIFO when permitted (far fewer missed ticks on a busy host).")
 @click.option("--prometheus", "prometheus", metavar="HOST:PORT", help="Also serve /metrics for Prometheus (peaks since each scrape, kernel HWMs included).")
 @click.option("--prometheus-allow-remote", "prometheus_allow_remote", is_flag=True, help="Allow --prometheus on a non-loopback address (HTTP has no CURVE: restrict access by network).")
+@click.option("--keys", "keys", metavar="DIR", envvar="SPIKEWATCH_KEYS_DIR", help="CURVE keys folder (from `spikewatch keys DIR`): encrypt and authenticate stream, inlet and history. Required to bind outside loopback. [env SPIKEWATCH_KEYS_DIR]")
+@click.option("--require-keys", is_flag=True, help="Use CURVE even on loopback (fail without --keys).")
+@click.option("--history", "history", default="off", show_default=True, metavar="EP", help="ROUTER endpoint answering late joiners with recent history (e.g. tcp://127.0.0.1:7783).")
+@click.option("--history-window", default="5m", show_default=True, metavar="T", help="How much history to keep for --history.")
+@click.option("--history-size", default="64M", show_default=True, metavar="SIZE", help="At most this many bytes of history.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS...]")
 @click.pass_context
 def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: str | None, unit: str | None,
            period: str, detail_period: str, publish: str, inlet: str, journal: str | None, no_journal: bool,
            limit: str | None, duration: str | None, reset_hwm: bool, realtime: bool, prometheus: str | None,
-           prometheus_allow_remote: bool, quiet: bool, command: tuple[str, ...]) -> None:
+           prometheus_allow_remote: bool, quiet: bool, command: tuple[str, ...], keys: str | None = None,
+           require_keys: bool = False, history: str = "off", history_window: str = "5m", history_size: str = "64M") -> None:
     """Sample a service's memory every millisecond and publish it.
 
     \b
@@ -95,7 +103,11 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
     argv = list(command)
     if not any((pid is not None, match, cgroup_path, unit, argv)):
         raise click.UsageError("say what to sample: --pid N, --match REGEX, --cgroup PATH, --unit NAME or -- CMD ARGS")
+    history_ep = None if history.lower() in ("", "off", "none") else history
+    security = _server_security(ctx, keys, require_keys,
+                                [publish, None if inlet.lower() in ("", "off", "none") else inlet, history_ep])
     config = SamplerConfig(
+        socket_options=security.socket_options if security else {},
         target=Target(pid=pid, match=match, argv=argv or None, cgroup=cgroup_path, unit=unit),
         period_ns=period_ns,
         detail_period_ns=detail_ns,
@@ -108,14 +120,18 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
         realtime=realtime,
         quiet=quiet,
     )
+    ring = None
     exporter = _prometheus_exporter(prometheus, prometheus_allow_remote) if prometheus else None
     if exporter is not None and not quiet:
         click.echo(f"spikewatch: Prometheus metrics at {exporter.url}", err=True)
     try:
         try:
-            sampler = Sampler(config)
+            sampler = Sampler(config, context=security.context if security else None)
             if exporter is not None:
                 sampler.listeners.append(exporter)
+            if history_ep is not None:
+                ring = _history_server(security, history_ep, history_window, history_size, config.socket_options)
+                sampler.listeners.append(ring)
             sampler.setup()
         except SamplerError as exc:
             raise click.ClickException(str(exc)) from None
@@ -123,6 +139,10 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
     finally:
         if exporter is not None:
             exporter.close()
+        if ring is not None:
+            ring.close()
+        if security is not None:
+            security.close()
     ctx.exit(status)
 
 
@@ -141,3 +161,80 @@ def _prometheus_exporter(bind: str, allow_remote: bool):  # -> sampler.prometheu
         return exporter.start()
     except ExporterError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+# --- CURVE keys and history (see sampler.security, sampler.history) ----------
+
+
+def client_socket_options(keys: str | None, name: str | None = None) -> dict:
+    """CURVE client options from a keys folder ({} without one); a click error when unusable."""
+    if not keys:
+        return {}
+    from .security import KeysError, client_options
+
+    try:
+        return client_options(keys, name)
+    except KeysError as exc:
+        raise click.BadParameter(str(exc), param_hint="--keys") from None
+
+
+def _server_security(ctx: click.Context, keys: str | None, require: bool, endpoints: list):
+    """Refuse non-loopback binds without keys; with keys, start the ZAP handler."""
+    from .security import KeysError, check_binds, server_security
+
+    if keys and ctx.get_parameter_source("keys") == click.core.ParameterSource.ENVIRONMENT:
+        import os
+
+        if not os.path.isdir(keys):
+            keys = None  # the unit's default folder, not made: loopback only then
+    if require and not keys:
+        raise click.UsageError("--require-keys needs --keys DIR (make keys with `spikewatch keys DIR`)")
+    try:
+        check_binds(endpoints, keys)
+        return server_security(keys) if keys else None
+    except KeysError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _history_server(security, endpoint: str, window: str, size: str, options: dict):
+    import zmq
+
+    from .daemon import SamplerError
+    from .history import HistoryServer
+    from .stream import EndpointError
+    from .units import parse_size
+
+    window_ns = _duration(window, "--history-window", "s")
+    try:
+        max_bytes = parse_size(size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--history-size") from None
+    try:
+        return HistoryServer(security.context if security else zmq.Context.instance(), endpoint,
+                             window_ns=window_ns, max_bytes=max_bytes, socket_options=options)
+    except EndpointError as exc:
+        raise SamplerError(str(exc)) from None
+
+
+@click.command()
+@click.argument("directory", metavar="DIR")
+@click.option("--name", default="client", show_default=True, help="Name of the client key pair to add.")
+def keys(directory: str, name: str) -> None:
+    """Create CURVE keys: the sampler's pair (once) and a client pair, authorized.
+
+    \b
+    On the sampler host:   spikewatch sample --keys DIR --publish tcp://0.0.0.0:7781 ...
+    On a client:           copy DIR/server.key and DIR/NAME.key_secret into a folder,
+                           spikewatch record --keys FOLDER ...
+    """
+    from .security import KeysError, create_keys
+
+    try:
+        made = create_keys(directory, name)
+    except KeysError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write keys to {directory}: {exc.strerror}") from None
+    click.echo(f"sampler keys:  {made['server_secret']} (secret, stays here), {made['server_public']}")
+    click.echo(f"client {name}:  {made['client_secret']} (secret, give to that client with server.key)")
+    click.echo(f"authorized:    {made['authorized']}")
