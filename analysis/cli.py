@@ -29,7 +29,12 @@ def _load(path: str):  # noqa: ANN202 - keeps numpy out of `--help`
               help="Recording file to write (appended to if it exists).")
 @click.option("--duration", default=None, help="Stop after this long (e.g. 30s, 5m); default: until Ctrl-C/SIGTERM.")
 @click.option("-q", "--quiet", is_flag=True, help="Only print the summary.")
-def record(endpoints: tuple[str, ...], output: str, duration: str | None, quiet: bool) -> None:
+@click.option("--history", "history", multiple=True, metavar="EP",
+              help="Sampler's history endpoint (sample --history): backfill what happened before attaching. One per EP, in order.")
+@click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (server.key + your *.key_secret) for samplers started with --keys.")
+@click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client).")
+def record(endpoints: tuple[str, ...], output: str, duration: str | None, quiet: bool,
+           history: tuple[str, ...] = (), keys: str | None = None, client_key: str | None = None) -> None:
     """Subscribe to samplers' streams (EP, e.g. tcp://127.0.0.1:7781) and write a recording.
 
     With several endpoints, each sampler's messages carry its session id
@@ -56,13 +61,20 @@ def record(endpoints: tuple[str, ...], output: str, duration: str | None, quiet:
             click.echo(f"missed {lost} message(s) from {src}", err=True)
 
     try:
-        rec = Recorder(list(endpoints), output, on_gap=gap)
+        from sampler.cli import client_socket_options
+
+        if len(history) > len(endpoints):
+            raise click.BadParameter("give at most one --history per EP", param_hint="--history")
+        rec = Recorder(list(endpoints), output, on_gap=gap, history=list(history) or None,
+                       socket_options=client_socket_options(keys, client_key) or None)
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc}") from None
     rec.install_signal_handlers()
     if not quiet:
         click.echo(f"recording {', '.join(endpoints)} -> {output}" + (f" for {duration}" if duration else " (Ctrl-C to stop)"), err=True)
     stats = rec.run(dur)
+    for err in rec.backfill_errors:
+        click.echo(f"warning: no backfill: {err}", err=True)
     msgs = ", ".join(f"{k} {v}" for k, v in sorted(stats.messages.items())) or "nothing"
     click.echo(f"recorded {sum(stats.messages.values())} messages ({msgs}) in {stats.seconds:.1f} s: "
                f"{stats.samples:,} samples from {len(stats.sessions)} session(s) {', '.join(stats.sessions)}")

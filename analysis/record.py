@@ -52,13 +52,19 @@ class RecordStats:
 
 class Recorder:
     def __init__(self, endpoints: Sequence[str], path: str | os.PathLike[str], *,
-                 on_gap: Callable[[str, int], None] | None = None, context: zmq.Context | None = None) -> None:
+                 on_gap: Callable[[str, int], None] | None = None, context: zmq.Context | None = None,
+                 history: Sequence[str | None] | None = None, socket_options: dict[int, Any] | None = None) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
         self.endpoints = list(endpoints)
         self.multi = len(self.endpoints) > 1
         self.writer = RecordingWriter(path)
-        self.subs = [StreamSubscriber([ep], context=context) for ep in self.endpoints]
+        self.subs = [StreamSubscriber([ep], context=context, socket_options=socket_options) for ep in self.endpoints]
+        # Late-joiner backfill (sampler.backfill): history endpoint per stream endpoint, or None.
+        self.history = list(history or [])
+        self._context, self._socket_options = context, socket_options
+        self.backfills: list[Any] = [None] * len(self.endpoints)
+        self.backfill_errors: list[str] = []
         self.states = [EndpointState(ep) for ep in self.endpoints]
         self.poller = zmq.Poller()
         for s in self.subs:
@@ -117,7 +123,25 @@ class Recorder:
                     self._write(st, t, b)
                 st.pending.clear()
 
+    def _backfill(self) -> None:
+        """Subscribed already: fetch each sampler's history and merge it by seq."""
+        from sampler.backfill import Backfill, BackfillError
+
+        for i, (sub, st, ep) in enumerate(zip(self.subs, self.states, self.history)):
+            if not ep:
+                continue
+            bf = Backfill(ep, context=self._context, socket_options=self._socket_options)
+            try:
+                merged = bf.attach(sub.sock)
+            except BackfillError as exc:
+                self.backfill_errors.append(str(exc))
+                continue
+            self.backfills[i] = bf
+            for topic, body in merged:
+                self._handle(st, topic, body)
+
     def run(self, duration_s: float | None = None) -> RecordStats:
+        self._backfill()
         start = time.monotonic()
         last_flush = start
         try:
@@ -141,6 +165,9 @@ class Recorder:
                         except protocol.ProtocolError:
                             self.stats.bad_messages += 1
                             continue
+                        bf = self.backfills[self.subs.index(sub)]
+                        if bf is not None and not bf.keep(body):
+                            continue  # already delivered by the history
                         self._handle(st, topic, body)
                 if time.monotonic() - last_flush > 0.2:
                     self._flush_waiting()
