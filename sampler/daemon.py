@@ -172,7 +172,8 @@ class Sampler:
 
         # Process tree, and what we told about it.
         self.tree = ProcessTree(exclude=set(), pattern=self._pattern)
-        self._announced: set[int] = set()
+        self._announced: set[int] = set()  # live pids whose proc_start went out
+        self._muted: set[int] = set()  # live pids over the proc_start budget
         self._recent_exits: collections.deque[tuple[list[str], int, int]] = collections.deque(maxlen=64)
         self._root_exits: collections.deque[int] = collections.deque(maxlen=16)
         self._proc_events_this_s = 0
@@ -338,9 +339,8 @@ class Sampler:
     def _announce(self, h: ProcHandle, t: int) -> None:
         """proc_start (and restart) for a process that joined the tree, once it had
         time to exec (so its command line is its own, not its parent's)."""
-        if h.pid in self._announced or h.gone:
+        if h.pid in self._announced or h.pid in self._muted or h.gone:
             return
-        self._announced.add(h.pid)
         h.refresh_identity()
         restart_of = None
         for i, (argv, old_pid, t_exit) in enumerate(self._recent_exits):
@@ -351,7 +351,9 @@ class Sampler:
         if restart_of is None and h.pid in self.tree.roots and self._root_exits:
             restart_of = self._root_exits.popleft()  # a matched target came back
         if h.pid not in self.tree.roots and restart_of is None and not self._proc_event_budget(t):
+            self._muted.add(h.pid)  # sampled all the same; no start/exit events for it
             return
+        self._announced.add(h.pid)
         self._event(t, protocol.EV_PROC_START, pid=h.pid, ppid=h.ppid, exe=h.exe, cmdline=h.argv,
                     start_t=h.start_t, launched=False)
         if restart_of is not None:
@@ -391,12 +393,15 @@ class Sampler:
             elif self._oom_unclaimed_t is not None and t - self._oom_unclaimed_t < 1_000_000_000:
                 oom = True
                 self._oom_unclaimed_t = None
-        if h.pid in self._announced:
+        announced = h.pid in self._announced
+        self._announced.discard(h.pid)  # bounded however many processes come and go
+        self._muted.discard(h.pid)
+        if announced:
             self._flush_samples()
             self._event(t, protocol.EV_PROC_EXIT, pid=h.pid, oom=oom, **exit_info)
             self._recent_exits.append((h.argv, h.pid, t))
         if was_root:
-            if self._pattern is not None and h.pid in self._announced:
+            if self._pattern is not None and announced:
                 self._root_exits.append(h.pid)
             launched = self._child is not None and h.pid == self._child.pid
             if launched:
@@ -481,7 +486,7 @@ class Sampler:
                 pass
             self._proc_exited(h, t, info)
         for h in list(tree.procs.values()):
-            if h.pid not in self._announced and h.pid in pids:
+            if h.pid not in self._announced and h.pid not in self._muted and h.pid in pids:
                 # A fork shows its parent's command line until it execs: wait a little.
                 if h.start_t is None or t - h.start_t >= 50_000_000 or h.pid in tree.roots:
                     self._announce(h, t)

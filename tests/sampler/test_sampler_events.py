@@ -145,3 +145,16 @@ def test_stalled_sampler_reports_overrun_and_never_catches_up(tmp_path, endpoint
     after = [t for t in s.times if at + gap <= t <= at + gap + 20_000_000]
     assert len(after) <= 22
     assert s.topic(protocol.HELLO)[-1]["counters"]["ticks_missed"] >= 100
+
+
+def test_many_children_are_sampled_but_their_events_capped(tmp_path, endpoints):
+    journal = tmp_path / "many.journal"
+    script = "for i in $(seq 120); do sleep 0.8 & done; wait"
+    res = run_sample(endpoints, "--journal", str(journal), "--", "sh", "-c", script)
+    assert res.returncode == 0, res.stderr
+    s = Stream.from_journal(journal)
+    assert max(d["procs"] for d in s.topic(protocol.DETAIL)) >= 100  # every child counted
+    starts = s.events(protocol.EV_PROC_START)
+    exits = s.events(protocol.EV_PROC_EXIT)
+    assert 20 <= len(starts) <= 1 + 50 * 2  # at most 50 a second for descendants
+    assert {e["pid"] for e in exits} <= {e["pid"] for e in starts}  # no exit without its start
