@@ -129,3 +129,33 @@ def test_watched_cgroup_peak_rise_is_a_spike_without_resetting_it(tmp_path, endp
         (e,) = [e for e in spikes if e["t_from"] <= t1 and t0 <= e["t_to"]]
         assert e["bytes"] >= base + 59 * MiB
     assert peak_after >= base + 59 * MiB  # the sampler never reset a peak it does not own
+
+
+def test_pid_with_its_cgroup(tmp_path, endpoints):
+    script = write_script(tmp_path, "two.py", """
+        import time
+        x = b"\\x01" * (24 << 20)
+        print("held", time.monotonic_ns(), flush=True)
+        time.sleep(3)
+    """)
+    cg = cgroup.create_limited(256 * MiB, f"swtest-pidcg-{time.monotonic_ns()}")
+    a = cgroup.spawn_in(cg, [sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    b = cgroup.spawn_in(cg, [sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert a.stdout.readline().startswith("held") and b.stdout.readline().startswith("held")
+        journal = tmp_path / "pidcg.journal"
+        res = run_sample(endpoints, "--pid", str(a.pid), "--cgroup", cg.info.path, "--duration", "0.6s",
+                         "--journal", str(journal))
+        assert res.returncode == 0, res.stderr
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.wait()
+        cgroup.remove(cg)
+    s = Stream.from_journal(journal)
+    hello = s.topic(protocol.HELLO)[-1]
+    assert [t["kind"] for t in hello["targets"]] == ["pid", "cgroup"]
+    rss, usage = s.series["rss"][100:], s.series["cg_usage"][100:]
+    # rss is the one process's tree; the cgroup holds both processes.
+    assert min(usage) >= max(rss) + 20 * MiB
+    assert s.topic(protocol.DETAIL)[-1]["pids"] == [a.pid]
