@@ -74,7 +74,10 @@ class ConsoleApp(App):
         self._sized_for: tuple[int, int] = (0, 0)
         self.updates = 0
         self._receiver = StreamReceiver(self.endpoints, self.stream,
-                                        lambda: self.post_message(StreamUpdated()), fps=self.options.fps)
+                                        lambda: self.post_message(StreamUpdated()), fps=self.options.fps,
+                                        history=self.options.history,
+                                        socket_options=self.options.socket_options)
+        self._notices_shown = 0
         self._inlets: list[InletClient] = []
         self.title = self.options.title
 
@@ -107,6 +110,9 @@ class ConsoleApp(App):
         self.updates += 1
         if self._receiver.error is not None:
             self.notify(f"receiver stopped: {self._receiver.error}", severity="error", timeout=30)
+        for notice in self._receiver.notices[self._notices_shown:]:
+            self.notify(notice, timeout=8)
+        self._notices_shown = len(self._receiver.notices)
         with self.stream.lock:
             sources = list(self.stream.sources.values())
         for src in sources:
@@ -231,7 +237,8 @@ class ConsoleApp(App):
     def send_note(self, text: str) -> bool:
         """Send a note marker to every configured inlet; say so on screen."""
         if not self._inlets:
-            self._inlets = [InletClient(ep, linger_ms=500) for ep in self.options.inlet]
+            self._inlets = [InletClient(ep, linger_ms=500, socket_options=self.options.socket_options)
+                            for ep in self.options.inlet]
         try:
             ok = all([c.note(text) for c in self._inlets])
         except protocol.ProtocolError as exc:

@@ -65,8 +65,14 @@ def _endpoint(ep: str, what: str) -> str:
 @click.option("--plain", "--headless", "plain", is_flag=True,
               help="Print a status line a second instead of the full-screen view (automatic without a TTY).")
 @click.option("--duration", callback=_duration, metavar="T", help="Stop after T (e.g. 30s).")
+@click.option("--history", "histories", multiple=True, metavar="EP",
+              help="The sampler's --history endpoint (one per EP, same order): start with its recent past.")
+@click.option("--keys", "keys", metavar="DIR",
+              help="CURVE keys folder (server.key + your *.key_secret) for samplers started with --keys.")
+@click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use.")
 def console(endpoints: tuple[str, ...], inlets: tuple[str, ...], window: float, series: str,
-            limit: int | None, fps: float, plain: bool, duration: float | None) -> None:
+            limit: int | None, fps: float, plain: bool, duration: float | None,
+            histories: tuple[str, ...], keys: str | None, client_key: str | None) -> None:
     """Watch one or more samplers live: chart, headroom, phase, load, events.
 
     EP is a sampler's publish endpoint (default tcp://127.0.0.1:7781); give
@@ -75,9 +81,16 @@ def console(endpoints: tuple[str, ...], inlets: tuple[str, ...], window: float, 
     """
     from .options import ConsoleOptions
 
+    from sampler.cli import client_socket_options
+
     eps = [_endpoint(e, "EP") for e in endpoints] or [protocol.DEFAULT_PUBLISH]
+    if len(histories) > len(eps):
+        raise click.BadParameter(f"{len(histories)} history endpoints for {len(eps)} stream endpoint(s); "
+                                 "give at most one per EP, in the same order", param_hint="--history")
     options = ConsoleOptions(inlet=[_endpoint(e, "--inlet") for e in inlets] or [protocol.DEFAULT_INLET],
-                             window_s=window, series=series, fps=fps, limit=limit, duration_s=duration)
+                             window_s=window, series=series, fps=fps, limit=limit, duration_s=duration,
+                             history=[_endpoint(e, "--history") for e in histories],
+                             socket_options=client_socket_options(keys, client_key))
     if plain or not (sys.stdout.isatty() and sys.stdin.isatty()):
         from .plain import PlainConsole
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 from sampler import protocol
 
@@ -20,6 +20,11 @@ class ConsoleOptions:
     limit: int | None = None  # overrides the limit the sampler reports
     title: str = "spikewatch console"
     duration_s: float | None = None  # stop by itself after this long
+    # Per stream endpoint, in the same order: the sampler's history endpoint (or None),
+    # asked once on connect so the window starts full (sampler.backfill).
+    history: Sequence[str | None] = ()
+    # ZeroMQ socket options for every socket (CURVE keys: sampler.security.client_options).
+    socket_options: Mapping[int, Any] = field(default_factory=dict)
     max_window_s: float = max(WINDOWS_S)  # the ring buffers hold this much (at 1 kHz)
 
     def __post_init__(self) -> None:

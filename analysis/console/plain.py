@@ -65,9 +65,14 @@ class PlainConsole:
         duration = self.options.duration_s if duration is None else duration
         deadline = None if duration is None else time.monotonic() + duration
         self._print(f"spikewatch console: listening on {', '.join(self.endpoints)}")
-        with StreamReceiver(self.endpoints, self.stream, fps=4) as receiver:
+        with StreamReceiver(self.endpoints, self.stream, fps=4, history=self.options.history,
+                            socket_options=self.options.socket_options) as receiver:
             next_line = time.monotonic() + self.interval
+            shown = 0
             while not self._stop.is_set():
+                for notice in receiver.notices[shown:]:
+                    self._print(f"spikewatch console: {notice}")
+                shown = len(receiver.notices)
                 if receiver.error is not None:
                     self._print(f"spikewatch console: receiving stopped: {receiver.error}")
                     break

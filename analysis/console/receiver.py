@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import zmq
 
 from sampler import protocol
+from sampler.backfill import Backfill, BackfillError
 
 from .state import StreamState
 
@@ -25,7 +26,8 @@ class StreamReceiver:
 
     def __init__(self, endpoints: Sequence[str], state: StreamState,
                  notify: Callable[[], object] | None = None, *, fps: float = 15.0,
-                 hwm: int = 100_000, context: zmq.Context | None = None) -> None:
+                 hwm: int = 100_000, context: zmq.Context | None = None,
+                 history: Sequence[str | None] = (), socket_options: Mapping[int, Any] | None = None) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
         self.endpoints = list(endpoints)
@@ -34,6 +36,10 @@ class StreamReceiver:
         self.interval = 1.0 / max(0.5, fps)
         self._ctx = context or zmq.Context.instance()
         self._hwm = hwm
+        self.history = list(history) + [None] * (len(self.endpoints) - len(history))
+        self.socket_options = dict(socket_options or {})
+        self.notices: list[str] = []  # things to tell the user (e.g. a history endpoint that did not answer)
+        self._merges: dict[str, Backfill] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -63,10 +69,16 @@ class StreamReceiver:
                 s = self._ctx.socket(zmq.SUB)
                 s.setsockopt(zmq.RCVHWM, self._hwm)
                 s.setsockopt(zmq.LINGER, 0)
+                for opt, value in self.socket_options.items():
+                    s.setsockopt(opt, value)
                 s.setsockopt(zmq.SUBSCRIBE, b"")
                 s.connect(ep)
                 socks[s] = ep
                 poller.register(s, zmq.POLLIN)
+            for s, ep in socks.items():
+                history = self.history[self.endpoints.index(ep)]
+                if history and not self._stop.is_set():
+                    self._backfill(s, ep, history)
             last_notify = 0.0
             seen_version = self.state.version
             while not self._stop.is_set():
@@ -87,6 +99,21 @@ class StreamReceiver:
             for s in socks:
                 s.close()
 
+    def _backfill(self, sock: zmq.Socket, endpoint: str, history: str) -> None:
+        """History first, then live (sampler.backfill): the window starts full."""
+        merge = Backfill(history, socket_options=self.socket_options)
+        try:
+            messages = merge.attach(sock)
+        except BackfillError as exc:
+            self.notices.append(f"{endpoint}: no history ({exc}); showing the live stream only")
+            return
+        self._merges[endpoint] = merge
+        with self.state.lock:
+            for topic, body in messages:
+                # recv None: replayed history says nothing about how late the stream is.
+                self.state.ingest(endpoint, topic, body, None)
+        self.notices.append(f"{endpoint}: {merge.history_count} messages of history")
+
     def _drain(self, sock: zmq.Socket, endpoint: str, budget: int = 2000) -> None:
         """Apply what is waiting on ``sock`` (bounded, so one busy sampler cannot starve the rest)."""
         batch: list[tuple[str, dict]] = []
@@ -96,9 +123,13 @@ class StreamReceiver:
             except zmq.Again:
                 break
             try:
-                batch.append(protocol.decode(frames))
+                message = protocol.decode(frames)
             except protocol.ProtocolError:
                 self.state.bad_messages += 1
+                continue
+            merge = self._merges.get(endpoint)
+            if merge is None or merge.keep(message[1]):
+                batch.append(message)
         if not batch:
             return
         recv = time.time_ns()

@@ -252,7 +252,8 @@ class SourceState:
         if value > self.peaks.get(series, -1):
             self.peaks[series] = value
 
-    def ingest(self, topic: str, body: Mapping[str, Any], recv_wall_ns: int) -> None:
+    def ingest(self, topic: str, body: Mapping[str, Any], recv_wall_ns: int | None) -> None:
+        """Apply one message; ``recv_wall_ns`` is when it arrived (None for replayed history)."""
         self.messages += 1
         seq, t = body.get("seq"), body.get("t")
         if isinstance(seq, int):
@@ -302,7 +303,7 @@ class SourceState:
         if self.last_t is None or last > self.last_t:
             self.last_t = last
         wall = self.to_wall(last)
-        if wall is not None:
+        if wall is not None and recv is not None:
             self.receive_lag.record(recv - wall)
 
     def _on_detail(self, body: Mapping[str, Any], t: int, recv: int) -> None:
@@ -437,7 +438,7 @@ class StreamState:
         self._by_endpoint[endpoint] = src
         return src
 
-    def ingest(self, endpoint: str, topic: str, body: Mapping[str, Any], recv_wall_ns: int) -> None:
+    def ingest(self, endpoint: str, topic: str, body: Mapping[str, Any], recv_wall_ns: int | None) -> None:
         """Apply one decoded message that arrived on ``endpoint`` (caller holds the lock)."""
         src = self._by_endpoint.get(endpoint)
         if topic == protocol.HELLO:

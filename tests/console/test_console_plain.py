@@ -64,6 +64,9 @@ def test_cli_without_a_tty_falls_back_to_plain_and_stops_after_duration(spikewat
     (["--window", "soon"], "not a duration"),
     (["--limit", "lots"], "not a size"),
     (["tcp://127.0.0.1:port"], "is not a usable ZeroMQ endpoint"),
+    (["--keys", "/nonexistent/keys", "tcp://127.0.0.1:1"], "no keys folder"),
+    (["--history", "tcp://127.0.0.1:1", "--history", "tcp://127.0.0.1:2", "tcp://127.0.0.1:3"],
+     "2 history endpoints for 1"),
 ])
 def test_cli_bad_input_is_a_clear_error(spikewatch_cmd, args: list[str], message: str) -> None:
     proc = subprocess.run([*spikewatch_cmd, "console", *args], capture_output=True, text=True, timeout=30)

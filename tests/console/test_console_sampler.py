@@ -141,3 +141,45 @@ async def test_oom_kill_under_a_real_limit_raises_the_banner(endpoints, spikewat
         if sampler.poll() is None:
             sampler.kill()
             sampler.communicate(timeout=5)
+
+
+async def test_console_starts_from_history_and_speaks_curve(endpoints, spikewatch_cmd, tmp_path: Path) -> None:
+    from sampler.security import client_options
+
+    keys = tmp_path / "keys"
+    made = subprocess.run([*spikewatch_cmd, "keys", str(keys)], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    sampler = subprocess.Popen(
+        [*spikewatch_cmd, "sample", "--publish", endpoints["publish"], "--inlet", endpoints["inlet"],
+         "--history", endpoints["history"], "--keys", str(keys), "--no-journal", "--quiet",
+         "--duration", "60s", "--", sys.executable, "-c", "import time; time.sleep(60)"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)  # some history to replay
+        # Without keys the stream stays closed to us.
+        stranger = ConsoleApp([endpoints["publish"]])
+        async with stranger.run_test(size=(100, 24)) as pilot:
+            await pilot.pause(1.5)
+            assert not stranger.panels
+        joined_wall = time.time_ns()
+        app = ConsoleApp([endpoints["publish"]], ConsoleOptions(
+            inlet=[endpoints["inlet"]], history=[endpoints["history"]],
+            socket_options=client_options(keys), window_s=10))
+        async with app.run_test(size=(120, 30)) as pilot:
+            await until(pilot, lambda: bool(app.panels) and next(iter(app.panels.values())).src.anchor
+                        is not None, timeout=30)
+            src = next(iter(app.panels.values())).src
+            with app.stream.lock:
+                first_t = int(src.rings["rss"].window(0, 1 << 62)[0][0])
+                first_wall = src.to_wall(first_t)
+            assert first_wall < joined_wall - 2_000_000_000  # samples from before we joined
+            assert src.gaps == 0  # history + live without a hole or a duplicate counted as one
+            await pilot.press("n", *"curve", "enter")  # the inlet speaks CURVE too
+            await until(pilot, lambda: any(e.text == "✎ curve" for e in src.events))
+    finally:
+        sampler.terminate()
+        try:
+            sampler.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+            sampler.communicate(timeout=5)
