@@ -429,7 +429,11 @@ class Sampler:
             if self._child is not None and h.pid == self._child.pid:
                 self.tree.drop_fd(h)  # the launched child: reaped by _reap_child, which knows the status
                 continue
-            self._proc_exited(h, t)
+            try:
+                self._proc_exited(h, t)
+            except Exception:
+                self.tree.drop_fd(h)
+                self._internal_error()
         dead.clear()
 
     def _reap_child(self, t: int) -> None:
