@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
+from rich.markup import escape
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -229,7 +230,7 @@ class SourcePanel(Vertical):
     """Chart, headroom bar, phase/load, health and the event list of one sampler."""
 
     DEFAULT_CSS = """
-    SourcePanel { height: 1fr; min-height: 9; border: round $primary; }
+    SourcePanel { height: 1fr; min-height: 10; border: round $primary; }
     SourcePanel .main { width: 3fr; }
     SourcePanel RichLog { width: 1fr; min-width: 28; border-left: solid $primary-darken-2; }
     """
@@ -243,7 +244,7 @@ class SourcePanel(Vertical):
         self.health = Line(classes="health")
         self.events = RichLog(max_lines=500, wrap=True, min_width=20)
         self.shown_events = 0
-        self.border_title = src.label
+        self.border_title = escape(src.label)  # titles are markup; a label is plain text
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -262,8 +263,8 @@ class SourcePanel(Vertical):
             bar = headroom_text(self.src, series, self.chart.size.width or self.size.width)
             load = load_text(self.src)
             health = health_text(self.src)
-        if label != self.border_title:
-            self.border_title = label
+        if escape(label) != self.border_title:
+            self.border_title = escape(label)
         self.bar.set(bar)
         self.load_line.set(load)
         self.health.set(health)
