@@ -52,7 +52,7 @@ def _duration(text: str, what: str, default_unit: str) -> int:
 @click.option("--detail-period", default="100ms", show_default=True, help="Period of the detail tier (status, cgroup stat, kernel peaks).")
 @click.option("--publish", default=protocol.DEFAULT_PUBLISH, show_default=True, help="ZeroMQ PUB endpoint (tcp:// or ipc://).")
 @click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, help="ZeroMQ PULL endpoint for markers and load telemetry ('off' to disable).")
-@click.option("--journal", metavar="FILE", help="Record everything published to FILE (default when launching: spikewatch-DATE-TIME.journal here).")
+@click.option("--journal", metavar="FILE", help="Record everything published to FILE (default with -- CMD or --match: spikewatch-DATE-TIME.journal here).")
 @click.option("--no-journal", is_flag=True, help="Do not write a journal.")
 @click.option("--limit", metavar="SIZE", help="Run the launched command in a new memory cgroup of SIZE (e.g. 512M).")
 @click.option("--duration", metavar="T", help="Stop after T (e.g. 30s, 5m); a launched command gets SIGTERM.")

@@ -276,7 +276,8 @@ class Sampler:
             self._close_all()
             raise SamplerError(str(exc)) from None
         journal = c.journal
-        if journal is None and t.argv:
+        if journal is None and (t.argv or t.match is not None):
+            # The ways a newcomer starts (a command, a name): keep what was seen.
             journal = default_journal_path()
         if journal:
             try:
