@@ -137,8 +137,10 @@ def print_summary(result: Any) -> None:
 @click.option("--url", help="Aim at this base URL instead of the scenario's target.url.")
 @click.option("--seed", type=int, help="Override the scenario's seed (payloads and arrivals repeat).")
 @click.option("--quiet", "-q", is_flag=True, help="No live progress; only the summary.")
+@click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (server.key + your *.key_secret) for a sampler started with --keys.")
+@click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client).")
 def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: str | None, seed: int | None,
-          quiet: bool) -> None:
+          quiet: bool, keys: str | None = None, client_key: str | None = None) -> None:
     """Play a load scenario (phases: startup, ramp, steady, burst, spike, soak, idle).
 
     Sends a marker at every phase change and 100 ms load telemetry to a sampler's
@@ -147,7 +149,11 @@ def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: s
     """
     import dataclasses
 
+    from sampler.cli import client_socket_options
+
     from .run import run_scenario
+
+    socket_options = client_socket_options(keys, client_key)
 
     try:
         sc = load_scenario(_resolve(scenario))
@@ -166,9 +172,11 @@ def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: s
         display = _Live() if sys.stdout.isatty() else _Plain()
     if isinstance(display, _Live):
         with display:
-            result = run_scenario(sc, inlet=inlet, workers=workers, progress=display, keep_series=bool(json_path))
+            result = run_scenario(sc, inlet=inlet, workers=workers, progress=display, keep_series=bool(json_path),
+                                      socket_options=socket_options)
     else:
-        result = run_scenario(sc, inlet=inlet, workers=workers, progress=display, keep_series=bool(json_path))
+        result = run_scenario(sc, inlet=inlet, workers=workers, progress=display, keep_series=bool(json_path),
+                                      socket_options=socket_options)
     print_summary(result)
     if json_path:
         try:

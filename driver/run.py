@@ -378,7 +378,8 @@ def _stderr(msg: str) -> None:
 
 def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, workers: int = 1,
                  progress: Callable[[Progress], None] | None = None, keep_series: bool = True,
-                 log: Callable[[str], None] = _stderr, stop: threading.Event | None = None) -> DriveResult:
+                 log: Callable[[str], None] = _stderr, stop: threading.Event | None = None,
+                 socket_options: dict[int, Any] | None = None) -> DriveResult:
     """Play ``scenario`` to the end and return its statistics.
 
     ``inlet``: the sampler's inlet (markers and telemetry; nothing blocks if none listens).
@@ -395,7 +396,8 @@ def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, wor
     # Nobody listening yet: a sampler that is still starting (spikewatch run) gets what was
     # queued once it binds, but the queue stays small (~100 s of telemetry, ~0.4 MiB) so a
     # run without any sampler does not grow the driver.
-    client = InletClient(inlet, linger_ms=500 if reachable else 0, hwm=10_000 if reachable else 1_000)
+    client = InletClient(inlet, linger_ms=500 if reachable else 0, hwm=10_000 if reachable else 1_000,
+                         socket_options=socket_options)  # CURVE client options (sampler.security)
     coord = Coordinator(scenario, client, workers, progress, keep_series, log, stop)
     started = time.time_ns()
     loop = uvloop.new_event_loop()
