@@ -137,3 +137,34 @@ def test_curve_stream_inlet_and_history(endpoints, keys, tmp_path):
     assert markers == ["authorized note"]  # intruders' markers never reached the stream
     counters = [b for t, b in recs if t == protocol.HELLO][-1]["counters"]
     assert counters["inlet_ok"] == 1 and counters["samples"] > 1000
+
+
+def test_mark_and_drive_with_keys(endpoints, keys, tmp_path):
+    """The command-line senders: `mark --keys` and `drive --keys` reach a CURVE inlet."""
+    d, _ = keys
+    scenario = tmp_path / "idle.toml"
+    scenario.write_text('[target]\nurl = "http://127.0.0.1:9"\n\n[[requests]]\nname = "x"\npath = "/"\n\n'
+                        '[[phases]]\nname = "quiet"\nkind = "idle"\nduration = "0.5s"\n')
+    journal = tmp_path / "senders.journal"
+    sleeper = subprocess.Popen(["sleep", "60"])
+    p = subprocess.Popen([sys.executable, "-m", "spikewatch", "sample", "--keys", str(d), "--publish", endpoints["publish"],
+                          "--inlet", endpoints["inlet"], "--journal", str(journal), "--pid", str(sleeper.pid)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "journal" in p.stderr.readline()
+        res = spikewatch("mark", "with keys", "--inlet", endpoints["inlet"], "--keys", str(d))
+        assert res.returncode == 0, res.stderr
+        res = spikewatch("mark", "without keys", "--inlet", endpoints["inlet"])
+        assert res.returncode == 0  # a PUSH cannot know; the sampler never sees it
+        res = spikewatch("drive", str(scenario), "--inlet", endpoints["inlet"], "--keys", str(d), "-q")
+        assert res.returncode == 0, res.stderr
+        time.sleep(1.0)
+        p.terminate()
+        p.wait(timeout=30)
+    finally:
+        p.kill()
+        sleeper.kill()
+        sleeper.wait()
+    markers = [(b["kind"], b["name"]) for t, b in iter_records(journal) if t == protocol.MARKER]
+    assert ("note", "with keys") in markers and ("phase_start", "quiet") in markers and ("phase_end", "quiet") in markers
+    assert ("note", "without keys") not in markers
