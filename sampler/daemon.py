@@ -758,7 +758,9 @@ class Sampler:
         imax = self._imax
         t_from = self._detail_t or self.first_t or t
         reset = self.config.reset_hwm or self._child is not None
-        body = protocol.header(self.publisher.next_seq(), t)
+        # The header (and so the seq) is taken when the body is published, after
+        # the samples and events this tick publishes first: seq stays in order.
+        body: dict[str, Any] = {}
         totals = {"threads": 0, "rss_anon": 0, "rss_file": 0, "rss_shmem": 0, "vm_hwm": 0, "vm_swap": 0}
         interval_hwms: list[int] = []
         nprocs = 0
@@ -808,7 +810,7 @@ class Sampler:
         self._prev_imax = self._imax
         self._imax = {}
         self._detail_t = t
-        self._publish(protocol.DETAIL, body)
+        self._publish(protocol.DETAIL, {**protocol.header(self.publisher.next_seq(), t), **body})
 
     def _detail_cgroup(self, cg: cgroup.MemoryCgroup, body: dict[str, Any], imax: dict[str, int],
                        t_from: int, t: int) -> None:

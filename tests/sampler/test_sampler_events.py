@@ -104,6 +104,10 @@ def test_attached_reset_hwm_catches_repeated_spikes(tmp_path, endpoints):
         assert near and max(e["bytes"] for e in near) >= base + 39 * MiB
         caught += 1
     assert caught >= 2
+    # Every message, the detail that found a spike included, is numbered in the
+    # order it was published: a subscriber must not see a reorder as a loss.
+    seqs = [b["seq"] for _, b in s.records]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
 def test_duration_ends_a_launched_command_cleanly(tmp_path, endpoints):
