@@ -53,6 +53,7 @@ class Request:
     port: int | None
     url: str | None
     limit_param: str = "--limit"
+    keys: str | None = None
 
 
 def _scenario(path: str):  # noqa: ANN202 - keeps the driver's imports lazy
@@ -137,7 +138,7 @@ def _plan(req: Request) -> tuple[Plan, str | None]:
     plan = Plan(scenario=scenario_path.resolve(), command=command, url=url, port=port, out_dir=_out_dir(req.out),
                 publish=f"tcp://127.0.0.1:{publish}", inlet=f"tcp://127.0.0.1:{inlet}",
                 period=req.period, limit=limit,
-                env={"PORT": str(port), "SPIKEWATCH_PORT": str(port)})
+                env={"PORT": str(port), "SPIKEWATCH_PORT": str(port)}, keys=req.keys)
     return plan, no_limit_reason
 
 
@@ -158,7 +159,10 @@ def _console(session: Session, plan: Plan, use_tui: bool) -> None:
     """Show the run live until the session is done (or the user stops it)."""
     from analysis.console import ConsoleOptions
 
-    options = ConsoleOptions(inlet=[plan.inlet], title=f"spikewatch run {plan.scenario.name}")
+    from sampler.cli import client_socket_options
+
+    options = ConsoleOptions(inlet=[plan.inlet], title=f"spikewatch run {plan.scenario.name}",
+                             socket_options=client_socket_options(plan.keys))
     if use_tui:
         _tui(session, plan, options)
         return
@@ -309,9 +313,11 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.option("--port", type=click.IntRange(1, 65535),
               help="The port the service listens on (default: a free one, given to it as PORT / {port}).")
 @click.option("--url", help="Aim the driver here instead of the scenario's URL with --port in it.")
+@click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (from `spikewatch keys DIR`): sampler, driver and console use it.")
 @click.pass_context
 def run(ctx: click.Context, scenario: str, command: tuple[str, ...], limit: str | None, out: str | None,
-        fail_on: tuple[str, ...], console: bool | None, period: str, port: int | None, url: str | None) -> None:
+        fail_on: tuple[str, ...], console: bool | None, period: str, port: int | None, url: str | None,
+        keys: str | None = None) -> None:
     """Load-test a service and catch its memory spikes: sample, drive, record, report.
 
     \b
@@ -325,7 +331,11 @@ def run(ctx: click.Context, scenario: str, command: tuple[str, ...], limit: str 
     the service died mid-run (OOM kill included), 3 not evaluated (could not start,
     never ready, nothing recorded), 130 interrupted; the report is written in every case.
     """
-    ctx.exit(execute(Request(scenario, list(command), limit, out, fail_on, console, period, port, url)))
+    if keys:
+        from sampler.cli import client_socket_options
+
+        client_socket_options(keys)  # a bad folder fails here, before anything starts
+    ctx.exit(execute(Request(scenario, list(command), limit, out, fail_on, console, period, port, url, keys=keys)))
 
 
 @click.command(context_settings=_CTX)

@@ -47,6 +47,7 @@ class Plan:
     period: str = "1ms"
     limit: str | None = None  # passed to the sampler (already checked to be possible)
     env: dict[str, str] = field(default_factory=dict)
+    keys: str | None = None  # CURVE keys folder (spikewatch keys DIR): sampler, driver and console use it
 
     @property
     def recording(self) -> Path:
@@ -106,12 +107,14 @@ class Session:
                 "--journal", str(p.recording)]
         if p.limit:
             argv += ["--limit", p.limit]
+        if p.keys:
+            argv += ["--keys", p.keys, "--require-keys"]
         return [*argv, "--", *p.command]
 
     def driver_argv(self) -> list[str]:
         p = self.plan
         return [*_python(), "drive", str(p.scenario), "--inlet", p.inlet, "--url", p.url,
-                "--json", str(p.driver_json), "--quiet"]
+                "--json", str(p.driver_json), "--quiet", *(["--keys", p.keys] if p.keys else [])]
 
     def start(self) -> None:
         """Sampler first (it launches the service, held until sampling runs), the driver once
