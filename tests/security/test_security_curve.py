@@ -168,3 +168,22 @@ def test_mark_and_drive_with_keys(endpoints, keys, tmp_path):
     markers = [(b["kind"], b["name"]) for t, b in iter_records(journal) if t == protocol.MARKER]
     assert ("note", "with keys") in markers and ("phase_start", "quiet") in markers and ("phase_end", "quiet") in markers
     assert ("note", "without keys") not in markers
+
+
+def test_run_with_keys_end_to_end(keys, tmp_path):
+    """`spikewatch run --keys`: the sampler binds with CURVE, the driver's markers and
+    the console's stream go through it, the report is written."""
+    from driver import bundled
+
+    d, _ = keys
+    out = tmp_path / "run"
+    res = spikewatch("run", str(bundled("quick")), "--keys", str(d), "--no-console", "--out", str(out), "--",
+                     sys.executable, "-m", "driver.demo_service", "--port", "{port}", timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    recs = list(iter_records(out / "recording"))
+    phases = [b["name"] for t, b in recs if t == protocol.MARKER and b["kind"] == protocol.PHASE_START]
+    assert len(phases) >= 3 and any(t == protocol.LOAD for t, _ in recs)
+    assert (out / "report.json").exists()
+    res = spikewatch("run", str(bundled("quick")), "--keys", str(tmp_path / "none"), "--no-console", "--",
+                     sys.executable, "-m", "driver.demo_service", "--port", "{port}")
+    assert res.returncode != 0 and "no keys folder" in res.stderr and "Traceback" not in res.stderr
