@@ -12,7 +12,10 @@ Modules:
 * :mod:`sampler.ticker` — timerfd on absolute monotonic deadlines, timer slack, SCHED_FIFO.
 * :mod:`sampler.stream` — PUB publisher (pack once, journal, listeners), inlet, journal thread.
 * :mod:`sampler.cgroup` — memory cgroups v1/v2. :mod:`sampler.protocol` — the wire protocol.
-* :mod:`sampler.cli` — ``spikewatch sample`` and ``spikewatch mark``.
+* :mod:`sampler.cli` — ``spikewatch sample``, ``spikewatch mark`` and ``spikewatch keys``.
+* :mod:`sampler.security` — CURVE keys, the ZAP authenticator, the loopback rule (docs/security.md).
+* :mod:`sampler.history` — the backfill ring (a publish listener) and its ROUTER endpoint.
+* :mod:`sampler.backfill` — consumer side: history + live merged by ``seq`` (clone pattern).
 
 In-process use (tests, exporters)::
 
