@@ -55,3 +55,20 @@ def test_late_recorder_backfills_the_startup_peak(endpoints, tmp_path):
     assert max(rss) > 100 * MiB, "the startup peak came through the backfill"
     assert rss[-1] < 60 * MiB
     assert "missed 0 message(s)" in res.stdout
+
+
+def test_history_ring_is_bounded_by_time_and_size():
+    from sampler.history import HistoryRing
+
+    ring = HistoryRing(window_ns=1_000_000_000, max_bytes=10_000)
+    for seq in range(5000):  # 5 s of messages every ms, 100 bytes each
+        ring(protocol.SAMPLES, {"seq": seq, "t": seq * 1_000_000}, b"x" * 100)
+    assert ring.nbytes <= 10_000 and len(ring) == 100  # size bound (100 x 100 B) beat the 1 s window
+    assert [s for s, *_ in ring.snapshot()] == list(range(4900, 5000))
+    assert ring.trimmed == 4900
+    ring = HistoryRing(window_ns=1_000_000_000, max_bytes=1 << 30)
+    for seq in range(5000):
+        ring(protocol.SAMPLES, {"seq": seq, "t": seq * 1_000_000}, b"x" * 100)
+    snap = ring.snapshot()
+    assert snap[0][0] == 3999 and snap[-1][0] == 4999  # the last second (time bound)
+    assert [s for s, *_ in ring.snapshot(since_seq=4990)] == list(range(4990, 5000))
