@@ -413,7 +413,8 @@ def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, wor
         scenario=scenario, phases=coord.phases, total=total,
         thresholds=_check_thresholds(scenario, total) if aborted is None else [],
         series=coord.series, workers=workers, inlet=inlet, sampler_reachable=reachable,
-        started_wall_ns=started, aborted=aborted, interrupted=coord.interrupted, unfinished=unfinished,
+        started_wall_ns=started, aborted=aborted,
+        interrupted=coord.interrupted or (stop is not None and stop.is_set()), unfinished=unfinished,
         saturated_intervals=coord.saturated, max_loop_lag_ns=coord.max_loop_lag)
     if coord.saturated:
         result.notes.append(

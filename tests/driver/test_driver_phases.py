@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
+import time
 
 import pytest
 
@@ -345,8 +346,6 @@ def test_chunked_answers_and_closed_connections_are_handled(server: Recorder, pa
 
 def test_a_stalled_driver_loop_is_reported_as_saturation(server: Recorder) -> None:
     """Latency measured by a stalled client includes its own queueing: the run must say so."""
-    import time as _time
-
     sc = make_scenario("""
         [[requests]]
         path = "/sat"
@@ -358,9 +357,30 @@ def test_a_stalled_driver_loop_is_reported_as_saturation(server: Recorder) -> No
     import asyncio
 
     def stall(p) -> None:  # block the driver's loop for 80 ms in the middle of every tick interval
-        asyncio.get_running_loop().call_later(0.05, _time.sleep, 0.08)
+        asyncio.get_running_loop().call_later(0.05, time.sleep, 0.08)
 
     res = quiet_run(sc, progress=stall)
     assert res.saturated_intervals >= 3 and res.max_loop_lag_ns > 20_000_000
     assert any("saturated" in n for n in res.notes)
     assert res.phases[0].summary()["saturated_intervals"] >= 3
+
+
+def test_python_api_bundled_scenario_with_url_and_an_early_stop(server: Recorder) -> None:
+    """What `spikewatch run` calls: load a bundled scenario, aim it, stop it from another thread."""
+    import threading
+
+    import driver
+
+    sc = driver.load_scenario(driver.bundled("quick")).with_url(server.url)
+    assert sc.target.ready == "/health" and sc.target.port == server.port
+    stop = threading.Event()
+    timer = threading.Timer(1.5, stop.set)
+    timer.start()
+    t = time.monotonic()
+    res = driver.run_scenario(sc, inlet=f"tcp://127.0.0.1:{free_port()}", log=lambda m: None, stop=stop)
+    timer.cancel()
+    assert time.monotonic() - t < 3.5  # the quick scenario would take ~4 s
+    assert res.interrupted and res.exit_code == 0
+    played = [p for p in res.phases if p.t_end_ns]
+    assert played and played[0].ready is True and len(played) < len(res.phases)
+    assert res.to_json()["phases"][0]["name"] == "boot"
