@@ -93,10 +93,17 @@ def print_summary(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from rich import box
+
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 130)
-    table = Table(title="spikewatch drive: per phase", title_justify="left")
-    for col in ("phase", "kind", "time", "requests", "rate/s", "errors", "p50", "p90", "p99", "max",
-                "late/dropped", "note"):
+    wide = console.width >= 125  # on a narrow terminal keep the columns that matter most
+    cols = ["phase", "kind", "time", "requests", "rate/s", "errors", "p50", "p90", "p99", "max",
+            "late/dropped", "note"]
+    if not wide:
+        cols = [c for c in cols if c not in ("kind", "p90", "late/dropped")]
+    table = Table(title="spikewatch drive: per phase", title_justify="left",
+                  box=box.HEAVY_HEAD if wide else box.SIMPLE, pad_edge=wide)
+    for col in cols:
         table.add_column(col, justify="left" if col in ("phase", "kind", "note") else "right")
     for ph in result.phases + [result.total]:
         s = ph.summary()
@@ -106,13 +113,16 @@ def print_summary(result: Any) -> None:
         elif s.get("target_rate") is not None:
             note = f"target {s['target_rate']:.0f}/s"
         if s["saturated_intervals"]:
-            note += " driver saturated"
+            note += " driver saturated" if wide else " saturated"
         err = f"{s['error_rate'] * 100:.2f}%" if s["completed"] else "–"
         rate = f"{s['rate']:.0f}" if ph.model != "none" or s["completed"] else "–"
-        table.add_row(ph.name if ph.kind != "total" else "[bold]all[/]", ph.kind if ph.kind != "total" else "",
-                      f"{s['duration_s']:.1f}s", str(s["completed"]), rate, err,
-                      _ms(s.get("lat_p50_ns")), _ms(s.get("lat_p90_ns")), _ms(s.get("lat_p99_ns")),
-                      _ms(s.get("lat_max_ns")), f"{s['late_sends']}/{s['dropped_sends']}", note)
+        cells = {
+            "phase": ph.name if ph.kind != "total" else "[bold]all[/]", "kind": ph.kind if ph.kind != "total" else "",
+            "time": f"{s['duration_s']:.1f}s", "requests": str(s["completed"]), "rate/s": rate, "errors": err,
+            "p50": _ms(s.get("lat_p50_ns")), "p90": _ms(s.get("lat_p90_ns")), "p99": _ms(s.get("lat_p99_ns")),
+            "max": _ms(s.get("lat_max_ns")), "late/dropped": f"{s['late_sends']}/{s['dropped_sends']}", "note": note,
+        }
+        table.add_row(*(cells[c] for c in cols))
     console.print(table)
     tot = result.total.summary()
     console.print(f"sent {format_bytes(tot['bytes_sent'])}, received {format_bytes(tot['bytes_recv'])}; "
