@@ -10,6 +10,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def bucket_minmax(idx: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Min and max of ``v`` per bucket, given each sample's bucket number ``idx``.
+
+    ``idx`` must be non-decreasing (samples in time order) and non-empty.
+    Returns ``(which, lo, hi)`` for the non-empty buckets: their numbers and
+    the smallest and largest value in each. Every display path (HTML report,
+    live console) buckets through here, so none can average a spike away.
+    """
+    # idx is sorted, so each bucket is one contiguous run: reduceat over run starts.
+    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+    return idx[starts], np.minimum.reduceat(v, starts), np.maximum.reduceat(v, starts)
+
+
 def minmax(t: np.ndarray, v: np.ndarray, buckets: int = 2000,
            t_range: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bucket ``(t, v)`` by time into ``buckets`` equal columns.
@@ -29,11 +42,8 @@ def minmax(t: np.ndarray, v: np.ndarray, buckets: int = 2000,
     span = max(float(t_hi - t_lo), 1.0)
     idx = ((t - t_lo) * (buckets / span)).astype(np.int64)
     np.clip(idx, 0, buckets - 1, out=idx)
-    # t is sorted, so each bucket is one contiguous run: reduceat over run starts.
-    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
-    lo = np.minimum.reduceat(v, starts)
-    hi = np.maximum.reduceat(v, starts)
-    bt = t_lo + (idx[starts] * span / buckets)
+    which, lo, hi = bucket_minmax(idx, v)
+    bt = t_lo + (which * span / buckets)
     return bt.astype(t.dtype) if np.issubdtype(t.dtype, np.integer) else bt, lo, hi
 
 

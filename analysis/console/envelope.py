@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from analysis.downsample import bucket_minmax
+
 
 def minmax_envelope(t: np.ndarray, v: np.ndarray, t_start: int, t_end: int,
                     buckets: int) -> tuple[np.ndarray, np.ndarray]:
@@ -32,11 +34,9 @@ def minmax_envelope(t: np.ndarray, v: np.ndarray, t_start: int, t_end: int,
     # Integer arithmetic on ns: no float rounding can move a sample to a neighbour bucket.
     idx = ((t - t_start) * buckets) // span
     np.minimum(idx, buckets - 1, out=idx)
-    # idx is sorted, so each bucket is one contiguous run: reduceat over run starts.
-    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
-    which = idx[starts]
-    mins[which] = np.minimum.reduceat(v, starts)
-    maxs[which] = np.maximum.reduceat(v, starts)
+    which, lo, hi = bucket_minmax(idx, v)
+    mins[which] = lo
+    maxs[which] = hi
     return mins, maxs
 
 

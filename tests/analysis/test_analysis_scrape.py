@@ -61,3 +61,12 @@ def test_minmax_keeps_every_spike():
     assert len(x) == 4000 and y.max() == 999
     bt, lo, hi = downsample.minmax(t[:10], v[:10], 2000)
     assert len(bt) == 10
+
+
+def test_bucket_minmax_keeps_both_ends_of_every_bucket():
+    # The one core the HTML report and the live console both bucket through.
+    idx = np.array([0, 0, 2, 2, 2, 7])
+    v = np.array([5, 1, 3, 9, 4, -2])
+    which, lo, hi = downsample.bucket_minmax(idx, v)
+    assert which.tolist() == [0, 2, 7]
+    assert lo.tolist() == [1, 3, -2] and hi.tolist() == [5, 9, -2]
