@@ -739,15 +739,7 @@ def _v2_home(ours: CgroupInfo) -> CgroupInfo:
 
 
 def _enable_v2_memory(parent: Path) -> None:
-    controllers = (parent / "cgroup.controllers").read_text().split()
-    if "memory" not in controllers:
-        raise CgroupError(
-            f"the memory controller is not delegated to {parent}; enable it in the parent "
-            f"(echo +memory > {parent.parent / 'cgroup.subtree_control'}) or run with --limit "
-            "from a cgroup that has it (systemd-run -p Delegate=yes)"
-        )
-    if "memory" in (parent / "cgroup.subtree_control").read_text().split():
-        return
+    # The caller has checked that memory is delegated to parent and not yet enabled below it.
     try:
         _write(parent / "cgroup.subtree_control", "+memory")
     except OSError as exc:
