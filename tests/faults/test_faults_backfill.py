@@ -30,7 +30,7 @@ def test_late_recorder_backfills_the_startup_peak(endpoints, tmp_path):
     sampler = subprocess.Popen(
         [sys.executable, "-m", "spikewatch", "sample", "--publish", endpoints["publish"], "--inlet", endpoints["inlet"],
          "--history", endpoints["history"], "--history-window", "60s", "--journal", str(journal),
-         "--duration", "12s", "--", sys.executable, "-c", STARTUP_PEAK],
+         "--duration", "60s", "--", sys.executable, "-c", STARTUP_PEAK],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(5)  # the startup peak is long over
@@ -39,6 +39,7 @@ def test_late_recorder_backfills_the_startup_peak(endpoints, tmp_path):
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
         assert "no backfill" not in res.stderr
+        sampler.terminate()  # ends cleanly: the journal is complete for the comparison below
         sampler.wait(timeout=60)
     finally:
         sampler.kill()
