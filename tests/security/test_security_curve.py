@@ -187,3 +187,34 @@ def test_run_with_keys_end_to_end(keys, tmp_path):
     res = spikewatch("run", str(bundled("quick")), "--keys", str(tmp_path / "none"), "--no-console", "--",
                      sys.executable, "-m", "driver.demo_service", "--port", "{port}")
     assert res.returncode != 0 and "no keys folder" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_keys_from_the_units_environment(endpoints, keys, tmp_path):
+    """The systemd units set SPIKEWATCH_KEYS_DIR: an existing folder turns CURVE on; a
+    folder that was never made leaves a loopback-only sampler running; a non-loopback
+    bind still needs real keys."""
+    import os
+
+    d, _ = keys
+    base = ["sample", "--publish", endpoints["publish"], "--inlet", endpoints["inlet"], "--no-journal", "--pid", "1"]
+
+    def sample_env(keys_dir, *extra, seconds="1.5s"):
+        env = {**os.environ, "SPIKEWATCH_KEYS_DIR": str(keys_dir)}
+        return subprocess.Popen([sys.executable, "-m", "spikewatch", *base, "--duration", seconds, *extra], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    ctx = zmq.Context()
+    try:
+        for keys_dir, opts, expect in ((d, {}, False), (d, client_options(d), True), (tmp_path / "never-made", {}, True)):
+            sub = StreamSubscriber([endpoints["publish"]], context=ctx, socket_options=opts)
+            p = sample_env(keys_dir)
+            got = sub.recv(timeout_ms=2500) is not None
+            p.wait(timeout=30)
+            sub.close()
+            assert p.returncode == 0, p.stderr.read()
+            assert got is expect, (keys_dir, bool(opts))
+        p = sample_env(tmp_path / "never-made", "--inlet", "tcp://0.0.0.0:1")
+        p.wait(timeout=30)
+        assert p.returncode != 0 and "spikewatch keys DIR" in p.stderr.read()
+    finally:
+        ctx.term()
