@@ -40,4 +40,12 @@ def python() -> str:
     return sys.executable
 
 
+@pytest.fixture
+def memory_cgroup() -> None:
+    """A writable memory cgroup is needed: skip saying why (fail when CI requires cgroups)."""
+    from tests.support.cgroups import require_memory_cgroup
+
+    require_memory_cgroup()
+
+
 os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -18,28 +18,10 @@ from pathlib import Path
 import pytest
 
 from sampler import cgroup as cgm
+from tests.support.cgroups import needs_cgroup
 
 MiB = 1 << 20
 pytestmark = pytest.mark.cgroup
-
-
-def _writable_reason() -> str | None:
-    hier = cgm.memory_hierarchy()
-    if hier is None:
-        return "no memory cgroup controller mounted on this host"
-    try:
-        cg = cgm.create_limited(16 * MiB, f"spikewatch-probe-{os.getpid()}")
-    except cgm.CgroupError as exc:
-        return f"memory cgroup not writable here: {exc}"
-    cgm.remove(cg)
-    return None
-
-
-_REASON = _writable_reason()
-# CI sets SPIKEWATCH_REQUIRE_CGROUPS=1: there a missing controller is a failure, not a skip.
-if _REASON is not None and os.environ.get("SPIKEWATCH_REQUIRE_CGROUPS") == "1":
-    raise RuntimeError(f"SPIKEWATCH_REQUIRE_CGROUPS=1 but {_REASON}")
-needs_cgroup = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
 
 def _ours() -> list[Path]:

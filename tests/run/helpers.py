@@ -8,29 +8,9 @@ import textwrap
 from pathlib import Path
 
 import psutil
-import pytest
 
 from sampler import cgroup as cgm
 
-MiB = 1 << 20
-
-
-def _cgroup_reason() -> str | None:
-    if cgm.memory_hierarchy() is None:
-        return "no memory cgroup controller mounted on this host"
-    try:
-        cg = cgm.create_limited(16 * MiB, f"spikewatch-runprobe-{os.getpid()}")
-    except cgm.CgroupError as exc:
-        return f"memory cgroup not writable here: {exc}"
-    cgm.remove(cg)
-    return None
-
-
-CGROUP_REASON = _cgroup_reason()
-# CI sets SPIKEWATCH_REQUIRE_CGROUPS=1: there a missing controller is a failure, not a skip.
-if CGROUP_REASON is not None and os.environ.get("SPIKEWATCH_REQUIRE_CGROUPS") == "1":
-    raise RuntimeError(f"SPIKEWATCH_REQUIRE_CGROUPS=1 but {CGROUP_REASON}")
-needs_cgroup = pytest.mark.skipif(CGROUP_REASON is not None, reason=CGROUP_REASON or "")
 
 SMALL_SCENARIO = """\
 seed = 3

@@ -15,8 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from spikewatch.cli import main
+from tests.support.cgroups import needs_cgroup
 
-from .helpers import GROWER, LONG_SCENARIO, SMALL_SCENARIO, alive, demo_service, leftover_cgroups, needs_cgroup, tree, write
+from .helpers import GROWER, LONG_SCENARIO, SMALL_SCENARIO, alive, demo_service, leftover_cgroups, tree, write
 
 MiB = 1 << 20
 

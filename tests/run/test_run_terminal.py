@@ -15,8 +15,9 @@ import threading
 import time
 from pathlib import Path
 
+from tests.support.cgroups import needs_cgroup
 
-from .helpers import LONG_SCENARIO, demo_service, needs_cgroup, write
+from .helpers import LONG_SCENARIO, demo_service, write
 
 
 class Terminal:

@@ -1,0 +1,44 @@
+"""Is a writable memory cgroup here? One probe for every test area that needs one.
+
+Tests that need a real memory controller skip, saying why, where there is none;
+CI sets ``SPIKEWATCH_REQUIRE_CGROUPS=1`` and there a missing controller fails
+them instead, so a misconfigured runner cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+
+from sampler import cgroup as cgm
+
+MiB = 1 << 20
+
+
+@functools.cache
+def memory_cgroup_unavailable() -> str | None:
+    """Why no limited memory cgroup can be made under ours, or None when one can (probed once)."""
+    if cgm.memory_hierarchy() is None:
+        return "no memory cgroup controller mounted on this host"
+    try:
+        cg = cgm.create_limited(16 * MiB, f"spikewatch-probe-{os.getpid()}")
+    except cgm.CgroupError as exc:
+        return f"memory cgroup not writable here: {exc}"
+    cgm.remove(cg)
+    return None
+
+
+def require_memory_cgroup() -> None:
+    """Skip the calling test where there is no writable memory cgroup (fail under CI's flag)."""
+    reason = memory_cgroup_unavailable()
+    if reason is None:
+        return
+    if os.environ.get("SPIKEWATCH_REQUIRE_CGROUPS") == "1":
+        pytest.fail(f"SPIKEWATCH_REQUIRE_CGROUPS=1 but {reason}")
+    pytest.skip(reason)
+
+
+# On a test or a module's pytestmark: runs the check above before the test (tests/conftest.py).
+needs_cgroup = pytest.mark.usefixtures("memory_cgroup")
