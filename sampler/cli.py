@@ -185,8 +185,8 @@ def _server_security(ctx: click.Context, keys: str | None, require: bool, endpoi
     if keys and ctx.get_parameter_source("keys") == click.core.ParameterSource.ENVIRONMENT:
         import os
 
-        if not os.path.isdir(keys):
-            keys = None  # the unit's default folder, not made: loopback only then
+        if not os.path.isfile(os.path.join(keys, "server.key_secret")):
+            keys = None  # the unit's default folder, no keys made in it: loopback only then
     if require and not keys:
         raise click.UsageError("--require-keys needs --keys DIR (make keys with `spikewatch keys DIR`)")
     try:
