@@ -205,7 +205,9 @@ def test_keys_from_the_units_environment(endpoints, keys, tmp_path):
 
     ctx = zmq.Context()
     try:
-        for keys_dir, opts, expect in ((d, {}, False), (d, client_options(d), True), (tmp_path / "never-made", {}, True)):
+        (tmp_path / "empty").mkdir()  # the install steps make the folder before any keys
+        for keys_dir, opts, expect in ((d, {}, False), (d, client_options(d), True), (tmp_path / "never-made", {}, True),
+                                       (tmp_path / "empty", {}, True)):
             sub = StreamSubscriber([endpoints["publish"]], context=ctx, socket_options=opts)
             p = sample_env(keys_dir)
             got = sub.recv(timeout_ms=2500) is not None
