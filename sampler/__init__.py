@@ -5,8 +5,14 @@ Imports only the standard library, psutil, pyzmq and msgpack.
 Modules:
 
 * :mod:`sampler.daemon` — :class:`~sampler.daemon.Sampler` (one session: setup,
-  the hot loop, the slow work in its slack, events, shutdown) and its
-  :class:`~sampler.daemon.SamplerConfig` / :class:`~sampler.daemon.Target`.
+  the hot loop, the slow work in its slack, publishing, hello, shutdown); it
+  re-exports what it is configured with.
+* :mod:`sampler.config` — :class:`~sampler.config.SamplerConfig`, :class:`~sampler.config.Target`,
+  :class:`~sampler.config.SamplerError`, the default journal name.
+* :mod:`sampler.launch` — the launched command: held before exec, released, reaped, signalled.
+* :mod:`sampler.detail` — the ~100 ms tier: status totals, cgroup fields, kernel peaks
+  (``hwm_spike``), OOM kills.
+* :mod:`sampler.lifecycle` — proc_start / proc_exit / restart events and their budget.
 * :mod:`sampler.procfs` — careful /proc reads (kept-open statm/status, stat, HWM reset).
 * :mod:`sampler.tree` — which processes are sampled (a pid counted once).
 * :mod:`sampler.ticker` — timerfd on absolute monotonic deadlines, timer slack, SCHED_FIFO.

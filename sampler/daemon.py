@@ -24,98 +24,30 @@ from __future__ import annotations
 
 import collections
 import os
-import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Callable, Generator
 
 import zmq
 
 from . import __version__, cgroup, procfs, protocol
+from .config import MIN_PERIOD_NS, SamplerConfig, SamplerError, Target, check, default_journal_path
+from .detail import DetailTier
+from .launch import Launched
+from .lifecycle import ProcessEvents
 from .procfs import PAGE_SIZE, ProcHandle, ProcfsError
 from .stream import EndpointError, Inlet, Journal, Listener, Publisher
 from .tree import ProcessTree
 from .ticker import Ticker, reset_scheduling, set_timer_slack, try_realtime
 
-MIN_PERIOD_NS = 100_000
-_HWM_ABS_NOISE = 1 << 20  # VmHWM reads ~0.2 MB low, v1 max_usage ~0.5 MB high (FACTS.md)
-_HWM_REL_NOISE = 0.02
-# The launched command first stops itself; we SIGCONT it once sampling runs.
-# If the sampler dies before that, the orphaned process group gets SIGHUP.
-_LAUNCH_SHIM = 'kill -STOP $$; exec "$@"'
+__all__ = ["MIN_PERIOD_NS", "Sampler", "SamplerConfig", "SamplerError", "Target", "default_journal_path"]
 
 Task = Generator[None, None, None]
-
-
-class SamplerError(Exception):
-    """A problem the user can fix; the message says how."""
-
-
-@dataclass
-class Target:
-    """What to sample. One process target (pid, match or launch) and/or one
-    cgroup target (cgroup or unit)."""
-
-    pid: int | None = None
-    match: str | None = None
-    argv: list[str] | None = None
-    cgroup: str | None = None
-    unit: str | None = None
-
-    def describe(self) -> list[tuple[str, str]]:
-        out = []
-        if self.pid is not None:
-            out.append(("pid", str(self.pid)))
-        if self.match is not None:
-            out.append(("match", self.match))
-        if self.argv:
-            out.append(("launch", " ".join(self.argv)))
-        if self.cgroup is not None:
-            out.append(("cgroup", self.cgroup))
-        if self.unit is not None:
-            out.append(("unit", self.unit))
-        return out
-
-
-@dataclass
-class SamplerConfig:
-    target: Target
-    period_ns: int = 1_000_000
-    detail_period_ns: int = 100_000_000
-    publish: str = protocol.DEFAULT_PUBLISH
-    inlet: str | None = protocol.DEFAULT_INLET
-    journal: str | None = None
-    limit: int | None = None
-    duration_ns: int | None = None
-    reset_hwm: bool = False
-    realtime: bool = True  # SCHED_FIFO for the sampling thread when permitted
-    quiet: bool = False
-    batch_ns: int = 20_000_000
-    hello_ns: int = 1_000_000_000
-    tree_ns: int = 200_000_000
-    tail_ns: int = 300_000_000
-    stop_grace_ns: int = 10_000_000_000
-    socket_options: dict[int, Any] = field(default_factory=dict)
-    # Bound for in-process use: where to print the start line and the summary.
-    log: Callable[[str], None] | None = None
-
-
-def default_journal_path(now: float | None = None) -> str:
-    """``spikewatch-YYYYmmdd-HHMMSS.journal`` in the current folder (``-2``, ``-3``…
-    when a run in the same second already took the name)."""
-    stem = time.strftime("spikewatch-%Y%m%d-%H%M%S", time.localtime(now))
-    path, n = f"{stem}.journal", 1
-    while os.path.exists(path):
-        n += 1
-        path = f"{stem}-{n}.journal"
-    return path
 
 
 def _once(fn: Callable[[], None]) -> Task:
@@ -129,17 +61,7 @@ class Sampler:
 
     def __init__(self, config: SamplerConfig, *, context: zmq.Context | None = None) -> None:
         c = config
-        if c.period_ns < MIN_PERIOD_NS:
-            raise SamplerError(f"the period must be at least 100us (got {c.period_ns} ns)")
-        t = c.target
-        procs = sum(x is not None and x != [] for x in (t.pid, t.match, t.argv))
-        cgs = sum(x is not None for x in (t.cgroup, t.unit))
-        if procs > 1 or cgs > 1 or procs + cgs == 0:
-            raise SamplerError("give one target: --pid N, --match REGEX or -- CMD (optionally with one of --cgroup PATH / --unit NAME)")
-        if c.limit is not None and not t.argv:
-            raise SamplerError("--limit applies to a launched command: spikewatch sample --limit 512M -- CMD ARGS")
-        if c.limit is not None and cgs:
-            raise SamplerError("--limit creates its own cgroup; drop --cgroup/--unit")
+        self._pattern = check(c)
         self.config = c
         self.period_ns = c.period_ns
         self.detail_ns = max(c.detail_period_ns, c.period_ns)
@@ -149,12 +71,6 @@ class Sampler:
         self.exit_status = 0
         self.sched = "other"
         self._our_signals: set[int] = set()  # signals we sent on our own account (--duration)
-        self._pattern: re.Pattern[str] | None = None
-        if t.match is not None:
-            try:
-                self._pattern = re.compile(t.match)
-            except re.error as exc:
-                raise SamplerError(f"--match {t.match!r} is not a regular expression: {exc}") from None
 
         # Filled by setup().
         self.publisher: Publisher | None = None
@@ -163,21 +79,17 @@ class Sampler:
         self.cg: cgroup.MemoryCgroup | None = None
         self._tree_from_cgroup = False
         self._procs_fd = -1
-        self._child: subprocess.Popen[bytes] | None = None
+        self._child: Launched | None = None
         self._child_handle: ProcHandle | None = None
-        self._held = False  # the launched command waits (stopped) for us
         self._setup_done = False
         self._journal_size_at_open = 0
         self.listeners: list[Listener] = []
 
-        # Process tree, and what we told about it.
+        # Process tree, what we told about it, and the detail tier reading it.
         self.tree = ProcessTree(exclude=set(), pattern=self._pattern)
-        self._announced: set[int] = set()  # live pids whose proc_start went out
-        self._muted: set[int] = set()  # live pids over the proc_start budget
-        self._recent_exits: collections.deque[tuple[list[str], int, int]] = collections.deque(maxlen=64)
-        self._root_exits: collections.deque[int] = collections.deque(maxlen=16)
-        self._proc_events_this_s = 0
-        self._proc_events_window = 0
+        self.events = ProcessEvents(self.tree, event=self._event, flush=self._flush_samples)
+        self.detail = DetailTier(self.tree, None, event=self._event, flush=self._flush_samples,
+                                 headline=self._last_headline_bytes)
 
         # Current batch (lists mutated in place: the hot loop holds them).
         self._times: list[int] = []
@@ -189,7 +101,6 @@ class Sampler:
         self.samples = 0
         self.ticks_missed = 0
         self.overruns = 0
-        self.hwm_spikes = 0
         self.internal_errors = 0
         self._errors_seen: set[str] = set()
         self.first_t: int | None = None
@@ -197,15 +108,9 @@ class Sampler:
         self.origin_t = 0
         self.peak: dict[str, int] = {}
         self.peak_t: dict[str, int] = {}
-        self.hwm_peak: dict[str, int] = {}
         self._imax: dict[str, int] = {}  # largest sample since the previous detail
         self._prev_imax: dict[str, int] = {}
         self._detail_t = 0
-        self._prev_hwm: dict[int, int] = {}
-        self._cg_peak_prev: int | None = None
-        self._oom_prev: int | None = None
-        self._oom_unclaimed_t: int | None = None
-        self._limit: int | None = None
         self._ov_window: list[int] | None = None  # [first_t, count, missed, max_late]
         self._ov_last_pub = 0
         self._journal_error_sent = False
@@ -220,6 +125,15 @@ class Sampler:
         self._stop_at: int | None = None  # end after the tail
         self._signal_count = 0
         self._end_requested = threading.Event()
+
+    @property
+    def hwm_spikes(self) -> int:
+        """Kernel high-water marks above every sample of their interval."""
+        return self.detail.hwm_spikes
+
+    @property
+    def hwm_peak(self) -> dict[str, int]:
+        return self.detail.hwm_peak
 
     # ------------------------------------------------------------ setup
 
@@ -260,13 +174,8 @@ class Sampler:
                     pass
             if self._tree_from_cgroup:
                 self.tree.cgroup_pids = self._cgroup_members
-            try:
-                self._limit = self.cg.read_limit()
-                self._oom_prev = self.cg.read_oom().get("oom_kill", 0)
-            except (OSError, cgroup.CgroupError):
-                pass
-        else:
-            self._oom_prev = _vmstat_oom_kill()
+        self.detail.cg = self.cg
+        self.detail.baseline()
         try:
             self.publisher = Publisher(self._ctx, c.publish, socket_options=c.socket_options)
             self.publisher.listeners = self.listeners
@@ -289,85 +198,41 @@ class Sampler:
             self.publisher.journal = self.journal
         if t.argv:
             self._launch(t.argv)
+        # A launched command is ours: its HWM may be reset, so every interval has its own.
+        self.detail.reset_hwm = c.reset_hwm or self._child is not None
         self._setup_done = True
 
     def _launch(self, argv: list[str]) -> None:
-        """Start ``argv`` behind a tiny sh that stops itself before exec; it is
-        continued (SIGCONT) after the first tick, so the first samples are taken
-        before the program's first instruction. With --limit it is moved into the
-        new cgroup while stopped: every byte the program touches is charged there."""
+        """Start ``argv`` held before exec (:class:`~sampler.launch.Launched`); with
+        --limit it is moved into the new cgroup while stopped."""
         try:
-            self._child = subprocess.Popen(
-                ["/bin/sh", "-c", _LAUNCH_SHIM, "spikewatch-launch", *argv], process_group=0,
-            )
-        except OSError as exc:
+            self._child = Launched(argv)
+        except SamplerError:
             self._close_all()
-            raise SamplerError(f"cannot start {argv[0]!r}: {exc.strerror}") from None
-        pid = self._child.pid
-        _, status = os.waitpid(pid, os.WUNTRACED)
-        if not os.WIFSTOPPED(status):
-            self._child.returncode = -1
-            self._close_all()
-            raise SamplerError(f"the launch shell for {argv[0]!r} exited before it could be sampled")
-        self._held = True
+            raise
         try:
             if self.cg is not None and self.cg.owned:
-                cgroup.move_pid(pid, self.cg)
-            self._child_handle = self.tree.add(pid, root=True)
+                cgroup.move_pid(self._child.pid, self.cg)
+            self._child_handle = self.tree.add(self._child.pid, root=True)
         except (cgroup.CgroupError, ProcfsError) as exc:
-            self._child.kill()
-            self._child.wait()
+            self._child.kill(timeout=None)
             self._close_all()
             raise SamplerError(str(exc)) from None
 
     def _release_child(self) -> None:
-        if not self._held or self._child is None:
+        """SIGCONT after the first tick: its first samples precede its first instruction."""
+        child = self._child
+        if child is None or not child.held:
             return
-        self._held = False
         t = time.monotonic_ns()
-        pid = self._child.pid
-        os.kill(pid, signal.SIGCONT)
+        child.release()
         argv = list(self.config.target.argv or [])
-        self._announced.add(pid)
-        h = self.tree.procs.get(pid)
+        h = self.tree.procs.get(child.pid)
         if h is not None:
             h.argv, h.start_t = argv, t
-        self._event(t, protocol.EV_PROC_START, pid=pid, ppid=os.getpid(),
-                    exe=shutil.which(argv[0]) or argv[0], cmdline=argv, start_t=t, launched=True)
+        self.events.launched(child.pid, t, os.getpid(), shutil.which(argv[0]) or argv[0], argv)
 
     # ------------------------------------------------------------ process tree
-
-    def _announce(self, h: ProcHandle, t: int) -> None:
-        """proc_start (and restart) for a process that joined the tree, once it had
-        time to exec (so its command line is its own, not its parent's)."""
-        if h.pid in self._announced or h.pid in self._muted or h.gone:
-            return
-        h.refresh_identity()
-        restart_of = None
-        for i, (argv, old_pid, t_exit) in enumerate(self._recent_exits):
-            if argv == h.argv and h.argv and t - t_exit < 60_000_000_000:
-                restart_of = old_pid
-                del self._recent_exits[i]
-                break
-        if restart_of is None and h.pid in self.tree.roots and self._root_exits:
-            restart_of = self._root_exits.popleft()  # a matched target came back
-        if h.pid not in self.tree.roots and restart_of is None and not self._proc_event_budget(t):
-            self._muted.add(h.pid)  # sampled all the same; no start/exit events for it
-            return
-        self._announced.add(h.pid)
-        self._event(t, protocol.EV_PROC_START, pid=h.pid, ppid=h.ppid, exe=h.exe, cmdline=h.argv,
-                    start_t=h.start_t, launched=False)
-        if restart_of is not None:
-            self._event(t, protocol.EV_RESTART, pid=h.pid, old_pid=restart_of)
-
-    def _proc_event_budget(self, t: int) -> bool:
-        """At most 50 proc_start events per second for descendants (a forking
-        shell script must not flood the stream)."""
-        window = t // 1_000_000_000
-        if window != self._proc_events_window:
-            self._proc_events_window, self._proc_events_this_s = window, 0
-        self._proc_events_this_s += 1
-        return self._proc_events_this_s <= 50
 
     def _proc_exited(self, h: ProcHandle, t: int, exit_info: dict[str, int] | None = None) -> None:
         """A process left the tree: publish what we know, end the run if it was the launched one."""
@@ -376,34 +241,14 @@ class Sampler:
         h.gone = True
         was_root = h.pid in self.tree.roots
         self.tree.forget(h)
-        self._prev_hwm.pop(h.pid, None)
+        self.detail.forget(h.pid)
         if exit_info is None:
             exit_info = {}
-        # An OOM kill shows as a rise of the OOM counter around a SIGKILL exit (or
-        # an exit we could not see the status of, when the cgroup's counter says so).
-        oom = False
-        sig = exit_info.get("signal")
-        if sig == signal.SIGKILL or (not exit_info and self.cg is not None):
-            count = self._oom_count()
-            if count is not None and self._oom_prev is not None and count > self._oom_prev:
-                self._flush_samples()
-                self._event(t, protocol.EV_OOM_KILL, pid=h.pid, count=count - self._oom_prev,
-                            last_bytes=self._last_headline_bytes())
-                self._oom_prev = count
-                oom = True
-            elif self._oom_unclaimed_t is not None and t - self._oom_unclaimed_t < 1_000_000_000:
-                oom = True
-                self._oom_unclaimed_t = None
-        announced = h.pid in self._announced
-        self._announced.discard(h.pid)  # bounded however many processes come and go
-        self._muted.discard(h.pid)
-        if announced:
-            self._flush_samples()
-            self._event(t, protocol.EV_PROC_EXIT, pid=h.pid, oom=oom, **exit_info)
-            self._recent_exits.append((h.argv, h.pid, t))
+        oom = self.detail.oom_at_exit(h.pid, t, exit_info)
+        announced = self.events.exited(h, t, oom, exit_info)
         if was_root:
             if self._pattern is not None and announced:
-                self._root_exits.append(h.pid)
+                self.events.root_exited(h.pid)
             launched = self._child is not None and h.pid == self._child.pid
             if launched:
                 code = exit_info.get("code")
@@ -438,18 +283,8 @@ class Sampler:
         dead.clear()
 
     def _reap_child(self, t: int) -> None:
-        child = self._child
-        if child is None or child.returncode is not None:
-            return
-        try:
-            pid, status = os.waitpid(child.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid, status = child.pid, 0
-        if pid == 0:
-            return
-        info = procfs.wait_status_to_exit(status)
-        child.returncode = info.get("code", -info.get("signal", 0))
-        if self._child_handle is not None:
+        info = self._child.reap() if self._child is not None else None
+        if info is not None and self._child_handle is not None:
             self._proc_exited(self._child_handle, t, info)
 
     def _check_roots(self, t: int) -> None:
@@ -491,10 +326,10 @@ class Sampler:
                 pass
             self._proc_exited(h, t, info)
         for h in list(tree.procs.values()):
-            if h.pid not in self._announced and h.pid not in self._muted and h.pid in pids:
+            if h.pid in pids and self.events.pending(h.pid):
                 # A fork shows its parent's command line until it execs: wait a little.
                 if h.start_t is None or t - h.start_t >= 50_000_000 or h.pid in tree.roots:
-                    self._announce(h, t)
+                    self.events.announce(h, t)
 
     def _cgroup_members(self) -> set[int]:
         assert self.cg is not None
@@ -587,7 +422,7 @@ class Sampler:
             "inlet_ok": self.inlet.ok if self.inlet else 0,
             "inlet_bad": self.inlet.bad if self.inlet else 0,
             "journal_errors": self.journal.errors if self.journal else 0,
-            "hwm_spikes": self.hwm_spikes,
+            "hwm_spikes": self.detail.hwm_spikes,
         }
 
     def _hello(self, t: int, final: bool = False) -> None:
@@ -601,7 +436,7 @@ class Sampler:
             targets.append({"kind": kind, "spec": spec, "pids": pids})
         cg = None
         if self.cg is not None:
-            cg = {"version": self.cg.version, "path": self.cg.info.path, "limit": self._limit,
+            cg = {"version": self.cg.version, "path": self.cg.info.path, "limit": self.detail.limit,
                   "owned": self.cg.owned}
         body.update(
             session=self.session,
@@ -660,7 +495,7 @@ class Sampler:
             self.request_stop("duration reached", signal.SIGTERM)
         if t >= due.get("grace", 1 << 62):
             due.pop("grace")
-            if self._child is not None and self._child.returncode is None:
+            if self._child is not None and self._child.running:
                 self._log("spikewatch: the command did not exit in time; killing it")
                 self._signal_child(signal.SIGKILL)
                 self._schedule("grace", t + 2_000_000_000)
@@ -730,14 +565,6 @@ class Sampler:
             if late_ns > w[3]:
                 w[3] = late_ns
 
-    def _oom_count(self) -> int | None:
-        if self.cg is not None:
-            try:
-                return self.cg.read_oom().get("oom_kill", 0)
-            except (OSError, cgroup.CgroupError):
-                return None
-        return _vmstat_oom_kill()
-
     def _last_headline_bytes(self) -> int | None:
         name = protocol.SERIES_CG_USAGE if self.cg is not None else protocol.SERIES_RSS
         col = self._cgu if self.cg is not None else self._rss
@@ -747,7 +574,7 @@ class Sampler:
         return max(vals)
 
     def _detail(self, t: int) -> None:
-        """The ~100 ms tier: status fields, cgroup stat, kernel peaks, OOM counters."""
+        """The ~100 ms tier (:class:`~sampler.detail.DetailTier`), one message per interval."""
         assert self.publisher is not None
         # A launched command killed just now is reaped first, so that an OOM kill
         # seen below is attributed to its pid.
@@ -757,46 +584,11 @@ class Sampler:
         self._flush_samples()
         imax = self._imax
         t_from = self._detail_t or self.first_t or t
-        reset = self.config.reset_hwm or self._child is not None
-        # The header (and so the seq) is taken when the body is published, after
-        # the samples and events this tick publishes first: seq stays in order.
-        body: dict[str, Any] = {}
-        totals = {"threads": 0, "rss_anon": 0, "rss_file": 0, "rss_shmem": 0, "vm_hwm": 0, "vm_swap": 0}
-        interval_hwms: list[int] = []
-        nprocs = 0
-        for h in list(self.tree.procs.values()):
-            try:
-                st = h.status()
-            except ProcfsError:
-                continue
-            if "vm_rss" not in st:
-                continue  # a zombie: no memory, only a thread count
-            nprocs += 1
-            for k in totals:
-                totals[k] += st.get(k, 0)
-            hwm = st.get("vm_hwm", 0)
-            if reset:
-                try:
-                    procfs.reset_hwm(h.pid)
-                    interval_hwms.append(hwm)
-                except ProcfsError:
-                    pass
-            else:
-                prev = self._prev_hwm.get(h.pid)
-                if prev is not None and hwm > prev:
-                    interval_hwms.append(hwm)  # it rose: the new peak lies in this interval
-            self._prev_hwm[h.pid] = hwm
-        body.update(procs=nprocs, pids=sorted(self.tree.procs)[:256], **totals,
-                    sample_max=imax.get(protocol.SERIES_RSS))
-        if interval_hwms and imax.get(protocol.SERIES_RSS) is not None:
-            # One process: its HWM is the tree's peak. Several: the largest one
-            # is a lower bound (their peaks need not coincide).
-            kernel = sum(interval_hwms) if nprocs == 1 else max(interval_hwms)
-            self._check_spike(protocol.SERIES_RSS, kernel, imax[protocol.SERIES_RSS], t_from, t)
+        body = self.detail.read_procs(imax, t_from, t)
         cg = self.cg
         if cg is not None:
             try:
-                self._detail_cgroup(cg, body, imax, t_from, t)
+                self.detail.read_cgroup(body, imax, t_from, t)
             except cgroup.CgroupGone:
                 if self._tree_from_cgroup and not cg.owned:
                     self._log(f"spikewatch: cgroup {cg.info.dir} was removed")
@@ -804,79 +596,25 @@ class Sampler:
             except OSError:
                 pass
         else:
-            # Host-wide counter (other cgroups' OOM kills count too): only a fresh
-            # baseline for telling whether a SIGKILL exit of ours was an OOM kill.
-            self._oom_prev = _vmstat_oom_kill()
+            self.detail.refresh_host_oom()
         self._prev_imax = self._imax
         self._imax = {}
         self._detail_t = t
+        # The header (and so the seq) is taken now, after the samples and events
+        # published above: seq stays in order.
         self._publish(protocol.DETAIL, {**protocol.header(self.publisher.next_seq(), t), **body})
-
-    def _detail_cgroup(self, cg: cgroup.MemoryCgroup, body: dict[str, Any], imax: dict[str, int],
-                       t_from: int, t: int) -> None:
-        stat = cg.read_stat()
-        body.update(cg_usage=stat.get("usage"), cg_anon=stat.get("anon"), cg_file=stat.get("file"),
-                    cg_inactive_file=stat.get("inactive_file"), cg_working_set=stat.get("working_set"))
-        limit = cg.read_limit()
-        body["cg_limit"] = limit
-        if limit != self._limit:
-            self._event(t, protocol.EV_LIMIT_CHANGE, old=self._limit, new=limit)
-            self._limit = limit
-        sampled = imax.get(protocol.SERIES_CG_USAGE)
-        if cg.peak_resettable:
-            peak = cg.read_peak()
-            cg.reset_peak()
-            if peak is not None:
-                body["cg_peak"] = peak
-                if sampled is not None:
-                    self._check_spike(protocol.SERIES_CG_USAGE, peak, sampled, t_from, t)
-        else:
-            # A peak we may not reset (someone else's cgroup) still tells us about
-            # this interval whenever it rose: the new maximum happened in it.
-            peak = cg.read_peak()
-            if peak is not None:
-                if self._cg_peak_prev is not None and peak > self._cg_peak_prev and sampled is not None:
-                    self._check_spike(protocol.SERIES_CG_USAGE, peak, sampled, t_from, t)
-                self._cg_peak_prev = peak
-        oom = cg.read_oom()
-        body.update(cg_oom_kill=oom.get("oom_kill"), cg_oom=oom.get("oom", oom.get("under_oom")),
-                    cg_failcnt=oom.get("limit_hits"))
-        count = oom.get("oom_kill", 0)
-        if self._oom_prev is not None and count > self._oom_prev:
-            self._flush_samples()
-            self._event(t, protocol.EV_OOM_KILL, count=count - self._oom_prev,
-                        last_bytes=self._last_headline_bytes())
-            self._oom_unclaimed_t = t
-        self._oom_prev = count
-        psi = cg.read_psi()
-        if psi:
-            body.update(psi_some_avg10=psi.get("some_avg10"), psi_full_avg10=psi.get("full_avg10"),
-                        psi_some_total_us=int(psi.get("some_total", 0)),
-                        psi_scope="system" if psi.get("system_wide") else "cgroup")
-
-    def _check_spike(self, series: str, kernel: int, sampled: int, t_from: int, t_to: int) -> None:
-        if kernel > self.hwm_peak.get(series, -1):
-            self.hwm_peak[series] = kernel
-        if kernel - sampled > max(_HWM_ABS_NOISE, int(kernel * _HWM_REL_NOISE)):
-            self.hwm_spikes += 1
-            self._flush_samples()
-            self._event(t_to, protocol.EV_HWM_SPIKE, series=series, bytes=kernel, t_from=t_from,
-                        t_to=t_to, sampled_max=sampled)
 
     # ------------------------------------------------------------ lifecycle
 
     def _signal_child(self, sig: int) -> None:
-        if self._child is not None and self._child.returncode is None:
-            try:
-                os.kill(self._child.pid, sig)
-            except ProcessLookupError:
-                pass
+        if self._child is not None:
+            self._child.signal(sig)
 
     def request_stop(self, reason: str = "stop requested", sig: int = signal.SIGTERM) -> None:
         """End the run: a launched command gets ``sig`` and is waited for (then
         killed after the grace period); otherwise the loop ends at the next tick."""
         self._signal_count += 1
-        if self._child is not None and self._child.returncode is None and self._signal_count <= 2:
+        if self._child is not None and self._child.running and self._signal_count <= 2:
             self._stop_reason = reason
             self._signal_child(sig)
             if self._signal_count == 1:
@@ -927,7 +665,7 @@ class Sampler:
             for pid in sorted(self.tree.roots):
                 h = self.tree.procs.get(pid)
                 if h is not None and self._child is None:
-                    self._announce(h, o)
+                    self.events.announce(h, o)
             self._detail_t = o
             self._loop(ticker)
             return self._finish(time.monotonic_ns())
@@ -1015,11 +753,12 @@ class Sampler:
         for name in self.series:
             if name in self.peak:
                 s = f"peak {name} {format_bytes(self.peak[name])}"
-                if name in self.hwm_peak and self.hwm_peak[name] > self.peak[name]:
-                    s += f" (kernel hwm {format_bytes(self.hwm_peak[name])})"
+                hwm = self.detail.hwm_peak.get(name)
+                if hwm is not None and hwm > self.peak[name]:
+                    s += f" (kernel hwm {format_bytes(hwm)})"
                 parts.append(s)
-        if self.hwm_spikes:
-            parts.append(f"{self.hwm_spikes} hwm spikes")
+        if self.detail.hwm_spikes:
+            parts.append(f"{self.detail.hwm_spikes} hwm spikes")
         if self.journal is not None:
             parts.append(f"journal {self.journal.path}")
         if self._stop_reason:
@@ -1027,12 +766,8 @@ class Sampler:
         return "spikewatch: " + ", ".join(parts)
 
     def _close_all(self) -> None:
-        if self._child is not None and self._child.returncode is None:
-            self._signal_child(signal.SIGKILL)
-            try:
-                self._child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+        if self._child is not None:
+            self._child.kill()
         self.tree.close()
         if self.inlet is not None:
             self.inlet.close()
@@ -1054,14 +789,3 @@ class Sampler:
             except cgroup.CgroupError as exc:
                 self._log_fn(f"spikewatch: {exc}")
 
-
-def _vmstat_oom_kill() -> int | None:
-    """The host-wide OOM kill counter (Linux 4.13+), for targets without a cgroup."""
-    try:
-        with open("/proc/vmstat", "rb") as f:
-            for line in f:
-                if line.startswith(b"oom_kill "):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None

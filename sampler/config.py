@@ -1,0 +1,100 @@
+"""What one sampling session is asked to do: :class:`Target`, :class:`SamplerConfig`,
+the checks that reject a contradictory request, and the default journal name."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import protocol
+
+MIN_PERIOD_NS = 100_000
+
+
+class SamplerError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+@dataclass
+class Target:
+    """What to sample. One process target (pid, match or launch) and/or one
+    cgroup target (cgroup or unit)."""
+
+    pid: int | None = None
+    match: str | None = None
+    argv: list[str] | None = None
+    cgroup: str | None = None
+    unit: str | None = None
+
+    def describe(self) -> list[tuple[str, str]]:
+        out = []
+        if self.pid is not None:
+            out.append(("pid", str(self.pid)))
+        if self.match is not None:
+            out.append(("match", self.match))
+        if self.argv:
+            out.append(("launch", " ".join(self.argv)))
+        if self.cgroup is not None:
+            out.append(("cgroup", self.cgroup))
+        if self.unit is not None:
+            out.append(("unit", self.unit))
+        return out
+
+
+@dataclass
+class SamplerConfig:
+    target: Target
+    period_ns: int = 1_000_000
+    detail_period_ns: int = 100_000_000
+    publish: str = protocol.DEFAULT_PUBLISH
+    inlet: str | None = protocol.DEFAULT_INLET
+    journal: str | None = None
+    limit: int | None = None
+    duration_ns: int | None = None
+    reset_hwm: bool = False
+    realtime: bool = True  # SCHED_FIFO for the sampling thread when permitted
+    quiet: bool = False
+    batch_ns: int = 20_000_000
+    hello_ns: int = 1_000_000_000
+    tree_ns: int = 200_000_000
+    tail_ns: int = 300_000_000
+    stop_grace_ns: int = 10_000_000_000
+    socket_options: dict[int, Any] = field(default_factory=dict)
+    # Bound for in-process use: where to print the start line and the summary.
+    log: Callable[[str], None] | None = None
+
+
+def check(c: SamplerConfig) -> re.Pattern[str] | None:
+    """Raise :class:`SamplerError` for a request that cannot work; returns the
+    compiled ``--match`` pattern, if any."""
+    if c.period_ns < MIN_PERIOD_NS:
+        raise SamplerError(f"the period must be at least 100us (got {c.period_ns} ns)")
+    t = c.target
+    procs = sum(x is not None and x != [] for x in (t.pid, t.match, t.argv))
+    cgs = sum(x is not None for x in (t.cgroup, t.unit))
+    if procs > 1 or cgs > 1 or procs + cgs == 0:
+        raise SamplerError("give one target: --pid N, --match REGEX or -- CMD (optionally with one of --cgroup PATH / --unit NAME)")
+    if c.limit is not None and not t.argv:
+        raise SamplerError("--limit applies to a launched command: spikewatch sample --limit 512M -- CMD ARGS")
+    if c.limit is not None and cgs:
+        raise SamplerError("--limit creates its own cgroup; drop --cgroup/--unit")
+    if t.match is None:
+        return None
+    try:
+        return re.compile(t.match)
+    except re.error as exc:
+        raise SamplerError(f"--match {t.match!r} is not a regular expression: {exc}") from None
+
+
+def default_journal_path(now: float | None = None) -> str:
+    """``spikewatch-YYYYmmdd-HHMMSS.journal`` in the current folder (``-2``, ``-3``…
+    when a run in the same second already took the name)."""
+    stem = time.strftime("spikewatch-%Y%m%d-%H%M%S", time.localtime(now))
+    path, n = f"{stem}.journal", 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{stem}-{n}.journal"
+    return path

@@ -1,0 +1,193 @@
+"""The ~100 ms detail tier: what is too slow to read every tick.
+
+Per process: /proc status totals and the kernel's high-water mark (VmHWM). Per
+cgroup: stat, limit, peak, OOM counters and PSI. A kernel peak above every sample
+of the interval means a spike fell between two ticks: that is an ``hwm_spike``
+event. The OOM kill counter is kept here too, so that a SIGKILL exit can be told
+apart from an OOM kill (:meth:`DetailTier.oom_at_exit`).
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable, Protocol
+
+from . import cgroup, procfs, protocol
+from .procfs import ProcfsError
+from .tree import ProcessTree
+
+_HWM_ABS_NOISE = 1 << 20  # VmHWM reads ~0.2 MB low, v1 max_usage ~0.5 MB high (FACTS.md)
+_HWM_REL_NOISE = 0.02
+_TOTALS = ("threads", "rss_anon", "rss_file", "rss_shmem", "vm_hwm", "vm_swap")
+
+
+class EventFn(Protocol):
+    def __call__(self, t: int, kind: str, **fields: Any) -> None: ...
+
+
+def vmstat_oom_kill() -> int | None:
+    """The host-wide OOM kill counter (Linux 4.13+), for targets without a cgroup."""
+    try:
+        with open("/proc/vmstat", "rb") as f:
+            for line in f:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class DetailTier:
+    """Reads the detail fields and reconciles kernel peaks with the samples.
+
+    ``event`` publishes an event; ``flush`` publishes the open sample batch first
+    (the stream never shows an event ahead of the samples that led to it);
+    ``headline`` is the largest recent sample of the headline series."""
+
+    def __init__(self, tree: ProcessTree, cg: cgroup.MemoryCgroup | None, *, event: EventFn,
+                 flush: Callable[[], None], headline: Callable[[], int | None]) -> None:
+        self.tree, self.cg = tree, cg
+        self._event, self._flush, self._headline = event, flush, headline
+        self.reset_hwm = False
+        self.hwm_peak: dict[str, int] = {}
+        self.hwm_spikes = 0
+        self.limit: int | None = None
+        self.oom_prev: int | None = None
+        self._oom_unclaimed_t: int | None = None
+        self._prev_hwm: dict[int, int] = {}
+        self._cg_peak_prev: int | None = None
+
+    def baseline(self) -> None:
+        """The limit and OOM counter before sampling starts: later rises are news."""
+        if self.cg is None:
+            self.oom_prev = vmstat_oom_kill()
+            return
+        try:
+            self.limit = self.cg.read_limit()
+            self.oom_prev = self.cg.read_oom().get("oom_kill", 0)
+        except (OSError, cgroup.CgroupError):
+            pass
+
+    def forget(self, pid: int) -> None:
+        self._prev_hwm.pop(pid, None)
+
+    def read_procs(self, imax: dict[str, int], t_from: int, t: int) -> dict[str, Any]:
+        """Status totals of the tree; an ``hwm_spike`` if VmHWM rose above the samples."""
+        totals = dict.fromkeys(_TOTALS, 0)
+        interval_hwms: list[int] = []
+        nprocs = 0
+        reset = self.reset_hwm
+        for h in list(self.tree.procs.values()):
+            try:
+                st = h.status()
+            except ProcfsError:
+                continue
+            if "vm_rss" not in st:
+                continue  # a zombie: no memory, only a thread count
+            nprocs += 1
+            for k in totals:
+                totals[k] += st.get(k, 0)
+            hwm = st.get("vm_hwm", 0)
+            if reset:
+                try:
+                    procfs.reset_hwm(h.pid)
+                    interval_hwms.append(hwm)
+                except ProcfsError:
+                    pass
+            else:
+                prev = self._prev_hwm.get(h.pid)
+                if prev is not None and hwm > prev:
+                    interval_hwms.append(hwm)  # it rose: the new peak lies in this interval
+            self._prev_hwm[h.pid] = hwm
+        body: dict[str, Any] = dict(procs=nprocs, pids=sorted(self.tree.procs)[:256], **totals,
+                                    sample_max=imax.get(protocol.SERIES_RSS))
+        if interval_hwms and imax.get(protocol.SERIES_RSS) is not None:
+            # One process: its HWM is the tree's peak. Several: the largest one
+            # is a lower bound (their peaks need not coincide).
+            kernel = sum(interval_hwms) if nprocs == 1 else max(interval_hwms)
+            self._check_spike(protocol.SERIES_RSS, kernel, imax[protocol.SERIES_RSS], t_from, t)
+        return body
+
+    def read_cgroup(self, body: dict[str, Any], imax: dict[str, int], t_from: int, t: int) -> None:
+        """Cgroup fields into ``body``; limit_change, hwm_spike and oom_kill events.
+        Raises :class:`~sampler.cgroup.CgroupGone` or OSError."""
+        cg = self.cg
+        assert cg is not None
+        stat = cg.read_stat()
+        body.update(cg_usage=stat.get("usage"), cg_anon=stat.get("anon"), cg_file=stat.get("file"),
+                    cg_inactive_file=stat.get("inactive_file"), cg_working_set=stat.get("working_set"))
+        limit = cg.read_limit()
+        body["cg_limit"] = limit
+        if limit != self.limit:
+            self._event(t, protocol.EV_LIMIT_CHANGE, old=self.limit, new=limit)
+            self.limit = limit
+        sampled = imax.get(protocol.SERIES_CG_USAGE)
+        if cg.peak_resettable:
+            peak = cg.read_peak()
+            cg.reset_peak()
+            if peak is not None:
+                body["cg_peak"] = peak
+                if sampled is not None:
+                    self._check_spike(protocol.SERIES_CG_USAGE, peak, sampled, t_from, t)
+        else:
+            # A peak we may not reset (someone else's cgroup) still tells us about
+            # this interval whenever it rose: the new maximum happened in it.
+            peak = cg.read_peak()
+            if peak is not None:
+                if self._cg_peak_prev is not None and peak > self._cg_peak_prev and sampled is not None:
+                    self._check_spike(protocol.SERIES_CG_USAGE, peak, sampled, t_from, t)
+                self._cg_peak_prev = peak
+        oom = cg.read_oom()
+        body.update(cg_oom_kill=oom.get("oom_kill"), cg_oom=oom.get("oom", oom.get("under_oom")),
+                    cg_failcnt=oom.get("limit_hits"))
+        count = oom.get("oom_kill", 0)
+        if self.oom_prev is not None and count > self.oom_prev:
+            self._flush()
+            self._event(t, protocol.EV_OOM_KILL, count=count - self.oom_prev, last_bytes=self._headline())
+            self._oom_unclaimed_t = t
+        self.oom_prev = count
+        psi = cg.read_psi()
+        if psi:
+            body.update(psi_some_avg10=psi.get("some_avg10"), psi_full_avg10=psi.get("full_avg10"),
+                        psi_some_total_us=int(psi.get("some_total", 0)),
+                        psi_scope="system" if psi.get("system_wide") else "cgroup")
+
+    def refresh_host_oom(self) -> None:
+        # Host-wide counter (other cgroups' OOM kills count too): only a fresh
+        # baseline for telling whether a SIGKILL exit of ours was an OOM kill.
+        self.oom_prev = vmstat_oom_kill()
+
+    def oom_at_exit(self, pid: int, t: int, exit_info: dict[str, int]) -> bool:
+        """Whether the exit of ``pid`` was an OOM kill (publishing ``oom_kill`` if
+        the counter rose just now). It shows as a rise of the OOM counter around a
+        SIGKILL exit (or an exit we could not see the status of, when the cgroup's
+        counter says so)."""
+        if not (exit_info.get("signal") == signal.SIGKILL or (not exit_info and self.cg is not None)):
+            return False
+        count = self._oom_count()
+        if count is not None and self.oom_prev is not None and count > self.oom_prev:
+            self._flush()
+            self._event(t, protocol.EV_OOM_KILL, pid=pid, count=count - self.oom_prev, last_bytes=self._headline())
+            self.oom_prev = count
+            return True
+        if self._oom_unclaimed_t is not None and t - self._oom_unclaimed_t < 1_000_000_000:
+            self._oom_unclaimed_t = None  # the detail tier saw it first: this exit claims it
+            return True
+        return False
+
+    def _oom_count(self) -> int | None:
+        if self.cg is not None:
+            try:
+                return self.cg.read_oom().get("oom_kill", 0)
+            except (OSError, cgroup.CgroupError):
+                return None
+        return vmstat_oom_kill()
+
+    def _check_spike(self, series: str, kernel: int, sampled: int, t_from: int, t_to: int) -> None:
+        if kernel > self.hwm_peak.get(series, -1):
+            self.hwm_peak[series] = kernel
+        if kernel - sampled > max(_HWM_ABS_NOISE, int(kernel * _HWM_REL_NOISE)):
+            self.hwm_spikes += 1
+            self._flush()
+            self._event(t_to, protocol.EV_HWM_SPIKE, series=series, bytes=kernel, t_from=t_from,
+                        t_to=t_to, sampled_max=sampled)

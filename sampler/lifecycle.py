@@ -1,0 +1,85 @@
+"""Process start, exit and restart events: which pids were announced, which are
+muted (over the event budget), and which exit a newcomer is the restart of."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable
+
+from . import protocol
+from .detail import EventFn
+from .procfs import ProcHandle
+from .tree import ProcessTree
+
+_RESTART_WINDOW_NS = 60_000_000_000  # the same command line back within a minute is a restart
+_STARTS_PER_S = 50
+
+
+class ProcessEvents:
+    """``event`` publishes an event; ``flush`` publishes the open sample batch first."""
+
+    def __init__(self, tree: ProcessTree, *, event: EventFn, flush: Callable[[], None]) -> None:
+        self.tree = tree
+        self._event, self._flush = event, flush
+        self.announced: set[int] = set()  # live pids whose proc_start went out
+        self.muted: set[int] = set()  # live pids over the proc_start budget
+        self._recent_exits: collections.deque[tuple[list[str], int, int]] = collections.deque(maxlen=64)
+        self._root_exits: collections.deque[int] = collections.deque(maxlen=16)
+        self._this_s = 0
+        self._window = 0
+
+    def pending(self, pid: int) -> bool:
+        """Not announced yet, nor muted."""
+        return pid not in self.announced and pid not in self.muted
+
+    def launched(self, pid: int, t: int, ppid: int, exe: str, argv: list[str]) -> None:
+        """proc_start for the command we launched, as it is released."""
+        self.announced.add(pid)
+        self._event(t, protocol.EV_PROC_START, pid=pid, ppid=ppid, exe=exe, cmdline=argv, start_t=t, launched=True)
+
+    def announce(self, h: ProcHandle, t: int) -> None:
+        """proc_start (and restart) for a process that joined the tree, once it had
+        time to exec (so its command line is its own, not its parent's)."""
+        if h.pid in self.announced or h.pid in self.muted or h.gone:
+            return
+        h.refresh_identity()
+        restart_of = None
+        for i, (argv, old_pid, t_exit) in enumerate(self._recent_exits):
+            if argv == h.argv and h.argv and t - t_exit < _RESTART_WINDOW_NS:
+                restart_of = old_pid
+                del self._recent_exits[i]
+                break
+        if restart_of is None and h.pid in self.tree.roots and self._root_exits:
+            restart_of = self._root_exits.popleft()  # a matched target came back
+        if h.pid not in self.tree.roots and restart_of is None and not self._budget(t):
+            self.muted.add(h.pid)  # sampled all the same; no start/exit events for it
+            return
+        self.announced.add(h.pid)
+        self._event(t, protocol.EV_PROC_START, pid=h.pid, ppid=h.ppid, exe=h.exe, cmdline=h.argv,
+                    start_t=h.start_t, launched=False)
+        if restart_of is not None:
+            self._event(t, protocol.EV_RESTART, pid=h.pid, old_pid=restart_of)
+
+    def exited(self, h: ProcHandle, t: int, oom: bool, exit_info: dict[str, Any]) -> bool:
+        """proc_exit if its start was announced (returned); forgets the pid either way."""
+        announced = h.pid in self.announced
+        self.announced.discard(h.pid)  # bounded however many processes come and go
+        self.muted.discard(h.pid)
+        if announced:
+            self._flush()
+            self._event(t, protocol.EV_PROC_EXIT, pid=h.pid, oom=oom, **exit_info)
+            self._recent_exits.append((h.argv, h.pid, t))
+        return announced
+
+    def root_exited(self, pid: int) -> None:
+        """A matched root left: the next match to appear is its restart."""
+        self._root_exits.append(pid)
+
+    def _budget(self, t: int) -> bool:
+        """At most 50 proc_start events per second for descendants (a forking
+        shell script must not flood the stream)."""
+        window = t // 1_000_000_000
+        if window != self._window:
+            self._window, self._this_s = window, 0
+        self._this_s += 1
+        return self._this_s <= _STARTS_PER_S
