@@ -104,6 +104,8 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
     if not any((pid is not None, match, cgroup_path, unit, argv)):
         raise click.UsageError("say what to sample: --pid N, --match REGEX, --cgroup PATH, --unit NAME or -- CMD ARGS")
     history_ep = None if history.lower() in ("", "off", "none") else history
+    if history_ep is not None and history_ep in (publish, inlet):
+        raise click.BadParameter("give the history its own endpoint (not --publish's or --inlet's)", param_hint="--history")
     security = _server_security(ctx, keys, require_keys,
                                 [publish, None if inlet.lower() in ("", "off", "none") else inlet, history_ep])
     config = SamplerConfig(
@@ -220,7 +222,9 @@ def _history_server(security, endpoint: str, window: str, size: str, options: di
 @click.argument("directory", metavar="DIR")
 @click.option("--name", default="client", show_default=True, help="Name of the client key pair to add.")
 def keys(directory: str, name: str) -> None:
-    """Create CURVE keys: the sampler's pair (once) and a client pair, authorized.
+    """Create CURVE key pairs for a sampler and its clients (spikewatch keys DIR).
+
+    Makes the sampler's pair once, and a client pair NAME, authorized.
 
     \b
     On the sampler host:   spikewatch sample --keys DIR --publish tcp://0.0.0.0:7781 ...
