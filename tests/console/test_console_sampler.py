@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,8 @@ import pytest
 
 from analysis.console.app import ConsoleApp
 from analysis.console.options import ConsoleOptions
-from sampler import cgroup as cgm
+from tests.support.cgroups import require_memory_cgroup
+from tests.support.sampler import spawn_sample, stop_sampler
 
 from .test_console_app import screen_text, until
 
@@ -41,10 +41,8 @@ async def test_console_shows_a_real_spike_notes_and_a_marker_from_mark(
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(CHILD))
     app = ConsoleApp([endpoints["publish"]], ConsoleOptions(inlet=[endpoints["inlet"]], window_s=10))
-    sampler = subprocess.Popen(
-        [*spikewatch_cmd, "sample", "--publish", endpoints["publish"], "--inlet", endpoints["inlet"],
-         "--no-journal", "--quiet", "--duration", "60s", "--", sys.executable, str(script), str(trigger)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = spawn_sample(endpoints, "--no-journal", "--quiet", "--duration", "60s", "--",
+                           sys.executable, str(script), str(trigger))
     try:
         async with app.run_test(size=(130, 32)) as pilot:
             await until(pilot, lambda: bool(app.panels) and next(iter(app.panels.values())).src.session
@@ -75,23 +73,7 @@ async def test_console_shows_a_real_spike_notes_and_a_marker_from_mark(
             await until(pilot, lambda: panel.src.achieved_hz is not None, timeout=10)
             assert panel.src.achieved_hz > 200  # health is fed from the sampler's counters
     finally:
-        sampler.terminate()
-        try:
-            sampler.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            sampler.kill()
-            sampler.communicate(timeout=5)
-
-
-def _cgroup_reason() -> str | None:
-    if cgm.memory_hierarchy() is None:
-        return "no memory cgroup controller mounted on this host"
-    try:
-        cg = cgm.create_limited(16 * MiB, f"spikewatch-console-probe-{os.getpid()}")
-    except cgm.CgroupError as exc:
-        return f"memory cgroup not writable here: {exc}"
-    cgm.remove(cg)
-    return None
+        stop_sampler(sampler)
 
 
 # Grows 8 MiB at a time past a 64 MiB limit once the console is listening.
@@ -108,21 +90,14 @@ print("survived", flush=True)
 
 
 @pytest.mark.cgroup
-async def test_oom_kill_under_a_real_limit_raises_the_banner(endpoints, spikewatch_cmd, tmp_path: Path) -> None:
-    reason = _cgroup_reason()
-    if reason is not None:
-        if os.environ.get("SPIKEWATCH_REQUIRE_CGROUPS") == "1":
-            pytest.fail(f"SPIKEWATCH_REQUIRE_CGROUPS=1 but {reason}")
-        pytest.skip(reason)
+async def test_oom_kill_under_a_real_limit_raises_the_banner(endpoints, tmp_path: Path) -> None:
+    require_memory_cgroup()
     trigger = tmp_path / "go"
     script = tmp_path / "grow.py"
     script.write_text(textwrap.dedent(GROW))
     app = ConsoleApp([endpoints["publish"]], ConsoleOptions(inlet=[endpoints["inlet"]], series="cg_usage"))
-    sampler = subprocess.Popen(
-        [*spikewatch_cmd, "sample", "--publish", endpoints["publish"], "--inlet", endpoints["inlet"],
-         "--no-journal", "--quiet", "--limit", "64M", "--duration", "60s", "--",
-         sys.executable, str(script), str(trigger)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = spawn_sample(endpoints, "--no-journal", "--quiet", "--limit", "64M", "--duration", "60s", "--",
+                           sys.executable, str(script), str(trigger))
     try:
         async with app.run_test(size=(130, 32)) as pilot:
             await until(pilot, lambda: bool(app.panels) and next(iter(app.panels.values())).src.session
@@ -149,11 +124,8 @@ async def test_console_starts_from_history_and_speaks_curve(endpoints, spikewatc
     keys = tmp_path / "keys"
     made = subprocess.run([*spikewatch_cmd, "keys", str(keys)], capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
-    sampler = subprocess.Popen(
-        [*spikewatch_cmd, "sample", "--publish", endpoints["publish"], "--inlet", endpoints["inlet"],
-         "--history", endpoints["history"], "--keys", str(keys), "--no-journal", "--quiet",
-         "--duration", "60s", "--", sys.executable, "-c", "import time; time.sleep(60)"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = spawn_sample(endpoints, "--history", endpoints["history"], "--keys", str(keys), "--no-journal", "--quiet",
+                           "--duration", "60s", "--", sys.executable, "-c", "import time; time.sleep(60)")
     try:
         time.sleep(3)  # some history to replay
         # Without keys the stream stays closed to us.
@@ -177,9 +149,4 @@ async def test_console_starts_from_history_and_speaks_curve(endpoints, spikewatc
             await pilot.press("n", *"curve", "enter")  # the inlet speaks CURVE too
             await until(pilot, lambda: any(e.text == "✎ curve" for e in src.events))
     finally:
-        sampler.terminate()
-        try:
-            sampler.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            sampler.kill()
-            sampler.communicate(timeout=5)
+        stop_sampler(sampler)

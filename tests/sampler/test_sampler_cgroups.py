@@ -9,7 +9,7 @@ import time
 import pytest
 
 from sampler import cgroup, protocol
-from tests.sampler.sampler_helpers import MiB, Stream, child_stamps, run_sample, sample_cmd, write_script
+from tests.support.sampler import MiB, Stream, child_stamps, run_sample, spawn_sample, write_script
 
 pytestmark = pytest.mark.cgroup
 
@@ -107,8 +107,8 @@ def test_watched_cgroup_peak_rise_is_a_spike_without_resetting_it(tmp_path, endp
     journal = tmp_path / "cgpeak.journal"
     try:
         assert child.stdout.readline().startswith("held")
-        p = subprocess.Popen(sample_cmd(endpoints, "--cgroup", cg.info.path, "--period", "250ms", "--duration", "1.6s",
-                                        "--journal", str(journal)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = spawn_sample(endpoints, "--cgroup", cg.info.path, "--period", "250ms", "--duration", "1.6s",
+                                        "--journal", str(journal))
         assert "journal" in p.stderr.readline()
         time.sleep(0.3)
         child.stdin.write("go\n")

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
@@ -14,7 +13,7 @@ import zmq
 
 from sampler import protocol
 from sampler.client import InletClient, StreamSubscriber
-from tests.sampler.sampler_helpers import Stream, run_sample, sample_cmd
+from tests.support.sampler import Stream, collect_until_final, run_sample, sample_cmd, spawn_sample
 
 
 @pytest.fixture
@@ -72,24 +71,10 @@ def test_sample_imports_no_heavy_modules(endpoints, sleeper):
     assert not modules & {"aiohttp", "numpy", "textual", "rich", "plotly", "uvloop", "pyarrow", "analysis", "driver"}
 
 
-def _collect_until_final(sub: StreamSubscriber, timeout: float = 20.0) -> list[tuple[str, dict]]:
-    out = []
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        msg = sub.recv(timeout_ms=200)
-        if msg is None:
-            continue
-        out.append(msg)
-        if msg[0] == protocol.HELLO and msg[1].get("final"):
-            break
-    return out
-
-
 def test_inlet_stamps_markers_and_drops_garbage(endpoints, sleeper, tmp_path):
     journal = tmp_path / "inlet.journal"
     sub = StreamSubscriber([endpoints["publish"]])
-    p = subprocess.Popen(sample_cmd(endpoints, "--pid", str(sleeper.pid), "--duration", "2.5s", "--journal", str(journal)),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = spawn_sample(endpoints, "--pid", str(sleeper.pid), "--duration", "2.5s", "--journal", str(journal))
     try:
         assert sub.recv(timeout_ms=10_000) is not None  # the sampler is up
         push = zmq.Context.instance().socket(zmq.PUSH)
@@ -112,7 +97,7 @@ def test_inlet_stamps_markers_and_drops_garbage(endpoints, sleeper, tmp_path):
             client.note("cache warmed", {"k": 1})
             client.load({"interval_ns": 1_000_000_000, "rate": 12.5, "in_flight": 3})
         t_after = time.monotonic_ns()
-        msgs = _collect_until_final(sub)
+        msgs = collect_until_final(sub)
         p.wait(timeout=20)
     finally:
         p.kill()
@@ -177,13 +162,12 @@ def test_in_process_listener_errors_do_not_stop_sampling(endpoints, sleeper, cap
 def test_ipc_endpoints(tmp_path, sleeper):
     pub, inlet = f"ipc://{tmp_path}/pub.sock", f"ipc://{tmp_path}/inlet.sock"
     sub = StreamSubscriber([pub])
-    p = subprocess.Popen([sys.executable, "-m", "spikewatch", "sample", "--publish", pub, "--inlet", inlet, "--no-journal",
-                          "--pid", str(sleeper.pid), "--duration", "1.5s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = spawn_sample({"publish": pub, "inlet": inlet}, "--no-journal", "--pid", str(sleeper.pid), "--duration", "1.5s")
     try:
         assert sub.recv(timeout_ms=10_000) is not None
         with InletClient(inlet, linger_ms=1000) as client:
             client.note("over ipc")
-        msgs = _collect_until_final(sub)
+        msgs = collect_until_final(sub)
         p.wait(timeout=20)
     finally:
         p.kill()
@@ -207,8 +191,7 @@ def test_permission_errors_say_what_to_do(endpoints, args, message):
 
 def test_inlet_flood_is_capped_and_counted(endpoints, sleeper, tmp_path):
     journal = tmp_path / "flood.journal"
-    p = subprocess.Popen(sample_cmd(endpoints, "--pid", str(sleeper.pid), "--duration", "2.5s", "--journal", str(journal)),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = spawn_sample(endpoints, "--pid", str(sleeper.pid), "--duration", "2.5s", "--journal", str(journal))
     try:
         assert "journal" in p.stderr.readline()
         with InletClient(endpoints["inlet"], linger_ms=3000, hwm=20_000) as client:

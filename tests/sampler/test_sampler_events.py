@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sampler import cgroup, protocol
-from tests.sampler.sampler_helpers import MiB, Stream, child_stamps, run_sample, sample_cmd, write_script
+from tests.support.sampler import MiB, Stream, child_stamps, run_sample, sample_attached, spawn_sample, write_script
 
 
 def test_restart_under_launched_supervisor_and_default_journal(tmp_path, endpoints):
@@ -44,8 +44,7 @@ def test_limit_change_event(tmp_path, endpoints):
         time.sleep(1.5)
     """)
     journal = tmp_path / "lim.journal"
-    p = subprocess.Popen(sample_cmd(endpoints, "--limit", "256M", "--journal", str(journal), "--", sys.executable, str(script)),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = spawn_sample(endpoints, "--limit", "256M", "--journal", str(journal), "--", sys.executable, str(script))
     try:
         pid = int(p.stdout.readline().split()[1])
         info = cgroup.cgroup_of_pid(pid)
@@ -77,19 +76,8 @@ def test_attached_reset_hwm_catches_repeated_spikes(tmp_path, endpoints):
     """)
     child = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     journal = tmp_path / "rep.journal"
-    p = subprocess.Popen(sample_cmd(endpoints, "--pid", str(child.pid), "--period", "250ms", "--reset-hwm",
-                                    "--journal", str(journal)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert "journal" in p.stderr.readline()
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        out = child.stdout.read()
-        _, err = p.communicate(timeout=30)
-    finally:
-        child.kill()
-        child.wait()
-        p.kill()
-    assert p.returncode == 0, err
+    out, err, rc = sample_attached(endpoints, child, "--period", "250ms", "--reset-hwm", "--journal", str(journal))
+    assert rc == 0, err
     stamps = child_stamps(out)
     s = Stream.from_journal(journal)
     spikes = s.events(protocol.EV_HWM_SPIKE)
@@ -125,8 +113,7 @@ def test_duration_ends_a_launched_command_cleanly(tmp_path, endpoints):
 def test_stalled_sampler_reports_overrun_and_never_catches_up(tmp_path, endpoints):
     journal = tmp_path / "stall.journal"
     sleeper = subprocess.Popen(["sleep", "30"])
-    p = subprocess.Popen(sample_cmd(endpoints, "--pid", str(sleeper.pid), "--duration", "1.5s", "--journal", str(journal)),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = spawn_sample(endpoints, "--pid", str(sleeper.pid), "--duration", "1.5s", "--journal", str(journal))
     try:
         assert "journal" in p.stderr.readline()
         time.sleep(0.5)

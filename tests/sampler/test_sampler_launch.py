@@ -12,7 +12,7 @@ import time
 import pytest
 
 from sampler import protocol
-from tests.sampler.sampler_helpers import MiB, Stream, child_stamps, run_sample, sample_cmd, write_script
+from tests.support.sampler import MiB, Stream, child_stamps, run_sample, sample_attached, sample_cmd, spawn_sample, write_script
 
 ALLOC = """
     import sys, time
@@ -76,20 +76,8 @@ def test_attached_pid_heights(tmp_path, endpoints):
     script = write_script(tmp_path, "alloc.py", "import sys; sys.stdin.readline()\n" + textwrap.dedent(ALLOC))
     journal = tmp_path / "att.journal"
     child = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    sampler = subprocess.Popen(sample_cmd(endpoints, "--pid", str(child.pid), "--journal", str(journal), "--period", "2ms"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert "journal" in sampler.stderr.readline()  # printed when sampling starts
-        time.sleep(0.1)
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        out = child.stdout.read()
-        _, err = sampler.communicate(timeout=30)
-    finally:
-        child.kill()
-        child.wait()
-        sampler.kill()
-    assert sampler.returncode == 0, err
+    out, err, rc = sample_attached(endpoints, child, "--journal", str(journal), "--period", "2ms", settle_s=0.1)
+    assert rc == 0, err
     assert "the target exited" in err
     stamps = child_stamps(out)
     s = Stream.from_journal(journal)
@@ -160,8 +148,7 @@ def test_sigterm_is_forwarded_and_exit_recorded(tmp_path, endpoints):
         time.sleep(30)
     """)
     journal = tmp_path / "term.journal"
-    p = subprocess.Popen(sample_cmd(endpoints, "--journal", str(journal), "--", sys.executable, str(script)),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = spawn_sample(endpoints, "--journal", str(journal), "--", sys.executable, str(script))
     try:
         assert p.stdout.readline().startswith("ready")
         time.sleep(0.2)
@@ -210,8 +197,7 @@ def test_match_waits_and_follows_restart(tmp_path, endpoints):
         time.sleep(float(sys.argv[2]))
     """)
     journal = tmp_path / "match.journal"
-    p = subprocess.Popen(sample_cmd(endpoints, "--match", token, "--journal", str(journal), "--duration", "3.5s"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = spawn_sample(endpoints, "--match", token, "--journal", str(journal), "--duration", "3.5s")
     kids = []
     try:
         time.sleep(0.8)  # the sampler is waiting; nothing matches yet
