@@ -6,16 +6,15 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from sampler.prometheus import CLI_ALLOW_REMOTE, CLI_OPTION, M_MEMORY, M_PEAK  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
+from tests.prometheus.prometheus_helpers import scrape_values  # noqa: E402
 
 MiB = 1 << 20
 SPIKE = 80 * MiB
@@ -41,14 +40,6 @@ def _sample_cmd(*args: str) -> list[str]:
             "--publish", f"tcp://127.0.0.1:{free_port()}", *args]
 
 
-def _scrape(url: str) -> dict[tuple[str, str], float]:
-    req = urllib.request.Request(url, headers={"User-Agent": "Prometheus/2.42.0"})
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        text = resp.read().decode()
-    return {(s.name, s.labels.get("series", "")): s.value
-            for f in text_string_to_metric_families(text) for s in f.samples}
-
-
 @pytest.mark.timeout(120)
 def test_scrapes_every_second_see_an_80mib_50ms_spike_at_full_height() -> None:
     port = free_port()
@@ -60,7 +51,7 @@ def test_scrapes_every_second_see_an_80mib_50ms_spike_at_full_height() -> None:
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
             try:
-                scrapes.append(_scrape(url))
+                scrapes.append(scrape_values(url, timeout=5))
             except OSError:
                 pass  # not up yet, or gone
             time.sleep(1.0)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import sys
 import threading
-import urllib.request
 
 import pytest
 
 pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from sampler.prometheus import M_MEMORY, M_PEAK, PeakExporter  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
+from tests.prometheus.prometheus_helpers import scrape_values  # noqa: E402
 
 MiB = 1 << 20
 SPIKE = 80 * MiB
@@ -30,18 +29,10 @@ time.sleep(2.5)
 """
 
 
-def scrape_peaks(url: str) -> dict[tuple[str, str], float]:
-    req = urllib.request.Request(url, headers={"User-Agent": "Prometheus/2.42.0"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        text = resp.read().decode()
-    return {(s.name, s.labels.get("series", "")): s.value
-            for f in text_string_to_metric_families(text) for s in f.samples}
-
-
 def scrape_loop(url: str, stop: threading.Event, out: list[dict[tuple[str, str], float]]) -> None:
     while not stop.wait(1.0):
         try:
-            out.append(scrape_peaks(url))
+            out.append(scrape_values(url))
         except OSError:
             pass  # the endpoint is not up yet / already down
 
@@ -68,7 +59,7 @@ def test_real_sampler_feeds_the_peak_gauge() -> None:
     finally:
         stop.set()
         scraper.join(timeout=15)
-    scrapes.append(scrape_peaks(exporter.url))
+    scrapes.append(scrape_values(exporter.url))
     exporter.close()
     assert status == 0
     rss_peaks = [s[(M_PEAK, "rss")] for s in scrapes if (M_PEAK, "rss") in s]
