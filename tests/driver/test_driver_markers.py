@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 
@@ -11,6 +10,7 @@ import zmq
 from sampler import protocol
 from sampler.client import StreamSubscriber
 from tests.conftest import free_port
+from tests.support.sampler import spawn_sample, stop_sampler
 
 from .conftest import Recorder, make_scenario, quiet_run
 
@@ -78,13 +78,9 @@ def test_markers_in_phase_order_and_load_every_100ms(server: Recorder) -> None:
     assert all(set(b) <= set(protocol.LOAD_NUMBER_FIELDS) | {"errors", "phase", "origin_wall_ns"} for b in loads)
 
 
-def test_markers_land_between_the_right_samples_on_a_real_sampler(server: Recorder, spikewatch_cmd,
-                                                                   endpoints) -> None:
+def test_markers_land_between_the_right_samples_on_a_real_sampler(server: Recorder, endpoints) -> None:
     """The sampler stamps markers on its clock; they must sit inside the sampled span, in order."""
-    sampler = subprocess.Popen(
-        [*spikewatch_cmd, "sample", "--pid", str(server.pid), "--publish", endpoints["publish"],
-         "--inlet", endpoints["inlet"], "--no-journal", "--quiet", "--period", "2ms"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = spawn_sample(endpoints, "--pid", str(server.pid), "--no-journal", "--quiet", "--period", "2ms")
     sub = StreamSubscriber([endpoints["publish"]])
     got: list = []
     try:
@@ -123,11 +119,7 @@ def test_markers_land_between_the_right_samples_on_a_real_sampler(server: Record
         t.join()
     finally:
         sub.close()
-        sampler.terminate()
-        try:
-            sampler.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sampler.kill()
+        stop_sampler(sampler)
     assert res.sampler_reachable
     markers = [b for topic, b in got if topic == protocol.MARKER]
     assert [(b["kind"], b["name"]) for b in markers] == [  # in phase order, none lost
