@@ -13,6 +13,7 @@ Modules:
 * :mod:`sampler.detail` — the ~100 ms tier: status totals, cgroup fields, kernel peaks
   (``hwm_spike``), OOM kills.
 * :mod:`sampler.lifecycle` — proc_start / proc_exit / restart events and their budget.
+* :mod:`sampler.batch` — the open sample batch the hot loop appends to, and its maxima.
 * :mod:`sampler.procfs` — careful /proc reads (kept-open statm/status, stat, HWM reset).
 * :mod:`sampler.tree` — which processes are sampled (a pid counted once).
 * :mod:`sampler.ticker` — timerfd on absolute monotonic deadlines, timer slack, SCHED_FIFO.

@@ -36,6 +36,7 @@ from typing import Any, Callable, Generator
 import zmq
 
 from . import __version__, cgroup, procfs, protocol
+from .batch import Batch
 from .config import MIN_PERIOD_NS, SamplerConfig, SamplerError, Target, check, default_journal_path
 from .detail import DetailTier
 from .launch import Launched
@@ -88,13 +89,9 @@ class Sampler:
         # Process tree, what we told about it, and the detail tier reading it.
         self.tree = ProcessTree(exclude=set(), pattern=self._pattern)
         self.events = ProcessEvents(self.tree, event=self._event, flush=self._flush_samples)
+        self.batch = Batch()
         self.detail = DetailTier(self.tree, None, event=self._event, flush=self._flush_samples,
-                                 headline=self._last_headline_bytes)
-
-        # Current batch (lists mutated in place: the hot loop holds them).
-        self._times: list[int] = []
-        self._rss: list[int] = []
-        self._cgu: list[int] = []
+                                 headline=self.batch.headline_bytes)
         self.series: list[str] = [protocol.SERIES_RSS]
 
         # Counters and peaks.
@@ -106,10 +103,6 @@ class Sampler:
         self.first_t: int | None = None
         self.last_t: int | None = None
         self.origin_t = 0
-        self.peak: dict[str, int] = {}
-        self.peak_t: dict[str, int] = {}
-        self._imax: dict[str, int] = {}  # largest sample since the previous detail
-        self._prev_imax: dict[str, int] = {}
         self._detail_t = 0
         self._ov_window: list[int] | None = None  # [first_t, count, missed, max_late]
         self._ov_last_pub = 0
@@ -134,6 +127,15 @@ class Sampler:
     @property
     def hwm_peak(self) -> dict[str, int]:
         return self.detail.hwm_peak
+
+    @property
+    def peak(self) -> dict[str, int]:
+        """Largest sample of each series over the run."""
+        return self.batch.peak
+
+    @property
+    def peak_t(self) -> dict[str, int]:
+        return self.batch.peak_t
 
     # ------------------------------------------------------------ setup
 
@@ -167,6 +169,7 @@ class Sampler:
             raise SamplerError(str(exc)) from None
         if self.cg is not None:
             self.series.append(protocol.SERIES_CG_USAGE)
+            self.batch.cgroup = True
             if self.cg.owned:
                 try:
                     self._procs_fd = os.open(self.cg.info.dir / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
@@ -384,21 +387,12 @@ class Sampler:
     def _flush_samples(self) -> None:
         """Publish the current batch (called every ~20 ms and before any event,
         so the stream never shows an event ahead of the samples that led to it)."""
-        times = self._times
-        if not times or self.publisher is None:
+        if self.publisher is None:
             return
-        cols = {protocol.SERIES_RSS: self._rss[:]}
-        if self.cg is not None:
-            cols[protocol.SERIES_CG_USAGE] = self._cgu[:]
-        ts = times[:]
-        del times[:], self._rss[:], self._cgu[:]
-        for name, col in cols.items():
-            m = max(col)
-            if m > self._imax.get(name, -1):
-                self._imax[name] = m
-            if m > self.peak.get(name, -1):
-                self.peak[name] = m
-                self.peak_t[name] = ts[col.index(m)]
+        taken = self.batch.take()
+        if taken is None:
+            return
+        ts, cols = taken
         self._publish(protocol.SAMPLES, protocol.samples_body(self.publisher.next_seq(), ts, cols))
 
     def _drain_inlet(self) -> None:
@@ -504,8 +498,8 @@ class Sampler:
         self._next_due = min(due.values())
 
     def _slack(self, t: int, next_deadline: int) -> None:
-        if self.first_t is None and self._times:
-            self.first_t = self._times[0]
+        if self.first_t is None and self.batch.times:
+            self.first_t = self.batch.times[0]
         if t >= self._next_due:
             self._run_due(t)
         tasks = self._tasks
@@ -565,14 +559,6 @@ class Sampler:
             if late_ns > w[3]:
                 w[3] = late_ns
 
-    def _last_headline_bytes(self) -> int | None:
-        name = protocol.SERIES_CG_USAGE if self.cg is not None else protocol.SERIES_RSS
-        col = self._cgu if self.cg is not None else self._rss
-        vals = [self._imax.get(name, 0), self._prev_imax.get(name, 0)]
-        if col:
-            vals.append(max(col))
-        return max(vals)
-
     def _detail(self, t: int) -> None:
         """The ~100 ms tier (:class:`~sampler.detail.DetailTier`), one message per interval."""
         assert self.publisher is not None
@@ -582,7 +568,7 @@ class Sampler:
         # Largest samples of the interval: publish the open batch first, so that
         # every sample belongs to exactly one interval.
         self._flush_samples()
-        imax = self._imax
+        imax = self.batch.imax
         t_from = self._detail_t or self.first_t or t
         body = self.detail.read_procs(imax, t_from, t)
         cg = self.cg
@@ -597,8 +583,7 @@ class Sampler:
                 pass
         else:
             self.detail.refresh_host_oom()
-        self._prev_imax = self._imax
-        self._imax = {}
+        self.batch.next_interval()
         self._detail_t = t
         # The header (and so the seq) is taken now, after the samples and events
         # published above: seq stays in order.
@@ -685,7 +670,7 @@ class Sampler:
         mono = time.monotonic_ns
         fds = self.tree.fds
         cgfd = self.cg.usage_fd if self.cg is not None else -1
-        times, rss_col, cg_col = self._times, self._rss, self._cgu
+        times, rss_col, cg_col = self.batch.times, self.batch.rss, self.batch.cgu
         t_append, r_append, c_append = times.append, rss_col.append, cg_col.append
         page = PAGE_SIZE
         period = self.period_ns
@@ -723,7 +708,7 @@ class Sampler:
                 self.last_t = t
                 self._slack(t, deadline + period)
         self.samples = samples
-        self.last_t = self._times[-1] if self._times else self.last_t
+        self.last_t = times[-1] if times else self.last_t
 
     def _finish(self, t: int) -> int:
         """After the loop: last batch, a final detail, the last hello, the summary."""
