@@ -72,6 +72,19 @@ def fetch_history(endpoint: str, *, since_seq: int | None = None, timeout_ms: in
         sock.close()
 
 
+def _read_ready(sub: zmq.Socket, into: list[Message]) -> None:
+    """Append every message already queued on ``sub`` (undecodable ones skipped)."""
+    while True:
+        try:
+            frames = sub.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            into.append(protocol.decode(frames))
+        except protocol.ProtocolError:
+            continue
+
+
 class Backfill:
     """Merge one sampler's history with its live stream (one SUB socket per sampler)."""
 
@@ -94,15 +107,7 @@ class Backfill:
         If the stream is silent, the history alone is returned."""
         live: list[Message] = []
         if sub.poll(first_live_timeout_ms):
-            while True:
-                try:
-                    frames = sub.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                try:
-                    live.append(protocol.decode(frames))
-                except protocol.ProtocolError:
-                    continue
+            _read_ready(sub, live)
         meta, history = fetch_history(self.endpoint, timeout_ms=self.timeout_ms, context=self._ctx,
                                       socket_options=self._opts)
         self.session = meta.get("session")
@@ -110,15 +115,7 @@ class Backfill:
         self.last_seq = meta.get("last_seq")
         self.history_count = len(history)
         # Live messages that arrived during the request are also kept in order.
-        while True:
-            try:
-                frames = sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            try:
-                live.append(protocol.decode(frames))
-            except protocol.ProtocolError:
-                continue
+        _read_ready(sub, live)
         return history + [(t, b) for t, b in live if self.keep(b)]
 
     def keep(self, body: Mapping[str, Any]) -> bool:
