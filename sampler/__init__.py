@@ -14,6 +14,7 @@ Modules:
   (``hwm_spike``), OOM kills.
 * :mod:`sampler.lifecycle` — proc_start / proc_exit / restart events and their budget.
 * :mod:`sampler.batch` — the open sample batch the hot loop appends to, and its maxima.
+* :mod:`sampler.membership` — keeps the tree in step with the processes that exist (off the hot path).
 * :mod:`sampler.procfs` — careful /proc reads (kept-open statm/status, stat, HWM reset).
 * :mod:`sampler.tree` — which processes are sampled (a pid counted once).
 * :mod:`sampler.ticker` — timerfd on absolute monotonic deadlines, timer slack, SCHED_FIFO.

@@ -41,6 +41,7 @@ from .config import MIN_PERIOD_NS, SamplerConfig, SamplerError, Target, check, d
 from .detail import DetailTier
 from .launch import Launched
 from .lifecycle import ProcessEvents
+from .membership import Membership
 from .procfs import PAGE_SIZE, ProcHandle, ProcfsError
 from .stream import EndpointError, Inlet, Journal, Listener, Publisher
 from .tree import ProcessTree
@@ -79,7 +80,6 @@ class Sampler:
         self.journal: Journal | None = None
         self.cg: cgroup.MemoryCgroup | None = None
         self._tree_from_cgroup = False
-        self._procs_fd = -1
         self._child: Launched | None = None
         self._child_handle: ProcHandle | None = None
         self._setup_done = False
@@ -89,6 +89,7 @@ class Sampler:
         # Process tree, what we told about it, and the detail tier reading it.
         self.tree = ProcessTree(exclude=set(), pattern=self._pattern)
         self.events = ProcessEvents(self.tree, event=self._event, flush=self._flush_samples)
+        self.membership = Membership(self.tree, self.events, exited=self._proc_exited)
         self.batch = Batch()
         self.detail = DetailTier(self.tree, None, event=self._event, flush=self._flush_samples,
                                  headline=self.batch.headline_bytes)
@@ -110,7 +111,6 @@ class Sampler:
 
         # Scheduling.
         self._tasks: collections.deque[Task] = collections.deque()
-        self._scan_running = False
         self._next_due = 0
         self._due: dict[str, int] = {}
         self._stop = False
@@ -170,13 +170,7 @@ class Sampler:
         if self.cg is not None:
             self.series.append(protocol.SERIES_CG_USAGE)
             self.batch.cgroup = True
-            if self.cg.owned:
-                try:
-                    self._procs_fd = os.open(self.cg.info.dir / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
-                except OSError:
-                    pass
-            if self._tree_from_cgroup:
-                self.tree.cgroup_pids = self._cgroup_members
+            self.membership.follow_cgroup(self.cg, members=self._tree_from_cgroup)
         self.detail.cg = self.cg
         self.detail.baseline()
         try:
@@ -217,6 +211,7 @@ class Sampler:
             if self.cg is not None and self.cg.owned:
                 cgroup.move_pid(self._child.pid, self.cg)
             self._child_handle = self.tree.add(self._child.pid, root=True)
+            self.membership.launched_pid = self._child.pid
         except (cgroup.CgroupError, ProcfsError) as exc:
             self._child.kill(timeout=None)
             self._close_all()
@@ -290,66 +285,6 @@ class Sampler:
         if info is not None and self._child_handle is not None:
             self._proc_exited(self._child_handle, t, info)
 
-    def _check_roots(self, t: int) -> None:
-        """Attached roots that became zombies (their parent has not reaped them yet)."""
-        for pid in list(self.tree.roots):
-            if self._child is not None and pid == self._child.pid:
-                continue
-            h = self.tree.procs.get(pid)
-            if h is None:
-                continue
-            try:
-                st = procfs.read_stat(pid)
-            except ProcfsError:
-                self._proc_exited(h, t)
-                continue
-            if st.state in ("Z", "X"):
-                info = procfs.wait_status_to_exit(st.exit_code) if st.exit_code is not None else {}
-                self._proc_exited(h, t, info)
-
-    def _apply_tree(self, pids: set[int], t: int) -> None:
-        tree = self.tree
-        for pid in pids - tree.procs.keys():
-            if pid in tree.exclude:
-                continue
-            try:
-                tree.add(pid)
-            except ProcfsError:
-                continue
-        for pid in list(tree.procs.keys() - pids):
-            if pid in tree.roots:
-                continue  # roots leave through _reap_child / _check_roots
-            h = tree.procs[pid]
-            info: dict[str, int] = {}
-            try:
-                st = procfs.read_stat(pid)
-                if st.state in ("Z", "X") and st.exit_code is not None:
-                    info = procfs.wait_status_to_exit(st.exit_code)
-            except ProcfsError:
-                pass
-            self._proc_exited(h, t, info)
-        for h in list(tree.procs.values()):
-            if h.pid in pids and self.events.pending(h.pid):
-                # A fork shows its parent's command line until it execs: wait a little.
-                if h.start_t is None or t - h.start_t >= 50_000_000 or h.pid in tree.roots:
-                    self.events.announce(h, t)
-
-    def _cgroup_members(self) -> set[int]:
-        assert self.cg is not None
-        if self._procs_fd >= 0:
-            # Our own cgroup: one pread of a kept-open cgroup.procs (~7 µs).
-            return {int(x) for x in os.pread(self._procs_fd, 1 << 20, 0).split()}
-        return set(self.cg.pids(recursive=True))  # a unit may have sub-cgroups
-
-    def _scan_task(self) -> Task:
-        """Refresh the tree off the hot path, a few /proc reads per step."""
-        self._scan_running = True
-        try:
-            members = yield from self.tree.scan(time.monotonic_ns)
-            self._apply_tree(members, time.monotonic_ns())
-        finally:
-            self._scan_running = False
-
     def _wait_for_match(self) -> bool:
         """Block (publishing hellos) until a process matches; False if stopped first."""
         assert self._pattern is not None
@@ -359,7 +294,7 @@ class Sampler:
         while not self._stop:
             members = self.tree.find_matches(time.monotonic_ns())
             if members:
-                self._apply_tree(members, time.monotonic_ns())
+                self.membership.apply(members, time.monotonic_ns())
                 return True
             now = time.monotonic_ns()
             if end is not None and now >= end:
@@ -477,9 +412,9 @@ class Sampler:
             self._tasks.append(_once(lambda: self._detail(time.monotonic_ns())))
         if periodic("hello", c.hello_ns):
             self._tasks.append(_once(lambda: self._hello(time.monotonic_ns())))
-        if periodic("tree", c.tree_ns if self._procs_fd < 0 else min(c.tree_ns, 100_000_000)):
-            if not self._scan_running:
-                self._tasks.append(self._scan_task())
+        if periodic("tree", min(c.tree_ns, 100_000_000) if self.membership.cheap else c.tree_ns):
+            if not self.membership.scan_running:
+                self._tasks.append(self.membership.scan())
         if t >= due.get("end", 1 << 62):
             due.pop("end")
             self._stop = True
@@ -533,7 +468,7 @@ class Sampler:
         self._flush_samples()
         self._drain_inlet()
         if self._pattern is None or self.tree.roots:
-            self._check_roots(t)
+            self.membership.check_roots(t)
         w = self._ov_window
         if w is not None and t - self._ov_last_pub >= 100_000_000:
             self._ov_window = None
@@ -762,9 +697,7 @@ class Sampler:
         if self.publisher is not None:
             self.publisher.close()
             self.publisher = None
-        if self._procs_fd >= 0:
-            os.close(self._procs_fd)
-            self._procs_fd = -1
+        self.membership.close()
         if self.cg is not None:
             try:
                 if self.cg.owned:

@@ -1,0 +1,111 @@
+"""Keeping the tree in step with the processes that exist, off the hot path:
+newcomers join (and are announced once they had time to exec), processes that
+left are reported, attached roots that turned zombies are noticed."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Generator
+
+from . import cgroup, procfs
+from .lifecycle import ProcessEvents
+from .procfs import ProcfsError, ProcHandle
+from .tree import ProcessTree
+
+ExitFn = Callable[[ProcHandle, int, "dict[str, int] | None"], None]
+_EXEC_WAIT_NS = 50_000_000
+
+
+class Membership:
+    """``exited(h, t, exit_info)`` is called for every process that left."""
+
+    def __init__(self, tree: ProcessTree, events: ProcessEvents, *, exited: ExitFn) -> None:
+        self.tree, self.events, self._exited = tree, events, exited
+        self.launched_pid: int | None = None  # reaped by its parent (us), not polled here
+        self.scan_running = False
+        self._cg: cgroup.MemoryCgroup | None = None
+        self._procs_fd = -1
+
+    def follow_cgroup(self, cg: cgroup.MemoryCgroup, *, members: bool) -> None:
+        """Keep ``cgroup.procs`` of our own cgroup open; with ``members`` the tree
+        is the cgroup's processes."""
+        self._cg = cg
+        if cg.owned:
+            try:
+                self._procs_fd = os.open(cg.info.dir / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+        if members:
+            self.tree.cgroup_pids = self._cgroup_members
+
+    @property
+    def cheap(self) -> bool:
+        """Membership costs one pread: it may be refreshed more often."""
+        return self._procs_fd >= 0
+
+    def close(self) -> None:
+        if self._procs_fd >= 0:
+            os.close(self._procs_fd)
+            self._procs_fd = -1
+
+    def scan(self) -> Generator[None, None, None]:
+        """Refresh the tree off the hot path, a few /proc reads per step."""
+        self.scan_running = True
+        try:
+            members = yield from self.tree.scan(time.monotonic_ns)
+            self.apply(members, time.monotonic_ns())
+        finally:
+            self.scan_running = False
+
+    def apply(self, pids: set[int], t: int) -> None:
+        """Make the tree ``pids`` (roots excepted: they leave through :meth:`check_roots`)."""
+        tree = self.tree
+        for pid in pids - tree.procs.keys():
+            if pid in tree.exclude:
+                continue
+            try:
+                tree.add(pid)
+            except ProcfsError:
+                continue
+        for pid in list(tree.procs.keys() - pids):
+            if pid in tree.roots:
+                continue  # roots leave through the launcher's reaping / check_roots
+            h = tree.procs[pid]
+            info: dict[str, int] = {}
+            try:
+                st = procfs.read_stat(pid)
+                if st.state in ("Z", "X") and st.exit_code is not None:
+                    info = procfs.wait_status_to_exit(st.exit_code)
+            except ProcfsError:
+                pass
+            self._exited(h, t, info)
+        for h in list(tree.procs.values()):
+            if h.pid in pids and self.events.pending(h.pid):
+                # A fork shows its parent's command line until it execs: wait a little.
+                if h.start_t is None or t - h.start_t >= _EXEC_WAIT_NS or h.pid in tree.roots:
+                    self.events.announce(h, t)
+
+    def check_roots(self, t: int) -> None:
+        """Attached roots that became zombies (their parent has not reaped them yet)."""
+        for pid in list(self.tree.roots):
+            if pid == self.launched_pid:
+                continue
+            h = self.tree.procs.get(pid)
+            if h is None:
+                continue
+            try:
+                st = procfs.read_stat(pid)
+            except ProcfsError:
+                self._exited(h, t, None)
+                continue
+            if st.state in ("Z", "X"):
+                info = procfs.wait_status_to_exit(st.exit_code) if st.exit_code is not None else {}
+                self._exited(h, t, info)
+
+    def _cgroup_members(self) -> set[int]:
+        assert self._cg is not None
+        if self._procs_fd >= 0:
+            # Our own cgroup: one pread of a kept-open cgroup.procs (~7 µs).
+            return {int(x) for x in os.pread(self._procs_fd, 1 << 20, 0).split()}
+        return set(self._cg.pids(recursive=True))  # a unit may have sub-cgroups
