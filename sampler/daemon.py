@@ -15,6 +15,12 @@ before the next deadline; at least one step runs per tick so nothing starves.
 Two helper threads do what must not wait for a tick: the journal writer (a
 write can block) and the inlet reader (markers are stamped on arrival).
 
+The parts it composes, one job each: :mod:`~sampler.config` (what was asked),
+:mod:`~sampler.launch` (the command held before exec), :mod:`~sampler.batch`
+(samples not yet published), :mod:`~sampler.detail` (the ~100 ms tier),
+:mod:`~sampler.lifecycle` (start/exit/restart events) and
+:mod:`~sampler.membership` (the tree kept in step with the processes).
+
 Other parts hook in through :attr:`Sampler.listeners` (called with every
 published message, off the hot path): e.g. a Prometheus exporter or a history
 ring can subscribe in-process.
