@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from sampler import protocol
 from sampler.client import InletClient, StreamSubscriber
 from tests.fuzz.fuzz_corpus import corpus, rss_bytes
-from tests.sampler.sampler_helpers import Stream, sample_cmd
+from tests.support.sampler import Stream, collect_until_final, spawn_sample
 
 N = int(os.environ.get("SPIKEWATCH_FUZZ_N", "100000"))
 
@@ -67,8 +67,7 @@ def run_fuzz(endpoints, tmp_path, n: int, pace_per_s: float | None = None) -> di
     """Start a sampler, flood its inlet with ``n`` malformed messages; return figures."""
     victim = subprocess.Popen(["sleep", "600"])
     journal = tmp_path / "fuzz.journal"
-    p = subprocess.Popen(sample_cmd(endpoints, "--journal", str(journal), "--pid", str(victim.pid)),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = spawn_sample(endpoints, "--journal", str(journal), "--pid", str(victim.pid))
     ctx = zmq.Context()
     sub = StreamSubscriber([endpoints["publish"]], context=ctx, topics=[protocol.HELLO])
     push = ctx.socket(zmq.PUSH)
@@ -133,8 +132,7 @@ def test_frames_beyond_maxmsgsize_cost_the_sender_its_connection_only(endpoints)
     """A 1 MiB frame: libzmq drops that sender's connection before the sampler reads it;
     the sampler keeps sampling and a well-behaved sender still gets through."""
     victim = subprocess.Popen(["sleep", "60"])
-    p = subprocess.Popen(sample_cmd(endpoints, "--no-journal", "--pid", str(victim.pid), "--duration", "3s"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = spawn_sample(endpoints, "--no-journal", "--pid", str(victim.pid), "--duration", "3s")
     ctx = zmq.Context()
     sub = StreamSubscriber([endpoints["publish"]], context=ctx)
     try:
@@ -147,14 +145,7 @@ def test_frames_beyond_maxmsgsize_cost_the_sender_its_connection_only(endpoints)
         with InletClient(endpoints["inlet"], context=ctx, linger_ms=2000) as good:
             time.sleep(0.3)
             good.note("still here")
-        msgs = []
-        while True:
-            m = sub.recv(timeout_ms=5000)
-            if m is None:
-                break
-            msgs.append(m)
-            if m[0] == protocol.HELLO and m[1].get("final"):
-                break
+        msgs = collect_until_final(sub, timeout=30)
         push.close()
         p.wait(timeout=30)
     finally:
