@@ -357,6 +357,9 @@ class Sampler:
             "inlet_ok": self.inlet.ok if self.inlet else 0,
             "inlet_bad": self.inlet.bad if self.inlet else 0,
             "journal_errors": self.journal.errors if self.journal else 0,
+            # Records the journal could not keep (its retry buffer overflowed while
+            # the disk was full); the stream itself still carried them.
+            "journal_lost": self.journal.records_lost if self.journal else 0,
             "hwm_spikes": self.detail.hwm_spikes,
         }
 

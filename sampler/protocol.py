@@ -22,7 +22,9 @@ a key is absent when the host cannot provide it):
             tick_origin_t (deadline k of the sampling timer is tick_origin_t + k * period_ns),
             sched ("fifo" when the sampling thread runs real-time, else "other"),
             counters {samples, ticks_missed, overruns, published, dropped, inlet_ok,
-            inlet_bad, journal_errors, hwm_spikes}.
+            inlet_bad, journal_errors, journal_lost (messages published
+            before this hello that are not in the journal file: dropped, or
+            waiting on a disk that refused them), hwm_spikes}.
 ``samples`` dt (offsets from ``t``), series {name: [int]} — see :func:`samples_body`.
 ``detail``  procs (processes in the tree), pids, threads, rss_anon, rss_file, rss_shmem,
             vm_hwm (sum of the tree's VmHWM), vm_swap, sample_max (largest ``rss`` sample since

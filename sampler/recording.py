@@ -12,6 +12,7 @@ for the socket and the journal alike.
 
 from __future__ import annotations
 
+import collections
 import os
 import struct
 from pathlib import Path
@@ -49,8 +50,14 @@ class RecordingWriter:
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._pending = bytearray()
+        # Sizes of the records in the buffer, oldest first, and how much of the
+        # oldest already reached the file: so a full disk can be reported as
+        # a count of records, not bytes.
+        self._sizes: collections.deque[int] = collections.deque()
+        self._head_written = 0
         self.max_pending = max_pending
         self.bytes_written = 0
+        self.records_written = 0
         self.records_dropped = 0
 
     def write_packed(self, topic: str, packed_body: bytes) -> None:
@@ -59,20 +66,35 @@ class RecordingWriter:
             self.records_dropped += 1
             return
         self._pending += rec
+        self._sizes.append(len(rec))
 
     def write(self, topic: str, body: Mapping[str, Any]) -> None:
         self.write_packed(topic, protocol.pack(body))
 
     @property
     def pending(self) -> int:
+        """Bytes buffered, not yet in the file."""
         return len(self._pending)
 
+    @property
+    def pending_records(self) -> int:
+        """Records not (wholly) in the file yet."""
+        return len(self._sizes)
+
     def flush(self) -> None:
-        """Write out what is buffered; only whole records reach the file."""
+        """Write out what is buffered. A write cut short (a full disk) leaves the
+        rest of its record first in the buffer, so the file stays a sequence of
+        whole records followed at most by one torn one, completed on retry."""
         while self._pending:
             n = os.write(self._fd, self._pending)
             self.bytes_written += n
             del self._pending[:n]
+            done = self._head_written + n
+            sizes = self._sizes
+            while sizes and done >= sizes[0]:
+                done -= sizes.popleft()
+                self.records_written += 1
+            self._head_written = done
 
     def close(self) -> None:
         try:

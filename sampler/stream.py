@@ -83,7 +83,10 @@ class Journal:
 
     @property
     def records_lost(self) -> int:
-        return self._writer.records_dropped
+        """Records not in the file: dropped when the retry buffer was full, plus
+        those still waiting for a disk that refuses them (all lost at close)."""
+        w = self._writer
+        return w.records_dropped + ((w.pending_records + len(self._queue)) if self.errors else 0)
 
     def _drain(self) -> None:
         q = self._queue
@@ -181,7 +184,9 @@ class Inlet:
                  socket_options: Mapping[int, Any] | None = None) -> None:
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.RCVHWM, 10_000)
+        # A small receive queue bounds what a flood can make us hold (~0.5 s at
+        # the rate cap); senders never block on it (their PUSH drops or queues).
+        self.sock.setsockopt(zmq.RCVHWM, 1_000)
         # Frames far beyond the limit are refused by libzmq before we see them.
         self.sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_INLET_FRAME * 4)
         for opt, value in (socket_options or {}).items():

@@ -53,3 +53,23 @@ def test_readable_after_writer_is_sigkilled(tmp_path):
     recs = list(iter_records(path))
     assert len(recs) >= 500
     assert [b["i"] for _, b in recs] == list(range(len(recs)))
+
+
+def test_writer_counts_records_a_full_disk_refused():
+    w = RecordingWriter("/dev/full", max_pending=3000)
+    for i in range(10):
+        w.write("note", {"i": i, "pad": "x" * 200})
+    with pytest.raises(OSError):
+        w.flush()
+    assert w.pending_records == 10 and w.records_written == 0
+    for i in range(10):
+        w.write("note", {"i": i, "pad": "x" * 200})  # the buffer holds ~13 of these
+    assert w.pending_records + w.records_dropped == 20 and w.records_dropped > 0
+
+
+def test_writer_counts_whole_records_written(tmp_path):
+    with RecordingWriter(tmp_path / "ok.rec") as w:
+        for i in range(5):
+            w.write("note", {"i": i})
+        w.flush()
+        assert (w.records_written, w.pending_records) == (5, 0)

@@ -326,6 +326,9 @@ def test_journal_disk_full(endpoints, tiny_tmpfs):
     both = [(t, b) for t, b in records if b["seq"] in by_seq]  # the subscriber may join a few messages late
     assert len(both) > len(records) // 2 and all(by_seq[b["seq"]] == (t, b) for t, b in both)
     assert errs[0]["t"] >= records[-1][1]["t"] - 200_000_000
+    # ...and the loss is stated exactly: everything published before the final
+    # hello that is not in the file.
+    assert final["counters"]["journal_lost"] == final["seq"] - len(records)
 
 
 # --- SIGTERM during a burst ------------------------------------------------
