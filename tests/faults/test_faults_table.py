@@ -23,7 +23,7 @@ from sampler import cgroup, protocol
 from sampler.backfill import Backfill
 from sampler.client import InletClient, StreamSubscriber
 from sampler.recording import iter_records
-from tests.sampler.sampler_helpers import MiB, Stream, sample_cmd, write_script
+from tests.support.sampler import MiB, Stream, sample_cmd, write_script
 
 
 
