@@ -104,6 +104,8 @@ class PlainConsole:
         with self.stream.lock:
             new = []
             for src in self.stream.sources.values():
+                if src.anchor is None:
+                    continue  # no hello yet: its clock anchor dates these events, wait for it
                 seen = self._shown.get(src.key, 0)
                 for ev in src.events:
                     if ev.n > seen:

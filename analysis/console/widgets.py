@@ -273,6 +273,8 @@ class SourcePanel(Vertical):
     def refresh_events(self) -> None:
         """Append events not shown yet (also while paused: alarms must not wait)."""
         with self.stream.lock:
+            if self.src.anchor is None:
+                return  # no hello yet: events wait for the clock anchor that dates them
             new = [e for e in self.src.events if e.n > self.shown_events]
             wall = [self.src.to_wall(e.t) for e in new]
         for ev, w in zip(new, wall):

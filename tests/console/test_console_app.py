@@ -90,6 +90,8 @@ async def test_oom_kill_shows_a_banner_and_events_are_listed() -> None:
             pub.event(protocol.EV_OOM_KILL, pid=4242, count=1, last_bytes=256 * MiB)
             await until(pilot, lambda: app.query_one("#oom").has_class("shown"))
             await until(pilot, lambda: "in flight 17" in screen_text(app))
+            # The event list dates its lines by the sampler's hello (sent every second).
+            await until(pilot, lambda: "hwm_spike" in screen_text(app))
             text = screen_text(app)
             assert "OOM KILL" in text and "pid 4242" in text
             assert "phase burst" in text and "1234 req/s" in text and "errors 3" in text

@@ -71,3 +71,38 @@ def test_cli_without_a_tty_falls_back_to_plain_and_stops_after_duration(spikewat
 def test_cli_bad_input_is_a_clear_error(spikewatch_cmd, args: list[str], message: str) -> None:
     proc = subprocess.run([*spikewatch_cmd, "console", *args], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_events_before_the_first_hello_wait_for_its_clock_anchor() -> None:
+    """A marker that beats the first hello is printed once the hello dates it, never as --:--:--."""
+    import zmq
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(endpoint)
+    out = io.StringIO()
+    printer = PlainConsole([endpoint], ConsoleOptions(), out=out, interval=0.2)
+    thread = threading.Thread(target=printer.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.0)  # let the subscriber connect
+        t = time.monotonic_ns()
+        marker = protocol.header(0, t) | protocol.marker_message(protocol.PHASE_START, "boot")
+        sock.send_multipart(protocol.encode(protocol.MARKER, marker))
+        time.sleep(0.6)  # a few status intervals pass without a hello
+        assert "▶ phase boot" not in out.getvalue()  # the event line waits
+        hello = protocol.header(1, t) | {"session": "s" * 32, "host": "h", "wall_ns": time.time_ns(),
+                                         "period_ns": 1_000_000, "series": ["rss"], "counters": {}}
+        sock.send_multipart(protocol.encode(protocol.HELLO, hello))
+        deadline = time.monotonic() + 10
+        while "▶ phase boot" not in out.getvalue():
+            assert time.monotonic() < deadline, out.getvalue()
+            time.sleep(0.1)
+    finally:
+        printer.stop()
+        thread.join(5)
+        sock.close()
+    line = next(line for line in out.getvalue().splitlines() if "▶ phase boot" in line)
+    assert re.match(r"\d\d:\d\d:\d\d\.\d{3} ", line), line
+    assert "--:--:--" not in out.getvalue()
