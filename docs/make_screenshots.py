@@ -55,6 +55,11 @@ def main() -> int:
         sys.exit("the demo did not say where it publishes")
     svg = work / "console.svg"
     asyncio.run(console_svg(endpoint, inlet, args.at - (time.monotonic() - t0), svg))
+    # rsvg drops the leading spaces of each text run ("phase x   load" became
+    # "phase xload"): make them non-breaking, which every renderer keeps.
+    svg.write_text(re.sub(r"(<text[^>]*>)([^<]*)(</text>)",
+                          lambda m: m.group(1) + m.group(2).replace(" ", "&#160;") + m.group(3),
+                          svg.read_text()))
     subprocess.run(["rsvg-convert", "-o", str(DOCS / "console.png"), str(svg)], check=True)
     rest = demo.communicate()[0]
     print(rest[-1500:])
