@@ -23,12 +23,8 @@ from sampler import cgroup, protocol
 from sampler.backfill import Backfill
 from sampler.client import InletClient, StreamSubscriber
 from sampler.recording import iter_records
-from tests.support.sampler import MiB, Stream, sample_cmd, write_script
+from tests.support.sampler import MiB, Stream, collect_until_final, sample_cmd, spawn_sample, write_script
 
-
-
-def _spawn(endpoints, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(sample_cmd(endpoints, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_journal(path: Path, topic: str, timeout: float = 15, pred=lambda b: True) -> dict:
@@ -55,7 +51,7 @@ def _final(s: Stream) -> dict:
 def test_target_sigkilled_launched(tmp_path, endpoints):
     """Outcome: proc_exit {signal: 9, oom: false}; the sampler ends cleanly with 128+9."""
     journal = tmp_path / "k.journal"
-    p = _spawn(endpoints, "--journal", str(journal), "--", "sleep", "60")
+    p = spawn_sample(endpoints, "--journal", str(journal), "--", "sleep", "60")
     try:
         start = _wait_journal(journal, protocol.EVENT, pred=lambda b: b["kind"] == protocol.EV_PROC_START)
         time.sleep(0.3)
@@ -75,7 +71,7 @@ def test_target_sigkilled_attached(tmp_path, endpoints):
     """Outcome: an attached --pid target killed -> proc_exit, 'the target exited', exit 0."""
     victim = subprocess.Popen(["sleep", "60"])
     journal = tmp_path / "a.journal"
-    p = _spawn(endpoints, "--journal", str(journal), "--pid", str(victim.pid))
+    p = spawn_sample(endpoints, "--journal", str(journal), "--pid", str(victim.pid))
     try:
         _wait_journal(journal, protocol.SAMPLES)
         victim.kill()
@@ -102,7 +98,7 @@ def test_cgroup_removed_under_the_sampler(tmp_path, endpoints):
     cg = cgroup.create_limited(128 * MiB, f"swtest-faults-{time.monotonic_ns()}")
     child = cgroup.spawn_in(cg, ["sleep", "60"])
     journal = tmp_path / "cg.journal"
-    p = _spawn(endpoints, "--journal", str(journal), "--cgroup", str(cg.info.dir))
+    p = spawn_sample(endpoints, "--journal", str(journal), "--cgroup", str(cg.info.dir))
     try:
         _wait_journal(journal, protocol.DETAIL)
         child.kill()
@@ -137,7 +133,7 @@ def test_proc_entries_vanishing_mid_read(tmp_path, endpoints):
         while [ $(date +%s) -lt $end ]; do /bin/true & /bin/true; wait; done
     """)
     journal = tmp_path / "churn.journal"
-    p = _spawn(endpoints, "--journal", str(journal), "--", "sh", str(churn))
+    p = spawn_sample(endpoints, "--journal", str(journal), "--", "sh", str(churn))
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert "internal error" not in err and "Traceback" not in err
@@ -292,17 +288,9 @@ def test_journal_disk_full(endpoints, tiny_tmpfs):
     sub = StreamSubscriber([endpoints["publish"]])
     time.sleep(0.3)
     victim = subprocess.Popen(["sleep", "60"])
-    p = _spawn(endpoints, "--journal", str(journal), "--pid", str(victim.pid), "--duration", "5s")
-    got: list[tuple[str, dict]] = []
+    p = spawn_sample(endpoints, "--journal", str(journal), "--pid", str(victim.pid), "--duration", "5s")
     try:
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            m = sub.recv(timeout_ms=500)
-            if m is None:
-                continue
-            got.append(m)
-            if m[0] == protocol.HELLO and m[1].get("final"):
-                break
+        got = collect_until_final(sub, timeout=30)
         p.wait(timeout=30)
     finally:
         p.kill()
