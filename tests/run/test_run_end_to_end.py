@@ -34,12 +34,13 @@ class Watched:
 
     def look(self) -> None:
         for p in tree(self.proc.pid)[1:]:
-            if p.pid not in self.seen:
-                self.seen[p.pid] = p
-                try:
-                    self.cmd[p.pid] = " ".join(p.cmdline())
-                except psutil.Error:
-                    self.cmd[p.pid] = "?"
+            self.seen.setdefault(p.pid, p)
+            # Re-read every time: a child seen between fork and exec still shows its
+            # parent's command line (CI once caught the sampler that way).
+            try:
+                self.cmd[p.pid] = " ".join(p.cmdline())
+            except psutil.Error:
+                self.cmd.setdefault(p.pid, "?")
 
     def cmdlines(self) -> list[str]:
         return list(self.cmd.values())
