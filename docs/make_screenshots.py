@@ -47,7 +47,7 @@ def main() -> int:
     endpoint = inlet = None
     t0 = time.monotonic()
     for line in demo.stdout:
-        m = re.search(r"publishing on (\S+), inlet (\S+)", line)
+        m = re.search(r"publishing on ([^\s,]+), inlet ([^\s,]+)", line)
         if m:
             endpoint, inlet = m.group(1), m.group(2)
             break

@@ -134,9 +134,10 @@ def _plan(req: Request) -> tuple[Plan, str | None]:
         port = procs.free_ports(1)[0]
     url = req.url or _aim(scenario.target.url, port)
     command = [arg.replace("{port}", str(port)) for arg in req.command]
-    publish, inlet = procs.free_ports(2, avoid=(port,))
+    publish, inlet, history = procs.free_ports(3, avoid=(port,))
     plan = Plan(scenario=scenario_path.resolve(), command=command, url=url, port=port, out_dir=_out_dir(req.out),
                 publish=f"tcp://127.0.0.1:{publish}", inlet=f"tcp://127.0.0.1:{inlet}",
+                history=f"tcp://127.0.0.1:{history}",
                 period=req.period, limit=limit,
                 env={"PORT": str(port), "SPIKEWATCH_PORT": str(port)}, keys=req.keys)
     return plan, no_limit_reason
@@ -151,7 +152,7 @@ def _show_plan(plan: Plan, req: Request, no_limit_reason: str | None, echo) -> N
         echo(f"  limit     NONE: running WITHOUT a memory limit, because {no_limit_reason}")
     else:
         echo("  limit     none (give --limit SIZE to test inside one)")
-    echo(f"  sampler   every {plan.period}, publishing on {plan.publish}, inlet {plan.inlet}")
+    echo(f"  sampler   every {plan.period}, publishing on {plan.publish}, inlet {plan.inlet}, history {plan.history}")
     echo(f"  output    {plan.out_dir}/  (recording, report.json, report.html; logs: sampler.log, driver.log)")
 
 
@@ -162,7 +163,7 @@ def _console(session: Session, plan: Plan, use_tui: bool) -> None:
     from sampler.cli import client_socket_options
 
     options = ConsoleOptions(inlet=[plan.inlet], title=f"spikewatch run {plan.scenario.name}",
-                             socket_options=client_socket_options(plan.keys))
+                             history=[plan.history], socket_options=client_socket_options(plan.keys))
     if use_tui:
         _tui(session, plan, options)
         return

@@ -44,6 +44,9 @@ class Plan:
     out_dir: Path
     publish: str
     inlet: str
+    # The sampler's history endpoint: the console attaches after the driver has started,
+    # and backfills from here so the first phase markers and the startup peak are on it.
+    history: str | None = None
     period: str = "1ms"
     limit: str | None = None  # passed to the sampler (already checked to be possible)
     env: dict[str, str] = field(default_factory=dict)
@@ -105,6 +108,8 @@ class Session:
         p = self.plan
         argv = [*_python(), "sample", "--period", p.period, "--publish", p.publish, "--inlet", p.inlet,
                 "--journal", str(p.recording)]
+        if p.history:
+            argv += ["--history", p.history]
         if p.limit:
             argv += ["--limit", p.limit]
         if p.keys:
