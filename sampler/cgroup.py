@@ -27,12 +27,13 @@ import errno
 import fcntl
 import itertools
 import os
+import re
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 # v1 reports "unlimited" as PAGE_COUNTER_MAX rounded to pages (9223372036854771712
 # with 4 KiB pages); anything this large is no limit.
@@ -634,12 +635,65 @@ def _perm_help(where: Path) -> str:
     )
 
 
-def create_limited(limit_bytes: int, name: str | None = None, *, root: Path | str = "/") -> MemoryCgroup:
+# Names we give cgroups: children of create_limited, and the v2 leaf we move into.
+_OURS = re.compile(r"spikewatch-([0-9]+)-(?:[0-9]+|self)")
+_SWEEP_MAX = 64  # per call: a directory full of leftovers must not delay startup
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, someone else's
+        return True
+    except OverflowError:  # not a pid at all: not ours to judge
+        return True
+    return True
+
+
+def sweep_stale(parent: Path) -> list[Path]:
+    """Remove the empty ``spikewatch-<pid>-<n>`` / ``-self`` cgroups in ``parent``
+    whose sampler ``<pid>`` is gone (it was SIGKILLed before it could rmdir them).
+
+    Only rmdir, which the kernel refuses (EBUSY) for a cgroup holding processes
+    or child cgroups: nothing is ever killed, a busy one is left as it is. A live
+    ``<pid>`` (maybe reused, maybe a sampler still starting) keeps its cgroups.
+    Bounded and quiet; never raises. Returns what was removed.
+    """
+    swept: list[Path] = []
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return swept
+    for name in names:
+        if len(swept) >= _SWEEP_MAX:
+            break
+        m = _OURS.fullmatch(name)
+        if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            continue
+        d = parent / name
+        try:
+            if (d / "cgroup.procs").read_text().split():
+                continue  # still in use: leave it (and whatever runs there) alone
+            os.rmdir(d)
+        except OSError:
+            continue  # EBUSY (filled meanwhile, or has children), gone, not a cgroup: skip
+        swept.append(d)
+    return swept
+
+
+def create_limited(
+    limit_bytes: int, name: str | None = None, *, root: Path | str = "/",
+    log: Callable[[str], None] | None = None,
+) -> MemoryCgroup:
     """A new child cgroup of ``limit_bytes`` under our own memory cgroup (v2 if the
     memory controller is on v2, else v1), owned=True; CgroupError says what to do.
 
     ``name`` defaults to ``spikewatch-<pid>-<n>``. Swap is not allowed past the
     limit (v1 memsw / v2 swap.max), so the limit bites like a container's does.
+    Empty leftovers of dead samplers beside it are removed first
+    (:func:`sweep_stale`); ``log`` hears which.
     """
     root = Path(root)
     if limit_bytes <= 0:
@@ -659,6 +713,10 @@ def create_limited(limit_bytes: int, name: str | None = None, *, root: Path | st
         raise CgroupError(f"bad cgroup name {name!r}")
     if parent.version == 2:
         parent = _v2_home(parent)
+    swept = sweep_stale(parent.dir)
+    if swept and log is not None:
+        log(f"spikewatch: removed {len(swept)} empty cgroup(s) left by samplers that died: "
+            + ", ".join(str(d) for d in swept))
     child = parent.dir / name
     try:
         os.mkdir(child)
