@@ -168,7 +168,7 @@ class Sampler:
                 if shutil.which(t.argv[0]) is None:
                     raise SamplerError(f"command not found: {t.argv[0]!r} (give a path, or put it on PATH)")
                 if c.limit is not None:
-                    self.cg = cgroup.create_limited(c.limit)
+                    self.cg = cgroup.create_limited(c.limit, log=self._log)
                     self._tree_from_cgroup = True
         except (cgroup.CgroupError, ProcfsError) as exc:
             self._close_all()
@@ -213,6 +213,9 @@ class Sampler:
         except SamplerError:
             self._close_all()
             raise
+        if not self._child.dies_with_sampler:
+            self._log("spikewatch: no setpriv with --pdeathsig (util-linux): "
+                      "if this sampler is SIGKILLed, the command keeps running")
         try:
             if self.cg is not None and self.cg.owned:
                 cgroup.move_pid(self._child.pid, self.cg)
