@@ -276,7 +276,7 @@ class Engine:
                     t_next = float(min(nc, int(t_next) + 10_000_000))
                     is_arrival = False
                     continue
-                cand = t_next + arrivals.gap_ns(rate)
+                cand = arrivals.after(t_next, rate)
                 if cand > nc and nc < end:
                     # The rate changes before the next arrival: warp the rest of the gap to
                     # the new rate (exact for piecewise-constant rates, Poisson included).

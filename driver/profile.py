@@ -89,6 +89,22 @@ class Arrivals:
         self.rng = rng
         cv = phase.arrivals.cv
         self.shape = 1.0 / (cv * cv)
+        # Evenly spaced arrivals are anchor + n * gap, not a running sum: 600 float
+        # additions could land the 600th arrival of "300/s for 2 s" a nanosecond
+        # before the phase end and send 601 requests.
+        self._anchor = self._last = 0.0
+        self._rate = 0.0
+        self._n = 0
+
+    def after(self, t: float, rate: float) -> float:
+        """The arrival after the one at ``t`` (ns), at ``rate`` per second."""
+        if self.kind != "uniform":
+            return t + self.gap_ns(rate)
+        if rate != self._rate or t != self._last:
+            self._anchor, self._rate, self._n = t, rate, 0
+        self._n += 1
+        self._last = self._anchor + self._n * (1e9 / rate)
+        return self._last
 
     def gap_ns(self, rate: float) -> float:
         if self.kind == "uniform":
