@@ -78,7 +78,8 @@ def test_events_before_the_first_hello_wait_for_its_clock_anchor() -> None:
     import zmq
 
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    sock = zmq.Context.instance().socket(zmq.PUB)
+    # XPUB: a PUB that also hears subscriptions, so the marker goes out once the console listens.
+    sock = zmq.Context.instance().socket(zmq.XPUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.bind(endpoint)
     out = io.StringIO()
@@ -86,7 +87,8 @@ def test_events_before_the_first_hello_wait_for_its_clock_anchor() -> None:
     thread = threading.Thread(target=printer.run, daemon=True)
     thread.start()
     try:
-        time.sleep(1.0)  # let the subscriber connect
+        assert sock.poll(15_000), "the console never subscribed"
+        assert sock.recv()[:1] == b"\x01"  # its subscription: what we publish now reaches it
         t = time.monotonic_ns()
         marker = protocol.header(0, t) | protocol.marker_message(protocol.PHASE_START, "boot")
         sock.send_multipart(protocol.encode(protocol.MARKER, marker))
