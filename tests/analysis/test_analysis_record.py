@@ -18,11 +18,15 @@ class Publisher(threading.Thread):
         super().__init__(daemon=True)
         self.endpoint, self.session, self.value, self.skip, self.seconds = endpoint, session, value, set(skip), seconds
         self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.PUB)
+        # XPUB: a PUB that also hears subscriptions, so the clock (and the skipped seqs)
+        # start once the recorder listens, however long its process takes to start.
+        self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.bind(endpoint)
         self.sent_samples = 0
 
     def run(self):
+        if self.sock.poll(30_000):
+            self.sock.recv()  # the recorder's subscription
         seq, t = 0, 1_000_000_000
         end = time.monotonic() + self.seconds
         i = 0
@@ -45,7 +49,7 @@ class Publisher(threading.Thread):
 
 def test_two_samplers_gaps_and_duration(tmp_path, spikewatch_cmd):
     eps = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
-    # skip seqs well after the subscriber has joined
+    # skip seqs well after the subscriber has joined (~0.5 s after, see Publisher.run)
     pubs = [Publisher(eps[0], "sess-A", 111, skip=range(100, 105)), Publisher(eps[1], "sess-B", 222)]
     for p in pubs:
         p.start()
