@@ -94,7 +94,12 @@ def test_record_matches_the_journal(tmp_path, spikewatch_cmd):
         assert rec_proc.stderr.readline().startswith("recording ")
         time.sleep(0.3)
         journal = sample(tmp_path, spikewatch_cmd, publish)
-        time.sleep(0.5)
+        # SIGTERM ends the recorder with what it has received: wait until the sampler's
+        # final hello is on its disk (it writes every 0.2 s), however busy the machine.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (out.exists() and any(
+                t == "hello" and b.get("final") for t, b in iter_records(out))):
+            time.sleep(0.1)
     finally:
         rec_proc.send_signal(signal.SIGTERM)
         stdout, stderr = rec_proc.communicate(timeout=30)
