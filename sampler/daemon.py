@@ -67,6 +67,10 @@ def _once(fn: Callable[[], None]) -> Task:
 class Sampler:
     """One sampling session. ``Sampler(config).run()`` returns the exit status."""
 
+    #: Signals that end the run (forwarded to a launched command). `spikewatch sample`
+    #: with CURVE keys drops SIGHUP from these: there it reloads the client keys.
+    stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
     def __init__(self, config: SamplerConfig, *, context: zmq.Context | None = None) -> None:
         c = config
         self._pattern = check(c)
@@ -567,7 +571,7 @@ class Sampler:
         self.setup()
         old_handlers: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            for s in self.stop_signals:
                 old_handlers[s] = signal.signal(s, self._on_signal)
         ticker: Ticker | None = None
         try:
