@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from . import protocol
@@ -108,6 +110,10 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
         raise click.BadParameter("give the history its own endpoint (not --publish's or --inlet's)", param_hint="--history")
     security = _server_security(ctx, keys, require_keys,
                                 [publish, None if inlet.lower() in ("", "off", "none") else inlet, history_ep])
+    # With a keys folder (even the units' empty default), SIGHUP reloads the client keys
+    # instead of ending the run: `systemctl reload` must never stop the sampler.
+    hup_reloads = bool(keys)
+    old_hup = _watch_keys(security, quiet) if hup_reloads else None
     config = SamplerConfig(
         socket_options=security.socket_options if security else {},
         target=Target(pid=pid, match=match, argv=argv or None, cgroup=cgroup_path, unit=unit),
@@ -129,6 +135,8 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
     try:
         try:
             sampler = Sampler(config, context=security.context if security else None)
+            if hup_reloads:
+                sampler.stop_signals = tuple(sig for sig in sampler.stop_signals if sig != signal.SIGHUP)
             if exporter is not None:
                 sampler.listeners.append(exporter)
             if history_ep is not None:
@@ -145,6 +153,8 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
             ring.close()
         if security is not None:
             security.close()
+        if hup_reloads:
+            signal.signal(signal.SIGHUP, old_hup if old_hup is not None else signal.SIG_DFL)
     ctx.exit(status)
 
 
@@ -193,9 +203,35 @@ def _server_security(ctx: click.Context, keys: str | None, require: bool, endpoi
         raise click.UsageError("--require-keys needs --keys DIR (make keys with `spikewatch keys DIR`)")
     try:
         check_binds(endpoints, keys)
-        return server_security(keys) if keys else None
+        return server_security(keys, warn=lambda msg: click.echo(msg, err=True)) if keys else None
     except KeysError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _watch_keys(security, quiet: bool):
+    """Follow DIR/authorized_clients while sampling (sampler.security.KeyWatcher) and make
+    SIGHUP reload it at once. Returns the SIGHUP handler to put back afterwards."""
+    import threading
+
+    def log(msg: str) -> None:
+        if not quiet:
+            click.echo(msg, err=True)
+
+    def warn(msg: str) -> None:
+        click.echo(msg, err=True)
+
+    if security is not None:
+        watcher = security.watch(log, warn)
+
+        def on_hup(signum, frame) -> None:
+            watcher.request_reload()  # sets an event: the reload runs on the watcher's thread
+    else:
+        def on_hup(signum, frame) -> None:
+            # Printed from a thread: a write from inside a signal handler could re-enter stderr.
+            threading.Thread(target=warn, daemon=True, args=(
+                "spikewatch: SIGHUP: CURVE is off (no server.key_secret in the keys folder when the sampler "
+                "started), nothing to reload; restart the sampler to turn CURVE on",)).start()
+    return signal.signal(signal.SIGHUP, on_hup)
 
 
 def _history_server(security, endpoint: str, window: str, size: str, options: dict):

@@ -13,6 +13,12 @@ history endpoint alike; a ZAP handler (pyzmq's ThreadAuthenticator) admits only
 the public keys in ``authorized_clients``. A client with ``--keys DIR`` needs
 ``server.key`` and its own ``*.key_secret`` there. Binding anywhere but loopback
 (or a local ipc:// socket) without keys is refused.
+
+The sampler follows ``authorized_clients`` while it runs (KeyWatcher): a key file
+added or deleted there is picked up within about a second (or at once on
+``request_reload``, which `spikewatch sample` calls on SIGHUP). ZAP is asked at
+the handshake only, so a revoked client that is already connected keeps its
+session until it reconnects (docs/security.md).
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import ipaddress
 import os
 import shutil
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import zmq
 
@@ -93,7 +100,10 @@ def create_keys(directory: str | os.PathLike[str], name: str = CLIENT) -> dict[s
     if client_secret.exists():
         raise KeysError(f"{client_secret} exists already; pick another --name")
     pub, sec = zmq.auth.create_certificates(d, name)
-    shutil.copy(pub, auth / f"{name}.key")
+    # Copied in under another name, then renamed: a running sampler never reads half a key.
+    tmp = auth / f".{name}.key.tmp"
+    shutil.copy(pub, tmp)
+    os.replace(tmp, auth / f"{name}.key")
     for p in (server_secret, Path(sec)):
         os.chmod(p, 0o600)
     out["client_public"], out["client_secret"] = Path(pub), Path(sec)
@@ -123,6 +133,66 @@ def _load_pair(path: Path) -> tuple[bytes, bytes]:
     return public, secret
 
 
+def load_authorized(folder: str | os.PathLike[str]) -> tuple[dict[bytes, str], list[str]]:
+    """The public keys (z85) in ``folder/*.key``, each with its file name, and one line
+    per file that holds no usable key (skipped). Raises OSError when the folder cannot
+    be listed."""
+    import zmq.auth
+
+    keys: dict[bytes, str] = {}
+    problems: list[str] = []
+    with os.scandir(folder) as entries:
+        names = sorted(e.name for e in entries if e.name.endswith(".key"))
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            public, _ = zmq.auth.load_certificate(path)
+        except (OSError, ValueError) as exc:  # being written, a typo, not a key file
+            problems.append(f"{path}: {exc}")
+            continue
+        if not public or len(public) != 40:  # a z85 Curve25519 key is 40 characters
+            problems.append(f"{path}: no public key in it")
+            continue
+        keys.setdefault(public, name)
+    return keys, problems
+
+
+def folder_signature(folder: str | os.PathLike[str]) -> tuple | None:
+    """What changes when a ``*.key`` file in ``folder`` is added, removed, replaced or
+    rewritten: names, inodes, sizes and mtimes (None when the folder cannot be listed).
+    A few stat calls: cheap enough to take every second."""
+    sig = []
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if e.name.endswith(".key"):
+                    try:
+                        st = e.stat()  # follows symlinks, as loading does
+                    except OSError:
+                        sig.append((e.name, None, None, None))
+                        continue
+                    sig.append((e.name, st.st_ino, st.st_size, st.st_mtime_ns))
+    except OSError:
+        return None
+    return tuple(sorted(sig, key=lambda item: item[0]))
+
+
+def _keys(n: int) -> str:
+    return f"{n} key" if n == 1 else f"{n} keys"
+
+
+class AuthorizedKeys:
+    """The key set pyzmq's ZAP handler asks about at every CURVE handshake (a credentials
+    provider for ``configure_curve_callback``). A reload swaps ``keys`` in one assignment,
+    so the authenticator thread sees the old set or the new one, never a mix."""
+
+    def __init__(self, keys: dict[bytes, str]) -> None:
+        self.keys = keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self.keys
+
+
 @dataclass
 class ServerSecurity:
     """CURVE for a sampler: a private ZeroMQ context with its ZAP handler running,
@@ -132,14 +202,114 @@ class ServerSecurity:
     socket_options: dict[int, Any] = field(default_factory=dict)
     authenticator: Any = None
     clients: int = 0
+    folder: Path | None = None  # authorized_clients/
+    authorized: AuthorizedKeys | None = None
+    watcher: "KeyWatcher | None" = None
+
+    def watch(self, log: Callable[[str], None], warn: Callable[[str], None], interval_s: float = 1.0) -> "KeyWatcher":
+        """Follow ``authorized_clients`` from now on (a daemon thread, stopped by close())."""
+        if self.watcher is None:
+            self.watcher = KeyWatcher(self, log, warn, interval_s).start()
+        return self.watcher
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
         if self.authenticator is not None:
             self.authenticator.stop()
             self.authenticator = None
 
 
-def server_security(directory: str | os.PathLike[str], context: zmq.Context | None = None) -> ServerSecurity:
+class KeyWatcher:
+    """Keeps the ZAP handler's key set in step with ``authorized_clients``.
+
+    A thread of its own (never the sampling thread) takes the folder's signature about
+    every ``interval_s`` and reloads when it changed; ``request_reload()`` (safe in a
+    signal handler) reloads at once. A reload that finds no usable key, or cannot read
+    the folder, keeps the keys it had and says so: an operator's slip must neither lock
+    every client out silently nor stop the sampler."""
+
+    def __init__(self, security: ServerSecurity, log: Callable[[str], None], warn: Callable[[str], None],
+                 interval_s: float = 1.0) -> None:
+        if security.folder is None or security.authorized is None:
+            raise ValueError("KeyWatcher needs a ServerSecurity made by server_security()")
+        self.security = security
+        self.folder = security.folder
+        self.interval_s = interval_s
+        self._log, self._warn = log, warn
+        self._signature = folder_signature(self.folder)
+        self._requested = False
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="spikewatch-keys", daemon=True)
+        self.reloads = 0  # reloads done, whatever their outcome
+
+    def start(self) -> "KeyWatcher":
+        self._thread.start()
+        return self
+
+    def request_reload(self) -> None:
+        """Reload now, and log it even if nothing changed (what SIGHUP does)."""
+        self._requested = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._stopped:
+                break
+            requested, self._requested = self._requested, False
+            try:
+                sig = folder_signature(self.folder)
+                if requested:
+                    self.reload("SIGHUP", sig)
+                elif sig != self._signature:
+                    self.reload("folder changed", sig)
+            except Exception as exc:  # never let the watcher die quietly
+                self._warn(f"spikewatch: warning: client key reload failed ({exc!r}); "
+                           f"still admitting the keys loaded before")
+
+    def reload(self, why: str, signature: tuple | None = None) -> None:
+        """Read the folder and swap the key set in (or keep the old one, saying why)."""
+        self.reloads += 1
+        self._signature = signature if signature is not None else folder_signature(self.folder)
+        provider = self.security.authorized
+        assert provider is not None
+        old = provider.keys
+        try:
+            new, problems = load_authorized(self.folder)
+        except OSError as exc:
+            self._warn(f"spikewatch: warning: client keys not reloaded ({why}): cannot read {self.folder} "
+                       f"({exc.strerror or exc}); still admitting the {_keys(len(old))} loaded before")
+            return
+        for line in problems:
+            self._warn(f"spikewatch: warning: skipped {line}")
+        if not new:
+            self._warn(f"spikewatch: warning: client keys not reloaded ({why}): no usable *.key in {self.folder}; "
+                       f"still admitting the {_keys(len(old))} loaded before (nobody could connect otherwise; "
+                       f"to shut every client out, stop the sampler)")
+            return
+        provider.keys = new
+        self.security.clients = len(new)
+        added = sorted(new[k] for k in new.keys() - old.keys())
+        removed = sorted(old[k] for k in old.keys() - new.keys())
+        parts = ([f"+{len(added)} added ({', '.join(added)})"] if added else []) + \
+                ([f"-{len(removed)} removed ({', '.join(removed)})"] if removed else [])
+        self._log(f"spikewatch: client keys reloaded ({why}): {len(new)} authorized, "
+                  f"{'; '.join(parts) or 'no change'}"
+                  + ("; clients already connected keep their session until they reconnect" if removed else ""))
+
+
+def server_security(directory: str | os.PathLike[str], context: zmq.Context | None = None,
+                    warn: Callable[[str], None] | None = None) -> ServerSecurity:
     """Load ``DIR/server.key_secret`` and ``DIR/authorized_clients``; start the ZAP
     handler (before any socket binds: without one libzmq would admit any client
     that knows the server key)."""
@@ -150,17 +320,28 @@ def server_security(directory: str | os.PathLike[str], context: zmq.Context | No
         raise KeysError(f"no keys folder {d}; {MAKE_KEYS_HINT}")
     public, secret = _load_pair(d / f"{SERVER}.key_secret")
     auth_dir = d / AUTHORIZED
-    clients = len(list(auth_dir.glob("*.key"))) if auth_dir.is_dir() else 0
-    if clients == 0:
+    try:
+        keys, problems = load_authorized(auth_dir)
+    except OSError:
+        keys, problems = {}, []
+    if not keys:
         raise KeysError(f"no client keys in {auth_dir}: nobody could connect; "
-                        f"make one with `spikewatch keys {d} --name NAME`")
+                        f"make one with `spikewatch keys {d} --name NAME`"
+                        + (f" ({'; '.join(problems)})" if problems else ""))
+    if problems and warn is not None:
+        for line in problems:
+            warn(f"spikewatch: warning: skipped {line}")
     ctx = context or zmq.Context()
     auth = ThreadAuthenticator(ctx)
     auth.start()
-    auth.configure_curve(domain=ZAP_DOMAIN.decode(), location=str(auth_dir))
+    # pyzmq's ZAP handler asks this provider at every handshake. (configure_curve(location=)
+    # again would re-read the folder too, but it cannot keep the old keys when a reload
+    # finds none, and a file read between our check and its own could differ.)
+    provider = AuthorizedKeys(keys)
+    auth.configure_curve_callback(domain=ZAP_DOMAIN.decode(), credentials_provider=provider)
     opts = {zmq.CURVE_SERVER: 1, zmq.CURVE_PUBLICKEY: public, zmq.CURVE_SECRETKEY: secret,
             zmq.ZAP_DOMAIN: ZAP_DOMAIN}
-    return ServerSecurity(ctx, opts, auth, clients)
+    return ServerSecurity(ctx, opts, auth, len(keys), auth_dir, provider)
 
 
 def client_options(directory: str | os.PathLike[str], name: str | None = None) -> dict[int, Any]:
