@@ -25,7 +25,8 @@ def demo_journal(tmp_path_factory, spikewatch_cmd):
         # closes its inlet without linger at the end, and could drop the last phase_end marker.
         from spikewatch.procs import wait_listening
 
-        assert wait_listening("127.0.0.1", int(inlet.rsplit(":", 1)[1]), sampler, 60), f"the sampler never listened (exit {sampler.poll()})"
+        assert wait_listening("127.0.0.1", int(inlet.rsplit(":", 1)[1]), sampler, 60), \
+            f"the sampler never listened (exit {sampler.poll()})"
         drive = subprocess.run([*spikewatch_cmd, "drive", str(ROOT / "driver" / "scenarios" / "quick.toml"),
                                 "--inlet", inlet, "--url", f"http://127.0.0.1:{port}", "-q"],
                                capture_output=True, text=True, timeout=120)
