@@ -24,7 +24,9 @@ def test_stat_parsing_survives_odd_command_names():
 
 
 def test_statm_kept_open_zombie_then_gone():
-    child = subprocess.Popen([sys.executable, "-c", "import time; x = b'1' * (30 << 20); time.sleep(0.3)"])
+    # Holds its 30 MiB until told (a fixed 0.3 s could pass before a busy test thread looks).
+    child = subprocess.Popen([sys.executable, "-c", "import sys; x = b'1' * (30 << 20); sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
     h = procfs.ProcHandle(child.pid)
     try:
         deadline = time.monotonic() + 10
@@ -33,6 +35,7 @@ def test_statm_kept_open_zombie_then_gone():
         st = h.status()
         assert h.rss() >= 30 * MiB
         assert st["rss_anon"] >= 29 * MiB and st["vm_hwm"] >= st["vm_rss"] and st["threads"] >= 1
+        child.stdin.close()  # now it exits
         # Exited but not reaped: a zombie reads all zeros.
         while procfs.read_stat(child.pid).state != "Z":
             time.sleep(0.02)
