@@ -169,6 +169,8 @@ def test_journal_readable_after_sampler_is_killed(tmp_path, endpoints):
     p = subprocess.Popen(sample_cmd(endpoints, "--journal", str(journal), "--", "sleep", "30"),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
+        # 1.2 s from when sampling starts, not from the spawn (a busy host can take ~1 s to start Python).
+        assert any("journal" in line for line in p.stderr), "the sampler never started sampling"
         time.sleep(1.2)
         p.kill()
         p.wait(timeout=10)
