@@ -12,6 +12,7 @@ import time
 import pytest
 
 from sampler import protocol
+from sampler.client import StreamSubscriber
 from tests.support.sampler import MiB, Stream, child_stamps, run_sample, sample_attached, sample_cmd, spawn_sample, write_script
 
 ALLOC = """
@@ -199,9 +200,17 @@ def test_match_waits_and_follows_restart(tmp_path, endpoints):
         time.sleep(float(sys.argv[2]))
     """)
     journal = tmp_path / "match.journal"
-    p = spawn_sample(endpoints, "--match", token, "--journal", str(journal), "--duration", "3.5s")
+    # Stopped once the stream shows the second process's exit (a fixed --duration from the
+    # first match left too little time for two Python starts on a busy host).
+    sub = StreamSubscriber([endpoints["publish"]])
+    p = spawn_sample(endpoints, "--match", token, "--journal", str(journal))
     kids = []
     try:
+        err_head = ""
+        for line in p.stderr:  # the kids start only once it is looking
+            err_head += line
+            if "waiting for a process matching" in line:
+                break
         time.sleep(0.8)  # the sampler is waiting; nothing matches yet
         assert p.poll() is None
         kids.append(subprocess.Popen([sys.executable, str(script), token, "0.8"]))
@@ -209,9 +218,18 @@ def test_match_waits_and_follows_restart(tmp_path, endpoints):
         time.sleep(0.3)
         kids.append(subprocess.Popen([sys.executable, str(script), token, "0.8"]))
         kids[-1].wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            m = sub.recv(timeout_ms=200)
+            if m is not None and m[0] == protocol.EVENT and m[1]["kind"] == protocol.EV_PROC_EXIT \
+                    and m[1]["pid"] == kids[-1].pid:
+                break
+        p.terminate()
         out, err = p.communicate(timeout=20)
+        err = err_head + err
     finally:
         p.kill()
+        sub.close()
         for k in kids:
             k.kill()
     assert p.returncode == 0, err
