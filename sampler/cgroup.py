@@ -33,7 +33,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 # v1 reports "unlimited" as PAGE_COUNTER_MAX rounded to pages (9223372036854771712
 # with 4 KiB pages); anything this large is no limit.
@@ -102,7 +102,7 @@ class CgroupInfo:
 class _Mount:
     version: int
     root: str  # the hierarchy path mounted there (mountinfo field 4)
-    point: Path  # where it is mounted, prefixed by ``root`` of the lookup
+    point: Path  # where it is mounted, prefixed by the lookup's ``through`` (default ``root``)
 
 
 def _unescape(field: str) -> str:
@@ -122,15 +122,11 @@ def _under(root: Path, absolute: str) -> Path:
     return Path(root) / absolute.lstrip("/")
 
 
-def _mounts(root: Path | str = "/") -> list[_Mount]:
-    """Every memory-capable cgroup mount, v2 (with memory enabled) before v1."""
-    root = Path(root)
-    try:
-        text = (root / "proc/self/mountinfo").read_text()
-    except OSError as exc:
-        raise CgroupError(f"cannot read {root / 'proc/self/mountinfo'}: {exc.strerror}") from None
-    v1: list[_Mount] = []
-    v2: list[_Mount] = []
+def _mountinfo(root: Path, pid: int | str, through: Path | None) -> Iterator[tuple[str, list[str], str, Path]]:
+    """(fstype, super options, hierarchy path mounted, mount point under ``through``)
+    of every line of ``root/proc/PID/mountinfo``. Raises OSError."""
+    text = (root / f"proc/{pid}/mountinfo").read_text()
+    base = root if through is None else through
     for line in text.splitlines():
         pre, sep, post = line.partition(" - ")
         if not sep:
@@ -138,8 +134,24 @@ def _mounts(root: Path | str = "/") -> list[_Mount]:
         fields, tail = pre.split(), post.split()
         if len(fields) < 5 or len(tail) < 3:
             continue
-        fstype, superopts = tail[0], tail[2].split(",")
-        mroot, point = _unescape(fields[3]), _under(root, _unescape(fields[4]))
+        yield tail[0], tail[2].split(","), _unescape(fields[3]), _under(base, _unescape(fields[4]))
+
+
+def _mounts(root: Path | str = "/", *, pid: int | str = "self", through: Path | None = None) -> list[_Mount]:
+    """Every memory-capable cgroup mount in process ``pid``'s mount namespace (ours by
+    default), v2 (with memory enabled) before v1.
+
+    Mount points are joined under ``through`` (default ``root``): ``/proc/PID/root``
+    reaches them as that process's own mount namespace shows them.
+    """
+    root = Path(root)
+    try:
+        entries = list(_mountinfo(root, pid, through))
+    except OSError as exc:
+        raise CgroupError(f"cannot read {root / f'proc/{pid}/mountinfo'}: {exc.strerror}") from None
+    v1: list[_Mount] = []
+    v2: list[_Mount] = []
+    for fstype, superopts, mroot, point in entries:
         if fstype == "cgroup" and "memory" in superopts:
             v1.append(_Mount(1, mroot, point))
         elif fstype == "cgroup2":
@@ -158,18 +170,11 @@ def _mounts(root: Path | str = "/") -> list[_Mount]:
 
 def _cgroup2_mounts(root: Path | str = "/") -> list[_Mount]:
     """Every cgroup2 mount, memory controller or not."""
-    root = Path(root)
-    out = []
     try:
-        text = (root / "proc/self/mountinfo").read_text()
+        return [_Mount(2, mroot, point) for fstype, _, mroot, point in _mountinfo(Path(root), "self", None)
+                if fstype == "cgroup2"]
     except OSError:
-        return out
-    for line in text.splitlines():
-        pre, sep, post = line.partition(" - ")
-        fields, tail = pre.split(), post.split()
-        if sep and len(fields) >= 5 and tail and tail[0] == "cgroup2":
-            out.append(_Mount(2, _unescape(fields[3]), _under(root, _unescape(fields[4]))))
-    return out
+        return []
 
 
 def memory_hierarchy(*, root: Path | str = "/") -> tuple[int, Path] | None:
@@ -187,6 +192,8 @@ def _join(mounts: list[_Mount], path: str) -> CgroupInfo | None:
         mroot = m.root.rstrip("/")
         if path == m.root or path.startswith(mroot + "/") or mroot == "":
             rel = path[len(mroot):].lstrip("/")
+            if ".." in rel.split("/"):
+                continue  # "/../x" (outside a cgroup namespace) is not below a mount of "/"
             if best is None or len(m.root) > len(best[0].root):
                 best = (m, rel)
     if best is None:
@@ -195,39 +202,124 @@ def _join(mounts: list[_Mount], path: str) -> CgroupInfo | None:
     return CgroupInfo(m.version, path, m.point / rel if rel else m.point)
 
 
-def cgroup_of_pid(pid: int | str, *, root: Path | str = "/") -> CgroupInfo | None:
-    """The memory cgroup ``pid`` belongs to (from /proc/PID/cgroup and mountinfo).
-
-    None when there is no memory controller or the cgroup is outside what our
-    mounts show (e.g. a path with "/.." from another cgroup namespace).
-    Raises CgroupError when the process does not exist.
-    """
-    mounts = _mounts(root)
-    if not mounts:
-        return None
-    cgfile = Path(root) / f"proc/{pid}/cgroup"
+def _read_proc_cgroup(root: Path, pid: int | str) -> str:
+    cgfile = root / f"proc/{pid}/cgroup"
     try:
-        text = cgfile.read_text()
+        return cgfile.read_text()
     except FileNotFoundError:
         raise CgroupError(f"no process {pid} (nothing at {cgfile})") from None
     except OSError as exc:
         raise CgroupError(f"cannot read {cgfile}: {exc.strerror}") from None
-    version = mounts[0].version
+
+
+def _memory_path(text: str, version: int) -> str | None:
+    """The memory cgroup path in a /proc/PID/cgroup text (v1: the memory line; v2: ``0::``)."""
     for line in text.splitlines():
         hid, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
         if version == 1 and hid != "0" and "memory" in controllers.split(","):
-            break
+            return path
         if version == 2 and hid == "0" and controllers == "":
-            break
-    else:
+            return path
+    return None
+
+
+def cgroup_of_pid(pid: int | str, *, root: Path | str = "/") -> CgroupInfo | None:
+    """The memory cgroup ``pid`` belongs to (from /proc/PID/cgroup and mountinfo).
+
+    None when there is no memory controller or the cgroup is outside what our
+    mounts show (e.g. a path with "/.." from another cgroup namespace; see
+    :func:`cgroup_seen_by` for those). Raises CgroupError when the process does not exist.
+    """
+    mounts = _mounts(root)
+    if not mounts:
         return None
-    if "/.." in path or not path.startswith("/"):
+    path = _memory_path(_read_proc_cgroup(Path(root), pid), mounts[0].version)
+    if path is None or "/.." in path or not path.startswith("/"):
         return None
     info = _join(mounts, path)
     if info is None or not info.dir.is_dir():
         return None
     return info
+
+
+def _reachable(mounts: list[_Mount], path: str | None) -> CgroupInfo | None:
+    if not mounts or path is None or not path.startswith("/"):
+        return None
+    info = _join(mounts, path)
+    if info is None or not (info.dir / _FILES[info.version]["usage"]).exists():
+        return None
+    return info
+
+
+def cgroup_seen_by(pid: int | str, *, root: Path | str = "/") -> CgroupInfo:
+    """The memory cgroup process ``pid`` lives in (its container's, for a containerised
+    service), as a directory this process can open. For ``--cgroup auto``.
+
+    Through our own cgroup mounts when they show it: on a plain host that is the
+    directory :func:`cgroup_of_pid` gives. Otherwise through the process's own mount
+    namespace: ``/proc/PID/root/<its cgroup mount point>/<rel>`` — how a sidecar,
+    whose cgroup namespace and mounts show only its own cgroup, reaches the app
+    container's. /proc/PID/cgroup and /proc/PID/mountinfo both show cgroup paths
+    relative to *our* cgroup namespace (the app's may read ``/../cri-containerd-….scope``),
+    so the two compare whatever namespaces the process is in. The result's ``path``
+    is the hierarchy path as /proc/PID/cgroup shows it to us.
+
+    Raises CgroupError (no such process; no permission to follow /proc/PID/root;
+    no memory controller; the cgroup reachable through neither mount namespace).
+    """
+    root = Path(root)
+    text = _read_proc_cgroup(root, pid)
+    try:
+        ours = _mounts(root)
+    except CgroupError:
+        ours = []
+    info = _reachable(ours, _memory_path(text, ours[0].version) if ours else None)
+    if info is not None:
+        return info
+    # Not under our mounts: look from inside the process's own mount namespace.
+    through = root / f"proc/{pid}/root"
+    try:
+        os.stat(through)  # following the link takes the kernel's ptrace access check
+    except FileNotFoundError:
+        raise CgroupError(f"no process {pid} (it exited)") from None
+    except PermissionError:
+        raise CgroupError(
+            f"no permission to follow {through} into process {pid}'s mount namespace, where its "
+            f"memory cgroup is mounted (this sampler's own cgroup mounts do not show it): run as root "
+            f"with CAP_SYS_PTRACE (Kubernetes: securityContext.capabilities.add: [SYS_PTRACE]) "
+            f"or as the same user as process {pid}"
+        ) from None
+    except OSError as exc:
+        raise CgroupError(f"cannot follow {through}: {exc.strerror}") from None
+    try:
+        theirs = _mounts(root, pid=pid, through=through)
+    except CgroupError:
+        if not (root / f"proc/{pid}").exists():
+            raise CgroupError(f"no process {pid} (it exited)") from None
+        raise
+    if not ours and not theirs:
+        raise CgroupError(
+            f"no memory cgroup controller is mounted, neither here nor in process {pid}'s mount "
+            "namespace (cgroup v1 'memory', or cgroup v2 with 'memory' in cgroup.controllers)"
+        )
+    version = (theirs or ours)[0].version
+    path = _memory_path(text, version)
+    shown = "; ".join(text.split())
+    if path is None:
+        raise CgroupError(
+            f"process {pid} is in no cgroup v{version} memory cgroup (its /proc/{pid}/cgroup: {shown})"
+        )
+    info = _reachable(theirs, path)
+    if info is not None:
+        return info
+    where = ", ".join(f"{m.root} at {m.point}" for m in theirs) or "none"
+    raise CgroupError(
+        f"the memory cgroup of process {pid} ({path!r} in its /proc/{pid}/cgroup: {shown}) is not "
+        f"reachable: this sampler's cgroup mounts do not show it, nor do the cgroup mounts in its own "
+        f"mount namespace (memory mounts there: {where}). Mount the cgroup fs in its container "
+        "(Docker and Kubernetes do), or give the directory with --cgroup PATH"
+    )
 
 
 def resolve(path: str, *, root: Path | str = "/") -> CgroupInfo:

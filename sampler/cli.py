@@ -48,7 +48,11 @@ def _duration(text: str, what: str, default_unit: str) -> int:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--pid", type=int, help="Sample this process and its descendants.")
 @click.option("--match", metavar="REGEX", help="Sample the process whose command line matches (waits for it; follows restarts).")
-@click.option("--cgroup", "cgroup_path", metavar="PATH", help="Sample a memory cgroup (absolute, or relative to the memory hierarchy).")
+@click.option("--cgroup", "cgroup_path", metavar="PATH|auto",
+              help="Sample a memory cgroup (absolute, or relative to the memory hierarchy). 'auto' with --pid or "
+                   "--match: the cgroup the process lives in (its container's, reached through /proc/PID/root "
+                   "from a sidecar); with --match it is found at the first match and a restart into another "
+                   "cgroup is followed; exit status 1 if it cannot be found.")
 @click.option("--unit", metavar="NAME", help="Sample a systemd unit's cgroup.")
 @click.option("--period", default="1ms", show_default=True, help="Sampling period (100us .. 1s).")
 @click.option("--detail-period", default="100ms", show_default=True, help="Period of the detail tier (status, cgroup stat, kernel peaks).")
@@ -83,7 +87,9 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
       spikewatch sample --limit 512M -- ./my-service    ... inside a new 512 MiB memory cgroup
       spikewatch sample --match 'gunicorn: master'      wait for it, follow restarts
       spikewatch sample --pid 1234 --duration 5m
+      spikewatch sample --match '^myapp ' --cgroup auto ... and its container's memory cgroup
     """
+    from .config import AUTO_CGROUP, auto_cgroup_misuse
     from .daemon import Sampler, SamplerConfig, SamplerError, Target
     from .units import parse_size
 
@@ -103,6 +109,8 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
     if journal and no_journal:
         raise click.UsageError("--journal and --no-journal contradict each other")
     argv = list(command)
+    if cgroup_path == AUTO_CGROUP and (unit or argv or (pid is None and not match)):
+        raise click.UsageError(auto_cgroup_misuse(Target(pid=pid, match=match, argv=argv, unit=unit)))
     if not any((pid is not None, match, cgroup_path, unit, argv)):
         raise click.UsageError("say what to sample: --pid N, --match REGEX, --cgroup PATH, --unit NAME or -- CMD ARGS")
     history_ep = None if history.lower() in ("", "off", "none") else history

@@ -12,6 +12,8 @@ from typing import Any, Callable
 from . import protocol
 
 MIN_PERIOD_NS = 100_000
+# --cgroup auto: the memory cgroup the --pid / --match target lives in (its container's).
+AUTO_CGROUP = "auto"
 
 
 class SamplerError(Exception):
@@ -28,6 +30,11 @@ class Target:
     argv: list[str] | None = None
     cgroup: str | None = None
     unit: str | None = None
+
+    @property
+    def auto_cgroup(self) -> bool:
+        """``--cgroup auto``: the cgroup is found from the target process."""
+        return self.cgroup == AUTO_CGROUP
 
     def describe(self) -> list[tuple[str, str]]:
         out = []
@@ -73,6 +80,8 @@ def check(c: SamplerConfig) -> re.Pattern[str] | None:
     if c.period_ns < MIN_PERIOD_NS:
         raise SamplerError(f"the period must be at least 100us (got {c.period_ns} ns)")
     t = c.target
+    if t.auto_cgroup and (t.unit is not None or t.argv or (t.pid is None and t.match is None)):
+        raise SamplerError(auto_cgroup_misuse(t))
     procs = sum(x is not None and x != [] for x in (t.pid, t.match, t.argv))
     cgs = sum(x is not None for x in (t.cgroup, t.unit))
     if procs > 1 or cgs > 1 or procs + cgs == 0:
@@ -87,6 +96,18 @@ def check(c: SamplerConfig) -> re.Pattern[str] | None:
         return re.compile(t.match)
     except re.error as exc:
         raise SamplerError(f"--match {t.match!r} is not a regular expression: {exc}") from None
+
+
+def auto_cgroup_misuse(t: Target) -> str:
+    """Why ``--cgroup auto`` cannot go with the rest of ``t`` (it needs --pid or --match)."""
+    if t.unit is not None:
+        return ("--cgroup auto and --unit both name the cgroup to sample: give one "
+                "(--cgroup auto takes the cgroup of --pid N or --match REGEX)")
+    if t.argv:
+        return ("--cgroup auto finds the cgroup of an existing process (--pid N or --match REGEX); "
+                "a launched command runs in the sampler's cgroup: use --limit SIZE to give it its own")
+    return ("--cgroup auto samples the cgroup a process lives in: say which process with "
+            "--pid N or --match REGEX")
 
 
 def default_journal_path(now: float | None = None) -> str:
