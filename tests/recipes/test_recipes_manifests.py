@@ -92,7 +92,7 @@ def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
 
 def test_sidecar_pod_is_plausible() -> None:
     docs = by_kind(K8S / "sidecar-pod.yaml")
-    pod, svc, cm, netpol = docs["Pod"], docs["Service"], docs["ConfigMap"], docs["NetworkPolicy"]
+    pod, svc, netpol = docs["Pod"], docs["Service"], docs["NetworkPolicy"]
     spec = pod["spec"]
     assert spec["shareProcessNamespace"] is True
     names = [c["name"] for c in spec["containers"]]
@@ -111,15 +111,12 @@ def test_sidecar_pod_is_plausible() -> None:
     assert set(res["requests"]) == {"cpu", "memory"}
     assert "cpu" not in res["limits"], "a CPU limit throttles the sampling loop"
 
-    # The entrypoint the sidecar runs is the script shipped beside the manifest.
-    script = (K8S / "sidecar_entrypoint.py").read_text()
-    assert cm["data"]["sidecar_entrypoint.py"] == script, (
-        "the ConfigMap's copy of sidecar_entrypoint.py differs from the file: paste the file "
-        "into the ConfigMap again (indented by 4)")
+    # The sidecar samples the app container's cgroup, which spikewatch finds itself.
     mounts = {m["name"]: m["mountPath"] for m in side["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
-    assert side["command"][-1] == f"{mounts['entrypoint']}/sidecar_entrypoint.py"
-    assert volumes["entrypoint"]["configMap"]["name"] == cm["metadata"]["name"]
+    assert side["command"] == ["spikewatch"] and side["args"][0] == "sample"
+    assert side["args"][side["args"].index("--cgroup") + 1] == "auto"
+    assert "--match" in side["args"] or "--pid" in side["args"]
     assert set(mounts) <= set(volumes)
 
     # Prometheus finds /metrics where the sampler serves it.
@@ -182,7 +179,6 @@ def test_recorder_job_is_plausible() -> None:
 def test_dockerfile_installs_what_the_recipes_run() -> None:
     text = (K8S / "Dockerfile").read_text()
     assert re.search(r"pip install .*\.\[[^\]]*prometheus", text)
-    assert "sidecar_entrypoint.py" in text
     for src in re.findall(r"^COPY (\S+)", text, re.M):
         assert (ROOT / src).exists(), f"Dockerfile copies {src}, which is not in the repository"
 
@@ -191,8 +187,7 @@ def test_dockerfile_installs_what_the_recipes_run() -> None:
 
 
 def _sample_argv(pod: dict[str, Any]) -> list[str]:
-    args = _container(pod, "spikewatch")["args"]
-    return ["sample", *args[args.index("--") + 1:]]
+    return list(_container(pod, "spikewatch")["args"])
 
 
 def recipe_command_lines() -> Iterator[tuple[str, list[str]]]:

@@ -1,17 +1,16 @@
-"""The Kubernetes sidecar's entrypoint: finding the app container's process and memory cgroup.
+"""The Kubernetes sidecar: ``spikewatch sample --cgroup auto`` finds the app container's memory cgroup.
 
-First on captured /proc trees shaped like a pod's (cgroup v2 with cgroup
-namespaces, cgroup v1), then for real: an "app container" in its own memory
-cgroup, cgroup namespace and mount namespace (cgroupfs mounted inside it, as a
-container runtime does), and the entrypoint in a sibling cgroup with its own
-cgroup namespace, as a sidecar is. The last part needs root, unshare and a
+First :func:`sampler.cgroup.cgroup_seen_by` on captured /proc trees shaped like
+a pod's (cgroup v2 with cgroup namespaces, cgroup v1 with a process in a
+sub-cgroup), then for real: an "app container" in its own memory cgroup, cgroup
+namespace and mount namespace (cgroupfs mounted inside it, as a container
+runtime does), and the real ``spikewatch sample`` in a sibling cgroup with its
+own cgroup namespace, as a sidecar is. The last part needs root, unshare and a
 writable cgroup v1 memory controller (this machine and CI have them).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -21,81 +20,102 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port
-
-SCRIPT = ROOT / "docs" / "recipes" / "kubernetes" / "sidecar_entrypoint.py"
-_spec = importlib.util.spec_from_file_location("sidecar_entrypoint", SCRIPT)
-entry = importlib.util.module_from_spec(_spec)
-assert _spec.loader is not None
-_spec.loader.exec_module(entry)
+from sampler import cgroup as cgm
+from sampler import protocol
+from tests.conftest import free_port
+from tests.support.sampler import Stream
 
 MiB = 1 << 20
 
 
-def fake_proc(tmp: Path, pid: int, cmdline: str, cgroup: str, mountinfo: list[str], files: dict[str, str]) -> Path:
-    proc = tmp / "proc"
-    d = proc / str(pid)
+def fake_root(tmp: Path, pid: int, cgroup: str, mountinfo: list[str], files: dict[str, str],
+              own_mountinfo: list[str], own_files: dict[str, str] | None = None) -> Path:
+    """A captured tree: the sidecar's own view (proc/self, its mounts) and the app's
+    (proc/PID/cgroup, proc/PID/mountinfo, files under proc/PID/root)."""
+    d = tmp / "proc" / str(pid)
     d.mkdir(parents=True)
-    (d / "cmdline").write_bytes(cmdline.replace(" ", "\0").encode() + b"\0")
-    (d / "stat").write_text(f"{pid} (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0\n")
     (d / "cgroup").write_text(cgroup)
     (d / "mountinfo").write_text("\n".join(mountinfo) + "\n")
-    for rel, text in files.items():
-        f = d / "root" / rel
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(text)
-    return proc
+    me = tmp / "proc" / "self"
+    me.mkdir()
+    (me / "mountinfo").write_text("\n".join(own_mountinfo) + "\n")
+    for base, tree in ((d / "root", files), (tmp, own_files or {})):
+        for rel, text in tree.items():
+            f = base / rel
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(text)
+    return tmp
 
 
-def run_entry(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict, str]:
-    code = entry.main(args)
-    out, err = capsys.readouterr()
-    return code, (json.loads(out) if code == 0 and out.strip() else {}), err
-
-
-def test_cgroup_v2_pod_with_cgroup_namespaces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cgroup_v2_pod_with_cgroup_namespaces(tmp_path: Path) -> None:
     # What a sidecar sees of an app container on a cgroup v2 node (containerd, private cgroupns):
-    # the app's cgroup lies outside the sidecar's namespace, hence the "/..".
+    # the app's cgroup lies outside the sidecar's namespace, hence the "/..". The sidecar's own
+    # /sys/fs/cgroup is its own cgroup only.
     app = "/../cri-containerd-3f9a.scope"
-    proc = fake_proc(
-        tmp_path, 4242, "myapp --listen 0.0.0.0:8080", f"0::{app}\n",
-        [f"1201 1180 0:29 {app} /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate"],
-        {"sys/fs/cgroup/memory.current": "314572800\n", "sys/fs/cgroup/memory.max": "536870912\n"},
+    v2 = "1201 1180 0:29 {root} /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate"
+    root = fake_root(
+        tmp_path, 4242, f"0::{app}\n", [v2.format(root=app)],
+        {"sys/fs/cgroup/cgroup.controllers": "cpu io memory pids\n",
+         "sys/fs/cgroup/memory.current": "314572800\n", "sys/fs/cgroup/memory.max": "536870912\n"},
+        [v2.format(root="/")],
+        {"sys/fs/cgroup/cgroup.controllers": "cpu io memory pids\n", "sys/fs/cgroup/memory.current": "1\n"},
     )
-    code, got, err = run_entry(["--match", "^myapp ", "--proc", str(proc), "--dry-run", "--", "--period", "1ms"],
-                               capsys)
-    assert code == 0, err
-    assert got["pid"] == 4242 and got["version"] == 2
-    assert got["cgroup_dir"] == f"{proc}/4242/root/sys/fs/cgroup"
-    assert got["command"] == ["spikewatch", "sample", "--pid", "4242", "--cgroup", got["cgroup_dir"],
-                              "--period", "1ms"]
-    assert "cgroup v2" in err
+    info = cgm.cgroup_seen_by(4242, root=root)
+    assert info.version == 2 and info.path == app
+    assert info.dir == root / "proc/4242/root/sys/fs/cgroup"
+    with cgm.MemoryCgroup(info, root=root) as cg:
+        assert cg.read_usage() == 314572800 and cg.read_limit() == 512 * MiB
 
 
-def test_cgroup_v1_pod_and_a_process_in_a_sub_cgroup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    container = "/kubepods/burstable/pod7c1e/9d2b"
-    proc = fake_proc(
-        tmp_path, 77, "java -jar app.jar", f"12:pids:{container}\n4:memory:{container}/worker\n1:name=systemd:/x\n",
+def test_cgroup_v1_pod_and_a_process_in_a_sub_cgroup(tmp_path: Path) -> None:
+    pod = "/kubepods/burstable/pod7c1e"
+    container = f"{pod}/9d2b"
+    root = fake_root(
+        tmp_path, 77, f"12:pids:{container}\n4:memory:{container}/worker\n1:name=systemd:/x\n",
         [f"900 880 0:33 {container} /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory",
          f"901 880 0:34 {container} /sys/fs/cgroup/pids ro,nosuid - cgroup cgroup rw,pids"],
         {"sys/fs/cgroup/memory/worker/memory.usage_in_bytes": "1\n"},
+        # The sidecar's own mount shows only its own container's subtree.
+        [f"700 680 0:33 {pod}/5e6f /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory"],
     )
-    code, got, err = run_entry(["--match", "app\\.jar", "--proc", str(proc), "--dry-run"], capsys)
-    assert code == 0, err
-    assert got["version"] == 1
-    assert got["cgroup_dir"] == f"{proc}/77/root/sys/fs/cgroup/memory/worker"
+    info = cgm.cgroup_seen_by(77, root=root)
+    assert info.version == 1 and info.path == f"{container}/worker"
+    assert info.dir == root / "proc/77/root/sys/fs/cgroup/memory/worker"
 
 
-def test_unreachable_cgroup_and_missing_app_say_what_to_check(tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    proc = fake_proc(tmp_path, 5, "myapp", "0::/../other\n",
-                     ["1 1 0:29 /../mine /sys/fs/cgroup rw - cgroup2 cgroup rw"], {})
-    code, _, err = run_entry(["--match", "myapp", "--proc", str(proc), "--dry-run"], capsys)
-    assert code == 2 and "CAP_SYS_PTRACE" in err and "0::/../other" in err
-    t0 = time.monotonic()
-    code, _, err = run_entry(["--match", "nothing-like-this", "--proc", str(proc), "--timeout", "0.6"], capsys)
-    assert code == 2 and "shareProcessNamespace" in err
-    assert time.monotonic() - t0 < 10
+def test_the_samplers_own_mounts_come_first(tmp_path: Path) -> None:
+    """On the host (a Docker container seen from outside): the host's own directory, no /proc/PID/root."""
+    root = fake_root(
+        tmp_path, 91, "4:memory:/docker/abc\n",
+        ["900 880 0:33 /docker/abc /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory"],
+        {"sys/fs/cgroup/memory/memory.usage_in_bytes": "1\n"},
+        ["35 31 0:33 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory"],
+        {"sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes": "2\n"},
+    )
+    info = cgm.cgroup_seen_by(91, root=root)
+    assert info.dir == root / "sys/fs/cgroup/memory/docker/abc"
+    assert info == cgm.cgroup_of_pid(91, root=root)
+
+
+def test_unreachable_cgroup_and_missing_process_say_what_to_check(tmp_path: Path) -> None:
+    root = fake_root(tmp_path, 5, "0::/../other\n", ["1 1 0:29 /../mine /sys/fs/cgroup rw - cgroup2 cgroup rw"],
+                     {"sys/fs/cgroup/cgroup.controllers": "memory\n"},
+                     ["1 1 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup rw"],
+                     {"sys/fs/cgroup/cgroup.controllers": "memory\n"})
+    with pytest.raises(cgm.CgroupError, match=r"not reachable") as err:
+        cgm.cgroup_seen_by(5, root=root)
+    assert "0::/../other" in str(err.value) and "--cgroup PATH" in str(err.value)
+    with pytest.raises(cgm.CgroupError, match=r"no process 6\b"):
+        cgm.cgroup_seen_by(6, root=root)
+
+
+def test_no_memory_controller_anywhere(tmp_path: Path) -> None:
+    root = fake_root(tmp_path, 5, "0::/x\n", ["1 1 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup rw"],
+                     {"sys/fs/cgroup/cgroup.controllers": "cpu io\n"},
+                     ["1 1 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup rw"],
+                     {"sys/fs/cgroup/cgroup.controllers": "cpu io\n"})
+    with pytest.raises(cgm.CgroupError, match=r"no memory cgroup controller"):
+        cgm.cgroup_seen_by(5, root=root)
 
 
 # --------------------------------------------------------------- for real
@@ -104,14 +124,12 @@ def test_unreachable_cgroup_and_missing_app_say_what_to_check(tmp_path: Path,
 def _can_namespace() -> str | None:
     if os.geteuid() != 0:
         return "needs root"
-    if shutil.which("unshare") is None:
-        return "needs unshare (util-linux)"
-    from sampler import cgroup
-
+    if shutil.which("unshare") is None or shutil.which("setpriv") is None:
+        return "needs unshare and setpriv (util-linux)"
     try:
-        hier = cgroup.memory_hierarchy()
-        own = cgroup.cgroup_of_pid(os.getpid())
-    except cgroup.CgroupError as exc:
+        hier = cgm.memory_hierarchy()
+        own = cgm.cgroup_of_pid(os.getpid())
+    except cgm.CgroupError as exc:
         return str(exc)
     if hier is None or hier[0] != 1 or own is None or not os.access(own.dir, os.W_OK):
         return "needs a writable cgroup v1 memory controller"
@@ -123,10 +141,10 @@ def app_container(tmp_path: Path):  # type: ignore[no-untyped-def]
     """An 'app container': own memory cgroup + cgroup and mount namespaces, cgroupfs mounted inside."""
     reason = _can_namespace()
     if reason:
+        if os.environ.get("SPIKEWATCH_REQUIRE_CGROUPS") == "1":
+            pytest.fail(f"SPIKEWATCH_REQUIRE_CGROUPS=1 but {reason}")
         pytest.skip(reason)
-    from sampler import cgroup
-
-    base = cgroup.cgroup_of_pid(os.getpid()).dir
+    base = cgm.cgroup_of_pid(os.getpid()).dir
     tag = f"swrecipe-{os.getpid()}-{free_port()}"
     app_cg, side_cg = base / f"{tag}-app", base / f"{tag}-side"
     app_cg.mkdir()
@@ -144,7 +162,8 @@ def app_container(tmp_path: Path):  # type: ignore[no-untyped-def]
         while True:
             try:
                 cmd = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
-                if marker.encode() in cmd and int((app_cg / "memory.usage_in_bytes").read_text()) > 30 * MiB:
+                if cmd.startswith(sys.executable.encode()) and \
+                        int((app_cg / "memory.usage_in_bytes").read_text()) > 30 * MiB:
                     break
             except OSError:
                 pass
@@ -164,43 +183,39 @@ def app_container(tmp_path: Path):  # type: ignore[no-untyped-def]
                     time.sleep(0.1)
 
 
-def test_sidecar_finds_the_app_containers_cgroup_through_its_mount_namespace(app_container: dict) -> None:
+@pytest.mark.parametrize("target", ["--pid", "--match"])
+def test_sidecar_finds_the_app_containers_cgroup_through_its_mount_namespace(
+        app_container: dict, tmp_path: Path, target: str) -> None:
+    """The whole sidecar path: `spikewatch sample ... --cgroup auto` in a sibling cgroup with
+    its own cgroup namespace, like a second container of the pod."""
     c = app_container
-    # The sidecar: a sibling cgroup and its own cgroup namespace, like a second container.
-    side = (f'echo $$ > {c["side_cg"]}/cgroup.procs && exec unshare --cgroup '
-            f'{sys.executable} {SCRIPT} --match {c["marker"]} --timeout 10 --dry-run -- --period 1ms')
-    out = subprocess.run(["sh", "-c", side], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout)
-    assert got["pid"] == c["pid"]
-    # From inside its namespace the app's cgroup is "/..": the case a pod has.
-    assert "'/../" in out.stderr, out.stderr
-    # The directory is the app's own cgroupfs mount, reached through /proc/<pid>/root.
-    assert got["cgroup_dir"] == f"/proc/{c['pid']}/root{c['mnt']}"
-    assert not any(Path(c["mnt"]).iterdir()), "outside its mount namespace the mount point is empty"
-    through = int(Path(got["cgroup_dir"], "memory.usage_in_bytes").read_text())
-    direct = int((c["app_cg"] / "memory.usage_in_bytes").read_text())
-    assert through > 30 * MiB
-    assert abs(through - direct) < 2 * MiB
-
-
-def test_the_sidecar_samples_the_app_containers_cgroup(app_container: dict, tmp_path: Path) -> None:
-    """The whole sidecar path: entrypoint in its own cgroup namespace execs spikewatch sample."""
-    from sampler import protocol
-    from sampler.recording import iter_records
-
-    c = app_container
-    spikewatch = Path(sys.executable).parent / "spikewatch"
-    if not spikewatch.exists():
-        pytest.skip("no spikewatch console script beside the test interpreter")
     journal = tmp_path / "sidecar.journal"
+    which = str(c["pid"]) if target == "--pid" else c["marker"]
     side = (f'echo $$ > {c["side_cg"]}/cgroup.procs && exec unshare --cgroup '
-            f'{sys.executable} {SCRIPT} --match {c["marker"]} --timeout 10 --spikewatch {spikewatch} -- '
-            f'--duration 1s --journal {journal} --inlet off --publish tcp://127.0.0.1:{free_port()} -q')
+            f'{sys.executable} -m spikewatch sample {target} {which} --cgroup auto --duration 1s '
+            f'--journal {journal} --inlet off --publish tcp://127.0.0.1:{free_port()}')
     out = subprocess.run(["sh", "-c", side], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    cg = [v for topic, body in iter_records(journal) if topic == protocol.SAMPLES
-          for v in body["series"].get(protocol.SERIES_CG_USAGE, [])]
-    assert cg, "no cgroup samples"
+    # From inside its cgroup namespace the app's cgroup is "/../…": the case a pod has. It is
+    # the app's own cgroupfs mount, reached through /proc/<pid>/root.
+    line = next(x for x in out.stderr.splitlines() if "--cgroup auto" in x)
+    assert f"pid {c['pid']} is in memory cgroup /../{c['app_cg'].name} (v1)" in line, line
+    assert line.endswith(f"read at /proc/{c['pid']}/root{c['mnt']}"), line
+    assert not any(Path(c["mnt"]).iterdir()), "outside its mount namespace the mount point is empty"
+    s = Stream.from_journal(journal)
+    assert s.topic(protocol.HELLO)[-1]["cgroup"]["path"] == f"/../{c['app_cg'].name}"
+    cg = s.series[protocol.SERIES_CG_USAGE]
     direct = int((c["app_cg"] / "memory.usage_in_bytes").read_text())
-    assert min(cg) > 30 * MiB and abs(max(cg) - direct) < 4 * MiB
+    assert min(cg) > 30 * MiB and abs(max(cg) - direct) < 4 * MiB, (min(cg), max(cg), direct)
+
+
+def test_sidecar_without_ptrace_rights_says_which_capability(app_container: dict) -> None:
+    """Another user, no capabilities: /proc/<pid>/root of a root-owned app is refused."""
+    c = app_container
+    side = (f'echo $$ > {c["side_cg"]}/cgroup.procs && exec unshare --cgroup setpriv --reuid 65534 '
+            f'--regid 65534 --clear-groups --inh-caps=-all --bounding-set=-all {sys.executable} -m spikewatch '
+            f'sample --pid {c["pid"]} --cgroup auto --no-journal --inlet off --publish tcp://127.0.0.1:{free_port()}')
+    out = subprocess.run(["sh", "-c", side], capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert f"no permission to follow /proc/{c['pid']}/root" in out.stderr and "CAP_SYS_PTRACE" in out.stderr
