@@ -127,7 +127,13 @@ async def test_console_starts_from_history_and_speaks_curve(endpoints, spikewatc
     sampler = spawn_sample(endpoints, "--history", endpoints["history"], "--keys", str(keys), "--no-journal", "--quiet",
                            "--duration", "60s", "--", sys.executable, "-c", "import time; time.sleep(60)")
     try:
-        time.sleep(3)  # some history to replay
+        from sampler.client import StreamSubscriber
+
+        # Some history to replay: 3 s from when sampling starts (a busy host can spend a
+        # second or more starting the sampler's Python), so more than 2 s precede our join.
+        with StreamSubscriber([endpoints["publish"]], socket_options=client_options(keys)) as first:
+            assert first.recv(timeout_ms=30_000) is not None, "the sampler never started"
+        time.sleep(3)
         # Without keys the stream stays closed to us.
         stranger = ConsoleApp([endpoints["publish"]])
         async with stranger.run_test(size=(100, 24)) as pilot:
