@@ -14,6 +14,8 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
+from sampler import protocol
+from sampler.recording import iter_records
 from spikewatch.cli import main
 from tests.support.cgroups import needs_cgroup
 
@@ -122,7 +124,17 @@ def test_sigint_mid_run_stops_everything_and_reports(tmp_path: Path) -> None:
         time.sleep(0.1)
     else:
         pytest.fail(f"the service never became ready: {run.proc.poll()}")
-    time.sleep(1.5)  # into the steady phase
+    # Into the steady phase: its start marker is on the recording (the driver may still be
+    # starting its Python when the service is ready, so no fixed delay is enough).
+    def steady_started() -> bool:
+        rec = out / "recording"
+        return rec.exists() and any(t == protocol.MARKER and b["kind"] == protocol.PHASE_START
+                                    and b["name"] == "long" for t, b in iter_records(rec))
+
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and run.proc.poll() is None and not steady_started():
+        run.look()
+        time.sleep(0.1)
     run.look()
     assert len(run.seen) >= 3, run.cmdlines()  # sampler, service, driver
     run.proc.send_signal(signal.SIGINT)
