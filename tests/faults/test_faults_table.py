@@ -171,7 +171,17 @@ def test_slow_subscriber_never_blocks_the_sampler(endpoints):
     published: list[int] = []
     sampler.listeners.append(lambda topic, body, packed: published.append(body["seq"]))
     sampler.setup()
-    time.sleep(0.5)  # both subscriptions in place before the first message
+    # Both subscriptions in place before the first message (slow joiner): probe on the
+    # sampler's own socket until each subscriber hears one. A probe does not decode, so it
+    # only raises bad_messages; none is left queued when sampling starts.
+    deadline = time.monotonic() + 30
+    while not (slow.bad_messages and fast.bad_messages) and time.monotonic() < deadline:
+        sampler.publisher.sock.send_multipart([b"probe", b""])
+        for sub in (slow, fast):
+            assert sub.recv(timeout_ms=20) is None
+    assert slow.bad_messages and fast.bad_messages, "the subscribers never joined"
+    for sub in (slow, fast):
+        assert sub.recv(timeout_ms=200) is None  # drains the probes still on their way
     th = threading.Thread(target=sampler.run)
     th.start()
     slow_seqs: list[int] = []
