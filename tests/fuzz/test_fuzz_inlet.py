@@ -85,7 +85,10 @@ def run_fuzz(endpoints, tmp_path, n: int, pace_per_s: float | None = None) -> di
         t0 = time.monotonic()
         sent = _send_all(push, messages, n, pace_per_s)
         send_s = time.monotonic() - t0
-        time.sleep(1.1)  # a fresh second: the cap lets the next ones through
+        # The flood still queued (libzmq and socket buffers) is read after the send returns:
+        # once every message is counted, a fresh second's cap lets the next ones through.
+        _wait_counted(sub, sent + 5, timeout=60)
+        time.sleep(1.1)
         with InletClient(endpoints["inlet"], context=ctx, linger_ms=2000) as good:
             for i in range(5):
                 good.note(f"after {i}")
