@@ -4,6 +4,8 @@ Run: python recorder_server.py --port P [--delay-ms D] [--ready-after S]
 Every request except /_arrivals and /health is recorded as
 (arrival monotonic ns, method, path, body bytes, in flight after arrival, departure ns) and answered
 after ``delay`` ms (``?delay=`` overrides); /status/NNN answers with that status.
+/health answers 503 for ``--ready-after`` seconds counted from the first /health request
+(not from the server's start, which a busy host may reach long before the driver probes).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ def main() -> None:
     ap.add_argument("--ready-after", type=float, default=0.0)
     args = ap.parse_args()
     records: list[tuple[int, str, str, int, int]] = []
-    state = {"in_flight": 0, "t0": time.monotonic()}
+    state = {"in_flight": 0, "t0": None}
 
     async def health(request: web.Request) -> web.Response:
+        if state["t0"] is None:
+            state["t0"] = time.monotonic()
         if time.monotonic() - state["t0"] < args.ready_after:
             return web.Response(status=503, text="starting")
         return web.Response(text="ok")
