@@ -252,7 +252,16 @@ def test_a_sampler_killed_mid_run_leaves_no_service_behind(tmp_path: Path) -> No
         time.sleep(0.1)
     time.sleep(1.0)
     run.look()
-    samplers = [pid for pid, cmd in run.cmd.items() if " sample " in cmd]
+    # Read now, among run's own children: a child the sampler forks for a moment (its
+    # `setpriv --help` probe), seen between fork and exec, kept the sampler's command
+    # line in run.cmd after it was gone.
+    samplers = []
+    for child in psutil.Process(run.proc.pid).children():
+        try:
+            if " sample " in " ".join(child.cmdline()):
+                samplers.append(child.pid)
+        except psutil.NoSuchProcess:
+            pass
     assert len(samplers) == 1, run.cmdlines()
     psutil.Process(samplers[0]).kill()  # no chance to stop its service
     rc = run.wait(60)
