@@ -124,6 +124,7 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
     old_hup = _watch_keys(security, quiet) if hup_reloads else None
     config = SamplerConfig(
         socket_options=security.socket_options if security else {},
+        inlet_sender_allowed=security.authorized.allows_user_id if security and security.authorized else None,
         target=Target(pid=pid, match=match, argv=argv or None, cgroup=cgroup_path, unit=unit),
         period_ns=period_ns,
         detail_period_ns=detail_ns,

@@ -70,6 +70,9 @@ class SamplerConfig:
     tail_ns: int = 300_000_000
     stop_grace_ns: int = 10_000_000_000
     socket_options: dict[int, Any] = field(default_factory=dict)
+    # With CURVE: is the client key behind an inlet message (its User-Id) still
+    # authorized? Markers of a key revoked while its session is open are dropped.
+    inlet_sender_allowed: Callable[[str | None], bool] | None = None
     # Bound for in-process use: where to print the start line and the summary.
     log: Callable[[str], None] | None = None
 

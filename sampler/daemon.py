@@ -193,7 +193,8 @@ class Sampler:
             self.publisher = Publisher(self._ctx, c.publish, socket_options=c.socket_options)
             self.publisher.listeners = self.listeners
             if c.inlet:
-                self.inlet = Inlet(self._ctx, c.inlet, socket_options=c.socket_options)
+                self.inlet = Inlet(self._ctx, c.inlet, socket_options=c.socket_options,
+                                   sender_allowed=c.inlet_sender_allowed)
         except EndpointError as exc:
             self._close_all()
             raise SamplerError(str(exc)) from None

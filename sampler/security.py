@@ -192,6 +192,13 @@ class AuthorizedKeys:
     def callback(self, domain: str, key: bytes) -> bool:
         return key in self.keys
 
+    def allows_user_id(self, user_id: str | None) -> bool:
+        """Is the sender of a message still authorized? ``user_id`` is the message's
+        ``User-Id`` property: pyzmq's ZAP handler sets it to the Z85 of the client key
+        at the handshake (keys are held in Z85 too), so a session opened before a
+        revocation can be told apart."""
+        return bool(user_id) and user_id.encode("ascii", "replace") in self.keys
+
 
 @dataclass
 class ServerSecurity:
@@ -305,7 +312,7 @@ class KeyWatcher:
                 ([f"-{len(removed)} removed ({', '.join(removed)})"] if removed else [])
         self._log(f"spikewatch: client keys reloaded ({why}): {len(new)} authorized, "
                   f"{'; '.join(parts) or 'no change'}"
-                  + ("; clients already connected keep their session until they reconnect" if removed else ""))
+                  + ("; their open inlet sessions are refused from now on, open subscriptions last until they reconnect" if removed else ""))
 
 
 def server_security(directory: str | os.PathLike[str], context: zmq.Context | None = None,

@@ -181,8 +181,12 @@ class Inlet:
     MAX_PER_SECOND = 2000
 
     def __init__(self, ctx: zmq.Context, endpoint: str, *,
-                 socket_options: Mapping[int, Any] | None = None) -> None:
+                 socket_options: Mapping[int, Any] | None = None,
+                 sender_allowed: Callable[[str | None], bool] | None = None) -> None:
         self.sock = ctx.socket(zmq.PULL)
+        # ZAP admits a client once, at the handshake; this asks again per message so a
+        # key revoked while its session is open stops getting markers published.
+        self.sender_allowed = sender_allowed
         self.sock.setsockopt(zmq.LINGER, 0)
         # A small receive queue bounds what a flood can make us hold (~0.5 s at
         # the rate cap); senders never block on it (their PUSH drops or queues).
@@ -211,7 +215,7 @@ class Inlet:
             if not sock.poll(200):
                 continue
             try:
-                frames = sock.recv_multipart(flags=zmq.NOBLOCK)
+                frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=self.sender_allowed is None)
             except zmq.Again:
                 continue
             except zmq.ZMQError:
@@ -226,6 +230,12 @@ class Inlet:
                 self.bad += 1
                 self.last_error = f"more than {self.MAX_PER_SECOND} messages per second"
                 continue
+            if self.sender_allowed is not None:
+                if not self.sender_allowed(frames[0].get("User-Id")):
+                    self.bad += 1
+                    self.last_error = "a message from a client key no longer authorized"
+                    continue
+                frames = [f.bytes for f in frames]
             try:
                 topic, body = protocol.validate_inlet(frames)
             except protocol.ProtocolError as exc:
