@@ -52,7 +52,7 @@ def _duration(text: str, what: str, default_unit: str) -> int:
               help="Sample a memory cgroup (absolute, or relative to the memory hierarchy). 'auto' with --pid or "
                    "--match: the cgroup the process lives in (its container's, reached through /proc/PID/root "
                    "from a sidecar); with --match it is found at the first match and a restart into another "
-                   "cgroup is followed; exit status 1 if it cannot be found.")
+                   "cgroup is followed; exit status 1 if it cannot be found. (A cgroup named auto: ./auto.)")
 @click.option("--unit", metavar="NAME", help="Sample a systemd unit's cgroup.")
 @click.option("--period", default="1ms", show_default=True, help="Sampling period (100us .. 1s).")
 @click.option("--detail-period", default="100ms", show_default=True, help="Period of the detail tier (status, cgroup stat, kernel peaks).")
