@@ -135,6 +135,8 @@ def test_added_key_gets_in_and_removed_key_is_refused(endpoints, keys, sleeper, 
     try:
         # alice's sessions opened before the revocation: kept on purpose below.
         alice_sub_old, alice_push_old = sub(alice), push(alice)
+        # slow joiner: a marker published before her subscription is live would be lost to her
+        assert _gets_stream(alice_sub_old, 8.0), "alice's subscription is live (hellos come every second)"
         alice_push_old.note("alice before")
         assert _wait_marker(alice_sub_old, "alice before")
         assert not _gets_stream(sub(bob), 1.0), "bob is not authorized yet"
