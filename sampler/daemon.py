@@ -42,6 +42,7 @@ from typing import Any, Callable, Generator
 import zmq
 
 from . import __version__, cgroup, procfs, protocol
+from .autocgroup import AutoCgroup
 from .batch import Batch
 from .config import MIN_PERIOD_NS, SamplerConfig, SamplerError, Target, check, default_journal_path
 from .detail import DetailTier
@@ -90,10 +91,7 @@ class Sampler:
         self.journal: Journal | None = None
         self.cg: cgroup.MemoryCgroup | None = None
         self._tree_from_cgroup = False
-        # --match with --cgroup auto: whose cgroup is sampled, and the descriptor the
-        # hot loop reads (re-pointed with dup2 when a restart lands in another cgroup).
-        self._auto_pid: int | None = None
-        self._auto_fd = -1
+        self.auto = AutoCgroup(self._log, self._log_fn)  # --cgroup auto
         self._child: Launched | None = None
         self._child_handle: ProcHandle | None = None
         self._setup_done = False
@@ -173,7 +171,7 @@ class Sampler:
             if t.pid is not None:
                 self.tree.add(t.pid, root=True)  # raises ProcessGone / AccessDenied
                 if t.auto_cgroup:
-                    self.cg = self._auto_cgroup(t.pid)
+                    self.cg = self.auto.find(t.pid)
             if t.argv:
                 if shutil.which(t.argv[0]) is None:
                     raise SamplerError(f"command not found: {t.argv[0]!r} (give a path, or put it on PATH)")
@@ -184,11 +182,9 @@ class Sampler:
             self._close_all()
             raise SamplerError(str(exc)) from None
         if self.cg is not None:
-            self.series.append(protocol.SERIES_CG_USAGE)
-            self.batch.cgroup = True
-            self.membership.follow_cgroup(self.cg, members=self._tree_from_cgroup)
-        self.detail.cg = self.cg
-        self.detail.baseline()
+            self._sample_cgroup(self.cg, members=self._tree_from_cgroup)
+        else:
+            self.detail.baseline()
         try:
             self.publisher = Publisher(self._ctx, c.publish, socket_options=c.socket_options)
             self.publisher.listeners = self.listeners
@@ -216,67 +212,26 @@ class Sampler:
         self.detail.reset_hwm = c.reset_hwm or self._child is not None
         self._setup_done = True
 
-    def _auto_cgroup(self, pid: int) -> cgroup.MemoryCgroup:
-        """``--cgroup auto``: the memory cgroup ``pid`` lives in (raises CgroupError)."""
-        info = cgroup.cgroup_seen_by(pid)
-        cg = cgroup.MemoryCgroup(info)
-        self._log(f"spikewatch: --cgroup auto: pid {pid} is in memory cgroup {info.path} "
-                  f"(v{info.version}), read at {info.dir}")
-        return cg
-
-    def _oldest_root(self) -> int:
-        procs = self.tree.procs
-
-        def started(pid: int) -> tuple[int, int]:
-            h = procs.get(pid)
-            return (h.start_t if h is not None and h.start_t is not None else 1 << 62, pid)
-
-        return min(self.tree.roots, key=started)
-
-    def _attach_auto_cgroup(self) -> bool:
-        """``--match`` with ``--cgroup auto``, at the first match: sample the cgroup of
-        the oldest matched process. False (said why) when it cannot be found."""
-        pid = self._oldest_root()
-        if len(self.tree.roots) > 1:
-            self._log(f"spikewatch: --cgroup auto: {len(self.tree.roots)} processes match; "
-                      f"the cgroup is the oldest one's (pid {pid})")
-        try:
-            cg = self._auto_cgroup(pid)
-        except cgroup.CgroupError as exc:
-            self._log_fn(f"spikewatch: --cgroup auto: {exc}")
-            return False
-        self.cg, self._auto_pid = cg, pid
-        self._auto_fd = os.dup(cg.usage_fd)
+    def _sample_cgroup(self, cg: cgroup.MemoryCgroup, *, members: bool) -> None:
+        """Add ``cg`` to what is sampled (at setup, or at the first ``--match`` with
+        ``--cgroup auto``)."""
+        self.cg = cg
         self.series.append(protocol.SERIES_CG_USAGE)
         self.batch.cgroup = True
-        self.membership.follow_cgroup(cg, members=False)
+        self.membership.follow_cgroup(cg, members=members)
         self.detail.cg = cg
         self.detail.baseline()
-        return True
 
     def _follow_auto_cgroup(self) -> None:
-        """After a tree scan (``--match`` + ``--cgroup auto``): when the process whose
-        cgroup is sampled is gone and a newly matched one lives in another cgroup (a
-        restarted container), sample that cgroup from now on. The hot loop keeps
-        reading the same descriptor number: dup2 re-points it, between two ticks."""
-        roots = self.tree.roots
-        if not roots or self._auto_pid in roots or self.cg is None:
+        """After a tree scan (``--match`` + ``--cgroup auto``): a restart that landed in
+        another cgroup is sampled there from now on (the hot loop's descriptor was
+        re-pointed by :meth:`AutoCgroup.moved`)."""
+        if self.cg is None:
             return
-        pid = self._oldest_root()
-        self._auto_pid = pid  # tried once per new process, whatever the outcome
-        try:
-            info = cgroup.cgroup_seen_by(pid)
-            now = os.stat(info.dir / ("memory.current" if info.version == 2 else "memory.usage_in_bytes"))
-            was = os.fstat(self._auto_fd)
-            if (now.st_dev, now.st_ino) == (was.st_dev, was.st_ino):
-                return  # restarted within the same cgroup: nothing to change
-            new = cgroup.MemoryCgroup(info)
-        except (cgroup.CgroupError, OSError) as exc:
-            self._log_fn(f"spikewatch: --cgroup auto: cannot follow pid {pid} into its cgroup ({exc}); "
-                         f"cg_usage still reads {self.cg.info.dir}")
+        new = self.auto.moved(self.tree.roots, self.tree.procs, self.cg)
+        if new is None:
             return
         old, self.cg = self.cg, new
-        os.dup2(new.usage_fd, self._auto_fd)
         self.membership.follow_cgroup(new, members=False)
         self.detail.cg = new
         self.detail.oom_prev = None  # the new cgroup's OOM counter is a new baseline, not news
@@ -286,8 +241,6 @@ class Sampler:
         except (cgroup.CgroupError, OSError):
             pass
         old.close()
-        self._log(f"spikewatch: --cgroup auto: pid {pid} (a restart) is in another memory cgroup; "
-                  f"now sampling {new.info.path} at {new.info.dir}")
 
     def _launch(self, argv: list[str]) -> None:
         """Start ``argv`` held before exec (:class:`~sampler.launch.Launched`); with
@@ -511,7 +464,7 @@ class Sampler:
         if periodic("tree", min(c.tree_ns, 100_000_000) if self.membership.cheap else c.tree_ns):
             if not self.membership.scan_running:
                 self._tasks.append(self.membership.scan())
-                if self._auto_fd >= 0:
+                if self.auto.fd >= 0:
                     self._tasks.append(_once(self._follow_auto_cgroup))
         if t >= due.get("end", 1 << 62):
             due.pop("end")
@@ -666,10 +619,13 @@ class Sampler:
             if self._pattern is not None and not self._wait_for_match():
                 self._stop_reason = self._stop_reason or "no process matched"
                 return self._finish(time.monotonic_ns())
-            if self.config.target.auto_cgroup and self.cg is None and not self._attach_auto_cgroup():
-                self.exit_status = 1
-                self._stop_reason = "--cgroup auto: the matched process's cgroup was not found"
-                return self._finish(time.monotonic_ns())
+            if self.config.target.auto_cgroup and self.cg is None:
+                cg = self.auto.attach(self.tree.roots, self.tree.procs)
+                if cg is None:
+                    self.exit_status = 1
+                    self._stop_reason = "--cgroup auto: the matched process's cgroup was not found"
+                    return self._finish(time.monotonic_ns())
+                self._sample_cgroup(cg, members=False)
             set_timer_slack(1)
             if self.config.realtime:
                 self.sched = "fifo" if try_realtime() else "other"
@@ -706,7 +662,7 @@ class Sampler:
         pread = os.pread
         mono = time.monotonic_ns
         fds = self.tree.fds
-        cgfd = self._auto_fd if self._auto_fd >= 0 else self.cg.usage_fd if self.cg is not None else -1
+        cgfd = self.auto.fd if self.auto.fd >= 0 else self.cg.usage_fd if self.cg is not None else -1
         times, rss_col, cg_col = self.batch.times, self.batch.rss, self.batch.cgu
         t_append, r_append, c_append = times.append, rss_col.append, cg_col.append
         page = PAGE_SIZE
@@ -800,9 +756,7 @@ class Sampler:
             self.publisher.close()
             self.publisher = None
         self.membership.close()
-        if self._auto_fd >= 0:
-            os.close(self._auto_fd)
-            self._auto_fd = -1
+        self.auto.close()
         if self.cg is not None:
             try:
                 if self.cg.owned:
