@@ -167,6 +167,13 @@ def test_sweep_spares_busy_cgroups_and_live_samplers(endpoints):
         _remove_dirs(dirs)
 
 
+def _launched_logged(journal: Path) -> bool:
+    """Whether the journal on disk (flushed every ~100 ms) holds the launch's proc_start yet."""
+    if not journal.exists():
+        return False
+    return any(e.get("launched") for e in Stream.from_journal(journal).events(protocol.EV_PROC_START))
+
+
 def test_sigkilled_sampler_without_limit_takes_its_target(tmp_path, endpoints):
     """No cgroup: the launched command still ends with the sampler, and the pid the
     sampler reported is that command's."""
@@ -175,7 +182,7 @@ def test_sigkilled_sampler_without_limit_takes_its_target(tmp_path, endpoints):
     target = None
     try:
         target = _launched_target(p, token)
-        time.sleep(0.3)  # the journal flushes every ~100 ms: let the proc_start reach it
+        assert _wait(lambda: _launched_logged(journal), 20), "the launch's proc_start never reached the journal"
         p.kill()
         p.wait(timeout=10)
         assert _wait(lambda: _gone(target)), "the launched command outlived its SIGKILLed sampler"
