@@ -26,6 +26,11 @@ from .seqgaps import GapCounter
 
 HELLO_WAIT_S = 3.0
 MAX_PENDING = 20_000
+# On stop, what already arrived is read too: until the sockets stay quiet this long
+# (what is queued, and what is still in flight on the connection), and never longer
+# than DRAIN_MAX_S in all, so a sampler that keeps publishing cannot hold the stop.
+DRAIN_QUIET_S = 0.1
+DRAIN_MAX_S = 0.5
 
 
 @dataclass
@@ -150,30 +155,14 @@ class Recorder:
                 if duration_s is not None and now - start >= duration_s:
                     break
                 wait = 200 if duration_s is None else max(1, min(200, int((duration_s - (now - start)) * 1000)))
-                events = dict(self.poller.poll(wait))
-                for sub, st in zip(self.subs, self.states):
-                    if sub.sock not in events:
-                        continue
-                    # drain what is there now, then look at the clock again
-                    for _ in range(1000):
-                        try:
-                            frames = sub.sock.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        try:
-                            topic, body = protocol.decode(frames)
-                        except protocol.ProtocolError:
-                            self.stats.bad_messages += 1
-                            continue
-                        bf = self.backfills[self.subs.index(sub)]
-                        if bf is not None and not bf.keep(body):
-                            continue  # already delivered by the history
-                        self._handle(st, topic, body)
+                self._read_ready(self.poller.poll(wait))
                 if time.monotonic() - last_flush > 0.2:
                     self._flush_waiting()
                     self.writer.flush()
                     self._report_gaps()
                     last_flush = time.monotonic()
+            if self.stop_event.is_set():
+                self._drain()
         finally:
             self._flush_waiting(force=True)
             self.stats.seconds = time.monotonic() - start
@@ -181,6 +170,37 @@ class Recorder:
             self.stats.gaps = [(k.split("|", 1)[1], a, b) for k, a, b in self.gaps.gaps()]
             self.close()
         return self.stats
+
+    def _read_ready(self, polled: list[tuple[Any, int]]) -> None:
+        """Read up to 1000 messages from each socket ``polled`` says is readable (then
+        the caller looks at the clock again)."""
+        ready = dict(polled)
+        for sub, st, bf in zip(self.subs, self.states, self.backfills):
+            if sub.sock not in ready:
+                continue
+            for _ in range(1000):
+                try:
+                    frames = sub.sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    topic, body = protocol.decode(frames)
+                except protocol.ProtocolError:
+                    self.stats.bad_messages += 1
+                    continue
+                if bf is not None and not bf.keep(body):
+                    continue  # already delivered by the history
+                self._handle(st, topic, body)
+
+    def _drain(self) -> None:
+        """After Ctrl-C / SIGTERM: what had already arrived is written too, not left in
+        the sockets (bounded: DRAIN_QUIET_S of silence, DRAIN_MAX_S in all)."""
+        end = time.monotonic() + DRAIN_MAX_S
+        while (left := end - time.monotonic()) > 0:
+            polled = self.poller.poll(max(1, int(min(DRAIN_QUIET_S, left) * 1000)))
+            if not polled:
+                return
+            self._read_ready(polled)
 
     def close(self) -> None:
         try:
