@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+import zmq
+
 from sampler import protocol
 from sampler.client import InletClient
 
@@ -29,6 +31,10 @@ from .stats import SATURATION_LAG_NS, PhaseStats, Series, percentiles
 from .workers import TICK_NS, LocalBackend, ProcessBackend
 
 _now = time.monotonic_ns
+
+# Like `spikewatch mark`: at the end, wait at most this long for the last phase_end and
+# telemetry to reach the sampler.
+INLET_LINGER_MS = 1000
 
 
 @dataclass
@@ -396,7 +402,10 @@ def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, wor
     # Nobody listening yet: a sampler that is still starting (spikewatch run) gets what was
     # queued once it binds, but the queue stays small (~100 s of telemetry, ~0.4 MiB) so a
     # run without any sampler does not grow the driver.
-    client = InletClient(inlet, linger_ms=500 if reachable else 0, hwm=10_000 if reachable else 1_000,
+    # Our own context: terminating it is what waits for the queue (the shared instance is
+    # never terminated, so at exit whatever is still queued would be lost).
+    ctx = zmq.Context()
+    client = InletClient(inlet, context=ctx, linger_ms=INLET_LINGER_MS, hwm=10_000 if reachable else 1_000,
                          socket_options=socket_options)  # CURVE client options (sampler.security)
     coord = Coordinator(scenario, client, workers, progress, keep_series, log, stop)
     started = time.time_ns()
@@ -405,7 +414,11 @@ def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, wor
         aborted, unfinished = loop.run_until_complete(coord.run())
     finally:
         loop.close()
-        client.close()
+        # A sampler there now (also one that came up after the start) gets the last
+        # phase_end and telemetry, waited for at most INLET_LINGER_MS; with nobody
+        # listening they are dropped at once (no wait at exit).
+        listening = reachable or inlet_reachable(inlet)
+        ctx.destroy(linger=INLET_LINGER_MS if listening else 0)  # closes the client's socket too
     total = coord.total
     total.t_start_ns = coord.t_origin
     total.t_end_ns = coord.last_tick
