@@ -28,8 +28,18 @@ def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None,
         message = protocol.marker_message(protocol.NOTE, text, fields)
     except protocol.ProtocolError as exc:
         raise click.ClickException(str(exc)) from None
-    with InletClient(inlet, linger_ms=1000, socket_options=client_socket_options(keys, client_key)) as client:
-        client.send(protocol.MARKER, message)
+    import zmq
+
+    # Our own context, terminated before we exit: that is what waits (up to the linger)
+    # for the note to leave. The shared instance is never terminated at exit, so a note
+    # still queued for a sampler that is slow to accept the connection would be lost.
+    ctx = zmq.Context()
+    try:
+        with InletClient(inlet, linger_ms=1000, context=ctx,
+                         socket_options=client_socket_options(keys, client_key)) as client:
+            client.send(protocol.MARKER, message)
+    finally:
+        ctx.term()
     click.echo(f"note sent to {inlet}: {text}")
 
 
