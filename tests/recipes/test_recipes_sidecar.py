@@ -23,6 +23,7 @@ import pytest
 from sampler import cgroup as cgm
 from sampler import protocol
 from tests.conftest import free_port
+from tests.support.privileges import why_nobody_cannot_run
 from tests.support.sampler import Stream
 
 MiB = 1 << 20
@@ -211,6 +212,8 @@ def test_sidecar_finds_the_app_containers_cgroup_through_its_mount_namespace(
 
 def test_sidecar_without_ptrace_rights_says_which_capability(app_container: dict) -> None:
     """Another user, no capabilities: /proc/<pid>/root of a root-owned app is refused."""
+    if (why := why_nobody_cannot_run()) is not None:
+        pytest.skip(why)
     c = app_container
     side = (f'echo $$ > {c["side_cg"]}/cgroup.procs && exec unshare --cgroup setpriv --reuid 65534 '
             f'--regid 65534 --clear-groups --inh-caps=-all --bounding-set=-all {sys.executable} -m spikewatch '

@@ -13,6 +13,7 @@ import zmq
 
 from sampler import protocol
 from sampler.client import InletClient, StreamSubscriber
+from tests.support.privileges import AS_NOBODY, why_nobody_cannot_run
 from tests.support.sampler import Stream, collect_until_final, run_sample, sample_cmd, spawn_sample
 
 
@@ -183,7 +184,9 @@ def test_ipc_endpoints(tmp_path, sleeper):
     (["--pid", "1", "--journal", "/proc/1/nope.journal", "--duration", "0.2s"], r"cannot open the journal .*--journal FILE"),
 ])
 def test_permission_errors_say_what_to_do(endpoints, args, message):
-    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *sample_cmd(endpoints, *args)]
+    if (why := why_nobody_cannot_run()) is not None:
+        pytest.skip(why)
+    cmd = [*AS_NOBODY, *sample_cmd(endpoints, *args)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert re.search(message, res.stderr), res.stderr
