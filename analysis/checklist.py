@@ -8,6 +8,7 @@ from typing import Any
 from sampler import protocol
 from sampler.units import format_bytes, format_duration_ns
 
+from .phases import describe_growth
 from .reader import Source
 
 _DEBUG = re.compile(r"(^|/)(target/(\w+-)*debug|debug|Debug|cmake-build-debug|bin/Debug|build/debug|_build/debug)(/|$)")
@@ -76,8 +77,7 @@ def stabilized(phases: list[dict[str, Any]], whole: dict[str, Any] | None) -> tu
     where = f"soak '{soaks[-1]['name']}'" if soaks else "the whole recording"
     if g is None:
         return None, "no soak phase long enough to judge the trend"
-    lo, hi = g["ci_mib_per_hour"]
-    desc = f"{g['mib_per_hour']:+.2f} MiB/h (95 % CI {lo:+.2f}..{hi:+.2f}) over {where} after warm-up"
+    desc = f"{describe_growth(g)} over {where} after warm-up"
     if g["stabilized"] is True:
         return True, desc
     if g["stabilized"] is False:

@@ -22,6 +22,7 @@ from sampler.units import format_bytes
 from . import scrape
 from .downsample import envelope_xy
 from .peaks import series_arrays
+from .phases import describe_growth
 from .reader import Recording, Source
 from .terminal import headline, phase_notes
 
@@ -168,8 +169,7 @@ def page(src: Source, report: dict[str, Any], title: str = "spikewatch report") 
     ]
     g = report.get("growth")
     if g:
-        summary.append(["growth after warm-up", f"{g['mib_per_hour']:+.2f} MiB/h (95 % CI {g['ci_mib_per_hour'][0]:+.2f} .. "
-                        f"{g['ci_mib_per_hour'][1]:+.2f}) over the {g['basis']}"])
+        summary.append(["growth after warm-up", f"{describe_growth(g)} over the {g['basis']}"])
     sections.append("<h2>Summary</h2>" + _table(["", ""], summary))
 
     sections.append("<h2>Checklist</h2><p>The questions to answer before trusting a load test; "

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -308,6 +309,10 @@ def growth(ctx: Ctx, a: int, b: int, limit: int | None, warmup_fraction: float =
         "bytes_per_hour": int(round(fit.slope * per_h)),
         "mib_per_hour": round(fit.slope * per_h / MiB, 4),
         "ci_mib_per_hour": [round(fit.low * per_h / MiB, 4), round(fit.high * per_h / MiB, 4)],
+        # How much the interval was widened for a wandering curve (stats.theil_sen), so a
+        # wide interval explains itself: r1 of the residuals and the factor on its width.
+        "residual_r1": round(fit.r1, 3),
+        "ci_widened_by": round(math.sqrt(fit.inflation), 2),
         "stable_below_mib_per_hour": round(thr * per_h / MiB, 4),
         "stabilized": stab,
         "trend": trend,
@@ -317,6 +322,16 @@ def growth(ctx: Ctx, a: int, b: int, limit: int | None, warmup_fraction: float =
     if limit and fit.slope > 0:
         out["time_to_limit_h"] = round(max(0.0, (limit - end_level) / fit.slope / per_h), 3)
     return out
+
+
+def describe_growth(g: dict[str, Any]) -> str:
+    """One line for people: slope, interval, and why the interval is wide when it is."""
+    lo, hi = g["ci_mib_per_hour"]
+    text = f"{g['mib_per_hour']:+.2f} MiB/h (95 % CI {lo:+.2f}..{hi:+.2f})"
+    if g.get("ci_widened_by", 1.0) >= 1.5:
+        text += (f", interval x{g['ci_widened_by']:g} wider because memory wanders "
+                 f"(residual autocorrelation {g['residual_r1']:.2f})")
+    return text
 
 
 def analyse_soak(ctx: Ctx, ph: Phase, limit: int | None) -> dict[str, Any]:

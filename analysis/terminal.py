@@ -9,6 +9,8 @@ from rich.table import Table
 
 from sampler.units import format_bytes
 
+from .phases import describe_growth
+
 
 def _b(n: Any) -> str:
     return format_bytes(n) if n is not None else "–"
@@ -56,8 +58,7 @@ def render(report: dict[str, Any], console: Console | None = None, max_spikes: i
             c.print(f"[red]OOM kill[/] at {_s(k['t'])} pid {k.get('pid')} last sample {_b(k.get('last_bytes'))}")
     g = report.get("growth")
     if g:
-        c.print(f"growth {g['mib_per_hour']:+.2f} MiB/h (95 % CI {g['ci_mib_per_hour'][0]:+.2f}..{g['ci_mib_per_hour'][1]:+.2f}) "
-                f"over the {g['basis']}" + (f", limit reached in {g['time_to_limit_h']} h" if g.get("time_to_limit_h") else ""))
+        c.print(f"growth {describe_growth(g)} over the {g['basis']}" + (f", limit reached in {g['time_to_limit_h']} h" if g.get("time_to_limit_h") else ""))
 
     t = Table(title="series", show_edge=False)
     for col in ("series", "peak", "source", "p99", "mean", "samples"):

@@ -107,3 +107,6 @@ def test_wandering_flat_soak_is_inconclusive_not_growing(tmp_path):
     assert lo <= 0.0 <= hi
     assert g["stabilized"] is None and g["trend"] == "inconclusive"
     assert rep["checklist"]["stabilized"] is None
+    # The report says why the interval is wide, in JSON and in the checklist's reason.
+    assert g["residual_r1"] > 0.5 and g["ci_widened_by"] >= 1.5
+    assert "wider because memory wanders" in rep["checklist_reasons"]["stabilized"]
