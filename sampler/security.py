@@ -17,8 +17,10 @@ the public keys in ``authorized_clients``. A client with ``--keys DIR`` needs
 The sampler follows ``authorized_clients`` while it runs (KeyWatcher): a key file
 added or deleted there is picked up within about a second (or at once on
 ``request_reload``, which `spikewatch sample` calls on SIGHUP). ZAP is asked at
-the handshake only, so a revoked client that is already connected keeps its
-session until it reconnects (docs/security.md).
+the handshake only, so a revoked subscriber that is already connected keeps its
+session until it reconnects; the inlet checks each message's sender key
+(``AuthorizedKeys.allows_user_id``), so a revoked sender is cut at once
+(docs/security.md).
 """
 
 from __future__ import annotations
