@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,3 +61,12 @@ def memory_cgroup() -> None:
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+@pytest.fixture
+def sleeper():  # type: ignore[no-untyped-def]
+    """A process that only sleeps: a target to attach to (killed afterwards)."""
+    p = subprocess.Popen(["sleep", "120"])
+    yield p
+    p.kill()
+    p.wait()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import psutil
 import zmq
@@ -14,17 +13,11 @@ import zmq
 from sampler import protocol
 from sampler.recording import iter_records
 from tests.conftest import free_port
+from tests.support.waiting import wait_until
 
 BURST = 1500  # more than the recorder reads in one round (1000): the old stop left the rest
 
 
-def _wait(cond, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def _seqs(path) -> list[int]:
@@ -50,11 +43,11 @@ def test_sigterm_writes_the_burst_already_waiting(tmp_path, spikewatch_cmd):
                                                   {"rss": [seq] * 10})
         pub.send_multipart(protocol.encode(protocol.SAMPLES, batch(1)))
         # Written (flushed every 0.2 s): the recorder is in its receive loop.
-        assert _wait(lambda: _seqs(out) == [1], 20), _seqs(out)
+        assert wait_until(lambda: _seqs(out) == [1], 20), _seqs(out)
 
         # Held still, the burst queues up for it; the SIGTERM is then its first news.
         os.kill(p.pid, signal.SIGSTOP)
-        assert _wait(lambda: psutil.Process(p.pid).status() == psutil.STATUS_STOPPED, 10)
+        assert wait_until(lambda: psutil.Process(p.pid).status() == psutil.STATUS_STOPPED, 10)
         for seq in range(2, 2 + BURST):
             pub.send_multipart(protocol.encode(protocol.SAMPLES, batch(seq)))
         os.kill(p.pid, signal.SIGTERM)

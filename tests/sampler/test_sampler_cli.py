@@ -17,13 +17,6 @@ from tests.support.privileges import AS_NOBODY, why_nobody_cannot_run
 from tests.support.sampler import Stream, collect_until_final, run_sample, sample_cmd, spawn_sample
 
 
-@pytest.fixture
-def sleeper():
-    p = subprocess.Popen(["sleep", "60"])
-    yield p
-    p.kill()
-    p.wait()
-
 
 def _gone_pid() -> int:
     p = subprocess.Popen(["true"])

@@ -17,6 +17,7 @@ from sampler import cgroup as cgm
 from sampler import protocol
 from tests.support.cgroups import needs_cgroup
 from tests.support.sampler import Stream, run_sample, spawn_sample
+from tests.support.waiting import wait_until
 
 SLEEPER = "import time; time.sleep(60)  # {token}"
 
@@ -33,13 +34,6 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _wait(cond, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def _launched_target(sampler: subprocess.Popen, token: str) -> int:
@@ -61,7 +55,7 @@ def _launched_target(sampler: subprocess.Popen, token: str) -> int:
                 continue
         return False
 
-    assert _wait(look, 20), f"the sampler never launched the command: {sampler.poll()=}"
+    assert wait_until(look, 20), f"the sampler never launched the command: {sampler.poll()=}"
     return found[0]
 
 
@@ -80,7 +74,7 @@ def _remove_dirs(dirs: list[Path]) -> None:
                     _kill_quietly(int(pid))
             except OSError:
                 pass
-            _wait(lambda: not (d / "cgroup.procs").read_text().split() if d.is_dir() else True, 5)
+            wait_until(lambda: not (d / "cgroup.procs").read_text().split() if d.is_dir() else True, 5)
             try:
                 os.rmdir(d)
             except OSError:
@@ -116,8 +110,8 @@ def test_sigkilled_sampler_with_limit_leaves_nothing(endpoints):
         assert (stale / "cgroup.procs").read_text().split() == [str(target)]
         p.kill()
         p.wait(timeout=10)
-        assert _wait(lambda: _gone(target)), "the launched command outlived its SIGKILLed sampler"
-        assert _wait(lambda: not (stale / "cgroup.procs").read_text().split(), 5)
+        assert wait_until(lambda: _gone(target)), "the launched command outlived its SIGKILLed sampler"
+        assert wait_until(lambda: not (stale / "cgroup.procs").read_text().split(), 5)
         assert stale.is_dir()  # nobody was left to remove it
 
         res = run_sample(endpoints, "--no-journal", "--limit", "64M", "--", "true", timeout=60)
@@ -146,7 +140,7 @@ def test_sweep_spares_busy_cgroups_and_live_samplers(endpoints):
         for d in (busy, empty):
             os.mkdir(d)  # plain mkdir: create_limited would sweep as it goes
         resident = cgm.spawn_in(cgm.CgroupInfo(1, "", busy), ["sleep", "60"])
-        assert _wait(lambda: (busy / "cgroup.procs").read_text().split() == [str(resident.pid)], 5)
+        assert wait_until(lambda: (busy / "cgroup.procs").read_text().split() == [str(resident.pid)], 5)
         live = subprocess.Popen(["sleep", "60"])  # stands in for a sampler still running
         live_one = home / f"spikewatch-{live.pid}-1"
         dirs.append(live_one)
@@ -182,10 +176,10 @@ def test_sigkilled_sampler_without_limit_takes_its_target(tmp_path, endpoints):
     target = None
     try:
         target = _launched_target(p, token)
-        assert _wait(lambda: _launched_logged(journal), 20), "the launch's proc_start never reached the journal"
+        assert wait_until(lambda: _launched_logged(journal), 20), "the launch's proc_start never reached the journal"
         p.kill()
         p.wait(timeout=10)
-        assert _wait(lambda: _gone(target)), "the launched command outlived its SIGKILLed sampler"
+        assert wait_until(lambda: _gone(target)), "the launched command outlived its SIGKILLed sampler"
         started = Stream.from_journal(journal).events(protocol.EV_PROC_START)
         assert [e["pid"] for e in started if e.get("launched")] == [target]
     finally:

@@ -81,13 +81,6 @@ def keys(tmp_path):
     return d
 
 
-@pytest.fixture
-def sleeper():
-    p = subprocess.Popen(["sleep", "120"])
-    yield p
-    p.kill()
-    p.wait()
-
 
 def _start(endpoints, keys_dir: Path, journal: Path, pid: int, *args: str) -> tuple[subprocess.Popen[str], Log]:
     p = spawn_sample(endpoints, "--keys", str(keys_dir), "--journal", str(journal), "--pid", str(pid), *args)
