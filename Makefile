@@ -21,7 +21,7 @@ test: setup
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
-	@echo "see bench/README.md for the individual benchmarks"
+	@echo "each benchmark is a script in bench/; bench/RESULTS.md has the command and the figures of each"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
