@@ -9,6 +9,8 @@ import click
 from . import protocol
 from .client import InletClient
 
+MARK_WAIT_MS = 1500  # how long `mark` waits for the sampler to accept its handshake (and its linger)
+
 
 @click.command()
 @click.argument("text")
@@ -33,13 +35,24 @@ def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None,
     # Our own context, terminated before we exit: that is what waits (up to the linger)
     # for the note to leave. The shared instance is never terminated at exit, so a note
     # still queued for a sampler that is slow to accept the connection would be lost.
+    # A PUSH cannot know whether its note arrived, but its handshake says whether the
+    # sampler accepted us (sampler.handshake): wait for that, up to the linger.
     ctx = zmq.Context()
     try:
-        with InletClient(inlet, linger_ms=1000, context=ctx,
+        with InletClient(inlet, linger_ms=MARK_WAIT_MS, context=ctx, watch_handshakes=True, keys=keys,
                          socket_options=client_socket_options(keys, client_key)) as client:
             client.send(protocol.MARKER, message)
+            assert client.handshake is not None
+            problem = client.handshake.wait(MARK_WAIT_MS / 1000)
+            if problem is not None:
+                client.discard_queue()
     finally:
         ctx.term()
+    if problem == "":
+        raise click.ClickException(f"no sampler answered at {inlet} within {MARK_WAIT_MS / 1000:g} s: "
+                                   f"the note was not sent (is `spikewatch sample` running with --inlet {inlet}?)")
+    if problem:
+        raise click.ClickException(f"{problem}; the note was not sent")
     click.echo(f"note sent to {inlet}: {text}")
 
 

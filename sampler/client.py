@@ -12,6 +12,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import zmq
 
 from . import protocol
+from .handshake import HandshakeWatch
 
 
 class InletClient:
@@ -23,7 +24,8 @@ class InletClient:
 
     def __init__(self, endpoint: str = protocol.DEFAULT_INLET, *, hwm: int = 10_000,
                  linger_ms: int = 500, context: zmq.Context | None = None,
-                 socket_options: Mapping[int, Any] | None = None) -> None:
+                 socket_options: Mapping[int, Any] | None = None, watch_handshakes: bool = False,
+                 keys: str | None = None) -> None:
         self.endpoint = endpoint
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.PUSH)
@@ -32,6 +34,9 @@ class InletClient:
         self._sock.setsockopt(zmq.IMMEDIATE, 0)
         for opt, value in (socket_options or {}).items():
             self._sock.setsockopt(opt, value)
+        # watch_handshakes: say why a sampler refused us (sampler.handshake); keys: the
+        # --keys folder, named in those sentences.
+        self.handshake = HandshakeWatch(self._sock, socket_options, keys) if watch_handshakes else None
         self._sock.connect(endpoint)
         self.sent = 0
         self.dropped = 0
@@ -55,7 +60,13 @@ class InletClient:
     def load(self, body: Mapping[str, Any]) -> bool:
         return self.send(protocol.LOAD, protocol.validate_load(body))
 
+    def discard_queue(self) -> None:
+        """Do not wait (linger) on close for what is still queued: nobody will take it."""
+        self._sock.setsockopt(zmq.LINGER, 0)
+
     def close(self) -> None:
+        if self.handshake is not None:
+            self.handshake.close()
         self._sock.close()
 
     def __enter__(self) -> "InletClient":
@@ -70,7 +81,8 @@ class StreamSubscriber:
 
     def __init__(self, endpoints: Sequence[str], topics: Sequence[str] = (), *, hwm: int = 100_000,
                  context: zmq.Context | None = None,
-                 socket_options: Mapping[int, Any] | None = None) -> None:
+                 socket_options: Mapping[int, Any] | None = None, watch_handshakes: bool = False,
+                 keys: str | None = None) -> None:
         self._ctx = context or zmq.Context.instance()
         self.sock = self._ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
@@ -79,6 +91,7 @@ class StreamSubscriber:
             self.sock.setsockopt(opt, value)
         for t in topics or (b"",):
             self.sock.setsockopt(zmq.SUBSCRIBE, t.encode() if isinstance(t, str) else t)
+        self.handshake = HandshakeWatch(self.sock, socket_options, keys) if watch_handshakes else None
         for ep in endpoints:
             self.sock.connect(ep)
         self.bad_messages = 0
@@ -101,6 +114,8 @@ class StreamSubscriber:
                 yield msg
 
     def close(self) -> None:
+        if self.handshake is not None:
+            self.handshake.close()
         self.sock.close()
 
     def __enter__(self) -> "StreamSubscriber":

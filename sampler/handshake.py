@@ -1,0 +1,154 @@
+"""Say why a client's ZeroMQ handshake with a sampler failed, in one sentence.
+
+ZeroMQ hides a failed CURVE handshake: the client just receives nothing (and
+libzmq 4.3 never retries one the server refused). A :class:`HandshakeWatch`
+reads the socket's monitor events (pyzmq ``get_monitor_socket``) and turns a
+failure into a sentence that says what to do. Client side only; it is read
+where the client already polls (or in :meth:`HandshakeWatch.wait`), never by
+the sampler.
+
+What libzmq 4.3.5 reports, measured with real sockets (tests/security/
+test_security_handshake.py):
+
+* key not in the sampler's ``authorized_clients/``: ``HANDSHAKE_FAILED_AUTH``
+  (ZAP status 400), then no retry;
+* no keys against a CURVE sampler: ``HANDSHAKE_FAILED_NO_DETAIL`` or
+  ``HANDSHAKE_FAILED_PROTOCOL`` (mechanism mismatch), retried;
+* keys against a plain sampler: ``HANDSHAKE_FAILED_PROTOCOL`` (mechanism mismatch);
+* a wrong ``server.key``: ``HANDSHAKE_FAILED_NO_DETAIL`` on every retry (the
+  sampler cannot decrypt our hello and hangs up).
+
+A no-detail failure is only reported once it happened twice in a row, because
+the first attempt of a mechanism mismatch can end that way too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+          | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+NO_DETAIL_TIMES = 2  # see the module docstring
+
+
+def _key_file(keys: str | os.PathLike[str] | None, public: bytes | None) -> str:
+    """Which ``DIR/NAME.key`` holds our public key (for the message), or a description."""
+    if keys and public:
+        import zmq.auth
+
+        for path in sorted(Path(keys).glob("*.key_secret")):
+            try:
+                if zmq.auth.load_certificate(path)[0] == public:
+                    return str(path)[: -len("_secret")]
+            except (OSError, ValueError):
+                continue
+    return "the public key next to your *.key_secret"
+
+
+class HandshakeWatch:
+    """The handshakes of one socket: which endpoints succeeded, which failed and why.
+
+    Make it before the socket connects (events of earlier attempts are lost), then
+    :meth:`poll` it (or register :attr:`monitor` in a poller) and :meth:`close` it
+    before the socket."""
+
+    def __init__(self, sock: zmq.Socket, socket_options: Mapping[int, Any] | None = None,
+                 keys: str | os.PathLike[str] | None = None) -> None:
+        opts = dict(socket_options or {})
+        self.curve = zmq.CURVE_SERVERKEY in opts
+        self.keys = keys
+        self._public = opts.get(zmq.CURVE_PUBLICKEY)
+        self._sock = sock
+        self.monitor: zmq.Socket | None = sock.get_monitor_socket(EVENTS)
+        self.succeeded: set[str] = set()
+        self.failures: dict[str, str] = {}  # endpoint -> the latest sentence
+        self._no_detail: dict[str, int] = {}
+
+    def describe(self, endpoint: str, event: int, value: int) -> str | None:
+        """The sentence for one failed handshake (None: wait for more evidence)."""
+        where = f"the sampler at {endpoint}"
+        folder = str(self.keys) if self.keys else "DIR"
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            key = _key_file(self.keys, self._public)
+            return (f"{where} refused our key ({Path(key).name} is not in its authorized_clients/): copy {key} "
+                    f"into authorized_clients/ of its keys folder (or run `spikewatch keys DIR --name NAME` on the "
+                    f"sampler host and use that NAME.key_secret), then restart this command")
+        mismatch = event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            self._no_detail[endpoint] = self._no_detail.get(endpoint, 0) + 1
+            if self._no_detail[endpoint] < NO_DETAIL_TIMES:
+                return None
+        if not self.curve:
+            return f"{where} requires CURVE keys: pass --keys DIR (a folder with its server.key and your *.key_secret)"
+        if mismatch:
+            return f"{where} does not use CURVE: drop --keys"
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            return (f"{where} hung up during the CURVE handshake: {folder}/server.key is probably not its key; "
+                    f"copy server.key from the sampler's keys folder")
+        try:
+            why = _protocol_error(value)
+        except ValueError:
+            why = str(value)
+        return f"the CURVE handshake with {where[4:]} failed ({why}): check --keys {folder}"
+
+    def _on(self, event: dict[str, Any]) -> str | None:
+        endpoint = event.get("endpoint", b"")
+        endpoint = endpoint.decode(errors="replace") if isinstance(endpoint, bytes) else str(endpoint)
+        if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.succeeded.add(endpoint)
+            self.failures.pop(endpoint, None)
+            self._no_detail.pop(endpoint, None)
+            return None
+        if event["event"] != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            self._no_detail.pop(endpoint, None)
+        sentence = self.describe(endpoint, event["event"], event["value"])
+        if sentence is None or self.failures.get(endpoint) == sentence:
+            return None  # a retry that failed the same way: said already
+        self.failures[endpoint] = sentence
+        return sentence
+
+    def poll(self) -> list[str]:
+        """Read the events waiting (never blocks); the sentences not said before."""
+        out: list[str] = []
+        while self.monitor is not None and self.monitor.poll(0):
+            sentence = self._on(recv_monitor_message(self.monitor))
+            if sentence:
+                out.append(sentence)
+        return out
+
+    def wait(self, timeout_s: float) -> str | None:
+        """Block until an endpoint handshakes (None) or fails (its sentence), at most
+        ``timeout_s`` (then "" : nothing answered)."""
+        end = time.monotonic() + timeout_s
+        while self.monitor is not None:
+            left = end - time.monotonic()
+            if left <= 0 or not self.monitor.poll(max(1, int(left * 1000))):
+                return ""
+            sentence = self._on(recv_monitor_message(self.monitor))
+            if self.succeeded:
+                return None
+            if sentence:
+                return sentence
+        return ""
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:
+                pass  # the socket is closed already
+            self.monitor.close(0)
+            self.monitor = None
+
+
+def _protocol_error(value: int) -> str:
+    for name in dir(zmq):
+        if name.startswith("PROTOCOL_ERROR_") and getattr(zmq, name) == value:
+            return name[len("PROTOCOL_ERROR_"):].lower()
+    raise ValueError(value)
