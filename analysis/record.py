@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,18 +54,28 @@ class RecordStats:
     bytes_written: int = 0
     records_dropped: int = 0
     seconds: float = 0.0
+    handshake_errors: list[str] = field(default_factory=list)  # sentences from sampler.handshake
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 class Recorder:
     def __init__(self, endpoints: Sequence[str], path: str | os.PathLike[str], *,
                  on_gap: Callable[[str, int], None] | None = None, context: zmq.Context | None = None,
-                 history: Sequence[str | None] | None = None, socket_options: dict[int, Any] | None = None) -> None:
+                 history: Sequence[str | None] | None = None, socket_options: dict[int, Any] | None = None,
+                 warn: Callable[[str], None] | None = None, keys: str | None = None) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
         self.endpoints = list(endpoints)
         self.multi = len(self.endpoints) > 1
         self.writer = RecordingWriter(path)
-        self.subs = [StreamSubscriber([ep], context=context, socket_options=socket_options) for ep in self.endpoints]
+        # Each socket's handshakes are watched: a sampler that refuses our keys would
+        # otherwise just look silent (sampler.handshake). ``warn`` says it (stderr by default).
+        self.warn = warn or _stderr
+        self.subs = [StreamSubscriber([ep], context=context, socket_options=socket_options, watch_handshakes=True,
+                                      keys=keys) for ep in self.endpoints]
         # Late-joiner backfill (sampler.backfill): history endpoint per stream endpoint, or None.
         self.history = list(history or [])
         self._context, self._socket_options = context, socket_options
@@ -74,6 +85,8 @@ class Recorder:
         self.poller = zmq.Poller()
         for s in self.subs:
             self.poller.register(s.sock, zmq.POLLIN)
+            if s.handshake is not None and s.handshake.monitor is not None:
+                self.poller.register(s.handshake.monitor, zmq.POLLIN)
         self.gaps = GapCounter()
         self._reported = 0
         self.stats = RecordStats()
@@ -175,6 +188,11 @@ class Recorder:
         """Read up to 1000 messages from each socket ``polled`` says is readable (then
         the caller looks at the clock again)."""
         ready = dict(polled)
+        for sub in self.subs:
+            if sub.handshake is not None and sub.handshake.monitor in ready:
+                for sentence in sub.handshake.poll():
+                    self.stats.handshake_errors.append(sentence)
+                    self.warn(f"spikewatch record: {sentence}")
         for sub, st, bf in zip(self.subs, self.states, self.backfills):
             if sub.sock not in ready:
                 continue

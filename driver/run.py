@@ -225,6 +225,9 @@ class Coordinator:
             self.inlet.load(msg)
         except protocol.ProtocolError as exc:  # never let telemetry stop the load
             self.log(f"telemetry not sent: {exc}")
+        if getattr(self.inlet, "handshake", None) is not None:  # a sampler that refuses our keys: say so once, load goes on
+            for sentence in self.inlet.handshake.poll():
+                self.log(f"{sentence}: markers go nowhere")
         if self.series is not None:
             self.series.append((now - self.t_origin) / 1e9, max(self.cur, 0), msg)
         if self.progress is not None and cur is not None:
@@ -406,7 +409,7 @@ def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, wor
     # never terminated, so at exit whatever is still queued would be lost).
     ctx = zmq.Context()
     client = InletClient(inlet, context=ctx, linger_ms=INLET_LINGER_MS, hwm=10_000 if reachable else 1_000,
-                         socket_options=socket_options)  # CURVE client options (sampler.security)
+                         socket_options=socket_options, watch_handshakes=True)  # CURVE client options (sampler.security)
     coord = Coordinator(scenario, client, workers, progress, keep_series, log, stop)
     started = time.time_ns()
     loop = uvloop.new_event_loop()

@@ -18,27 +18,76 @@ test_security_handshake.py):
 * a wrong ``server.key``: ``HANDSHAKE_FAILED_NO_DETAIL`` on every retry (the
   sampler cannot decrypt our hello and hangs up).
 
-A no-detail failure is only reported once it happened twice in a row, because
-the first attempt of a mechanism mismatch can end that way too.
+A no-detail failure says nothing of its cause, and a mechanism mismatch can end
+that way too (our write fails before we read the sampler's greeting), so the
+watch then asks the sampler itself: a plain TCP (or ipc) connection that sends
+the first 11 bytes of a ZMTP 3 greeting gets the sampler's greeting back, which
+names its mechanism (``NULL`` or ``CURVE``; ZMTP 3, rfc.zeromq.org/spec/23).
+Once per endpoint, on a failure only. If that probe gets no answer, the failure
+is reported once it happened twice in a row.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
           | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 NO_DETAIL_TIMES = 2  # see the module docstring
+PROBE_TIMEOUT_S = 0.5
+# A ZMTP 3 greeting's signature and major version: a peer answers with its whole greeting.
+_GREETING_START = b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03"
+
+
+def _recv_event(monitor: zmq.Socket) -> dict[str, Any]:
+    """One monitor event: what ``zmq.utils.monitor.recv_monitor_message`` returns, without
+    importing that module (it pulls in zmq.asyncio and asyncio: ~9 MiB and ~60 ms for
+    every client, the sampler's own processes included)."""
+    frames = monitor.recv_multipart()
+    event, value = struct.unpack("=HI", frames[0][:6])
+    return {"event": event, "value": value, "endpoint": frames[1] if len(frames) > 1 else b""}
+
+
+def peer_mechanism(endpoint: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """The security mechanism a ZeroMQ peer bound at ``endpoint`` announces in its
+    greeting ("NULL", "CURVE", ...), or None when it cannot be asked (not tcp/ipc,
+    no answer)."""
+    import socket
+
+    scheme, _, rest = endpoint.partition("://")
+    try:
+        if scheme == "tcp":
+            host, _, port = rest.split(";")[-1].rpartition(":")
+            conn = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
+        elif scheme == "ipc":
+            conn = socket.socket(socket.AF_UNIX)
+            conn.settimeout(timeout_s)
+            conn.connect(rest)
+        else:
+            return None
+        with conn:
+            conn.sendall(_GREETING_START)
+            greeting = b""
+            while len(greeting) < 32:
+                chunk = conn.recv(64 - len(greeting))
+                if not chunk:
+                    break
+                greeting += chunk
+    except (OSError, ValueError):
+        return None
+    if len(greeting) < 32 or greeting[0] != 0xFF or greeting[10] < 3:
+        return None
+    return greeting[12:32].rstrip(b"\0").decode("ascii", "replace") or None
 
 
 def _key_file(keys: str | os.PathLike[str] | None, public: bytes | None) -> str:
-    """Which ``DIR/NAME.key`` holds our public key (for the message), or a description."""
+    """Which ``DIR/NAME.key`` holds our public key (for the message), or "" when unknown."""
     if keys and public:
         import zmq.auth
 
@@ -48,7 +97,7 @@ def _key_file(keys: str | os.PathLike[str] | None, public: bytes | None) -> str:
                     return str(path)[: -len("_secret")]
             except (OSError, ValueError):
                 continue
-    return "the public key next to your *.key_secret"
+    return ""
 
 
 class HandshakeWatch:
@@ -69,6 +118,7 @@ class HandshakeWatch:
         self.succeeded: set[str] = set()
         self.failures: dict[str, str] = {}  # endpoint -> the latest sentence
         self._no_detail: dict[str, int] = {}
+        self._mechanism: dict[str, str | None] = {}  # what the sampler announced (asked once)
 
     def describe(self, endpoint: str, event: int, value: int) -> str | None:
         """The sentence for one failed handshake (None: wait for more evidence)."""
@@ -76,26 +126,41 @@ class HandshakeWatch:
         folder = str(self.keys) if self.keys else "DIR"
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             key = _key_file(self.keys, self._public)
-            return (f"{where} refused our key ({Path(key).name} is not in its authorized_clients/): copy {key} "
+            ours = f"{Path(key).name} is" if key else "our public key is"
+            key = key or "your NAME.key (the public half of the NAME.key_secret in --keys)"
+            return (f"{where} refused our key ({ours} not in its authorized_clients/): copy {key} "
                     f"into authorized_clients/ of its keys folder (or run `spikewatch keys DIR --name NAME` on the "
                     f"sampler host and use that NAME.key_secret), then restart this command")
         mismatch = event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+        curve_there = None  # does the sampler use CURVE? (None: unknown)
         if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            self._no_detail[endpoint] = self._no_detail.get(endpoint, 0) + 1
-            if self._no_detail[endpoint] < NO_DETAIL_TIMES:
-                return None
-        if not self.curve:
+            if endpoint not in self._mechanism:
+                self._mechanism[endpoint] = peer_mechanism(endpoint)
+            mechanism = self._mechanism[endpoint]
+            if mechanism is not None:
+                curve_there = mechanism == "CURVE"
+            else:
+                self._no_detail[endpoint] = self._no_detail.get(endpoint, 0) + 1
+                if self._no_detail[endpoint] < NO_DETAIL_TIMES:
+                    return None
+        elif mismatch:
+            curve_there = not self.curve
+        if not self.curve and (curve_there or (curve_there is None and event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)):
             return f"{where} requires CURVE keys: pass --keys DIR (a folder with its server.key and your *.key_secret)"
-        if mismatch:
+        if self.curve and curve_there is False:
             return f"{where} does not use CURVE: drop --keys"
+        if self.curve and event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            server_key = f"{self.keys}/server.key" if self.keys else "the server.key in --keys"
+            return (f"{where} hung up during the CURVE handshake: {server_key} is "
+                    f"{'not' if curve_there else 'probably not'} its key; copy server.key from the sampler's keys folder"
+                    + ("" if curve_there else " (or, if it does not use CURVE, drop --keys)"))
         if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            return (f"{where} hung up during the CURVE handshake: {folder}/server.key is probably not its key; "
-                    f"copy server.key from the sampler's keys folder")
+            return f"the handshake with {endpoint} failed (it hung up): is a spikewatch sampler listening there?"
         try:
             why = _protocol_error(value)
         except ValueError:
             why = str(value)
-        return f"the CURVE handshake with {where[4:]} failed ({why}): check --keys {folder}"
+        return f"the handshake with {endpoint} failed ({why}): check --keys {folder}"
 
     def _on(self, event: dict[str, Any]) -> str | None:
         endpoint = event.get("endpoint", b"")
@@ -104,9 +169,11 @@ class HandshakeWatch:
             self.succeeded.add(endpoint)
             self.failures.pop(endpoint, None)
             self._no_detail.pop(endpoint, None)
+            self._mechanism.pop(endpoint, None)
             return None
         if event["event"] != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             self._no_detail.pop(endpoint, None)
+            self._mechanism.pop(endpoint, None)
         sentence = self.describe(endpoint, event["event"], event["value"])
         if sentence is None or self.failures.get(endpoint) == sentence:
             return None  # a retry that failed the same way: said already
@@ -117,7 +184,7 @@ class HandshakeWatch:
         """Read the events waiting (never blocks); the sentences not said before."""
         out: list[str] = []
         while self.monitor is not None and self.monitor.poll(0):
-            sentence = self._on(recv_monitor_message(self.monitor))
+            sentence = self._on(_recv_event(self.monitor))
             if sentence:
                 out.append(sentence)
         return out
@@ -130,7 +197,7 @@ class HandshakeWatch:
             left = end - time.monotonic()
             if left <= 0 or not self.monitor.poll(max(1, int(left * 1000))):
                 return ""
-            sentence = self._on(recv_monitor_message(self.monitor))
+            sentence = self._on(_recv_event(self.monitor))
             if self.succeeded:
                 return None
             if sentence:

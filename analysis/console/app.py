@@ -111,7 +111,10 @@ class ConsoleApp(App):
         if self._receiver.error is not None:
             self.notify(f"receiver stopped: {self._receiver.error}", severity="error", timeout=30)
         for notice in self._receiver.notices[self._notices_shown:]:
-            self.notify(notice, timeout=8)
+            if notice in self._receiver.handshake_errors:  # a sampler refused us: stays up longer
+                self.notify(notice, severity="error", timeout=60)
+            else:
+                self.notify(notice, timeout=8)
         self._notices_shown = len(self._receiver.notices)
         with self.stream.lock:
             sources = list(self.stream.sources.values())

@@ -17,6 +17,7 @@ import zmq
 
 from sampler import protocol
 from sampler.backfill import Backfill, BackfillError
+from sampler.handshake import HandshakeWatch
 
 from .state import StreamState
 
@@ -39,6 +40,7 @@ class StreamReceiver:
         self.history = list(history) + [None] * (len(self.endpoints) - len(history))
         self.socket_options = dict(socket_options or {})
         self.notices: list[str] = []  # things to tell the user (e.g. a history endpoint that did not answer)
+        self.handshake_errors: list[str] = []  # those of the notices that say a sampler refused us
         self._merges: dict[str, Backfill] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,6 +65,7 @@ class StreamReceiver:
 
     def _run(self) -> None:
         socks: dict[zmq.Socket, str] = {}
+        watches: dict[zmq.Socket, HandshakeWatch] = {}  # monitor socket -> its watch
         poller = zmq.Poller()
         try:
             for ep in self.endpoints:
@@ -72,6 +75,11 @@ class StreamReceiver:
                 for opt, value in self.socket_options.items():
                     s.setsockopt(opt, value)
                 s.setsockopt(zmq.SUBSCRIBE, b"")
+                # A sampler that refuses our keys would just look silent: say why (sampler.handshake).
+                watch = HandshakeWatch(s, self.socket_options)
+                assert watch.monitor is not None
+                watches[watch.monitor] = watch
+                poller.register(watch.monitor, zmq.POLLIN)
                 s.connect(ep)
                 socks[s] = ep
                 poller.register(s, zmq.POLLIN)
@@ -84,7 +92,10 @@ class StreamReceiver:
             while not self._stop.is_set():
                 ready = dict(poller.poll(int(self.interval * 1000)))
                 for s in ready:
-                    self._drain(s, socks[s])
+                    if s in watches:
+                        self._handshakes(watches[s])
+                    else:
+                        self._drain(s, socks[s])
                 now = time.monotonic()
                 if self.notify is not None and self.state.version != seen_version \
                         and now - last_notify >= self.interval:
@@ -96,8 +107,18 @@ class StreamReceiver:
             if self.notify is not None:
                 self.notify()
         finally:
+            for watch in watches.values():
+                watch.close()
             for s in socks:
                 s.close()
+
+    def _handshakes(self, watch: HandshakeWatch) -> None:
+        sentences = watch.poll()
+        if sentences:
+            self.handshake_errors.extend(sentences)
+            self.notices.extend(sentences)
+            if self.notify is not None:
+                self.notify()  # nothing else would wake the UI: no data comes
 
     def _backfill(self, sock: zmq.Socket, endpoint: str, history: str) -> None:
         """History first, then live (sampler.backfill): the window starts full."""
