@@ -181,7 +181,9 @@ class HandshakeWatch:
         return sentence
 
     def poll(self) -> list[str]:
-        """Read the events waiting (never blocks); the sentences not said before."""
+        """Read the events waiting; the sentences not said before. Does not wait for
+        events; only a no-detail failure asks the sampler (once per endpoint, at most
+        PROBE_TIMEOUT_S, a connect on loopback)."""
         out: list[str] = []
         while self.monitor is not None and self.monitor.poll(0):
             sentence = self._on(_recv_event(self.monitor))
