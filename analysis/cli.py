@@ -66,7 +66,7 @@ def record(endpoints: tuple[str, ...], output: str, duration: str | None, quiet:
         if len(history) > len(endpoints):
             raise click.BadParameter("give at most one --history per EP", param_hint="--history")
         rec = Recorder(list(endpoints), output, on_gap=gap, history=list(history) or None,
-                       socket_options=client_socket_options(keys, client_key) or None)
+                       socket_options=client_socket_options(keys, client_key) or None, keys=keys)
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc}") from None
     rec.install_signal_handlers()

@@ -163,7 +163,8 @@ def _console(session: Session, plan: Plan, use_tui: bool) -> None:
     from sampler.cli import client_socket_options
 
     options = ConsoleOptions(inlet=[plan.inlet], title=f"spikewatch run {plan.scenario.name}",
-                             history=[plan.history], socket_options=client_socket_options(plan.keys))
+                             history=[plan.history], socket_options=client_socket_options(plan.keys),
+                             keys=plan.keys)
     if use_tui:
         _tui(session, plan, options)
         return

@@ -76,7 +76,7 @@ class ConsoleApp(App):
         self._receiver = StreamReceiver(self.endpoints, self.stream,
                                         lambda: self.post_message(StreamUpdated()), fps=self.options.fps,
                                         history=self.options.history,
-                                        socket_options=self.options.socket_options)
+                                        socket_options=self.options.socket_options, keys=self.options.keys)
         self._notices_shown = 0
         self._inlets: list[InletClient] = []
         self.title = self.options.title

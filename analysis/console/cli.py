@@ -90,7 +90,7 @@ def console(endpoints: tuple[str, ...], inlets: tuple[str, ...], window: float, 
     options = ConsoleOptions(inlet=[_endpoint(e, "--inlet") for e in inlets] or [protocol.DEFAULT_INLET],
                              window_s=window, series=series, fps=fps, limit=limit, duration_s=duration,
                              history=[_endpoint(e, "--history") for e in histories],
-                             socket_options=client_socket_options(keys, client_key))
+                             socket_options=client_socket_options(keys, client_key), keys=keys)
     if plain or not (sys.stdout.isatty() and sys.stdin.isatty()):
         from .plain import PlainConsole
 

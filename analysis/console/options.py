@@ -25,6 +25,7 @@ class ConsoleOptions:
     history: Sequence[str | None] = ()
     # ZeroMQ socket options for every socket (CURVE keys: sampler.security.client_options).
     socket_options: Mapping[int, Any] = field(default_factory=dict)
+    keys: str | None = None  # the --keys folder, named in handshake errors (sampler.handshake)
     max_window_s: float = max(WINDOWS_S)  # the ring buffers hold this much (at 1 kHz)
 
     def __post_init__(self) -> None:

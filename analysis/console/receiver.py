@@ -28,7 +28,8 @@ class StreamReceiver:
     def __init__(self, endpoints: Sequence[str], state: StreamState,
                  notify: Callable[[], object] | None = None, *, fps: float = 15.0,
                  hwm: int = 100_000, context: zmq.Context | None = None,
-                 history: Sequence[str | None] = (), socket_options: Mapping[int, Any] | None = None) -> None:
+                 history: Sequence[str | None] = (), socket_options: Mapping[int, Any] | None = None,
+                 keys: str | None = None) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
         self.endpoints = list(endpoints)
@@ -39,6 +40,7 @@ class StreamReceiver:
         self._hwm = hwm
         self.history = list(history) + [None] * (len(self.endpoints) - len(history))
         self.socket_options = dict(socket_options or {})
+        self.keys = keys
         self.notices: list[str] = []  # things to tell the user (e.g. a history endpoint that did not answer)
         self.handshake_errors: list[str] = []  # those of the notices that say a sampler refused us
         self._merges: dict[str, Backfill] = {}
@@ -76,7 +78,7 @@ class StreamReceiver:
                     s.setsockopt(opt, value)
                 s.setsockopt(zmq.SUBSCRIBE, b"")
                 # A sampler that refuses our keys would just look silent: say why (sampler.handshake).
-                watch = HandshakeWatch(s, self.socket_options)
+                watch = HandshakeWatch(s, self.socket_options, keys=self.keys)
                 assert watch.monitor is not None
                 watches[watch.monitor] = watch
                 poller.register(watch.monitor, zmq.POLLIN)

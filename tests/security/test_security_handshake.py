@@ -26,6 +26,15 @@ CASES = {
 }
 
 
+def _named(setup: dict, case: str, sentence: str) -> str:
+    """The sentence as a client that knows its keys folder says it: naming the file."""
+    if case == "wrong_server_key":
+        return f"{setup['keys']['wrong']}/server.key is not its key"
+    if case == "unauthorized":
+        return f"refused our key (rogue.key is not in its authorized_clients/): copy {setup['keys']['rogue']}/rogue.key"
+    return sentence
+
+
 def spikewatch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "spikewatch", *args], capture_output=True, text=True, timeout=timeout)
 
@@ -70,12 +79,7 @@ def test_mark_says_why_the_sampler_refused(setup, case):
     inlet = setup["samplers"][sampler]["inlet"]
     res = spikewatch("mark", "hello", "--inlet", inlet, *_keys_args(setup["keys"][keys]))
     assert res.returncode == 1, (res.stdout, res.stderr)
-    if case == "wrong_server_key":  # mark knows its keys folder: it names the file
-        sentence = f"{setup['keys']['wrong']}/server.key is not its key"
-    assert f"the sampler at {inlet}" in res.stderr and sentence in res.stderr, res.stderr
-    if case == "unauthorized":  # mark knows its keys folder: it names the file to copy
-        assert f"refused our key (rogue.key is not in its authorized_clients/): copy {setup['keys']['rogue']}/rogue.key" \
-            in res.stderr, res.stderr
+    assert f"the sampler at {inlet}" in res.stderr and _named(setup, case, sentence) in res.stderr, res.stderr
     assert "the note was not sent" in res.stderr and "Traceback" not in res.stderr and "note sent" not in res.stdout
 
 
@@ -104,6 +108,7 @@ def test_record_prints_why_on_stderr(setup, tmp_path):
     out = {case: p.communicate(timeout=60) for case, p in procs.items()}
     for case, (_, _, sentence) in CASES.items():
         stdout, stderr = out[case]
+        sentence = _named(setup, case, sentence)
         assert f"spikewatch record: the sampler at {runs[case][0]}" in stderr and sentence in stderr, (case, stderr)
         assert stderr.count(sentence) == 1, (case, stderr)  # said once, not at every retry
     stdout, stderr = out["authorized"]
