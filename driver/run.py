@@ -17,7 +17,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 import zmq
 
@@ -118,11 +117,11 @@ def inlet_reachable(endpoint: str, timeout: float = 0.3) -> bool:
     """Whether something listens at a tcp:// or ipc:// inlet (a PUSH never tells us)."""
     if endpoint.startswith("ipc://"):
         return os.path.exists(endpoint[6:])
-    parts = urlsplit(endpoint)
-    if parts.scheme != "tcp" or not parts.hostname or not parts.port:
+    address = protocol.tcp_address(endpoint)
+    if address is None:
         return True  # other transports: cannot check, assume so
     try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
+        with socket.create_connection(address, timeout=timeout):
             return True
     except OSError:
         return False

@@ -37,6 +37,8 @@ from typing import Any, Mapping
 
 import zmq
 
+from .protocol import tcp_address
+
 EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
           | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 NO_DETAIL_TIMES = 2  # see the module docstring
@@ -60,15 +62,14 @@ def peer_mechanism(endpoint: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | N
     no answer)."""
     import socket
 
-    scheme, _, rest = endpoint.partition("://")
+    address = tcp_address(endpoint)
     try:
-        if scheme == "tcp":
-            host, _, port = rest.split(";")[-1].rpartition(":")
-            conn = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
-        elif scheme == "ipc":
+        if address is not None:
+            conn = socket.create_connection(address, timeout=timeout_s)
+        elif endpoint.startswith("ipc://"):
             conn = socket.socket(socket.AF_UNIX)
             conn.settimeout(timeout_s)
-            conn.connect(rest)
+            conn.connect(endpoint[len("ipc://"):])
         else:
             return None
         with conn:

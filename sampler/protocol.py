@@ -71,6 +71,19 @@ TOPICS: tuple[str, ...] = (HELLO, SAMPLES, DETAIL, EVENT, MARKER, LOAD)
 # Default endpoints: loopback only; binding elsewhere requires CURVE keys.
 DEFAULT_PUBLISH = "tcp://127.0.0.1:7781"
 DEFAULT_INLET = "tcp://127.0.0.1:7782"
+
+
+def tcp_address(endpoint: str) -> tuple[str, int] | None:
+    """(host, port) a client connects to for a ``tcp://`` endpoint (also the
+    ``tcp://source;host:port`` form), or None for other transports or a malformed one."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme != "tcp":
+        return None
+    host, _, port = rest.split(";")[-1].rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        return None
+    return host, int(port)
 DEFAULT_HISTORY = "tcp://127.0.0.1:7783"
 
 # Series names in ``samples`` batches (bytes).
