@@ -56,7 +56,7 @@ class AutoCgroup:
         self.pid = pid  # tried once per new process, whatever the outcome
         try:
             info = cgroup.cgroup_seen_by(pid)
-            now = os.stat(info.dir / ("memory.current" if info.version == 2 else "memory.usage_in_bytes"))
+            now = os.stat(info.usage_file)
             was = os.fstat(self.fd)
             if (now.st_dev, now.st_ino) == (was.st_dev, was.st_ino):
                 return None  # restarted within the same cgroup: nothing to change

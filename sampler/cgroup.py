@@ -94,6 +94,11 @@ class CgroupInfo:
     path: str  # path inside the hierarchy, e.g. "/process_api/abc"
     dir: Path  # absolute directory, e.g. /sys/fs/cgroup/memory/process_api/abc
 
+    @property
+    def usage_file(self) -> Path:
+        """memory.usage_in_bytes (v1) or memory.current (v2): what the hot loop reads."""
+        return self.dir / _FILES[self.version]["usage"]
+
 
 # ---------------------------------------------------------------- discovery
 
@@ -247,7 +252,7 @@ def _reachable(mounts: list[_Mount], path: str | None) -> CgroupInfo | None:
     if not mounts or path is None or not path.startswith("/"):
         return None
     info = _join(mounts, path)
-    if info is None or not (info.dir / _FILES[info.version]["usage"]).exists():
+    if info is None or not info.usage_file.exists():
         return None
     return info
 
@@ -359,7 +364,7 @@ def resolve(path: str, *, root: Path | str = "/") -> CgroupInfo:
             info = _join(mounts, "/" + str(p).strip("/"))
     else:
         info = _join(mounts, "/" + path.strip("/"))
-    if info is None or not info.dir.is_dir() or not (info.dir / _FILES[info.version]["usage"]).exists():
+    if info is None or not info.dir.is_dir() or not info.usage_file.exists():
         where = info.dir if info is not None else path
         raise CgroupError(f"no memory cgroup at {where}; list them with ls {top}")
     return info
@@ -682,7 +687,7 @@ class MemoryCgroup:
         return out
 
     def exists(self) -> bool:
-        return (self.info.dir / _FILES[self.version]["usage"]).exists()
+        return self.info.usage_file.exists()
 
     def close(self) -> None:
         for fd in self._fds.values():
