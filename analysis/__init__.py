@@ -2,16 +2,16 @@
 
 Public API (what the runner and the console call):
 
-* ``analysis.reader.load(path) -> Recording`` (``.main`` / ``.sources[session]`` -> ``Source``
+* ``spikewatch.analysis.reader.load(path) -> Recording`` (``.main`` / ``.sources[session]`` -> ``Source``
   with ``series[name].t/.v`` int64 arrays, ``details``/``load`` columns, ``events``, ``markers``,
-  ``hellos``); ``analysis.reader.load_records(iterable_of_(topic, body))`` for live data.
-* ``analysis.report.build_report(rec_or_source, ...) -> dict`` (the JSON of DESIGN.md) and
-  ``analysis.report.report_file(path, json_path=, html_path=)``.
-* ``analysis.html.write_html(rec_or_source, report, path)``; ``analysis.terminal.render(report)``.
-* ``analysis.failon.check(report, exprs) -> list[str]`` (failed conditions; raises FailOnError
+  ``hellos``); ``spikewatch.analysis.reader.load_records(iterable_of_(topic, body))`` for live data.
+* ``spikewatch.analysis.report.build_report(rec_or_source, ...) -> dict`` (the JSON of DESIGN.md) and
+  ``spikewatch.analysis.report.report_file(path, json_path=, html_path=)``.
+* ``spikewatch.analysis.html.write_html(rec_or_source, report, path)``; ``spikewatch.analysis.terminal.render(report)``.
+* ``spikewatch.analysis.failon.check(report, exprs) -> list[str]`` (failed conditions; raises FailOnError
   on a malformed one).
-* ``analysis.downsample.minmax(t, v, buckets)`` / ``envelope_xy``: min/max per pixel column.
-* ``analysis.record.Recorder(endpoints, path).run(duration_s)``; ``analysis.export.export_recording``.
+* ``spikewatch.analysis.downsample.minmax(t, v, buckets)`` / ``envelope_xy``: min/max per pixel column.
+* ``spikewatch.analysis.record.Recorder(endpoints, path).run(duration_s)``; ``spikewatch.analysis.export.export_recording``.
 
 Nothing here is imported by the sampler.
 """

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sampler import protocol
-from sampler.units import format_bytes, format_duration_ns
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.units import format_bytes, format_duration_ns
 
 from .phases import describe_growth
 from .reader import Source

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
-from sampler.units import format_bytes, parse_duration
+from spikewatch.sampler.units import format_bytes, parse_duration
 
 
 def _load(path: str):  # noqa: ANN202 - keeps numpy out of `--help`
-    from sampler.recording import RecordingError
+    from spikewatch.sampler.wire.recording import RecordingError
 
     from .reader import load
 
@@ -61,7 +61,7 @@ def record(endpoints: tuple[str, ...], output: str, duration: str | None, quiet:
             click.echo(f"missed {lost} message(s) from {src}", err=True)
 
     try:
-        from sampler.cli import client_socket_options
+        from spikewatch.sampler.cli import client_socket_options
 
         if len(history) > len(endpoints):
             raise click.BadParameter("give at most one --history per EP", param_hint="--history")

@@ -2,7 +2,7 @@
 
 The page opens offline: plotly.js is embedded inline (no CDN), and nothing
 else is loaded from anywhere. The chart draws every series through a min/max
-envelope per pixel column (:mod:`analysis.downsample`), so a 1 ms spike in an
+envelope per pixel column (:mod:`spikewatch.analysis.downsample`), so a 1 ms spike in an
 hour-long run still shows at full height.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from sampler import protocol
-from sampler.units import format_bytes
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.units import format_bytes
 
 from . import scrape
 from .downsample import envelope_xy

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from sampler import protocol
-from sampler.units import format_bytes
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.units import format_bytes
 
 from .context import Ctx
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from sampler import protocol
+from spikewatch.sampler.wire import protocol
 
 from .reader import Source
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from sampler import protocol
-from sampler.units import parse_duration_ns
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.units import parse_duration_ns
 
 from .context import Ctx
 from .stats import linear_fit, theil_sen

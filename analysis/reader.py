@@ -1,6 +1,6 @@
 """Load a recording (or a sampler journal) into numpy columns.
 
-A recording is the stream itself (see :mod:`sampler.recording`); this module
+A recording is the stream itself (see :mod:`spikewatch.sampler.wire.recording`); this module
 turns it into, per source (sampler session):
 
 * ``series``: name -> :class:`Series` (``t`` int64 ns, ``v`` int64 bytes),
@@ -23,8 +23,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from sampler import protocol
-from sampler.recording import RecordingError, iter_records
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.recording import RecordingError, iter_records
 
 from .seqgaps import GapCounter
 

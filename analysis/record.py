@@ -19,9 +19,9 @@ from typing import Any, Callable, Sequence
 
 import zmq
 
-from sampler import protocol
-from sampler.client import StreamSubscriber
-from sampler.recording import RecordingWriter
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.client import StreamSubscriber
+from spikewatch.sampler.wire.recording import RecordingWriter
 
 from .seqgaps import GapCounter
 
@@ -54,7 +54,7 @@ class RecordStats:
     bytes_written: int = 0
     records_dropped: int = 0
     seconds: float = 0.0
-    handshake_errors: list[str] = field(default_factory=list)  # sentences from sampler.handshake
+    handshake_errors: list[str] = field(default_factory=list)  # sentences from spikewatch.sampler.wire.handshake
 
 
 def _stderr(msg: str) -> None:
@@ -72,11 +72,11 @@ class Recorder:
         self.multi = len(self.endpoints) > 1
         self.writer = RecordingWriter(path)
         # Each socket's handshakes are watched: a sampler that refuses our keys would
-        # otherwise just look silent (sampler.handshake). ``warn`` says it (stderr by default).
+        # otherwise just look silent (spikewatch.sampler.wire.handshake). ``warn`` says it (stderr by default).
         self.warn = warn or _stderr
         self.subs = [StreamSubscriber([ep], context=context, socket_options=socket_options, watch_handshakes=True,
                                       keys=keys) for ep in self.endpoints]
-        # Late-joiner backfill (sampler.backfill): history endpoint per stream endpoint, or None.
+        # Late-joiner backfill (spikewatch.sampler.backfill): history endpoint per stream endpoint, or None.
         self.history = list(history or [])
         self._context, self._socket_options = context, socket_options
         self.backfills: list[Any] = [None] * len(self.endpoints)
@@ -143,7 +143,7 @@ class Recorder:
 
     def _backfill(self) -> None:
         """Subscribed already: fetch each sampler's history and merge it by seq."""
-        from sampler.backfill import Backfill, BackfillError
+        from spikewatch.sampler.backfill import Backfill, BackfillError
 
         for i, (sub, st, ep) in enumerate(zip(self.subs, self.states, self.history)):
             if not ep:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sampler import protocol
+from spikewatch.sampler.wire import protocol
 
 from . import checklist as checklist_mod
 from . import limits, peaks, phases, scrape, spikes

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from sampler import protocol
+from spikewatch.sampler.wire import protocol
 
 from .context import Ctx
 from .phases import Phase, phase_at

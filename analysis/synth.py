@@ -4,7 +4,7 @@ Tests and benchmarks describe a memory curve as numpy arrays plus events,
 markers, details and load telemetry; :class:`Synth` turns them into real
 protocol bodies (``protocol.samples_body`` batches of ``batch`` samples, hellos
 every second) in time order, with one ``seq`` counter, through
-:class:`sampler.recording.RecordingWriter` — exactly what a sampler journal holds.
+:class:`spikewatch.sampler.wire.recording.RecordingWriter` — exactly what a sampler journal holds.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from sampler import protocol
-from sampler.recording import RecordingWriter
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.recording import RecordingWriter
 
 MiB = 1 << 20
 

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sampler.units import format_bytes
+from spikewatch.sampler.units import format_bytes
 
 from .phases import describe_growth
 

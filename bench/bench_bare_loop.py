@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from sampler.ticker import Ticker, set_timer_slack, try_realtime
+from spikewatch.sampler.ticker import Ticker, set_timer_slack, try_realtime
 
 TARGET = "import sys, time; b = bytearray(64 << 20); sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(3600)"
 

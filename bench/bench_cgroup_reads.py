@@ -12,7 +12,7 @@ import os
 import statistics
 import time
 
-from sampler import cgroup as cgm
+from spikewatch.sampler import cgroup as cgm
 
 
 def per_call_us(fn, n: int = 5000) -> float:

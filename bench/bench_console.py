@@ -68,9 +68,9 @@ def start_real_samplers(endpoints: list[str], seconds: float) -> list[subprocess
 
 async def measure(endpoints: list[str], window_s: float, fps: float, warmup: float,
                   duration: float, size: tuple[int, int]) -> dict:
-    from analysis.console.app import ConsoleApp
-    from analysis.console.options import ConsoleOptions
-    from analysis.console.state import LagStats
+    from spikewatch.analysis.console.app import ConsoleApp
+    from spikewatch.analysis.console.options import ConsoleOptions
+    from spikewatch.analysis.console.state import LagStats
     import numpy as np
 
     app = ConsoleApp(endpoints, ConsoleOptions(window_s=window_s, fps=fps))

@@ -14,8 +14,8 @@ import statistics
 import time
 import urllib.request
 
-from sampler import protocol
-from sampler.prometheus import PeakExporter
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.prometheus import PeakExporter
 
 MiB = 1 << 20
 
@@ -97,10 +97,10 @@ def footprint() -> str:
     import sys
 
     code = (
-        "import psutil, zmq, msgpack, click, sampler.protocol, sampler.prometheus\n"
+        "import psutil, zmq, msgpack, click, spikewatch.sampler.wire.protocol, spikewatch.sampler.prometheus\n"
         "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096\n"
         "a = rss()\n"
-        "from sampler.prometheus import PeakExporter\n"
+        "from spikewatch.sampler.prometheus import PeakExporter\n"
         "e = PeakExporter('127.0.0.1:0').start()\n"
         "import urllib.request; urllib.request.urlopen(e.url).read()\n"
         "print(a, rss())\n"

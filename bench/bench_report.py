@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from analysis.synth import MiB, Synth
-from sampler import protocol
+from spikewatch.analysis.synth import MiB, Synth
+from spikewatch.sampler.wire import protocol
 
 S = 1_000_000_000
 
@@ -56,7 +56,7 @@ def make(path: str, hours: float) -> int:
 
 READ = """
 import resource, sys, time
-from analysis import reader
+from spikewatch.analysis import reader
 t = time.perf_counter()
 rec = reader.load(sys.argv[1])
 dt = time.perf_counter() - t

@@ -9,8 +9,8 @@ Run alternately, several times (the host is noisy)::
 import os, sys, time, threading, queue, resource, statistics
 sys.path.insert(0, '/work/main')
 import zmq
-from sampler import protocol
-from sampler.ticker import Ticker, set_timer_slack, try_realtime
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.ticker import Ticker, set_timer_slack, try_realtime
 mode = sys.argv[1]
 set_timer_slack(1); try_realtime()
 ctx = zmq.Context.instance(); pub = ctx.socket(zmq.PUB); pub.bind("tcp://127.0.0.1:27911")

@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sampler import protocol  # noqa: E402
-from sampler.client import StreamSubscriber  # noqa: E402
-from sampler.recording import iter_records  # noqa: E402
+from spikewatch.sampler.wire import protocol  # noqa: E402
+from spikewatch.sampler.wire.client import StreamSubscriber  # noqa: E402
+from spikewatch.sampler.wire.recording import iter_records  # noqa: E402
 
 TARGET = "import time; x = b'\\x01' * (64 << 20); time.sleep(36000)"
 MiB = 1 << 20

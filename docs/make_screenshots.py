@@ -24,7 +24,7 @@ DOCS = Path(__file__).resolve().parent
 
 
 async def console_svg(endpoint: str, inlet: str, seconds: float, svg: Path) -> None:
-    from analysis.console import ConsoleApp, ConsoleOptions
+    from spikewatch.analysis.console import ConsoleApp, ConsoleOptions
 
     app = ConsoleApp([endpoint], ConsoleOptions(inlet=[inlet], window_s=60, title="spikewatch demo"))
     async with app.run_test(size=(150, 44)) as pilot:

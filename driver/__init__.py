@@ -3,7 +3,7 @@ load telemetry on the sampler's stream.
 
 Python API (used by ``spikewatch run``)::
 
-    from driver import load_scenario, run_scenario
+    from spikewatch.driver import load_scenario, run_scenario
     result = run_scenario(load_scenario("scenario.toml").with_url("http://127.0.0.1:8080"),
                           inlet="tcp://127.0.0.1:7782")
     result.exit_code, result.to_json()
@@ -25,7 +25,7 @@ __all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "bund
 
 
 def run_scenario(scenario: Scenario, **kwargs: Any) -> "DriveResult":
-    """Play a scenario; see :func:`driver.run.run_scenario` for the options."""
+    """Play a scenario; see :func:`spikewatch.driver.run.run_scenario` for the options."""
     from .run import run_scenario as _run
 
     return _run(scenario, **kwargs)

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from sampler import protocol
-from sampler.units import format_bytes
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.units import format_bytes
 
 from .scenario import ScenarioError, bundled, load_scenario
 
@@ -159,7 +159,7 @@ def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: s
     """
     import dataclasses
 
-    from sampler.cli import client_socket_options
+    from spikewatch.sampler.cli import client_socket_options
 
     from .run import run_scenario
 

@@ -1,6 +1,6 @@
 """A demo service whose memory behaves like a real one, every part switchable and bounded.
 
-Run: ``python -m driver.demo_service --port 8080 [--ceiling 200M] [--startup-peak 60M] ...``
+Run: ``python -m spikewatch.driver.demo_service --port 8080 [--ceiling 200M] [--startup-peak 60M] ...``
 
 * startup peak: builds a large structure while initialising (``/health`` answers 503
   meanwhile), keeps a part of it and frees the rest;
@@ -24,7 +24,7 @@ import time
 
 from aiohttp import web
 
-from sampler.units import format_bytes, parse_duration, parse_size
+from spikewatch.sampler.units import format_bytes, parse_duration, parse_size
 
 
 def _rss() -> int:
@@ -207,7 +207,7 @@ def build_app(args: argparse.Namespace) -> web.Application:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m driver.demo_service", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m spikewatch.driver.demo_service", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--ceiling", type=parse_size, default=parse_size("200M"),

@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 import zmq
 
-from sampler import protocol
-from sampler.client import InletClient
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.client import InletClient
 
 from .engine import new_histogram
 from .profile import Profile
@@ -408,7 +408,7 @@ def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, wor
     # never terminated, so at exit whatever is still queued would be lost).
     ctx = zmq.Context()
     client = InletClient(inlet, context=ctx, linger_ms=INLET_LINGER_MS, hwm=10_000 if reachable else 1_000,
-                         socket_options=socket_options, watch_handshakes=True)  # CURVE client options (sampler.security)
+                         socket_options=socket_options, watch_handshakes=True)  # CURVE client options (spikewatch.sampler.wire.security)
     coord = Coordinator(scenario, client, workers, progress, keep_series, log, stop)
     started = time.time_ns()
     loop = uvloop.new_event_loop()

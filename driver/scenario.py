@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from sampler.units import format_bytes, parse_duration_ns, parse_size
+from spikewatch.sampler.units import format_bytes, parse_duration_ns, parse_size
 
 PHASE_KINDS = ("startup", "ramp", "steady", "burst", "spike", "soak", "idle")
 LOAD_KINDS = ("ramp", "steady", "burst", "spike", "soak")

@@ -1,6 +1,6 @@
 """Where the engines run: in the coordinator's own loop, or in N worker processes.
 
-Each worker process has its own uvloop loop and :class:`~driver.engine.Engine`; the
+Each worker process has its own uvloop loop and :class:`~spikewatch.driver.engine.Engine`; the
 coordinator sends it phase commands with absolute monotonic times (CLOCK_MONOTONIC is
 system-wide, so every process plays the same timeline) and receives a snapshot every
 100 ms with an encoded HDR histogram to merge. Snapshots carry the index of the phase

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import msgpack
 import zmq
 
-from . import protocol
+from .wire import protocol
 
 Message = tuple[str, dict[str, Any]]
 

@@ -6,7 +6,7 @@ emptied in place, never replaced."""
 
 from __future__ import annotations
 
-from . import protocol
+from .wire import protocol
 
 
 class Batch:

@@ -6,8 +6,8 @@ import signal
 
 import click
 
-from . import protocol
-from .client import InletClient
+from .wire import protocol
+from .wire.client import InletClient
 
 MARK_WAIT_MS = 1500  # how long `mark` waits for the sampler to accept its handshake (and its linger)
 
@@ -36,7 +36,7 @@ def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None,
     # for the note to leave. The shared instance is never terminated at exit, so a note
     # still queued for a sampler that is slow to accept the connection would be lost.
     # A PUSH cannot know whether its note arrived, but its handshake says whether the
-    # sampler accepted us (sampler.handshake): wait for that, up to the linger.
+    # sampler accepted us (spikewatch.sampler.wire.handshake): wait for that, up to the linger.
     ctx = zmq.Context()
     try:
         with InletClient(inlet, linger_ms=MARK_WAIT_MS, context=ctx, watch_handshakes=True, keys=keys,
@@ -190,7 +190,7 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
     ctx.exit(status)
 
 
-def _prometheus_exporter(bind: str, allow_remote: bool):  # -> sampler.prometheus.PeakExporter
+def _prometheus_exporter(bind: str, allow_remote: bool):  # -> spikewatch.sampler.prometheus.PeakExporter
     """Started before the sampler sets up, so a bad address fails before anything is launched.
     Imported only here: ``spikewatch sample`` without --prometheus never loads it."""
     from .prometheus import BindError, ExporterError, PeakExporter
@@ -207,14 +207,14 @@ def _prometheus_exporter(bind: str, allow_remote: bool):  # -> sampler.prometheu
         raise click.ClickException(str(exc)) from None
 
 
-# --- CURVE keys and history (see sampler.security, sampler.history) ----------
+# --- CURVE keys and history (see spikewatch.sampler.wire.security, spikewatch.sampler.history) ----------
 
 
 def client_socket_options(keys: str | None, name: str | None = None) -> dict:
     """CURVE client options from a keys folder ({} without one); a click error when unusable."""
     if not keys:
         return {}
-    from .security import KeysError, client_options
+    from .wire.security import KeysError, client_options
 
     try:
         return client_options(keys, name)
@@ -224,7 +224,7 @@ def client_socket_options(keys: str | None, name: str | None = None) -> dict:
 
 def _server_security(ctx: click.Context, keys: str | None, require: bool, endpoints: list):
     """Refuse non-loopback binds without keys; with keys, start the ZAP handler."""
-    from .security import KeysError, check_binds, server_security
+    from .wire.security import KeysError, check_binds, server_security
 
     if keys and ctx.get_parameter_source("keys") == click.core.ParameterSource.ENVIRONMENT:
         import os
@@ -241,7 +241,7 @@ def _server_security(ctx: click.Context, keys: str | None, require: bool, endpoi
 
 
 def _watch_keys(security, quiet: bool):
-    """Follow DIR/authorized_clients while sampling (sampler.security.KeyWatcher) and make
+    """Follow DIR/authorized_clients while sampling (spikewatch.sampler.wire.security.KeyWatcher) and make
     SIGHUP reload it at once. Returns the SIGHUP handler to put back afterwards."""
     import threading
 
@@ -271,7 +271,7 @@ def _history_server(security, endpoint: str, window: str, size: str, options: di
 
     from .daemon import SamplerError
     from .history import HistoryServer
-    from .stream import EndpointError
+    from .wire.stream import EndpointError
     from .units import parse_size
 
     window_ns = _duration(window, "--history-window", "s")
@@ -299,7 +299,7 @@ def keys(directory: str, name: str) -> None:
     On a client:           copy DIR/server.key and DIR/NAME.key_secret into a folder,
                            spikewatch record --keys FOLDER ...
     """
-    from .security import KeysError, create_keys
+    from .wire.security import KeysError, create_keys
 
     try:
         made = create_keys(directory, name)

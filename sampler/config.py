@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import protocol
+from .wire import protocol
 
 MIN_PERIOD_NS = 100_000
 # --cgroup auto: the memory cgroup the --pid / --match target lives in (its container's).

@@ -15,11 +15,11 @@ before the next deadline; at least one step runs per tick so nothing starves.
 Two helper threads do what must not wait for a tick: the journal writer (a
 write can block) and the inlet reader (markers are stamped on arrival).
 
-The parts it composes, one job each: :mod:`~sampler.config` (what was asked),
-:mod:`~sampler.launch` (the command held before exec), :mod:`~sampler.batch`
-(samples not yet published), :mod:`~sampler.detail` (the ~100 ms tier),
-:mod:`~sampler.lifecycle` (start/exit/restart events) and
-:mod:`~sampler.membership` (the tree kept in step with the processes).
+The parts it composes, one job each: :mod:`~spikewatch.sampler.config` (what was asked),
+:mod:`~spikewatch.sampler.launch` (the command held before exec), :mod:`~spikewatch.sampler.batch`
+(samples not yet published), :mod:`~spikewatch.sampler.detail` (the ~100 ms tier),
+:mod:`~spikewatch.sampler.lifecycle` (start/exit/restart events) and
+:mod:`~spikewatch.sampler.membership` (the tree kept in step with the processes).
 
 Other parts hook in through :attr:`Sampler.listeners` (called with every
 published message, off the hot path): e.g. a Prometheus exporter or a history
@@ -41,7 +41,8 @@ from typing import Any, Callable, Generator
 
 import zmq
 
-from . import __version__, cgroup, procfs, protocol
+from . import __version__, cgroup, procfs
+from .wire import protocol
 from .autocgroup import AutoCgroup
 from .batch import Batch
 from .config import MIN_PERIOD_NS, SamplerConfig, SamplerError, Target, check, default_journal_path
@@ -50,7 +51,7 @@ from .launch import Launched
 from .lifecycle import ProcessEvents
 from .membership import Membership
 from .procfs import PAGE_SIZE, ProcHandle, ProcfsError
-from .stream import EndpointError, Inlet, Journal, Listener, Publisher
+from .wire.stream import EndpointError, Inlet, Journal, Listener, Publisher
 from .tree import ProcessTree
 from .ticker import Ticker, reset_scheduling, set_timer_slack, try_realtime
 
@@ -243,7 +244,7 @@ class Sampler:
         old.close()
 
     def _launch(self, argv: list[str]) -> None:
-        """Start ``argv`` held before exec (:class:`~sampler.launch.Launched`); with
+        """Start ``argv`` held before exec (:class:`~spikewatch.sampler.launch.Launched`); with
         --limit it is moved into the new cgroup while stopped."""
         try:
             self._child = Launched(argv)
@@ -546,7 +547,7 @@ class Sampler:
                 w[3] = late_ns
 
     def _detail(self, t: int) -> None:
-        """The ~100 ms tier (:class:`~sampler.detail.DetailTier`), one message per interval."""
+        """The ~100 ms tier (:class:`~spikewatch.sampler.detail.DetailTier`), one message per interval."""
         assert self.publisher is not None
         # A launched command killed just now is reaped first, so that an OOM kill
         # seen below is attributed to its pid.

@@ -12,7 +12,8 @@ from __future__ import annotations
 import signal
 from typing import Any, Callable, Protocol
 
-from . import cgroup, procfs, protocol
+from . import cgroup, procfs
+from .wire import protocol
 from .procfs import ProcfsError
 from .tree import ProcessTree
 
@@ -110,7 +111,7 @@ class DetailTier:
 
     def read_cgroup(self, body: dict[str, Any], imax: dict[str, int], t_from: int, t: int) -> None:
         """Cgroup fields into ``body``; limit_change, hwm_spike and oom_kill events.
-        Raises :class:`~sampler.cgroup.CgroupGone` or OSError."""
+        Raises :class:`~spikewatch.sampler.cgroup.CgroupGone` or OSError."""
         cg = self.cg
         assert cg is not None
         stat = cg.read_stat()

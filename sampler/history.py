@@ -2,9 +2,9 @@
 
 Like the ZeroMQ guide's clone pattern: a consumer subscribes to the stream
 *first*, then asks this endpoint for what it missed, and merges the two by
-``seq`` (see :mod:`sampler.backfill`).
+``seq`` (see :mod:`spikewatch.sampler.backfill`).
 
-The ring is a publish listener (:attr:`sampler.daemon.Sampler.listeners`): it
+The ring is a publish listener (:attr:`spikewatch.sampler.daemon.Sampler.listeners`): it
 keeps the packed bytes the sampler already made, so the sampling thread pays one
 deque append (and an occasional trim) per message. The ROUTER has its own
 thread; a request copies the ring under a short lock and replays it in chunks.
@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import msgpack
 import zmq
 
-from . import protocol
+from .wire import protocol
 
 DEFAULT_WINDOW_NS = 300_000_000_000  # 5 minutes
 DEFAULT_MAX_BYTES = 64 << 20
@@ -85,7 +85,7 @@ class HistoryServer(HistoryRing):
     def __init__(self, ctx: zmq.Context, endpoint: str, *, window_ns: int = DEFAULT_WINDOW_NS,
                  max_bytes: int = DEFAULT_MAX_BYTES, socket_options: Mapping[int, Any] | None = None) -> None:
         super().__init__(window_ns, max_bytes)
-        from .stream import bind
+        from .wire.stream import bind
 
         self.endpoint = endpoint
         self.sock = ctx.socket(zmq.ROUTER)
@@ -150,7 +150,7 @@ class HistoryServer(HistoryRing):
         self.sock.send_multipart([*envelope, _TAG, msgpack.packb({**meta, "records": chunk, "last": True})])
 
     def close(self) -> None:
-        from .stream import close_endpoint
+        from .wire.stream import close_endpoint
 
         self._stop = True
         self._thread.join(timeout=2)

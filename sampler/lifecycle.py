@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 from typing import Any, Callable
 
-from . import protocol
+from .wire import protocol
 from .detail import EventFn
 from .procfs import ProcHandle
 from .tree import ProcessTree

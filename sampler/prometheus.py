@@ -38,7 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import parse_qs, urlsplit
 
-from . import __version__, protocol
+from . import __version__
+from .wire import protocol
 
 DEFAULT_BIND = "127.0.0.1:9464"
 # The ``spikewatch sample`` options that start an exporter (docs and recipes use them).
@@ -222,7 +223,7 @@ class PeakExporter:
         """Take one published message. Never raises (a bad body is counted and skipped).
 
         Matches the sampler's publish listener signature ``(topic, body, packed)``
-        (``sampler.stream.Listener``); ``packed`` is not needed here.
+        (``spikewatch.sampler.wire.stream.Listener``); ``packed`` is not needed here.
         """
         try:
             with self._lock:

@@ -1,6 +1,6 @@
 """The processes being sampled, and how their membership is refreshed off the hot path.
 
-:class:`ProcessTree` keeps one :class:`~sampler.procfs.ProcHandle` per process
+:class:`ProcessTree` keeps one :class:`~spikewatch.sampler.procfs.ProcHandle` per process
 (a pid is counted once, whatever the number of roots that reach it) and the
 list of statm descriptors the hot loop reads. That list is mutated in place:
 the hot loop holds a reference to it.

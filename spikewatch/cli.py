@@ -15,14 +15,14 @@ from . import __version__
 
 # name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
-    "sample": "sampler.cli:sample",
-    "mark": "sampler.cli:mark",
-    "keys": "sampler.cli:keys",
-    "drive": "driver.cli:drive",
-    "record": "analysis.cli:record",
-    "report": "analysis.cli:report",
-    "export": "analysis.cli:export",
-    "console": "analysis.console.cli:console",
+    "sample": "spikewatch.sampler.cli:sample",
+    "mark": "spikewatch.sampler.cli:mark",
+    "keys": "spikewatch.sampler.cli:keys",
+    "drive": "spikewatch.driver.cli:drive",
+    "record": "spikewatch.analysis.cli:record",
+    "report": "spikewatch.analysis.cli:report",
+    "export": "spikewatch.analysis.cli:export",
+    "console": "spikewatch.analysis.console.cli:console",
     "run": "spikewatch.runner:run",
     "demo": "spikewatch.runner:demo",
 }
@@ -51,7 +51,7 @@ class LazyGroup(click.Group):
         except ModuleNotFoundError as exc:
             # Only a missing spikewatch module means "not built"; a missing
             # third-party dependency must say which extra to install.
-            if exc.name and exc.name.split(".")[0] in ("sampler", "driver", "analysis", "spikewatch"):
+            if exc.name and exc.name.split(".")[0] == "spikewatch":
                 return _not_built(name)
             raise click.ClickException(
                 f"'spikewatch {name}' needs the Python package {exc.name!r}: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sampler import cgroup
+from spikewatch.sampler import cgroup
 
 
 def limit_unavailable(limit_bytes: int) -> str | None:

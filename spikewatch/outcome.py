@@ -19,8 +19,8 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-from sampler import protocol
-from sampler.units import format_bytes
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.units import format_bytes
 
 from .session import Outcome, Plan
 
@@ -69,11 +69,11 @@ def service_fate(src: Any, report: dict[str, Any] | None) -> str | None:
 
 def build(plan: Plan) -> tuple[Any, dict[str, Any] | None, str | None]:
     """Load the recording, write report.json and report.html; (source, report, problem)."""
-    from sampler.recording import RecordingError
+    from spikewatch.sampler.wire.recording import RecordingError
 
-    from analysis.html import write_html
-    from analysis.reader import load
-    from analysis.report import build_report
+    from spikewatch.analysis.html import write_html
+    from spikewatch.analysis.reader import load
+    from spikewatch.analysis.report import build_report
 
     try:
         rec = load(plan.recording)

@@ -57,7 +57,7 @@ class Request:
 
 
 def _scenario(path: str):  # noqa: ANN202 - keeps the driver's imports lazy
-    from driver import ScenarioError, bundled, load_scenario
+    from spikewatch.driver import ScenarioError, bundled, load_scenario
 
     p = Path(path)
     if not p.exists() and "/" not in path and bundled(path.removesuffix(".toml")).exists():
@@ -96,8 +96,8 @@ def _out_dir(out: str | None) -> Path:
 
 
 def _plan(req: Request) -> tuple[Plan, str | None]:
-    from analysis import failon
-    from sampler.units import parse_duration_ns, parse_size
+    from spikewatch.analysis import failon
+    from spikewatch.sampler.units import parse_duration_ns, parse_size
 
     from .limits import limit_unavailable
 
@@ -158,9 +158,9 @@ def _show_plan(plan: Plan, req: Request, no_limit_reason: str | None, echo) -> N
 
 def _console(session: Session, plan: Plan, use_tui: bool) -> None:
     """Show the run live until the session is done (or the user stops it)."""
-    from analysis.console import ConsoleOptions
+    from spikewatch.analysis.console import ConsoleOptions
 
-    from sampler.cli import client_socket_options
+    from spikewatch.sampler.cli import client_socket_options
 
     options = ConsoleOptions(inlet=[plan.inlet], title=f"spikewatch run {plan.scenario.name}",
                              history=[plan.history], socket_options=client_socket_options(plan.keys),
@@ -168,7 +168,7 @@ def _console(session: Session, plan: Plan, use_tui: bool) -> None:
     if use_tui:
         _tui(session, plan, options)
         return
-    from analysis.console import PlainConsole
+    from spikewatch.analysis.console import PlainConsole
 
     printer = PlainConsole([plan.publish], options, out=_QuietOverruns(sys.stdout))
     watcher = threading.Thread(target=lambda: (session.done.wait(), printer.stop()), daemon=True)
@@ -194,7 +194,7 @@ class _QuietOverruns:
 def _tui(session: Session, plan: Plan, options) -> None:  # noqa: ANN001
     from textual.binding import Binding
 
-    from analysis.console.app import ConsoleApp
+    from spikewatch.analysis.console.app import ConsoleApp
 
     class RunConsole(ConsoleApp):
         """The console, where quitting stops the run (cleanly) instead of only the view."""
@@ -253,7 +253,7 @@ def execute(req: Request) -> int:
 
 
 def _finish(plan: Plan, req: Request, session: Session, no_limit_reason: str | None) -> int:
-    from analysis import failon
+    from spikewatch.analysis import failon
 
     echo = click.echo
     o = session.outcome
@@ -265,7 +265,7 @@ def _finish(plan: Plan, req: Request, session: Session, no_limit_reason: str | N
     src, report, problem = outcome_mod.build(plan)
     failed = failon.check(report, req.fail_on) if report is not None and req.fail_on else []
     if report is not None:
-        from analysis.terminal import render
+        from spikewatch.analysis.terminal import render
 
         render(report)
     fate = outcome_mod.service_fate(src, report)
@@ -334,7 +334,7 @@ def run(ctx: click.Context, scenario: str, command: tuple[str, ...], limit: str 
     never ready, nothing recorded), 130 interrupted; the report is written in every case.
     """
     if keys:
-        from sampler.cli import client_socket_options
+        from spikewatch.sampler.cli import client_socket_options
 
         client_socket_options(keys)  # a bad folder fails here, before anything starts
     ctx.exit(execute(Request(scenario, list(command), limit, out, fail_on, console, period, port, url, keys=keys)))
@@ -352,13 +352,13 @@ def demo(ctx: click.Context, out: str | None, quick: bool, limit: str, console: 
          fail_on: tuple[str, ...]) -> None:
     """The whole load test on a bundled demo service: startup peak, ramp, bursts, idle, soak.
 
-    Runs `python -m driver.demo_service` under the bundled demo scenario (~90 s)
+    Runs `python -m spikewatch.driver.demo_service` under the bundled demo scenario (~90 s)
     inside a memory limit where the host allows, and writes the recording and the
     report (JSON + HTML) to --out.
     """
-    from driver import bundled
+    from spikewatch.driver import bundled
 
-    command = [sys.executable, "-m", "driver.demo_service", "--port", "{port}"]
+    command = [sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{port}"]
     lim = None if limit.lower() in ("none", "off", "0") else limit
     scenario = str(bundled("quick" if quick else "demo"))
     ctx.exit(execute(Request(scenario, command, lim, out, fail_on, console, "1ms", None, None)))

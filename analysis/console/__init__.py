@@ -2,7 +2,7 @@
 
 Embedding (e.g. from ``spikewatch run``)::
 
-    from analysis.console import ConsoleApp, ConsoleOptions, PlainConsole
+    from spikewatch.analysis.console import ConsoleApp, ConsoleOptions, PlainConsole
     ConsoleApp(endpoints, ConsoleOptions(inlet=[inlet])).run()   # terminal UI; q quits
     PlainConsole(endpoints, ConsoleOptions()).run(duration=None) # one line a second; .stop()
 

@@ -19,9 +19,9 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Footer, Input, Static
 
-from sampler import protocol
-from sampler.client import InletClient
-from sampler.units import format_bytes
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.client import InletClient
+from spikewatch.sampler.units import format_bytes
 
 from .fmt import wall_clock, window_label
 from .options import WINDOWS_S, ConsoleOptions

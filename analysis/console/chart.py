@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from rich.text import Text
 
-from sampler.units import format_bytes
+from spikewatch.sampler.units import format_bytes
 
 from .envelope import minmax_envelope
 

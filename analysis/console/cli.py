@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from sampler import protocol
-from sampler.units import parse_duration, parse_size
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.units import parse_duration, parse_size
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -81,7 +81,7 @@ def console(endpoints: tuple[str, ...], inlets: tuple[str, ...], window: float, 
     """
     from .options import ConsoleOptions
 
-    from sampler.cli import client_socket_options
+    from spikewatch.sampler.cli import client_socket_options
 
     eps = [_endpoint(e, "EP") for e in endpoints] or [protocol.DEFAULT_PUBLISH]
     if len(histories) > len(eps):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.downsample import bucket_minmax
+from spikewatch.analysis.downsample import bucket_minmax
 
 
 def minmax_envelope(t: np.ndarray, v: np.ndarray, t_start: int, t_end: int,

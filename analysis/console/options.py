@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from sampler import protocol
+from spikewatch.sampler.wire import protocol
 
 # The chart windows + and - step through.
 WINDOWS_S: tuple[float, ...] = (5, 10, 30, 60, 300)
@@ -21,11 +21,11 @@ class ConsoleOptions:
     title: str = "spikewatch console"
     duration_s: float | None = None  # stop by itself after this long
     # Per stream endpoint, in the same order: the sampler's history endpoint (or None),
-    # asked once on connect so the window starts full (sampler.backfill).
+    # asked once on connect so the window starts full (spikewatch.sampler.backfill).
     history: Sequence[str | None] = ()
-    # ZeroMQ socket options for every socket (CURVE keys: sampler.security.client_options).
+    # ZeroMQ socket options for every socket (CURVE keys: spikewatch.sampler.wire.security.client_options).
     socket_options: Mapping[int, Any] = field(default_factory=dict)
-    keys: str | None = None  # the --keys folder, named in handshake errors (sampler.handshake)
+    keys: str | None = None  # the --keys folder, named in handshake errors (spikewatch.sampler.wire.handshake)
     max_window_s: float = max(WINDOWS_S)  # the ring buffers hold this much (at 1 kHz)
 
     def __post_init__(self) -> None:

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Sequence, TextIO
 
-from sampler.units import format_bytes, format_duration_ns
+from spikewatch.sampler.units import format_bytes, format_duration_ns
 
 from .fmt import wall_clock
 from .options import ConsoleOptions

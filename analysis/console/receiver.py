@@ -15,9 +15,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import zmq
 
-from sampler import protocol
-from sampler.backfill import Backfill, BackfillError
-from sampler.handshake import HandshakeWatch
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.backfill import Backfill, BackfillError
+from spikewatch.sampler.wire.handshake import HandshakeWatch
 
 from .state import StreamState
 
@@ -77,7 +77,7 @@ class StreamReceiver:
                 for opt, value in self.socket_options.items():
                     s.setsockopt(opt, value)
                 s.setsockopt(zmq.SUBSCRIBE, b"")
-                # A sampler that refuses our keys would just look silent: say why (sampler.handshake).
+                # A sampler that refuses our keys would just look silent: say why (spikewatch.sampler.wire.handshake).
                 watch = HandshakeWatch(s, self.socket_options, keys=self.keys)
                 assert watch.monitor is not None
                 watches[watch.monitor] = watch
@@ -123,7 +123,7 @@ class StreamReceiver:
                 self.notify()  # nothing else would wake the UI: no data comes
 
     def _backfill(self, sock: zmq.Socket, endpoint: str, history: str) -> None:
-        """History first, then live (sampler.backfill): the window starts full."""
+        """History first, then live (spikewatch.sampler.backfill): the window starts full."""
         merge = Backfill(history, socket_options=self.socket_options)
         try:
             messages = merge.attach(sock)

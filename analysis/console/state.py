@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from sampler import protocol
-from sampler.units import format_bytes, format_duration_ns
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.units import format_bytes, format_duration_ns
 
 # Series the console can chart; ``cg_working_set`` comes from ``detail`` (~10 Hz).
 SERIES_WORKING_SET = "cg_working_set"

@@ -21,8 +21,8 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import RichLog
 
-from sampler import protocol
-from sampler.units import format_bytes, format_duration_ns
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.units import format_bytes, format_duration_ns
 
 from .chart import GUTTER, Frame, frame_from_envelope, hold_gaps, render_chart
 from .envelope import EnvelopeCache

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.synth import MiB, Synth
-from sampler import protocol
+from spikewatch.analysis.synth import MiB, Synth
+from spikewatch.sampler.wire import protocol
 
 S = 1_000_000_000
 

@@ -1,8 +1,8 @@
 import numpy as np
 
-from analysis import checklist, reader
-from analysis.synth import MiB, Synth
-from sampler import protocol
+from spikewatch.analysis import checklist, reader
+from spikewatch.analysis.synth import MiB, Synth
+from spikewatch.sampler.wire import protocol
 
 
 def source(tmp_path, **start):

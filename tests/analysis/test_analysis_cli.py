@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from analysis import failon, reader, report
-from analysis.cli import export
-from analysis.cli import report as report_cmd
-from analysis.synth import MiB
+from spikewatch.analysis import failon, reader, report
+from spikewatch.analysis.cli import export
+from spikewatch.analysis.cli import report as report_cmd
+from spikewatch.analysis.synth import MiB
 
 from . import scenarios
 
@@ -146,7 +146,7 @@ def test_export_tables_open_with_pyarrow(spiky, tmp_path, fmt):
 
 
 def test_report_file_api_for_the_runner(spiky, tmp_path):
-    from analysis.report import report_file
+    from spikewatch.analysis.report import report_file
 
     rep = report_file(spiky, json_path=tmp_path / "r.json", html_path=tmp_path / "r.html", intervals_s=(15,))
     assert set(rep["scrape_view"]) == {"15s"}

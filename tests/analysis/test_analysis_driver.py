@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import reader, report
+from spikewatch.analysis import reader, report
 from tests.conftest import ROOT, free_port
 
 
@@ -18,7 +18,7 @@ def demo_journal(tmp_path_factory, spikewatch_cmd):
     journal = tmp / "demo.journal"
     publish, inlet, port = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", free_port()
     sampler = subprocess.Popen([*spikewatch_cmd, "sample", "--journal", str(journal), "--publish", publish,
-                                "--inlet", inlet, "-q", "--", sys.executable, "-m", "driver.demo_service",
+                                "--inlet", inlet, "-q", "--", sys.executable, "-m", "spikewatch.driver.demo_service",
                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # As `spikewatch run` does: drive once the inlet listens. A driver that finds no sampler

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from analysis import reader, report, terminal
-from analysis.synth import MiB, Synth
-from sampler import protocol
+from spikewatch.analysis import reader, report, terminal
+from spikewatch.analysis.synth import MiB, Synth
+from spikewatch.sampler.wire import protocol
 
 from . import scenarios
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from analysis import reader
-from analysis.synth import MiB, Synth
-from sampler import protocol
-from sampler.recording import RecordingError, RecordingWriter, frame
+from spikewatch.analysis import reader
+from spikewatch.analysis.synth import MiB, Synth
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.recording import RecordingError, RecordingWriter, frame
 
 
 def test_columns_match_what_was_written(tmp_path):

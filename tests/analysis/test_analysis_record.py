@@ -6,8 +6,8 @@ import time
 
 import zmq
 
-from analysis import reader
-from sampler import protocol
+from spikewatch.analysis import reader
+from spikewatch.sampler.wire import protocol
 from tests.conftest import free_port
 
 
@@ -80,7 +80,7 @@ def test_record_usage_errors(tmp_path, spikewatch_cmd):
 
 
 def test_reordered_messages_are_not_counted_as_lost():
-    from analysis.seqgaps import GapCounter
+    from spikewatch.analysis.seqgaps import GapCounter
 
     g = GapCounter()
     for s in [0, 1, 3, 4, 2, 5, 9, 10, 6, 7]:  # 2 and 6, 7 arrive late; 8 never does
@@ -95,7 +95,7 @@ def test_reordered_messages_are_not_counted_as_lost():
 
 
 def test_reader_tolerates_reordered_seq(tmp_path):
-    from sampler.recording import RecordingWriter
+    from spikewatch.sampler.wire.recording import RecordingWriter
 
     path = tmp_path / "r.rec"
     with RecordingWriter(path) as w:

@@ -10,8 +10,8 @@ import subprocess
 import psutil
 import zmq
 
-from sampler import protocol
-from sampler.recording import iter_records
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.recording import iter_records
 from tests.conftest import free_port
 from tests.support.waiting import wait_until
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from analysis import reader, report
-from sampler.recording import iter_records
+from spikewatch.analysis import reader, report
+from spikewatch.sampler.wire.recording import iter_records
 from tests.conftest import free_port
 
 MiB = 1 << 20
@@ -21,7 +21,7 @@ SIZES = (40, 80, 120)  # MiB, each held 250 ms
 # holds it, frees it. Large bytes objects are mmapped by the allocator: freed at once.
 PROGRAM = textwrap.dedent("""
     import sys, time
-    from sampler.client import InletClient
+    from spikewatch.sampler.wire.client import InletClient
     inlet = InletClient(sys.argv[1])
     time.sleep(0.6)
     for mib in {sizes}:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from analysis import downsample, scrape
-from analysis.synth import MiB
+from spikewatch.analysis import downsample, scrape
+from spikewatch.analysis.synth import MiB
 
 S = 1_000_000_000
 

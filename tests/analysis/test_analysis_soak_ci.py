@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis import reader, report
-from analysis.stats import theil_sen
-from analysis.synth import MiB, Synth
+from spikewatch.analysis import reader, report
+from spikewatch.analysis.stats import theil_sen
+from spikewatch.analysis.synth import MiB, Synth
 
 HOUR = 3600.0
 SEEDS = range(200)

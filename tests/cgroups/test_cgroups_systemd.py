@@ -123,7 +123,7 @@ def test_verify_catches_a_broken_unit(tmp_path) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_exec_start_options_exist_in_the_real_command(name: str) -> None:
     """Every option the unit passes is one `spikewatch sample` accepts."""
-    from sampler.cli import sample
+    from spikewatch.sampler.cli import sample
 
     known = {opt for p in sample.params for opt in p.opts}
     start = one(parse_unit(UNITS / name), "Service", "ExecStart").split()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sampler import cgroup as cgm
+from spikewatch.sampler import cgroup as cgm
 
 TREES = Path(__file__).parent / "trees"
 MiB = 1 << 20

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sampler import cgroup as cgm
+from spikewatch.sampler import cgroup as cgm
 from tests.support.cgroups import needs_cgroup
 
 MiB = 1 << 20

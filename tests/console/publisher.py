@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from sampler import protocol
+from spikewatch.sampler.wire import protocol
 
 
 class Publisher:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import zmq
 
-from analysis.console.app import ConsoleApp, ConsoleOptions
-from sampler import protocol
+from spikewatch.analysis.console.app import ConsoleApp, ConsoleOptions
+from spikewatch.sampler.wire import protocol
 from tests.conftest import free_port
 
 from .publisher import Publisher
@@ -63,7 +63,7 @@ async def test_a_2ms_spike_reaches_full_height_in_its_column() -> None:
             assert abs(int(spike_cols[0]) - (a - frame.t_start) * len(frame.maxs) // span) <= 1
             assert np.nanmin(frame.mins) == 100 * MiB
             # Drawn: the spike's column has a dot at the spike's level.
-            from analysis.console.chart import dot_matrix
+            from spikewatch.analysis.console.chart import dot_matrix
 
             dots = dot_matrix(frame)
             assert dots[frame.dot_rows - 1 - frame.level(180 * MiB), spike_cols[0]]

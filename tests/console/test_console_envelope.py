@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.console.chart import dot_matrix, make_frame, render_lines
-from analysis.console.envelope import minmax_envelope
-from analysis.console.state import Ring
+from spikewatch.analysis.console.chart import dot_matrix, make_frame, render_lines
+from spikewatch.analysis.console.envelope import minmax_envelope
+from spikewatch.analysis.console.state import Ring
 
 MS = 1_000_000
 MiB = 1 << 20
@@ -97,7 +97,7 @@ def test_frame_y_range_covers_data_and_a_near_limit(limit: int | None) -> None:
 
 
 def test_cached_envelope_equals_a_fresh_one_while_the_window_slides() -> None:
-    from analysis.console.envelope import EnvelopeCache
+    from spikewatch.analysis.console.envelope import EnvelopeCache
 
     rng = np.random.default_rng(7)
     ring = Ring(50_000)
@@ -118,7 +118,7 @@ def test_cached_envelope_equals_a_fresh_one_while_the_window_slides() -> None:
 
 
 def test_live_gaps_forgive_reordering_and_count_real_losses() -> None:
-    from analysis.console.state import LiveGaps
+    from spikewatch.analysis.console.state import LiveGaps
 
     gaps = LiveGaps(settle=10)
     for seq in [1, 2, 4, 3, 5, 6]:  # 3 came late: not lost
@@ -129,8 +129,8 @@ def test_live_gaps_forgive_reordering_and_count_real_losses() -> None:
 
 
 def test_overrun_events_are_coalesced_so_they_cannot_bury_markers() -> None:
-    from analysis.console.state import SourceState
-    from sampler import protocol
+    from spikewatch.analysis.console.state import SourceState
+    from spikewatch.sampler.wire import protocol
 
     src = SourceState(key="k", endpoint="e", capacity=16)
     for i in range(50):  # 50 overruns over 10 s
@@ -142,7 +142,7 @@ def test_overrun_events_are_coalesced_so_they_cannot_bury_markers() -> None:
 
 
 def test_samples_of_a_restarted_sampler_stay_out_of_the_old_session() -> None:
-    from analysis.console.state import StreamState
+    from spikewatch.analysis.console.state import StreamState
 
     state = StreamState(max_window_s=1)
     hello = {"v": 1, "t": 0, "wall_ns": 0}
@@ -160,7 +160,7 @@ def test_samples_of_a_restarted_sampler_stay_out_of_the_old_session() -> None:
 
 
 def test_hold_gaps_fills_only_short_gaps_after_data() -> None:
-    from analysis.console.chart import hold_gaps
+    from spikewatch.analysis.console.chart import hold_gaps
 
     nan = np.nan
     mins = np.array([nan, 1.0, nan, nan, 5.0, nan, nan, nan, nan])

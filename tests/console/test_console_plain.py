@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from analysis.console.options import ConsoleOptions
-from analysis.console.plain import PlainConsole
-from sampler import protocol
+from spikewatch.analysis.console.options import ConsoleOptions
+from spikewatch.analysis.console.plain import PlainConsole
+from spikewatch.sampler.wire import protocol
 from tests.conftest import free_port
 
 from .publisher import Publisher

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.console.app import ConsoleApp
-from analysis.console.options import ConsoleOptions
+from spikewatch.analysis.console.app import ConsoleApp
+from spikewatch.analysis.console.options import ConsoleOptions
 from tests.support.cgroups import require_memory_cgroup
 from tests.support.sampler import spawn_sample, stop_sampler
 
@@ -119,7 +119,7 @@ async def test_oom_kill_under_a_real_limit_raises_the_banner(endpoints, tmp_path
 
 
 async def test_console_starts_from_history_and_speaks_curve(endpoints, spikewatch_cmd, tmp_path: Path) -> None:
-    from sampler.security import client_options
+    from spikewatch.sampler.wire.security import client_options
 
     keys = tmp_path / "keys"
     made = subprocess.run([*spikewatch_cmd, "keys", str(keys)], capture_output=True, text=True, timeout=60)
@@ -127,7 +127,7 @@ async def test_console_starts_from_history_and_speaks_curve(endpoints, spikewatc
     sampler = spawn_sample(endpoints, "--history", endpoints["history"], "--keys", str(keys), "--no-journal", "--quiet",
                            "--duration", "60s", "--", sys.executable, "-c", "import time; time.sleep(60)")
     try:
-        from sampler.client import StreamSubscriber
+        from spikewatch.sampler.wire.client import StreamSubscriber
 
         # Some history to replay: 3 s from when sampling starts (a busy host can spend a
         # second or more starting the sampler's Python), so more than 2 s precede our join.

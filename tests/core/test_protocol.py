@@ -1,8 +1,8 @@
 import msgpack
 import pytest
 
-from sampler import protocol
-from sampler.protocol import ProtocolError
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.protocol import ProtocolError
 
 
 def test_encode_decode_roundtrip():

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from sampler import protocol
-from sampler.recording import RecordingError, RecordingWriter, frame, iter_records
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.recording import RecordingError, RecordingWriter, frame, iter_records
 
 
 def test_roundtrip_and_torn_tail(tmp_path):
@@ -34,7 +34,7 @@ def test_readable_after_writer_is_sigkilled(tmp_path):
     path = tmp_path / "crash.rec"
     code = textwrap.dedent(f"""
         import os, sys
-        from sampler.recording import RecordingWriter
+        from spikewatch.sampler.wire.recording import RecordingWriter
         w = RecordingWriter({str(path)!r})
         i = 0
         while True:

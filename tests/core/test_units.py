@@ -1,6 +1,6 @@
 import pytest
 
-from sampler.units import format_bytes, format_duration_ns, parse_duration, parse_duration_ns, parse_size
+from spikewatch.sampler.units import format_bytes, format_duration_ns, parse_duration, parse_duration_ns, parse_size
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from driver.scenario import Scenario, parse_scenario
+from spikewatch.driver.scenario import Scenario, parse_scenario
 from tests.conftest import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -72,7 +72,7 @@ def make_scenario(text: str, url: str, base_dir: str | Path = ".") -> Scenario:
 
 
 def quiet_run(scenario: Scenario, **kw: Any) -> Any:
-    from driver.run import run_scenario
+    from spikewatch.driver.run import run_scenario
 
     kw.setdefault("inlet", f"tcp://127.0.0.1:{free_port()}")
     kw.setdefault("log", lambda msg: None)

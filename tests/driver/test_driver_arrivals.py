@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from driver.profile import Arrivals
-from driver.scenario import Phase
+from spikewatch.driver.profile import Arrivals
+from spikewatch.driver.scenario import Phase
 
 
 @pytest.mark.parametrize("rate,seconds", [(300, 2), (7, 3), (1000, 1), (333, 3)])

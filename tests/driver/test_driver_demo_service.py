@@ -21,7 +21,7 @@ MiB = 1 << 20
 
 def _start(*args: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "driver.demo_service", "--port", str(port), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "spikewatch.driver.demo_service", "--port", str(port), *args],
                             stdout=subprocess.PIPE, text=True)
     return proc, f"http://127.0.0.1:{port}"
 

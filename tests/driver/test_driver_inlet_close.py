@@ -9,7 +9,7 @@ import sys
 
 import zmq
 
-from sampler import protocol
+from spikewatch.sampler.wire import protocol
 from tests.conftest import free_port
 
 from .conftest import Recorder
@@ -19,8 +19,8 @@ from .conftest import Recorder
 # the inlet is closed) it says END and waits until the test has bound the inlet.
 CHILD = """
 import json, sys, tomllib
-from driver.run import run_scenario
-from driver.scenario import parse_scenario
+from spikewatch.driver.run import run_scenario
+from spikewatch.driver.scenario import parse_scenario
 
 inlet, url = sys.argv[1], sys.argv[2]
 sc = parse_scenario(tomllib.loads('''

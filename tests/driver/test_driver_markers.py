@@ -7,8 +7,8 @@ import time
 
 import zmq
 
-from sampler import protocol
-from sampler.client import StreamSubscriber
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.client import StreamSubscriber
 from tests.conftest import free_port
 from tests.support.sampler import spawn_sample, stop_sampler
 

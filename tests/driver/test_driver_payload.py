@@ -7,8 +7,8 @@ import math
 import random
 import statistics
 
-from driver.payload import Payloads, sample_size
-from driver.scenario import BodySpec, RequestSpec
+from spikewatch.driver.payload import Payloads, sample_size
+from spikewatch.driver.scenario import BodySpec, RequestSpec
 
 
 def _sizes(spec: BodySpec, n: int, seed: int = 3) -> list[int]:

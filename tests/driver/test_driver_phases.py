@@ -369,7 +369,7 @@ def test_python_api_bundled_scenario_with_url_and_an_early_stop(server: Recorder
     """What `spikewatch run` calls: load a bundled scenario, aim it, stop it from another thread."""
     import threading
 
-    import driver
+    import spikewatch.driver as driver
 
     sc = driver.load_scenario(driver.bundled("quick")).with_url(server.url)
     assert sc.target.ready == "/health" and sc.target.port == server.port

@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from driver.scenario import ScenarioError, bundled, load_scenario, parse_scenario
+from spikewatch.driver.scenario import ScenarioError, bundled, load_scenario, parse_scenario
 
 DESIGN_EXAMPLE = """
 [target]

@@ -7,8 +7,8 @@ import sys
 import time
 from collections import Counter
 
-from sampler import protocol
-from sampler.recording import iter_records
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.recording import iter_records
 
 MiB = 1 << 20
 STARTUP_PEAK = (
@@ -59,7 +59,7 @@ def test_late_recorder_backfills_the_startup_peak(endpoints, tmp_path):
 
 
 def test_history_ring_is_bounded_by_time_and_size():
-    from sampler.history import HistoryRing
+    from spikewatch.sampler.history import HistoryRing
 
     ring = HistoryRing(window_ns=1_000_000_000, max_bytes=10_000)
     for seq in range(5000):  # 5 s of messages every ms, 100 bytes each

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import zmq
 
-from sampler import cgroup, protocol
-from sampler.backfill import Backfill
-from sampler.client import InletClient, StreamSubscriber
-from sampler.recording import iter_records
+from spikewatch.sampler import cgroup
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.backfill import Backfill
+from spikewatch.sampler.wire.client import InletClient, StreamSubscriber
+from spikewatch.sampler.wire.recording import iter_records
 from tests.support.sampler import MiB, Stream, collect_until_final, sample_cmd, spawn_sample, write_script
 
 
@@ -157,7 +158,7 @@ def test_slow_subscriber_never_blocks_the_sampler(endpoints):
     """A subscriber that reads 10 messages a second with tiny queues. Outcome: the sampler
     keeps its rate; a fast subscriber at the same time gets every message; the slow one's
     losses show as seq gaps, and received + gaps == every message published."""
-    from sampler.daemon import Sampler, SamplerConfig, Target
+    from spikewatch.sampler.daemon import Sampler, SamplerConfig, Target
 
     victim = subprocess.Popen(["sleep", "60"])
     ctx = zmq.Context()

@@ -1,7 +1,7 @@
 """Malformed inlet messages: random bytes, wrong types, oversize, deep nesting, wrong frame counts.
 
 ``corpus(seed)`` returns a list of multipart messages, none of them valid for
-:func:`sampler.protocol.validate_inlet` (checked when built), spread over the
+:func:`spikewatch.sampler.wire.protocol.validate_inlet` (checked when built), spread over the
 kinds of damage a stray client or an attacker can do. Shared by the CI fuzz
 test and ``bench/bench_fuzz.py``.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgpack
 
-from sampler import protocol
+from spikewatch.sampler.wire import protocol
 
 Frames = list[bytes]
 KINDS = ("random", "wrong_type", "bad_marker", "bad_load", "oversize", "deep", "frame_count", "topic", "truncated", "exotic")

@@ -27,8 +27,8 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sampler import protocol
-from sampler.client import InletClient, StreamSubscriber
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.client import InletClient, StreamSubscriber
 from tests.fuzz.fuzz_corpus import corpus, rss_bytes
 from tests.support.sampler import Stream, collect_until_final, spawn_sample
 

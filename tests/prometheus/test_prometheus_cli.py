@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from sampler.prometheus import CLI_ALLOW_REMOTE, CLI_OPTION, M_MEMORY, M_PEAK  # noqa: E402
+from spikewatch.sampler.prometheus import CLI_ALLOW_REMOTE, CLI_OPTION, M_MEMORY, M_PEAK  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.prometheus.prometheus_helpers import scrape_values  # noqa: E402
 
@@ -29,7 +29,7 @@ time.sleep(3.0)
 
 
 def test_sample_has_the_prometheus_options() -> None:
-    from sampler.cli import sample
+    from spikewatch.sampler.cli import sample
 
     opts = {o for p in sample.params for o in getattr(p, "opts", [])}
     assert {CLI_OPTION, CLI_ALLOW_REMOTE} <= opts
@@ -97,4 +97,4 @@ def test_sample_without_prometheus_never_imports_it() -> None:
     imported = [line for line in out.stderr.splitlines() if line.startswith("import time:")]
     assert len(imported) > 50, out.stderr[-2000:]
     assert not [line for line in imported if "prometheus_client" in line]
-    assert [line for line in imported if "sampler.daemon" in line], "the sampler really ran"
+    assert [line for line in imported if "spikewatch.sampler.daemon" in line], "the sampler really ran"

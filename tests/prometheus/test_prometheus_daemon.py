@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from sampler.prometheus import M_MEMORY, M_PEAK, PeakExporter  # noqa: E402
+from spikewatch.sampler.prometheus import M_MEMORY, M_PEAK, PeakExporter  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.prometheus.prometheus_helpers import scrape_values  # noqa: E402
 
@@ -38,7 +38,7 @@ def scrape_loop(url: str, stop: threading.Event, out: list[dict[tuple[str, str],
 
 
 def test_real_sampler_feeds_the_peak_gauge() -> None:
-    daemon = pytest.importorskip("sampler.daemon")
+    daemon = pytest.importorskip("spikewatch.sampler.daemon")
     if not hasattr(daemon.Sampler, "run"):
         pytest.skip("sampler daemon not built")
     exporter = PeakExporter(f"127.0.0.1:{free_port()}").start()

@@ -14,8 +14,8 @@ prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from sampler import protocol  # noqa: E402
-from sampler.prometheus import (  # noqa: E402
+from spikewatch.sampler.wire import protocol  # noqa: E402
+from spikewatch.sampler.prometheus import (  # noqa: E402
     M_MEMORY,
     M_PEAK,
     BindError,
@@ -272,7 +272,7 @@ def test_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPat
 
 
 def test_module_import_does_not_load_prometheus_client() -> None:
-    code = ("import sys, sampler.prometheus; "
+    code = ("import sys, spikewatch.sampler.prometheus; "
             "print(any(m.startswith('prometheus_client') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

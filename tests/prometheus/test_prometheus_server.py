@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 pytest.importorskip("prometheus_client")
-from sampler import protocol  # noqa: E402
-from sampler.prometheus import PeakExporter  # noqa: E402
+from spikewatch.sampler.wire import protocol  # noqa: E402
+from spikewatch.sampler.prometheus import PeakExporter  # noqa: E402
 from tests.conftest import ROOT, free_port  # noqa: E402
 
 PROMETHEUS = shutil.which("prometheus")

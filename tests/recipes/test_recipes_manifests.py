@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from sampler.prometheus import (
+from spikewatch.sampler.prometheus import (
     CLI_ALLOW_REMOTE,
     CLI_OPTION,
     DETAIL_SERIES,

@@ -1,6 +1,6 @@
 """The Kubernetes sidecar: ``spikewatch sample --cgroup auto`` finds the app container's memory cgroup.
 
-First :func:`sampler.cgroup.cgroup_seen_by` on captured /proc trees shaped like
+First :func:`spikewatch.sampler.cgroup.cgroup_seen_by` on captured /proc trees shaped like
 a pod's (cgroup v2 with cgroup namespaces, cgroup v1 with a process in a
 sub-cgroup), then for real: an "app container" in its own memory cgroup, cgroup
 namespace and mount namespace (cgroupfs mounted inside it, as a container
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from sampler import cgroup as cgm
-from sampler import protocol
+from spikewatch.sampler import cgroup as cgm
+from spikewatch.sampler.wire import protocol
 from tests.conftest import free_port
 from tests.support.privileges import why_nobody_cannot_run
 from tests.support.sampler import Stream

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from sampler import cgroup as cgm
+from spikewatch.sampler import cgroup as cgm
 
 
 SMALL_SCENARIO = """\
@@ -99,7 +99,7 @@ def write(tmp: Path, name: str, text: str) -> Path:
 
 
 def demo_service() -> list[str]:
-    return [sys.executable, "-m", "driver.demo_service", "--port", "{port}", "--startup-peak", "24M",
+    return [sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{port}", "--startup-peak", "24M",
             "--startup-time", "0.2"]
 
 

@@ -14,8 +14,8 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from sampler import protocol
-from sampler.recording import iter_records
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.recording import iter_records
 from spikewatch.cli import main
 from tests.support.cgroups import needs_cgroup
 
@@ -192,7 +192,7 @@ def test_a_command_that_cannot_start_is_reported_not_run(tmp_path: Path) -> None
 
 
 def _unshare_works() -> str | None:
-    from sampler import cgroup as cgm
+    from spikewatch.sampler import cgroup as cgm
 
     hier = cgm.memory_hierarchy()
     if hier is None:
@@ -202,7 +202,7 @@ def _unshare_works() -> str | None:
 
 
 def test_without_a_usable_cgroup_it_runs_without_a_limit_and_says_why(tmp_path: Path) -> None:
-    from sampler import cgroup as cgm
+    from spikewatch.sampler import cgroup as cgm
 
     reason = _unshare_works()
     if reason is not None:
@@ -236,7 +236,7 @@ def test_demo_quick_runs_the_bundled_service_and_scenario(tmp_path: Path) -> Non
     assert rep["limit_bytes"] == 256 * MiB
     assert rep["checklist"]["startup_captured"] is True and rep["checklist"]["burst_tested"] is True
     assert rep["spikes"], "the demo service's startup peak is a spike"
-    assert "driver.demo_service" in " ".join(rep["run"]["command"])
+    assert "spikewatch.driver.demo_service" in " ".join(rep["run"]["command"])
     assert (out / "report.html").exists()
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sampler import cgroup as cgm
-from sampler import protocol
-from sampler.cli import sample
+from spikewatch.sampler import cgroup as cgm
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.cli import sample
 from tests.support.cgroups import needs_cgroup
 from tests.support.sampler import MiB, Stream, run_sample, spawn_sample, stop_sampler, write_script
 

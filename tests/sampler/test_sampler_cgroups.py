@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from sampler import cgroup, protocol
+from spikewatch.sampler import cgroup
+from spikewatch.sampler.wire import protocol
 from tests.support.sampler import MiB, Stream, child_stamps, run_sample, spawn_sample, write_script
 
 pytestmark = pytest.mark.cgroup

@@ -11,8 +11,8 @@ import time
 import pytest
 import zmq
 
-from sampler import protocol
-from sampler.client import InletClient, StreamSubscriber
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.client import InletClient, StreamSubscriber
 from tests.support.privileges import AS_NOBODY, why_nobody_cannot_run
 from tests.support.sampler import Stream, collect_until_final, run_sample, sample_cmd, spawn_sample
 
@@ -60,9 +60,11 @@ def test_sample_imports_no_heavy_modules(endpoints, sleeper):
     cmd = sample_cmd(endpoints, "--pid", str(sleeper.pid), "--duration", "0.3s")
     res = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr[-2000:]
-    modules = {line.split("|")[-1].strip().split(".")[0] for line in res.stderr.splitlines() if line.startswith("import time:")}
-    assert "sampler" in modules and "zmq" in modules
-    assert not modules & {"aiohttp", "numpy", "textual", "rich", "plotly", "uvloop", "pyarrow", "analysis", "driver"}
+    names = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    top = {n.split(".")[0] for n in names}
+    assert "spikewatch.sampler.daemon" in names and "zmq" in top
+    assert not top & {"aiohttp", "numpy", "textual", "rich", "plotly", "uvloop", "pyarrow"}
+    assert not {n for n in names if n.startswith(("spikewatch.analysis", "spikewatch.driver"))}
 
 
 def test_inlet_stamps_markers_and_drops_garbage(endpoints, sleeper, tmp_path):
@@ -114,7 +116,7 @@ def test_inlet_stamps_markers_and_drops_garbage(endpoints, sleeper, tmp_path):
 
 def test_journal_write_error_is_reported_once(endpoints, sleeper):
     """In-process: a listener sees every published message from the first one."""
-    from sampler.daemon import Sampler, SamplerConfig, Target
+    from spikewatch.sampler.daemon import Sampler, SamplerConfig, Target
 
     logged: list[str] = []
     config = SamplerConfig(Target(pid=sleeper.pid), publish=endpoints["publish"], inlet=endpoints["inlet"],
@@ -135,7 +137,7 @@ def test_journal_write_error_is_reported_once(endpoints, sleeper):
 
 
 def test_in_process_listener_errors_do_not_stop_sampling(endpoints, sleeper, capfd):
-    from sampler.daemon import Sampler, SamplerConfig, Target
+    from spikewatch.sampler.daemon import Sampler, SamplerConfig, Target
 
     config = SamplerConfig(Target(pid=sleeper.pid), publish=endpoints["publish"], inlet=None, journal="",
                            duration_ns=600_000_000, quiet=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sampler import cgroup, protocol
+from spikewatch.sampler import cgroup
+from spikewatch.sampler.wire import protocol
 from tests.support.sampler import MiB, Stream, child_stamps, run_sample, sample_attached, spawn_sample, write_script
 
 

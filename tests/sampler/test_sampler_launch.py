@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from sampler import protocol
-from sampler.client import StreamSubscriber
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.client import StreamSubscriber
 from tests.support.sampler import MiB, Stream, child_stamps, run_sample, sample_attached, sample_cmd, spawn_sample, write_script
 
 ALLOC = """

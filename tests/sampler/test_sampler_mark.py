@@ -9,7 +9,7 @@ from pathlib import Path
 
 import zmq
 
-from sampler import protocol
+from spikewatch.sampler.wire import protocol
 
 
 def _zmq_thread(pid: int) -> bool:

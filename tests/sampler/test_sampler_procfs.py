@@ -1,4 +1,4 @@
-"""sampler.procfs and sampler.ticker on real processes."""
+"""spikewatch.sampler.procfs and spikewatch.sampler.ticker on real processes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from sampler import procfs
-from sampler.ticker import Ticker
-from sampler.tree import ProcessTree, outermost
+from spikewatch.sampler import procfs
+from spikewatch.sampler.ticker import Ticker
+from spikewatch.sampler.tree import ProcessTree, outermost
 
 MiB = 1 << 20
 

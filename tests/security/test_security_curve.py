@@ -10,11 +10,11 @@ import time
 import pytest
 import zmq
 
-from sampler import protocol
-from sampler.backfill import BackfillError, fetch_history
-from sampler.client import InletClient, StreamSubscriber
-from sampler.recording import iter_records
-from sampler.security import client_options, create_keys, is_loopback
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.backfill import BackfillError, fetch_history
+from spikewatch.sampler.wire.client import InletClient, StreamSubscriber
+from spikewatch.sampler.wire.recording import iter_records
+from spikewatch.sampler.wire.security import client_options, create_keys, is_loopback
 
 
 def spikewatch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -155,7 +155,7 @@ def test_mark_and_drive_with_keys(endpoints, keys, tmp_path):
         res = spikewatch("mark", "with keys", "--inlet", endpoints["inlet"], "--keys", str(d))
         assert res.returncode == 0, res.stderr
         res = spikewatch("mark", "without keys", "--inlet", endpoints["inlet"])
-        # the handshake says the sampler refused us (sampler.handshake): exit 1, nothing sent
+        # the handshake says the sampler refused us (spikewatch.sampler.wire.handshake): exit 1, nothing sent
         assert res.returncode == 1 and "requires CURVE keys: pass --keys DIR" in res.stderr, res.stderr
         res = spikewatch("drive", str(scenario), "--inlet", endpoints["inlet"], "--keys", str(d), "-q")
         assert res.returncode == 0, res.stderr
@@ -174,19 +174,19 @@ def test_mark_and_drive_with_keys(endpoints, keys, tmp_path):
 def test_run_with_keys_end_to_end(keys, tmp_path):
     """`spikewatch run --keys`: the sampler binds with CURVE, the driver's markers and
     the console's stream go through it, the report is written."""
-    from driver import bundled
+    from spikewatch.driver import bundled
 
     d, _ = keys
     out = tmp_path / "run"
     res = spikewatch("run", str(bundled("quick")), "--keys", str(d), "--no-console", "--out", str(out), "--",
-                     sys.executable, "-m", "driver.demo_service", "--port", "{port}", timeout=120)
+                     sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{port}", timeout=120)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     recs = list(iter_records(out / "recording"))
     phases = [b["name"] for t, b in recs if t == protocol.MARKER and b["kind"] == protocol.PHASE_START]
     assert len(phases) >= 3 and any(t == protocol.LOAD for t, _ in recs)
     assert (out / "report.json").exists()
     res = spikewatch("run", str(bundled("quick")), "--keys", str(tmp_path / "none"), "--no-console", "--",
-                     sys.executable, "-m", "driver.demo_service", "--port", "{port}")
+                     sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{port}")
     assert res.returncode != 0 and "no keys folder" in res.stderr and "Traceback" not in res.stderr
 
 

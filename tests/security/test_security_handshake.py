@@ -1,4 +1,4 @@
-"""A client whose CURVE handshake fails says why (sampler.handshake), with real samplers:
+"""A client whose CURVE handshake fails says why (spikewatch.sampler.wire.handshake), with real samplers:
 `mark` exits 1 with the sentence, `record` prints it on stderr, the console's receiver
 gets it as a notice; an authorized client hears nothing of the kind."""
 
@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from analysis.console.receiver import StreamReceiver
-from analysis.console.state import StreamState
-from sampler.security import create_keys
+from spikewatch.analysis.console.receiver import StreamReceiver
+from spikewatch.analysis.console.state import StreamState
+from spikewatch.sampler.wire.security import create_keys
 from tests.conftest import free_port
 from tests.support.sampler import spawn_sample, stop_sampler
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import zmq
 
-from sampler import protocol
-from sampler.backfill import BackfillError, fetch_history
-from sampler.client import InletClient, StreamSubscriber
-from sampler.recording import iter_records
-from sampler.security import AUTHORIZED, client_options, create_keys, load_authorized
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.backfill import BackfillError, fetch_history
+from spikewatch.sampler.wire.client import InletClient, StreamSubscriber
+from spikewatch.sampler.wire.recording import iter_records
+from spikewatch.sampler.wire.security import AUTHORIZED, client_options, create_keys, load_authorized
 from tests.support.sampler import spawn_sample
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"

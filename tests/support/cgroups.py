@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from sampler import cgroup as cgm
+from spikewatch.sampler import cgroup as cgm
 
 MiB = 1 << 20
 

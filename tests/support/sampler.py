@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sampler import protocol
-from sampler.client import StreamSubscriber
-from sampler.recording import iter_records
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.client import StreamSubscriber
+from spikewatch.sampler.wire.recording import iter_records
 
 MiB = 1 << 20
 

@@ -2,7 +2,7 @@
 
 Used by ``spikewatch mark``, the driver, the recorder and the console, so the
 socket options (no blocking on a missing sampler, bounded queues) live in one
-place. Encoding is :mod:`sampler.protocol`'s.
+place. Encoding is :mod:`spikewatch.sampler.wire.protocol`'s.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class InletClient:
         self._sock.setsockopt(zmq.IMMEDIATE, 0)
         for opt, value in (socket_options or {}).items():
             self._sock.setsockopt(opt, value)
-        # watch_handshakes: say why a sampler refused us (sampler.handshake); keys: the
+        # watch_handshakes: say why a sampler refused us (spikewatch.sampler.wire.handshake); keys: the
         # --keys folder, named in those sentences.
         self.handshake = HandshakeWatch(self._sock, socket_options, keys) if watch_handshakes else None
         self._sock.connect(endpoint)

@@ -8,7 +8,7 @@ load telemetry are stamped when the sampler *receives* them at its inlet.
 
 This module is pure encoding and validation (msgpack only, no sockets), so the
 sampler, the driver, the recorder and the console all agree on one definition.
-Recordings reuse the same bodies; see :mod:`sampler.recording`.
+Recordings reuse the same bodies; see :mod:`spikewatch.sampler.wire.recording`.
 
 Bodies, beyond ``v``/``seq``/``t`` (all sizes in bytes, all times sampler monotonic ns;
 a key is absent when the host cannot provide it):
