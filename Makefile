@@ -1,14 +1,21 @@
 # The two front-door commands: `make demo` and `make test` (see README.md).
+# Slower lanes, each run by .ci/run with its own budget:
+#   make lint           ruff (lint + format check) and mypy            (~1 min)
+#   make test-package   the wheel as users install it, outside the checkout (~3 min)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint test-package bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.lint-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test,lint]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -18,6 +25,14 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.lint-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) tests/lint/typecheck.py
+
+test-package:
+	bash tests/package/check_package.sh
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'

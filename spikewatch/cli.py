@@ -8,6 +8,7 @@ invoked, so ``spikewatch sample`` never pulls in aiohttp, numpy or Textual
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import click
 
@@ -28,13 +29,20 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _not_built(name: str) -> click.Command:
-    @click.command(name, context_settings={"ignore_unknown_options": True}, help="(not built yet)")
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def placeholder(args: tuple[str, ...]) -> None:
-        raise click.ClickException(f"'spikewatch {name}' is not built yet in this version")
+# Import names that differ from the distribution to install, and the extras
+# that bring the optional ones: a missing package is named with the line that
+# installs it, in one sentence (never a traceback).
+DISTRIBUTIONS: dict[str, str] = {"hdrh": "hdrhistogram", "zmq": "pyzmq", "yaml": "pyyaml"}
+EXTRAS: dict[str, str] = {"prometheus_client": "prometheus", "pyarrow": "export", "locust": "locust"}
 
-    return placeholder
+
+def missing_dependency(name: str | None, command: str) -> str:
+    """One line for a command whose third-party dependency is not installed."""
+    top = (name or "?").split(".")[0]
+    extra = EXTRAS.get(top)
+    dist = DISTRIBUTIONS.get(top, top)
+    how = f"pip install 'spikewatch[{extra}]'" if extra else f"pip install {dist} (a slim install leaves it out)"
+    return f"'spikewatch {command}' needs the Python package {dist!r}, which is not installed: {how}"
 
 
 class LazyGroup(click.Group):
@@ -49,20 +57,47 @@ class LazyGroup(click.Group):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            # Only a missing spikewatch module means "not built"; a missing
-            # third-party dependency must say which extra to install.
             if exc.name and exc.name.split(".")[0] == "spikewatch":
-                return _not_built(name)
-            raise click.ClickException(
-                f"'spikewatch {name}' needs the Python package {exc.name!r}: "
-                "pip install 'spikewatch[all]'"
-            ) from None
-        command = getattr(module, attr, None)
-        return command if isinstance(command, click.Command) else _not_built(name)
+                raise  # our own module missing: a broken install, worth its traceback
+            raise MissingDependency(missing_dependency(exc.name, name)) from None
+        command = getattr(module, attr)
+        assert isinstance(command, click.Command), target
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # Heavy imports happen late (numpy when the report starts, ...): a
+        # dependency missing there is the same one-line error as at import.
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] == "spikewatch":
+                raise
+            name = ctx.invoked_subcommand or ctx.info_name or "?"
+            raise MissingDependency(missing_dependency(exc.name, name)) from None
+
+
+class MissingDependency(click.ClickException):
+    """Exit 2, like every other problem with what the user has (see README: exit codes)."""
+
+    exit_code = 2
+
+
+def _version_message() -> str:
+    from spikewatch.sampler.wire import protocol, recording
+
+    return (f"spikewatch {__version__} (wire protocol {protocol.PROTOCOL_VERSION}, "
+            f"recording format {recording.FORMAT_VERSION})")
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(_version_message())
+        ctx.exit()
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="spikewatch")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version, wire protocol and recording format, and exit.")
 def main() -> None:
     """Catch the millisecond memory spikes that 15 s scrapes never show.
 

@@ -22,6 +22,9 @@ import msgpack
 
 from . import protocol
 
+#: The newest recording format this code writes (``spikewatch --version`` says it).
+FORMAT_VERSION = 1
+
 _LEN = struct.Struct("<I")
 MAX_RECORD = 64 * 1024 * 1024  # anything claiming to be larger is corruption
 _ARRAY2 = b"\x92"  # msgpack fixarray header for two elements
