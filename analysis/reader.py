@@ -25,8 +25,8 @@ import numpy as np
 
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.recording import RecordingError, iter_records
+from spikewatch.sampler.wire.seqgaps import SeqGaps
 
-from .seqgaps import GapCounter
 
 _CHUNK = 1 << 17  # values buffered as Python ints before conversion to numpy
 
@@ -152,7 +152,7 @@ class _Builder:
         self.det: list[dict[str, Any]] = []
         self.tmin: int | None = None
         self.tmax: int | None = None
-        self.gaps = GapCounter()
+        self.gaps = SeqGaps()
 
     def _times(self, t: int) -> None:
         if self.tmin is None or t < self.tmin:
@@ -169,7 +169,7 @@ class _Builder:
         elif isinstance(seq, int) and not isinstance(seq, bool):
             if self.last_seq >= 0:
                 self.gaps.last["k"] = self.last_seq
-            self.gaps.see("k", seq)
+            self.gaps.see(seq, "k")
             self.last_seq = self.gaps.last["k"]
         t = body.get("t")
         if topic == protocol.SAMPLES:

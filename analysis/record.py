@@ -22,8 +22,8 @@ import zmq
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import StreamSubscriber
 from spikewatch.sampler.wire.recording import RecordingWriter
+from spikewatch.sampler.wire.seqgaps import SeqGaps
 
-from .seqgaps import GapCounter
 
 HELLO_WAIT_S = 3.0
 MAX_PENDING = 20_000
@@ -87,7 +87,7 @@ class Recorder:
             self.poller.register(s.sock, zmq.POLLIN)
             if s.handshake is not None and s.handshake.monitor is not None:
                 self.poller.register(s.handshake.monitor, zmq.POLLIN)
-        self.gaps = GapCounter()
+        self.gaps = SeqGaps()
         self._reported = 0
         self.stats = RecordStats()
         self.on_gap = on_gap
@@ -97,7 +97,7 @@ class Recorder:
         seq = body.get("seq")
         key = f"{st.endpoint}|{st.session}"
         if isinstance(seq, int):
-            self.gaps.see(key, seq)
+            self.gaps.see(seq, key)
         if self.multi:
             body = dict(body)
             body["src"] = st.session or st.endpoint
@@ -127,9 +127,9 @@ class Recorder:
 
     def _report_gaps(self) -> None:
         """Say so when messages are surely lost (far behind the newest: not just reordered)."""
-        lost = self.gaps.settled()
+        lost = self.gaps.lost
         if lost > self._reported and self.on_gap:
-            self.on_gap(", ".join(k.split("|", 1)[1] for k in self.gaps.missing if self.gaps.missing[k]) or "?",
+            self.on_gap(", ".join(k.split("|", 1)[1] for k in self.gaps.keys_with_gaps()) or "?",
                         lost - self._reported)
         self._reported = max(self._reported, lost)
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.seqgaps import SeqGaps
 from spikewatch.sampler.units import format_bytes, format_duration_ns
 
 # Series the console can chart; ``cg_working_set`` comes from ``detail`` (~10 Hz).
@@ -109,49 +110,6 @@ class LagStats:
         return {"count": self.count, "p50_ms": p50 / 1e6, "p99_ms": p99 / 1e6, "max_ms": self.max / 1e6}
 
 
-class LiveGaps:
-    """Messages lost between a sampler and us, from ``seq``, tolerant of reordering.
-
-    The sampler may publish a lower ``seq`` just after higher ones (a detail
-    numbered before the events it triggered), so a jump only marks numbers as
-    pending; a late arrival clears its number, and what is still missing
-    ``settle`` messages behind the newest counts as lost. Bounded: a hole
-    larger than ``max_pending`` counts as lost at once.
-    """
-
-    def __init__(self, settle: int = 100, max_pending: int = 10_000) -> None:
-        self.settle, self.max_pending = settle, max_pending
-        self.last: int | None = None
-        self.holes: deque[tuple[int, set[int]]] = deque()  # (highest number, still missing)
-        self.lost = 0
-
-    @property
-    def pending(self) -> int:
-        return sum(len(m) for _, m in self.holes)
-
-    def see(self, seq: int) -> int:
-        """Record ``seq``; return how many messages of one hole became surely lost just now."""
-        if self.last is None:
-            self.last = seq
-            return 0
-        newly = 0
-        if seq > self.last:
-            hole = seq - self.last - 1
-            if hole > self.max_pending:
-                newly += hole
-            elif hole:
-                self.holes.append((seq - 1, set(range(self.last + 1, seq))))
-            self.last = seq
-        else:
-            for _, missing in self.holes:
-                missing.discard(seq)
-        # A hole is settled as a whole once its newest number is far enough behind.
-        while self.holes and self.holes[0][0] < self.last - self.settle:
-            newly += len(self.holes.popleft()[1])
-        self.lost += newly
-        return newly
-
-
 @dataclass
 class ConsoleEvent:
     """One line of the event list."""
@@ -190,7 +148,8 @@ class SourceState:
     counters: dict[str, int] = field(default_factory=dict)
     achieved_hz: float | None = None
     _prev_hello: tuple[int, int] | None = None  # (t, samples counter)
-    seq: LiveGaps = field(default_factory=LiveGaps)
+    # Live: a hole counts as lost once 100 newer messages came; bounded pending.
+    seq: SeqGaps = field(default_factory=lambda: SeqGaps(settle=100, max_pending=10_000))
     messages: int = 0
     samples: int = 0
     last_t: int | None = None  # newest sample time
@@ -412,7 +371,7 @@ def pick_series(src: SourceState, wanted: str) -> str:
 
 def _restarted(src: SourceState, seq: Any) -> bool:
     """A ``seq`` far below the newest one: the sampler behind the endpoint started over."""
-    last = src.seq.last
+    last = src.seq.last_seq()
     return isinstance(seq, int) and last is not None and seq < last - 1000 and seq < 1000
 
 

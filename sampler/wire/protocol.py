@@ -51,8 +51,7 @@ session id of the sampler it came from) to every body it writes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import msgpack
 
@@ -293,34 +292,3 @@ def validate_inlet(frames: Sequence[bytes]) -> tuple[str, dict[str, Any]]:
     if topic == LOAD:
         return topic, validate_load(body)
     raise ProtocolError(f"the inlet takes {MARKER!r} or {LOAD!r}, not {topic[:40]!r}")
-
-
-@dataclass
-class SeqTracker:
-    """Counts messages a subscriber missed, from gaps in ``seq`` (per session)."""
-
-    last: dict[str, int] = field(default_factory=dict)
-    missed: int = 0
-    gaps: list[tuple[int, int]] = field(default_factory=list)
-
-    def see(self, session: str, seq: int) -> int:
-        """Record ``seq``; return how many messages were missed just before it."""
-        prev = self.last.get(session)
-        self.last[session] = seq if prev is None else max(prev, seq)
-        if prev is None or seq <= prev + 1:
-            return 0
-        lost = seq - prev - 1
-        self.missed += lost
-        self.gaps.append((prev + 1, seq - 1))
-        return lost
-
-
-def iter_series(bodies: Iterable[Mapping[str, Any]], name: str) -> Iterable[tuple[int, int]]:
-    """(t, value) pairs of one series from ``samples`` bodies (for small consumers)."""
-    for body in bodies:
-        col = body["series"].get(name)
-        if col is None:
-            continue
-        t0 = body["t"]
-        for d, v in zip(body["dt"], col):
-            yield t0 + d, v

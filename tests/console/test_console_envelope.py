@@ -117,17 +117,6 @@ def test_cached_envelope_equals_a_fresh_one_while_the_window_slides() -> None:
         np.testing.assert_array_equal(maxs, want[1])
 
 
-def test_live_gaps_forgive_reordering_and_count_real_losses() -> None:
-    from spikewatch.analysis.console.state import LiveGaps
-
-    gaps = LiveGaps(settle=10)
-    for seq in [1, 2, 4, 3, 5, 6]:  # 3 came late: not lost
-        gaps.see(seq)
-    newly = [gaps.see(seq) for seq in range(9, 30)]  # 7 and 8 never come
-    assert gaps.lost == 2 and newly.count(2) == 1 and sum(newly) == 2 and not gaps.pending
-    assert gaps.see(100_000) == 100_000 - 29 - 1  # a huge hole counts at once, bounded memory
-
-
 def test_overrun_events_are_coalesced_so_they_cannot_bury_markers() -> None:
     from spikewatch.analysis.console.state import SourceState
     from spikewatch.sampler.wire import protocol

@@ -12,7 +12,6 @@ def test_encode_decode_roundtrip():
     assert back == {"v": 1, "seq": 7, "t": 100, "dt": [0, 1000, 2000],
                     "series": {"rss": [1, 2, 3], "cg_usage": [4, 5, 6]}}
     assert protocol.sample_times(back) == [100, 1100, 2100]
-    assert list(protocol.iter_series([back], "rss")) == [(100, 1), (1100, 2), (2100, 3)]
 
 
 def test_marker_validation():
@@ -52,10 +51,3 @@ def test_inlet_accepts_load():
     body = {"interval_ns": 100_000_000, "rate": 99.5, "in_flight": 3, "errors": {"timeout": 2}, "phase": "ramp"}
     topic, out = protocol.validate_inlet(protocol.encode("load", body))
     assert topic == "load" and out == body
-
-
-def test_seq_tracker_counts_gaps_per_session():
-    tr = protocol.SeqTracker()
-    assert [tr.see("a", s) for s in (0, 1, 2, 5, 6)] == [0, 0, 0, 2, 0]
-    assert tr.see("b", 10) == 0
-    assert tr.missed == 2 and tr.gaps == [(3, 4)]
