@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import time
 from dataclasses import dataclass
 from typing import Iterable
@@ -111,10 +110,6 @@ def parse_status(data: bytes) -> dict[str, int]:
         value = int(parts[0])
         out[name] = value if name == "threads" else value * 1024
     return out
-
-
-def read_status(pid: int) -> dict[str, int]:
-    return parse_status(_read(pid, "status"))
 
 
 # ---------------------------------------------------------------- stat
@@ -228,25 +223,6 @@ def descendants(root: int, parents: dict[int, int]) -> set[int]:
                 out.add(child)
                 todo.append(child)
     return out
-
-
-def find_matching(pattern: re.Pattern[str], exclude: set[int]) -> list[int]:
-    """Processes whose command line (arguments joined by spaces) matches ``pattern``.
-
-    Kernel threads (empty cmdline) and the pids in ``exclude`` (the sampler and
-    its ancestors, whose command lines contain the pattern itself) never match.
-    """
-    found = []
-    for pid in all_pids():
-        if pid in exclude:
-            continue
-        try:
-            argv = cmdline(pid)
-        except ProcfsError:
-            continue
-        if argv and pattern.search(" ".join(argv)):
-            found.append(pid)
-    return found
 
 
 # ---------------------------------------------------------------- high-water mark

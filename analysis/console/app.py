@@ -251,16 +251,3 @@ class ConsoleApp(App):
         where = ", ".join(self.options.inlet)
         self.notify(f"note sent to {where}: {text}" if ok else f"note queued (no sampler at {where} yet)")
         return ok
-
-    # --- for embedders and tests ---------------------------------------------
-
-    def stop_from_thread(self) -> None:
-        """End the app from another thread (e.g. ``spikewatch run`` when the test is over)."""
-        self.call_from_thread(self.exit)
-
-    def lag_summary(self) -> dict[str, dict]:
-        """Per source: lag from sample time to receipt and to draw (p50/p99/max ms), gaps."""
-        with self.stream.lock:
-            return {src.label: {"receive": src.receive_lag.summary(), "draw": src.draw_lag.summary(),
-                                "gaps": src.gaps, "samples": src.samples}
-                    for src in self.stream.sources.values()}
