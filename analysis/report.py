@@ -1,4 +1,4 @@
-"""The report: every analysis over one source, as the JSON document of DESIGN.md.
+"""The report: every analysis over one source, as the JSON document of docs/architecture.md ("Report JSON").
 
 ``build_report(rec)`` returns a plain dict (JSON-ready); the terminal summary,
 the HTML page and ``--fail-on`` all read that dict, so they cannot disagree.

@@ -1,6 +1,6 @@
 """A minimal HTTP/1.1 keep-alive client connection (asyncio.Protocol, callback style).
 
-The aiohttp client spends 64-96 µs of Python per request (FACTS.md); a load
+The aiohttp client spends 64-96 µs of Python per request (measured: bench/RESULTS.md, "driver"); a load
 generator that is itself the bottleneck reports its own queueing as the service's
 latency. This protocol does only what a load driver needs: write a prebuilt head
 plus zero-copy body slices, parse the status line and framing (Content-Length,

@@ -1,4 +1,4 @@
-"""Scenario files (TOML, see DESIGN.md "Scenario file") parsed into typed, validated dataclasses.
+"""Scenario files (TOML, see docs/scenarios.md) parsed into typed, validated dataclasses.
 
 Every error names the field path and what is allowed, e.g.
 ``phases[2].burst.every: expected a duration like "20s", got 5``, because a load

@@ -2,7 +2,7 @@
 
 The hot loop only ever does ``os.pread(statm_fd, 64, 0)`` on a descriptor
 opened here (see :func:`rss_from_statm`); everything else is for setup and the
-detail tier. Facts this relies on (FACTS.md):
+detail tier. Facts this relies on (measured here; docs/architecture.md):
 
 * a ``pread`` at offset 0 on a kept-open ``/proc/PID/statm`` returns fresh
   values every time, and keeps working across ``exec`` (the file looks up the

@@ -6,7 +6,7 @@ absolute (``origin + k * period``, no drift however late a tick runs), and a
 read returns how many periods expired since the previous read, so missed ticks
 are counted by the kernel instead of being guessed. Timer slack is lowered to
 1 ns (PR_SET_TIMERSLACK): the default 50 µs would otherwise be added to every
-wake-up and 100 µs periods could not be held (FACTS.md).
+wake-up and 100 µs periods could not be held (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def try_realtime(priority: int = 1) -> bool:
     """Put the calling thread under SCHED_FIFO at the lowest real-time priority.
 
     On a busy host this is the difference between ~10 % and ~0 % missed ticks at
-    1 ms (FACTS.md; bench/RESULTS.md). Only the sampling thread: helper threads
+    1 ms (bench/RESULTS.md). Only the sampling thread: helper threads
     started before keep the normal policy, and SCHED_RESET_ON_FORK keeps any
     process started later from inheriting it. The tick's work is bounded (reads,
     then slack work that stops at the next deadline), and the kernel's RT

@@ -1,7 +1,7 @@
 """The spikewatch stream, version 1: the one place that knows its shape.
 
 Everything on the wire is a ZeroMQ multipart message ``[topic, msgpack map]``
-(see ``DESIGN.md``, "Wire protocol"). Every map carries ``v`` (protocol
+(see docs/architecture.md, "The wire"). Every map carries ``v`` (protocol
 version), ``seq`` (one counter per sampler session across all topics) and ``t``
 (the sampler's monotonic clock in ns). The sampler is the clock: markers and
 load telemetry are stamped when the sampler *receives* them at its inlet.

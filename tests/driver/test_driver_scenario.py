@@ -1,4 +1,4 @@
-"""Scenario files: the DESIGN.md example parses; bad ones are rejected naming the field."""
+"""Scenario files: the documented example (docs/scenarios.md) parses; bad ones are rejected naming the field."""
 
 from __future__ import annotations
 
