@@ -51,7 +51,8 @@ session id of the sampler it came from) to every body it writes.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypedDict, cast
 
 import msgpack
 
@@ -160,15 +161,286 @@ def decode(frames: Sequence[bytes], max_size: int | None = None) -> tuple[str, d
     return topic, unpack(bytes(frames[1]), max_size)
 
 
-def header(seq: int, t: int) -> dict[str, Any]:
+# --- the messages, one typed definition each ---------------------------------
+#
+# A body is a plain dict on the wire and in memory (msgpack packs it as is, and
+# the hot paths never pay for objects); these TypedDicts are its one
+# definition. Producers build bodies with the functions below, consumers take
+# them through the ``as_*`` decoders, which check what the reader relies on.
+
+
+class Header(TypedDict):
+    v: int
+    seq: int
+    t: int
+
+
+def header(seq: int, t: int) -> Header:
     """The keys every stream map starts with."""
     return {"v": PROTOCOL_VERSION, "seq": seq, "t": t}
+
+
+class Target(TypedDict):
+    kind: str  # pid | match | cgroup | unit | launch
+    spec: str
+    pids: list[int]
+
+
+class CgroupInfo(TypedDict):
+    version: int
+    path: str
+    limit: int | None
+    owned: bool
+
+
+class Hello(Header, total=False):
+    session: str
+    host: str
+    sampler_version: str
+    pid: int
+    wall_ns: int
+    period_ns: int
+    detail_period_ns: int
+    series: list[str]
+    targets: list[Target]
+    cgroup: CgroupInfo | None
+    started_t: int | None
+    tick_origin_t: int | None
+    sched: str
+    journal: str | None
+    final: bool
+    counters: dict[str, int]
+    src: str  # added by a recorder that merges several samplers
+
+
+class Samples(Header):
+    dt: list[int]
+    series: dict[str, list[int]]
+
+
+class Detail(Header, total=False):
+    procs: int
+    pids: list[int]
+    threads: int
+    rss_anon: int
+    rss_file: int
+    rss_shmem: int
+    vm_hwm: int
+    vm_swap: int
+    sample_max: dict[str, int]
+    cg_usage: int | None
+    cg_anon: int | None
+    cg_file: int | None
+    cg_inactive_file: int | None
+    cg_working_set: int | None
+    cg_limit: int | None
+    cg_peak: int
+    cg_oom_kill: int | None
+    cg_oom: int | None
+    cg_failcnt: int | None
+    psi_some_avg10: float | None
+    psi_full_avg10: float | None
+    psi_some_total_us: int | None
+    psi_scope: str
+    src: str
+
+
+class DetailFields(TypedDict, total=False):
+    """What the detail tier reads, before the header is put on."""
+
+    procs: int
+    pids: list[int]
+    threads: int
+    rss_anon: int
+    rss_file: int
+    rss_shmem: int
+    vm_hwm: int
+    vm_swap: int
+    sample_max: dict[str, int]
+    cg_usage: int | None
+    cg_anon: int | None
+    cg_file: int | None
+    cg_inactive_file: int | None
+    cg_working_set: int | None
+    cg_limit: int | None
+    cg_peak: int
+    cg_oom_kill: int | None
+    cg_oom: int | None
+    cg_failcnt: int | None
+    psi_some_avg10: float | None
+    psi_full_avg10: float | None
+    psi_some_total_us: int | None
+    psi_scope: str
+
+
+def detail_body(seq: int, t: int, fields: DetailFields) -> Detail:
+    body = cast(Detail, dict(fields))
+    body.update(header(seq, t))
+    return body
+
+
+# Events: ``kind`` plus the fields of that kind (a field the sampler does not
+# know is left out, never sent as None).
+class ProcStart(TypedDict, total=False):
+    kind: Literal["proc_start"]
+    pid: int
+    ppid: int
+    exe: str | None
+    cmdline: list[str]
+    start_t: int
+    launched: bool
+
+
+class ProcExit(TypedDict, total=False):
+    kind: Literal["proc_exit"]
+    pid: int
+    code: int
+    signal: int
+    oom: bool
+
+
+class OomKill(TypedDict, total=False):
+    kind: Literal["oom_kill"]
+    pid: int
+    count: int
+    last_bytes: int | None
+
+
+class Restart(TypedDict):
+    kind: Literal["restart"]
+    pid: int
+    old_pid: int
+
+
+class HwmSpike(TypedDict):
+    kind: Literal["hwm_spike"]
+    series: str
+    bytes: int
+    t_from: int
+    t_to: int
+    sampled_max: int
+
+
+class LimitChange(TypedDict):
+    kind: Literal["limit_change"]
+    old: int | None
+    new: int | None
+
+
+class Overrun(TypedDict):
+    kind: Literal["overrun"]
+    missed: int
+    late_ns: int
+    count: int
+
+
+class JournalError(TypedDict):
+    kind: Literal["journal_error"]
+    path: str
+    error: str | None
+    records_lost: int
+
+
+EventFields = ProcStart | ProcExit | OomKill | Restart | HwmSpike | LimitChange | Overrun | JournalError
+
+
+class Event(Header, total=False):
+    """An ``event`` as it travels: the header, ``kind`` and that kind's fields."""
+
+    kind: str
+    src: str
+
+
+def event_body(seq: int, t: int, fields: EventFields) -> Event:
+    body = cast(Event, {k: v for k, v in fields.items() if v is not None})
+    body.update(header(seq, t))
+    return body
+
+
+class Marker(Header, total=False):
+    kind: str  # one of MARKER_KINDS
+    name: str
+    attrs: dict[str, Any]
+    origin_wall_ns: int | None
+    src: str
+
+
+class Load(Header, total=False):
+    """Driver telemetry over one interval; numbers in LOAD_NUMBER_FIELDS (latencies in ns)."""
+
+    interval_ns: int
+    rate: float
+    target_rate: float
+    in_flight: int
+    completed: int
+    sent: int
+    bytes_sent: int
+    bytes_recv: int
+    lat_p50_ns: int
+    lat_p90_ns: int
+    lat_p99_ns: int
+    lat_max_ns: int
+    late_sends: int
+    dropped_sends: int
+    schedule_lag_ns: int
+    workers: int
+    loop_lag_ns: int
+    errors: dict[str, int]
+    phase: str
+    origin_wall_ns: int
+    source: str
+    src: str
+
+
+def inlet_body(seq: int, t: int, fields: Mapping[str, Any]) -> Marker | Load:
+    """A validated inlet message stamped with the sampler's header on receipt."""
+    body = dict(fields)
+    body.update(header(seq, t))
+    return cast("Marker | Load", body)
+
+
+def _need(body: Mapping[str, Any], topic: str, *keys: str) -> None:
+    for k in keys:
+        if k not in body:
+            raise ProtocolError(f"{topic} without {k!r}")
+
+
+def as_hello(body: Mapping[str, Any]) -> Hello:
+    _need(body, HELLO, "seq", "t", "session")
+    return cast(Hello, body)
+
+
+def as_samples(body: Mapping[str, Any]) -> Samples:
+    _need(body, SAMPLES, "t", "dt", "series")
+    if not isinstance(body["series"], dict):
+        raise ProtocolError("samples.series is not a map")
+    return cast(Samples, body)
+
+
+def as_detail(body: Mapping[str, Any]) -> Detail:
+    _need(body, DETAIL, "t")
+    return cast(Detail, body)
+
+
+def as_event(body: Mapping[str, Any]) -> Event:
+    _need(body, EVENT, "t", "kind")
+    return cast(Event, body)
+
+
+def as_marker(body: Mapping[str, Any]) -> Marker:
+    _need(body, MARKER, "t", "kind", "name")
+    return cast(Marker, body)
+
+
+def as_load(body: Mapping[str, Any]) -> Load:
+    _need(body, LOAD, "t")
+    return cast(Load, body)
 
 
 # --- samples batches -------------------------------------------------------
 
 
-def samples_body(seq: int, times: Sequence[int], series: Mapping[str, Sequence[int]]) -> dict[str, Any]:
+def samples_body(seq: int, times: Sequence[int], series: Mapping[str, Sequence[int]]) -> Samples:
     """A columnar ``samples`` batch: first time ``t``, offsets ``dt``, one column per series."""
     t0 = times[0]
     return {
