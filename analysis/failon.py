@@ -17,30 +17,44 @@ gaps                   messages missing from the recording           count
 scrape_missed[_30s…]   share of the peak a scrape missed (15 s)      percent
 =====================  ============================================  ==================
 
+and every other metric of :mod:`spikewatch.analysis.metrics` (``startup_peak``,
+``time_to_ready`` in ``2s``/``500ms``, ``bytes_per_request``, ``soak.slope``,
+``recovery``, ``hwm_spikes``, ``throughput`` in requests/s, ``latency_p99``,
+``phase.NAME.rss.p99``…). ``0`` needs no unit.
+
+Against a baseline run (``compare``, ``report --baseline``) a VALUE with a sign
+is a change from the baseline: ``peak > +10%`` (relative), ``startup_peak >
++20MiB`` (absolute, in the metric's units; percentage points as ``+5pp``),
+``throughput < -10%``. A VALUE without a sign is always the value of the run
+being judged, as before: ``soak.slope > 0``.
+
 A condition that cannot be evaluated (``headroom`` without a limit, ``growth``
-on a recording too short) fails too: a CI gate that silently passes would lie.
+on a recording too short, a change without a baseline) fails too: a CI gate
+that silently passes would lie.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from spikewatch.sampler.units import format_bytes, parse_size
+from spikewatch.sampler.units import parse_duration, parse_size
+
+from . import metrics
+from .metrics import COUNT, PERCENT, RATE, RPS, SECONDS, SIZE
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
     ">": operator.gt, "<": operator.lt,
 }
-_EXPR = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(\S.*?)\s*$")
+# a metric name may hold dots (soak.slope, phase.climb.rss.p99), '#' (phase.rush#2.peak) and '-'
+_EXPR = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.#-]*)\s*(>=|<=|==|!=|>|<)\s*(\S.*?)\s*$")
 
-SIZE, RATE, PERCENT, COUNT = "size", "rate", "percent", "count"
-METRICS: dict[str, str] = {
-    "peak": SIZE, "p99": SIZE, "recommended": SIZE, "growth": RATE, "headroom": PERCENT,
-    "oom": COUNT, "spikes": COUNT, "gaps": COUNT, "scrape_missed": PERCENT,
-}
+METRICS: dict[str, str] = {name: spec[0] for name, spec in metrics.RUN_METRICS.items()}
+ABSOLUTE, CHANGE, RELATIVE = None, "change", "relative"
 
 
 class FailOnError(ValueError):
@@ -55,44 +69,79 @@ class Condition:
     value: float  # bytes, bytes/hour, fraction (0..1) or count
     kind: str
     interval: str = "15s"
+    against: str | None = ABSOLUTE  # None: the run's own value; "change": new − base; "relative": new / base − 1
+
+    @property
+    def needs_baseline(self) -> bool:
+        return self.against is not None
 
 
 def _metric_kind(name: str) -> tuple[str, str]:
-    if name in METRICS:
-        return METRICS[name], "15s"
-    m = re.fullmatch(r"scrape_missed_(\d+(?:\.\d+)?)s", name)
-    if m:
-        return PERCENT, f"{float(m.group(1)):g}s"
-    raise FailOnError(f"unknown metric {name!r}: use one of {', '.join(METRICS)} (or scrape_missed_30s, _60s…)")
+    spec = metrics.lookup(name)
+    if spec is None:
+        raise FailOnError(f"unknown metric {name!r}: use one of {metrics.names_help()}")
+    return spec[0], metrics.scrape_interval(name) or "15s"
+
+
+_UNIT_EXAMPLE = {SIZE: "400MiB", RATE: "10MiB/h", PERCENT: "20%", COUNT: "0", SECONDS: "2s", RPS: "100"}
+
+
+def _value(kind: str, raw: str, name: str, op: str, text: str, delta: bool) -> float:
+    """RAW in the units of KIND (a change when DELTA: then percentages are points, 'pp')."""
+    if raw.strip() in ("0", "0.0"):
+        return 0.0
+    if kind == SIZE:
+        return float(parse_size(raw))
+    if kind == RATE:
+        num, sep, per = raw.partition("/")
+        if not sep or per.strip().lower() not in ("h", "hour", "hr"):
+            raise FailOnError(f"{text!r}: {name} takes a size per hour, e.g. {name}{op}{'+' if delta else ''}10MiB/h")
+        return float(parse_size(num))
+    if kind == PERCENT:
+        suffix = "pp" if delta else "%"
+        if not raw.endswith(suffix):
+            raise FailOnError(f"{text!r}: {name} takes a percentage, e.g. {name}{op}" + ("+5pp (points) or +10% (relative)" if delta else "20%"))
+        return float(raw[: -len(suffix)]) / 100.0
+    if kind == SECONDS:
+        return parse_duration(raw)
+    if kind == RPS:
+        return float(raw.removesuffix("/s"))
+    value = float(raw)
+    if value != int(value):
+        raise ValueError(raw)
+    return value
 
 
 def parse(text: str) -> Condition:
     m = _EXPR.match(text)
     if not m:
-        raise FailOnError(f"cannot read {text!r}: write METRIC OP VALUE, e.g. peak>400MiB, growth>10MiB/h, headroom<20%, oom>0")
+        raise FailOnError(f"cannot read {text!r}: write METRIC OP VALUE, e.g. peak>400MiB, growth>10MiB/h, headroom<20%, "
+                          "oom>0, or against a baseline peak>+10%, startup_peak>+20MiB")
     name, op, raw = m.groups()
     kind, interval = _metric_kind(name)
-    try:
-        if kind == SIZE:
-            value = float(parse_size(raw))
-        elif kind == RATE:
-            num, sep, per = raw.partition("/")
-            if not sep or per.strip().lower() not in ("h", "hour", "hr"):
-                raise FailOnError(f"{text!r}: growth takes a size per hour, e.g. growth>10MiB/h")
-            value = float(parse_size(num))
-        elif kind == PERCENT:
-            if not raw.endswith("%"):
-                raise FailOnError(f"{text!r}: {name} takes a percentage, e.g. {name}{op}20%")
-            value = float(raw[:-1]) / 100.0
+    against = ABSOLUTE
+    sign = 1.0
+    body = raw
+    if raw[:1] in "+-":
+        sign = -1.0 if raw[0] == "-" else 1.0
+        body = raw[1:].strip()
+        if body.endswith("%") and not body.endswith("pp"):
+            against = RELATIVE
         else:
-            value = float(raw)
-            if value != int(value):
-                raise ValueError(raw)
+            against = CHANGE
+    try:
+        if against == RELATIVE:
+            value = float(body[:-1]) / 100.0
+        else:
+            value = _value(kind, body, name, op, text, against == CHANGE)
+        if not body or not math.isfinite(value):
+            raise ValueError(raw)
     except FailOnError:
         raise
     except ValueError:
-        raise FailOnError(f"{text!r}: {raw!r} is not a valid {kind} for {name}") from None
-    return Condition(text.strip(), name, op, value, kind, interval)
+        raise FailOnError(f"{text!r}: {raw!r} is not a valid {kind} for {name} (e.g. {name}{op}{_UNIT_EXAMPLE[kind]}"
+                          f" or {name}{op}+10%)") from None
+    return Condition(text.strip(), name, op, sign * value, kind, interval, against)
 
 
 def parse_all(exprs: Iterable[str]) -> list[Condition]:
@@ -106,50 +155,63 @@ def parse_all(exprs: Iterable[str]) -> list[Condition]:
 
 
 def value_of(report: dict[str, Any], cond: Condition) -> float | None:
-    m = cond.metric
-    if m == "peak":
-        return report.get("peak_bytes")
-    if m == "p99":
-        return (report.get("series", {}).get(report.get("headline_series"), {}) or {}).get("p99_bytes")
-    if m == "recommended":
-        return report.get("recommended_limit_bytes")
-    if m == "growth":
-        g = report.get("growth")
-        return g.get("bytes_per_hour") if g else None
-    if m == "headroom":
-        return report.get("headroom")
-    if m == "oom":
-        return len(report.get("oom_kills") or [])
-    if m == "spikes":
-        return report.get("spikes_total", len(report.get("spikes") or []))
-    if m == "gaps":
-        return (report.get("samples") or {}).get("gaps")
-    if m.startswith("scrape_missed"):
-        sv = (report.get("scrape_view") or {}).get(cond.interval) or {}
-        return sv.get("missed_fraction")
-    return None
+    r = metrics.reading(report, cond.metric)
+    return r.value if r is not None else None
 
 
-def _fmt(kind: str, v: float) -> str:
-    if kind == SIZE:
-        return format_bytes(v)
-    if kind == RATE:
-        return format_bytes(v) + "/h"
-    if kind == PERCENT:
-        return f"{v * 100:.1f}%"
-    return f"{v:g}"
+_fmt = metrics.fmt
 
 
-def check(report: dict[str, Any], exprs: Iterable[str] | Iterable[Condition]) -> list[str]:
-    """The conditions that hold (i.e. fail the run), each as a line saying why."""
+def relative(base: float, new: float) -> float:
+    """new / base − 1; ±inf from a zero base (0 when both are zero)."""
+    if base == 0:
+        return 0.0 if new == 0 else (float("inf") if new > 0 else float("-inf"))
+    return (new - base) / abs(base)  # a negative base (a falling slope) keeps the sign of the change
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.1f}%" if abs(x) != float("inf") else ("+inf%" if x > 0 else "-inf%")
+
+
+def check(report: dict[str, Any], exprs: Iterable[str] | Iterable[Condition],
+          baseline: dict[str, Any] | None = None) -> list[str]:
+    """The conditions that hold (i.e. fail the run), each as a line saying why.
+
+    Conditions with a signed value compare ``report`` against ``baseline``;
+    without a baseline they cannot be checked, and fail.
+    """
     items = list(exprs)
     conds = [x for x in items if isinstance(x, Condition)]
     conds += parse_all(x for x in items if not isinstance(x, Condition))
     failed = []
     for c in conds:
         v = value_of(report, c)
-        if v is None:
-            failed.append(f"{c.text}: cannot be checked ({c.metric} is not available in this recording)")
-        elif _OPS[c.op](float(v), c.value):
-            failed.append(f"{c.text}: {c.metric} is {_fmt(c.kind, v)}")
+        if c.against is ABSOLUTE:
+            if v is None:
+                failed.append(f"{c.text}: cannot be checked ({c.metric} is not available in this recording)")
+            elif _OPS[c.op](float(v), c.value):
+                failed.append(f"{c.text}: {c.metric} is {_fmt(c.kind, v)}")
+            continue
+        if baseline is None:
+            failed.append(f"{c.text}: cannot be checked (a change needs a baseline: compare, or report --baseline)")
+            continue
+        b = value_of(baseline, c)
+        if v is None or b is None:
+            where = " and ".join(w for w, x in (("the baseline", b), ("this run", v)) if x is None)
+            failed.append(f"{c.text}: cannot be checked ({c.metric} is not available in {where})")
+            continue
+        if c.against == RELATIVE:
+            d = relative(float(b), float(v))
+            shown, limit = _pct(d), _pct(c.value)
+        else:
+            d = float(v) - float(b)
+            shown, limit = _fmt(c.kind, d, signed=True), _fmt(c.kind, c.value, signed=True)
+        if _OPS[c.op](d, c.value):
+            failed.append(f"{c.text}: {c.metric} went from {_fmt(c.kind, b)} to {_fmt(c.kind, v)} "
+                          f"({shown}; fails when the change is {c.op} {limit})")
     return failed
+
+
+def needs_baseline(conditions: Iterable[Condition]) -> list[str]:
+    """The texts of the conditions that compare against a baseline."""
+    return [c.text for c in conditions if c.needs_baseline]

@@ -21,7 +21,8 @@ from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.units import parse_duration_ns
 
 from .context import Ctx
-from .stats import linear_fit, theil_sen
+from .phasestats import load_summary, series_percentiles
+from .stats import linear_fit, ols_slope_interval, theil_sen
 
 KINDS = ("startup", "ramp", "steady", "burst", "spike", "soak", "idle")
 MiB = 1 << 20
@@ -191,9 +192,12 @@ def analyse_ramp(ctx: Ctx, ph: Phase, target_concurrency: float | None = None) -
     out["plateaus"] = sum(1 for s in steps if s["plateau"]) if steps else None
     fit = linear_fit(np.array(xs), np.array(ys)) if len(xs) >= 2 else None
     if fit is None:
-        out.update(bytes_per_request=None, r2=None, base_bytes=None, extrapolation=None)
+        out.update(bytes_per_request=None, bytes_per_request_ci=None, r2=None, base_bytes=None, extrapolation=None)
         return out
     out["bytes_per_request"] = int(round(fit.slope))
+    ci = ols_slope_interval(np.array(xs), np.array(ys))
+    # compare's noise verdict reads this; None when too few points to say
+    out["bytes_per_request_ci"] = [int(round(ci[0])), int(round(ci[1]))] if ci else None
     out["r2"] = round(fit.r2, 4)
     out["base_bytes"] = int(round(fit.intercept))
     out["max_in_flight"] = float(max(xs))
@@ -352,6 +356,8 @@ def analyse_phases(ctx: Ctx, limit: int | None, target_concurrency: float | None
             "mean_bytes": int(round(mean)) if mean is not None else None,
             "ended": ph.ended,
             "attrs": {k: v for k, v in ph.attrs.items() if not k.startswith("end.")},
+            "series": series_percentiles(ctx.src, ph.t_start, ph.t_end),
+            "load": load_summary(ctx.src, ph.t_start, ph.t_end),
         }
         after = phases[i + 1].t_end if i + 1 < len(phases) else ctx.src.t_end
         if ph.kind == "startup":

@@ -6,6 +6,8 @@ Run: ``python -m spikewatch.driver.demo_service --port 8080 [--ceiling 200M] [--
   meanwhile), keeps a part of it and frees the rest;
 * per-request buffers: ``POST /ingest`` decodes and copies the body a few times and
   holds the copies for a while, so memory scales with requests in flight;
+  ``--request-memory`` adds a fixed buffer per request on top (a known cost per
+  in-flight request, which ``spikewatch demo --compare`` changes between two runs);
 * a cache (bounded LRU) that warms up and then stabilises;
 * an optional slow leak per request, capped;
 * a ceiling: its own accounting refuses work with 503 before it could pass it.
@@ -139,7 +141,7 @@ class Service:
             return web.Response(status=503, text="starting")
         length = request.content_length or 0
         # body chunks + joined body + decoded text + parsed document + the extra copies
-        need = length * (self.a.copies + 3) + 256 * 1024
+        need = length * (self.a.copies + 3) + 256 * 1024 + self.a.request_memory
         if not self.try_reserve(need):
             return web.Response(status=503, text="over the memory ceiling: refused")
         self.in_flight += 1
@@ -154,6 +156,8 @@ class Service:
                     copies.append(bytes(body))
                 for _ in range(self.a.copies - 1):
                     copies.append(bytearray(body))
+            if self.a.request_memory > 0:
+                copies.append(_touched(self.a.request_memory))
             if self.a.hold > 0:
                 await asyncio.sleep(self.a.hold)
             digest = hashlib.blake2b(body[:4096], digest_size=8).digest()
@@ -217,6 +221,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--startup-keep", type=float, default=0.25, help="fraction of it kept after startup")
     ap.add_argument("--startup-time", type=parse_duration, default=0.5, help="extra initialisation time")
     ap.add_argument("--copies", type=int, default=3, help="copies of each body held per request (0: off)")
+    ap.add_argument("--request-memory", type=parse_size, default=0,
+                    help="extra buffer each /ingest request holds while in flight (0: off)")
     ap.add_argument("--hold", type=parse_duration, default=0.2, help="how long a request holds its buffers")
     ap.add_argument("--cache-size", type=parse_size, default=parse_size("24M"), help="LRU cache bound (0: off)")
     ap.add_argument("--cache-entry", type=parse_size, default=parse_size("64K"), help="size of a cache entry")
