@@ -94,6 +94,9 @@ def record(endpoints: tuple[str, ...], output: str, duration: str | None, quiet:
               help="Exit 1 when a condition holds: peak>400MiB, growth>10MiB/h, headroom<20%, oom>0, "
                    "scrape_missed>50%, spikes>N (repeatable or comma-separated); a condition the "
                    "recording cannot answer (e.g. headroom without a limit) fails too.")
+@click.option("--baseline", "baseline", type=click.Path(exists=True, dir_okay=False), metavar="BASE.json",
+              help="A previous report JSON: --fail-on conditions with a signed value compare against it "
+                   "('peak>+10%', 'startup_peak>+20MiB'; see spikewatch compare).")
 @click.option("--source", default=None, help="Which sampler session to report on (default: the one with most samples).")
 @click.option("--scrape", "scrape_intervals", default="15s,30s,60s", show_default=True,
               help="Scrape intervals to compare against the true peak.")
@@ -101,7 +104,8 @@ def record(endpoints: tuple[str, ...], output: str, duration: str | None, quiet:
 @click.option("--margin", type=click.FloatRange(0, 10), default=0.25, show_default=True, help="Margin over the peak for the recommended limit.")
 @click.option("-q", "--quiet", is_flag=True, help="No terminal summary (still prints failed --fail-on conditions).")
 def report(recording: str, json_out: str | None, html_out: str | None, fail_on: tuple[str, ...], source: str | None,
-           scrape_intervals: str, target_concurrency: float | None, margin: float, quiet: bool) -> None:
+           scrape_intervals: str, target_concurrency: float | None, margin: float, quiet: bool,
+           baseline: str | None = None) -> None:
     """Analyse a recording: true peak vs what scrapes showed, spikes, phases, limits, checklist."""
     from . import failon
 
@@ -109,6 +113,18 @@ def report(recording: str, json_out: str | None, html_out: str | None, fail_on: 
         conditions = failon.parse_all(fail_on)
     except failon.FailOnError as exc:
         raise click.BadParameter(str(exc), param_hint="--fail-on") from None
+    relative = failon.needs_baseline(conditions)
+    if relative and not baseline:
+        raise click.BadParameter(f"{', '.join(relative)} compare(s) against a baseline: give --baseline BASE.json",
+                                 param_hint="--fail-on")
+    base_report = None
+    if baseline:
+        from .compare import CompareError, load_run
+
+        try:
+            base_report = load_run(baseline).report
+        except CompareError as exc:
+            raise click.BadParameter(str(exc), param_hint="--baseline") from None
     try:
         intervals = [parse_duration(x) for x in scrape_intervals.split(",") if x.strip()]
         if not intervals or min(intervals) <= 0:
@@ -146,7 +162,7 @@ def report(recording: str, json_out: str | None, html_out: str | None, fail_on: 
         for label, p in (("JSON", json_out), ("HTML", html_out)):
             if p:
                 click.echo(f"{label}: {p}")
-    failed = failon.check(rep, conditions)
+    failed = failon.check(rep, conditions, baseline=base_report)
     if failed:
         click.echo("FAILED:", err=True)
         for line in failed:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "record": "spikewatch.analysis.cli:record",
     "report": "spikewatch.analysis.cli:report",
     "export": "spikewatch.analysis.cli:export",
+    "compare": "spikewatch.analysis.compare_cli:compare",
     "console": "spikewatch.analysis.console.cli:console",
     "run": "spikewatch.runner:run",
     "demo": "spikewatch.runner:demo",

@@ -105,9 +105,13 @@ def _plan(req: Request) -> tuple[Plan, str | None]:
         raise click.UsageError("say which service to launch after --, e.g. spikewatch run s.toml -- ./my-service")
     scenario_path, scenario = _scenario(req.scenario)
     try:
-        failon.parse_all(req.fail_on)
+        relative = failon.needs_baseline(failon.parse_all(req.fail_on))
     except failon.FailOnError as exc:
         raise click.BadParameter(str(exc), param_hint="--fail-on") from None
+    if relative:
+        raise click.BadParameter(f"{', '.join(relative)} compare(s) against a baseline, which a run does not have: "
+                                 "gate afterwards with spikewatch compare BASE.json DIR/report.json --fail-on …",
+                                 param_hint="--fail-on")
     try:
         period_ns = parse_duration_ns(req.period, "ms")
     except ValueError as exc:
