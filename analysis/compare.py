@@ -8,9 +8,7 @@ verdict:
 * ``beyond noise`` / ``within noise``: both runs carry a 95 % interval for the
   metric (a soak's slope, a ramp's bytes per in-flight request) and the change
   is larger / not larger than the two intervals combined
-  (``|new − base| > sqrt(h_base² + h_new²)``, h being each interval's half on
-  the side facing the other value: a z-test on the difference of two
-  independent estimates);
+  (:func:`spikewatch.analysis.metrics.beyond_noise`);
 * ``no interval``: one measurement per run (a peak, a count…): spikewatch cannot
   tell a change from run-to-run noise and says so rather than guess;
 * ``same``: both values are exactly equal; ``missing``: one run has no value.
@@ -100,15 +98,10 @@ def _row_dict(r: Row) -> dict[str, Any]:
 def verdict(base: Reading | None, new: Reading | None) -> str:
     if base is None or new is None:
         return MISSING
-    if base.ci is None or new.ci is None:
+    beyond = metrics.beyond_noise(base, new)
+    if beyond is None:
         return SAME if base.value == new.value else NO_INTERVAL
-    b, n = base.value, new.value
-    if n >= b:
-        hb, hn = base.ci[1] - b, n - new.ci[0]
-    else:
-        hb, hn = b - base.ci[0], new.ci[1] - n
-    noise = math.hypot(max(hb, 0.0), max(hn, 0.0))
-    return BEYOND if abs(n - b) > noise else WITHIN
+    return BEYOND if beyond else WITHIN
 
 
 def _ordered(base: dict[str, Any], new: dict[str, Any]) -> list[Metric]:

@@ -28,6 +28,13 @@ is a change from the baseline: ``peak > +10%`` (relative), ``startup_peak >
 ``throughput < -10%``. A VALUE without a sign is always the value of the run
 being judged, as before: ``soak.slope > 0``.
 
+Metrics that carry a 95 % interval (``soak.slope``, ``bytes_per_request``
+and their per-phase forms) are judged with it, so noise alone does not fail
+a build: ``soak.slope > 0`` holds when the whole interval lies above 0 (the
+soak grows, with 95 % confidence), and a change such as ``bytes_per_request >
++10%`` holds when it passes 10 % and is beyond the two runs' noise too.
+``growth`` keeps its meaning from before intervals were used: its point estimate.
+
 A condition that cannot be evaluated (``headroom`` without a limit, ``growth``
 on a recording too short, a change without a baseline) fails too: a CI gate
 that silently passes would lie.
@@ -55,6 +62,8 @@ _EXPR = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.#-]*)\s*(>=|<=|==|!=|>|<)\s*(\S.*?
 
 METRICS: dict[str, str] = {name: spec[0] for name, spec in metrics.RUN_METRICS.items()}
 ABSOLUTE, CHANGE, RELATIVE = None, "change", "relative"
+# judged on the point estimate even though the report has an interval: what it meant before intervals were used
+POINT_ESTIMATE = frozenset({"growth"})
 
 
 class FailOnError(ValueError):
@@ -185,17 +194,24 @@ def check(report: dict[str, Any], exprs: Iterable[str] | Iterable[Condition],
     conds += parse_all(x for x in items if not isinstance(x, Condition))
     failed = []
     for c in conds:
-        v = value_of(report, c)
+        rd = metrics.reading(report, c.metric)
+        v = rd.value if rd is not None else None
         if c.against is ABSOLUTE:
-            if v is None:
+            if rd is None:
                 failed.append(f"{c.text}: cannot be checked ({c.metric} is not available in this recording)")
-            elif _OPS[c.op](float(v), c.value):
-                failed.append(f"{c.text}: {c.metric} is {_fmt(c.kind, v)}")
+            elif rd.ci is not None and c.metric not in POINT_ESTIMATE and c.op in (">", ">=", "<", "<="):
+                edge = rd.ci[0] if c.op[0] == ">" else rd.ci[1]  # the whole interval must be past the threshold
+                if _OPS[c.op](edge, c.value):
+                    failed.append(f"{c.text}: {c.metric} is {_fmt(c.kind, rd.value)} (95 % interval "
+                                  f"{_fmt(c.kind, rd.ci[0])} .. {_fmt(c.kind, rd.ci[1])}, all of it {c.op} {_fmt(c.kind, c.value)})")
+            elif _OPS[c.op](float(rd.value), c.value):
+                failed.append(f"{c.text}: {c.metric} is {_fmt(c.kind, rd.value)}")
             continue
         if baseline is None:
             failed.append(f"{c.text}: cannot be checked (a change needs a baseline: compare, or report --baseline)")
             continue
-        b = value_of(baseline, c)
+        brd = metrics.reading(baseline, c.metric)
+        b = brd.value if brd is not None else None
         if v is None or b is None:
             where = " and ".join(w for w, x in (("the baseline", b), ("this run", v)) if x is None)
             failed.append(f"{c.text}: cannot be checked ({c.metric} is not available in {where})")
@@ -206,9 +222,10 @@ def check(report: dict[str, Any], exprs: Iterable[str] | Iterable[Condition],
         else:
             d = float(v) - float(b)
             shown, limit = _fmt(c.kind, d, signed=True), _fmt(c.kind, c.value, signed=True)
-        if _OPS[c.op](d, c.value):
+        noise = metrics.beyond_noise(brd, rd) if (brd is not None and rd is not None) else None
+        if _OPS[c.op](d, c.value) and noise is not False:
             failed.append(f"{c.text}: {c.metric} went from {_fmt(c.kind, b)} to {_fmt(c.kind, v)} "
-                          f"({shown}; fails when the change is {c.op} {limit})")
+                          f"({shown}{', beyond noise' if noise else ''}; fails when the change is {c.op} {limit})")
     return failed
 
 

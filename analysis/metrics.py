@@ -14,6 +14,7 @@ and has none.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -169,6 +170,23 @@ PHASE_METRICS.update({
     "latency_p50": (SECONDS, "latency p50", UP, lambda p: _r((p.get("load") or {}).get("latency_p50_ms"), None, 1e-3)),
     "latency_p99": (SECONDS, "latency p99", UP, lambda p: _r((p.get("load") or {}).get("latency_p99_ms"), None, 1e-3)),
 })
+
+
+def beyond_noise(base: Reading, new: Reading) -> bool | None:
+    """Is the change from BASE to NEW larger than their 95 % intervals combined? None without both intervals.
+
+    ``|new − base| > sqrt(h_base² + h_new²)``, h being each interval's half on
+    the side facing the other value: a z-test on the difference of two
+    independent estimates, which keeps Theil–Sen's asymmetric intervals honest.
+    """
+    if base.ci is None or new.ci is None:
+        return None
+    b, n = base.value, new.value
+    if n >= b:
+        hb, hn = base.ci[1] - b, n - new.ci[0]
+    else:
+        hb, hn = b - base.ci[0], new.ci[1] - n
+    return abs(n - b) > math.hypot(max(hb, 0.0), max(hn, 0.0))
 
 
 def phase_keys(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
