@@ -108,7 +108,9 @@ def _ordered(base: dict[str, Any], new: dict[str, Any]) -> list[Metric]:
     seen: dict[str, Metric] = {}
     for m in metrics.catalogue(base) + metrics.catalogue(new):
         seen.setdefault(m.name, m)
-    run = [m for m in seen.values() if m.group == "run"]
+    known = list(metrics.RUN_METRICS)
+    run = sorted((m for m in seen.values() if m.group == "run"),
+                 key=lambda m: known.index(m.name) if m.name in known else len(known))
     order = [k for k, _ in metrics.phase_keys(base)]
     order += [k for k, _ in metrics.phase_keys(new) if k not in order]
     phase = sorted((m for m in seen.values() if m.group != "run"), key=lambda m: order.index(m.group))
