@@ -1,0 +1,112 @@
+"""compare on real runs: the demo service under `spikewatch run`, with a known per-request difference.
+
+Each run is ~7 s: a fast boot, a closed-model ramp 2 → 7 → 12 requests in flight
+in 1 s steps, a short rest. The service holds ``--request-memory`` per request for
+``--hold 1s``, so memory per in-flight request differs between the runs by
+exactly the difference of the two sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spikewatch.analysis import compare_align
+from spikewatch.analysis.compare import BEYOND, load_run
+from spikewatch.analysis.reader import load
+
+MiB = 1 << 20
+
+SCENARIO = """\
+seed = 7
+[target]
+url = "http://127.0.0.1:9"
+ready = "/health"
+
+[[requests]]
+name = "ingest"
+method = "POST"
+path = "/ingest"
+body = { size = "fixed", value = "1KiB", content = "json" }
+
+[[phases]]
+name = "boot"
+kind = "startup"
+timeout = "20s"
+
+[[phases]]
+name = "climb"
+kind = "ramp"
+concurrency = [2, 12]
+steps = 3
+duration = "3s"
+
+[[phases]]
+name = "rest"
+kind = "idle"
+duration = "300ms"
+"""
+
+
+def _run(tmp: Path, name: str, request_memory: str) -> Path:
+    out = tmp / name
+    scenario = tmp / "scenario.toml"
+    scenario.write_text(SCENARIO)
+    cmd = [sys.executable, "-m", "spikewatch", "run", str(scenario), "--no-console", "--limit", "256M", "--out", str(out),
+           "--", sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{port}", "--startup-peak", "8M",
+           "--startup-time", "0", "--hold", "1s", "--request-memory", request_memory]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    return out
+
+
+def _compare(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spikewatch", "compare", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("real")
+    return _run(tmp, "base", "1MiB"), _run(tmp, "new", "4MiB")
+
+
+def test_real_runs_show_the_known_per_request_difference_beyond_noise(two_runs):
+    base, new = two_runs
+    res = _compare(str(base), str(new), "--json", "-")
+    assert res.returncode == 0, res.stderr
+    rows = {r["metric"]: r for r in json.loads(res.stdout)["comparisons"][0]["rows"]}
+    row = rows["bytes_per_request"]
+    assert row["change"] == pytest.approx(3 * MiB, rel=0.05), row
+    assert row["verdict"] == BEYOND and row["direction"] == "worse"
+    # the gates: the change is ~+250 %; +100 % is crossed, +1000 % is not
+    res = _compare(str(base / "report.json"), str(new / "report.json"), "-q", "--fail-on", "bytes_per_request>+100%")
+    assert res.returncode == 1 and "bytes_per_request went from" in res.stderr
+    res = _compare(str(base / "report.json"), str(new / "report.json"), "-q", "--fail-on", "bytes_per_request>+1000%")
+    assert res.returncode == 0, res.stderr
+
+
+def test_real_runs_overlay_on_phase_starts(two_runs, tmp_path):
+    base, new = two_runs
+    runs = [load_run(d / "report.json") for d in two_runs]
+    ov = compare_align.align([(r.label, load(r.recording).source(r.report["source"]), r.report) for r in runs])
+    assert len(ov.traces) == 2
+    for key in ("boot", "climb", "rest"):
+        seg = ov.segment(key)
+        for tr in ov.traces:
+            inside = tr.x[(tr.x >= seg.x0 - 1e-9) & (tr.x < seg.x0 + seg.width)]
+            assert inside.min() == pytest.approx(seg.x0, abs=0.01)
+    res = _compare(str(base), str(new), "--html", str(tmp_path / "c.html"), "-q")
+    assert res.returncode == 0 and "phase climb (ramp)" in (tmp_path / "c.html").read_text()
+
+
+@pytest.mark.slow
+def test_real_runs_of_the_same_service_are_within_noise(two_runs, tmp_path):
+    base, _ = two_runs
+    again = _run(tmp_path, "again", "1MiB")
+    res = _compare(str(base), str(again), "--json", "-")
+    data = json.loads(res.stdout)["comparisons"][0]
+    assert data["beyond_noise"] == [], data["beyond_noise"]
