@@ -386,3 +386,38 @@ def test_grafana_panel_plots_the_peak_next_to_the_working_set_and_limit() -> Non
     assert used - {"__interval"} <= variables
     refs = {o["matcher"]["options"] for o in panel["fieldConfig"]["overrides"]}
     assert refs <= {t["refId"] for t in targets}
+
+
+# ------------------------------------------------------ CI baseline (compare)
+
+
+def _yaml_blocks(md: Path) -> list[Any]:
+    return [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", md.read_text(), re.S)]
+
+
+def test_ci_baseline_pipelines_parse_and_keep_what_compare_reads() -> None:
+    github, gitlab = _yaml_blocks(RECIPES / "ci-baseline.md")
+    steps = github["jobs"]["memory"]["steps"]
+    upload = next(s for s in steps if s.get("name") == "Keep as the baseline (main)")
+    assert upload["with"]["name"] == "spikewatch-baseline"
+    # what `spikewatch run --out run` writes, and what compare needs to overlay the baseline
+    assert set(upload["with"]["path"].split()) == {"run/report.json", "run/recording"}
+    fetch = next(s for s in steps if s.get("name") == "Fetch main's baseline")
+    assert "--name spikewatch-baseline --dir baseline" in fetch["run"]
+    gate = next(s for s in steps if s.get("name") == "Compare and gate")["run"]
+    assert "spikewatch compare baseline/report.json run/report.json --md comment.md" in gate
+    assert "exit $status" in gate and "--body-file comment.md" in gate
+    assert github["permissions"]["pull-requests"] == "write"
+    job = gitlab["memory"]
+    script = "\n".join(job["script"])
+    assert "raw/run/report.json?job=memory" in script and "run/report.json" in job["artifacts"]["paths"]
+    assert "--fail-on 'peak>+10%'" in script and "exit $status" in script
+    from spikewatch.analysis import failon
+
+    for text in re.findall(r"--fail-on '([^']+)'", (RECIPES / "ci-baseline.md").read_text()):
+        failon.parse(text)  # every gate the recipe shows is valid
+    rows = [line for line in (RECIPES / "ci-baseline.md").read_text().splitlines() if line.startswith("| `")]
+    gates = [g for line in rows for g in re.findall(r"`([a-z][a-z0-9_.#-]*(?:[<>]=?|[!=]=)[^`]+)`", line)]
+    assert len(gates) >= 10
+    for text in gates:
+        failon.parse(text)
