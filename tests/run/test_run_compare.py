@@ -110,3 +110,28 @@ def test_real_runs_of_the_same_service_are_within_noise(two_runs, tmp_path):
     res = _compare(str(base), str(again), "--json", "-")
     data = json.loads(res.stdout)["comparisons"][0]
     assert data["beyond_noise"] == [], data["beyond_noise"]
+
+
+def test_run_refuses_relative_gates_and_demo_checks_its_size(tmp_path):
+    from click.testing import CliRunner
+
+    from spikewatch.cli import main
+
+    (tmp_path / "s.toml").write_text(SCENARIO)
+    r = CliRunner().invoke(main, ["run", str(tmp_path / "s.toml"), "--fail-on", "peak>+10%", "--", "true"])
+    assert r.exit_code == 2 and "spikewatch compare" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["demo", "--compare", "--request-memory", "lots", "--out", str(tmp_path / "d")])
+    assert r.exit_code == 2 and "--request-memory" in r.output
+
+
+@pytest.mark.slow
+def test_demo_compare_finds_the_difference_it_made(tmp_path):
+    out = tmp_path / "demo"
+    res = subprocess.run([sys.executable, "-m", "spikewatch", "demo", "--compare", "--quick", "--no-console",
+                          "--out", str(out)], capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    data = json.loads((out / "compare.json").read_text())
+    row = next(r for r in data["comparisons"][0]["rows"] if r["metric"] == "bytes_per_request")
+    assert row["change"] == pytest.approx(2 * MiB, rel=0.05) and row["verdict"] == BEYOND
+    assert (out / "compare.md").read_text().startswith("## spikewatch compare")
+    assert "known difference 2.0 MiB per in-flight request" in res.stdout
