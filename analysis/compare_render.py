@@ -65,6 +65,9 @@ def phase_kind(c: Comparison, p: Pair, key: str) -> str:
 def summary(c: Comparison, p: Pair) -> str:
     """One sentence: how many changes are beyond noise, and the gates."""
     beyond = [r for r in p.rows if r.verdict == BEYOND]
+    # a run figure taken from one phase (bytes_per_request from the ramp) is said once
+    run_values = {(r.base, r.new) for r in beyond if r.group == "run"}
+    beyond = [r for r in beyond if r.group == "run" or (r.base, r.new) not in run_values]
     text = f"{p.new.label} against {c.base.label}: "
     if beyond:
         text += f"{len(beyond)} change(s) beyond noise: " + ", ".join(
