@@ -178,7 +178,7 @@ def test_cli_writes_every_output_and_takes_run_folders(runs, tmp_path):
                                            "--md", str(tmp_path / "c.md"), "--html", str(tmp_path / "c.html")],
                              terminal_width=200)
     assert res.exit_code == 0, res.output
-    assert res.output.startswith("double against base: 1 change(s) beyond noise: bytes per in-flight request +")
+    assert " ".join(res.output.split()).startswith("double against base: 1 change(s) beyond noise: bytes per in-flight request +")
     data = json.loads((tmp_path / "c.json").read_text())
     rows = {x["metric"]: x for x in data["comparisons"][0]["rows"]}
     assert rows["bytes_per_request"]["verdict"] == BEYOND and rows["peak"]["verdict"] == "no interval"
