@@ -77,13 +77,29 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         def run(r: Run) -> dict[str, Any]:
-            return {"label": r.label, "path": r.path, "recording": r.recording,
-                    "source": r.report.get("source"), "headline_series": r.report.get("headline_series")}
+            return {
+                "label": r.label,
+                "path": r.path,
+                "recording": r.recording,
+                "source": r.report.get("source"),
+                "headline_series": r.report.get("headline_series"),
+            }
 
-        return {"version": 1, "base": run(self.base), "fail_on": self.conditions, "failed": self.failed,
-                "comparisons": [{"new": run(p.new), "failures": p.failures,
-                                 "beyond_noise": [r.metric for r in p.rows if r.verdict == BEYOND],
-                                 "rows": [_row_dict(r) for r in p.rows]} for p in self.pairs]}
+        return {
+            "version": 1,
+            "base": run(self.base),
+            "fail_on": self.conditions,
+            "failed": self.failed,
+            "comparisons": [
+                {
+                    "new": run(p.new),
+                    "failures": p.failures,
+                    "beyond_noise": [r.metric for r in p.rows if r.verdict == BEYOND],
+                    "rows": [_row_dict(r) for r in p.rows],
+                }
+                for p in self.pairs
+            ],
+        }
 
 
 def _row_dict(r: Row) -> dict[str, Any]:
@@ -109,8 +125,10 @@ def _ordered(base: dict[str, Any], new: dict[str, Any]) -> list[Metric]:
     for m in metrics.catalogue(base) + metrics.catalogue(new):
         seen.setdefault(m.name, m)
     known = list(metrics.RUN_METRICS)
-    run = sorted((m for m in seen.values() if m.group == "run"),
-                 key=lambda m: known.index(m.name) if m.name in known else len(known))
+    run = sorted(
+        (m for m in seen.values() if m.group == "run"),
+        key=lambda m: known.index(m.name) if m.name in known else len(known),
+    )
     order = [k for k, _ in metrics.phase_keys(base)]
     order += [k for k, _ in metrics.phase_keys(new) if k not in order]
     phase = sorted((m for m in seen.values() if m.group != "run"), key=lambda m: order.index(m.group))
@@ -127,15 +145,36 @@ def compare_reports(base: dict[str, Any], new: dict[str, Any]) -> list[Row]:
         direction = None
         if v == BEYOND and change:
             direction = "worse" if (change > 0) == (m.worse == metrics.UP) else "better"
-        rows.append(Row(m.name, m.label, m.group, m.kind, m.worse, b.value if b else None, n.value if n else None,
-                        b.ci if b else None, n.ci if n else None, change, rel, v, direction))
+        rows.append(
+            Row(
+                m.name,
+                m.label,
+                m.group,
+                m.kind,
+                m.worse,
+                b.value if b else None,
+                n.value if n else None,
+                b.ci if b else None,
+                n.ci if n else None,
+                change,
+                rel,
+                v,
+                direction,
+            )
+        )
     return rows
 
 
 def compare(base: Run, news: list[Run], fail_on: list[str] | None = None) -> Comparison:
     conds = failon.parse_all(fail_on or [])
-    pairs = [Pair(n, compare_reports(base.report, n.report),
-                  failon.check(n.report, conds, baseline=base.report) if conds else []) for n in news]
+    pairs = [
+        Pair(
+            n,
+            compare_reports(base.report, n.report),
+            failon.check(n.report, conds, baseline=base.report) if conds else [],
+        )
+        for n in news
+    ]
     return Comparison(base, pairs, [c.text for c in conds])
 
 

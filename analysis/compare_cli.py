@@ -11,18 +11,42 @@ import click
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("base", type=click.Path(exists=True))
 @click.argument("new", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--fail-on", "fail_on", multiple=True, metavar="EXPR",
-              help="Exit 1 when a condition holds for any NEW: against BASE with a signed value "
-                   "('peak>+10%', 'startup_peak>+20MiB', 'throughput<-10%', 'scrape_missed>+5pp'), "
-                   "or on NEW's own value without a sign ('soak.slope>0', 'oom>0'). Repeatable or comma-separated.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the comparison as JSON ('-' for stdout).")
-@click.option("--md", "md_out", type=click.Path(dir_okay=False), help="Write Markdown for a pull-request comment ('-' for stdout).")
-@click.option("--html", "html_out", type=click.Path(dir_okay=False),
-              help="Write a self-contained page: the runs' memory overlaid phase by phase, and the tables.")
+@click.option(
+    "--fail-on",
+    "fail_on",
+    multiple=True,
+    metavar="EXPR",
+    help="Exit 1 when a condition holds for any NEW: against BASE with a signed value "
+    "('peak>+10%', 'startup_peak>+20MiB', 'throughput<-10%', 'scrape_missed>+5pp'), "
+    "or on NEW's own value without a sign ('soak.slope>0', 'oom>0'). Repeatable or comma-separated.",
+)
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), help="Write the comparison as JSON ('-' for stdout)."
+)
+@click.option(
+    "--md",
+    "md_out",
+    type=click.Path(dir_okay=False),
+    help="Write Markdown for a pull-request comment ('-' for stdout).",
+)
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False),
+    help="Write a self-contained page: the runs' memory overlaid phase by phase, and the tables.",
+)
 @click.option("--phases/--no-phases", default=True, show_default=True, help="Per-phase tables in the terminal.")
 @click.option("-q", "--quiet", is_flag=True, help="No terminal tables (still prints failed --fail-on conditions).")
-def compare(base: str, new: tuple[str, ...], fail_on: tuple[str, ...], json_out: str | None, md_out: str | None,
-            html_out: str | None, phases: bool, quiet: bool) -> None:
+def compare(
+    base: str,
+    new: tuple[str, ...],
+    fail_on: tuple[str, ...],
+    json_out: str | None,
+    md_out: str | None,
+    html_out: str | None,
+    phases: bool,
+    quiet: bool,
+) -> None:
     """Compare runs: BASE and each NEW are report JSONs, recordings or `spikewatch run` folders.
 
     \b

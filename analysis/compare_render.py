@@ -70,9 +70,14 @@ def summary(c: Comparison, p: Pair) -> str:
     beyond = [r for r in beyond if r.group == "run" or (r.base, r.new) not in run_values]
     text = f"{p.new.label} against {c.base.label}: "
     if beyond:
-        text += f"{len(beyond)} change(s) beyond noise: " + ", ".join(
-            f"{_where(r)} {rel(r) if r.relative is not None and not math.isinf(r.relative) else change(r)} ({r.direction})"
-            for r in beyond[:6]) + ("…" if len(beyond) > 6 else "")
+        text += (
+            f"{len(beyond)} change(s) beyond noise: "
+            + ", ".join(
+                f"{_where(r)} {rel(r) if r.relative is not None and not math.isinf(r.relative) else change(r)} ({r.direction})"
+                for r in beyond[:6]
+            )
+            + ("…" if len(beyond) > 6 else "")
+        )
     else:
         with_ci = sum(1 for r in p.rows if r.base_ci and r.new_ci)
         text += f"nothing beyond noise among the {with_ci} metric(s) that carry an interval"
@@ -100,14 +105,26 @@ def render(c: Comparison, console: Any = None, phases: bool = True) -> None:
                 continue
             title = "run" if key == "run" else f"phase {key} ({phase_kind(c, p, key)})"
             t = Table(title=title, show_edge=False)
-            for col, just in (("metric", "left"), (c.base.label, "right"), (p.new.label, "right"),
-                              ("change", "right"), ("relative", "right"), ("verdict", "left")):
+            for col, just in (
+                ("metric", "left"),
+                (c.base.label, "right"),
+                (p.new.label, "right"),
+                ("change", "right"),
+                ("relative", "right"),
+                ("verdict", "left"),
+            ):
                 t.add_column(col, justify=just)  # type: ignore[arg-type]
             for r in rows:
                 style = {"worse": "red", "better": "green"}.get(r.direction or "", "")
                 v = f"[{style}]{verdict(r)}[/]" if style else verdict(r)
-                t.add_row(r.label if key != "run" else r.metric, value(r, "base", True), value(r, "new", True),
-                          change(r), rel(r), v)
+                t.add_row(
+                    r.label if key != "run" else r.metric,
+                    value(r, "base", True),
+                    value(r, "new", True),
+                    change(r),
+                    rel(r),
+                    v,
+                )
             con.print(t)
         for line in p.failures:
             con.print(f"[red]FAIL[/] --fail-on {line}", highlight=False)
@@ -121,12 +138,16 @@ def _md(text: str) -> str:
 
 
 def _md_table(c: Comparison, p: Pair, rows: list[Row], names: bool) -> list[str]:
-    out = [f"| metric | {_md(c.base.label)} | {_md(p.new.label)} | change | relative | verdict |",
-           "|---|---:|---:|---:|---:|---|"]
+    out = [
+        f"| metric | {_md(c.base.label)} | {_md(p.new.label)} | change | relative | verdict |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         mark = {"worse": " :red_circle:", "better": " :green_circle:"}.get(r.direction or "", "")
-        out.append(f"| {_md(r.metric if names else r.label)} | {_md(value(r, 'base'))} | {_md(value(r, 'new'))} | "
-                   f"{_md(change(r))} | {_md(rel(r))} | {_md(verdict(r))}{mark} |")
+        out.append(
+            f"| {_md(r.metric if names else r.label)} | {_md(value(r, 'base'))} | {_md(value(r, 'new'))} | "
+            f"{_md(change(r))} | {_md(rel(r))} | {_md(verdict(r))}{mark} |"
+        )
     return out
 
 
@@ -145,16 +166,21 @@ def markdown(c: Comparison) -> str:
                 lines.append("")
                 continue
             n = sum(1 for r in rows if r.verdict == BEYOND)
-            lines.append(f"<details><summary>phase <b>{_md(key)}</b> ({_md(phase_kind(c, p, key))})"
-                         + (f": {n} beyond noise" if n else "") + "</summary>")
+            lines.append(
+                f"<details><summary>phase <b>{_md(key)}</b> ({_md(phase_kind(c, p, key))})"
+                + (f": {n} beyond noise" if n else "")
+                + "</summary>"
+            )
             lines.append("")
             lines += _md_table(c, p, rows, names=False)
             lines.append("")
             lines.append("</details>")
             lines.append("")
-    lines.append("_Verdicts: **beyond noise** when the change exceeds both runs' 95 % intervals combined; "
-                 "**no interval** when a figure is one measurement per run (spikewatch cannot tell it from "
-                 "run-to-run noise)._")
+    lines.append(
+        "_Verdicts: **beyond noise** when the change exceeds both runs' 95 % intervals combined; "
+        "**no interval** when a figure is one measurement per run (spikewatch cannot tell it from "
+        "run-to-run noise)._"
+    )
     return "\n".join(lines) + "\n"
 
 

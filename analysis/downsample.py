@@ -24,7 +24,7 @@ def bucket_minmax(idx: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def minmax(t: np.ndarray, v: np.ndarray, buckets: int = 2000,
-           t_range: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           t_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bucket ``(t, v)`` by time into ``buckets`` equal columns.
 
     Returns ``(bucket_t, lo, hi)`` for the non-empty buckets only: ``bucket_t``

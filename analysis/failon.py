@@ -45,8 +45,9 @@ from __future__ import annotations
 import math
 import operator
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from spikewatch.sampler.units import parse_duration, parse_size
 
@@ -191,7 +192,7 @@ def check(report: dict[str, Any], exprs: Iterable[str] | Iterable[Condition],
     """
     items = list(exprs)
     conds = [x for x in items if isinstance(x, Condition)]
-    conds += parse_all(x for x in items if not isinstance(x, Condition))
+    conds += parse_all(str(x) for x in items if not isinstance(x, Condition))
     failed = []
     for c in conds:
         rd = metrics.reading(report, c.metric)

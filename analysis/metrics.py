@@ -15,8 +15,9 @@ and has none.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from spikewatch.sampler.units import format_bytes
 
@@ -60,7 +61,8 @@ def _r(x: Any, ci: Any = None, scale: float = 1.0) -> Reading | None:
 def _first(report: dict[str, Any], kinds: tuple[str, ...], key: str) -> dict[str, Any] | None:
     for p in report.get("phases") or []:
         if p.get("kind") in kinds and p.get(key) is not None:
-            return p
+            phase: dict[str, Any] = p
+            return phase
     return None
 
 
@@ -87,8 +89,11 @@ def _loaded(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _throughput(report: dict[str, Any]) -> Reading | None:
-    rows = [(p["load"]["completed"], p.get("duration_s") or 0) for p in report.get("phases") or []
-            if (p.get("load") or {}).get("completed")]
+    rows = [
+        (p["load"]["completed"], p.get("duration_s") or 0)
+        for p in report.get("phases") or []
+        if (p.get("load") or {}).get("completed")
+    ]
     span = sum(d for _, d in rows)
     return Reading(sum(c for c, _ in rows) / span) if span > 0 else None
 
@@ -98,6 +103,7 @@ def _latency(key: str) -> Getter:
         rows = [(ld["completed"], ld[key]) for ld in _loaded(report) if ld.get(key) is not None]
         n = sum(c for c, _ in rows)
         return Reading(sum(c * v for c, v in rows) / n / 1e3) if n else None
+
     return get
 
 
@@ -108,8 +114,11 @@ def _error_rate(report: dict[str, Any]) -> Reading | None:
 
 
 def _recovery(report: dict[str, Any]) -> Reading | None:
-    vals = [p["max_recovery_s"] for p in report.get("phases") or []
-            if p.get("kind") in ("burst", "spike") and p.get("max_recovery_s") is not None]
+    vals = [
+        p["max_recovery_s"]
+        for p in report.get("phases") or []
+        if p.get("kind") in ("burst", "spike") and p.get("max_recovery_s") is not None
+    ]
     return Reading(max(vals)) if vals else None
 
 
@@ -125,15 +134,35 @@ def _scrape(interval: str) -> Getter:
 RUN_METRICS: dict[str, tuple[str, str, str, Getter]] = {
     "peak": (SIZE, "true peak", UP, lambda r: _r(r.get("peak_bytes"))),
     "p99": (SIZE, "p99", UP, lambda r: _r(_head_series(r).get("p99_bytes"))),
-    "startup_peak": (SIZE, "startup peak", UP, lambda r: _r((_first(r, ("startup",), "startup_peak_bytes") or {}).get("startup_peak_bytes"))),
-    "time_to_ready": (SECONDS, "time to ready", UP, lambda r: _r((_first(r, ("startup",), "time_to_ready_s") or {}).get("time_to_ready_s"))),
-    "bytes_per_request": (SIZE, "bytes per in-flight request", UP, lambda r: _per_request(_first(r, ("ramp",), "bytes_per_request"))),
+    "startup_peak": (
+        SIZE,
+        "startup peak",
+        UP,
+        lambda r: _r((_first(r, ("startup",), "startup_peak_bytes") or {}).get("startup_peak_bytes")),
+    ),
+    "time_to_ready": (
+        SECONDS,
+        "time to ready",
+        UP,
+        lambda r: _r((_first(r, ("startup",), "time_to_ready_s") or {}).get("time_to_ready_s")),
+    ),
+    "bytes_per_request": (
+        SIZE,
+        "bytes per in-flight request",
+        UP,
+        lambda r: _per_request(_first(r, ("ramp",), "bytes_per_request")),
+    ),
     "soak.slope": (RATE, "soak slope", UP, _soak),
     "growth": (RATE, "growth after warm-up", UP, lambda r: _growth(r.get("growth"))),
     "recovery": (SECONDS, "recovery after bursts (longest)", UP, _recovery),
     "scrape_missed": (PERCENT, "missed by a 15s scrape", UP, _scrape("15s")),
     "oom": (COUNT, "OOM kills", UP, lambda r: Reading(float(len(r.get("oom_kills") or [])))),
-    "hwm_spikes": (COUNT, "hwm_spike events", UP, lambda r: Reading(float((r.get("events") or {}).get("hwm_spike", 0)))),
+    "hwm_spikes": (
+        COUNT,
+        "hwm_spike events",
+        UP,
+        lambda r: Reading(float((r.get("events") or {}).get("hwm_spike", 0))),
+    ),
     "spikes": (COUNT, "spikes", UP, lambda r: _r(r.get("spikes_total", len(r.get("spikes") or [])))),
     "throughput": (RPS, "driver throughput", DOWN, _throughput),
     "latency_p50": (SECONDS, "driver latency p50", UP, _latency("latency_p50_ms")),
@@ -159,17 +188,34 @@ def _phase_series(series: str, q: str) -> Getter:
 for _s, _k in _SERIES_KEY.items():
     for _q in ("p50", "p99", "max"):
         PHASE_METRICS[f"{_k}.{_q}"] = (SIZE, f"{_SERIES_LABEL[_s]} {_q}", UP, _phase_series(_s, _q))
-PHASE_METRICS.update({
-    "startup_peak": (SIZE, "startup peak", UP, lambda p: _r(p.get("startup_peak_bytes"))),
-    "time_to_ready": (SECONDS, "time to ready", UP, lambda p: _r(p.get("time_to_ready_s"))),
-    "bytes_per_request": (SIZE, "bytes per in-flight request", UP, lambda p: _r(p.get("bytes_per_request"), p.get("bytes_per_request_ci"))),
-    "recovery": (SECONDS, "recovery (longest)", UP, lambda p: _r(p.get("max_recovery_s"))),
-    "retained": (SIZE, "retained after bursts", UP, lambda p: _r(p.get("retained_bytes"))),
-    "slope": (RATE, "soak slope", UP, lambda p: _growth(p.get("growth"))),
-    "throughput": (RPS, "throughput", DOWN, lambda p: _r((p.get("load") or {}).get("throughput_rps"))),
-    "latency_p50": (SECONDS, "latency p50", UP, lambda p: _r((p.get("load") or {}).get("latency_p50_ms"), None, 1e-3)),
-    "latency_p99": (SECONDS, "latency p99", UP, lambda p: _r((p.get("load") or {}).get("latency_p99_ms"), None, 1e-3)),
-})
+PHASE_METRICS.update(
+    {
+        "startup_peak": (SIZE, "startup peak", UP, lambda p: _r(p.get("startup_peak_bytes"))),
+        "time_to_ready": (SECONDS, "time to ready", UP, lambda p: _r(p.get("time_to_ready_s"))),
+        "bytes_per_request": (
+            SIZE,
+            "bytes per in-flight request",
+            UP,
+            lambda p: _r(p.get("bytes_per_request"), p.get("bytes_per_request_ci")),
+        ),
+        "recovery": (SECONDS, "recovery (longest)", UP, lambda p: _r(p.get("max_recovery_s"))),
+        "retained": (SIZE, "retained after bursts", UP, lambda p: _r(p.get("retained_bytes"))),
+        "slope": (RATE, "soak slope", UP, lambda p: _growth(p.get("growth"))),
+        "throughput": (RPS, "throughput", DOWN, lambda p: _r((p.get("load") or {}).get("throughput_rps"))),
+        "latency_p50": (
+            SECONDS,
+            "latency p50",
+            UP,
+            lambda p: _r((p.get("load") or {}).get("latency_p50_ms"), None, 1e-3),
+        ),
+        "latency_p99": (
+            SECONDS,
+            "latency p99",
+            UP,
+            lambda p: _r((p.get("load") or {}).get("latency_p99_ms"), None, 1e-3),
+        ),
+    }
+)
 
 
 def beyond_noise(base: Reading, new: Reading) -> bool | None:
@@ -206,7 +252,7 @@ def scrape_interval(name: str) -> str | None:
         return "15s"
     if name.startswith("scrape_missed_") and name.endswith("s"):
         try:
-            return f"{float(name[len('scrape_missed_'):-1]):g}s"
+            return f"{float(name[len('scrape_missed_') : -1]):g}s"
         except ValueError:
             return None
     return None
@@ -234,10 +280,10 @@ def reading(report: dict[str, Any], name: str) -> Reading | None:
     if iv:
         return _scrape(iv)(report)
     if name.startswith("phase."):
-        rest = name[len("phase."):]
+        rest = name[len("phase.") :]
         for key, p in phase_keys(report):
-            if rest.startswith(key + ".") and rest[len(key) + 1:] in PHASE_METRICS:
-                return PHASE_METRICS[rest[len(key) + 1:]][3](p)
+            if rest.startswith(key + ".") and rest[len(key) + 1 :] in PHASE_METRICS:
+                return PHASE_METRICS[rest[len(key) + 1 :]][3](p)
     return None
 
 

@@ -26,7 +26,7 @@ def series_percentiles(src: Source, a: int, b: int) -> dict[str, dict[str, int]]
         if arrs is None:
             continue
         t, v = arrs
-        w = v[int(np.searchsorted(t, a, side="left")):int(np.searchsorted(t, b, side="right"))]
+        w = v[int(np.searchsorted(t, a, side="left")) : int(np.searchsorted(t, b, side="right"))]
         if not len(w):
             continue
         p50, p99 = np.percentile(w, [50, 99])
@@ -55,10 +55,14 @@ def load_summary(src: Source, a: int, b: int) -> dict[str, Any] | None:
         t = int(rec.get("t", 0))
         if a < t <= b and isinstance(rec.get("errors"), dict):
             errors += sum(int(v) for v in rec["errors"].values())
-    out: dict[str, Any] = {"completed": int(done), "errors": errors,
-                           "throughput_rps": round(done / span, 3) if span > 0 else None,
-                           "error_rate": round(errors / done, 6) if done else None,
-                           "latency_p50_ms": None, "latency_p99_ms": None}
+    out: dict[str, Any] = {
+        "completed": int(done),
+        "errors": errors,
+        "throughput_rps": round(done / span, 3) if span > 0 else None,
+        "error_rate": round(errors / done, 6) if done else None,
+        "latency_p50_ms": None,
+        "latency_p99_ms": None,
+    }
     for key, col in (("latency_p50_ms", "lat_p50_ns"), ("latency_p99_ms", "lat_p99_ns")):
         lat = load.get(col)
         if lat is None:

@@ -9,16 +9,25 @@ the runs' phases start at different times, as real runs do.
 from __future__ import annotations
 
 import numpy as np
-
 from spikewatch.analysis.synth import MiB, Synth
 
 S = 1_000_000_000
 LEVELS = (2, 6, 10, 14)
 
 
-def run(path, *, per_request: int = 512 * 1024, seed: int = 1, lead: float = 1.0, stretch: float = 1.0,
-        base: int = 60 * MiB, noise: int = 512 * 1024, startup_peak: int = 120 * MiB, soak_slope_mib_h: float = 0.0,
-        period_ns: int = 2_000_000) -> dict[str, float]:
+def run(
+    path,
+    *,
+    per_request: int = 512 * 1024,
+    seed: int = 1,
+    lead: float = 1.0,
+    stretch: float = 1.0,
+    base: int = 60 * MiB,
+    noise: int = 512 * 1024,
+    startup_peak: int = 120 * MiB,
+    soak_slope_mib_h: float = 0.0,
+    period_ns: int = 2_000_000,
+) -> dict[str, float]:
     """Write one recording; return each phase's start (s from the first sample) for the alignment tests."""
     rng = np.random.default_rng(seed)
     s = Synth(period_ns=period_ns, session=f"synth-{seed}")
@@ -55,12 +64,27 @@ def run(path, *, per_request: int = 512 * 1024, seed: int = 1, lead: float = 1.0
         r = (tt - t0) / 1e9
         if c0 <= r < bounds["climb"][1]:
             lv = LEVELS[min(len(LEVELS) - 1, int((r - c0) // step))]
-            s.load(tt, in_flight=lv, completed=lv * 10, rate=lv * 100.0, workers=1, lat_p50_ns=100_000_000,
-                   lat_p99_ns=150_000_000)
+            s.load(
+                tt,
+                in_flight=lv,
+                completed=lv * 10,
+                rate=lv * 100.0,
+                workers=1,
+                lat_p50_ns=100_000_000,
+                lat_p99_ns=150_000_000,
+            )
         elif r0 <= r < k1:
             burst = r0 + 1.0 <= r < r0 + 1.5
-            s.load(tt, in_flight=8 if burst else 2, completed=20, rate=200.0, target_rate=800.0 if burst else 200.0,
-                   workers=1, lat_p50_ns=100_000_000, lat_p99_ns=150_000_000)
+            s.load(
+                tt,
+                in_flight=8 if burst else 2,
+                completed=20,
+                rate=200.0,
+                target_rate=800.0 if burst else 200.0,
+                workers=1,
+                lat_p50_ns=100_000_000,
+                lat_p99_ns=150_000_000,
+            )
     for name, kind in (("boot", "startup"), ("climb", "ramp"), ("rush", "burst"), ("soak", "soak")):
         a, b = bounds[name]
         s.phase(t0 + int(a * S), t0 + int(b * S), name, kind)

@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from spikewatch.analysis import compare_align
 from spikewatch.analysis.cli import report as report_cmd
 from spikewatch.analysis.compare import BEYOND, compare, compare_reports, load_run
@@ -35,8 +34,13 @@ def runs(tmp_path_factory):
         "leak": cs.run(d / "leak.rec", per_request=PER_REQUEST, seed=7, soak_slope_mib_h=3600.0),
     }
     for seed in (3, 4, 5, 6):  # the same service again: other noise, other timing
-        starts[f"same{seed}"] = cs.run(d / f"same{seed}.rec", per_request=PER_REQUEST, seed=seed,
-                                       lead=0.2 + 0.4 * seed % 1.7, stretch=0.8 + 0.1 * seed)
+        starts[f"same{seed}"] = cs.run(
+            d / f"same{seed}.rec",
+            per_request=PER_REQUEST,
+            seed=seed,
+            lead=0.2 + 0.4 * seed % 1.7,
+            stretch=0.8 + 0.1 * seed,
+        )
     loaded = {k: load_run(d / f"{k}.rec") for k in starts}
     for k, r in loaded.items():
         (d / f"{k}.json").write_text(json.dumps(r.report, default=str))
@@ -73,9 +77,13 @@ def test_a_leaking_soak_is_beyond_noise_and_fails_soak_slope_gate(runs):
     d, r, _ = runs
     rows = compare_reports(r["base"].report, r["leak"].report)
     assert _row(rows, "soak.slope").verdict == BEYOND and _row(rows, "soak.slope").direction == "worse"
-    res = CliRunner().invoke(compare_cmd, [str(d / "base.json"), str(d / "leak.json"), "-q", "--fail-on", "soak.slope>0"])
+    res = CliRunner().invoke(
+        compare_cmd, [str(d / "base.json"), str(d / "leak.json"), "-q", "--fail-on", "soak.slope>0"]
+    )
     assert res.exit_code == 1 and "soak.slope>0: soak.slope is" in res.stderr
-    res = CliRunner().invoke(compare_cmd, [str(d / "base.json"), str(d / "same3.json"), "-q", "--fail-on", "soak.slope>0"])
+    res = CliRunner().invoke(
+        compare_cmd, [str(d / "base.json"), str(d / "same3.json"), "-q", "--fail-on", "soak.slope>0"]
+    )
     assert res.exit_code == 0, res.stderr
 
 
@@ -91,16 +99,22 @@ def test_gates_exit_1_exactly_when_crossed(runs):
     res = CliRunner().invoke(compare_cmd, [base, new, "-q", "--fail-on", f"phase.climb.rss.max>+{above}%"])
     assert res.exit_code == 0, res.stderr
     # several NEWs: any one crossing fails the comparison, and the message names it
-    res = CliRunner().invoke(compare_cmd, [base, str(d / "same3.json"), new, "-q", "--fail-on", "bytes_per_request>+50%"])
+    res = CliRunner().invoke(
+        compare_cmd, [base, str(d / "same3.json"), new, "-q", "--fail-on", "bytes_per_request>+50%"]
+    )
     assert res.exit_code == 1 and "double.json: bytes_per_request>+50%" in res.stderr and "same3" not in res.stderr
 
 
 def test_report_baseline_takes_the_same_gates(runs):
     d, _, _ = runs
     rec = str(d / "double.rec")
-    res = CliRunner().invoke(report_cmd, [rec, "-q", "--baseline", str(d / "base.json"), "--fail-on", "bytes_per_request>+50%"])
+    res = CliRunner().invoke(
+        report_cmd, [rec, "-q", "--baseline", str(d / "base.json"), "--fail-on", "bytes_per_request>+50%"]
+    )
     assert res.exit_code == 1 and "bytes_per_request went from" in res.stderr
-    res = CliRunner().invoke(report_cmd, [rec, "-q", "--baseline", str(d / "base.json"), "--fail-on", "bytes_per_request>+150%"])
+    res = CliRunner().invoke(
+        report_cmd, [rec, "-q", "--baseline", str(d / "base.json"), "--fail-on", "bytes_per_request>+150%"]
+    )
     assert res.exit_code == 0, res.stderr
     res = CliRunner().invoke(report_cmd, [rec, "-q", "--fail-on", "peak>+10%"])
     assert res.exit_code == 2 and "--baseline" in res.stderr and "Traceback" not in res.stderr
@@ -117,8 +131,9 @@ def test_overlay_lines_up_phase_starts_not_wall_clock(runs):
     assert keys == [compare_align.BEFORE, "boot", "climb", "rush", "soak", compare_align.AFTER]
     assert ov.segment("boot").x0 == 0.0
     # ...each segment is as wide as its longest run, and they follow one another
-    assert ov.segment("climb").width == pytest.approx(max(p["duration_s"] for _, _, rep in srcs
-                                                          for p in rep["phases"] if p["name"] == "climb"), abs=1e-3)
+    assert ov.segment("climb").width == pytest.approx(
+        max(p["duration_s"] for _, _, rep in srcs for p in rep["phases"] if p["name"] == "climb"), abs=1e-3
+    )
     for a, b in zip(ov.segments[1:-1], ov.segments[2:]):
         assert b.x0 == pytest.approx(a.x0 + a.width)
     for tr in ov.traces:
@@ -133,7 +148,7 @@ def test_overlay_lines_up_phase_starts_not_wall_clock(runs):
         assert hot.min() == pytest.approx(rush.x0 + 1.0, abs=0.01)
         assert hot.max() == pytest.approx(rush.x0 + 1.5, abs=0.01)
     # min and max of every bucket are kept: the envelope reaches the recording's own extremes
-    for (name, src, _), tr in zip(srcs, ov.traces):
+    for (_, src, _), tr in zip(srcs, ov.traces):
         v = src.series["rss"].v
         assert tr.hi.max() == v.max() and tr.lo.min() == v.min()
 
@@ -149,7 +164,9 @@ def test_html_page_is_self_contained_with_overlay_and_tables(runs, tmp_path):
     assert "Plotly.newPlot" in text
     assert "phase climb (ramp)" in text and "beyond noise (worse)" in text
     assert "FAIL --fail-on bytes_per_request&gt;+50%" in text
-    data = json.loads(re.search(r'<script type="application/json" id="compare-json">(.*?)</script>', text, re.S).group(1))
+    data = json.loads(
+        re.search(r'<script type="application/json" id="compare-json">(.*?)</script>', text, re.S).group(1)
+    )
     assert data["failed"] and "bytes_per_request" in data["comparisons"][0]["beyond_noise"]
     # a report JSON whose recording is gone is tabled but not drawn, and the page says so
     lone = tmp_path / "lone.json"
@@ -174,11 +191,24 @@ def test_cli_writes_every_output_and_takes_run_folders(runs, tmp_path):
     for name in ("base", "double"):
         (tmp_path / name).mkdir()
         shutil.copy(d / f"{name}.rec", tmp_path / name / "recording")
-    res = CliRunner().invoke(compare_cmd, [str(tmp_path / "base"), str(tmp_path / "double"), "--json", str(tmp_path / "c.json"),
-                                           "--md", str(tmp_path / "c.md"), "--html", str(tmp_path / "c.html")],
-                             terminal_width=200)
+    res = CliRunner().invoke(
+        compare_cmd,
+        [
+            str(tmp_path / "base"),
+            str(tmp_path / "double"),
+            "--json",
+            str(tmp_path / "c.json"),
+            "--md",
+            str(tmp_path / "c.md"),
+            "--html",
+            str(tmp_path / "c.html"),
+        ],
+        terminal_width=200,
+    )
     assert res.exit_code == 0, res.output
-    assert " ".join(res.output.split()).startswith("double against base: 1 change(s) beyond noise: bytes per in-flight request +")
+    assert " ".join(res.output.split()).startswith(
+        "double against base: 1 change(s) beyond noise: bytes per in-flight request +"
+    )
     data = json.loads((tmp_path / "c.json").read_text())
     rows = {x["metric"]: x for x in data["comparisons"][0]["rows"]}
     assert rows["bytes_per_request"]["verdict"] == BEYOND and rows["peak"]["verdict"] == "no interval"
@@ -188,11 +218,14 @@ def test_cli_writes_every_output_and_takes_run_folders(runs, tmp_path):
     assert res.exit_code == 0 and res.output.startswith("## spikewatch compare")
 
 
-@pytest.mark.parametrize("content,why", [
-    (b"\xff" * 64, "neither a report JSON nor a readable recording"),
-    (b'{"hello": 1}', "not a spikewatch report"),
-    (b"{not json", "not a report JSON"),
-])
+@pytest.mark.parametrize(
+    "content,why",
+    [
+        (b"\xff" * 64, "neither a report JSON nor a readable recording"),
+        (b'{"hello": 1}', "not a spikewatch report"),
+        (b"{not json", "not a report JSON"),
+    ],
+)
 def test_bad_inputs_are_one_line_errors(runs, tmp_path, content, why):
     d, _, _ = runs
     bad = tmp_path / "bad"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from spikewatch.analysis import failon
 from spikewatch.analysis.synth import MiB
 
@@ -50,58 +49,113 @@ def test_parse(text, metric, kind, value, against):
     assert c.needs_baseline == (against is not None)
 
 
-@pytest.mark.parametrize("text,why", [
-    ("peak>>3", "not a valid size"), ("peak>lots", "not a valid size"), ("growth>10MiB", "per hour"),
-    ("headroom<20", "percentage"), ("nonsense>1", "unknown metric"), ("oom>0.5", "not a valid count"),
-    ("soak.slope>+5MiB", "per hour"), ("scrape_missed>+5", "pp"), ("peak>+%", "not a valid"),
-    ("phase.climb.bogus>1", "unknown metric"), ("peak>+inf%", "not a valid"), ("time_to_ready>+soon", "not a valid"),
-])
+@pytest.mark.parametrize(
+    "text,why",
+    [
+        ("peak>>3", "not a valid size"),
+        ("peak>lots", "not a valid size"),
+        ("growth>10MiB", "per hour"),
+        ("headroom<20", "percentage"),
+        ("nonsense>1", "unknown metric"),
+        ("oom>0.5", "not a valid count"),
+        ("soak.slope>+5MiB", "per hour"),
+        ("scrape_missed>+5", "pp"),
+        ("peak>+%", "not a valid"),
+        ("phase.climb.bogus>1", "unknown metric"),
+        ("peak>+inf%", "not a valid"),
+        ("time_to_ready>+soon", "not a valid"),
+    ],
+)
 def test_malformed(text, why):
     with pytest.raises(failon.FailOnError, match=why):
         failon.parse(text)
 
 
-def _report(peak: int, *, slope: tuple[float, float, float] | None = None, startup: int = 100 * MiB,
-            per_request: tuple[int, int, int] | None = None, throughput: float = 100.0) -> dict:
-    phases = [{"name": "boot", "kind": "startup", "t_start": 0.0, "t_end": 1.0, "duration_s": 1.0, "peak_bytes": startup,
-               "startup_peak_bytes": startup, "time_to_ready_s": 1.0}]
+def _report(
+    peak: int,
+    *,
+    slope: tuple[float, float, float] | None = None,
+    startup: int = 100 * MiB,
+    per_request: tuple[int, int, int] | None = None,
+    throughput: float = 100.0,
+) -> dict:
+    phases = [
+        {
+            "name": "boot",
+            "kind": "startup",
+            "t_start": 0.0,
+            "t_end": 1.0,
+            "duration_s": 1.0,
+            "peak_bytes": startup,
+            "startup_peak_bytes": startup,
+            "time_to_ready_s": 1.0,
+        }
+    ]
     if per_request:
-        phases.append({"name": "climb", "kind": "ramp", "t_start": 1.0, "t_end": 11.0, "duration_s": 10.0,
-                       "peak_bytes": peak, "bytes_per_request": per_request[0], "bytes_per_request_ci": list(per_request[1:]),
-                       "load": {"completed": int(throughput * 10), "throughput_rps": throughput}})
+        phases.append(
+            {
+                "name": "climb",
+                "kind": "ramp",
+                "t_start": 1.0,
+                "t_end": 11.0,
+                "duration_s": 10.0,
+                "peak_bytes": peak,
+                "bytes_per_request": per_request[0],
+                "bytes_per_request_ci": list(per_request[1:]),
+                "load": {"completed": int(throughput * 10), "throughput_rps": throughput},
+            }
+        )
     if slope:
-        phases.append({"name": "soak", "kind": "soak", "t_start": 11.0, "t_end": 71.0, "duration_s": 60.0,
-                       "peak_bytes": peak, "growth": {"bytes_per_hour": int(slope[0] * MiB),
-                                                      "ci_mib_per_hour": [slope[1], slope[2]]}})
-    return {"peak_bytes": peak, "phases": phases, "headline_series": "rss", "series": {}, "oom_kills": [],
-            "events": {}, "samples": {"gaps": 0}}
+        phases.append(
+            {
+                "name": "soak",
+                "kind": "soak",
+                "t_start": 11.0,
+                "t_end": 71.0,
+                "duration_s": 60.0,
+                "peak_bytes": peak,
+                "growth": {"bytes_per_hour": int(slope[0] * MiB), "ci_mib_per_hour": [slope[1], slope[2]]},
+            }
+        )
+    return {
+        "peak_bytes": peak,
+        "phases": phases,
+        "headline_series": "rss",
+        "series": {},
+        "oom_kills": [],
+        "events": {},
+        "samples": {"gaps": 0},
+    }
 
 
 BASE = _report(100 * MiB, slope=(0.0, -1.0, 1.0), per_request=(1 * MiB, 900_000, 1_150_000))
 
 
-@pytest.mark.parametrize("expr,new,holds", [
-    # exactly at the threshold is not past it; one step beyond is
-    ("peak>+10%", _report(110 * MiB), False),
-    ("peak>=+10%", _report(110 * MiB), True),
-    ("peak>+10%", _report(110 * MiB + 1), True),
-    ("peak>+10MiB", _report(110 * MiB), False),
-    ("peak>=+10MiB", _report(110 * MiB), True),
-    ("peak<-5%", _report(95 * MiB), False),
-    ("peak<-5%", _report(95 * MiB - 1), True),
-    ("startup_peak>+20MiB", _report(100 * MiB, startup=121 * MiB), True),
-    ("startup_peak>+20MiB", _report(100 * MiB, startup=119 * MiB), False),
-    ("peak>400MiB", _report(401 * MiB), True),  # the old absolute form, judged on the new run
-    ("peak>400MiB", _report(399 * MiB), False),
-    # soak.slope > 0: only when the whole interval is above 0, so a flat soak's noise does not fail a build
-    ("soak.slope>0", _report(100 * MiB, slope=(0.5, -0.3, 1.3)), False),
-    ("soak.slope>0", _report(100 * MiB, slope=(3.0, 0.2, 5.0)), True),
-    # a change on a metric with intervals must also be beyond noise
-    ("bytes_per_request>+10%", _report(100 * MiB, per_request=(int(1.2 * MiB), 1_000_000, 1_500_000)), False),
-    ("bytes_per_request>+10%", _report(100 * MiB, per_request=(2 * MiB, 2_000_000, 2_200_000)), True),
-    ("throughput<-10%", _report(100 * MiB, per_request=(MiB, 900_000, 1_150_000), throughput=85.0), True),
-    ("throughput<-10%", _report(100 * MiB, per_request=(MiB, 900_000, 1_150_000), throughput=95.0), False),
-])
+@pytest.mark.parametrize(
+    "expr,new,holds",
+    [
+        # exactly at the threshold is not past it; one step beyond is
+        ("peak>+10%", _report(110 * MiB), False),
+        ("peak>=+10%", _report(110 * MiB), True),
+        ("peak>+10%", _report(110 * MiB + 1), True),
+        ("peak>+10MiB", _report(110 * MiB), False),
+        ("peak>=+10MiB", _report(110 * MiB), True),
+        ("peak<-5%", _report(95 * MiB), False),
+        ("peak<-5%", _report(95 * MiB - 1), True),
+        ("startup_peak>+20MiB", _report(100 * MiB, startup=121 * MiB), True),
+        ("startup_peak>+20MiB", _report(100 * MiB, startup=119 * MiB), False),
+        ("peak>400MiB", _report(401 * MiB), True),  # the old absolute form, judged on the new run
+        ("peak>400MiB", _report(399 * MiB), False),
+        # soak.slope > 0: only when the whole interval is above 0, so a flat soak's noise does not fail a build
+        ("soak.slope>0", _report(100 * MiB, slope=(0.5, -0.3, 1.3)), False),
+        ("soak.slope>0", _report(100 * MiB, slope=(3.0, 0.2, 5.0)), True),
+        # a change on a metric with intervals must also be beyond noise
+        ("bytes_per_request>+10%", _report(100 * MiB, per_request=(int(1.2 * MiB), 1_000_000, 1_500_000)), False),
+        ("bytes_per_request>+10%", _report(100 * MiB, per_request=(2 * MiB, 2_000_000, 2_200_000)), True),
+        ("throughput<-10%", _report(100 * MiB, per_request=(MiB, 900_000, 1_150_000), throughput=85.0), True),
+        ("throughput<-10%", _report(100 * MiB, per_request=(MiB, 900_000, 1_150_000), throughput=95.0), False),
+    ],
+)
 def test_relative_gates_hold_exactly_when_crossed(expr, new, holds):
     failed = failon.check(new, [expr], baseline=BASE)
     assert bool(failed) == holds, failed

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from spikewatch.analysis import compare_align
 from spikewatch.analysis.compare import BEYOND, load_run
 from spikewatch.analysis.reader import load
@@ -56,16 +55,41 @@ def _run(tmp: Path, name: str, request_memory: str) -> Path:
     out = tmp / name
     scenario = tmp / "scenario.toml"
     scenario.write_text(SCENARIO)
-    cmd = [sys.executable, "-m", "spikewatch", "run", str(scenario), "--no-console", "--limit", "256M", "--out", str(out),
-           "--", sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{port}", "--startup-peak", "8M",
-           "--startup-time", "0", "--hold", "1s", "--request-memory", request_memory]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spikewatch",
+        "run",
+        str(scenario),
+        "--no-console",
+        "--limit",
+        "256M",
+        "--out",
+        str(out),
+        "--",
+        sys.executable,
+        "-m",
+        "spikewatch.driver.demo_service",
+        "--port",
+        "{port}",
+        "--startup-peak",
+        "8M",
+        "--startup-time",
+        "0",
+        "--hold",
+        "1s",
+        "--request-memory",
+        request_memory,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     return out
 
 
 def _compare(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "spikewatch", "compare", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "spikewatch", "compare", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +151,12 @@ def test_run_refuses_relative_gates_and_demo_checks_its_size(tmp_path):
 @pytest.mark.slow
 def test_demo_compare_finds_the_difference_it_made(tmp_path):
     out = tmp_path / "demo"
-    res = subprocess.run([sys.executable, "-m", "spikewatch", "demo", "--compare", "--quick", "--no-console",
-                          "--out", str(out)], capture_output=True, text=True, timeout=240)
+    res = subprocess.run(
+        [sys.executable, "-m", "spikewatch", "demo", "--compare", "--quick", "--no-console", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     data = json.loads((out / "compare.json").read_text())
     row = next(r for r in data["comparisons"][0]["rows"] if r["metric"] == "bytes_per_request")
