@@ -44,6 +44,7 @@ class Trace:
     lo: np.ndarray  # bytes
     hi: np.ndarray
     starts: dict[str, float] = field(default_factory=dict)  # segment key -> this run's own start (s from its t0)
+    breaks: list[int] = field(default_factory=list)  # index of each segment's first bucket after the first
 
 
 @dataclass
@@ -110,6 +111,7 @@ def align(runs: list[tuple[str, Source, dict[str, Any]]], buckets: int = 2000, s
         rel = (t_ns - src.t0) / 1e9
         xs, los, his = [], [], []
         starts = {}
+        breaks = []
         for key, _, a, b in bounds:
             starts[key] = a
             i, j = int(np.searchsorted(rel, a, side="left")), int(np.searchsorted(rel, b, side="left"))
@@ -121,18 +123,27 @@ def align(runs: list[tuple[str, Source, dict[str, Any]]], buckets: int = 2000, s
             bt, lo, hi = minmax(rel[i:j], v[i:j], n, t_range=(a, b) if b > a else None)
             # (before) is aligned on its end, every other segment on its start
             shift = seg_x0[key] + (widths[BEFORE] - (b - a) if key == BEFORE else 0.0) - a
+            if xs:
+                breaks.append(sum(len(x) for x in xs))
             xs.append(bt + shift)
             los.append(lo)
             his.append(hi)
         if xs:
-            traces.append(Trace(label, name, np.concatenate(xs), np.concatenate(los), np.concatenate(his), starts))
+            traces.append(
+                Trace(label, name, np.concatenate(xs), np.concatenate(los), np.concatenate(his), starts, breaks)
+            )
     return Overlay(segments, traces)
 
 
 def polyline(tr: Trace) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) through (x, lo), (x, hi) of every bucket: drawn as a line, each bucket is a vertical stroke."""
-    x = np.repeat(tr.x, 2)
+    """(x, y) through (x, lo), (x, hi) of every bucket: drawn as a line, each bucket is a vertical stroke.
+
+    A NaN between segments breaks the line: a run whose phase ended before its
+    band does gets no stroke drawn across the time it does not have.
+    """
+    x = np.repeat(tr.x.astype(np.float64), 2)
     y = np.empty(2 * len(tr.lo), dtype=np.float64)
     y[0::2] = tr.lo
     y[1::2] = tr.hi
-    return x, y
+    at = [2 * b for b in tr.breaks]
+    return np.insert(x, at, np.nan), np.insert(y, at, np.nan)

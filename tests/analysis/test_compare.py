@@ -246,3 +246,15 @@ def test_envelope_of_a_report_without_phases_is_one_segment(tmp_path):
     r = load_run(tmp_path / "x.rec")
     ov = compare_align.align([("x", load(tmp_path / "x.rec").main, r.report)])
     assert [s.key for s in ov.segments] == [compare_align.AFTER] and len(ov.traces) == 1
+
+
+def test_overlay_line_breaks_between_segments(runs):
+    d, r, _ = runs
+    ov = compare_align.align([("base", load(d / "base.rec").main, r["base"].report)])
+    (tr,) = ov.traces
+    x, y = compare_align.polyline(tr)
+    # one break per segment boundary the run has data on both sides of, nothing drawn across it
+    assert int(np.isnan(x).sum()) == len(tr.breaks) == len(ov.segments) - 1
+    assert np.array_equal(np.isnan(x), np.isnan(y))
+    kept = ~np.isnan(x)
+    assert len(x[kept]) == 2 * len(tr.x) and y[kept].max() == tr.hi.max()
