@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint test-package bench clean
+.PHONY: setup demo test lint test-package bench clean rust-example rust-deps test-rust
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,6 +37,18 @@ test-package:
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	@echo "each benchmark is a script in bench/; bench/RESULTS.md has the command and the figures of each"
+
+# The Rust example (examples/rust-service): debug and release builds, offline, from
+# Debian's packaged crates (`make rust-deps` installs them); any cargo on PATH.
+RUST_EXAMPLE := examples/rust-service
+RUST_APT := rustc cargo librust-tokio-dev librust-hyper-dev librust-serde-json-dev librust-serde-dev librust-serde-derive-dev
+
+rust-deps:
+	@if dpkg -s $(RUST_APT) >/dev/null 2>&1; then :; else \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(RUST_APT); fi
+
+rust-example:
+	cd $(RUST_EXAMPLE) && cargo build --locked && cargo build --locked --release
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
