@@ -2,20 +2,48 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
-from spikewatch.sampler.wire import protocol
+from spikewatch.sampler import buildinfo
 from spikewatch.sampler.units import format_bytes, format_duration_ns
+from spikewatch.sampler.wire import protocol
 
 from .phases import describe_growth
 from .reader import Source
 
+# Only when no executable could be read: a path under a build folder is a weak hint.
 _DEBUG = re.compile(r"(^|/)(target/(\w+-)*debug|debug|Debug|cmake-build-debug|bin/Debug|build/debug|_build/debug)(/|$)")
 _RELEASE = re.compile(r"(^|/)(target/(\w+-)*release|target/[\w-]+/release|release|Release|cmake-build-release|bin/Release|build/release|_build/prod)(/|$)")
 
 
+def _build_evidence(src: Source) -> list[tuple[str, str, str]]:
+    """(exe, profile, evidence) for every process whose executable was read: by the
+    sampler (proc_start fields, ``build`` events), else here if the file still exists."""
+    out: list[tuple[str, str, str]] = []
+    read: set[int] = set()
+    for ev in src.events_of(protocol.EV_PROC_START, protocol.EV_BUILD):
+        if isinstance(ev.get("build"), str):
+            out.append((str(ev.get("exe") or "?"), ev["build"], str(ev.get("build_evidence") or "")))
+            read.add(ev.get("pid"))
+    for ev in src.events_of(protocol.EV_PROC_START):
+        exe = ev.get("exe")
+        if ev.get("pid") in read or not isinstance(exe, str) or not os.path.isfile(exe):
+            continue
+        found = buildinfo.inspect(exe)  # a recording from an older sampler: read it now
+        out.append((exe, found.profile, found.evidence + " (read at report time)"))
+    return out
+
+
 def release_build(src: Source) -> tuple[bool | None, str]:
+    found = [e for e in _build_evidence(src) if e[1] != buildinfo.WRAPPER]
+    for profile, answer, word in ((buildinfo.DEBUG, False, "a debug build"), (buildinfo.RELEASE, True, "a release build")):
+        for exe, p, why in found:
+            if p == profile:
+                return answer, f"{exe} is {word}: {why}"
+    if found and all(p == buildinfo.INTERPRETED for _, p, _ in found):
+        return None, f"not a compiled build: {found[0][2]}"
     starts = src.events_of(protocol.EV_PROC_START)
     paths = []
     for ev in starts:
@@ -25,13 +53,16 @@ def release_build(src: Source) -> tuple[bool | None, str]:
         paths.extend(c for c in cmd[:2] if isinstance(c, str) and "/" in c)
     for p in paths:
         if _DEBUG.search(p):
-            return False, f"{p} lies under a debug build folder"
+            return False, f"{p} lies under a debug build folder (the file itself could not be read)"
     for p in paths:
         if _RELEASE.search(p):
-            return True, f"{p} lies under a release build folder"
+            return True, f"{p} lies under a release build folder (the file itself could not be read)"
+    unknown = [e for e in found if e[1] == buildinfo.UNKNOWN]
+    if unknown:
+        return None, f"{unknown[0][0]}: {unknown[0][2]}"
     if not paths:
         return None, "no process start was recorded, so the executable is unknown"
-    return None, f"the path ({paths[0]}) says nothing about the build profile"
+    return None, f"the executable ({paths[0]}) could not be read and its path says nothing about the build profile"
 
 
 def startup_captured(src: Source) -> tuple[bool | None, str]:

@@ -24,9 +24,15 @@ Interpreters (python, node, java, ...) and scripts are "not a compiled build".
 
 from __future__ import annotations
 
+import collections
+import json
 import os
+import queue
 import re
 import struct
+import subprocess
+import sys
+import threading
 import zlib
 from dataclasses import dataclass
 
@@ -175,7 +181,7 @@ def _elf_evidence(path: str) -> BuildEvidence:
         shown = producers[0].decode("ascii", "replace")[:120]
         if "0" in levels:
             return BuildEvidence(DEBUG, f"compiled without optimisation (debug info records: {shown})")
-        return BuildEvidence(RELEASE, f"compiled with -O{sorted(levels)[-1]} (debug info records: {shown})")
+        return BuildEvidence(RELEASE, f"compiled with -O{max(levels)} (debug info records: {shown})")
     if own:
         return BuildEvidence(UNKNOWN, f"debug info names the program's own sources ({_few(own)}) "
                                       "but not the optimisation level")
@@ -195,11 +201,12 @@ def _few(names: list[str]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def inspect(path: str) -> BuildEvidence:
-    """The build profile of the executable at ``path`` with its evidence.
+def inspect(path: str, name: str | None = None) -> BuildEvidence:
+    """The build profile of the executable at ``path`` (``name``: the path it was
+    started as, when ``path`` is ``/proc/PID/exe``) with its evidence.
 
     Never raises: a file that cannot be read answers ``unknown`` saying why."""
-    base = os.path.basename(path)
+    base = os.path.basename(name or path)
     if _INTERPRETERS.match(base):
         return BuildEvidence(INTERPRETED, f"{base} is an interpreter: not a compiled build")
     if _WRAPPERS.match(base):
@@ -218,3 +225,65 @@ def inspect(path: str) -> BuildEvidence:
         return BuildEvidence(UNKNOWN, str(exc))
     except OSError as exc:
         return BuildEvidence(UNKNOWN, f"cannot read {path}: {exc.strerror or exc}")
+
+
+class BuildProbe:
+    """Inspects the executables of processes that joined the tree, in a child
+    process: a regular expression over megabytes of debug strings holds the GIL
+    for tens of milliseconds, which the sampling thread must never wait for.
+
+    ``submit`` is cheap (a queue put); ``results`` hands back what is done. Each
+    distinct executable is read once."""
+
+    def __init__(self) -> None:
+        self._todo: queue.SimpleQueue[tuple[int, str] | None] = queue.SimpleQueue()
+        self._done: collections.deque[tuple[int, str, BuildEvidence]] = collections.deque()
+        self._known: dict[str, BuildEvidence] = {}
+        self._thread: threading.Thread | None = None
+
+    def submit(self, pid: int, exe: str) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="spikewatch-buildinfo", daemon=True)
+            self._thread.start()
+        self._todo.put((pid, exe))
+
+    def results(self) -> list[tuple[int, str, BuildEvidence]]:
+        out = []
+        while self._done:
+            out.append(self._done.popleft())
+        return out
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._todo.put(None)
+
+    def _run(self) -> None:
+        while True:
+            item = self._todo.get()
+            if item is None:
+                return
+            pid, exe = item
+            ev = self._known.get(exe)
+            if ev is None:
+                ev = _inspect_apart(f"/proc/{pid}/exe", exe)
+                if ev.profile != UNKNOWN or not ev.evidence.startswith("cannot read"):
+                    self._known[exe] = ev
+            self._done.append((pid, exe, ev))
+
+
+def _inspect_apart(path: str, name: str) -> BuildEvidence:
+    """:func:`inspect` in a child interpreter (see :class:`BuildProbe`)."""
+    try:
+        out = subprocess.run([sys.executable, "-m", __name__, path, name], capture_output=True,
+                             timeout=60, check=False, stdin=subprocess.DEVNULL)
+        d = json.loads(out.stdout)
+        return BuildEvidence(str(d["build"]), str(d["build_evidence"]))
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError) as exc:
+        return BuildEvidence(UNKNOWN, f"cannot inspect {name}: {exc}")
+
+
+if __name__ == "__main__":
+    # python -m ...buildinfo PATH [NAME]: one JSON line (used by BuildProbe, handy by hand).
+    if not 2 <= len(sys.argv) <= 3:
+        sys.exit("usage: python -m spikewatch.sampler.buildinfo EXECUTABLE [NAME]")
+    print(json.dumps(inspect(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else None).fields()))

@@ -45,6 +45,7 @@ from . import __version__, cgroup, procfs
 from .wire import protocol
 from .autocgroup import AutoCgroup
 from .batch import Batch
+from .buildinfo import BuildEvidence, BuildProbe, inspect
 from .config import MIN_PERIOD_NS, SamplerConfig, SamplerError, Target, check, default_journal_path
 from .detail import DetailTier
 from .launch import Launched
@@ -101,7 +102,10 @@ class Sampler:
 
         # Process tree, what we told about it, and the detail tier reading it.
         self.tree = ProcessTree(exclude=set(), pattern=self._pattern)
-        self.events = ProcessEvents(self.tree, event=self._event, flush=self._flush_samples)
+        self._build_probe = BuildProbe()
+        self._launched_build: BuildEvidence | None = None
+        self.events = ProcessEvents(self.tree, event=self._event, flush=self._flush_samples,
+                                    probe=self._build_probe.submit)
         self.membership = Membership(self.tree, self.events, exited=self._proc_exited)
         self.batch = Batch()
         self.detail = DetailTier(self.tree, None, event=self._event, flush=self._flush_samples,
@@ -246,6 +250,8 @@ class Sampler:
     def _launch(self, argv: list[str]) -> None:
         """Start ``argv`` held before exec (:class:`~spikewatch.sampler.launch.Launched`); with
         --limit it is moved into the new cgroup while stopped."""
+        # Its build profile, read now (before sampling starts), while the path is the file exec'd.
+        self._launched_build = inspect(shutil.which(argv[0]) or argv[0])
         try:
             self._child = Launched(argv)
         except SamplerError:
@@ -275,7 +281,8 @@ class Sampler:
         h = self.tree.procs.get(child.pid)
         if h is not None:
             h.argv, h.start_t = argv, t
-        self.events.launched(child.pid, t, os.getpid(), shutil.which(argv[0]) or argv[0], argv)
+        build = self._launched_build.fields() if self._launched_build is not None else {}
+        self.events.launched(child.pid, t, os.getpid(), shutil.which(argv[0]) or argv[0], argv, **build)
 
     # ------------------------------------------------------------ process tree
 
@@ -519,6 +526,8 @@ class Sampler:
         self._reap_child(t)
         self._flush_samples()
         self._drain_inlet()
+        for pid, exe, ev in self._build_probe.results():
+            self._event(t, protocol.EV_BUILD, pid=pid, exe=exe, **ev.fields())
         if self._pattern is None or self.tree.roots:
             self.membership.check_roots(t)
         w = self._ov_window
@@ -745,6 +754,7 @@ class Sampler:
         return "spikewatch: " + ", ".join(parts)
 
     def _close_all(self) -> None:
+        self._build_probe.close()
         if self._child is not None:
             self._child.kill()
         self.tree.close()

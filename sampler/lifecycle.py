@@ -18,8 +18,10 @@ _STARTS_PER_S = 50
 class ProcessEvents:
     """``event`` publishes an event; ``flush`` publishes the open sample batch first."""
 
-    def __init__(self, tree: ProcessTree, *, event: EventFn, flush: Callable[[], None]) -> None:
+    def __init__(self, tree: ProcessTree, *, event: EventFn, flush: Callable[[], None],
+                 probe: Callable[[int, str], None] | None = None) -> None:
         self.tree = tree
+        self._probe = probe  # reads a newcomer's executable off the hot path (sampler.buildinfo)
         self._event, self._flush = event, flush
         self.announced: set[int] = set()  # live pids whose proc_start went out
         self.muted: set[int] = set()  # live pids over the proc_start budget
@@ -32,10 +34,12 @@ class ProcessEvents:
         """Not announced yet, nor muted."""
         return pid not in self.announced and pid not in self.muted
 
-    def launched(self, pid: int, t: int, ppid: int, exe: str, argv: list[str]) -> None:
-        """proc_start for the command we launched, as it is released."""
+    def launched(self, pid: int, t: int, ppid: int, exe: str, argv: list[str], **build: Any) -> None:
+        """proc_start for the command we launched, as it is released (``build``: what
+        its executable says about its build profile, read before it ran)."""
         self.announced.add(pid)
-        self._event(t, protocol.EV_PROC_START, pid=pid, ppid=ppid, exe=exe, cmdline=argv, start_t=t, launched=True)
+        self._event(t, protocol.EV_PROC_START, pid=pid, ppid=ppid, exe=exe, cmdline=argv, start_t=t, launched=True,
+                    **build)
 
     def announce(self, h: ProcHandle, t: int) -> None:
         """proc_start (and restart) for a process that joined the tree, once it had
@@ -57,6 +61,8 @@ class ProcessEvents:
         self.announced.add(h.pid)
         self._event(t, protocol.EV_PROC_START, pid=h.pid, ppid=h.ppid, exe=h.exe, cmdline=h.argv,
                     start_t=h.start_t, launched=False)
+        if self._probe is not None and h.exe:
+            self._probe(h.pid, h.exe)
         if restart_of is not None:
             self._event(t, protocol.EV_RESTART, pid=h.pid, old_pid=restart_of)
 

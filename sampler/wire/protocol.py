@@ -34,7 +34,10 @@ a key is absent when the host cannot provide it):
             cg_oom_kill, cg_oom, cg_failcnt, psi_some_avg10, psi_full_avg10, psi_some_total_us,
             psi_scope ("cgroup", or "system" when only host-wide /proc/pressure exists, as on v1).
 ``event``   kind (see EVENT_KINDS) plus: proc_start {pid, ppid, exe, cmdline: [str],
-            start_t (process start on the sampler clock, when known), launched: bool};
+            start_t (process start on the sampler clock, when known), launched: bool,
+            build, build_evidence (the launched command's executable, read before it ran:
+            see sampler.buildinfo)}; build {pid, exe, build, build_evidence} (the same read
+            in the background for a process that joined the tree, shortly after its proc_start);
             proc_exit {pid, code | signal, oom: bool}; oom_kill {pid (when known), count,
             last_bytes (last sampled usage of the headline series)}; restart {pid, old_pid};
             hwm_spike {series, bytes, t_from, t_to, sampled_max}; limit_change {old, new};
@@ -99,6 +102,7 @@ EV_HWM_SPIKE = "hwm_spike"
 EV_LIMIT_CHANGE = "limit_change"
 EV_OVERRUN = "overrun"
 EV_JOURNAL_ERROR = "journal_error"
+EV_BUILD = "build"
 EVENT_KINDS: tuple[str, ...] = (
     EV_PROC_START,
     EV_PROC_EXIT,
@@ -108,6 +112,7 @@ EVENT_KINDS: tuple[str, ...] = (
     EV_LIMIT_CHANGE,
     EV_OVERRUN,
     EV_JOURNAL_ERROR,
+    EV_BUILD,
 )
 
 # Marker kinds.
