@@ -21,6 +21,8 @@ from spikewatch.sampler.units import format_bytes
 
 from . import scrape
 from .downsample import envelope_xy
+from .heap import describe as describe_heap
+from .heap import heap_ctx
 from .peaks import series_arrays
 from .phases import describe_growth
 from .reader import Recording, Source
@@ -59,6 +61,15 @@ def figure(src: Source, report: dict[str, Any], buckets: int = BUCKETS) -> go.Fi
             line={"width": 1.6 if name == head else 1.0},
             visible=True if (name == head or report["series"][name]["rate"] == "sample") else "legendonly",
             hovertemplate="%{x:.3f} s<br>%{y:.1f} MiB<extra>" + name + "</extra>"))
+
+    hctx = heap_ctx(src)
+    if hctx is not None:
+        x, y = envelope_xy(hctx.t, hctx.v, buckets)
+        metric = (report.get("heap") or {}).get("metric") or "heap"
+        fig.add_trace(go.Scattergl(
+            x=src.rel(x), y=y / MiB, mode="lines", name=f"heap ({metric}, the service's own figure)",
+            line={"width": 1.6, "dash": "dot", "color": "#2ca02c"},
+            hovertemplate="%{x:.3f} s<br>%{y:.1f} MiB<extra>heap</extra>"))
 
     for i, p in enumerate(report.get("phases") or []):
         fig.add_vrect(x0=p["t_start"], x1=p["t_end"], fillcolor=_PHASE_COLOURS[i % len(_PHASE_COLOURS)],
@@ -172,6 +183,17 @@ def page(src: Source, report: dict[str, Any], title: str = "spikewatch report") 
         summary.append(["growth after warm-up", f"{describe_growth(g)} over the {g['basis']}"])
     sections.append("<h2>Summary</h2>" + _table(["", ""], summary))
 
+    h = report.get("heap")
+    if h:
+        rows = [[f"burst {k} of '{b['phase']}' at {_s(b['t_start'])}", describe_heap(b)]
+                for k, b in enumerate(h.get("bursts") or [], 1)]
+        if h.get("after_bursts"):
+            rows.append(["after all the bursts", describe_heap(h["after_bursts"])])
+        sections.append(
+            f"<h2>Heap beside RSS</h2><p>The service's own heap figure ({_e(h.get('metric'))}, {h['samples']} scrapes; "
+            f"peak {_b(h['peak_bytes'])} at {_s(h['peak_t'])}), dotted green in the chart. Heap back but RSS not: "
+            "the allocator kept the pages; both up: the program holds the memory.</p>"
+            + (_table(["", ""], rows) if rows else "<p>No burst to judge retention after.</p>"))
     sections.append("<h2>Checklist</h2><p>The questions to answer before trusting a load test; "
                     "<em>unknown</em> means the recording holds no evidence either way.</p>" + _table(
         ["question", "answer", "why"],

@@ -15,7 +15,7 @@ import numpy as np
 from spikewatch.sampler.wire import protocol
 
 from . import checklist as checklist_mod
-from . import limits, peaks, phases, scrape, spikes
+from . import heap, limits, peaks, phases, scrape, spikes
 from .context import Ctx
 from .reader import Recording, Source
 
@@ -96,6 +96,9 @@ def build_report(rec: Recording | Source, *, source: str | None = None,
         "checklist": checks,
         "checklist_reasons": reasons,
     }
+    heap_row = heap.analyse(ctx, phase_rows)
+    if heap_row is not None:
+        report["heap"] = heap_row
     return report
 
 

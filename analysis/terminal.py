@@ -9,6 +9,7 @@ from rich.table import Table
 
 from spikewatch.sampler.units import format_bytes
 
+from .heap import describe as describe_heap
 from .phases import describe_growth
 
 
@@ -38,6 +39,21 @@ def headline(report: dict[str, Any]) -> str:
     return line
 
 
+def heap_lines(report: dict[str, Any]) -> list[str]:
+    """The service's heap beside RSS: its peak, and the retention verdict after each burst."""
+    h = report.get("heap")
+    if not h:
+        return []
+    out = [(f"heap ({h.get('metric') or 'heap metric'}): peak {_b(h['peak_bytes'])} at {_s(h['peak_t'])}, "
+            f"last {_b(h['last_bytes'])}, {h['samples']} scrapes")]
+    for i, b in enumerate(h.get("bursts") or [], 1):
+        out.append(f"  after burst {i} of '{b['phase']}' at {_s(b['t_start'])}: {describe_heap(b)}")
+    a = h.get("after_bursts")
+    if a:
+        out.append(f"  after the bursts of '{a['phase']}' (baseline before the first): {describe_heap(a)}")
+    return out
+
+
 def render(report: dict[str, Any], console: Console | None = None, max_spikes: int = 10) -> None:
     c = console or Console()
     c.print(f"[bold]{headline(report)}[/]")
@@ -59,6 +75,8 @@ def render(report: dict[str, Any], console: Console | None = None, max_spikes: i
     g = report.get("growth")
     if g:
         c.print(f"growth {describe_growth(g)} over the {g['basis']}" + (f", limit reached in {g['time_to_limit_h']} h" if g.get("time_to_limit_h") else ""))
+    for line in heap_lines(report):
+        c.print(line, highlight=False)
 
     t = Table(title="series", show_edge=False)
     for col in ("series", "peak", "source", "p99", "mean", "samples"):

@@ -94,6 +94,9 @@ def _duration(text: str, what: str, default_unit: str) -> int:
 @click.option("--history", "history", default="off", show_default=True, metavar="EP", help="ROUTER endpoint answering late joiners with recent history (e.g. tcp://127.0.0.1:7783).")
 @click.option("--history-window", default="5m", show_default=True, metavar="T", help="How much history to keep for --history.")
 @click.option("--history-size", default="64M", show_default=True, metavar="SIZE", help="At most this many bytes of history.")
+@click.option("--heap-metric", "heap_metric", metavar="URL#NAME",
+              help="Also scrape the service's own heap gauge from its Prometheus text at the detail tier, "
+                   "e.g. http://127.0.0.1:8080/metrics#app_heap_bytes (shown beside RSS).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS...]")
 @click.pass_context
@@ -101,7 +104,8 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
            period: str, detail_period: str, publish: str, inlet: str, journal: str | None, no_journal: bool,
            limit: str | None, duration: str | None, reset_hwm: bool, realtime: bool, prometheus: str | None,
            prometheus_allow_remote: bool, quiet: bool, command: tuple[str, ...], keys: str | None = None,
-           require_keys: bool = False, history: str = "off", history_window: str = "5m", history_size: str = "64M") -> None:
+           require_keys: bool = False, history: str = "off", history_window: str = "5m", history_size: str = "64M",
+           heap_metric: str | None = None) -> None:
     """Sample a service's memory every millisecond and publish it.
 
     \b
@@ -131,6 +135,14 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
             raise click.BadParameter("a limit below 1 MiB cannot run anything", param_hint="--limit")
     if journal and no_journal:
         raise click.UsageError("--journal and --no-journal contradict each other")
+    heap = None
+    if heap_metric is not None:
+        from .heapmetric import HeapMetricError, parse_spec
+
+        try:
+            heap = parse_spec(heap_metric)
+        except HeapMetricError as exc:
+            raise click.BadParameter(str(exc), param_hint="--heap-metric") from None
     argv = list(command)
     if cgroup_path == AUTO_CGROUP and (unit or argv or (pid is None and not match)):
         raise click.UsageError(auto_cgroup_misuse(Target(pid=pid, match=match, argv=argv, unit=unit)))
@@ -159,6 +171,7 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
         reset_hwm=reset_hwm,
         realtime=realtime,
         quiet=quiet,
+        heap_metric=heap,
     )
     ring = None
     exporter = _prometheus_exporter(prometheus, prometheus_allow_remote) if prometheus else None

@@ -70,6 +70,8 @@ class SamplerConfig:
     tail_ns: int = 300_000_000
     stop_grace_ns: int = 10_000_000_000
     socket_options: dict[int, Any] = field(default_factory=dict)
+    #: (url, metric name) of the service's own heap gauge in Prometheus text (--heap-metric).
+    heap_metric: tuple[str, str] | None = None
     # With CURVE: is the client key behind an inlet message (its User-Id) still
     # authorized? Markers of a key revoked while its session is open are dropped.
     inlet_sender_allowed: Callable[[str | None], bool] | None = None

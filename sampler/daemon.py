@@ -104,6 +104,7 @@ class Sampler:
         self.tree = ProcessTree(exclude=set(), pattern=self._pattern)
         self._build_probe = BuildProbe()
         self._launched_build: BuildEvidence | None = None
+        self._heap: Any = None  # sampler.heapmetric.HeapScraper with --heap-metric
         self.events = ProcessEvents(self.tree, event=self._event, flush=self._flush_samples,
                                     probe=self._build_probe.submit)
         self.membership = Membership(self.tree, self.events, exited=self._proc_exited)
@@ -213,6 +214,11 @@ class Sampler:
             self.publisher.journal = self.journal
         if t.argv:
             self._launch(t.argv)
+        if c.heap_metric is not None:
+            from .heapmetric import HeapScraper  # http.client: only for those who ask
+
+            self._heap = HeapScraper(*c.heap_metric, period_ns=self.detail_ns)
+            self._heap.start()
         # A launched command is ours: its HWM may be reset, so every interval has its own.
         self.detail.reset_hwm = c.reset_hwm or self._child is not None
         self._setup_done = True
@@ -436,6 +442,7 @@ class Sampler:
             targets=targets,
             cgroup=cg,
             started_t=self.first_t,
+            heap_metric=self._heap_hello(),
             tick_origin_t=self.origin_t or None,
             sched=self.sched,
             journal=str(self.journal.path) if self.journal else None,
@@ -443,6 +450,13 @@ class Sampler:
             counters=self.counters(),
         )
         self._publish(protocol.HELLO, body)
+
+    def _heap_hello(self) -> dict[str, Any] | None:
+        h = self._heap
+        if h is None:
+            return None
+        return {"url": h.url, "name": h.name, "scrapes": h.scrapes, "failures": h.failures,
+                "last_error": h.last_error}
 
     # ------------------------------------------------------------ slow work
 
@@ -579,6 +593,11 @@ class Sampler:
                 pass
         else:
             self.detail.refresh_host_oom()
+        if self._heap is not None:
+            # The service's own heap figure, if one arrived within two detail periods.
+            heap = self._heap.latest(2 * self.detail_ns)
+            if heap is not None:
+                body["heap"] = heap
         self.batch.next_interval()
         self._detail_t = t
         # The header (and so the seq) is taken now, after the samples and events
@@ -755,6 +774,8 @@ class Sampler:
 
     def _close_all(self) -> None:
         self._build_probe.close()
+        if self._heap is not None:
+            self._heap.stop()
         if self._child is not None:
             self._child.kill()
         self.tree.close()

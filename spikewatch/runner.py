@@ -54,6 +54,7 @@ class Request:
     url: str | None
     limit_param: str = "--limit"
     keys: str | None = None
+    heap_metric: str | None = None
 
 
 def _scenario(path: str):  # noqa: ANN202 - keeps the driver's imports lazy
@@ -138,12 +139,20 @@ def _plan(req: Request) -> tuple[Plan, str | None]:
         port = procs.free_ports(1)[0]
     url = req.url or _aim(scenario.target.url, port)
     command = [arg.replace("{port}", str(port)) for arg in req.command]
+    heap_metric = req.heap_metric.replace("{port}", str(port)) if req.heap_metric else None
+    if heap_metric is not None:
+        from sampler.heapmetric import HeapMetricError, parse_spec
+
+        try:
+            parse_spec(heap_metric)
+        except HeapMetricError as exc:
+            raise click.BadParameter(str(exc), param_hint="--heap-metric") from None
     publish, inlet, history = procs.free_ports(3, avoid=(port,))
     plan = Plan(scenario=scenario_path.resolve(), command=command, url=url, port=port, out_dir=_out_dir(req.out),
                 publish=f"tcp://127.0.0.1:{publish}", inlet=f"tcp://127.0.0.1:{inlet}",
                 history=f"tcp://127.0.0.1:{history}",
                 period=req.period, limit=limit,
-                env={"PORT": str(port), "SPIKEWATCH_PORT": str(port)}, keys=req.keys)
+                env={"PORT": str(port), "SPIKEWATCH_PORT": str(port)}, keys=req.keys, heap_metric=heap_metric)
     return plan, no_limit_reason
 
 
@@ -320,10 +329,13 @@ _CTX = {"help_option_names": ["-h", "--help"]}
               help="The port the service listens on (default: a free one, given to it as PORT / {port}).")
 @click.option("--url", help="Aim the driver here instead of the scenario's URL with --port in it.")
 @click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (from `spikewatch keys DIR`): sampler, driver and console use it.")
+@click.option("--heap-metric", "heap_metric", metavar="URL#NAME",
+              help="The service's own heap gauge in Prometheus text, plotted beside RSS with a retention verdict "
+                   "after each burst, e.g. 'http://127.0.0.1:{port}/metrics#app_heap_bytes' ({port}: the service's).")
 @click.pass_context
 def run(ctx: click.Context, scenario: str, command: tuple[str, ...], limit: str | None, out: str | None,
         fail_on: tuple[str, ...], console: bool | None, period: str, port: int | None, url: str | None,
-        keys: str | None = None) -> None:
+        keys: str | None = None, heap_metric: str | None = None) -> None:
     """Load-test a service and catch its memory spikes: sample, drive, record, report.
 
     \b
@@ -341,7 +353,8 @@ def run(ctx: click.Context, scenario: str, command: tuple[str, ...], limit: str 
         from spikewatch.sampler.cli import client_socket_options
 
         client_socket_options(keys)  # a bad folder fails here, before anything starts
-    ctx.exit(execute(Request(scenario, list(command), limit, out, fail_on, console, period, port, url, keys=keys)))
+    ctx.exit(execute(Request(scenario, list(command), limit, out, fail_on, console, period, port, url, keys=keys,
+                             heap_metric=heap_metric)))
 
 
 @click.command(context_settings=_CTX)

@@ -51,6 +51,7 @@ class Plan:
     limit: str | None = None  # passed to the sampler (already checked to be possible)
     env: dict[str, str] = field(default_factory=dict)
     keys: str | None = None  # CURVE keys folder (spikewatch keys DIR): sampler, driver and console use it
+    heap_metric: str | None = None  # URL#NAME of the service's heap gauge, {port} already filled in
 
     @property
     def recording(self) -> Path:
@@ -114,6 +115,8 @@ class Session:
             argv += ["--limit", p.limit]
         if p.keys:
             argv += ["--keys", p.keys, "--require-keys"]
+        if p.heap_metric:
+            argv += ["--heap-metric", p.heap_metric]
         return [*argv, "--", *p.command]
 
     def driver_argv(self) -> list[str]:

@@ -18,7 +18,7 @@ a key is absent when the host cannot provide it):
             period_ns, detail_period_ns, series (list of series names in ``samples``),
             targets (list of {kind: pid|match|cgroup|unit|launch, spec: str, pids: [int]}),
             cgroup ({version, path, limit, owned} or None), started_t (``t`` of the first sample),
-            journal (path or None), final (True on the last hello before exit),
+            journal (path or None), heap_metric ({url, name, scrapes, failures, last_error} or None), final (True on the last hello before exit),
             tick_origin_t (deadline k of the sampling timer is tick_origin_t + k * period_ns),
             sched ("fifo" when the sampling thread runs real-time, else "other"),
             counters {samples, ticks_missed, overruns, published, dropped, inlet_ok,
@@ -32,7 +32,8 @@ a key is absent when the host cannot provide it):
             cg_inactive_file, cg_working_set (usage - inactive_file), cg_limit (None if
             unlimited), cg_peak (kernel max since the previous detail, when resettable),
             cg_oom_kill, cg_oom, cg_failcnt, psi_some_avg10, psi_full_avg10, psi_some_total_us,
-            psi_scope ("cgroup", or "system" when only host-wide /proc/pressure exists, as on v1).
+            psi_scope ("cgroup", or "system" when only host-wide /proc/pressure exists, as on v1),
+            heap (with --heap-metric: the service's own heap gauge, bytes, when a fresh scrape exists).
 ``event``   kind (see EVENT_KINDS) plus: proc_start {pid, ppid, exe, cmdline: [str],
             start_t (process start on the sampler clock, when known), launched: bool,
             build, build_evidence (the launched command's executable, read before it ran:
