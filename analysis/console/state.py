@@ -21,6 +21,7 @@ from spikewatch.sampler.units import format_bytes, format_duration_ns
 
 # Series the console can chart; ``cg_working_set`` comes from ``detail`` (~10 Hz).
 SERIES_WORKING_SET = "cg_working_set"
+SERIES_HEAP = "heap"  # from ``detail`` with --heap-metric: a number shown, not charted
 CHART_SERIES: tuple[str, ...] = (protocol.SERIES_RSS, protocol.SERIES_CG_USAGE, SERIES_WORKING_SET)
 # Series the cgroup limit applies to (for rss it is only a guide).
 LIMITED_SERIES = (protocol.SERIES_CG_USAGE, SERIES_WORKING_SET)
@@ -267,6 +268,10 @@ class SourceState:
 
     def _on_detail(self, body: Mapping[str, Any], t: int, recv: int) -> None:
         self.detail = dict(body)
+        heap = body.get(SERIES_HEAP)
+        if isinstance(heap, int):  # the service's own heap gauge (--heap-metric), shown beside RSS
+            self.current[SERIES_HEAP] = heap
+            self._peak(SERIES_HEAP, heap)
         ws = body.get(SERIES_WORKING_SET)
         if isinstance(ws, int):
             self._ring(SERIES_WORKING_SET).extend(np.array([t], np.int64), np.array([ws], np.int64))

@@ -27,7 +27,7 @@ from spikewatch.sampler.units import format_bytes, format_duration_ns
 from .chart import GUTTER, Frame, frame_from_envelope, hold_gaps, render_chart
 from .envelope import EnvelopeCache
 from .fmt import wall_clock, window_label
-from .state import SERIES_WORKING_SET, SourceState, StreamState, pick_series
+from .state import SERIES_HEAP, SERIES_WORKING_SET, SourceState, StreamState, pick_series
 
 
 @dataclass
@@ -163,6 +163,9 @@ def headroom_text(src: SourceState, series: str, width: int) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(f"{series} ", "bold")
     text.append(f"{format_bytes(cur):>10}", "bold")
+    heap = src.current.get(SERIES_HEAP)
+    if heap is not None:
+        text.append(f"  heap {format_bytes(heap)} (peak {format_bytes(src.peaks.get(SERIES_HEAP))})", "green")
     if limit:
         headroom = 1 - (peak or 0) / limit
         style = "red" if headroom < 0.1 else ("yellow" if headroom < 0.25 else "green")
