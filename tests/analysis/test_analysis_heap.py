@@ -49,7 +49,7 @@ def test_bad_heap_metric_is_a_one_line_error(endpoints):
 class _Gauge(http.server.BaseHTTPRequestHandler):
     value = 0
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         body = f"# TYPE app_heap_bytes gauge\napp_heap_bytes {type(self).value}\n".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
