@@ -20,6 +20,7 @@ from sampler.units import format_bytes
 
 from .context import Ctx
 from .reader import Source
+from .stats import linear_fit
 
 MiB = 1 << 20
 RETENTION = "allocator retention"
@@ -30,7 +31,8 @@ HEAP_ONLY = "heap held, RSS back"
 ADVICE = {
     RETENTION: "the heap came back but RSS did not: the allocator kept the pages "
                "(try jemalloc or mimalloc, malloc_trim, MALLOC_ARENA_MAX=2)",
-    HELD: "the heap and RSS both stayed up: the program still holds the memory (a leak or an unbounded cache)",
+    HELD: "the heap and RSS both stayed up: the program still holds the memory (a leak, an unbounded cache, "
+          "or buffers kept for idle connections)",
     FINE: "the heap and RSS both came back",
     NO_RISE: "the burst raised neither the heap nor RSS noticeably",
     HEAP_ONLY: "the heap stayed up while RSS came back (held memory that is not resident)",
@@ -95,7 +97,7 @@ def analyse(ctx: Ctx, phase_rows: list[dict[str, Any]]) -> dict[str, Any] | None
     def ns(x: float) -> int:
         return t0 + round(x * 1e9)
 
-    for p in phase_rows:
+    for n, p in enumerate(phase_rows):
         if p["kind"] not in ("burst", "spike") or not p.get("bursts"):
             continue
         wins = [(ns(b["t_start"]), ns(b["t_end"])) for b in p["bursts"]]
@@ -111,11 +113,39 @@ def analyse(ctx: Ctx, phase_rows: list[dict[str, Any]]) -> dict[str, Any] | None
                 out["bursts"].append({"phase": p["name"], "t_start": ctx.rel(s), "t_end": ctx.rel(e), **row})
         s0 = wins[0][0]
         look0 = min(5_000_000_000, max(s0 - ns(p["t_start"]), 0) // 2) or 1_000_000_000
-        tail = max((end - wins[-1][1]) // 4, 1)
-        whole = _episode(ctx, hctx, (s0 - look0, s0), (s0, end), (end - tail, end))
+        after = (end - max((end - wins[-1][1]) // 4, 1), end)
+        nxt_phase = phase_rows[n + 1] if n + 1 < len(phase_rows) else None
+        if nxt_phase is not None and nxt_phase["kind"] == "idle":
+            # an idle phase after the bursts is where memory had its chance to come back:
+            # its second half, once requests still queued at the end of the bursts are done
+            a, b = ns(nxt_phase["t_start"]), ns(nxt_phase["t_end"])
+            after = (a + (b - a) // 2, b)
+        whole = _episode(ctx, hctx, (s0 - look0, s0), (s0, after[1]), after)
         if whole is not None:
-            out["after_bursts"] = {"phase": p["name"], "t_start": ctx.rel(s0), "t_end": ctx.rel(end), **whole}
+            out["after_bursts"] = {"phase": p["name"], "t_start": ctx.rel(s0), "t_end": ctx.rel(after[1]),
+                                   "after_window": [ctx.rel(after[0]), ctx.rel(after[1])], **whole}
+    out["ramps"] = [r for p in phase_rows if p["kind"] == "ramp" and (r := _ramp(hctx, p, ns)) is not None]
     return out
+
+
+def _ramp(hctx: Ctx, p: dict[str, Any], ns: Any) -> dict[str, Any] | None:
+    """Heap bytes per in-flight request: the heap's level in the second half of each ramp
+    step against the step's concurrency. Unlike RSS it is not hidden by memory the
+    allocator kept from earlier load."""
+    xs, ys = [], []
+    for st in p.get("steps") or []:
+        if st.get("level") is None:
+            continue
+        a, b = ns(st["t_start"]), ns(st["t_end"])
+        lvl = hctx.level(a + (b - a) // 2, b)
+        if lvl is not None:
+            xs.append(float(st["level"]))
+            ys.append(lvl)
+    fit = linear_fit(np.array(xs), np.array(ys)) if len(xs) >= 2 else None
+    if fit is None:
+        return None
+    return {"phase": p["name"], "heap_bytes_per_request": int(round(fit.slope)), "r2": round(fit.r2, 4),
+            "rss_bytes_per_request": p.get("bytes_per_request")}
 
 
 def describe(row: dict[str, Any]) -> str:

@@ -50,7 +50,12 @@ def heap_lines(report: dict[str, Any]) -> list[str]:
         out.append(f"  after burst {i} of '{b['phase']}' at {_s(b['t_start'])}: {describe_heap(b)}")
     a = h.get("after_bursts")
     if a:
-        out.append(f"  after the bursts of '{a['phase']}' (baseline before the first): {describe_heap(a)}")
+        w = a.get("after_window") or [None, None]
+        out.append(f"  after the bursts of '{a['phase']}' (before the first, then {_s(w[0])}–{_s(w[1])}): "
+                   f"{describe_heap(a)}")
+    for r in h.get("ramps") or []:
+        out.append(f"  ramp '{r['phase']}': heap {_b(r['heap_bytes_per_request'])} per in-flight request "
+                   f"(R² {r['r2']:.2f}; RSS says {_b(r['rss_bytes_per_request'])})")
     return out
 
 
