@@ -144,7 +144,7 @@ def _ramp(hctx: Ctx, p: dict[str, Any], ns: Any) -> dict[str, Any] | None:
     fit = linear_fit(np.array(xs), np.array(ys)) if len(xs) >= 2 else None
     if fit is None:
         return None
-    return {"phase": p["name"], "heap_bytes_per_request": int(round(fit.slope)), "r2": round(fit.r2, 4),
+    return {"phase": p["name"], "heap_bytes_per_request": round(fit.slope), "r2": round(fit.r2, 4),
             "rss_bytes_per_request": p.get("bytes_per_request")}
 
 
