@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from sampler.units import format_bytes
+from spikewatch.sampler.units import format_bytes
 
 from .context import Ctx
 from .reader import Source

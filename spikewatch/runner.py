@@ -141,7 +141,7 @@ def _plan(req: Request) -> tuple[Plan, str | None]:
     command = [arg.replace("{port}", str(port)) for arg in req.command]
     heap_metric = req.heap_metric.replace("{port}", str(port)) if req.heap_metric else None
     if heap_metric is not None:
-        from sampler.heapmetric import HeapMetricError, parse_spec
+        from spikewatch.sampler.heapmetric import HeapMetricError, parse_spec
 
         try:
             parse_spec(heap_metric)

@@ -8,11 +8,11 @@ import threading
 import numpy as np
 import pytest
 
-from analysis import heap, reader, report
-from analysis.synth import MiB, Synth
-from analysis.terminal import heap_lines
-from sampler import protocol
-from sampler.heapmetric import HeapMetricError, find_value, parse_spec
+from spikewatch.analysis import heap, reader, report
+from spikewatch.analysis.synth import MiB, Synth
+from spikewatch.analysis.terminal import heap_lines
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.heapmetric import HeapMetricError, find_value, parse_spec
 from tests.support.sampler import Stream, run_sample
 
 PAGE = """# HELP app_heap_bytes Bytes handed out.
@@ -120,9 +120,9 @@ def test_no_heap_metric_no_heap_key(tmp_path):
 
 
 def test_the_console_shows_a_heap_line():
-    from analysis.console.plain import status_line
-    from analysis.console.state import SourceState
-    from analysis.console.widgets import headroom_text
+    from spikewatch.analysis.console.plain import status_line
+    from spikewatch.analysis.console.state import SourceState
+    from spikewatch.analysis.console.widgets import headroom_text
 
     src = SourceState(key="k", endpoint="e", capacity=16)
     src.ingest(protocol.SAMPLES, {"v": 1, "seq": 0, "t": 1000, "dt": [0], "series": {"rss": [150 * MiB]}}, None)

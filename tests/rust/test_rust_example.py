@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from analysis import heap, reader
+from spikewatch.analysis import heap, reader
 from tests.conftest import ROOT, free_port
 
 EXAMPLE = ROOT / "examples" / "rust-service"
