@@ -13,6 +13,8 @@ Modules:
 * :mod:`spikewatch.sampler.detail` — the ~100 ms tier: status totals, cgroup fields, kernel peaks
   (``hwm_spike``), OOM kills.
 * :mod:`spikewatch.sampler.lifecycle` — proc_start / proc_exit / restart events and their budget.
+* :mod:`spikewatch.sampler.buildinfo` — the build profile read from an executable (debug, release, interpreted).
+* :mod:`spikewatch.sampler.heapmetric` — the service's own heap gauge, scraped in a thread (``--heap-metric``).
 * :mod:`spikewatch.sampler.batch` — the open sample batch the hot loop appends to, and its maxima.
 * :mod:`spikewatch.sampler.membership` — keeps the tree in step with the processes that exist (off the hot path).
 * :mod:`spikewatch.sampler.procfs` — careful /proc reads (kept-open statm/status, stat, HWM reset).

@@ -13,8 +13,8 @@ Signals, as measured on Rust builds here:
 * debug info naming the program's own sources (a relative path such as
   ``src/main.rs`` among the strings of ``.debug_str`` / ``.debug_line_str``)
   appears in debug builds only. The mere presence of ``.debug_info`` is *not* a
-  signal: Debian's Rust standard library ships with debug info (under absolute
-  paths), so release binaries built there carry one;
+  signal: Debian's Rust standard library ships with debug info (naming
+  ``library/std/src/lib.rs`` and the like), so release binaries built there carry one;
 * for C and C++ built by GCC with ``-g``, the compiler's command line is in the
   debug info (``DW_AT_producer``): ``-O0`` or no ``-O`` is a debug build. Without
   debug info a C program's profile cannot be told.
@@ -51,8 +51,10 @@ OVERFLOW_MESSAGES = (b"attempt to add with overflow", b"attempt to subtract with
                      b"attempt to multiply with overflow")
 _RUST_MARKS = (b"RUST_BACKTRACE", b"rust_panic", b"/rustc/")
 # A relative source path, as rustc and compilers name the program's own files;
-# libraries' are absolute (/rustc/HASH/library/..., /usr/src/rustc-*/..., ~/.cargo/registry/...).
-_OWN_SOURCE = re.compile(rb"\0((?:[A-Za-z0-9_][\w.+-]*/)*[\w.+-]+\.(?:rs|c|cc|cpp|cxx|zig))(?:\0|/@/)")
+# dependencies' are absolute (~/.cargo/registry/..., /usr/share/cargo/registry/...), and so
+# is the standard library's, except Debian's: relative to /usr/src/rustc-VERSION, under
+# library/ (library/std/src/lib.rs), which is therefore never counted as the program's.
+_OWN_SOURCE = re.compile(rb"\0(?!library/)((?:[A-Za-z0-9_][\w.+-]*/)*[\w.+-]+\.(?:rs|c|cc|cpp|cxx|zig))(?:\0|/@/)")
 _GNU_PRODUCER = re.compile(rb"\0(GNU (?:C|C\+\+|Fortran|Go)[^\0]{0,2000})\0")
 _OPT_FLAG = re.compile(rb"(?:^| )-O([0-3sgz]|fast)?(?= |$)")
 

@@ -66,7 +66,7 @@ def test_rust_signals_in_hand_made_elf_files(tmp_path):
     # Release: a .debug_str from the standard library alone (as Debian's std ships) is no signal,
     # nor is src/main.rs in .rodata (panic locations exist in release builds too).
     rel = elf({".rodata": RUST_RODATA, ".debug_info": b"\1\2\3",
-               ".debug_str": b"\0/usr/src/rustc-1.63.0/library/std/src/lib.rs\0clang LLVM (rustc version 1.63.0)\0"})
+               ".debug_str": b"\0library/std/src/lib.rs\0/usr/src/rustc-1.63.0\0clang LLVM (rustc version 1.63.0)\0"})
     ev = buildinfo.inspect(write(tmp_path, "c", rel))
     assert ev.profile == "release" and "without overflow-check" in ev.evidence
 
