@@ -148,9 +148,11 @@ def _ramp(hctx: Ctx, p: dict[str, Any], ns: Any) -> dict[str, Any] | None:
             "rss_bytes_per_request": p.get("bytes_per_request")}
 
 
-def describe(row: dict[str, Any]) -> str:
-    """One line: the numbers, then the verdict."""
+def describe(row: dict[str, Any], series: str = "rss") -> str:
+    """One line: the numbers, then the verdict. ``series``: the headline series the
+    ``rss_*`` figures come from (``cg_usage`` when a cgroup is sampled)."""
     f = format_bytes
+    label = "RSS" if series == "rss" else series
     return (f"heap {f(row['heap_baseline_bytes'])} → {f(row['heap_peak_bytes'])} → {f(row['heap_after_bytes'])}, "
-            f"RSS {f(row['rss_baseline_bytes'])} → {f(row['rss_peak_bytes'])} → {f(row['rss_after_bytes'])}: "
+            f"{label} {f(row['rss_baseline_bytes'])} → {f(row['rss_peak_bytes'])} → {f(row['rss_after_bytes'])}: "
             f"{row['verdict']} ({row['reason']})")

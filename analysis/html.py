@@ -185,10 +185,10 @@ def page(src: Source, report: dict[str, Any], title: str = "spikewatch report") 
 
     h = report.get("heap")
     if h:
-        rows = [[f"burst {k} of '{b['phase']}' at {_s(b['t_start'])}", describe_heap(b)]
+        rows = [[f"burst {k} of '{b['phase']}' at {_s(b['t_start'])}", describe_heap(b, h.get("rss_series", "rss"))]
                 for k, b in enumerate(h.get("bursts") or [], 1)]
         if h.get("after_bursts"):
-            rows.append(["after all the bursts", describe_heap(h["after_bursts"])])
+            rows.append(["after all the bursts", describe_heap(h["after_bursts"], h.get("rss_series", "rss"))])
         sections.append(
             f"<h2>Heap beside RSS</h2><p>The service's own heap figure ({_e(h.get('metric'))}, {h['samples']} scrapes; "
             f"peak {_b(h['peak_bytes'])} at {_s(h['peak_t'])}), dotted green in the chart. Heap back but RSS not: "

@@ -47,15 +47,15 @@ def heap_lines(report: dict[str, Any]) -> list[str]:
     out = [(f"heap ({h.get('metric') or 'heap metric'}): peak {_b(h['peak_bytes'])} at {_s(h['peak_t'])}, "
             f"last {_b(h['last_bytes'])}, {h['samples']} scrapes")]
     for i, b in enumerate(h.get("bursts") or [], 1):
-        out.append(f"  after burst {i} of '{b['phase']}' at {_s(b['t_start'])}: {describe_heap(b)}")
+        out.append(f"  after burst {i} of '{b['phase']}' at {_s(b['t_start'])}: {describe_heap(b, h.get('rss_series', 'rss'))}")
     a = h.get("after_bursts")
     if a:
         w = a.get("after_window") or [None, None]
         out.append(f"  after the bursts of '{a['phase']}' (before the first, then {_s(w[0])}–{_s(w[1])}): "
-                   f"{describe_heap(a)}")
+                   f"{describe_heap(a, h.get('rss_series', 'rss'))}")
     for r in h.get("ramps") or []:
         out.append(f"  ramp '{r['phase']}': heap {_b(r['heap_bytes_per_request'])} per in-flight request "
-                   f"(R² {r['r2']:.2f}; RSS says {_b(r['rss_bytes_per_request'])})")
+                   f"(R² {r['r2']:.2f}; {h.get('rss_series', 'rss')} says {_b(r['rss_bytes_per_request'])})")
     return out
 
 
