@@ -22,7 +22,7 @@ def _build_evidence(src: Source) -> list[tuple[str, str, str]]:
     """(exe, profile, evidence) for every process whose executable was read: by the
     sampler (proc_start fields, ``build`` events), else here if the file still exists."""
     out: list[tuple[str, str, str]] = []
-    read: set[int] = set()
+    read: set[Any] = set()  # pids (whatever type the recording holds)
     for ev in src.events_of(protocol.EV_PROC_START, protocol.EV_BUILD):
         if isinstance(ev.get("build"), str):
             out.append((str(ev.get("exe") or "?"), ev["build"], str(ev.get("build_evidence") or "")))

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from spikewatch.sampler.units import format_bytes
 
 from .context import Ctx
@@ -30,9 +29,9 @@ NO_RISE = "no rise"
 HEAP_ONLY = "heap held, RSS back"
 ADVICE = {
     RETENTION: "the heap came back but RSS did not: the allocator kept the pages "
-               "(try jemalloc or mimalloc, malloc_trim, MALLOC_ARENA_MAX=2)",
+    "(try jemalloc or mimalloc, malloc_trim, MALLOC_ARENA_MAX=2)",
     HELD: "the heap and RSS both stayed up: the program still holds the memory (a leak, an unbounded cache, "
-          "or buffers kept for idle connections)",
+    "or buffers kept for idle connections)",
     FINE: "the heap and RSS both came back",
     NO_RISE: "the burst raised neither the heap nor RSS noticeably",
     HEAP_ONLY: "the heap stayed up while RSS came back (held memory that is not resident)",
@@ -50,7 +49,9 @@ def heap_ctx(src: Source) -> Ctx | None:
     return Ctx(src, "heap", src.details["t"][ok], col[ok].astype(np.int64))
 
 
-def _levels(c: Ctx, base: tuple[int, int], peak: tuple[int, int], after: tuple[int, int]) -> tuple[float | None, int | None, float | None]:
+def _levels(
+    c: Ctx, base: tuple[int, int], peak: tuple[int, int], after: tuple[int, int]
+) -> tuple[float | None, int | None, float | None]:
     pk = c.peak(*peak)
     return c.level(*base), (pk[0] if pk else None), c.level(*after)
 
@@ -68,17 +69,25 @@ def verdict(heap: tuple[float, float, float], rss: tuple[float, float, float]) -
     return HEAP_ONLY if rss_back else HELD
 
 
-def _episode(ctx: Ctx, hctx: Ctx, base: tuple[int, int], peak: tuple[int, int],
-             after: tuple[int, int]) -> dict[str, Any] | None:
+def _episode(
+    ctx: Ctx, hctx: Ctx, base: tuple[int, int], peak: tuple[int, int], after: tuple[int, int]
+) -> dict[str, Any] | None:
     """Heap and RSS levels in the three windows (median, max, median) and the verdict."""
     hb, hp, ha = _levels(hctx, base, peak, after)
     rb, rp, ra = _levels(ctx, base, peak, after)
     if hb is None or hp is None or ha is None or rb is None or rp is None or ra is None:
         return None
     v = verdict((hb, hp, ha), (rb, rp, ra))
-    return {"heap_baseline_bytes": int(hb), "heap_peak_bytes": int(hp), "heap_after_bytes": int(ha),
-            "rss_baseline_bytes": int(rb), "rss_peak_bytes": int(rp), "rss_after_bytes": int(ra),
-            "verdict": v, "reason": ADVICE[v]}
+    return {
+        "heap_baseline_bytes": int(hb),
+        "heap_peak_bytes": int(hp),
+        "heap_after_bytes": int(ha),
+        "rss_baseline_bytes": int(rb),
+        "rss_peak_bytes": int(rp),
+        "rss_after_bytes": int(ra),
+        "verdict": v,
+        "reason": ADVICE[v],
+    }
 
 
 def analyse(ctx: Ctx, phase_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -89,9 +98,17 @@ def analyse(ctx: Ctx, phase_rows: list[dict[str, Any]]) -> dict[str, Any] | None
         return None
     meta = next((h.get("heap_metric") for h in reversed(src.hellos) if h.get("heap_metric")), None) or {}
     i = int(np.argmax(hctx.v))
-    out: dict[str, Any] = {"metric": meta.get("name"), "url": meta.get("url"), "samples": len(hctx.t),
-                           "peak_bytes": int(hctx.v[i]), "peak_t": ctx.rel(int(hctx.t[i])),
-                           "last_bytes": int(hctx.v[-1]), "rss_series": ctx.name, "bursts": [], "after_bursts": None}
+    out: dict[str, Any] = {
+        "metric": meta.get("name"),
+        "url": meta.get("url"),
+        "samples": len(hctx.t),
+        "peak_bytes": int(hctx.v[i]),
+        "peak_t": ctx.rel(int(hctx.t[i])),
+        "last_bytes": int(hctx.v[-1]),
+        "rss_series": ctx.name,
+        "bursts": [],
+        "after_bursts": None,
+    }
     t0 = src.t0
 
     def ns(x: float) -> int:
@@ -108,7 +125,9 @@ def analyse(ctx: Ctx, phase_rows: list[dict[str, Any]]) -> dict[str, Any] | None
             # the windows of the burst analysis: baseline before, peak during and just after, level at the end
             look = min(5_000_000_000, max(s - prev_end, 0) // 2) or 1_000_000_000
             tail = max((nxt - e) // 4, 1)
-            row = _episode(ctx, hctx, (s - look, s), (s, e + min(2_000_000_000, max(0, nxt - e) // 2)), (nxt - tail, nxt))
+            row = _episode(
+                ctx, hctx, (s - look, s), (s, e + min(2_000_000_000, max(0, nxt - e) // 2)), (nxt - tail, nxt)
+            )
             if row is not None:
                 out["bursts"].append({"phase": p["name"], "t_start": ctx.rel(s), "t_end": ctx.rel(e), **row})
         s0 = wins[0][0]
@@ -122,8 +141,13 @@ def analyse(ctx: Ctx, phase_rows: list[dict[str, Any]]) -> dict[str, Any] | None
             after = (a + (b - a) // 2, b)
         whole = _episode(ctx, hctx, (s0 - look0, s0), (s0, after[1]), after)
         if whole is not None:
-            out["after_bursts"] = {"phase": p["name"], "t_start": ctx.rel(s0), "t_end": ctx.rel(after[1]),
-                                   "after_window": [ctx.rel(after[0]), ctx.rel(after[1])], **whole}
+            out["after_bursts"] = {
+                "phase": p["name"],
+                "t_start": ctx.rel(s0),
+                "t_end": ctx.rel(after[1]),
+                "after_window": [ctx.rel(after[0]), ctx.rel(after[1])],
+                **whole,
+            }
     out["ramps"] = [r for p in phase_rows if p["kind"] == "ramp" and (r := _ramp(hctx, p, ns)) is not None]
     return out
 
@@ -144,8 +168,12 @@ def _ramp(hctx: Ctx, p: dict[str, Any], ns: Any) -> dict[str, Any] | None:
     fit = linear_fit(np.array(xs), np.array(ys)) if len(xs) >= 2 else None
     if fit is None:
         return None
-    return {"phase": p["name"], "heap_bytes_per_request": round(fit.slope), "r2": round(fit.r2, 4),
-            "rss_bytes_per_request": p.get("bytes_per_request")}
+    return {
+        "phase": p["name"],
+        "heap_bytes_per_request": round(fit.slope),
+        "r2": round(fit.r2, 4),
+        "rss_bytes_per_request": p.get("bytes_per_request"),
+    }
 
 
 def describe(row: dict[str, Any], series: str = "rss") -> str:
@@ -153,6 +181,8 @@ def describe(row: dict[str, Any], series: str = "rss") -> str:
     ``rss_*`` figures come from (``cg_usage`` when a cgroup is sampled)."""
     f = format_bytes
     label = "RSS" if series == "rss" else series
-    return (f"heap {f(row['heap_baseline_bytes'])} → {f(row['heap_peak_bytes'])} → {f(row['heap_after_bytes'])}, "
-            f"{label} {f(row['rss_baseline_bytes'])} → {f(row['rss_peak_bytes'])} → {f(row['rss_after_bytes'])}: "
-            f"{row['verdict']} ({row['reason']})")
+    return (
+        f"heap {f(row['heap_baseline_bytes'])} → {f(row['heap_peak_bytes'])} → {f(row['heap_after_bytes'])}, "
+        f"{label} {f(row['rss_baseline_bytes'])} → {f(row['rss_peak_bytes'])} → {f(row['rss_after_bytes'])}: "
+        f"{row['verdict']} ({row['reason']})"
+    )

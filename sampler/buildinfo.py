@@ -35,6 +35,7 @@ import sys
 import threading
 import zlib
 from dataclasses import dataclass
+from typing import BinaryIO
 
 DEBUG = "debug"
 RELEASE = "release"
@@ -44,11 +45,17 @@ WRAPPER = "wrapper"  # a shell or launcher whose child is the real service
 
 _INTERPRETERS = re.compile(
     r"^(python|pypy|node|nodejs|java|ruby|perl|php|bun|deno|dotnet|mono|erl|beam\.smp|Rscript|lua|luajit|elixir|julia)"
-    r"[0-9.]*(-[\w.]+)?$")
-_WRAPPERS = re.compile(r"^(sh|bash|dash|zsh|ash|busybox|env|setpriv|timeout|nice|ionice|taskset|tini|dumb-init|su|sudo)$")
+    r"[0-9.]*(-[\w.]+)?$"
+)
+_WRAPPERS = re.compile(
+    r"^(sh|bash|dash|zsh|ash|busybox|env|setpriv|timeout|nice|ionice|taskset|tini|dumb-init|su|sudo)$"
+)
 
-OVERFLOW_MESSAGES = (b"attempt to add with overflow", b"attempt to subtract with overflow",
-                     b"attempt to multiply with overflow")
+OVERFLOW_MESSAGES = (
+    b"attempt to add with overflow",
+    b"attempt to subtract with overflow",
+    b"attempt to multiply with overflow",
+)
 _RUST_MARKS = (b"RUST_BACKTRACE", b"rust_panic", b"/rustc/")
 # A relative source path, as rustc and compilers name the program's own files;
 # dependencies' are absolute (~/.cargo/registry/..., /usr/share/cargo/registry/...), and so
@@ -89,7 +96,7 @@ class _Section:
     size: int
 
 
-def _elf_sections(f, path: str) -> tuple[list[_Section], str]:
+def _elf_sections(f: BinaryIO, path: str) -> tuple[list[_Section], str]:
     """Section headers of an ELF file and its byte order (``<`` or ``>``)."""
     ident = f.read(64)
     if len(ident) < 52 or ident[:4] != b"\x7fELF":
@@ -99,11 +106,11 @@ def _elf_sections(f, path: str) -> tuple[list[_Section], str]:
         raise BuildInfoError(f"{path}: unknown ELF class {klass} or byte order {data}")
     e = "<" if data == 1 else ">"
     if klass == 2:
-        shoff, = struct.unpack_from(e + "Q", ident, 0x28)
+        (shoff,) = struct.unpack_from(e + "Q", ident, 0x28)
         shentsize, shnum, shstrndx = struct.unpack_from(e + "HHH", ident, 0x3A)
         fmt, need = e + "IIQQQQIIQQ", 64
     else:
-        shoff, = struct.unpack_from(e + "I", ident, 0x20)
+        (shoff,) = struct.unpack_from(e + "I", ident, 0x20)
         shentsize, shnum, shstrndx = struct.unpack_from(e + "HHH", ident, 0x2E)
         fmt, need = e + "IIIIIIIIII", 40
     if shoff == 0:
@@ -132,12 +139,12 @@ def _elf_sections(f, path: str) -> tuple[list[_Section], str]:
     out = []
     for h in raw:
         end = names.find(b"\0", h[0])
-        name = names[h[0]:end if end >= 0 else None].decode("ascii", "replace")
+        name = names[h[0] : end if end >= 0 else None].decode("ascii", "replace")
         out.append(_Section(name, h[1], h[2], h[4], h[5]))
     return out, e
 
 
-def _read_section(f, s: _Section, e: str, klass64: bool) -> bytes:
+def _read_section(f: BinaryIO, s: _Section, e: str, klass64: bool) -> bytes:
     if s.type == SHT_NOBITS or s.size == 0 or s.size > _MAX_SECTION:
         return b""
     f.seek(s.offset)
@@ -148,7 +155,7 @@ def _read_section(f, s: _Section, e: str, klass64: bool) -> bytes:
     hdr = 24 if klass64 else 12
     if len(data) < hdr:
         return b""
-    ch_type, = struct.unpack_from(e + "I", data, 0)
+    (ch_type,) = struct.unpack_from(e + "I", data, 0)
     if ch_type != 1:  # only zlib is in the standard library (2 is zstd)
         return b""
     try:
@@ -163,10 +170,12 @@ def _elf_evidence(path: str) -> BuildEvidence:
         f.seek(4)
         klass64 = f.read(1) == b"\x02"
         by_name = {s.name: s for s in sections}
-        rodata = b"".join(_read_section(f, s, e, klass64) for s in sections
-                          if s.name.startswith(".rodata") and s.flags & SHF_ALLOC)
-        strings = b"\0" + b"\0".join(_read_section(f, by_name[n], e, klass64)
-                                     for n in (".debug_str", ".debug_line_str") if n in by_name)
+        rodata = b"".join(
+            _read_section(f, s, e, klass64) for s in sections if s.name.startswith(".rodata") and s.flags & SHF_ALLOC
+        )
+        strings = b"\0" + b"\0".join(
+            _read_section(f, by_name[n], e, klass64) for n in (".debug_str", ".debug_line_str") if n in by_name
+        )
     rust = any(m in rodata for m in _RUST_MARKS)
     overflow = [m.decode() for m in OVERFLOW_MESSAGES if m in rodata]
     own = sorted({m.group(1).decode("ascii", "replace") for m in _OWN_SOURCE.finditer(strings)})
@@ -175,8 +184,9 @@ def _elf_evidence(path: str) -> BuildEvidence:
             return BuildEvidence(DEBUG, f"overflow-check panic messages in the binary ('{overflow[0]}')")
         if own:
             return BuildEvidence(DEBUG, f"debug info names the program's own sources ({_few(own)})")
-        return BuildEvidence(RELEASE, "a Rust binary without overflow-check panic messages or debug info "
-                                      "naming its own sources")
+        return BuildEvidence(
+            RELEASE, "a Rust binary without overflow-check panic messages or debug info naming its own sources"
+        )
     producers = [m.group(1) for m in _GNU_PRODUCER.finditer(strings)]
     if producers:
         levels = {_opt_level(p) for p in producers}
@@ -185,10 +195,14 @@ def _elf_evidence(path: str) -> BuildEvidence:
             return BuildEvidence(DEBUG, f"compiled without optimisation (debug info records: {shown})")
         return BuildEvidence(RELEASE, f"compiled with -O{max(levels)} (debug info records: {shown})")
     if own:
-        return BuildEvidence(UNKNOWN, f"debug info names the program's own sources ({_few(own)}) "
-                                      "but not the optimisation level")
-    return BuildEvidence(UNKNOWN, "an executable without debug info recording how it was compiled: "
-                                  "its build profile cannot be told from the file")
+        return BuildEvidence(
+            UNKNOWN, f"debug info names the program's own sources ({_few(own)}) but not the optimisation level"
+        )
+    return BuildEvidence(
+        UNKNOWN,
+        "an executable without debug info recording how it was compiled: "
+        "its build profile cannot be told from the file",
+    )
 
 
 def _opt_level(producer: bytes) -> str:
@@ -276,8 +290,13 @@ class BuildProbe:
 def _inspect_apart(path: str, name: str) -> BuildEvidence:
     """:func:`inspect` in a child interpreter (see :class:`BuildProbe`)."""
     try:
-        out = subprocess.run([sys.executable, "-m", __name__, path, name], capture_output=True,
-                             timeout=60, check=False, stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            [sys.executable, "-m", __name__, path, name],
+            capture_output=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
         d = json.loads(out.stdout)
         return BuildEvidence(str(d["build"]), str(d["build_evidence"]))
     except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError) as exc:

@@ -55,7 +55,7 @@ def find_value(text: str, name: str) -> float | None:
             close = rest.rfind("}")
             if close < 0:
                 continue
-            rest = rest[close + 1:]
+            rest = rest[close + 1 :]
         fields = rest.split()
         if not fields:
             continue

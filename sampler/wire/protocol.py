@@ -199,6 +199,16 @@ class CgroupInfo(TypedDict):
     owned: bool
 
 
+class HeapMetricInfo(TypedDict):
+    """``--heap-metric``: where the service's heap gauge is read, and how that went."""
+
+    url: str
+    name: str
+    scrapes: int
+    failures: int
+    last_error: str | None
+
+
 class Hello(Header, total=False):
     session: str
     host: str
@@ -214,6 +224,7 @@ class Hello(Header, total=False):
     tick_origin_t: int | None
     sched: str
     journal: str | None
+    heap_metric: HeapMetricInfo | None
     final: bool
     counters: dict[str, int]
     src: str  # added by a recorder that merges several samplers
@@ -248,6 +259,7 @@ class Detail(Header, total=False):
     psi_full_avg10: float | None
     psi_some_total_us: int | None
     psi_scope: str
+    heap: int  # the service's own heap gauge (--heap-metric), when a fresh scrape exists
     src: str
 
 
@@ -277,6 +289,7 @@ class DetailFields(TypedDict, total=False):
     psi_full_avg10: float | None
     psi_some_total_us: int | None
     psi_scope: str
+    heap: int
 
 
 def detail_body(seq: int, t: int, fields: DetailFields) -> Detail:
@@ -295,6 +308,8 @@ class ProcStart(TypedDict, total=False):
     cmdline: list[str]
     start_t: int
     launched: bool
+    build: str  # the launched command's build profile read from its executable (buildinfo)
+    build_evidence: str
 
 
 class ProcExit(TypedDict, total=False):
@@ -347,7 +362,18 @@ class JournalError(TypedDict):
     records_lost: int
 
 
-EventFields = ProcStart | ProcExit | OomKill | Restart | HwmSpike | LimitChange | Overrun | JournalError
+class Build(TypedDict):
+    """A process's build profile, read in the background after its proc_start."""
+
+    kind: Literal["build"]
+    pid: int
+    exe: str
+    build: str  # debug, release, unknown, interpreted, wrapper
+    build_evidence: str
+
+
+EventFields = (ProcStart | ProcExit | OomKill | Restart | HwmSpike | LimitChange | Overrun | JournalError
+               | Build)
 
 
 class Event(Header, total=False):

@@ -7,12 +7,12 @@ import threading
 
 import numpy as np
 import pytest
-
 from spikewatch.analysis import heap, reader, report
 from spikewatch.analysis.synth import MiB, Synth
 from spikewatch.analysis.terminal import heap_lines
-from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.heapmetric import HeapMetricError, find_value, parse_spec
+from spikewatch.sampler.wire import protocol
+
 from tests.support.sampler import Stream, run_sample
 
 PAGE = """# HELP app_heap_bytes Bytes handed out.
@@ -30,12 +30,15 @@ def test_find_value_takes_the_named_metric_only():
     assert find_value("app_heap_bytes_total 5\n", "app_heap_bytes") is None
 
 
-@pytest.mark.parametrize("spec, says", [
-    ("http://127.0.0.1:8080/metrics", "expected URL#METRIC"),
-    ("http://127.0.0.1:8080/metrics#9bad", "not a Prometheus metric name"),
-    ("ftp://h/metrics#app_heap_bytes", "expected an http:// URL"),
-    ("http://h:99999/metrics#app_heap_bytes", "bad port"),
-])
+@pytest.mark.parametrize(
+    "spec, says",
+    [
+        ("http://127.0.0.1:8080/metrics", "expected URL#METRIC"),
+        ("http://127.0.0.1:8080/metrics#9bad", "not a Prometheus metric name"),
+        ("ftp://h/metrics#app_heap_bytes", "expected an http:// URL"),
+        ("http://h:99999/metrics#app_heap_bytes", "bad port"),
+    ],
+)
 def test_bad_heap_metric_specs_say_what_is_wrong(spec, says):
     with pytest.raises(HeapMetricError, match=says):
         parse_spec(spec)
@@ -92,18 +95,25 @@ def _burst_recording(path, heap_after: int, rss_after: int) -> None:
     s.write(path)
 
 
-@pytest.mark.parametrize("heap_after, rss_after, verdict", [
-    (10 * MiB, 200 * MiB, heap.RETENTION),
-    (80 * MiB, 200 * MiB, heap.HELD),
-    (10 * MiB, 100 * MiB, heap.FINE),
-])
+@pytest.mark.parametrize(
+    "heap_after, rss_after, verdict",
+    [
+        (10 * MiB, 200 * MiB, heap.RETENTION),
+        (80 * MiB, 200 * MiB, heap.HELD),
+        (10 * MiB, 100 * MiB, heap.FINE),
+    ],
+)
 def test_retention_verdict_after_a_burst(tmp_path, heap_after, rss_after, verdict):
     _burst_recording(tmp_path / "r.rec", heap_after, rss_after)
     rep = report.build_report(reader.load(tmp_path / "r.rec"))
     h = rep["heap"]
     (b,) = h["bursts"]
     assert b["verdict"] == verdict
-    assert b["heap_baseline_bytes"] == 10 * MiB and b["heap_peak_bytes"] == 80 * MiB and b["heap_after_bytes"] == heap_after
+    assert (
+        b["heap_baseline_bytes"] == 10 * MiB
+        and b["heap_peak_bytes"] == 80 * MiB
+        and b["heap_after_bytes"] == heap_after
+    )
     assert b["rss_baseline_bytes"] == 100 * MiB and b["rss_after_bytes"] == rss_after
     assert h["after_bursts"]["verdict"] == verdict
     lines = heap_lines(rep)

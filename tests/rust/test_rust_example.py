@@ -16,8 +16,8 @@ import time
 import urllib.request
 
 import pytest
-
 from spikewatch.analysis import heap, reader
+
 from tests.conftest import ROOT, free_port
 
 EXAMPLE = ROOT / "examples" / "rust-service"
@@ -30,14 +30,17 @@ pytestmark = [
     pytest.mark.rust,
     pytest.mark.slow,
     pytest.mark.timeout(600),  # the first test waits for both ~60 s runs
-    pytest.mark.skipif(not all(p.is_file() for p in BUILDS.values()),
-                       reason="the Rust example is not built: `make test-rust` builds it and runs these tests"),
+    pytest.mark.skipif(
+        not all(p.is_file() for p in BUILDS.values()),
+        reason="the Rust example is not built: `make test-rust` builds it and runs these tests",
+    ),
 ]
 
 
 def spikewatch(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "spikewatch", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "spikewatch", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 class OwnScrapes:
@@ -80,14 +83,29 @@ def runs(tmp_path_factory) -> dict[str, dict]:
         port = free_port()
         own = OwnScrapes(port)
         try:
-            res = spikewatch("run", str(SCENARIO), "--no-console", "--port", str(port), "--out", str(d / "run"),
-                             "--heap-metric", HEAP, "--", str(exe))
+            res = spikewatch(
+                "run",
+                str(SCENARIO),
+                "--no-console",
+                "--port",
+                str(port),
+                "--out",
+                str(d / "run"),
+                "--heap-metric",
+                HEAP,
+                "--",
+                str(exe),
+            )
         finally:
             own.stop()
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         rep = json.loads((d / "run" / "report.json").read_text())
-        out[name] = {"report": rep, "stdout": res.stdout, "own": own,
-                     "t0": reader.load(d / "run" / "recording").main.t0}
+        out[name] = {
+            "report": rep,
+            "stdout": res.stdout,
+            "own": own,
+            "t0": reader.load(d / "run" / "recording").main.t0,
+        }
     return out
 
 
@@ -146,8 +164,20 @@ def test_a_copy_at_a_neutral_path_answers_from_evidence(tmp_path, build, answer)
     if build == "release":
         subprocess.run(["strip", str(app)], check=True)  # as container images ship it
     journal = tmp_path / "j"
-    res = spikewatch("sample", "--publish", f"tcp://127.0.0.1:{free_port()}", "--inlet", "off",
-                     "--journal", str(journal), "--duration", "1s", "--", str(app), timeout=60)
+    res = spikewatch(
+        "sample",
+        "--publish",
+        f"tcp://127.0.0.1:{free_port()}",
+        "--inlet",
+        "off",
+        "--journal",
+        str(journal),
+        "--duration",
+        "1s",
+        "--",
+        str(app),
+        timeout=60,
+    )
     assert res.returncode in (0, 143), res.stderr  # the service ends on the duration's SIGTERM
     rep = spikewatch("report", str(journal), "--json", str(tmp_path / "r.json"), timeout=120)
     assert rep.returncode in (0, 1), rep.stderr
