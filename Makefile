@@ -52,8 +52,9 @@ rust-example:
 
 # The Rust lane, apart from `make test` (slow): Debian's toolchain and crates if missing,
 # both profiles built offline, then tests/rust: spikewatch runs the example's ~60 s
-# scenario on each build. Time budget: 6 min (measured here on 2 busy cores: see the
-# lead's notes; about 1 min of builds from clean plus about 2.5 min of runs).
+# scenario on each build. Time budget: 8 min. Measured on 2 cores at load average 8:
+# 6.1 min from a clean target/ (builds 1.4 min debug + 2.5 min release, tests 2.3 min),
+# 2.6 min with both builds already there.
 test-rust: setup rust-deps rust-example
 	$(PY) -m pytest -m rust tests/rust $(PYTEST_ARGS)
 
