@@ -2,6 +2,7 @@
 # Slower lanes, each run by .ci/run with its own budget:
 #   make lint           ruff (lint + format check) and mypy            (~1 min)
 #   make test-package   the wheel as users install it, outside the checkout (~3 min)
+#   make test-rust      the Rust example, debug and release, built offline (8 min budget)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
@@ -23,8 +24,9 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/spikewatch demo
 
+# The Rust example's tests have a lane of their own (make test-rust).
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not rust" $(PYTEST_ARGS)
 
 lint: $(VENV)/.lint-installed
 	$(VENV)/bin/ruff check .
