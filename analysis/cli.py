@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import click
 
-from spikewatch.sampler.units import format_bytes, parse_duration
+from spikewatch import options as opt
+from spikewatch.exits import (EXIT_FAILED, BadInput, RuntimeFailure, atomic_path, check_output, io_failure,
+                              reason, refuse_existing, write_text_atomic)
+from spikewatch.sampler.units import format_bytes
 
 
 def _load(path: str):  # noqa: ANN202 - keeps numpy out of `--help`
@@ -19,59 +23,61 @@ def _load(path: str):  # noqa: ANN202 - keeps numpy out of `--help`
 
     try:
         return load(path)
-    except (RecordingError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        raise click.ClickException(f"cannot read {path}: {exc}") from None
+    except RecordingError as exc:
+        raise BadInput(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise io_failure("read", path, exc) from None
 
 
 @click.command()
 @click.argument("endpoints", nargs=-1, required=True)
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
-              help="Recording file to write (appended to if it exists).")
-@click.option("--duration", default=None, help="Stop after this long (e.g. 30s, 5m); default: until Ctrl-C/SIGTERM.")
+@click.option("-o", "--out", "--output", "output", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Recording file to write; an existing one is refused unless --append.")
+@click.option("--append", is_flag=True, help="Add to an existing FILE (the report then sees every session in it).")
+@click.option("--duration", default=None, metavar="T", help="Stop after T (with its unit: 30s, 5m); default: until Ctrl-C/SIGTERM.")
 @click.option("-q", "--quiet", is_flag=True, help="Only print the summary.")
 @click.option("--history", "history", multiple=True, metavar="EP",
               help="Sampler's history endpoint (sample --history): backfill what happened before attaching. One per EP, in order.")
 @click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (server.key + your *.key_secret) for samplers started with --keys.")
 @click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client).")
 def record(endpoints: tuple[str, ...], output: str, duration: str | None, quiet: bool,
-           history: tuple[str, ...] = (), keys: str | None = None, client_key: str | None = None) -> None:
+           history: tuple[str, ...] = (), keys: str | None = None, client_key: str | None = None,
+           append: bool = False) -> None:
     """Subscribe to samplers' streams (EP, e.g. tcp://127.0.0.1:7781) and write a recording.
 
     With several endpoints, each sampler's messages carry its session id
     (`src`), so the report can keep them apart. Messages lost in transit are
-    counted from gaps in their sequence numbers.
+    counted from gaps in their sequence numbers. Exit status 3 when nothing
+    arrived (the empty file is removed) or the disk refused the recording.
     """
     from .record import Recorder
 
-    dur = None
-    if duration is not None:
-        try:
-            dur = parse_duration(duration)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--duration") from None
-    for ep in endpoints:
-        if "://" not in ep:
-            raise click.BadParameter(f"{ep!r} is not a ZeroMQ endpoint (e.g. tcp://127.0.0.1:7781)", param_hint="EP")
+    dur = opt.duration_s(duration, "--duration") if duration is not None else None
+    eps = [opt.endpoint(ep, "EP") for ep in endpoints]
+    hist = [opt.endpoint(ep, "--history") for ep in history]
     parent = Path(output).resolve().parent
     if not parent.is_dir():
         raise click.BadParameter(f"folder {parent} does not exist", param_hint="-o")
+    if not append:
+        refuse_existing(output, "-o", "add --append to add to it")
+    existed = os.path.exists(output)
 
     def gap(src: str, lost: int) -> None:
         if not quiet:
             click.echo(f"missed {lost} message(s) from {src}", err=True)
 
-    try:
-        from spikewatch.sampler.cli import client_socket_options
+    from spikewatch.sampler.cli import client_socket_options
 
-        if len(history) > len(endpoints):
-            raise click.BadParameter("give at most one --history per EP", param_hint="--history")
-        rec = Recorder(list(endpoints), output, on_gap=gap, history=list(history) or None,
+    if len(hist) > len(eps):
+        raise click.BadParameter("give at most one --history per EP", param_hint="--history")
+    try:
+        rec = Recorder(eps, output, on_gap=gap, history=hist or None,
                        socket_options=client_socket_options(keys, client_key) or None, keys=keys)
     except OSError as exc:
-        raise click.ClickException(f"cannot write {output}: {exc}") from None
+        raise io_failure("write", output, exc) from None
     rec.install_signal_handlers()
     if not quiet:
-        click.echo(f"recording {', '.join(endpoints)} -> {output}" + (f" for {duration}" if duration else " (Ctrl-C to stop)"), err=True)
+        click.echo(f"recording {', '.join(eps)} -> {output}" + (f" for {duration}" if duration else " (Ctrl-C to stop)"), err=True)
     stats = rec.run(dur)
     for err in rec.backfill_errors:
         click.echo(f"warning: no backfill: {err}", err=True)
@@ -80,10 +86,17 @@ def record(endpoints: tuple[str, ...], output: str, duration: str | None, quiet:
                f"{stats.samples:,} samples from {len(stats.sessions)} session(s) {', '.join(stats.sessions)}")
     click.echo(f"missed {stats.missed} message(s) in {len(stats.gaps)} gap(s); {stats.bad_messages} undecodable; "
                f"{format_bytes(stats.bytes_written)} written to {output}")
+    if stats.write_error is not None:
+        raise RuntimeFailure(f"cannot write {output}: {reason(stats.write_error)}; kept "
+                             f"{format_bytes(stats.bytes_written)}, lost {stats.records_lost} record(s)")
     if stats.records_dropped:
         click.echo(f"warning: {stats.records_dropped} records could not be written (disk full?)", err=True)
     if not stats.messages:
-        click.echo("warning: nothing arrived: is a sampler publishing on " + ", ".join(endpoints) + "?", err=True)
+        if not existed:
+            with contextlib.suppress(OSError):
+                os.unlink(output)
+        raise RuntimeFailure("nothing arrived from " + ", ".join(eps) + ": is a sampler publishing there? "
+                             + ("(the empty recording was removed)" if not existed else f"({output} unchanged)"))
 
 
 @click.command()
@@ -125,22 +138,21 @@ def report(recording: str, json_out: str | None, html_out: str | None, fail_on: 
             base_report = load_run(baseline).report
         except CompareError as exc:
             raise click.BadParameter(str(exc), param_hint="--baseline") from None
-    try:
-        intervals = [parse_duration(x) for x in scrape_intervals.split(",") if x.strip()]
-        if not intervals or min(intervals) <= 0:
-            raise ValueError("give at least one positive interval")
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--scrape") from None
+    intervals = [opt.duration_s(x.strip(), "--scrape") for x in scrape_intervals.split(",") if x.strip()]
+    if not intervals:
+        raise click.BadParameter("give at least one interval, e.g. 15s,30s,60s", param_hint="--scrape")
 
     from .report import build_report
 
+    check_output(json_out, "--json")
+    check_output(html_out, "--html")
     rec = _load(recording)
     try:
         src = rec.source(source)
     except KeyError as exc:
         raise click.BadParameter(str(exc.args[0]), param_hint="--source") from None
     if not any(len(s) for s in src.series.values()):
-        raise click.ClickException(f"{recording} holds no samples (only {src.records} other records): nothing to report")
+        raise BadInput(f"{recording} holds no samples (only {src.records} other records): nothing to report")
     rep = build_report(src, intervals_s=intervals, target_concurrency=target_concurrency, margin=margin)
     rep["recording"] = str(rec.path)
     rep["sources"] = list(rec.sources)
@@ -150,11 +162,15 @@ def report(recording: str, json_out: str | None, html_out: str | None, fail_on: 
         if json_out == "-":
             click.echo(text)
         else:
-            Path(json_out).write_text(text + "\n")
+            write_text_atomic(json_out, text + "\n")
     if html_out:
         from .html import write_html
 
-        write_html(src, rep, html_out)
+        try:
+            with atomic_path(html_out) as tmp:
+                write_html(src, rep, tmp)
+        except OSError as exc:
+            raise io_failure("write", html_out, exc) from None
     if not quiet and json_out != "-":
         from .terminal import render
 
@@ -167,14 +183,16 @@ def report(recording: str, json_out: str | None, html_out: str | None, fail_on: 
         click.echo("FAILED:", err=True)
         for line in failed:
             click.echo(f"  {line}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 @click.command()
 @click.argument("recording", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the tables.")
-def export(recording: str, fmt: str, out_dir: str) -> None:
+@click.option("-o", "--out", "--output", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder for the tables; a folder that already holds files is refused unless --force.")
+@click.option("--force", is_flag=True, help="Write into an existing folder, replacing tables of the same name.")
+def export(recording: str, fmt: str, out_dir: str, force: bool = False) -> None:
     """Write samples, details, events, markers and load as tables (Parquet or CSV).
 
     \b
@@ -185,11 +203,36 @@ def export(recording: str, fmt: str, out_dir: str) -> None:
     """
     from .export import export_recording
 
+    import shutil
+    import tempfile
+
+    if not force:
+        refuse_existing(out_dir, "-o", "add --force to write into it")
+    target = Path(out_dir)
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise BadInput(f"Parquet export needs pyarrow ({exc}): pip install 'spikewatch[export]', or use --format csv") from None
     rec = _load(recording)
-    os.makedirs(out_dir, exist_ok=True)
+    # Tables go to a temporary folder beside DIR and are moved in only when all are
+    # written, so a full disk or a kill never leaves a half table under its real name.
     try:
-        written = export_recording(rec, out_dir, fmt)
-    except ImportError as exc:
-        raise click.ClickException(f"Parquet export needs pyarrow ({exc}): pip install 'spikewatch[export]', or use --format csv") from None
-    for name, (path, rows) in written.items():
+        target.parent.resolve().mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent.resolve()))
+    except OSError as exc:
+        raise io_failure("write to", out_dir, exc) from None
+    try:
+        written = export_recording(rec, tmp, fmt)
+        target.mkdir(exist_ok=True)
+        moved = {}
+        for name, (path, rows) in written.items():
+            final = target / Path(path).name
+            os.replace(path, final)
+            moved[name] = (str(final), rows)
+    except OSError as exc:
+        raise io_failure("write to", out_dir, exc) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for name, (path, rows) in moved.items():
         click.echo(f"{name:8s} {rows:>10,} rows  {path}")

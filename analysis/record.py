@@ -55,6 +55,8 @@ class RecordStats:
     records_dropped: int = 0
     seconds: float = 0.0
     handshake_errors: list[str] = field(default_factory=list)  # sentences from spikewatch.sampler.wire.handshake
+    write_error: OSError | None = None  # the first write that failed (a full disk…); recording went on buffered
+    records_lost: int = 0  # received but not in the file: dropped from the full buffer, or still buffered at the end
 
 
 def _stderr(msg: str) -> None:
@@ -92,6 +94,18 @@ class Recorder:
         self.stats = RecordStats()
         self.on_gap = on_gap
         self.stop_event = threading.Event()
+        self.write_error: OSError | None = None
+
+    def _flush(self) -> None:
+        """Write out the buffer; a failing disk is said once and retried on the next
+        flush (the writer keeps what it could not write, up to its bound)."""
+        try:
+            self.writer.flush()
+        except OSError as exc:
+            if self.write_error is None:
+                self.write_error = exc
+                self.warn(f"spikewatch record: cannot write {self.writer.path}: {exc.strerror or exc}; "
+                          "keeping what arrives in memory (bounded) and retrying")
 
     def _write(self, st: EndpointState, topic: str, body: dict[str, Any]) -> None:
         seq = body.get("seq")
@@ -171,7 +185,7 @@ class Recorder:
                 self._read_ready(self.poller.poll(wait))
                 if time.monotonic() - last_flush > 0.2:
                     self._flush_waiting()
-                    self.writer.flush()
+                    self._flush()
                     self._report_gaps()
                     last_flush = time.monotonic()
             if self.stop_event.is_set():
@@ -222,10 +236,15 @@ class Recorder:
 
     def close(self) -> None:
         try:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except OSError as exc:
+                self.write_error = self.write_error or exc
         finally:
             self.stats.bytes_written = self.writer.bytes_written
             self.stats.records_dropped = self.writer.records_dropped
+            self.stats.records_lost = self.writer.records_dropped + self.writer.pending_records
+            self.stats.write_error = self.write_error
             for s in self.subs:
                 s.close()
 

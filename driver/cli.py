@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from spikewatch import options as opt
+from spikewatch.exits import BadInput, check_output, write_text_atomic
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.units import format_bytes
 
@@ -138,11 +140,11 @@ def print_summary(result: Any) -> None:
 
 @click.command()
 @click.argument("scenario", metavar="SCENARIO.toml")
-@click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True,
-              help="The sampler's inlet: phase markers and load telemetry go there.")
+@click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, metavar="EP|off",
+              help="The sampler's inlet: phase markers and load telemetry go there ('off': nowhere).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes, each with its own event loop; rate and concurrency are split between them.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True),
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write per-phase statistics and the 100 ms telemetry series to this file.")
 @click.option("--url", help="Aim at this base URL instead of the scenario's target.url.")
 @click.option("--seed", type=int, help="Override the scenario's seed (payloads and arrivals repeat).")
@@ -154,8 +156,10 @@ def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: s
     """Play a load scenario (phases: startup, ramp, steady, burst, spike, soak, idle).
 
     Sends a marker at every phase change and 100 ms load telemetry to a sampler's
-    inlet, prints a per-phase summary and checks [thresholds]: exit 1 when one
-    fails, 2 when the target never became ready.
+    inlet, prints a per-phase summary and checks [thresholds]. Exit status: 0 passed,
+    1 a threshold failed, 2 a bad scenario or option, 3 no result (the target never
+    became ready, nothing was sent, or every request failed while no error_rate
+    threshold allows it), 130 interrupted (the summary of what ran is still printed).
     """
     import dataclasses
 
@@ -163,38 +167,45 @@ def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: s
 
     from .run import run_scenario
 
+    inlet_ep = opt.endpoint_or_off(inlet, "--inlet")
     socket_options = client_socket_options(keys, client_key)
 
     try:
         sc = load_scenario(_resolve(scenario))
         if url:
             sc = sc.with_url(url)
+        sc.check_capacity(workers)
     except ScenarioError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(str(exc)) from None
+    if json_path:
+        check_output(json_path, "--json")
     if seed is not None:
         sc = dataclasses.replace(sc, seed=seed)
     plan = sum(p.duration_ns for p in sc.phases) / 1e9
     click.echo(f"driving {sc.target.url}: {len(sc.phases)} phases, ~{plan:.0f}s planned"
                f"{' + startup' if any(p.kind == 'startup' for p in sc.phases) else ''}, "
-               f"{workers} worker{'s' if workers > 1 else ''}; markers -> {inlet}")
+               f"{workers} worker{'s' if workers > 1 else ''}; markers -> {inlet_ep or 'nowhere (--inlet off)'}")
     display: Any = None
     if not quiet:
         display = _Live() if sys.stdout.isatty() else _Plain()
     if isinstance(display, _Live):
         with display:
-            result = run_scenario(sc, inlet=inlet, workers=workers, progress=display, keep_series=bool(json_path),
+            result = run_scenario(sc, inlet=inlet_ep, workers=workers, progress=display, keep_series=bool(json_path),
                                       socket_options=socket_options)
     else:
-        result = run_scenario(sc, inlet=inlet, workers=workers, progress=display, keep_series=bool(json_path),
+        result = run_scenario(sc, inlet=inlet_ep, workers=workers, progress=display, keep_series=bool(json_path),
                                       socket_options=socket_options)
     print_summary(result)
     if json_path:
-        try:
-            Path(json_path).write_text(json.dumps(result.to_json(), indent=1))
-        except OSError as exc:
-            raise click.ClickException(f"cannot write {json_path}: {exc.strerror or exc}") from None
+        write_text_atomic(json_path, json.dumps(result.to_json(), indent=1))
         click.echo(f"statistics written to {json_path}")
     if result.exit_code:
-        if result.failed_thresholds:
+        if result.interrupted:
+            click.echo("interrupted: the summary covers what ran until then", err=True)
+        elif result.aborted:
+            click.echo(f"no result: {result.aborted}", err=True)
+        elif result.no_result:
+            click.echo(f"no result: {result.no_result}", err=True)
+        elif result.failed_thresholds:
             click.echo(f"{len(result.failed_thresholds)} threshold(s) failed", err=True)
         sys.exit(result.exit_code)

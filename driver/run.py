@@ -34,6 +34,26 @@ _now = time.monotonic_ns
 # Like `spikewatch mark`: at the end, wait at most this long for the last phase_end and
 # telemetry to reach the sampler.
 INLET_LINGER_MS = 1000
+# After Ctrl-C / SIGTERM the whole stop (answers in flight, the last markers, the
+# summary) fits in a second: these bound its parts.
+STOP_GRACE_S = 0.3
+STOP_LINGER_MS = 300
+
+
+class NullInlet:
+    """``--inlet off``: markers and telemetry go nowhere (no ZeroMQ socket at all)."""
+
+    handshake = None
+    dropped = 0
+
+    def marker(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def load(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
@@ -81,14 +101,37 @@ class DriveResult:
         return [t for t in self.thresholds if not t["ok"]]
 
     @property
+    def no_result(self) -> str | None:
+        """Why the run measured nothing, or None: no request was sent though phases asked
+        for load, or every request failed and no ``error_rate`` threshold says errors are
+        expected (then that threshold decides)."""
+        if self.aborted is not None or self.interrupted:
+            return None
+        wants_load = any(p.model != "none" for p in self.scenario.phases)
+        if not wants_load:
+            return None
+        tot = self.total
+        if tot.sent == 0 and tot.completed == 0:
+            return f"no request was sent to {self.scenario.target.url}"
+        if any(t["metric"] == "error_rate" for t in self.thresholds):
+            return None
+        if tot.completed and tot.error_count >= tot.completed:
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(tot.errors.items())) or "errors"
+            return f"every request to {self.scenario.target.url} failed ({kinds})"
+        return None
+
+    @property
     def passed(self) -> bool:
-        return self.aborted is None and not self.failed_thresholds
+        return self.aborted is None and not self.failed_thresholds and self.no_result is None
 
     @property
     def exit_code(self) -> int:
-        """0 passed, 1 a threshold failed, 2 the run was aborted (target never ready)."""
-        if self.aborted is not None:
-            return 2
+        """0 passed, 1 a threshold failed, 3 no result (target never ready, nothing sent,
+        every request failed), 130 interrupted (spikewatch.exits)."""
+        if self.interrupted:
+            return 130
+        if self.aborted is not None or self.no_result is not None:
+            return 3
         return 1 if self.failed_thresholds else 0
 
     def to_json(self) -> dict[str, Any]:
@@ -108,13 +151,16 @@ class DriveResult:
             "total": self.total.summary(),
             "thresholds": self.thresholds,
             "passed": self.passed,
+            "no_result": self.no_result,
             "notes": self.notes,
             "telemetry": self.series.to_json([p.name for p in self.phases]) if self.series is not None else None,
         }
 
 
-def inlet_reachable(endpoint: str, timeout: float = 0.3) -> bool:
+def inlet_reachable(endpoint: str | None, timeout: float = 0.3) -> bool:
     """Whether something listens at a tcp:// or ipc:// inlet (a PUSH never tells us)."""
+    if endpoint is None:
+        return False
     if endpoint.startswith("ipc://"):
         return os.path.exists(endpoint[6:])
     address = protocol.tcp_address(endpoint)
@@ -147,7 +193,7 @@ async def probe(scenario: Scenario, path: str, timeout_s: float) -> int | None:
 
 
 class Coordinator:
-    def __init__(self, scenario: Scenario, inlet: InletClient, workers: int,
+    def __init__(self, scenario: Scenario, inlet: InletClient | NullInlet, workers: int,
                  progress: Callable[[Progress], None] | None, keep_series: bool,
                  log: Callable[[str], None], stop: threading.Event | None) -> None:
         self.scenario = scenario
@@ -170,6 +216,7 @@ class Coordinator:
         self.saturated = 0
         self.interrupted = False
         self._wake: asyncio.Event | None = None
+        self._stop_evt: asyncio.Event | None = None  # set on Ctrl-C/SIGTERM: waits end at once
 
     # --- telemetry ------------------------------------------------------------------
 
@@ -272,11 +319,23 @@ class Coordinator:
                 return
             await asyncio.sleep(min(left / 1e9, 0.05))
 
+    async def _unless_stopped(self, aw: Any) -> Any:
+        """``await aw``, or None as soon as a stop is requested (a readiness probe can
+        take seconds; a stop must not wait for it)."""
+        task = asyncio.ensure_future(aw)
+        while not task.done():
+            if self._stopped():
+                task.cancel()
+                return None
+            await asyncio.wait({task}, timeout=0.05)
+        return task.result()
+
     async def _startup(self, phase: Phase, stats: PhaseStats, t0: int) -> bool:
         deadline = t0 + phase.timeout_ns
         while not self._stopped():
             before = _now()
-            status = await probe(self.scenario, phase.ready_path or "/", min(2.0, phase.timeout_ns / 1e9))
+            status = await self._unless_stopped(
+                probe(self.scenario, phase.ready_path or "/", min(2.0, phase.timeout_ns / 1e9)))
             now = _now()
             if status is not None and 200 <= status < 300:
                 stats.time_to_ready_s = round((now - t0) / 1e9, 4)
@@ -284,7 +343,7 @@ class Coordinator:
                 return True
             if now >= deadline:
                 break
-            await asyncio.sleep(max(0, min(phase.interval_ns - (now - before), deadline - now)) / 1e9)
+            await self._wait_until(now + max(0, min(phase.interval_ns - (now - before), deadline - now)))
         stats.ready = False
         return False
 
@@ -331,7 +390,10 @@ class Coordinator:
                 if aborted:
                     break
         finally:
-            unfinished = await self.backend.finish()
+            stopping = self._stopped()
+            if stopping and isinstance(self.backend, ProcessBackend):
+                self.backend.join_s = 0.3
+            unfinished = await self.backend.finish(STOP_GRACE_S if stopping else 5.0)
             ticker.cancel()
             try:
                 await ticker
@@ -384,13 +446,14 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, workers: int = 1,
+def run_scenario(scenario: Scenario, *, inlet: str | None = protocol.DEFAULT_INLET, workers: int = 1,
                  progress: Callable[[Progress], None] | None = None, keep_series: bool = True,
                  log: Callable[[str], None] = _stderr, stop: threading.Event | None = None,
                  socket_options: dict[int, Any] | None = None) -> DriveResult:
     """Play ``scenario`` to the end and return its statistics.
 
-    ``inlet``: the sampler's inlet (markers and telemetry; nothing blocks if none listens).
+    ``inlet``: the sampler's inlet (markers and telemetry; nothing blocks if none listens;
+    None: none at all).
     ``workers``: processes with their own event loop (1: in this thread).
     ``progress``: called every 100 ms. ``stop``: set it to end the run early (cleanly).
     """
@@ -399,7 +462,7 @@ def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, wor
     if workers < 1:
         raise ValueError("workers must be >= 1")
     reachable = inlet_reachable(inlet)
-    if not reachable:
+    if inlet is not None and not reachable:
         log(f"no sampler at {inlet}: markers go nowhere")
     # Nobody listening yet: a sampler that is still starting (spikewatch run) gets what was
     # queued once it binds, but the queue stays small (~100 s of telemetry, ~0.4 MiB) so a
@@ -407,8 +470,9 @@ def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, wor
     # Our own context: terminating it is what waits for the queue (the shared instance is
     # never terminated, so at exit whatever is still queued would be lost).
     ctx = zmq.Context()
-    client = InletClient(inlet, context=ctx, linger_ms=INLET_LINGER_MS, hwm=10_000 if reachable else 1_000,
-                         socket_options=socket_options, watch_handshakes=True)  # CURVE client options (spikewatch.sampler.wire.security)
+    client: InletClient | NullInlet = NullInlet() if inlet is None else InletClient(
+        inlet, context=ctx, linger_ms=INLET_LINGER_MS, hwm=10_000 if reachable else 1_000,
+        socket_options=socket_options, watch_handshakes=True)  # CURVE client options (spikewatch.sampler.wire.security)
     coord = Coordinator(scenario, client, workers, progress, keep_series, log, stop)
     started = time.time_ns()
     loop = uvloop.new_event_loop()
@@ -420,14 +484,16 @@ def run_scenario(scenario: Scenario, *, inlet: str = protocol.DEFAULT_INLET, wor
         # phase_end and telemetry, waited for at most INLET_LINGER_MS; with nobody
         # listening they are dropped at once (no wait at exit).
         listening = reachable or inlet_reachable(inlet)
-        ctx.destroy(linger=INLET_LINGER_MS if listening else 0)  # closes the client's socket too
+        stopped = coord.interrupted or (stop is not None and stop.is_set())
+        linger = (STOP_LINGER_MS if stopped else INLET_LINGER_MS) if listening else 0
+        ctx.destroy(linger=linger)  # closes the client's socket too
     total = coord.total
     total.t_start_ns = coord.t_origin
     total.t_end_ns = coord.last_tick
     result = DriveResult(
         scenario=scenario, phases=coord.phases, total=total,
         thresholds=_check_thresholds(scenario, total) if aborted is None else [],
-        series=coord.series, workers=workers, inlet=inlet, sampler_reachable=reachable,
+        series=coord.series, workers=workers, inlet=inlet or "off", sampler_reachable=reachable,
         started_wall_ns=started, aborted=aborted,
         interrupted=coord.interrupted or (stop is not None and stop.is_set()), unfinished=unfinished,
         saturated_intervals=coord.saturated, max_loop_lag_ns=coord.max_loop_lag)

@@ -24,6 +24,13 @@ ARRIVAL_KINDS = ("uniform", "poisson", "gamma")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 THRESHOLD_METRICS = ("error_rate", "p50", "p90", "p95", "p99", "p999", "max", "mean")
 MAX_BODY = 256 * 1024 * 1024  # payloads come from one preallocated buffer: keep it sane
+# What one worker process can schedule and send. bench/RESULTS.md: ~65 k/s closed model
+# against a trivial server and an exact open-model schedule at 5 k/s; above this the
+# schedule only queues and drops. A rate beyond it is refused up front, not played into
+# a driver that falls behind (1e12/s used to wedge it: a 1 ps gap never advances the clock).
+RATE_PER_WORKER = 50_000
+# In-flight requests per worker (each is a connection, so a file descriptor).
+CONCURRENCY_PER_WORKER = 20_000
 
 
 class ScenarioError(ValueError):
@@ -103,6 +110,21 @@ class Phase:
     interval_ns: int = 50_000_000
 
     @property
+    def peak_level(self) -> float:
+        """The highest rate (open) or concurrency (closed) the phase asks for, bursts included."""
+        pair = self.rate if self.rate is not None else self.concurrency
+        if pair is None:
+            return 0.0
+        level = float(max(pair))
+        b = self.burst
+        if b is not None:
+            if b.multiplier is not None:
+                level *= b.multiplier
+            else:
+                level = max(level, float(b.rate if b.rate is not None else b.concurrency or 0))
+        return level
+
+    @property
     def model(self) -> str:
         """"open", "closed" or "none" (startup, idle)."""
         if self.rate is not None:
@@ -176,6 +198,26 @@ class Scenario:
     def duration_ns(self) -> int:
         """Planned length without startup waits."""
         return sum(p.duration_ns for p in self.phases)
+
+    def check_capacity(self, workers: int = 1) -> None:
+        """Refuse rates and concurrencies the driver cannot hold with ``workers`` processes,
+        naming the achievable figure (ScenarioError)."""
+        for i, p in enumerate(self.phases):
+            level = p.peak_level
+            if p.model == "open" and level > RATE_PER_WORKER * workers:
+                can = RATE_PER_WORKER * workers
+                more = (f"; with --workers {min(64, math.ceil(level / RATE_PER_WORKER))}"
+                        if level <= RATE_PER_WORKER * 64 else "; that is beyond 64 workers too")
+                raise ScenarioError(
+                    f"phases[{i}] ({p.name}): a rate of {level:,.0f}/s is more than the driver can send: "
+                    f"about {RATE_PER_WORKER:,}/s per worker, {can:,}/s with {workers} worker{'s' if workers > 1 else ''}"
+                    f"{more}")
+            if p.model == "closed" and level > CONCURRENCY_PER_WORKER * workers:
+                can = CONCURRENCY_PER_WORKER * workers
+                raise ScenarioError(
+                    f"phases[{i}] ({p.name}): a concurrency of {level:,.0f} is more than the driver can hold: "
+                    f"at most {CONCURRENCY_PER_WORKER:,} connections per worker, {can:,} with {workers} "
+                    f"worker{'s' if workers > 1 else ''}")
 
     def with_url(self, url: str) -> "Scenario":
         """The same scenario aimed at another base URL (the runner picks ports)."""

@@ -64,9 +64,9 @@ class LocalBackend:
         snaps.append((self.cur, self.engine.take(), None))
         return snaps, self.engine.in_flight
 
-    async def finish(self) -> int:
+    async def finish(self, grace_s: float = 5.0) -> int:
         await self._stop_task()
-        return await self.engine.finish()
+        return await self.engine.finish(grace_s)
 
     def close(self) -> None:
         pass
@@ -126,15 +126,21 @@ async def _worker(conn: Connection, scenario: Scenario, index: int, workers: int
             task = loop.create_task(engine.run_phase(phase, t0, end))
         else:
             tick.cancel()
-            left = await engine.finish()
+            left = await engine.finish(cmd[1] if len(cmd) > 1 else 5.0)
             conn.send(("stats", state["cur"], _encode(engine.take()), None, 0))
             conn.send(("done", left))
             return
 
 
 def worker_main(conn: Connection, scenario: Scenario, index: int, workers: int) -> None:
+    import signal
+
     import uvloop
 
+    # Ctrl-C reaches the whole process group: the coordinator decides when we stop (a
+    # KeyboardInterrupt here would print a traceback and lose this worker's counts).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     uvloop.run(_worker(conn, scenario, index, workers))
 
 
@@ -158,6 +164,7 @@ class ProcessBackend:
         self.ready: set[int] = set()
         self.done: dict[int, int] = {}
         self._event: asyncio.Event | None = None
+        self.join_s = 5.0  # how long close() waits for each worker to exit (short after a stop request)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -204,13 +211,13 @@ class ProcessBackend:
         snaps, self.pending = self.pending, []
         return snaps, sum(self.in_flight)
 
-    async def finish(self) -> int:
+    async def finish(self, grace_s: float = 5.0) -> int:
         for pipe in self.pipes:
             try:
-                pipe.send(("finish",))
+                pipe.send(("finish", grace_s))
             except OSError:
                 pass
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + grace_s + (10 if grace_s >= 1 else 0.3)
         while len(self.done) < self.workers and time.monotonic() < deadline:
             self._event.clear()  # type: ignore[union-attr]
             try:
@@ -229,7 +236,7 @@ class ProcessBackend:
                 pass
             pipe.close()
         for p in self.procs:
-            p.join(timeout=5)
+            p.join(timeout=self.join_s)
             if p.is_alive():
                 p.kill()
                 p.join(timeout=2)

@@ -6,6 +6,9 @@ import signal
 
 import click
 
+from spikewatch import options as opt
+from spikewatch.exits import BadInput, RuntimeFailure, io_failure, refuse_existing
+
 from .wire import protocol
 from .wire.client import InletClient
 
@@ -15,11 +18,22 @@ MARK_WAIT_MS = 1500  # how long `mark` waits for the sampler to accept its hands
 @click.command()
 @click.argument("text")
 @click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, help="The sampler's inlet endpoint.")
+@click.option("--timeout", default="1500ms", show_default=True, metavar="T",
+              help="Give up (exit 3) when no sampler accepted the note within T.")
 @click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="Attach an attribute (repeatable).")
 @click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (server.key + your *.key_secret) for a sampler started with --keys.")
 @click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client).")
-def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None, client_key: str | None = None) -> None:
-    """Send a note marker (e.g. "cache warmed") to a running sampler."""
+def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None, client_key: str | None = None,
+         timeout: str = "1500ms") -> None:
+    """Send a note marker (e.g. "cache warmed") to a running sampler.
+
+    Exit status 0 when the sampler accepted the note, 2 for a bad inlet or attribute,
+    3 when no sampler accepted it within --timeout."""
+    if opt.is_off(inlet):
+        raise click.BadParameter("a note needs somewhere to go: give the sampler's inlet, e.g. "
+                                 f"{protocol.DEFAULT_INLET}", param_hint="--inlet")
+    inlet = opt.endpoint(inlet, "--inlet")
+    wait_ms = max(1, opt.duration_ns(timeout, "--timeout") // 1_000_000)
     fields = {}
     for item in attrs:
         key, sep, value = item.partition("=")
@@ -29,7 +43,7 @@ def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None,
     try:
         message = protocol.marker_message(protocol.NOTE, text, fields)
     except protocol.ProtocolError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(str(exc)) from None
     import zmq
 
     # Our own context, terminated before we exit: that is what waits (up to the linger)
@@ -39,33 +53,25 @@ def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None,
     # sampler accepted us (spikewatch.sampler.wire.handshake): wait for that, up to the linger.
     ctx = zmq.Context()
     try:
-        with InletClient(inlet, linger_ms=MARK_WAIT_MS, context=ctx, watch_handshakes=True, keys=keys,
+        with InletClient(inlet, linger_ms=wait_ms, context=ctx, watch_handshakes=True, keys=keys,
                          socket_options=client_socket_options(keys, client_key)) as client:
             client.send(protocol.MARKER, message)
             assert client.handshake is not None
-            problem = client.handshake.wait(MARK_WAIT_MS / 1000)
+            problem = client.handshake.wait(wait_ms / 1000)
             if problem is not None:
                 client.discard_queue()
     finally:
         ctx.term()
     if problem == "":
-        raise click.ClickException(f"no sampler answered at {inlet} within {MARK_WAIT_MS / 1000:g} s: "
-                                   f"the note was not sent (is `spikewatch sample` running with --inlet {inlet}?)")
+        raise RuntimeFailure(f"no sampler answered at {inlet} within {wait_ms / 1000:g} s: "
+                             f"the note was not sent (is `spikewatch sample` running with --inlet {inlet}?)")
     if problem:
-        raise click.ClickException(f"{problem}; the note was not sent")
+        raise RuntimeFailure(f"{problem}; the note was not sent")
     click.echo(f"note sent to {inlet}: {text}")
 
 
-def _duration(text: str, what: str, default_unit: str) -> int:
-    from .units import parse_duration_ns
-
-    try:
-        ns = parse_duration_ns(text, default_unit)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=what) from None
-    if ns <= 0:
-        raise click.BadParameter("must be positive", param_hint=what)
-    return ns
+def _duration(text: str, what: str, default_unit: str = "") -> int:
+    return opt.duration_ns(text, what)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,23 +81,24 @@ def _duration(text: str, what: str, default_unit: str) -> int:
               help="Sample a memory cgroup (absolute, or relative to the memory hierarchy). 'auto' with --pid or "
                    "--match: the cgroup the process lives in (its container's, reached through /proc/PID/root "
                    "from a sidecar); with --match it is found at the first match and a restart into another "
-                   "cgroup is followed; exit status 1 if it cannot be found. (A cgroup named auto: ./auto.)")
+                   "cgroup is followed; exit status 3 if it cannot be found. (A cgroup named auto: ./auto.)")
 @click.option("--unit", metavar="NAME", help="Sample a systemd unit's cgroup.")
-@click.option("--period", default="1ms", show_default=True, help="Sampling period (100us .. 1s).")
+@click.option("--period", default="1ms", show_default=True, help="Sampling period (100us .. 1s), with its unit.")
 @click.option("--detail-period", default="100ms", show_default=True, help="Period of the detail tier (status, cgroup stat, kernel peaks).")
 @click.option("--publish", default=protocol.DEFAULT_PUBLISH, show_default=True, help="ZeroMQ PUB endpoint (tcp:// or ipc://).")
-@click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, help="ZeroMQ PULL endpoint for markers and load telemetry ('off' to disable).")
-@click.option("--journal", metavar="FILE", help="Record everything published to FILE (default with -- CMD or --match: spikewatch-DATE-TIME.journal here).")
-@click.option("--no-journal", is_flag=True, help="Do not write a journal.")
+@click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, help="ZeroMQ PULL endpoint for markers and load telemetry ('off': none).")
+@click.option("--journal", metavar="FILE|off", help="Record everything published to FILE (default with -- CMD or --match: a new spikewatch-DATE-TIME.journal here; 'off': none). An existing FILE is refused unless --append.")
+@click.option("--append", is_flag=True, help="Add this run to an existing --journal FILE (a report then sees one recording with two sessions).")
+@click.option("--no-journal", is_flag=True, hidden=True, help="Old spelling of --journal off.")
 @click.option("--limit", metavar="SIZE", help="Run the launched command in a new memory cgroup of SIZE (e.g. 512M).")
-@click.option("--duration", metavar="T", help="Stop after T (e.g. 30s, 5m); a launched command gets SIGTERM.")
+@click.option("--duration", metavar="T", help="Stop after T (with its unit: 30s, 5m); a launched command gets SIGTERM.")
 @click.option("--reset-hwm", is_flag=True, help="Reset an attached process's VmHWM every detail period (visible to it) to catch peaks between samples.")
 @click.option("--realtime/--no-realtime", default=True, show_default=True, help="Run the sampling thread under SCHED_FIFO when permitted (far fewer missed ticks on a busy host).")
 @click.option("--prometheus", "prometheus", metavar="HOST:PORT", help="Also serve /metrics for Prometheus (peaks since each scrape, kernel HWMs included).")
 @click.option("--prometheus-allow-remote", "prometheus_allow_remote", is_flag=True, help="Allow --prometheus on a non-loopback address (HTTP has no CURVE: restrict access by network).")
 @click.option("--keys", "keys", metavar="DIR", envvar="SPIKEWATCH_KEYS_DIR", help="CURVE keys folder (from `spikewatch keys DIR`): encrypt and authenticate stream, inlet and history. Required to bind outside loopback. [env SPIKEWATCH_KEYS_DIR]")
 @click.option("--require-keys", is_flag=True, help="Use CURVE even on loopback (fail without --keys).")
-@click.option("--history", "history", default="off", show_default=True, metavar="EP", help="ROUTER endpoint answering late joiners with recent history (e.g. tcp://127.0.0.1:7783).")
+@click.option("--history", "history", default="off", show_default=True, metavar="EP|off", help="ROUTER endpoint answering late joiners with recent history (e.g. tcp://127.0.0.1:7783).")
 @click.option("--history-window", default="5m", show_default=True, metavar="T", help="How much history to keep for --history.")
 @click.option("--history-size", default="64M", show_default=True, metavar="SIZE", help="At most this many bytes of history.")
 @click.option("--heap-metric", "heap_metric", metavar="URL#NAME",
@@ -105,7 +112,7 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
            limit: str | None, duration: str | None, reset_hwm: bool, realtime: bool, prometheus: str | None,
            prometheus_allow_remote: bool, quiet: bool, command: tuple[str, ...], keys: str | None = None,
            require_keys: bool = False, history: str = "off", history_window: str = "5m", history_size: str = "64M",
-           heap_metric: str | None = None) -> None:
+           heap_metric: str | None = None, append: bool = False) -> None:
     """Sample a service's memory every millisecond and publish it.
 
     \b
@@ -133,8 +140,14 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
             raise click.BadParameter(str(exc), param_hint="--limit") from None
         if limit_bytes < 1 << 20:
             raise click.BadParameter("a limit below 1 MiB cannot run anything", param_hint="--limit")
-    if journal and no_journal:
-        raise click.UsageError("--journal and --no-journal contradict each other")
+    if journal is not None and opt.is_off(journal):
+        journal, no_journal = None, True
+    elif journal and no_journal:
+        raise click.UsageError("--journal FILE and --journal off contradict each other")
+    if journal and not append:
+        refuse_existing(journal, "--journal", "add --append to add this run to it")
+    publish = opt.endpoint(publish, "--publish", bind=True)
+    inlet_ep = opt.endpoint_or_off(inlet, "--inlet", bind=True)
     heap = None
     if heap_metric is not None:
         from .heapmetric import HeapMetricError, parse_spec
@@ -148,11 +161,11 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
         raise click.UsageError(auto_cgroup_misuse(Target(pid=pid, match=match, argv=argv, unit=unit)))
     if not any((pid is not None, match, cgroup_path, unit, argv)):
         raise click.UsageError("say what to sample: --pid N, --match REGEX, --cgroup PATH, --unit NAME or -- CMD ARGS")
-    history_ep = None if history.lower() in ("", "off", "none") else history
-    if history_ep is not None and history_ep in (publish, inlet):
+    history_ep = opt.endpoint_or_off(history, "--history", bind=True)
+    if history_ep is not None and history_ep in (publish, inlet_ep):
         raise click.BadParameter("give the history its own endpoint (not --publish's or --inlet's)", param_hint="--history")
     security = _server_security(ctx, keys, require_keys,
-                                [publish, None if inlet.lower() in ("", "off", "none") else inlet, history_ep])
+                                [publish, inlet_ep, history_ep])
     # With a keys folder (even the units' empty default), SIGHUP reloads the client keys
     # instead of ending the run: `systemctl reload` must never stop the sampler.
     hup_reloads = bool(keys)
@@ -164,7 +177,7 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
         period_ns=period_ns,
         detail_period_ns=detail_ns,
         publish=publish,
-        inlet=None if inlet.lower() in ("", "off", "none") else inlet,
+        inlet=inlet_ep,
         journal="" if no_journal else journal,
         limit=limit_bytes,
         duration_ns=duration_ns,
@@ -189,7 +202,7 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
                 sampler.listeners.append(ring)
             sampler.setup()
         except SamplerError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise RuntimeFailure(str(exc)) from None
         status = sampler.run()
     finally:
         if exporter is not None:
@@ -213,11 +226,11 @@ def _prometheus_exporter(bind: str, allow_remote: bool):  # -> spikewatch.sample
     except BindError as exc:
         raise click.BadParameter(str(exc), param_hint="--prometheus") from None
     except ExporterError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise RuntimeFailure(str(exc)) from None
     try:
         return exporter.start()
     except ExporterError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise RuntimeFailure(str(exc)) from None
 
 
 # --- CURVE keys and history (see spikewatch.sampler.wire.security, spikewatch.sampler.history) ----------
@@ -250,7 +263,7 @@ def _server_security(ctx: click.Context, keys: str | None, require: bool, endpoi
         check_binds(endpoints, keys)
         return server_security(keys, warn=lambda msg: click.echo(msg, err=True)) if keys else None
     except KeysError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(str(exc)) from None
 
 
 def _watch_keys(security, quiet: bool):
@@ -317,9 +330,9 @@ def keys(directory: str, name: str) -> None:
     try:
         made = create_keys(directory, name)
     except KeysError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(str(exc)) from None
     except OSError as exc:
-        raise click.ClickException(f"cannot write keys to {directory}: {exc.strerror}") from None
+        raise io_failure("write keys to", directory, exc) from None
     click.echo(f"sampler keys:  {made['server_secret']} (secret, stays here), {made['server_public']}")
     click.echo(f"client {name}:  {made['client_secret']} (secret, give to that client with server.key)")
     click.echo(f"authorized:    {made['authorized']}")

@@ -646,12 +646,14 @@ class Sampler:
                 self._log(f"spikewatch: journal {self.journal.path}"
                           + (f" (appending to the {size} bytes already there)" if size else ""))
             if self._pattern is not None and not self._wait_for_match():
-                self._stop_reason = self._stop_reason or "no process matched"
+                self._stop_reason = (self._stop_reason + ": " if self._stop_reason else "") + \
+                    f"no process matched {self._pattern.pattern!r}, nothing sampled"
+                self.exit_status = 3  # spikewatch.exits.EXIT_RUNTIME: a run with no target is no result
                 return self._finish(time.monotonic_ns())
             if self.config.target.auto_cgroup and self.cg is None:
                 cg = self.auto.attach(self.tree.roots, self.tree.procs)
                 if cg is None:
-                    self.exit_status = 1
+                    self.exit_status = 3  # spikewatch.exits.EXIT_RUNTIME
                     self._stop_reason = "--cgroup auto: the matched process's cgroup was not found"
                     return self._finish(time.monotonic_ns())
                 self._sample_cgroup(cg, members=False)
@@ -684,6 +686,19 @@ class Sampler:
             for s, hnd in old_handlers.items():
                 signal.signal(s, hnd)
             self._close_all()
+            self._drop_empty_journal()
+
+    def _drop_empty_journal(self) -> None:
+        """A journal this run created and never wrote a sample to would look like a
+        recording of nothing: remove it and say so."""
+        j = self.journal
+        if j is None or self.samples or self._journal_size_at_open:
+            return
+        try:
+            os.unlink(j.path)
+        except OSError:
+            return
+        self._log_fn(f"spikewatch: removed the journal {j.path}: it held no samples")
 
     def _loop(self, ticker: Ticker) -> None:
         """The hot loop: wait, read kept-open files, append; the rest in the slack."""

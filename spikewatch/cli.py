@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .exits import io_failure
 
 # name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
@@ -75,6 +76,13 @@ class LazyGroup(click.Group):
                 raise
             name = ctx.invoked_subcommand or ctx.info_name or "?"
             raise MissingDependency(missing_dependency(exc.name, name)) from None
+        except BrokenPipeError:
+            raise SystemExit(0) from None  # `spikewatch report R | head`: the reader left
+        except OSError as exc:
+            # The last line of defence of "one line, never a traceback": an I/O error a
+            # command did not expect still names its path and reason, and exits 3.
+            path = exc.filename if exc.filename is not None else (ctx.invoked_subcommand or "spikewatch")
+            raise io_failure("use", path, exc) from None
 
 
 class MissingDependency(click.ClickException):

@@ -125,7 +125,7 @@ def test_bad_recordings_are_clear_errors(tmp_path):
     junk = tmp_path / "junk"
     junk.write_bytes(b"\xff" * 64)
     res = CliRunner().invoke(report_cmd, [str(junk)])
-    assert res.exit_code == 1 and "cannot read" in res.stderr and "Traceback" not in res.stderr
+    assert res.exit_code == 2 and "cannot read" in res.stderr and "Traceback" not in res.stderr
     res = CliRunner().invoke(report_cmd, [str(tmp_path / "missing")])
     assert res.exit_code == 2
 

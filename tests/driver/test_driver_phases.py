@@ -199,7 +199,7 @@ def test_startup_timeout_aborts_the_run() -> None:
         duration = "5s"
     """, f"http://127.0.0.1:{free_port()}")
     res = quiet_run(sc)
-    assert res.exit_code == 2 and "did not answer 2xx within 0.5s" in res.aborted
+    assert res.exit_code == 3 and "did not answer 2xx within 0.5s" in res.aborted
     assert res.phases[0].ready is False and res.phases[1].sent == 0
 
 
@@ -380,7 +380,7 @@ def test_python_api_bundled_scenario_with_url_and_an_early_stop(server: Recorder
     res = driver.run_scenario(sc, inlet=f"tcp://127.0.0.1:{free_port()}", log=lambda m: None, stop=stop)
     timer.cancel()
     assert time.monotonic() - t < 3.5  # the quick scenario would take ~4 s
-    assert res.interrupted and res.exit_code == 0
+    assert res.interrupted and res.exit_code == 130
     played = [p for p in res.phases if p.t_end_ns]
     assert played and played[0].ready is True and len(played) < len(res.phases)
     assert res.to_json()["phases"][0]["name"] == "boot"

@@ -136,10 +136,10 @@ def test_cli_rejects_a_bad_scenario_cleanly(tmp_path, spikewatch_cmd) -> None:
     bad.write_text('[target]\nurl = "http://127.0.0.1:1"\n[[phases]]\nkind = "burst"\nrate = 1\n'
                    'duration = "1m"\nburst = { every = 5, length = "1s", rate = 9 }\n')
     out = subprocess.run([*spikewatch_cmd, "drive", str(bad)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1
+    assert out.returncode == 2  # bad input (README: exit statuses)
     assert 'phases[0].burst.every: expected a duration like "20s", got 5' in out.stderr
     assert "Traceback" not in out.stderr
     broken = tmp_path / "broken.toml"
     broken.write_text("[target\n")
     out = subprocess.run([*spikewatch_cmd, "drive", str(broken)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and "not valid TOML" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "not valid TOML" in out.stderr and "Traceback" not in out.stderr

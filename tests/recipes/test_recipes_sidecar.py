@@ -219,6 +219,6 @@ def test_sidecar_without_ptrace_rights_says_which_capability(app_container: dict
             f'--regid 65534 --clear-groups --inh-caps=-all --bounding-set=-all {sys.executable} -m spikewatch '
             f'sample --pid {c["pid"]} --cgroup auto --no-journal --inlet off --publish tcp://127.0.0.1:{free_port()}')
     out = subprocess.run(["sh", "-c", side], capture_output=True, text=True, timeout=60, cwd="/")
-    assert out.returncode == 1, out.stderr
+    assert out.returncode == 3, out.stderr
     assert "Traceback" not in out.stderr
     assert f"no permission to follow /proc/{c['pid']}/root" in out.stderr and "CAP_SYS_PTRACE" in out.stderr

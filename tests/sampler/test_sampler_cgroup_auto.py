@@ -190,5 +190,5 @@ def test_auto_for_a_pid_that_does_not_exist(endpoints, tmp_path: Path) -> None:
     with pytest.raises(cgm.CgroupError, match=rf"no process {gone.pid}"):
         cgm.cgroup_seen_by(gone.pid)
     res = run_sample(endpoints, "--pid", str(gone.pid), "--cgroup", "auto", "--no-journal", timeout=30)
-    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.returncode == 3 and "Traceback" not in res.stderr
     assert re.search(rf"no process {gone.pid}", res.stderr), res.stderr
