@@ -79,7 +79,10 @@ def render(report: dict[str, Any], console: Console | None = None, max_spikes: i
             c.print(f"[red]OOM kill[/] at {_s(k['t'])} pid {k.get('pid')} last sample {_b(k.get('last_bytes'))}")
     g = report.get("growth")
     if g:
-        c.print(f"growth {describe_growth(g)} over the {g['basis']}" + (f", limit reached in {g['time_to_limit_h']} h" if g.get("time_to_limit_h") else ""))
+        # A projection to the limit is only a finding when the growth is: not for a
+        # flat, falling or inconclusive trend (the JSON keeps the figure either way).
+        reach = g.get("time_to_limit_h") if g.get("trend") == "growing" else None
+        c.print(f"growth {describe_growth(g)} over the {g['basis']}" + (f", limit reached in {reach} h" if reach else ""))
     for line in heap_lines(report):
         c.print(line, highlight=False)
 

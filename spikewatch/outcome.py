@@ -6,7 +6,8 @@ Exit status of ``spikewatch run`` / ``spikewatch demo`` (first rule that applies
 * 1 — failed: a ``--fail-on`` condition holds, a scenario ``[thresholds]`` entry
   failed, or the service died before the scenario ended (an OOM kill included).
 * 3 — not evaluated: the service could not be started (e.g. command not found) or
-  never became ready, or nothing was recorded.
+  never became ready, the driver sent nothing or every request failed, nothing was
+  recorded, or the report could not be written (a full disk: one line naming the file).
 * 0 — passed.
 
 (2 is click's usage error: a bad option or scenario file, before anything ran.)
@@ -85,8 +86,19 @@ def build(plan: Plan) -> tuple[Any, dict[str, Any] | None, str | None]:
     report = build_report(src)
     report["recording"] = str(plan.recording)
     report["sources"] = list(rec.sources)
-    (plan.out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    write_html(src, report, plan.out_dir / "report.html")
+    from .exits import atomic_open, atomic_path, reason
+
+    for name in ("report.json", "report.html"):
+        path = plan.out_dir / name
+        try:
+            if name == "report.json":
+                with atomic_open(path, "w", encoding="utf-8") as f:
+                    f.write(json.dumps(report, indent=2, default=str) + "\n")
+            else:
+                with atomic_path(path) as tmp:
+                    write_html(src, report, tmp)
+        except OSError as exc:
+            return src, report, f"cannot write {path}: {reason(exc)}"
     return src, report, None
 
 
@@ -95,6 +107,14 @@ def driver_results(plan: Plan) -> dict[str, Any] | None:
         return json.loads(plan.driver_json.read_text())
     except (OSError, ValueError):
         return None
+
+
+def not_evaluated(v: Verdict, why: str) -> Verdict:
+    """A verdict that would have passed becomes "not evaluated" (3) for ``why``."""
+    if v.status == EXIT_OK:
+        v.status = EXIT_NOT_EVALUATED
+        v.failures.append(why)
+    return v
 
 
 def decide(outcome: Outcome, report: dict[str, Any] | None, problem: str | None, drive: dict[str, Any] | None,
@@ -115,6 +135,9 @@ def decide(outcome: Outcome, report: dict[str, Any] | None, problem: str | None,
     aborted = (drive or {}).get("aborted")
     if aborted and not outcome.service_died:
         v.lines.append(f"the driver gave up: {aborted}")
+    no_result = (drive or {}).get("no_result")
+    if no_result and not outcome.service_died:
+        v.lines.append(f"the load measured nothing: {no_result}")
     for th in (drive or {}).get("thresholds") or []:
         mark = "ok  " if th.get("ok") else "FAIL"
         v.lines.append(f"{mark} threshold {th.get('text')} (observed {th.get('shown')})")
@@ -135,4 +158,7 @@ def decide(outcome: Outcome, report: dict[str, Any] | None, problem: str | None,
     elif problem is not None or (aborted and not outcome.service_died):
         v.status = EXIT_NOT_EVALUATED
         v.failures.append(problem or "the service never became ready")
+    elif no_result and not outcome.service_died:
+        v.status = EXIT_NOT_EVALUATED
+        v.failures.append(no_result)
     return v

@@ -28,8 +28,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import click
 
+from . import options as opt
 from . import outcome as outcome_mod
 from . import procs
+from .exits import BadInput, RuntimeFailure, io_failure, refuse_existing, write_text_atomic
 from .session import Plan, RunError, Session
 
 DEMO_LIMIT = "256M"
@@ -64,7 +66,9 @@ def _scenario(path: str):  # noqa: ANN202 - keeps the driver's imports lazy
     if not p.exists() and "/" not in path and bundled(path.removesuffix(".toml")).exists():
         p = bundled(path.removesuffix(".toml"))
     try:
-        return p, load_scenario(p)
+        scenario = load_scenario(p)
+        scenario.check_capacity(1)  # run drives with one worker
+        return p, scenario
     except ScenarioError as exc:
         raise click.BadParameter(str(exc), param_hint="SCENARIO.toml") from None
 
@@ -88,17 +92,18 @@ def _out_dir(out: str | None) -> Path:
     else:
         d = Path(out)
         if (d / "recording").exists():
-            raise click.BadParameter(f"{d} already holds a run (recording); give a new folder", param_hint="--out")
+            raise BadInput(f"--out: {d} already holds a run (recording); give a new folder")
+        refuse_existing(d, "--out", "empty it")
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise click.BadParameter(f"cannot create {d}: {exc.strerror}", param_hint="--out") from None
+        raise io_failure("create", d, exc) from None
     return d
 
 
 def _plan(req: Request) -> tuple[Plan, str | None]:
     from spikewatch.analysis import failon
-    from spikewatch.sampler.units import parse_duration_ns, parse_size
+    from spikewatch.sampler.units import parse_size
 
     from .limits import limit_unavailable
 
@@ -113,10 +118,7 @@ def _plan(req: Request) -> tuple[Plan, str | None]:
         raise click.BadParameter(f"{', '.join(relative)} compare(s) against a baseline, which a run does not have: "
                                  "gate afterwards with spikewatch compare BASE.json DIR/report.json --fail-on …",
                                  param_hint="--fail-on")
-    try:
-        period_ns = parse_duration_ns(req.period, "ms")
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--period") from None
+    period_ns = opt.duration_ns(req.period, "--period")
     if not 100_000 <= period_ns <= 1_000_000_000:
         raise click.BadParameter(f"{req.period!r} is outside 100us .. 1s", param_hint="--period")
     limit, no_limit_reason = req.limit, None
@@ -270,8 +272,11 @@ def _finish(plan: Plan, req: Request, session: Session, no_limit_reason: str | N
 
     echo = click.echo
     o = session.outcome
-    driver_text = procs.tail(plan.driver_log, 40)
-    if driver_text:
+    # The driver's own start line repeats the plan printed at the start: shown here, at
+    # the end, it read as if the driver had only just started.
+    driver_text = "\n".join(line for line in procs.tail(plan.driver_log, 40).splitlines()
+                            if not line.startswith("driving "))
+    if driver_text.strip():
         echo("")
         echo(driver_text)
     echo("")
@@ -292,7 +297,11 @@ def _finish(plan: Plan, req: Request, session: Session, no_limit_reason: str | N
                          "failures": verdict.failures, "exit_status": verdict.status}
         import json
 
-        (plan.out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        try:
+            write_text_atomic(plan.out_dir / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+        except RuntimeFailure as exc:
+            problem = problem or exc.message
+            verdict = outcome_mod.not_evaluated(verdict, exc.message)
     echo("")
     if no_limit_reason:
         echo(f"NOTE: ran WITHOUT a memory limit: {no_limit_reason}")
@@ -319,12 +328,12 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.argument("scenario", metavar="SCENARIO.toml")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD ARGS...")
 @click.option("--limit", metavar="SIZE", help="Run the service in a new memory cgroup of SIZE (e.g. 512M).")
-@click.option("--out", metavar="DIR", help="Where recording, report.json, report.html go (default ./spikewatch-runs/DATE-TIME).")
+@click.option("-o", "--out", metavar="DIR", help="A new folder for recording, report.json, report.html (default ./spikewatch-runs/DATE-TIME); a folder holding files is refused.")
 @click.option("--fail-on", "fail_on", multiple=True, metavar="EXPR",
               help="Exit 1 when a report condition holds: peak>400MiB, oom>0, headroom<20%, scrape_missed>50%… (repeatable).")
 @click.option("--console/--no-console", default=None,
               help="Full-screen live console (default when on a terminal) or one status line a second.")
-@click.option("--period", default="1ms", show_default=True, help="Sampling period.")
+@click.option("--period", default="1ms", show_default=True, help="Sampling period, with its unit (500us, 1ms).")
 @click.option("--port", type=click.IntRange(1, 65535),
               help="The port the service listens on (default: a free one, given to it as PORT / {port}).")
 @click.option("--url", help="Aim the driver here instead of the scenario's URL with --port in it.")
@@ -346,8 +355,9 @@ def run(ctx: click.Context, scenario: str, command: tuple[str, ...], limit: str 
     The service gets its port in the environment (PORT, SPIKEWATCH_PORT) and in place
     of {port} in its arguments; the driver aims at the scenario's URL with that port.
     Exit status: 0 passed, 1 a --fail-on condition or scenario threshold failed or
-    the service died mid-run (OOM kill included), 3 not evaluated (could not start,
-    never ready, nothing recorded), 130 interrupted; the report is written in every case.
+    the service died mid-run (OOM kill included), 2 bad usage (nothing started),
+    3 not evaluated (could not start, never ready, nothing recorded, the disk refused the
+    report), 130 interrupted; the report is written whenever there is one to write.
     """
     if keys:
         from spikewatch.sampler.cli import client_socket_options
@@ -358,10 +368,10 @@ def run(ctx: click.Context, scenario: str, command: tuple[str, ...], limit: str 
 
 
 @click.command(context_settings=_CTX)
-@click.option("--out", metavar="DIR", help="Where the results go (default ./spikewatch-runs/DATE-TIME).")
+@click.option("-o", "--out", metavar="DIR", help="A new folder for the results (default ./spikewatch-runs/DATE-TIME).")
 @click.option("--quick", is_flag=True, help="A ~10 s smoke run instead of the ~90 s demo.")
 @click.option("--limit", default=DEMO_LIMIT, show_default=True, metavar="SIZE",
-              help="Memory limit for the demo service ('none' for no limit).")
+              help="Memory limit for the demo service ('off' for no limit).")
 @click.option("--console/--no-console", default=None, help="Full-screen live console (default on a terminal).")
 @click.option("--fail-on", "fail_on", multiple=True, metavar="EXPR",
               help="As for spikewatch run; with --compare, as for spikewatch compare ('peak>+10%').")
@@ -386,7 +396,7 @@ def demo(ctx: click.Context, out: str | None, quick: bool, limit: str, console: 
     from spikewatch.driver import bundled
 
     command = [sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{port}"]
-    lim = None if limit.lower() in ("none", "off", "0") else limit
+    lim = None if opt.is_off(limit) or limit == "0" else limit
     if not compare_runs:
         scenario = str(bundled("quick" if quick else "demo"))
         ctx.exit(execute(Request(scenario, command, lim, out, fail_on, console, "1ms", None, None)))

@@ -7,8 +7,9 @@ import sys
 
 import click
 
+from spikewatch import options as opt
+from spikewatch.sampler.units import parse_size
 from spikewatch.sampler.wire import protocol
-from spikewatch.sampler.units import parse_duration, parse_size
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -23,31 +24,11 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     if value is None:
         return None
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if seconds <= 0:
-        raise click.BadParameter("must be more than zero")
-    return seconds
+    return opt.duration_s(value, f"--{param.name}")
 
 
 def _endpoint(ep: str, what: str) -> str:
-    import zmq
-
-    problem = None if "://" in ep else "is not a ZeroMQ endpoint"
-    if problem is None:
-        # Let ZeroMQ judge it now (a throwaway connect), rather than a receiver thread later.
-        sock = zmq.Context.instance().socket(zmq.SUB)
-        try:
-            sock.connect(ep)
-        except zmq.ZMQError as exc:
-            problem = f"is not a usable ZeroMQ endpoint ({exc})"
-        finally:
-            sock.close(linger=0)
-    if problem:
-        raise click.BadParameter(f"{ep!r} {problem}; write e.g. tcp://127.0.0.1:7781", param_hint=what)
-    return ep
+    return opt.endpoint(ep, what)
 
 
 @click.command()
@@ -56,8 +37,9 @@ def _endpoint(ep: str, what: str) -> str:
               help=f"Sampler inlet(s) that notes (key n) go to; default {protocol.DEFAULT_INLET}.")
 @click.option("--window", "window", default="30s", show_default=True, callback=_duration,
               help="Chart window (5s, 10s, 30s, 1m, 5m; + and - change it live).")
-@click.option("--series", type=click.Choice(["rss", "cg_usage", "cg_working_set"]), default="rss",
-              show_default=True, help="Series to chart (key s switches).")
+@click.option("--series", type=click.Choice(["auto", "rss", "cg_usage", "cg_working_set"]), default="auto",
+              show_default=True, help="Series to chart (key s switches); auto: the one the report's headline uses "
+                                      "(cgroup usage under a limit, else rss).")
 @click.option("--limit", callback=_size, metavar="SIZE",
               help="Compare with this limit instead of the one the sampler reports.")
 @click.option("--fps", type=click.FloatRange(1, 60), default=15, show_default=True,

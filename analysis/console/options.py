@@ -15,7 +15,7 @@ WINDOWS_S: tuple[float, ...] = (5, 10, 30, 60, 300)
 class ConsoleOptions:
     inlet: Sequence[str] = (protocol.DEFAULT_INLET,)  # where notes go (each one)
     window_s: float = 30.0
-    series: str = protocol.SERIES_RSS
+    series: str = "auto"  # the report headline's series (console.state.pick_series)
     fps: float = 15.0  # UI refreshes per second, at most
     limit: int | None = None  # overrides the limit the sampler reports
     title: str = "spikewatch console"

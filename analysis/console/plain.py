@@ -66,7 +66,7 @@ class PlainConsole:
         """Block, printing, until stopped (or ``duration`` seconds)."""
         duration = self.options.duration_s if duration is None else duration
         deadline = None if duration is None else time.monotonic() + duration
-        self._print(f"spikewatch console: listening on {', '.join(self.endpoints)}")
+        self._print(f"spikewatch console: connecting to {', '.join(self.endpoints)}")
         with StreamReceiver(self.endpoints, self.stream, fps=4, history=self.options.history,
                             socket_options=self.options.socket_options, keys=self.options.keys) as receiver:
             next_line = time.monotonic() + self.interval

@@ -368,9 +368,18 @@ def describe_event(body: Mapping[str, Any]) -> tuple[str, bool]:
     return f"{kind}", False
 
 
+AUTO_SERIES = "auto"
+
+
 def pick_series(src: SourceState, wanted: str) -> str:
-    """``wanted`` if this source has it, else the first series it has."""
+    """``wanted`` if this source has it, else the first series it has. ``auto``: the series
+    the report's headline uses (spikewatch.analysis.peaks.headline_series): the cgroup's
+    usage under a limit, else rss, so the live peak and headroom match the report's."""
     names = src.series_names()
+    if wanted == AUTO_SERIES:
+        if src.limit and "cg_usage" in src.rings:
+            return "cg_usage"
+        return "rss" if "rss" in src.rings or not names else names[0]
     return wanted if wanted in src.rings or not names else names[0]
 
 

@@ -155,8 +155,8 @@ def test_mark_and_drive_with_keys(endpoints, keys, tmp_path):
         res = spikewatch("mark", "with keys", "--inlet", endpoints["inlet"], "--keys", str(d))
         assert res.returncode == 0, res.stderr
         res = spikewatch("mark", "without keys", "--inlet", endpoints["inlet"])
-        # the handshake says the sampler refused us (spikewatch.sampler.wire.handshake): exit 1, nothing sent
-        assert res.returncode == 1 and "requires CURVE keys: pass --keys DIR" in res.stderr, res.stderr
+        # the handshake says the sampler refused us (spikewatch.sampler.wire.handshake): exit 3, nothing sent
+        assert res.returncode == 3 and "requires CURVE keys: pass --keys DIR" in res.stderr, res.stderr
         res = spikewatch("drive", str(scenario), "--inlet", endpoints["inlet"], "--keys", str(d), "-q")
         assert res.returncode == 0, res.stderr
         time.sleep(1.0)

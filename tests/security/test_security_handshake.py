@@ -78,7 +78,7 @@ def test_mark_says_why_the_sampler_refused(setup, case):
     sampler, keys, sentence = CASES[case]
     inlet = setup["samplers"][sampler]["inlet"]
     res = spikewatch("mark", "hello", "--inlet", inlet, *_keys_args(setup["keys"][keys]))
-    assert res.returncode == 1, (res.stdout, res.stderr)
+    assert res.returncode == 3, (res.stdout, res.stderr)
     assert f"the sampler at {inlet}" in res.stderr and _named(setup, case, sentence) in res.stderr, res.stderr
     assert "the note was not sent" in res.stderr and "Traceback" not in res.stderr and "note sent" not in res.stdout
 
@@ -94,7 +94,7 @@ def test_mark_authorized_and_plain_say_sent(setup):
 def test_mark_without_any_sampler_says_so():
     inlet = f"tcp://127.0.0.1:{free_port()}"
     res = spikewatch("mark", "hello", "--inlet", inlet)
-    assert res.returncode == 1 and f"no sampler answered at {inlet}" in res.stderr, res.stderr
+    assert res.returncode == 3 and f"no sampler answered at {inlet}" in res.stderr, res.stderr
 
 
 def test_record_prints_why_on_stderr(setup, tmp_path):
