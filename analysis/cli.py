@@ -31,8 +31,9 @@ def _load(path: str):  # noqa: ANN202 - keeps numpy out of `--help`
 
 @click.command()
 @click.argument("endpoints", nargs=-1, required=True)
-@click.option("-o", "--out", "--output", "output", required=True, type=click.Path(dir_okay=False), metavar="FILE",
-              help="Recording file to write; an existing one is refused unless --append.")
+@click.option("-o", "--out", "output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Recording file to write (required); an existing one is refused unless --append.")
+@click.option("--output", "output_old", type=click.Path(dir_okay=False), hidden=True, help="Old spelling of --out.")
 @click.option("--append", is_flag=True, help="Add to an existing FILE (the report then sees every session in it).")
 @click.option("--duration", default=None, metavar="T", help="Stop after T (with its unit: 30s, 5m); default: until Ctrl-C/SIGTERM.")
 @click.option("-q", "--quiet", is_flag=True, help="Only print the summary.")
@@ -40,9 +41,9 @@ def _load(path: str):  # noqa: ANN202 - keeps numpy out of `--help`
               help="Sampler's history endpoint (sample --history): backfill what happened before attaching. One per EP, in order.")
 @click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (server.key + your *.key_secret) for samplers started with --keys.")
 @click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client).")
-def record(endpoints: tuple[str, ...], output: str, duration: str | None, quiet: bool,
+def record(endpoints: tuple[str, ...], output: str | None, duration: str | None, quiet: bool,
            history: tuple[str, ...] = (), keys: str | None = None, client_key: str | None = None,
-           append: bool = False) -> None:
+           append: bool = False, output_old: str | None = None) -> None:
     """Subscribe to samplers' streams (EP, e.g. tcp://127.0.0.1:7781) and write a recording.
 
     With several endpoints, each sampler's messages carry its session id
@@ -52,6 +53,9 @@ def record(endpoints: tuple[str, ...], output: str, duration: str | None, quiet:
     """
     from .record import Recorder
 
+    output = output or output_old
+    if not output:
+        raise click.UsageError("say where the recording goes: -o FILE")
     dur = opt.duration_s(duration, "--duration") if duration is not None else None
     eps = [opt.endpoint(ep, "EP") for ep in endpoints]
     hist = [opt.endpoint(ep, "--history") for ep in history]
@@ -189,10 +193,13 @@ def report(recording: str, json_out: str | None, html_out: str | None, fail_on: 
 @click.command()
 @click.argument("recording", type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
-@click.option("-o", "--out", "--output", "out_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
-              help="Folder for the tables; a folder that already holds files is refused unless --force.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder for the tables (required); a folder that already holds files is refused unless --force.")
+@click.option("--output", "out_old", type=click.Path(file_okay=False), hidden=True, help="Old spelling of --out.")
 @click.option("--force", is_flag=True, help="Write into an existing folder, replacing tables of the same name.")
-def export(recording: str, fmt: str, out_dir: str, force: bool = False) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def export(recording: str, fmt: str, out_dir: str | None, force: bool = False, out_old: str | None = None,
+           quiet: bool = False) -> None:
     """Write samples, details, events, markers and load as tables (Parquet or CSV).
 
     \b
@@ -206,6 +213,9 @@ def export(recording: str, fmt: str, out_dir: str, force: bool = False) -> None:
     import shutil
     import tempfile
 
+    out_dir = out_dir or out_old
+    if not out_dir:
+        raise click.UsageError("say where the tables go: -o DIR")
     if not force:
         refuse_existing(out_dir, "-o", "add --force to write into it")
     target = Path(out_dir)
@@ -235,4 +245,5 @@ def export(recording: str, fmt: str, out_dir: str, force: bool = False) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for name, (path, rows) in moved.items():
-        click.echo(f"{name:8s} {rows:>10,} rows  {path}")
+        if not quiet:
+            click.echo(f"{name:8s} {rows:>10,} rows  {path}")

@@ -23,8 +23,9 @@ MARK_WAIT_MS = 1500  # how long `mark` waits for the sampler to accept its hands
 @click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="Attach an attribute (repeatable).")
 @click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (server.key + your *.key_secret) for a sampler started with --keys.")
 @click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None, client_key: str | None = None,
-         timeout: str = "1500ms") -> None:
+         timeout: str = "1500ms", quiet: bool = False) -> None:
     """Send a note marker (e.g. "cache warmed") to a running sampler.
 
     Exit status 0 when the sampler accepted the note, 2 for a bad inlet or attribute,
@@ -67,7 +68,8 @@ def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None,
                              f"the note was not sent (is `spikewatch sample` running with --inlet {inlet}?)")
     if problem:
         raise RuntimeFailure(f"{problem}; the note was not sent")
-    click.echo(f"note sent to {inlet}: {text}")
+    if not quiet:
+        click.echo(f"note sent to {inlet}: {text}")
 
 
 def _duration(text: str, what: str, default_unit: str = "") -> int:

@@ -34,7 +34,7 @@ def _endpoint(ep: str, what: str) -> str:
 @click.command()
 @click.argument("endpoints", nargs=-1, metavar="[EP]...")
 @click.option("--inlet", "inlets", multiple=True, metavar="EP",
-              help=f"Sampler inlet(s) that notes (key n) go to; default {protocol.DEFAULT_INLET}.")
+              help=f"Sampler inlet(s) that notes (key n) go to ('off': none); default {protocol.DEFAULT_INLET}.")
 @click.option("--window", "window", default="30s", show_default=True, callback=_duration,
               help="Chart window (5s, 10s, 30s, 1m, 5m; + and - change it live).")
 @click.option("--series", type=click.Choice(["auto", "rss", "cg_usage", "cg_working_set"]), default="auto",
@@ -69,7 +69,10 @@ def console(endpoints: tuple[str, ...], inlets: tuple[str, ...], window: float, 
     if len(histories) > len(eps):
         raise click.BadParameter(f"{len(histories)} history endpoints for {len(eps)} stream endpoint(s); "
                                  "give at most one per EP, in the same order", param_hint="--history")
-    options = ConsoleOptions(inlet=[_endpoint(e, "--inlet") for e in inlets] or [protocol.DEFAULT_INLET],
+    note_inlets = [_endpoint(e, "--inlet") for e in inlets if not opt.is_off(e)]
+    if not inlets:
+        note_inlets = [protocol.DEFAULT_INLET]
+    options = ConsoleOptions(inlet=note_inlets,
                              window_s=window, series=series, fps=fps, limit=limit, duration_s=duration,
                              history=[_endpoint(e, "--history") for e in histories],
                              socket_options=client_socket_options(keys, client_key), keys=keys)

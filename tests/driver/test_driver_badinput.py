@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from spikewatch.driver.scenario import RATE_PER_WORKER, ScenarioError
+
 from tests.conftest import free_port
 from tests.driver.conftest import Recorder, make_scenario, quiet_run
 
@@ -136,6 +136,7 @@ def test_requests_that_never_finished_have_no_latency(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     res = _drive(str(_write(tmp_path, dead, "rate = 50", duration="500ms")), "--inlet", "off",
                  "--json", str(tmp_path / "d.json"))
+    assert res.returncode == 3, res.stderr
     import json
 
     total = json.loads((tmp_path / "d.json").read_text())["total"]

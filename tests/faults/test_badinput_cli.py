@@ -275,3 +275,17 @@ def test_console_plain_stops_on_sigterm(endpoints: dict[str, str]) -> None:
         proc.kill()
     assert proc.returncode == 0 and "Traceback" not in err
     assert took < 3
+
+
+def test_sigkill_mid_write_never_leaves_a_half_report_under_its_name(recording: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    proc = subprocess.Popen([*SW, "report", str(recording), "--html", str(out), "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    from tests.support.waiting import wait_until
+
+    caught = wait_until(lambda: any(p.name.endswith(".part") for p in tmp_path.iterdir()), 60, 0.005)
+    proc.kill()
+    proc.wait(10)
+    if not caught:
+        pytest.skip("the report was written before the kill could land mid-write")
+    assert not out.exists()  # only the hidden temporary name was ever half-written

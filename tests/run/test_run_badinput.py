@@ -11,6 +11,7 @@ from pathlib import Path
 
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.recording import iter_records
+
 from tests.support.disks import fill, mounted_tmpfs
 from tests.support.waiting import wait_until
 
