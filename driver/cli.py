@@ -138,6 +138,24 @@ def print_summary(result: Any) -> None:
         console.print(f"{mark} {th['text']}  (observed {th['shown']})")
 
 
+def _enough_file_descriptors(sc: Any, workers: int) -> None:
+    """Every request in flight holds a connection: raise the soft limit on open files
+    to what the scenario needs (up to the hard limit), or refuse naming both figures,
+    rather than failing connects with EMFILE mid-run."""
+    import resource
+
+    per_worker = max([p.peak_level for p in sc.phases if p.model == "closed"] + [0]) / workers
+    need = int(max(per_worker, sc.client.connections / workers)) + 64  # + sockets, pipes, files
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if need <= soft:
+        return
+    if hard == resource.RLIM_INFINITY or need <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        return
+    raise BadInput(f"the scenario needs about {need:,} open connections per worker but this process may "
+                   f"open at most {hard:,} files (ulimit -n): raise the limit, or use more --workers")
+
+
 @click.command()
 @click.argument("scenario", metavar="SCENARIO.toml")
 @click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, metavar="EP|off",
@@ -177,6 +195,7 @@ def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: s
         sc.check_capacity(workers)
     except ScenarioError as exc:
         raise BadInput(str(exc)) from None
+    _enough_file_descriptors(sc, workers)
     if json_path:
         check_output(json_path, "--json")
     if seed is not None:
@@ -188,13 +207,17 @@ def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: s
     display: Any = None
     if not quiet:
         display = _Live() if sys.stdout.isatty() else _Plain()
-    if isinstance(display, _Live):
-        with display:
-            result = run_scenario(sc, inlet=inlet_ep, workers=workers, progress=display, keep_series=bool(json_path),
-                                      socket_options=socket_options)
-    else:
-        result = run_scenario(sc, inlet=inlet_ep, workers=workers, progress=display, keep_series=bool(json_path),
-                                      socket_options=socket_options)
+    try:
+        if isinstance(display, _Live):
+            with display:
+                result = run_scenario(sc, inlet=inlet_ep, workers=workers, progress=display,
+                                      keep_series=bool(json_path), socket_options=socket_options)
+        else:
+            result = run_scenario(sc, inlet=inlet_ep, workers=workers, progress=display,
+                                  keep_series=bool(json_path), socket_options=socket_options)
+    except KeyboardInterrupt:  # a second Ctrl-C: the user wants out now, not a summary
+        click.echo("stopped at once (second Ctrl-C): no summary", err=True)
+        sys.exit(130)
     print_summary(result)
     if json_path:
         write_text_atomic(json_path, json.dumps(result.to_json(), indent=1))

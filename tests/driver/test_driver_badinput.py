@@ -167,3 +167,16 @@ def test_check_capacity_names_concurrency_ceiling() -> None:
     sc = make_scenario(STEADY.format(load="concurrency = 1000000", duration="1s", extra=""), "http://127.0.0.1:9")
     with pytest.raises(ScenarioError, match="connections per worker"):
         sc.check_capacity(1)
+
+
+def test_a_concurrency_beyond_the_open_files_limit_is_refused_naming_it(tmp_path: Path) -> None:
+    import resource
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    scenario = _write(tmp_path, "http://127.0.0.1:9", "concurrency = 5000")
+    res = subprocess.run([sys.executable, "-m", "spikewatch", "drive", str(scenario), "--inlet", "off"],
+                         capture_output=True, text=True, timeout=60, preexec_fn=low_limit)
+    assert res.returncode == 2, res.stderr
+    assert "at most 1,024 files (ulimit -n)" in res.stderr and "driving" not in res.stdout
