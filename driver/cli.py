@@ -204,6 +204,11 @@ def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: s
     click.echo(f"driving {sc.target.url}: {len(sc.phases)} phases, ~{plan:.0f}s planned"
                f"{' + startup' if any(p.kind == 'startup' for p in sc.phases) else ''}, "
                f"{workers} worker{'s' if workers > 1 else ''}; markers -> {inlet_ep or 'nowhere (--inlet off)'}")
+    # The summary's table code, loaded now: imported after a Ctrl-C it took most of
+    # the second a stop may take (0.7 s on a busy 2-core host).
+    import rich.console  # noqa: F401
+    import rich.table  # noqa: F401
+
     display: Any = None
     if not quiet:
         display = _Live() if sys.stdout.isatty() else _Plain()
