@@ -9,14 +9,23 @@ import sys
 from pathlib import Path
 
 import click
-
-from spikewatch import options as opt
-from spikewatch.exits import (EXIT_FAILED, BadInput, RuntimeFailure, atomic_path, check_output, io_failure,
-                              reason, refuse_existing, write_text_atomic)
 from spikewatch.sampler.units import format_bytes
 
+from spikewatch import options as opt
+from spikewatch.exits import (
+    EXIT_FAILED,
+    BadInput,
+    RuntimeFailure,
+    atomic_path,
+    check_output,
+    io_failure,
+    reason,
+    refuse_existing,
+    write_text_atomic,
+)
 
-def _load(path: str):  # noqa: ANN202 - keeps numpy out of `--help`
+
+def _load(path: str):
     from spikewatch.sampler.wire.recording import RecordingError
 
     from .reader import load
@@ -208,10 +217,10 @@ def export(recording: str, fmt: str, out_dir: str | None, force: bool = False, o
       df = pd.read_parquet("DIR/samples.parquet")
       df.plot(x="t_s", y="rss")
     """
-    from .export import export_recording
-
     import shutil
     import tempfile
+
+    from .export import export_recording
 
     out_dir = out_dir or out_old
     if not out_dir:

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from spikewatch.sampler.units import format_bytes
+from spikewatch.sampler.wire import protocol
 
 from spikewatch import options as opt
 from spikewatch.exits import BadInput, check_output, write_text_atomic
-from spikewatch.sampler.wire import protocol
-from spikewatch.sampler.units import format_bytes
 
 from .scenario import ScenarioError, bundled, load_scenario
 
@@ -83,7 +83,7 @@ class _Live:
     def __call__(self, p: Any) -> None:
         self.state = p
 
-    def __enter__(self) -> "_Live":
+    def __enter__(self) -> _Live:
         self.live.__enter__()
         return self
 
@@ -92,10 +92,9 @@ class _Live:
 
 
 def print_summary(result: Any) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
-
-    from rich import box
 
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 130)
     wide = console.width >= 125  # on a narrow terminal keep the columns that matter most
@@ -206,7 +205,7 @@ def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: s
                f"{workers} worker{'s' if workers > 1 else ''}; markers -> {inlet_ep or 'nowhere (--inlet off)'}")
     # The summary's table code, loaded now: imported after a Ctrl-C it took most of
     # the second a stop may take (0.7 s on a busy 2-core host).
-    import rich.console  # noqa: F401
+    import rich.console
     import rich.table  # noqa: F401
 
     display: Any = None

@@ -271,8 +271,9 @@ class Coordinator:
             self.inlet.load(msg)
         except protocol.ProtocolError as exc:  # never let telemetry stop the load
             self.log(f"telemetry not sent: {exc}")
-        if getattr(self.inlet, "handshake", None) is not None:  # a sampler that refuses our keys: say so once, load goes on
-            for sentence in self.inlet.handshake.poll():
+        handshake = getattr(self.inlet, "handshake", None)
+        if handshake is not None:  # a sampler that refuses our keys: say so once, load goes on
+            for sentence in handshake.poll():
                 self.log(f"{sentence}: markers go nowhere")
         if self.series is not None:
             self.series.append((now - self.t_origin) / 1e9, max(self.cur, 0), msg)

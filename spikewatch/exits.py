@@ -18,8 +18,9 @@ import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any
 
 import click
 
@@ -80,7 +81,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: object) -> Iterator[IO]:
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: object) -> Iterator[IO[Any]]:
     """``open(path, mode)`` through :func:`atomic_path` (flushed and fsynced before the rename)."""
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:  # type: ignore[call-overload]
         yield f
@@ -103,8 +104,7 @@ def refuse_existing(path: str | os.PathLike[str], option: str, override: str) ->
     p = Path(path)
     if p.is_dir() and any(p.iterdir()) or p.is_file() and p.stat().st_size > 0:
         kind = "folder" if p.is_dir() else "file"
-        raise BadInput(f"{option}: {p} already exists (a {kind} from an earlier run); give a new name, "
-                       f"or {override}")
+        raise BadInput(f"{option}: {p} already exists (a {kind} from an earlier run); give a new name, or {override}")
 
 
 def check_output(path: str | None, option: str) -> None:

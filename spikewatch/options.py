@@ -28,7 +28,9 @@ _BARE = re.compile(r"^\s*[0-9]*\.?[0-9]+\s*$")
 def duration_ns(text: str, option: str, *, positive: bool = True) -> int:
     """Nanoseconds of a command-line duration; a bare number or a bad one is a usage error."""
     if _BARE.match(text):
-        raise click.BadParameter(f"{text!r} has no unit: write e.g. {text.strip()}ms or {text.strip()}s", param_hint=option)
+        raise click.BadParameter(
+            f"{text!r} has no unit: write e.g. {text.strip()}ms or {text.strip()}s", param_hint=option
+        )
     try:
         ns = parse_duration_ns(text)
     except ValueError as exc:

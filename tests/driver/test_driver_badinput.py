@@ -38,8 +38,9 @@ def _write(tmp_path: Path, url: str, load: str, duration: str = "4s", extra: str
 
 
 def _drive(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "spikewatch", "drive", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "spikewatch", "drive", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("rate", ["1e12", "1e8", "1e7"])
@@ -80,8 +81,12 @@ def test_rate_1e12_in_the_engine_does_not_stand_still(server: Recorder) -> None:
 
 def test_sigterm_under_load_stops_within_a_second_with_the_summary(tmp_path: Path, server: Recorder) -> None:
     scenario = _write(tmp_path, server.url, "concurrency = 64", duration="60s")
-    proc = subprocess.Popen([sys.executable, "-m", "spikewatch", "drive", str(scenario), "--inlet", "off"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spikewatch", "drive", str(scenario), "--inlet", "off"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("driving"), line
@@ -101,9 +106,13 @@ def test_sigterm_under_load_stops_within_a_second_with_the_summary(tmp_path: Pat
 
 def test_sigint_with_worker_processes_stops_without_tracebacks(tmp_path: Path, server: Recorder) -> None:
     scenario = _write(tmp_path, server.url, "rate = 500", duration="60s")
-    proc = subprocess.Popen([sys.executable, "-m", "spikewatch", "drive", str(scenario), "--inlet", "off",
-                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spikewatch", "drive", str(scenario), "--inlet", "off", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert proc.stdout.readline().startswith("driving")  # type: ignore[union-attr]
         assert "[1/1" in proc.stdout.readline()  # type: ignore[union-attr]
@@ -134,8 +143,9 @@ def test_an_error_rate_threshold_that_allows_failures_decides_instead(tmp_path: 
 
 def test_requests_that_never_finished_have_no_latency(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    res = _drive(str(_write(tmp_path, dead, "rate = 50", duration="500ms")), "--inlet", "off",
-                 "--json", str(tmp_path / "d.json"))
+    res = _drive(
+        str(_write(tmp_path, dead, "rate = 50", duration="500ms")), "--inlet", "off", "--json", str(tmp_path / "d.json")
+    )
     assert res.returncode == 3, res.stderr
     import json
 
@@ -176,7 +186,12 @@ def test_a_concurrency_beyond_the_open_files_limit_is_refused_naming_it(tmp_path
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
     scenario = _write(tmp_path, "http://127.0.0.1:9", "concurrency = 5000")
-    res = subprocess.run([sys.executable, "-m", "spikewatch", "drive", str(scenario), "--inlet", "off"],
-                         capture_output=True, text=True, timeout=60, preexec_fn=low_limit)
+    res = subprocess.run(
+        [sys.executable, "-m", "spikewatch", "drive", str(scenario), "--inlet", "off"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=low_limit,
+    )
     assert res.returncode == 2, res.stderr
     assert "at most 1,024 files (ulimit -n)" in res.stderr and "driving" not in res.stdout

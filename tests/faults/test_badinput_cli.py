@@ -9,8 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -57,8 +57,11 @@ def readonly(tmp_path: Path) -> Iterator[Path]:
 
 def no_partial_files(folder: Path) -> list[str]:
     """Files left half-written: 0-byte ones and our temporary names."""
-    return [p.name for p in folder.rglob("*") if p.is_file() and p.name != "filler"
-            and (p.stat().st_size == 0 or p.name.endswith(".part"))]
+    return [
+        p.name
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != "filler" and (p.stat().st_size == 0 or p.name.endswith(".part"))
+    ]
 
 
 # --- report, export: write errors ----------------------------------------------------
@@ -115,8 +118,12 @@ def test_a_damaged_recording_is_bad_input(tmp_path: Path) -> None:
 
 @pytest.fixture
 def publishing(endpoints: dict[str, str], sleeper: subprocess.Popen[bytes]) -> Iterator[str]:
-    p = subprocess.Popen(sample_cmd(endpoints, "--pid", str(sleeper.pid), "--journal", "off", "-q"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        sample_cmd(endpoints, "--pid", str(sleeper.pid), "--journal", "off", "-q"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     yield endpoints["publish"]
     p.send_signal(signal.SIGTERM)
     p.communicate(timeout=10)
@@ -154,26 +161,43 @@ def test_record_on_a_full_disk_is_one_line_with_what_was_kept(publishing: str, t
 # --- sample, mark: outputs, endpoints, durations ------------------------------------
 
 
-def test_sample_refuses_an_existing_journal_unless_append(endpoints: dict[str, str], sleeper: subprocess.Popen[bytes],
-                                                          tmp_path: Path) -> None:
+def test_sample_refuses_an_existing_journal_unless_append(
+    endpoints: dict[str, str], sleeper: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
     j = tmp_path / "twice.journal"
-    first = subprocess.run(sample_cmd(endpoints, "--pid", str(sleeper.pid), "--journal", str(j), "--duration", "300ms"),
-                           capture_output=True, text=True, timeout=60)
+    first = subprocess.run(
+        sample_cmd(endpoints, "--pid", str(sleeper.pid), "--journal", str(j), "--duration", "300ms"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert first.returncode == 0, first.stderr
     size = j.stat().st_size
-    again = subprocess.run(sample_cmd(endpoints, "--pid", str(sleeper.pid), "--journal", str(j), "--duration", "300ms"),
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        sample_cmd(endpoints, "--pid", str(sleeper.pid), "--journal", str(j), "--duration", "300ms"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     one_line_error(again, 2, "already exists", "--append")
     assert j.stat().st_size == size
-    appended = subprocess.run(sample_cmd(endpoints, "--pid", str(sleeper.pid), "--journal", str(j), "--append",
-                                         "--duration", "300ms"), capture_output=True, text=True, timeout=60)
+    appended = subprocess.run(
+        sample_cmd(endpoints, "--pid", str(sleeper.pid), "--journal", str(j), "--append", "--duration", "300ms"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert appended.returncode == 0 and j.stat().st_size > size
 
 
 def test_a_match_that_never_matches_exits_3_without_a_journal(endpoints: dict[str, str], tmp_path: Path) -> None:
     j = tmp_path / "m.journal"
-    res = subprocess.run(sample_cmd(endpoints, "--match", "no-such-process-xyzzy", "--duration", "500ms",
-                                    "--journal", str(j)), capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        sample_cmd(endpoints, "--match", "no-such-process-xyzzy", "--duration", "500ms", "--journal", str(j)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 3, res.stderr
     assert "no process matched" in res.stderr and "removed the journal" in res.stderr
     assert not j.exists()
@@ -190,8 +214,9 @@ def test_sample_refuses_bad_endpoints(ep: str, option: str) -> None:
     assert res.returncode == 2 and option in res.stderr and "Traceback" not in res.stderr, res.stderr
 
 
-@pytest.mark.parametrize("cmd", [["record", "-o", "x.rec"], ["console", "--plain", "--duration", "1s"],
-                                 ["mark", "hi", "--inlet"]])
+@pytest.mark.parametrize(
+    "cmd", [["record", "-o", "x.rec"], ["console", "--plain", "--duration", "1s"], ["mark", "hi", "--inlet"]]
+)
 @pytest.mark.parametrize("ep", BAD_EPS[:3])
 def test_clients_refuse_bad_endpoints(tmp_path: Path, cmd: list[str], ep: str) -> None:
     args = [*cmd, ep] if cmd[0] == "mark" else [cmd[0], ep, *cmd[1:]]
@@ -207,25 +232,47 @@ def test_mark_needs_an_inlet_and_times_out_with_an_error() -> None:
     one_line_error(res, 3, "no sampler answered", "0.3 s")
 
 
-@pytest.mark.parametrize("args", [
-    ["sample", "--pid", "1", "--period", "1"],
-    ["sample", "--pid", "1", "--duration", "1"],
-    ["record", "tcp://127.0.0.1:7781", "-o", "x.rec", "--duration", "1"],
-    ["console", "--plain", "--duration", "2"],
-    ["report", "R", "--scrape", "15"],
-    ["run", "quick", "--period", "1", "--", "true"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sample", "--pid", "1", "--period", "1"],
+        ["sample", "--pid", "1", "--duration", "1"],
+        ["record", "tcp://127.0.0.1:7781", "-o", "x.rec", "--duration", "1"],
+        ["console", "--plain", "--duration", "2"],
+        ["report", "R", "--scrape", "15"],
+        ["run", "quick", "--period", "1", "--", "true"],
+    ],
+)
 def test_bare_numbers_for_durations_are_refused_everywhere(tmp_path: Path, args: list[str]) -> None:
     (tmp_path / "R").write_bytes(b"")
     res = sw(*args, cwd=tmp_path, timeout=20)
     assert res.returncode == 2 and "has no unit" in res.stderr, res.stderr
 
 
-def test_old_spellings_of_off_still_work(endpoints: dict[str, str], sleeper: subprocess.Popen[bytes],
-                                         tmp_path: Path) -> None:
-    res = subprocess.run([*SW, "sample", "--pid", str(sleeper.pid), "--publish", endpoints["publish"],
-                          "--inlet", "none", "--no-journal", "--history", "off", "--duration", "200ms"],
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+def test_old_spellings_of_off_still_work(
+    endpoints: dict[str, str], sleeper: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    res = subprocess.run(
+        [
+            *SW,
+            "sample",
+            "--pid",
+            str(sleeper.pid),
+            "--publish",
+            endpoints["publish"],
+            "--inlet",
+            "none",
+            "--no-journal",
+            "--history",
+            "off",
+            "--duration",
+            "200ms",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     assert list(tmp_path.iterdir()) == []  # no journal written
 
@@ -241,13 +288,21 @@ def _stop_within(proc: subprocess.Popen[str], sig: int, bound: float = 5.0) -> t
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_sample_and_record_stop_promptly_saying_what_they_kept(endpoints: dict[str, str],
-                                                               sleeper: subprocess.Popen[bytes], tmp_path: Path,
-                                                               sig: int) -> None:
-    sampler = subprocess.Popen(sample_cmd(endpoints, "--pid", str(sleeper.pid), "--journal", str(tmp_path / "j")),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rec = subprocess.Popen([*SW, "record", endpoints["publish"], "-o", str(tmp_path / "r.rec")],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_sample_and_record_stop_promptly_saying_what_they_kept(
+    endpoints: dict[str, str], sleeper: subprocess.Popen[bytes], tmp_path: Path, sig: int
+) -> None:
+    sampler = subprocess.Popen(
+        sample_cmd(endpoints, "--pid", str(sleeper.pid), "--journal", str(tmp_path / "j")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    rec = subprocess.Popen(
+        [*SW, "record", endpoints["publish"], "-o", str(tmp_path / "r.rec")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         from tests.support.waiting import wait_until
 
@@ -266,8 +321,9 @@ def test_sample_and_record_stop_promptly_saying_what_they_kept(endpoints: dict[s
 
 
 def test_console_plain_stops_on_sigterm(endpoints: dict[str, str]) -> None:
-    proc = subprocess.Popen([*SW, "console", "--plain", endpoints["publish"]], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*SW, "console", "--plain", endpoints["publish"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert "connecting to" in proc.stdout.readline()  # type: ignore[union-attr]
         took, out, err = _stop_within(proc, signal.SIGTERM)
@@ -279,8 +335,9 @@ def test_console_plain_stops_on_sigterm(endpoints: dict[str, str]) -> None:
 
 def test_sigkill_mid_write_never_leaves_a_half_report_under_its_name(recording: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.html"
-    proc = subprocess.Popen([*SW, "report", str(recording), "--html", str(out), "-q"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*SW, "report", str(recording), "--html", str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     from tests.support.waiting import wait_until
 
     caught = wait_until(lambda: any(p.name.endswith(".part") for p in tmp_path.iterdir()), 60, 0.005)

@@ -27,8 +27,12 @@ def test_run_on_a_full_disk_exits_3_with_one_line_and_no_empty_report(tmp_path: 
     try:
         fill(full, leave=96 * 1024)
         out = full / "run"
-        res = subprocess.run([*RUN, str(scenario), "--no-console", "--out", str(out), "--", *demo_service()],
-                             capture_output=True, text=True, timeout=120)
+        res = subprocess.run(
+            [*RUN, str(scenario), "--no-console", "--out", str(out), "--", *demo_service()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         text = res.stdout + res.stderr
         assert res.returncode == 3, text[-3000:]
         assert "Traceback" not in text
@@ -49,17 +53,23 @@ def test_run_refuses_an_out_folder_that_holds_files(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    res = subprocess.run([*RUN, str(scenario), "-o", str(out), "--", "true"], capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        [*RUN, str(scenario), "-o", str(out), "--", "true"], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 2 and "already exists" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_sigterm_under_load_stops_the_run_promptly_and_keeps_the_report(tmp_path: Path) -> None:
     scenario = write(tmp_path, "long.toml", LONG_SCENARIO.replace("rate = 20", "rate = 400"))
     out = tmp_path / "out"
-    proc = subprocess.Popen([*RUN, str(scenario), "--no-console", "--out", str(out), "--", *demo_service()],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*RUN, str(scenario), "--no-console", "--out", str(out), "--", *demo_service()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
+
         def loaded() -> bool:
             rec = out / "recording"
             return rec.exists() and any(t == protocol.LOAD and b.get("completed") for t, b in iter_records(rec))
