@@ -346,3 +346,19 @@ def test_sigkill_mid_write_never_leaves_a_half_report_under_its_name(recording: 
     if not caught:
         pytest.skip("the report was written before the kill could land mid-write")
     assert not out.exists()  # only the hidden temporary name was ever half-written
+
+
+def test_an_inconclusive_soak_states_no_time_to_the_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from spikewatch.analysis import reader, report, terminal
+    from spikewatch.analysis.synth import MiB
+
+    scenarios.leak(tmp_path / "leak.rec", mib_per_hour=30.0, limit=1024 * MiB)
+    rep = report.build_report(reader.load(tmp_path / "leak.rec"))
+    assert rep["growth"]["trend"] == "growing" and rep["growth"]["time_to_limit_h"]
+    terminal.render(rep)
+    assert "limit reached in" in " ".join(capsys.readouterr().out.split())  # rich wraps at 80 columns
+    rep["growth"]["trend"] = "inconclusive"  # the same figures, but the interval straddles the threshold
+    rep["growth"]["stabilized"] = None
+    terminal.render(rep)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "growth " in out and "limit reached in" not in out
