@@ -248,6 +248,9 @@ def execute(req: Request) -> int:
         echo("interrupted before the load started; nothing to report")
         return outcome_mod.EXIT_INTERRUPTED
 
+    # The report's code (numpy and friends, ~1 s) loads while the load runs, so a stop
+    # (Ctrl-C, SIGTERM) is followed by the report without that wait.
+    threading.Thread(target=_preload_report, name="spikewatch-preload", daemon=True).start()
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in old:
         signal.signal(s, lambda *_: session.request_stop())
@@ -265,6 +268,16 @@ def execute(req: Request) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     return _finish(plan, req, session, no_limit_reason)
+
+
+def _preload_report() -> None:
+    try:
+        import spikewatch.analysis.html
+        import spikewatch.analysis.reader
+        import spikewatch.analysis.report
+        import spikewatch.analysis.terminal  # noqa: F401
+    except Exception:  # only a head start: _finish imports (and reports) them again
+        pass
 
 
 def _finish(plan: Plan, req: Request, session: Session, no_limit_reason: str | None) -> int:
