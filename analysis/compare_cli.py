@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
@@ -77,10 +76,14 @@ def compare(
     outs = [o for o in (json_out, md_out) if o == "-"]
     if len(outs) > 1:
         raise click.BadParameter("only one of --json and --md can go to stdout ('-')", param_hint="--json/--md")
+    from spikewatch.exits import BadInput, atomic_path, check_output, io_failure, write_text_atomic
+
+    for path, option in ((json_out, "--json"), (md_out, "--md"), (html_out, "--html")):
+        check_output(path, option)  # before the comparison, not after it
     try:
         runs = [load_run(p) for p in (base, *new)]
     except CompareError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(str(exc)) from None
     seen: dict[str, int] = {}
     for r in runs:  # two report.json from folders of the same name must still be told apart
         seen[r.label] = seen.get(r.label, 0) + 1
@@ -96,18 +99,26 @@ def compare(
 
             click.echo(json.dumps(c.to_dict(), indent=2, default=str))
         else:
-            write_json(c, json_out)
+            try:
+                with atomic_path(json_out) as tmp:
+                    write_json(c, tmp)
+            except OSError as exc:
+                raise io_failure("write", json_out, exc) from None
     if md_out:
         from .compare_render import markdown
 
         if md_out == "-":
             click.echo(markdown(c), nl=False)
         else:
-            Path(md_out).write_text(markdown(c), encoding="utf-8")
+            write_text_atomic(md_out, markdown(c))
     if html_out:
         from .compare_html import write_html
 
-        write_html(c, html_out)
+        try:
+            with atomic_path(html_out) as tmp:
+                write_html(c, tmp)
+        except OSError as exc:
+            raise io_failure("write", html_out, exc) from None
     if not quiet and not outs:
         from .compare_render import render
 

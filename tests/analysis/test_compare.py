@@ -231,7 +231,7 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path, content, why):
     bad = tmp_path / "bad"
     bad.write_bytes(content)
     res = CliRunner().invoke(compare_cmd, [str(d / "base.json"), str(bad)])
-    assert res.exit_code == 1 and why in res.stderr and "Traceback" not in res.stderr
+    assert res.exit_code == 2 and why in res.stderr and "Traceback" not in res.stderr  # bad input: exit 2
     res = CliRunner().invoke(compare_cmd, [str(d / "base.json"), str(d / "double.json"), "--fail-on", "peak>>+1"])
     assert res.exit_code == 2 and "--fail-on" in res.stderr
 
