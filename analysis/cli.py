@@ -68,9 +68,7 @@ def record(endpoints: tuple[str, ...], output: str | None, duration: str | None,
     dur = opt.duration_s(duration, "--duration") if duration is not None else None
     eps = [opt.endpoint(ep, "EP") for ep in endpoints]
     hist = [opt.endpoint(ep, "--history") for ep in history]
-    parent = Path(output).resolve().parent
-    if not parent.is_dir():
-        raise click.BadParameter(f"folder {parent} does not exist", param_hint="-o")
+    check_output(output, "-o")
     if not append:
         refuse_existing(output, "-o", "add --append to add to it")
     existed = os.path.exists(output)

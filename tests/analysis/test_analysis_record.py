@@ -73,7 +73,7 @@ def test_record_usage_errors(tmp_path, spikewatch_cmd):
     assert res.returncode == 2 and "not a ZeroMQ endpoint" in res.stderr
     res = subprocess.run([*spikewatch_cmd, "record", "tcp://127.0.0.1:1", "-o", str(tmp_path / "no" / "x")],
                          capture_output=True, text=True)
-    assert res.returncode == 2 and "does not exist" in res.stderr
+    assert res.returncode == 3 and "does not exist" in res.stderr  # an I/O failure (README: exit statuses)
     res = subprocess.run([*spikewatch_cmd, "record", "tcp://127.0.0.1:1", "-o", str(tmp_path / "x"), "--duration", "soon"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "--duration" in res.stderr
