@@ -11,13 +11,14 @@ from __future__ import annotations
 import html as _html
 import json
 import os
+from importlib import resources
 from typing import Any
 
+import jinja2
 import numpy as np
 import plotly.graph_objects as go
-
-from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.units import format_bytes
+from spikewatch.sampler.wire import protocol
 
 from . import scrape
 from .downsample import envelope_xy
@@ -32,10 +33,6 @@ MiB = float(1 << 20)
 BUCKETS = 2000
 _PHASE_COLOURS = ["rgba(99,110,250,0.10)", "rgba(0,204,150,0.10)", "rgba(255,161,90,0.12)",
                   "rgba(171,99,250,0.10)", "rgba(25,211,243,0.10)", "rgba(255,102,146,0.10)"]
-
-
-def _e(x: Any) -> str:
-    return _html.escape("–" if x is None else str(x))
 
 
 def _b(n: Any) -> str:
@@ -130,7 +127,7 @@ def figure(src: Source, report: dict[str, Any], buckets: int = BUCKETS) -> go.Fi
             hovertemplate="%{x:.3f} s: %{text}<extra>spike</extra>"))
 
     fig.update_layout(
-        title=_e(headline(report)), xaxis_title="seconds from the start of the recording", yaxis_title="MiB",
+        title=_html.escape(headline(report)), xaxis_title="seconds from the start of the recording", yaxis_title="MiB",
         height=620, template="plotly_white", hovermode="closest", legend={"orientation": "h", "y": -0.15},
         margin={"t": 80, "l": 60, "r": 20, "b": 40})
     return fig
@@ -144,29 +141,19 @@ def _event_text(e: dict[str, Any]) -> str:
     return f"{k} " + ", ".join(f"{a}={b}" for a, b in extra.items())
 
 
-def _table(headers: list[str], rows: list[list[Any]], raw: bool = False) -> str:
-    h = "".join(f"<th>{_e(x)}</th>" for x in headers)
-    body = "".join("<tr>" + "".join(f"<td>{x if raw else _e(x)}</td>" for x in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+def _table(headers: list[str], rows: list[list[Any]]) -> dict[str, Any]:
+    return {"headers": headers, "rows": rows}
 
 
-def _answer(v: Any) -> str:
-    return {True: '<span class="yes">yes</span>', False: '<span class="no">no</span>'}.get(v, '<span class="unk">unknown</span>')
+def context(src: Source, report: dict[str, Any], title: str = "spikewatch report") -> dict[str, Any]:
+    """What the report template renders: plain values (the template escapes them) and tables.
 
-
-def page(src: Source, report: dict[str, Any], title: str = "spikewatch report") -> str:
+    A table is ``{"headers": [...], "rows": [[...], ...]}``; ``summary`` is a list of
+    ``[label, value]`` rows, so another line is one more row.
+    """
     fig = figure(src, report)
-    chart = fig.to_html(full_html=False, include_plotlyjs=True, config={"displaylogo": False})
     smp = report["samples"]
-    sections: list[str] = []
-    sections.append(f"<p class='lead'>{_e(headline(report))}</p>")
-    sections.append(
-        "<p>Read the chart like an oscilloscope: each pixel column spans the lowest and highest value sampled in it, "
-        "so short spikes keep their full height. Shaded bands are load phases; the orange dotted line is what a "
-        "Prometheus-style scraper would have recorded; red triangles mark detected spikes, a dashed red line the "
-        "memory limit, red crosses OOM kills.</p>")
-    sections.append(chart)
-    summary = [
+    summary: list[list[Any]] = [
         ["recording", report.get("recording")], ["source (sampler session)", report.get("source")],
         ["duration", _s(report.get("duration_s"))],
         ["samples", f"{smp['count']:,} at {smp['achieved_hz'] or 0:.0f} Hz (target {smp.get('target_hz') or '–'} Hz)"],
@@ -181,89 +168,86 @@ def page(src: Source, report: dict[str, Any], title: str = "spikewatch report") 
     g = report.get("growth")
     if g:
         summary.append(["growth after warm-up", f"{describe_growth(g)} over the {g['basis']}"])
-    sections.append("<h2>Summary</h2>" + _table(["", ""], summary))
 
     h = report.get("heap")
+    heap: dict[str, Any] | None = None
     if h:
         rows = [[f"burst {k} of '{b['phase']}' at {_s(b['t_start'])}", describe_heap(b, h.get("rss_series", "rss"))]
                 for k, b in enumerate(h.get("bursts") or [], 1)]
         if h.get("after_bursts"):
             rows.append(["after all the bursts", describe_heap(h["after_bursts"], h.get("rss_series", "rss"))])
-        sections.append(
-            f"<h2>Heap beside RSS</h2><p>The service's own heap figure ({_e(h.get('metric'))}, {h['samples']} scrapes; "
-            f"peak {_b(h['peak_bytes'])} at {_s(h['peak_t'])}), dotted green in the chart. Heap back but RSS not: "
-            "the allocator kept the pages; both up: the program holds the memory.</p>"
-            + (_table(["", ""], rows) if rows else "<p>No burst to judge retention after.</p>"))
-    sections.append("<h2>Checklist</h2><p>The questions to answer before trusting a load test; "
-                    "<em>unknown</em> means the recording holds no evidence either way.</p>" + _table(
-        ["question", "answer", "why"],
-        [[_e(k.replace("_", " ")), _answer(v), _e(report.get("checklist_reasons", {}).get(k))] for k, v in report["checklist"].items()],
-        raw=True))
+        heap = {"metric": "–" if h.get("metric") is None else h["metric"], "samples": h["samples"],
+                "peak": _b(h["peak_bytes"]), "peak_at": _s(h["peak_t"]), "table": _table(["", ""], rows) if rows else None}
 
-    sections.append("<h2>What a scraper would have shown</h2><p>A scraper every I seconds reads the current value; "
-                    "over all possible scrape offsets, the median of the largest value it saw is what a dashboard "
-                    "typically shows.</p>" + _table(
+    checklist = [{"question": k.replace("_", " "), "answer": v, "why": report.get("checklist_reasons", {}).get(k)}
+                 for k, v in report["checklist"].items()]
+
+    scrape_rows = _table(
         ["interval", "dashboard max (median over offsets)", "worst offset", "best offset", "missed", "P(see ≥ 90 % of the peak)"],
         [[k, _b(v.get("max_bytes")), _b(v.get("worst_bytes")), _b(v.get("best_bytes")),
           f"{v['missed_fraction'] * 100:.1f} %" if v.get("missed_fraction") is not None else "–",
           f"{v['hit_probability'] * 100:.1f} %" if v.get("hit_probability") is not None else "–"]
-         for k, v in (report.get("scrape_view") or {}).items()]))
+         for k, v in (report.get("scrape_view") or {}).items()])
 
-    sections.append("<h2>Series</h2>" + _table(
+    series = _table(
         ["series", "peak", "peak at", "peak from", "p99", "mean", "samples", "rate"],
         [[n, _b(s["peak_bytes"]), _s(s["peak_t"]), s["peak_source"], _b(s["p99_bytes"]), _b(s["mean_bytes"]),
-          f"{s['count']:,}", s["rate"]] for n, s in report["series"].items()]))
+          f"{s['count']:,}", s["rate"]] for n, s in report["series"].items()])
 
     phases = report.get("phases") or []
-    if phases:
-        sections.append(
-            "<h2>Phases</h2><p>From the load driver's phase markers. Startup: peak while starting vs the level "
-            "after it. Ramp: memory against requests in flight (a straight-line fit gives the cost of one "
-            "request; each step should level off). Burst/spike: the peak of each burst over the level just "
-            "before it, and how long memory takes to come back within 10 % of the rise. Soak: the trend after "
-            "the first 10 % (Theil–Sen slope, robust to spikes, with a 95 % interval).</p>" + _table(
+    details: list[dict[str, Any]] = []
+    for p in phases:
+        if p["kind"] in ("burst", "spike") and p.get("bursts"):
+            details.append({"title": f"Bursts of '{p['name']}'", "table": _table(
+                ["from", "to", "baseline before", "peak", "rise", "recovery", "retained"],
+                [[_s(b["t_start"]), _s(b["t_end"]), _b(b["baseline_bytes"]), _b(b["peak_bytes"]), _b(b.get("rise_bytes")),
+                  _s(b["recovery_s"]) if b["recovery_s"] is not None else "not recovered", _b(b["retained_bytes"])]
+                 for b in p["bursts"]])})
+        if p["kind"] == "ramp" and p.get("steps"):
+            details.append({"title": f"Steps of '{p['name']}'", "table": _table(
+                ["from", "to", "load level", "memory (2nd half median)", "drift", "plateau"],
+                [[_s(s["t_start"]), _s(s["t_end"]), s.get("level"), _b(s.get("level_bytes")), _b(s.get("drift_bytes")),
+                  {True: "yes", False: "no"}.get(s.get("plateau"), "–")] for s in p["steps"]])})
+
+    kills = report.get("oom_kills") or []
+    spikes = report.get("spikes") or []
+    return {
+        "title": title,
+        "headline": headline(report),
+        "chart": fig.to_html(full_html=False, include_plotlyjs=True, config={"displaylogo": False}),
+        "summary": summary,
+        "heap": heap,
+        "checklist": checklist,
+        "scrape": scrape_rows,
+        "series": series,
+        "phases": _table(
             ["phase", "kind", "from", "to", "peak", "mean", "finding"],
             [[p["name"], p["kind"], _s(p["t_start"]), _s(p["t_end"]), _b(p["peak_bytes"]), _b(p["mean_bytes"]), phase_notes(p)]
-             for p in phases]))
-        for p in phases:
-            if p["kind"] in ("burst", "spike") and p.get("bursts"):
-                sections.append(f"<h3>Bursts of '{_e(p['name'])}'</h3>" + _table(
-                    ["from", "to", "baseline before", "peak", "rise", "recovery", "retained"],
-                    [[_s(b["t_start"]), _s(b["t_end"]), _b(b["baseline_bytes"]), _b(b["peak_bytes"]), _b(b.get("rise_bytes")),
-                      _s(b["recovery_s"]) if b["recovery_s"] is not None else "not recovered", _b(b["retained_bytes"])]
-                     for b in p["bursts"]]))
-            if p["kind"] == "ramp" and p.get("steps"):
-                sections.append(f"<h3>Steps of '{_e(p['name'])}'</h3>" + _table(
-                    ["from", "to", "load level", "memory (2nd half median)", "drift", "plateau"],
-                    [[_s(s["t_start"]), _s(s["t_end"]), s.get("level"), _b(s.get("level_bytes")), _b(s.get("drift_bytes")),
-                      {True: "yes", False: "no"}.get(s.get("plateau"), "–")] for s in p["steps"]]))
-    else:
-        sections.append("<h2>Phases</h2><p>No phase markers in this recording (no driver was attached).</p>")
-
-    if report.get("oom_kills"):
-        sections.append("<h2>OOM kills</h2>" + _table(
+             for p in phases]) if phases else None,
+        "phase_details": details,
+        "oom_kills": _table(
             ["at", "pid", "last sample before", "max in the second before"],
-            [[_s(k["t"]), k.get("pid"), _b(k.get("last_bytes")), _b(k.get("max_bytes_1s_before"))] for k in report["oom_kills"]]))
+            [[_s(k["t"]), k.get("pid"), _b(k.get("last_bytes")), _b(k.get("max_bytes_1s_before"))] for k in kills]) if kills else None,
+        "spikes_total": report.get("spikes_total", len(spikes)),
+        "spikes": _table(
+            ["at", "height", "peak", "baseline", "lasted", "phase", "seen by", "near"],
+            [[_s(s["t_start"]), "+" + _b(s["height_bytes"]), _b(s["peak_bytes"]), _b(s["baseline_bytes"]),
+              f"{s['duration_ms']:.1f} ms", s.get("phase"), s.get("source"),
+              "; ".join(f"{e.get('name') or e.get('kind')} ({e['dt_s']:+.2f} s)" for e in s["near_events"][:5])]
+             for s in spikes[:200]]) if spikes else None,
+        "report_json": _json_for_script(report),
+    }
 
-    spikes = report.get("spikes") or []
-    sections.append(f"<h2>Spikes ({report.get('spikes_total', len(spikes))})</h2>"
-                    "<p>Rises above a rolling 10 s median baseline by more than 10 % of it and more than 4 MiB; "
-                    "'seen by hwm' means only the kernel's high-water mark saw it, between two samples. "
-                    "'Near' lists markers, process events and thread-count jumps from 1 s before to 0.5 s after.</p>"
-                    + (_table(
-        ["at", "height", "peak", "baseline", "lasted", "phase", "seen by", "near"],
-        [[_s(s["t_start"]), "+" + _b(s["height_bytes"]), _b(s["peak_bytes"]), _b(s["baseline_bytes"]),
-          f"{s['duration_ms']:.1f} ms", s.get("phase"), s.get("source"),
-          "; ".join(f"{e.get('name') or e.get('kind')} ({e['dt_s']:+.2f} s)" for e in s["near_events"][:5])]
-         for s in spikes[:200]]) if spikes else "<p>No rise above the rolling baseline beyond the thresholds.</p>"))
 
-    css = ("body{font-family:system-ui,sans-serif;margin:24px;max-width:1400px;color:#222}"
-           "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;"
-           "vertical-align:top;font-size:14px}th{background:#f4f4f4}.lead{font-size:20px;font-weight:600}"
-           ".yes{color:#1a7f37;font-weight:600}.no{color:#c62828;font-weight:600}.unk{color:#b26a00}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{css}</style></head>"
-            f"<body><h1>{_e(title)}</h1>{''.join(sections)}"
-            f"<script type='application/json' id='report-json'>{_json_for_script(report)}</script></body></html>")
+def render(template: str, ctx: dict[str, Any]) -> str:
+    """Render one of analysis/templates/ with autoescaping on."""
+    env = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    text = (resources.files("spikewatch.analysis") / "templates" / template).read_text(encoding="utf-8")
+    return env.from_string(text).render(ctx)
+
+
+def page(src: Source, report: dict[str, Any], title: str = "spikewatch report") -> str:
+    return render("report.html.j2", context(src, report, title))
 
 
 def _json_for_script(report: dict[str, Any]) -> str:

@@ -6,7 +6,6 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-
 from spikewatch.analysis import failon, reader, report
 from spikewatch.analysis.cli import export
 from spikewatch.analysis.cli import report as report_cmd
@@ -153,3 +152,27 @@ def test_report_file_api_for_the_runner(spiky, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["peak_bytes"] == rep["peak_bytes"]
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
     assert failon.check(rep, ["oom>0"]) == []
+
+
+def test_html_page_escapes_what_the_recording_says(tmp_path):
+    """Phase names and notes come from whoever drove the load: the page shows them as text."""
+    from spikewatch.analysis.synth import Synth
+    from spikewatch.sampler.wire import protocol
+
+    hostile = "<img src=x onerror=alert(1)>"
+    S = 1_000_000_000
+    s = Synth()
+    t = s.times(4)
+    s.samples(t, rss=(100 * MiB + (t - t[0]) // 1000).astype("int64"))
+    s.phase(int(t[0]), int(t[0]) + 2 * S, hostile, "steady")
+    s.marker(int(t[0]) + S, protocol.NOTE, hostile)
+    rec = tmp_path / "hostile.rec"
+    s.write(rec)
+    rep = report.report_file(rec, html_path=tmp_path / "r.html", intervals_s=(15,))
+    page = (tmp_path / "r.html").read_text()
+    embedded = re.search(r"<script type='application/json' id='report-json'>(.*?)</script>", page, re.S)
+    assert embedded
+    # Inside the JSON script element markup is inert (only "</" could end it, and it is escaped).
+    assert hostile not in page.replace(embedded.group(0), "")
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page  # the phases table, as text
+    assert json.loads(embedded.group(1))["phases"][0]["name"] == hostile == rep["phases"][0]["name"]
