@@ -43,6 +43,37 @@ def _s(x: Any) -> str:
     return f"{x:.3f} s" if isinstance(x, (int, float)) else "–"
 
 
+LABEL_FONT_PX = 11
+LABEL_ROW_PX = 16
+# Label widths are estimated for a narrow plot (the page's chart is wider on most screens),
+# so rows are assigned conservatively: on a wider chart the labels only get further apart.
+_PLOT_PX = 800
+_CHAR_PX = 0.62 * LABEL_FONT_PX
+
+
+def stagger(starts: list[float], labels: list[str], span: float, plot_px: int = _PLOT_PX) -> list[int]:
+    """A row for each label (0 = nearest the plot) such that labels in one row never overlap.
+
+    Each label starts at its x (data units, ``span`` wide across ``plot_px`` pixels) and is
+    as wide as its text; the first row where the previous label has ended takes it.
+    """
+    per_px = span / plot_px if span > 0 else 0.0
+    ends: list[float] = []
+    rows = []
+    for x, text in sorted(zip(starts, labels), key=lambda xl: xl[0]):
+        width = (len(text) * _CHAR_PX + 8) * per_px
+        row = next((i for i, end in enumerate(ends) if x >= end), len(ends))
+        if row == len(ends):
+            ends.append(0.0)
+        ends[row] = x + width
+        rows.append(row)
+    order = sorted(range(len(starts)), key=lambda i: starts[i])
+    out = [0] * len(starts)
+    for k, i in enumerate(order):
+        out[i] = rows[k]
+    return out
+
+
 def figure(src: Source, report: dict[str, Any], buckets: int = BUCKETS) -> go.Figure:
     fig = go.Figure()
     head = report["headline_series"]
@@ -68,10 +99,17 @@ def figure(src: Source, report: dict[str, Any], buckets: int = BUCKETS) -> go.Fi
             line={"width": 1.6, "dash": "dot", "color": "#2ca02c"},
             hovertemplate="%{x:.3f} s<br>%{y:.1f} MiB<extra>heap</extra>"))
 
-    for i, p in enumerate(report.get("phases") or []):
+    phases = report.get("phases") or []
+    labels = [f"{p['name']} ({p['kind']})" for p in phases]
+    span = max([float(report.get("duration_s") or 0), *(p["t_end"] for p in phases)], default=0.0)
+    label_rows = stagger([p["t_start"] for p in phases], labels, span)
+    for i, (p, label, row) in enumerate(zip(phases, labels, label_rows)):
         fig.add_vrect(x0=p["t_start"], x1=p["t_end"], fillcolor=_PHASE_COLOURS[i % len(_PHASE_COLOURS)],
-                      line_width=0, layer="below", annotation_text=f"{p['name']} ({p['kind']})",
-                      annotation_position="top left", annotation_font_size=11)
+                      line_width=0, layer="below")
+        # Above the plot, one row per overlap: a short phase's label never covers its neighbour's.
+        fig.add_annotation(x=p["t_start"], xref="x", xanchor="left", y=1, yref="paper", yanchor="bottom",
+                           yshift=2 + row * LABEL_ROW_PX, text=label, showarrow=False,
+                           font={"size": LABEL_FONT_PX}, bgcolor="rgba(255,255,255,0.85)")
 
     notes = [m for m in src.markers if m.get("kind") == protocol.NOTE]
     if notes:
@@ -129,7 +167,7 @@ def figure(src: Source, report: dict[str, Any], buckets: int = BUCKETS) -> go.Fi
     fig.update_layout(
         title=_html.escape(headline(report)), xaxis_title="seconds from the start of the recording", yaxis_title="MiB",
         height=620, template="plotly_white", hovermode="closest", legend={"orientation": "h", "y": -0.15},
-        margin={"t": 80, "l": 60, "r": 20, "b": 40})
+        margin={"t": 80 + (max(label_rows) + 1 if label_rows else 0) * LABEL_ROW_PX, "l": 60, "r": 20, "b": 40})
     return fig
 
 

@@ -32,6 +32,35 @@ async def console_svg(endpoint: str, inlet: str, seconds: float, svg: Path) -> N
         app.save_screenshot(filename=svg.name, path=str(svg.parent))
 
 
+def _trim_text_runs(svg: str) -> str:
+    """Move the blanks at either end of each text run into its x and width.
+
+    rsvg drops the leading blanks of a run (non-breaking ones too) yet still draws it at
+    the run's x, so "phase x" + "   load" rendered as "phase xload". A run without its
+    blanks, placed where its first letter belongs, renders the same everywhere.
+    """
+
+    def trim(m: re.Match[str]) -> str:
+        attrs, body = m.group(1), m.group(2)
+        chars = re.findall(r"&#?\w+;|.", body)
+        x = re.search(r'\bx="([\d.]+)"', attrs)
+        width = re.search(r'textLength="([\d.]+)"', attrs)
+        if not chars or x is None or width is None:
+            return m.group(0)
+        blank = ("&#160;", " ")
+        lead = next((i for i, c in enumerate(chars) if c not in blank), len(chars))
+        tail = next((i for i, c in enumerate(reversed(chars)) if c not in blank), len(chars))
+        if lead == len(chars):
+            return ""  # only blanks: the background rects already paint them
+        cw = float(width.group(1)) / len(chars)
+        kept = chars[lead : len(chars) - tail]
+        attrs = attrs.replace(x.group(0), f'x="{float(x.group(1)) + lead * cw:.1f}"')
+        attrs = attrs.replace(width.group(0), f'textLength="{len(kept) * cw:.1f}"')
+        return f"<text{attrs}>{''.join(kept)}</text>"
+
+    return re.sub(r"<text([^>]*)>([^<]*)</text>", trim, svg)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--at", type=float, default=50.0, help="seconds into the demo for the console shot")
@@ -40,6 +69,7 @@ def main() -> int:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing: apt-get install librsvg2-bin chromium")
     work = Path(tempfile.mkdtemp(prefix="spikewatch-shots-"))
+    print(f"working in {work}", flush=True)
     out = work / "demo"
     demo = subprocess.Popen([sys.executable, "-m", "spikewatch", "demo", "--no-console", "--out", str(out)],
                             stdout=subprocess.PIPE, text=True)
@@ -55,11 +85,7 @@ def main() -> int:
         sys.exit("the demo did not say where it publishes")
     svg = work / "console.svg"
     asyncio.run(console_svg(endpoint, inlet, args.at - (time.monotonic() - t0), svg))
-    # rsvg drops the leading spaces of each text run ("phase x   load" became
-    # "phase xload"): make them non-breaking, which every renderer keeps.
-    svg.write_text(re.sub(r"(<text[^>]*>)([^<]*)(</text>)",
-                          lambda m: m.group(1) + m.group(2).replace(" ", "&#160;") + m.group(3),
-                          svg.read_text()))
+    svg.write_text(_trim_text_runs(svg.read_text()))
     subprocess.run(["rsvg-convert", "-o", str(DOCS / "console.png"), str(svg)], check=True)
     rest = demo.communicate()[0]
     print(rest[-1500:])

@@ -1,9 +1,12 @@
-"""A braille line chart of a min/max envelope, built with numpy and rich.
+"""A filled min/max envelope chart in block characters, built with numpy and rich.
 
-Each character cell holds 2×4 braille dots; every dot column is one envelope
-bucket, drawn as a vertical stroke from the bucket's min to its max. So the
-bucket holding a 2 ms spike reaches the spike's full height, whatever the
-window. The limit is a dotted line at its height.
+Every character column is one envelope bucket: the cells between the bucket's
+min and max are filled in the bright colour, and the cells below its min in a
+dark shade of it, so the chart reads as an area whose top edge is the
+envelope. Eighth blocks (▁▂▃▄▅▆▇█) give each cell eight levels. The bucket
+holding a 2 ms spike is a solid column up to the spike's height, whatever the
+window; a column with data is never empty. The limit is a dashed line at its
+height.
 """
 
 from __future__ import annotations
@@ -11,21 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from rich.style import Style
 from rich.text import Text
-
 from spikewatch.sampler.units import format_bytes
 
 from .envelope import minmax_envelope
 
-# Bit of each dot in a braille cell, [dot row from top][dot column].
-_BITS = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.int64)
+EIGHTHS = 8  # levels per character cell
+_BLOCKS = " ▁▂▃▄▅▆▇█"
+LIMIT_GLYPH = "╌"
 GUTTER = 11  # left margin for the value labels
 
-STYLE_DATA = "green"
-STYLE_NEAR = "yellow"  # within 10 % of the limit
-STYLE_OVER = "bold red"  # at or above the limit
+# (band, fill below the min) per column: data, within 10 % of the limit, at or over it.
+_PALETTES = (("green", "green4"), ("yellow", "yellow4"), ("red", "dark_red"))
 STYLE_LIMIT = "red"
-_STYLES = ("", STYLE_DATA, STYLE_NEAR, STYLE_OVER, STYLE_LIMIT)
+EMPTY, FILL, BAND = 0, 1, 2
 
 
 @dataclass
@@ -35,7 +38,7 @@ class Frame:
     series: str
     t_start: int
     t_end: int
-    mins: np.ndarray  # one entry per dot column (two per character)
+    mins: np.ndarray  # one entry per character column
     maxs: np.ndarray
     lo: float
     hi: float
@@ -43,18 +46,19 @@ class Frame:
     limit: int | None
 
     @property
-    def dot_rows(self) -> int:
-        return self.rows * 4
+    def levels(self) -> int:
+        """Vertical resolution: eighths of a cell."""
+        return self.rows * EIGHTHS
 
     def level(self, value: float) -> int:
-        """Dot row (0 = bottom) at which ``value`` is drawn."""
-        return value_level(value, self.lo, self.hi, self.dot_rows)
+        """How many eighths, from the bottom, a column reaching ``value`` fills (at least 1)."""
+        return int(value_level(value, self.lo, self.hi, self.levels))
 
 
-def value_level(value: float | np.ndarray, lo: float, hi: float, dot_rows: int):
-    scaled = (np.asarray(value, dtype=np.float64) - lo) / (hi - lo) * (dot_rows - 1)
-    return np.clip(np.floor(scaled + 0.5), 0, dot_rows - 1).astype(np.int64) if np.ndim(value) \
-        else int(min(max(np.floor(scaled + 0.5), 0), dot_rows - 1))
+def value_level(value: float | np.ndarray, lo: float, hi: float, levels: int) -> np.ndarray:
+    """Filled height in eighths (1..levels) of ``value`` on an axis from ``lo`` to ``hi``."""
+    scaled = (np.asarray(value, dtype=np.float64) - lo) / (hi - lo) * levels
+    return np.clip(np.floor(scaled + 0.5), 1, levels).astype(np.int64)
 
 
 def y_range(mins: np.ndarray, maxs: np.ndarray, limit: int | None) -> tuple[float, float]:
@@ -72,13 +76,13 @@ def y_range(mins: np.ndarray, maxs: np.ndarray, limit: int | None) -> tuple[floa
 def make_frame(t: np.ndarray, v: np.ndarray, series: str, t_start: int, t_end: int,
                columns: int, rows: int, limit: int | None) -> Frame:
     """Envelope of ``(t, v)`` over ``[t_start, t_end]`` for a chart ``columns`` cells wide."""
-    mins, maxs = minmax_envelope(t, v, t_start, t_end, max(1, columns) * 2)
+    mins, maxs = minmax_envelope(t, v, t_start, t_end, max(1, columns))
     return frame_from_envelope(mins, maxs, series, t_start, t_end, rows, limit)
 
 
 def frame_from_envelope(mins: np.ndarray, maxs: np.ndarray, series: str, t_start: int, t_end: int,
                         rows: int, limit: int | None) -> Frame:
-    """A frame from ready-made buckets (two per character column)."""
+    """A frame from ready-made buckets (one per character column)."""
     lo, hi = y_range(mins, maxs, limit)
     return Frame(series, t_start, t_end, mins, maxs, lo, hi, max(1, rows), limit)
 
@@ -103,64 +107,83 @@ def hold_gaps(mins: np.ndarray, maxs: np.ndarray, max_gap: int) -> tuple[np.ndar
     return mins, maxs
 
 
-def dot_matrix(frame: Frame) -> np.ndarray:
-    """Boolean dots [dot row from top, dot column]: one min..max stroke per column."""
-    rows = frame.dot_rows
+def _heights(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, in eighths from the bottom: the top of the data, and where the band starts."""
     valid = ~np.isnan(frame.maxs)
-    low = np.where(valid, value_level(np.nan_to_num(frame.mins), frame.lo, frame.hi, rows), 1)
-    high = np.where(valid, value_level(np.nan_to_num(frame.maxs), frame.lo, frame.hi, rows), 0)
-    # Join neighbouring strokes so a step reads as a line, not two floating dots;
-    # this only lengthens strokes towards a neighbour, it never lowers a max.
-    both = valid[1:] & valid[:-1]
-    prev_low, prev_high = low[:-1].copy(), high[:-1].copy()
-    low[1:] = np.where(both & (prev_high < low[1:]), prev_high, low[1:])
-    high[1:] = np.where(both & (prev_low > high[1:]), prev_low, high[1:])
-    level = np.arange(rows)[:, None]
-    dots = (level >= low[None, :]) & (level <= high[None, :])
-    return dots[::-1]
+    top = np.where(valid, value_level(np.nan_to_num(frame.maxs), frame.lo, frame.hi, frame.levels), 0)
+    # The band starts at the min's level and is at least one eighth tall.
+    bottom = np.where(valid, value_level(np.nan_to_num(frame.mins), frame.lo, frame.hi, frame.levels) - 1, 0)
+    return top, np.minimum(bottom, top - 1)
+
+
+def envelope_matrix(frame: Frame) -> np.ndarray:
+    """What each eighth shows, [eighth from the top, column]: EMPTY, FILL (below the min) or BAND."""
+    top, bottom = _heights(frame)
+    level = np.arange(frame.levels)[:, None]
+    out = np.where(level < top[None, :], FILL, EMPTY)
+    out[(level >= bottom[None, :]) & (level < top[None, :])] = BAND
+    return out[::-1]
+
+
+# Cell styles: 0 blank, then per palette (band, fill, fill on band), then the limit line.
+_CELL_STYLES: list[str | Style | None] = [None]
+for _band, _fill in _PALETTES:
+    _CELL_STYLES += [_band, _fill, Style(color=_fill, bgcolor=_band)]
+_LIMIT_STYLE = len(_CELL_STYLES)
+_CELL_STYLES.append(STYLE_LIMIT)
 
 
 def render_lines(frame: Frame) -> list[Text]:
     """The chart's text rows (without axis labels)."""
-    dots = dot_matrix(frame)
-    rows, cols = frame.rows, len(frame.maxs) // 2
-    cells = dots.reshape(rows, 4, cols, 2)
-    codes = (cells * _BITS[None, :, None, :]).sum(axis=(1, 3))
-    has_data = codes > 0
-    # Colour by how close each cell column's max comes to the limit.
-    style = np.zeros((rows, cols), dtype=np.int64)
-    cell_max = np.fmax(frame.maxs[0::2], frame.maxs[1::2])
-    col_style = np.ones(cols, dtype=np.int64)
+    rows, cols = frame.rows, len(frame.maxs)
+    top, bottom = _heights(frame)
+    palette = np.zeros(cols, dtype=np.int64)
     if frame.limit:
-        col_style[cell_max >= 0.9 * frame.limit] = 2
-        col_style[cell_max >= frame.limit] = 3
-    style[has_data] = np.broadcast_to(col_style, (rows, cols))[has_data]
+        peak = np.nan_to_num(frame.maxs)
+        palette[peak >= 0.9 * frame.limit] = 1
+        palette[peak >= frame.limit] = 2
+    base = ((rows - 1 - np.arange(rows)) * EIGHTHS)[:, None]  # eighths below each row
+    filled = np.clip(top[None, :] - base, 0, EIGHTHS)  # eighths with data in each cell, from its bottom
+    dark = np.clip(bottom[None, :] - base, 0, EIGHTHS)  # of which below the band
+    glyph = filled.copy()
+    kind = np.zeros((rows, cols), dtype=np.int64)  # 0 blank, 1 band, 2 fill, 3 fill on band
+    kind[filled > 0] = 1
+    kind[(filled > 0) & (dark >= filled)] = 2
+    # Dark below the min and bright above it in one full cell: a dark block on a bright ground.
+    split = (filled == EIGHTHS) & (dark > 0) & (dark < filled)
+    kind[split] = 3
+    glyph[split] = dark[split]
+    # (Dark, band and empty in one cell cannot be drawn: the band wins, as set above.)
+    style = np.where(kind > 0, 1 + palette[None, :] * 3 + kind - 1, 0)
+    chars = np.array(list(_BLOCKS))[glyph]
     if frame.limit and frame.lo <= frame.limit <= frame.hi:
-        from_top = frame.dot_rows - 1 - frame.level(frame.limit)
-        r, d = divmod(from_top, 4)
-        codes[r] |= _BITS[d, 0] | _BITS[d, 1]
-        style[r][~has_data[r]] = 4
+        r = rows - 1 - min(rows - 1, int((frame.limit - frame.lo) / (frame.hi - frame.lo) * rows))
+        empty = kind[r] == 0
+        chars[r][empty] = LIMIT_GLYPH
+        style[r][empty] = _LIMIT_STYLE
     lines = []
     for r in range(rows):
         text = Text()
-        chars = "".join(map(chr, (codes[r] + 0x2800).tolist()))
+        line = "".join(chars[r].tolist())
         bounds = np.flatnonzero(np.diff(style[r])) + 1
         start = 0
         for end in [*bounds.tolist(), cols]:
-            text.append(chars[start:end], _STYLES[style[r][start]] or None)
+            text.append(line[start:end], _CELL_STYLES[style[r][start]])
             start = end
         lines.append(text)
     return lines
 
 
-def render_chart(frame: Frame, window_label: str, right_label: str,
-                 marks: list[tuple[int, str, str]] = ()) -> Text:
-    """Rows with value labels in a gutter, then an axis row with event marks.
+def render_chart(
+    frame: Frame, window_label: str, right_label: str, marks: list[tuple[int, str, str]] | None = None
+) -> Text:
+    """Rows with value labels in a gutter, an axis row with event marks, then the time labels.
 
-    ``marks`` are ``(t, glyph, style)`` placed under the column holding ``t``.
+    ``marks`` are ``(t, glyph, style)`` placed under the column holding ``t``. They
+    have their own row, so a mark never overwrites a letter of a label.
     """
     lines = render_lines(frame)
-    rows, cols = frame.rows, len(frame.maxs) // 2
+    rows, cols = frame.rows, len(frame.maxs)
     labels = {0: frame.hi, rows - 1: frame.lo}
     if rows >= 5:
         labels[rows // 2] = frame.lo + (frame.hi - frame.lo) * (1 - (rows // 2) / max(1, rows - 1))
@@ -173,22 +196,17 @@ def render_chart(frame: Frame, window_label: str, right_label: str,
     axis = [" "] * cols
     styles: list[str | None] = [None] * cols
     span = frame.t_end - frame.t_start
-    for t, glyph, style in marks:
+    for t, glyph, style in marks or ():
         if frame.t_start <= t <= frame.t_end and span > 0:
             c = min(cols - 1, (t - frame.t_start) * cols // span)
             axis[c], styles[c] = glyph, style
-    left, right = f"-{window_label}", right_label
-    for i, ch in enumerate(left[:cols]):
-        if axis[i] == " ":
-            axis[i] = ch
-    for i, ch in enumerate(right[-cols:]):
-        j = cols - len(right[-cols:]) + i
-        if axis[j] == " ":
-            axis[j] = ch
     out.append(" " * (GUTTER - 1) + "└", "dim")
     start = 0
     for i in range(1, cols + 1):
         if i == cols or styles[i] != styles[start]:
             out.append("".join(axis[start:i]), styles[start] or "dim")
             start = i
+    left, right = f"-{window_label}", right_label
+    gap = max(1, cols - len(left) - len(right))
+    out.append("\n" + " " * GUTTER + (left + " " * gap + right)[:cols], "dim")
     return out

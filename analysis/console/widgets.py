@@ -66,9 +66,9 @@ class Line(Widget):
 
 
 class Chart(Widget):
-    """The last N seconds of one series at full resolution (min/max per dot column)."""
+    """The last N seconds of one series at full resolution (min/max per character column)."""
 
-    DEFAULT_CSS = "Chart { height: 1fr; min-height: 4; }"
+    DEFAULT_CSS = "Chart { height: 1fr; min-height: 5; }"
 
     def __init__(self, stream: StreamState, src: SourceState, **kw) -> None:
         super().__init__(**kw)
@@ -102,7 +102,7 @@ class Chart(Widget):
 
     def _draw(self) -> Text:
         width, height = self.size.width, self.size.height
-        columns, rows = max(4, width - GUTTER), max(1, height - 1)
+        columns, rows = max(4, width - GUTTER), max(1, height - 2)  # marks row, time labels row
         src = self.src
         with self.stream.lock:
             series = pick_series(src, self.view.series)
@@ -112,8 +112,8 @@ class Chart(Widget):
             ring = src.rings.get(series)
             if ring is None or t_end is None:
                 return Text("waiting for samples…", style="dim")
-            # Aligned buckets, two per character column, cached between draws.
-            buckets = columns * 2
+            # Aligned buckets, one per character column, cached between draws.
+            buckets = columns
             width_ns = max(1, -(-self.view.window_ns // buckets))
             k_last = t_end // width_ns
             k_first = k_last - buckets + 1

@@ -2,6 +2,7 @@ import html.parser
 import json
 import re
 
+import numpy as np
 import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
@@ -176,3 +177,22 @@ def test_html_page_escapes_what_the_recording_says(tmp_path):
     assert hostile not in page.replace(embedded.group(0), "")
     assert "&lt;img src=x onerror=alert(1)&gt;" in page  # the phases table, as text
     assert json.loads(embedded.group(1))["phases"][0]["name"] == hostile == rep["phases"][0]["name"]
+
+
+def test_phase_labels_are_staggered_so_none_overlap():
+    from spikewatch.analysis.html import stagger
+
+    # Three 2 s phases early in a 600 s run (each label ~15 s wide on an 800 px chart), then one far away.
+    starts, labels = [10.0, 12.0, 14.0, 300.0], ["boot (startup)", "warm (steady)", "climb (ramp)", "soak (soak)"]
+    rows = stagger(starts, labels, 600.0)
+    assert rows[:3] == [0, 1, 2] and rows[3] == 0
+    # A row is reused as soon as the label before in it has ended; none overlap in any row.
+    rng = np.random.default_rng(3)
+    starts = sorted(rng.uniform(0, 600, 40).tolist())
+    labels = [f"phase{i} (steady)" for i in range(40)]
+    rows = stagger(starts, labels, 600.0, plot_px=800)
+    width = (len(labels[0]) * 0.62 * 11 + 8) * 600.0 / 800
+    for row in set(rows):
+        xs = sorted(x for x, r in zip(starts, rows) if r == row)
+        assert all(b - a >= width for a, b in zip(xs, xs[1:]))
+    assert max(rows) < 10

@@ -7,7 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikewatch.analysis.console.chart import dot_matrix, make_frame, render_lines
+from spikewatch.analysis.console.chart import (
+    BAND,
+    EIGHTHS,
+    EMPTY,
+    FILL,
+    LIMIT_GLYPH,
+    envelope_matrix,
+    make_frame,
+    render_lines,
+)
 from spikewatch.analysis.console.envelope import minmax_envelope
 from spikewatch.analysis.console.state import Ring
 
@@ -67,21 +76,35 @@ def test_ring_keeps_the_newest_and_windows_across_the_wrap() -> None:
     assert ring.window(0, 1000)[0].tolist() == list(range(184, 200))
 
 
-def test_the_spike_column_is_drawn_up_to_the_spike_level() -> None:
+def test_the_spike_column_is_filled_up_to_the_spike_level() -> None:
     t = np.arange(0, 10_000 * MS, MS, dtype=np.int64)
     v = np.full(len(t), 100 * MiB)
     v[4000:4002] = 180 * MiB
     frame = make_frame(t, v, "rss", 0, 10_000 * MS, columns=50, rows=8, limit=256 * MiB)
-    dots = dot_matrix(frame)
-    top_dot = frame.dot_rows - 1 - frame.level(180 * MiB)
+    cells = envelope_matrix(frame)[::-1]  # [eighth from the bottom, column]
     col = int(np.nanargmax(frame.maxs))
     assert frame.maxs[col] == 180 * MiB
-    assert dots[top_dot, col] and not dots[:top_dot, col].any()
-    # No other column reaches that high.
-    others = np.delete(dots[: top_dot + 1], col, axis=1)
-    assert not others.any()
+    top, base = frame.level(180 * MiB), frame.level(100 * MiB)
+    # A solid column: dark fill below the baseline, the band from it to the spike, nothing above.
+    assert (cells[: base - 1, col] == FILL).all()
+    assert (cells[base - 1 : top, col] == BAND).all() and (cells[top:, col] == EMPTY).all()
+    # Every other column is filled to the baseline and no higher.
+    others = np.delete(cells, col, axis=1)
+    assert (others[:base] != EMPTY).all() and (others[base:] == EMPTY).all()
     lines = render_lines(frame)
     assert len(lines) == 8 and all(len(line.plain) == 50 for line in lines)
+    # In characters: no blank cell from the bottom row up to the spike's top cell, then blanks.
+    column = "".join(line.plain[col] for line in lines)[::-1]
+    full = top // EIGHTHS
+    assert " " not in column[:full] and column[full:].replace(LIMIT_GLYPH, " ").strip() in ("", "▁▂▃▄▅▆▇"[top % EIGHTHS - 1])
+
+
+def test_a_thin_band_is_never_an_empty_column() -> None:
+    t = np.arange(0, 1000 * MS, MS, dtype=np.int64)
+    v = np.full(len(t), 100 * MiB)
+    frame = make_frame(t, v, "rss", 0, 1000 * MS, columns=40, rows=6, limit=None)
+    cells = envelope_matrix(frame)
+    assert ((cells == BAND).sum(axis=0) >= 1).all()
 
 
 @pytest.mark.parametrize("limit", [None, 150 * MiB, 10_000 * MiB])
