@@ -1,38 +1,60 @@
 """A minimal HTTP/1.1 keep-alive client connection (asyncio.Protocol, callback style).
 
-The aiohttp client spends 64-96 µs of Python per request (measured: bench/RESULTS.md, "driver"); a load
-generator that is itself the bottleneck reports its own queueing as the service's
-latency. This protocol does only what a load driver needs: write a prebuilt head
-plus zero-copy body slices, parse the status line and framing (Content-Length,
-chunked, or until close) and count bytes, with no per-request coroutine or task.
+The aiohttp client spends 64-96 µs of Python per request (bench/RESULTS.md, "driver");
+a load generator that is
+itself the bottleneck reports its own queueing as the service's latency. This
+protocol does only what a load driver needs: write a prebuilt head plus zero-copy
+body slices, count bytes, and find where each response ends, with no per-request
+coroutine or task.
+
+Response framing (RFC 9112 §6.3: 1xx, 204 and 304 and answers to HEAD have no body;
+Transfer-Encoding with chunked last wins over Content-Length; otherwise the body runs
+until the server closes) is llhttp's, through httptools, the parser uvicorn uses.
+Only the framing fields reach Python: one callback per header, two per response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
+
+from httptools import HttpParserError, HttpResponseParser
 
 _monotonic_ns = time.monotonic_ns
 
 # Callback: (conn, status or 0, error kind or None)
 DoneCallback = Callable[["Conn", int, "str | None"], None]
 
-_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _IDLE = range(5)
+
+class _HeadDone(Exception):
+    """Raised from a callback to stop llhttp at the end of a HEAD response's head."""
 
 
 class Conn(asyncio.Protocol):
-    __slots__ = ("transport", "on_done", "on_lost", "state", "buf", "remaining", "status", "close_after",
-                 "bytes_recv", "intended_ns", "sent_ns", "closed", "no_body", "cbuf", "skip", "trailer",
-                 "busy", "tag")
+    __slots__ = (
+        "transport",
+        "on_done",
+        "on_lost",
+        "parser",
+        "status",
+        "close_after",
+        "bytes_recv",
+        "intended_ns",
+        "sent_ns",
+        "closed",
+        "no_body",
+        "busy",
+        "tag",
+        "headed",
+        "framed",
+    )
 
-    def __init__(self, on_done: DoneCallback, on_lost: Callable[["Conn", bool], None]) -> None:
+    def __init__(self, on_done: DoneCallback, on_lost: Callable[[Conn, bool], None]) -> None:
         self.transport: asyncio.Transport | None = None
         self.on_done = on_done
         self.on_lost = on_lost
-        self.state = _IDLE
-        self.buf = b""
-        self.remaining = 0
+        self.parser = HttpResponseParser(self)
         self.status = 0
         self.close_after = False
         self.bytes_recv = 0
@@ -40,10 +62,9 @@ class Conn(asyncio.Protocol):
         self.sent_ns = 0
         self.closed = False
         self.no_body = False
-        self.cbuf = bytearray()
-        self.skip = 0
-        self.trailer = False
         self.busy = False
+        self.headed = False  # the final response's head is parsed
+        self.framed = False  # its body has a length or chunks (else it runs until close)
         self.tag = 0  # what the engine started this request for (closed lane or open send)
 
     # --- asyncio.Protocol -----------------------------------------------------
@@ -54,50 +75,70 @@ class Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         was_busy = self.busy
         self.closed = True
-        if self.busy and self.state == _UNTIL_CLOSE:
-            self._finish(None)
+        if self.busy and self.headed and not self.framed:
+            # llhttp has no end-of-input call in httptools: a close-delimited body ends here.
+            self._finish()
             was_busy = False
         elif self.busy:
             self.busy = False
-            self.state = _IDLE
             self.on_done(self, 0, "disconnect")
         self.on_lost(self, was_busy)
 
     def data_received(self, data: bytes) -> None:
         self.bytes_recv += len(data)
-        state = self.state
-        if state == _LENGTH:
-            self.remaining -= len(data)
-            if self.remaining <= 0:
-                self._finish(None)
+        if not self.busy:
+            # Data while idle: the server broke framing; drop the connection.
+            self._fail("protocol")
             return
-        if state == _HEAD:
-            buf = self.buf + data if self.buf else data
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > 65536:
-                    self._fail("protocol")
-                    return
-                self.buf = buf
-                return
-            self.buf = b""
-            self._head(buf, end)
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError as exc:
+            if isinstance(exc.__context__, _HeadDone):
+                # A fresh parser: the old one is in its error state.
+                self.parser = HttpResponseParser(self)
+                self._finish()
+            elif self.busy:
+                self._fail("protocol")
+            else:
+                # Bytes after a complete response (nothing was asked for): framing is lost.
+                self._fail("protocol")
+
+    # --- llhttp callbacks -----------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        n = name.lower()
+        if n == b"content-length":
+            self.framed = True
+        elif n == b"transfer-encoding":
+            # Chunked only when it is the last coding; otherwise the body runs until close.
+            self.framed = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+
+    def on_headers_complete(self) -> None:
+        if not self.busy:
+            raise ValueError("response without a request")
+        status = self.parser.get_status_code()
+        self.status = status
+        if status < 200:
+            if status == 101:
+                raise ValueError("upgrade not asked for")
+            self.framed = False  # an interim response; its own headers say nothing of the final one
             return
-        if state == _CHUNKED:
-            self.cbuf += data
-            self._chunks()
-            return
-        if state == _UNTIL_CLOSE:
-            return
-        # Data while idle: the server broke framing; drop the connection.
-        if self.transport is not None:
-            self.transport.close()
+        self.headed = True
+        self.close_after = not self.parser.should_keep_alive()
+        if self.no_body:
+            raise _HeadDone
+
+    def on_message_complete(self) -> None:
+        if self.status >= 200:
+            self._finish()
 
     # --- requests -------------------------------------------------------------
 
     def send(self, parts: list, intended_ns: int, no_body: bool = False) -> None:
         self.busy = True
-        self.state = _HEAD
+        self.headed = False
+        self.framed = False
+        self.status = 0
         self.no_body = no_body
         self.intended_ns = intended_ns
         self.bytes_recv = 0
@@ -109,96 +150,26 @@ class Conn(asyncio.Protocol):
         self.closed = True
         if self.busy:
             self.busy = False
-            self.state = _IDLE
             self.on_done(self, 0, kind)
         if self.transport is not None:
             self.transport.abort()
 
-    def _head(self, buf: bytes, end: int) -> None:
-        try:
-            self.status = int(buf[9:12])
-        except ValueError:
-            self._fail("protocol")
-            return
-        head = buf[:end].lower()
-        self.close_after = b"\r\nconnection: close" in head or buf.startswith(b"HTTP/1.0")
-        rest = len(buf) - end - 4
-        if self.no_body or self.status in (204, 304) or 100 <= self.status < 200:
-            self._finish(None)
-            return
-        i = head.find(b"\r\ncontent-length:")
-        if i >= 0:
-            j = head.find(b"\r\n", i + 2)
-            try:
-                n = int(head[i + 17: j if j >= 0 else len(head)])
-            except ValueError:
-                self._fail("protocol")
-                return
-            self.remaining = n - rest
-            if self.remaining <= 0:
-                self._finish(None)
-            else:
-                self.state = _LENGTH
-            return
-        if b"\r\ntransfer-encoding:" in head and b"chunked" in head:
-            self.state = _CHUNKED
-            self.cbuf = bytearray(buf[end + 4:])
-            self.skip = 0
-            self.trailer = False
-            self._chunks()
-            return
-        self.state = _UNTIL_CLOSE
-        self.close_after = True
-
-    def _chunks(self) -> None:
-        cbuf = self.cbuf
-        while True:
-            if self.skip:
-                n = min(self.skip, len(cbuf))
-                del cbuf[:n]
-                self.skip -= n
-                if self.skip:
-                    return
-            i = cbuf.find(b"\r\n")
-            if i < 0:
-                if len(cbuf) > 65536:
-                    self._fail("protocol")
-                return
-            line = bytes(cbuf[:i])
-            del cbuf[:i + 2]
-            if self.trailer:
-                if not line:
-                    self.cbuf = bytearray()
-                    self._finish(None)
-                    return
-                continue
-            try:
-                size = int(line.split(b";", 1)[0], 16)
-            except ValueError:
-                self._fail("protocol")
-                return
-            if size == 0:
-                self.trailer = True
-            else:
-                self.skip = size + 2
-
     def _fail(self, kind: str) -> None:
         self.closed = True
-        self.busy = False
-        self.state = _IDLE
-        self.on_done(self, self.status, kind)
+        if self.busy:
+            self.busy = False
+            self.on_done(self, self.status, kind)
         if self.transport is not None:
             self.transport.abort()
 
-    def _finish(self, kind: str | None) -> None:
+    def _finish(self) -> None:
         self.busy = False
-        self.state = _IDLE
         t = self.transport
         if t is not None and not self.close_after and t.get_write_buffer_size():
             # The server answered before reading our whole body (e.g. an early 503): the
             # rest of it would be parsed as the next request, so this connection is spent.
             self.close_after = True
-        if self.close_after and self.transport is not None:
+        if self.close_after and t is not None:
             self.closed = True
-            self.transport.close()
-        self.on_done(self, self.status, kind)
+            t.close()
+        self.on_done(self, self.status, None)
