@@ -97,13 +97,12 @@ def scenario(tmp: Path, port: int, phase: str, name: str, connections: int = 512
     return p
 
 
-def drive(cpu: str, sc: Path, tmp: Path, extra: list[str] | None = None, watch_rss: float = 0,
-          env: dict[str, str] | None = None) -> tuple[dict, list[tuple[float, int]]]:
+def drive(cpu: str, sc: Path, tmp: Path, extra: list[str] | None = None, watch_rss: float = 0
+          ) -> tuple[dict, list[tuple[float, int]]]:
     out = tmp / (sc.stem + ".json")
     cmd = ["taskset", "-c", cpu, *SPIKEWATCH, "drive", str(sc), "-q", "--json", str(out),
            "--inlet", f"tcp://127.0.0.1:{free_port()}", *(extra or [])]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rss: list[tuple[float, int]] = []
     if watch_rss:
         ps = psutil.Process(proc.pid)
@@ -152,8 +151,6 @@ def main() -> None:
     ap.add_argument("--soak", type=int, default=600, help="soak length in seconds (0: skip)")
     ap.add_argument("--soak-rate", type=int, default=2000)
     ap.add_argument("--skip-closed", action="store_true", help="only the open-model runs and the soak")
-    ap.add_argument("--ab-parser", action="store_true",
-                    help="closed model only: the hand HTTP parser vs httptools, alternating, each round")
     ap.add_argument("--client-cpu", default="0")
     ap.add_argument("--server-cpu", default="1")
     args = ap.parse_args()
@@ -172,20 +169,6 @@ def main() -> None:
         if args.skip_closed:
             args.rounds = 0
         closed = scenario(tmp, port, f'kind = "steady"\nconcurrency = {n}\nduration = "{secs}s"', "closed")
-        if args.ab_parser:
-            ab: dict[str, list[float]] = {"hand": [], "httptools": []}
-            for r in range(args.rounds):
-                order = ["hand", "httptools"] if r % 2 == 0 else ["httptools", "hand"]
-                for name in order:
-                    res, _ = drive(cpu, closed, tmp, env={"SPIKEWATCH_HTTP_PARSER": name})
-                    ab[name].append(res["phases"][0]["rate"])
-                print(f"  round {r + 1}: hand {ab['hand'][-1]:8.0f}/s   httptools {ab['httptools'][-1]:8.0f}/s   "
-                      f"ratio {ab['httptools'][-1] / ab['hand'][-1]:.3f}")
-            mh, mt = statistics.median(ab["hand"]), statistics.median(ab["httptools"])
-            ratios = [t / h for h, t in zip(ab["hand"], ab["httptools"])]
-            print(f"closed model, median req/s: hand {mh:.0f}, httptools {mt:.0f} -> {mt / mh:.3f}x "
-                  f"(median of per-round ratios {statistics.median(ratios):.3f})")
-            return
         for r in range(args.rounds):
             before = server_count(port)
             res, _ = drive(cpu, closed, tmp)

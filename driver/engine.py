@@ -22,9 +22,6 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from .httpconn import Conn
-
-if __import__("os").environ.get("SPIKEWATCH_HTTP_PARSER") == "hand":  # A/B bench only
-    from ._httpconn_hand import Conn  # type: ignore[assignment]  # noqa: F811
 from .payload import Payloads
 from .profile import Arrivals, Profile
 from .scenario import Phase, Scenario
