@@ -1,11 +1,10 @@
 """A minimal HTTP/1.1 keep-alive client connection (asyncio.Protocol, callback style).
 
 The aiohttp client spends 64-96 µs of Python per request (bench/RESULTS.md, "driver");
-a load generator that is
-itself the bottleneck reports its own queueing as the service's latency. This
-protocol does only what a load driver needs: write a prebuilt head plus zero-copy
-body slices, count bytes, and find where each response ends, with no per-request
-coroutine or task.
+a load generator that is itself the bottleneck reports its own queueing as the
+service's latency. This protocol does only what a load driver needs: write a
+prebuilt head plus zero-copy body slices, count bytes, and find where each response
+ends, with no per-request coroutine or task.
 
 Response framing (RFC 9112 §6.3: 1xx, 204 and 304 and answers to HEAD have no body;
 Transfer-Encoding with chunked last wins over Content-Length; otherwise the body runs
