@@ -173,7 +173,7 @@ def figure(src: Source, report: dict[str, Any], buckets: int = BUCKETS) -> go.Fi
 
 def _event_text(e: dict[str, Any]) -> str:
     k = e.get("kind")
-    extra = {kk: e[kk] for kk in ("pid", "code", "signal", "series", "old", "new", "old_pid") if kk in e}
+    extra: dict[str, Any] = {kk: e[kk] for kk in ("pid", "code", "signal", "series", "old", "new", "old_pid") if kk in e}
     if k == protocol.EV_HWM_SPIKE and e.get("bytes"):
         extra["bytes"] = _b(e["bytes"])
     return f"{k} " + ", ".join(f"{a}={b}" for a, b in extra.items())

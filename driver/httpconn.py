@@ -133,7 +133,7 @@ class Conn(asyncio.Protocol):
 
     # --- requests -------------------------------------------------------------
 
-    def send(self, parts: list, intended_ns: int, no_body: bool = False) -> None:
+    def send(self, parts: list[bytes | memoryview], intended_ns: int, no_body: bool = False) -> None:
         self.busy = True
         self.headed = False
         self.framed = False
