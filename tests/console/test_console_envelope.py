@@ -1,4 +1,4 @@
-"""The chart's data path: min/max buckets, ring buffers, braille strokes."""
+"""The chart's data path: min/max buckets, ring buffers, filled block columns."""
 
 from __future__ import annotations
 
