@@ -55,7 +55,10 @@ async def test_a_2ms_spike_reaches_full_height_in_its_column() -> None:
             # Scheduled ahead: the publisher may already have sent samples up to 'now'.
             a, b = pub.spike(180 * MiB, 2_000_000, delay_ns=100_000_000)
             chart = only_panel(app).chart
-            await until(pilot, lambda: chart.frame.t_end > b + 50_000_000)
+            # A frame ends at its last bucket's end, up to one bucket past the newest sample:
+            # wait for a frame drawn once the newest sample is past the spike.
+            await until(pilot, lambda: chart.frame.t_end - (chart.frame.t_end - chart.frame.t_start)
+                        // len(chart.frame.maxs) > b + 50_000_000)
             frame = chart.frame
             assert np.nanmax(frame.maxs) == 180 * MiB
             spike_cols = np.flatnonzero(frame.maxs == 180 * MiB)
@@ -83,7 +86,8 @@ async def test_a_2ms_spike_reaches_full_height_in_its_column() -> None:
 async def test_oom_kill_shows_a_banner_and_events_are_listed() -> None:
     endpoint = ep()
     with Publisher(endpoint) as pub:
-        app = ConsoleApp([endpoint])
+        # rss: the series the hwm_spike below is about (the default, auto, would pick cg_usage here).
+        app = ConsoleApp([endpoint], ConsoleOptions(series="rss"))
         async with app.run_test(size=(140, 30)) as pilot:
             await until(pilot, lambda: bool(app.panels))
             assert not app.query_one("#oom").has_class("shown")
@@ -134,7 +138,7 @@ async def test_pause_freezes_the_chart_until_resumed() -> None:
 async def test_window_and_series_keys() -> None:
     endpoint = ep()
     with Publisher(endpoint) as pub:
-        app = ConsoleApp([endpoint], ConsoleOptions(window_s=30))
+        app = ConsoleApp([endpoint], ConsoleOptions(window_s=30, series="rss"))  # "s" cycles from rss
         async with app.run_test(size=(100, 24)) as pilot:
             await until(pilot, lambda: bool(app.panels))
             await pilot.press("plus")
