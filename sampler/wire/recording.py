@@ -1,4 +1,9 @@
-"""The recording format: the stream itself, length-framed, append only.
+"""The recording formats: version 1 (the stream itself, length-framed) and version 2.
+
+Version 2 (:mod:`.blocks`: columnar, compressed, checksummed blocks) is what
+the journal and ``spikewatch record`` write (:func:`open_writer`);
+:func:`iter_records` reads both, telling them apart by the first bytes, and
+notes what it had to skip. Version 1, described here:
 
 A recording (the sampler's journal, or what ``spikewatch record`` writes) is a
 sequence of records, each ``<u32 little-endian length><msgpack [topic, body]>``
@@ -20,7 +25,8 @@ from typing import Any, BinaryIO, Iterator, Mapping
 
 import msgpack
 
-from . import protocol
+from . import blocks, protocol
+from .blocks import BlockWriter
 
 #: The newest recording format this code writes (``spikewatch --version`` says it).
 FORMAT_VERSION = 1
@@ -112,39 +118,140 @@ class RecordingWriter:
         self.close()
 
 
+def open_writer(path: str | os.PathLike[str], *, format: int | None = None, **options: Any) -> "RecordingWriter | BlockWriter":
+    """A writer for ``path``: version 2 (:mod:`.blocks`) for a new or version 2 file,
+    version 1 when appending to a version 1 file (one file never mixes formats)."""
+    if format is None:
+        format = 2
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(blocks.MAGIC))
+            if head and not blocks.is_v2(head):
+                format = 1
+        except FileNotFoundError:
+            pass
+    if format == 1:
+        return RecordingWriter(path, **{k: v for k, v in options.items() if k == "max_pending"})
+    return BlockWriter(path, **options)
+
+
 class RecordingError(ValueError):
     """The file is not a spikewatch recording (or is corrupt before its tail)."""
 
 
-def iter_records(source: str | os.PathLike[str] | BinaryIO, *, chunk: int = 1 << 20) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(topic, body)`` for every whole record; a torn tail is ignored.
+Salvage = blocks.Salvage
+_TOPIC_BYTES = {t.encode() for t in protocol.TOPICS}
 
-    Works on a file that is still being written: it reads what is there now.
+
+def file_format(path: str | os.PathLike[str]) -> int:
+    """1 or 2, from the first bytes of the file (2 for an empty one)."""
+    with open(path, "rb") as f:
+        head = f.read(len(blocks.MAGIC))
+    return 2 if (not head or blocks.is_v2(head)) else 1
+
+
+def iter_records(source: str | os.PathLike[str] | BinaryIO, *, chunk: int = 1 << 20,
+                 salvage: Salvage | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(topic, body)`` for every whole record, either format.
+
+    Works on a file that is still being written: it reads what is there now. What
+    could not be read is noted in ``salvage`` (a torn tail, damaged ranges skipped:
+    version 1 finds the next plausible length-framed record, version 2 the next
+    block whose checksum holds). A file that is no recording at all raises
+    :class:`RecordingError`.
     """
     own = not hasattr(source, "read")
     f: BinaryIO = open(source, "rb") if own else source  # type: ignore[arg-type, assignment]
     try:
-        buf = b""
-        pos = 0
-        while True:
-            data = f.read(chunk)
-            if data:
-                buf = buf[pos:] + data
-                pos = 0
-            while len(buf) - pos >= 4:
-                (n,) = _LEN.unpack_from(buf, pos)
-                if n > MAX_RECORD or n < 2:
-                    raise RecordingError(f"record at byte {f.tell() - len(buf) + pos} claims {n} bytes: not a recording")
-                if len(buf) - pos - 4 < n:
-                    break
-                try:
-                    topic, body = msgpack.unpackb(buf[pos + 4 : pos + 4 + n], raw=False, strict_map_key=False)
-                except Exception as exc:
-                    raise RecordingError(f"record at byte {f.tell() - len(buf) + pos} is not msgpack [topic, body]: {exc}") from None
-                pos += 4 + n
-                yield topic, body
-            if not data:
-                return
+        start = f.tell()
+        head = f.read(len(blocks.MAGIC))
+        f.seek(start)
+        if blocks.is_v2(head):
+            try:
+                yield from blocks.iter_records(f, salvage)
+            except blocks.FormatError as exc:
+                raise RecordingError(f"{getattr(f, 'name', 'recording')}: {exc}") from None
+            return
+        yield from _iter_v1(f, chunk, salvage or Salvage(1))
     finally:
         if own:
             f.close()
+
+
+def _plausible_v1(buf: bytes, pos: int) -> int:
+    """The length of a record starting at ``pos`` if it looks like one (0 if not, -1 if cut off)."""
+    if len(buf) - pos < 6:
+        return -1
+    (n,) = _LEN.unpack_from(buf, pos)
+    if n > MAX_RECORD or n < 2 or buf[pos + 4] != 0x92:
+        return 0
+    ln = buf[pos + 5] - 0xA0
+    if not 0 <= ln < 32 or len(buf) - pos < 6 + ln:
+        return 0 if not 0 <= ln < 32 else -1
+    if bytes(buf[pos + 6 : pos + 6 + ln]) not in _TOPIC_BYTES:
+        return 0
+    return n
+
+
+def _iter_v1(f: BinaryIO, chunk: int, s: Salvage) -> Iterator[tuple[str, dict[str, Any]]]:
+    s.format = 1
+    buf = b""
+    pos = 0
+    base = f.tell()  # file offset of buf[0]
+    bad_from: int | None = None
+    good = 0
+    eof = False
+    while True:
+        data = b"" if eof else f.read(chunk)
+        if data:
+            base += pos
+            buf = buf[pos:] + data
+            pos = 0
+        else:
+            eof = True
+        while len(buf) - pos >= 4:
+            (n,) = _LEN.unpack_from(buf, pos)
+            record = None
+            if bad_from is not None or n > MAX_RECORD or n < 2:
+                m = _plausible_v1(buf, pos)
+                if m < 0 and not eof:
+                    break  # need more bytes to judge
+                n = m
+            if n >= 2 and len(buf) - pos - 4 < n:
+                if not eof:
+                    break
+                n = 0 if bad_from is not None else n
+                if n:
+                    break  # a torn tail
+            if n >= 2:
+                try:
+                    record = msgpack.unpackb(buf[pos + 4 : pos + 4 + n], raw=False, strict_map_key=False)
+                except Exception:
+                    record = None
+                if not (isinstance(record, list) and len(record) == 2 and isinstance(record[0], str)
+                        and isinstance(record[1], dict)):
+                    record = None
+            if record is None:
+                if good == 0 and bad_from is None and base + pos == 0:
+                    raise RecordingError(f"record at byte 0 claims {n} bytes: not a recording")
+                if bad_from is None:
+                    bad_from = base + pos
+                pos += 1
+                continue
+            if bad_from is not None:
+                s.skip(bad_from, base + pos)
+                bad_from = None
+            good += 1
+            s.records += 1
+            t = record[1].get("t")
+            s.seen_t(t if isinstance(t, int) and not isinstance(t, bool) else None)
+            pos += 4 + n
+            yield record[0], record[1]
+        if eof:
+            rest = len(buf) - pos
+            if bad_from is not None:
+                s.skip(bad_from, base + len(buf))
+            elif rest:
+                s.torn_tail_bytes += rest
+            s.bytes_total = base + len(buf)
+            return
