@@ -90,19 +90,19 @@ def pack_ints(xs: list[int]) -> list[Any]:
     if not xs:
         return [1, b"", []]
     lo, hi = min(xs), max(xs)
+    if lo < _INT64[0] or hi > _INT64[1]:
+        raise OverflowError("integer outside int64")
     for w in (1, 2, 4, 8):
         code, esc, top = _WIDTHS[w]
         if esc < lo and hi <= top:
             a = array(code, xs)
             return [w, a.tobytes() if _LITTLE else _swap(a), []]
-        if w == 8:
-            break
         out = sum(1 for x in xs if not esc < x <= top)
-        if out * 20 <= len(xs):
+        if out * 20 <= len(xs) or w == 8:
             main = [x if esc < x <= top else esc for x in xs]
             a = array(code, main)
             return [w, a.tobytes() if _LITTLE else _swap(a), [x for x in xs if not esc < x <= top]]
-    raise OverflowError("integer outside int64")
+    raise AssertionError("unreachable")
 
 
 def _swap(a: array) -> bytes:
@@ -294,13 +294,29 @@ def encode_block(records: list[tuple[str, Mapping[str, Any]]], quantum_ns: int =
             batches.append(body)
         else:
             groups.setdefault(ti, []).append(body)
+    if batches:
+        try:
+            s, heads = encode_samples(batches, quantum_ns)
+        except OverflowError:  # differences beyond int64 (never from a sampler): store the batches as they are
+            return _encode_plain(records)
     block: dict[str, Any] = {"tp": list(topics), "o": bytes(order)}
     if batches:
-        s, heads = encode_samples(batches, quantum_ns)
         block["s"] = s
         groups[topics["\x00" + SAMPLES]] = heads
     block["g"] = [[ti, encode_group(bodies)] for ti, bodies in groups.items()]
     return msgpack.packb(block, use_bin_type=True)
+
+
+def _encode_plain(records: list[tuple[str, Mapping[str, Any]]]) -> bytes:
+    topics: dict[str, int] = {}
+    order = bytearray()
+    groups: dict[int, list[Mapping[str, Any]]] = {}
+    for topic, body in records:
+        ti = topics.setdefault(topic, len(topics))
+        order.append(ti)
+        groups.setdefault(ti, []).append(body)
+    return msgpack.packb({"tp": list(topics), "o": bytes(order),
+                          "g": [[ti, encode_group(b)] for ti, b in groups.items()]}, use_bin_type=True)
 
 
 def decode_block(payload: bytes) -> list[tuple[str, dict[str, Any]]]:
