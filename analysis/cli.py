@@ -254,3 +254,37 @@ def export(recording: str, fmt: str, out_dir: str | None, force: bool = False, o
     for name, (path, rows) in moved.items():
         if not quiet:
             click.echo(f"{name:8s} {rows:>10,} rows  {path}")
+
+
+@click.command()
+@click.argument("old", type=click.Path(exists=True, dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@click.option("--lossless-times", is_flag=True, help="Keep sample times to the nanosecond (default: 1 µs, ~1 byte a sample less).")
+def convert(old: str, new: str, lossless_times: bool) -> None:
+    """Rewrite a recording or journal in the current format (version 2: compact blocks).
+
+    Whatever the old file's damage let through is kept, and said.
+    """
+    from spikewatch.sampler.wire.recording import RecordingError, Salvage, iter_records, open_writer
+
+    if os.path.exists(new):
+        raise click.ClickException(f"{new} exists; pick a new name (convert never overwrites)")
+    salvage = Salvage()
+    n = 0
+    try:
+        with open_writer(new, format=2, quantum_ns=1 if lossless_times else 1000) as w:
+            for topic, body in iter_records(old, salvage=salvage):
+                w.write(topic, body)
+                n += 1
+    except RecordingError as exc:
+        os.unlink(new)
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {new}: {exc.strerror or exc}") from None
+    before, after = os.path.getsize(old), os.path.getsize(new)
+    click.echo(f"{n:,} records: {before:,} bytes (format {salvage.format}) -> {after:,} bytes (format 2), "
+               f"{after / max(before, 1) * 100:.1f} %")
+    if salvage.torn_tail_bytes or salvage.skipped:
+        skipped = sum(g["to_byte"] - g["from_byte"] for g in salvage.skipped)
+        click.echo(f"not converted: a torn tail of {salvage.torn_tail_bytes:,} bytes, {len(salvage.skipped)} damaged "
+                   f"range(s) of {skipped:,} bytes", err=True)

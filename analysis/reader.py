@@ -24,7 +24,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from spikewatch.sampler.wire import protocol
-from spikewatch.sampler.wire.recording import RecordingError, iter_records
+from spikewatch.sampler.wire import blocks
+from spikewatch.sampler.wire.recording import RecordingError, Salvage, iter_records
 from spikewatch.sampler.wire.seqgaps import SeqGaps
 
 
@@ -61,6 +62,7 @@ class Source:
     seq_gaps: list[tuple[int, int]] = field(default_factory=list)
     records: int = 0
     batches: int = 0
+    integrity: dict[str, Any] = field(default_factory=dict)  # what the reader salvaged (see integrity())
 
     # -- conveniences used by the analyses ---------------------------------
     @property
@@ -115,6 +117,7 @@ class Recording:
 
     path: Path
     sources: dict[str, Source]
+    integrity: dict[str, Any] = field(default_factory=dict)
 
     @property
     def main(self) -> Source:
@@ -132,6 +135,10 @@ class Recording:
         if len(matches) == 1:
             return self.sources[matches[0]]
         raise KeyError(f"no source {name!r} in {self.path} (have: {', '.join(self.sources)})")
+
+
+class _Ragged(Exception):
+    """A block the column path cannot take (series membership changes): decode it record by record."""
 
 
 class _Builder:
@@ -226,6 +233,50 @@ class _Builder:
             s.load_records.append(body)
         elif topic == protocol.HELLO:
             s.hellos.append(body)
+
+    def add_block(self, records: list[tuple[str, dict[str, Any]]], t: np.ndarray, cols: dict[str, np.ndarray],
+                  sizes: list[int]) -> None:
+        """A version 2 block's records, its ``samples`` bodies without ``dt``/``series``
+        (their samples arrive as whole columns ``t`` and ``cols``, in batch order)."""
+        names = tuple(cols)
+        if self.keys is None:
+            self.keys = dict.fromkeys(names).keys()
+        elif tuple(self.keys) != names or not self.uniform:
+            raise _Ragged
+        if self.dt:
+            self.dt_chunks.append(np.array(self.dt, dtype=np.int64))
+            self.dt.clear()
+        for name in names:
+            if name not in self.vals:
+                self.vals[name] = []
+                self.val_chunks[name] = []
+            self._flush_vals(name)
+            self.val_chunks[name].append(cols[name])
+        s = self.src
+        heads_t: list[int] = []
+        for topic, body in records:
+            if topic != protocol.SAMPLES or "dt" in body:
+                self.add(topic, body)
+                continue
+            s.records += 1
+            seq = body.get("seq")
+            if seq == self.last_seq + 1:
+                self.last_seq = seq
+            elif isinstance(seq, int) and not isinstance(seq, bool):
+                if self.last_seq >= 0:
+                    self.gaps.last["k"] = self.last_seq
+                self.gaps.see("k", seq)
+                self.last_seq = self.gaps.last["k"]
+            heads_t.append(body["t"])
+            s.batches += 1
+        self.batch_t0.extend(heads_t)
+        self.batch_n.extend(sizes)
+        starts = np.repeat(np.array(heads_t, dtype=np.int64), np.array(sizes, dtype=np.int64))
+        self.dt_chunks.append(t - starts)
+        if len(t):
+            lo, hi = int(min(heads_t)), int(t.max())
+            self.tmin = lo if self.tmin is None else min(self.tmin, lo)
+            self.tmax = hi if self.tmax is None else max(self.tmax, hi)
 
     def _go_ragged(self, b: int) -> None:
         """From batch ``b`` on, series membership differs: track batches per series."""
@@ -370,7 +421,173 @@ def load(path: str | os.PathLike[str]) -> Recording:
                 break
         else:
             raise RecordingError(f"{p} is a folder without a 'recording' file")
-    rec = load_records(iter_records(p), p)
+    salvage = Salvage()
+    with open(p, "rb") as f:
+        v2 = blocks.is_v2(f.read(len(blocks.MAGIC)))
+    rec = _load_v2(p, salvage) if v2 else load_records(iter_records(p, salvage=salvage), p)
     if not rec.sources:
         raise RecordingError(f"{p} holds no records (empty file?)")
+    rec.integrity = integrity(rec, salvage)
+    for src in rec.sources.values():
+        src.integrity = rec.integrity
     return rec
+
+
+# ------------------------------------------------------- version 2, in bulk
+
+_DT = {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}
+
+
+def np_ints(packed: list[Any]) -> np.ndarray:
+    """:func:`blocks.unpack_ints` as an int64 array."""
+    w, raw, exc = packed
+    a = np.frombuffer(raw, dtype=_DT[w]).astype(np.int64)
+    if exc:
+        a[a == np.iinfo(_DT[w]).min] = np.array(exc, dtype=np.int64)
+    return a
+
+
+def block_columns(payload: bytes) -> tuple[list[tuple[str, dict[str, Any]]], np.ndarray | None, dict[str, np.ndarray],
+                                            list[int], bool]:
+    """A data block as (records with samples bodies reduced to their heads, sample times,
+    series columns, batch sizes, uniform): ``uniform`` is False when batches differ in
+    their series (then the records are whole bodies and the columns empty)."""
+    import msgpack
+
+    block = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    topics = block["tp"]
+    enc = block.get("s")
+    if enc is not None and len(enc[4]) != 1:
+        return blocks.decode_block(payload), None, {}, [], False
+    groups = {ti: iter(blocks.decode_group(g)) for ti, g in block["g"]}
+    names = [t[1:] if t.startswith("\x00") else t for t in topics]
+    records = [(names[ti], next(groups[ti])) for ti in block["o"]]
+    if enc is None:
+        return records, None, {}, [], True
+    base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc = enc
+    k = np.concatenate(([0], np.cumsum(np_ints(dk_p))))
+    t = base + (k * p + np_ints(e_p)) * q
+    cols: dict[str, np.ndarray] = {}
+    for name, first, g, d_p in series_enc:
+        d = np_ints(d_p)
+        v = np.empty(len(d) + 1, dtype=np.int64)
+        v[0] = first
+        np.cumsum(d * g if g != 1 else d, out=v[1:])
+        v[1:] += first
+        cols[name] = v
+    cols = {name: cols[name] for name in shapes[0]}
+    return records, t, cols, np_ints(sizes_p).tolist(), True
+
+
+def _load_v2(path: Path, salvage: Salvage) -> Recording:
+    builders: dict[str, _Builder] = {}
+    default: _Builder | None = None
+
+    def builder(body: dict[str, Any], topic: str) -> _Builder:
+        nonlocal default
+        src = body.get("src")
+        if src is None:
+            if default is None:
+                default = _Builder("")
+            if topic == protocol.HELLO and not default.src.src and body.get("session"):
+                default.src.src = str(body["session"])
+            return default
+        b = builders.get(src)
+        if b is None:
+            b = builders[src] = _Builder(str(src))
+        return b
+
+    with open(path, "rb") as f:
+        try:
+            for fr in blocks.iter_frames(f, salvage):
+                if fr.kind != blocks.KIND_DATA:
+                    continue
+                records, t, cols, sizes, uniform = block_columns(fr.payload)
+                if t is not None:
+                    owners = {id(builder(b, tp)) for tp, b in records if tp == protocol.SAMPLES and "dt" not in b}
+                    if len(owners) == 1:
+                        b0 = next(builder(b, tp) for tp, b in records if tp == protocol.SAMPLES and "dt" not in b)
+                        others = [(tp, b) for tp, b in records if builder(b, tp) is not b0]
+                        mine = [(tp, b) for tp, b in records if builder(b, tp) is b0]
+                        try:
+                            b0.add_block(mine, t, cols, sizes)
+                        except _Ragged:
+                            pass
+                        else:
+                            for tp, b in others:
+                                builder(b, tp).add(tp, b)
+                            continue
+                    records = blocks.decode_block(fr.payload)
+                for tp, b in records:
+                    if isinstance(b, dict):
+                        builder(b, tp).add(tp, b)
+        except blocks.FormatError as exc:
+            raise RecordingError(f"{path}: {exc}") from None
+    sources: dict[str, Source] = {}
+    if default is not None:
+        if not default.src.src:
+            default.src.src = "main"
+        sources[default.src.src] = default.finish()
+    for b in builders.values():
+        s = b.finish()
+        sources[s.src if s.src not in sources else s.src + "+"] = s
+    return Recording(path, sources)
+
+
+def integrity(rec: Recording, s: Salvage) -> dict[str, Any]:
+    """What was salvaged, as the report says it: ``complete`` and one sentence per loss."""
+    notes: list[str] = []
+    src = rec.sources and rec.main
+    t0 = src.t0 if src else 0
+
+    def rel(t: int | None) -> str:
+        return "?" if t is None else f"{(t - t0) / 1e9:.1f} s"
+
+    if s.torn_tail_bytes:
+        notes.append(f"the file ends in a torn record ({s.torn_tail_bytes:,} bytes unread): its writer stopped mid-write")
+    for g in s.skipped:
+        notes.append(f"damaged bytes {g['from_byte']:,}-{g['to_byte']:,} skipped "
+                     f"({g['to_byte'] - g['from_byte']:,} bytes, between {rel(g['t_before'])} and {rel(g['t_after'])}); "
+                     "read on after them")
+    stopped_early = False
+    hello_samples = file_samples = None
+    if src:
+        hellos = [h for h in src.hellos if isinstance(h.get("counters"), dict)]
+        final = any(h.get("final") for h in src.hellos)
+        if s.format == 2 and s.closed is False and not final:
+            stopped_early = True
+        elif s.format == 1 and hellos and "final" in hellos[-1] and not final:
+            stopped_early = True
+        if stopped_early:
+            notes.append(f"the writer stopped early (killed, or the disk filled): no closing record; "
+                         f"the file ends at {rel(src.t_end)}")
+        ser = src.series.get("rss") or next(iter(src.series.values()), None)
+        if len(hellos) >= 2 and ser is not None and len(ser):
+            h0, h1 = hellos[0], hellos[-1]
+            c0, c1 = h0["counters"].get("samples"), h1["counters"].get("samples")
+            if isinstance(c0, int) and isinstance(c1, int):
+                hello_samples = c1 - c0
+                i0, i1 = np.searchsorted(ser.t, [int(h0.get("t", 0)), int(h1.get("t", 0))], side="right")
+                file_samples = int(i1 - i0)
+                slack = 2 * max(1, src.batches and len(ser) // max(src.batches, 1)) + 2
+                if hello_samples - file_samples > slack:
+                    notes.append(f"the sampler counted {hello_samples:,} samples between its first and last hello "
+                                 f"in this file; the file holds {file_samples:,} "
+                                 f"({hello_samples - file_samples:,} missing)")
+            lost = h1["counters"].get("journal_lost") or 0
+            errs = h1["counters"].get("journal_errors") or 0
+            if errs or lost:
+                notes.append(f"the sampler's journal reported {errs} write error(s), {lost:,} records lost")
+    return {
+        "format": s.format,
+        "complete": not notes,
+        "bytes": s.bytes_total,
+        "torn_tail_bytes": s.torn_tail_bytes,
+        "skipped": [dict(g, bytes=g["to_byte"] - g["from_byte"], t_before=None if g["t_before"] is None else
+                         round((g["t_before"] - t0) / 1e9, 3), t_after=None if g["t_after"] is None else
+                         round((g["t_after"] - t0) / 1e9, 3)) for g in s.skipped],
+        "writer_stopped_early": stopped_early,
+        "hello_samples": hello_samples,
+        "file_samples": file_samples,
+        "notes": notes,
+    }

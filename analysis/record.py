@@ -21,7 +21,7 @@ import zmq
 
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import StreamSubscriber
-from spikewatch.sampler.wire.recording import RecordingWriter
+from spikewatch.sampler.wire.recording import open_writer
 from spikewatch.sampler.wire.seqgaps import SeqGaps
 
 
@@ -72,7 +72,7 @@ class Recorder:
             raise ValueError("at least one endpoint is needed")
         self.endpoints = list(endpoints)
         self.multi = len(self.endpoints) > 1
-        self.writer = RecordingWriter(path)
+        self.writer = open_writer(path)
         # Each socket's handshakes are watched: a sampler that refuses our keys would
         # otherwise just look silent (spikewatch.sampler.wire.handshake). ``warn`` says it (stderr by default).
         self.warn = warn or _stderr

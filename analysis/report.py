@@ -95,6 +95,8 @@ def build_report(rec: Recording | Source, *, source: str | None = None,
         "markers": [{"t": ctx.rel(int(m.get("t", 0))), "kind": m.get("kind"), "name": m.get("name")} for m in src.markers],
         "checklist": checks,
         "checklist_reasons": reasons,
+        # what the reader salvaged of a partial or damaged file (complete, notes, skipped ranges…)
+        "integrity": src.integrity or None,
     }
     heap_row = heap.analyse(ctx, phase_rows)
     if heap_row is not None:

@@ -4,7 +4,7 @@ Tests and benchmarks describe a memory curve as numpy arrays plus events,
 markers, details and load telemetry; :class:`Synth` turns them into real
 protocol bodies (``protocol.samples_body`` batches of ``batch`` samples, hellos
 every second) in time order, with one ``seq`` counter, through
-:class:`spikewatch.sampler.wire.recording.RecordingWriter` — exactly what a sampler journal holds.
+:func:`spikewatch.sampler.wire.recording.open_writer` — exactly what a sampler journal holds.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from spikewatch.sampler.wire import protocol
-from spikewatch.sampler.wire.recording import RecordingWriter
+from spikewatch.sampler.wire.recording import open_writer
 
 MiB = 1 << 20
 
@@ -80,8 +80,8 @@ class Synth:
             "started_t": self.t0, "journal": None, "final": final, "counters": counters,
         }
 
-    def write(self, path: str | os.PathLike[str], *, drop_seq: set[int] | None = None) -> int:
-        """Write everything in time order (hellos every second); return records written."""
+    def write(self, path: str | os.PathLike[str], *, drop_seq: set[int] | None = None, format: int = 2) -> int:
+        """Write everything in time order (hellos every second) in recording ``format``; return records written."""
         items = sorted(self._items)
         t_last = max((it[0] for it in items), default=self.t0)
         hellos = list(range(self.t0, t_last + 1, 1_000_000_000))
@@ -90,7 +90,7 @@ class Synth:
         written = 0
         hi = 0
         open(path, "wb").close()  # a fresh file: the writer appends
-        with RecordingWriter(path) as w:
+        with open_writer(path, format=format) as w:
             for t, _, topic, body in items:
                 while hi < len(hellos) and hellos[hi] <= t:
                     h = self._hello(hellos[hi], {"samples": n_samples, "overruns": 0})

@@ -61,6 +61,10 @@ def heap_lines(report: dict[str, Any]) -> list[str]:
 
 def render(report: dict[str, Any], console: Console | None = None, max_spikes: int = 10) -> None:
     c = console or Console()
+    integ = report.get("integrity") or {}
+    if integ.get("notes"):
+        # first, so nobody reads the figures below as the whole run
+        c.print("[bold yellow]partial recording:[/] " + "; ".join(integ["notes"]), highlight=False)
     c.print(f"[bold]{headline(report)}[/]")
     smp = report["samples"]
     c.print(f"{smp['count']:,} samples of {report['headline_series']} over {report['duration_s']:.1f} s "

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "report": "spikewatch.analysis.cli:report",
     "export": "spikewatch.analysis.cli:export",
     "compare": "spikewatch.analysis.compare_cli:compare",
+    "convert": "spikewatch.analysis.cli:convert",
     "console": "spikewatch.analysis.console.cli:console",
     "run": "spikewatch.runner:run",
     "demo": "spikewatch.runner:demo",

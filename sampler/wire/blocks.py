@@ -204,14 +204,16 @@ def encode_samples(batches: list[Mapping[str, Any]], quantum_ns: int) -> tuple[l
     sids: list[int] = []
     cols: dict[str, list[int]] = {}
     heads: list[dict[str, Any]] = []
-    base = batches[0]["t"] + batches[0]["dt"][0]
     half = q // 2
+    # quantised on the absolute grid of q, so two files of one stream (journal and
+    # recording) hold the very same times whatever their block boundaries
+    base = (batches[0]["t"] + batches[0]["dt"][0] + half) // q * q
     for b in batches:
         t = b["t"]
         head = {k: v for k, v in b.items() if k != "dt" and k != "series"}
         if q > 1:
             # the batch time is quantised like its samples, so dt[0] stays 0
-            head["t"] = base + (t - base + half) // q * q
+            head["t"] = (t + half) // q * q
         heads.append(head)
         times.extend([t + d for d in b["dt"]])
         sizes.append(len(b["dt"]))
@@ -228,7 +230,9 @@ def encode_samples(batches: list[Mapping[str, Any]], quantum_ns: int) -> tuple[l
             else:
                 c.extend(col)
     # times: quanta from the block's first sample, then the tick grid: u = k*p + e
-    u = [(x - base + half) // q for x in times]
+    u = [(x + half) // q * q - base for x in times] if q > 1 else [x - base for x in times]
+    if q > 1:
+        u = [x // q for x in u]
     if len(u) > 1:
         steps = sorted(b - a for a, b in zip(u, u[1:]) if b > a)
         p = steps[len(steps) // 2] if steps else 1
@@ -572,6 +576,17 @@ def iter_frames(f: BinaryIO, salvage: Salvage | None = None, *, chunk: int = 4 <
         more(FRAME_BYTES)
         rest = len(buf) - bpos
         if rest >= 4 and buf[bpos : bpos + 4] != SYNC:
+            if buf[bpos : bpos + len(MAGIC)] == MAGIC and more(_HEAD.size):
+                # another file's header: two recordings joined end to end (cat a b > c)
+                hn = _HEAD.unpack_from(buf, bpos)[3]
+                if hn < 65536 and more(_HEAD.size + hn + 4) and _CRC.unpack_from(buf, bpos + _HEAD.size + hn)[0] == \
+                        zlib.crc32(buf[bpos : bpos + _HEAD.size + hn]):
+                    if bad_from is not None:
+                        s.skip(bad_from, pos)
+                        bad_from = None
+                    pos += _HEAD.size + hn + 4
+                    bpos += _HEAD.size + hn + 4
+                    continue
             if rest >= _TAIL.size and buf[bpos + 8 : bpos + 12] == TAIL_MAGIC and \
                     _CRC.unpack_from(buf, bpos + 12)[0] == zlib.crc32(buf[bpos : bpos + 8]):
                 if bad_from is not None:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 import zmq
 
 from . import protocol
-from .recording import RecordingWriter
+from .recording import open_writer
 
 # (topic, body, packed body): called for every published message, on the
 # sampling thread but off its hot path. Keep them quick (e.g. update a gauge).
@@ -67,7 +67,8 @@ class Journal:
 
     def __init__(self, path: str | os.PathLike[str], flush_s: float = 0.1) -> None:
         self.path = Path(path)
-        self._writer = RecordingWriter(self.path)
+        # version 2 blocks (or version 1 when appending to an old journal): encoded here, off the hot loop
+        self._writer = open_writer(self.path)
         self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
         self._flush_s = flush_s
         self._wake = threading.Event()

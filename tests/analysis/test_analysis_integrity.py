@@ -1,0 +1,106 @@
+"""Partial means said: a report of a torn, damaged or cut-short recording says what it kept."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from spikewatch.analysis import reader
+from spikewatch.analysis.cli import convert
+from spikewatch.analysis.synth import MiB, Synth
+from spikewatch.sampler.wire import blocks
+from spikewatch.sampler.wire.recording import file_format, iter_records
+
+from ..support.sampler import spawn_sample
+
+
+def _synth(path, seconds=30, fmt=2):
+    s = Synth()
+    t = s.times(seconds)
+    v = 100 * MiB + 4096 * (np.arange(len(t)) // 50)
+    s.samples(t, rss=v)
+    s.write(path, format=fmt)
+    return len(t)
+
+
+def _report(path, tmp_path):
+    out = tmp_path / "r.json"
+    res = subprocess.run([sys.executable, "-m", "spikewatch", "report", str(path), "--json", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_garbage_mid_file_is_reported_from_both_sides(tmp_path, fmt):
+    p = tmp_path / "g.rec"
+    n = _synth(p, fmt=fmt)
+    data = p.read_bytes()
+    mid = len(data) // 2
+    p.write_bytes(data[:mid] + os.urandom(1024) + data[mid:])
+    out, rep = _report(p, tmp_path)
+    head = " ".join(out[: out.index("true peak")].split())
+    assert head.startswith("partial recording:") and "damaged bytes" in head
+    integ = rep["integrity"]
+    assert not integ["complete"] and integ["format"] == fmt and len(integ["skipped"]) == 1
+    gap = integ["skipped"][0]
+    assert 5 < gap["t_before"] < gap["t_after"] < 25
+    assert rep["duration_s"] > 29  # the far side of the damage is in the report
+    assert n - (2000 if fmt == 2 else 100) <= rep["samples"]["count"] < n
+
+
+def test_truncated_v2_says_torn_tail_and_early_stop(tmp_path):
+    p = tmp_path / "t.rec"
+    _synth(p)
+    idx = blocks.read_index(p)
+    cut = idx["blocks"][-3][0] + 50
+    with open(p, "r+b") as f:
+        f.truncate(cut)
+    out, rep = _report(p, tmp_path)
+    integ = rep["integrity"]
+    assert integ["torn_tail_bytes"] == 50 and integ["writer_stopped_early"]
+    head = " ".join(out[: out.index("true peak")].split())  # the lines before the headline
+    assert head.startswith("partial recording:") and "torn record" in head and "stopped early" in head
+
+
+def test_complete_recording_says_nothing(tmp_path):
+    p = tmp_path / "ok.rec"
+    _synth(p, seconds=5)
+    out, rep = _report(p, tmp_path)
+    assert rep["integrity"]["complete"] and not out.startswith("partial")
+
+
+def test_sigkilled_sampler_journal_is_said(endpoints, sleeper, tmp_path):
+    journal = tmp_path / "j.rec"
+    p = spawn_sample(endpoints, "--pid", str(sleeper.pid), "--journal", str(journal))
+    try:
+        assert "journal" in p.stderr.readline()
+        time.sleep(3.5)
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    assert file_format(journal) == 2
+    rec = reader.load(journal)
+    integ = rec.integrity
+    assert integ["writer_stopped_early"] and not integ["complete"]
+    assert rec.main.duration_s > 1.5  # everything but the open block (~1 s) was kept
+    assert integ["hello_samples"] is not None
+
+
+def test_convert_v1_to_v2(tmp_path):
+    old, new = tmp_path / "old.rec", tmp_path / "new.rec"
+    _synth(old, seconds=10, fmt=1)
+    res = CliRunner().invoke(convert, [str(old), str(new)])
+    assert res.exit_code == 0, res.output
+    assert file_format(new) == 2 and os.path.getsize(new) * 5 < os.path.getsize(old)
+    a, b = reader.load(old).main.series["rss"], reader.load(new).main.series["rss"]
+    assert np.array_equal(a.v, b.v) and np.abs(a.t - b.t).max() <= 500
+    assert sum(1 for _ in iter_records(new)) == sum(1 for _ in iter_records(old))
+    res = CliRunner().invoke(convert, [str(old), str(new)])
+    assert res.exit_code != 0 and "exists" in res.output
