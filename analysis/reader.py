@@ -464,9 +464,15 @@ def block_columns(payload: bytes) -> tuple[list[tuple[str, dict[str, Any]]], np.
     records = [(names[ti], next(groups[ti])) for ti in block["o"]]
     if enc is None:
         return records, None, {}, [], True
-    base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc = enc
+    base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc, ht_p = enc
     k = np.concatenate(([0], np.cumsum(np_ints(dk_p))))
     t = base + (k * p + np_ints(e_p)) * q
+    sizes = np_ints(sizes_p)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    head_t = iter((t[starts] + np_ints(ht_p) * q).tolist())
+    for topic, body in records:
+        if topic == protocol.SAMPLES and "dt" not in body:
+            body["t"] = next(head_t)
     cols: dict[str, np.ndarray] = {}
     for name, first, g, d_p in series_enc:
         d = np_ints(d_p)
@@ -476,7 +482,7 @@ def block_columns(payload: bytes) -> tuple[list[tuple[str, dict[str, Any]]], np.
         v[1:] += first
         cols[name] = v
     cols = {name: cols[name] for name in shapes[0]}
-    return records, t, cols, np_ints(sizes_p).tolist(), True
+    return records, t, cols, sizes.tolist(), True
 
 
 def _load_v2(path: Path, salvage: Salvage) -> Recording:

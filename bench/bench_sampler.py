@@ -135,6 +135,8 @@ def run_one(period: str, seconds: float, tmp: Path, extra: tuple[str, ...] = ())
         "received": received[0],
         "threads": {k: 100.0 * (v - th0.get(k, 0)) / hz / (w1 - w0) for k, v in th1.items()},
         "summary": err.strip().splitlines()[-1] if err.strip() else "",
+        "journal_bytes_per_sample": journal.stat().st_size / max(len(times), 1),
+        "journal_format": 2 if journal.read_bytes()[:1] == b"\x89" else 1,
     }
 
 
@@ -158,6 +160,8 @@ def main() -> None:
                   flush=True)
             threads = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["threads"].items(), key=lambda kv: -kv[1]) if v > 0)
             print(f"{'':>7} CPU % by thread: {threads}", flush=True)
+            print(f"{'':>7} journal: {r['journal_bytes_per_sample']:.2f} bytes a sample (format {r['journal_format']}, "
+                  "everything in it over its samples)", flush=True)
 
 
 if __name__ == "__main__":

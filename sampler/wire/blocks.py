@@ -132,7 +132,7 @@ def _is_int(x: Any) -> bool:
 # ------------------------------------------------------------ generic groups
 
 def encode_group(bodies: list[Mapping[Any, Any]]) -> list[Any]:
-    """Maps as columns: ``[shapes, shape ids, [[key, column], ...]]``.
+    """Maps as columns: ``[keys, shapes (key numbers), shape ids, columns (one a key)]``.
 
     A column is ``[0, values]`` or, when every value is an int64, ``[1, first,
     packed deltas]`` (times, counters and sequence numbers move by little).
@@ -152,10 +152,9 @@ def encode_group(bodies: list[Mapping[Any, Any]]) -> list[Any]:
                 cols[k] = [v]
             else:
                 col.append(v)
-    out = []
-    for k, vals in cols.items():
-        out.append([k, _encode_column(vals)])
-    return [[list(s) for s in shapes], pack_ints(ids), out]
+    keys = list(cols)
+    at = {k: i for i, k in enumerate(keys)}
+    return [keys, [[at[k] for k in s] for s in shapes], pack_ints(ids), [_encode_column(v) for v in cols.values()]]
 
 
 def _encode_column(vals: list[Any]) -> list[Any]:
@@ -167,15 +166,15 @@ def _encode_column(vals: list[Any]) -> list[Any]:
 
 
 def decode_group(enc: list[Any]) -> list[dict[Any, Any]]:
-    shapes, ids_packed, cols = enc
+    keys, shapes, ids_packed, cols = enc
     ids = unpack_ints(ids_packed)
-    values: dict[Any, Iterator[Any]] = {}
-    for k, col in cols:
+    values: list[Iterator[Any]] = []
+    for col in cols:
         if col[0] == 1:
-            values[k] = iter(accumulate(unpack_ints(col[2]), initial=col[1]))
+            values.append(iter(accumulate(unpack_ints(col[2]), initial=col[1])))
         else:
-            values[k] = iter(col[1])
-    keyed = [[(k, values[k]) for k in s] for s in shapes]
+            values.append(iter(col[1]))
+    keyed = [[(keys[i], values[i]) for i in s] for s in shapes]
     return [{k: next(it) for k, it in keyed[i]} for i in ids]
 
 
@@ -208,13 +207,17 @@ def encode_samples(batches: list[Mapping[str, Any]], quantum_ns: int) -> tuple[l
     # quantised on the absolute grid of q, so two files of one stream (journal and
     # recording) hold the very same times whatever their block boundaries
     base = (batches[0]["t"] + batches[0]["dt"][0] + half) // q * q
+    ht: list[int] = []
     for b in batches:
         t = b["t"]
         head = {k: v for k, v in b.items() if k != "dt" and k != "series"}
-        if q > 1:
-            # the batch time is quantised like its samples, so dt[0] stays 0
-            head["t"] = (t + half) // q * q
+        # the batch time is quantised like its samples (so dt[0] stays 0) and kept as
+        # its offset from the first sample, almost always 0: it costs nothing
+        tq = (t + half) // q * q
+        del head["t"]
         heads.append(head)
+        first = (t + b["dt"][0] + half) // q * q
+        ht.append((tq - first) // q)
         times.extend([t + d for d in b["dt"]])
         sizes.append(len(b["dt"]))
         series = b["series"]
@@ -249,12 +252,12 @@ def encode_samples(batches: list[Mapping[str, Any]], quantum_ns: int) -> tuple[l
             d = [x // g for x in d]
         series_enc.append([name, vals[0], g, pack_ints(d)])
     enc = [base, q, p, pack_ints(sizes), [list(s) for s in shapes], pack_ints(sids), pack_ints(dk), pack_ints(e),
-           series_enc]
+           series_enc, pack_ints(ht)]
     return enc, heads
 
 
 def decode_samples(enc: list[Any], heads: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    base, q, p, sizes_p, shapes, sids_p, dk_p, e_p, series_enc = enc
+    base, q, p, sizes_p, shapes, sids_p, dk_p, e_p, series_enc, ht_p = enc
     sizes = unpack_ints(sizes_p)
     k = list(accumulate(unpack_ints(dk_p), initial=0))
     times = [base + (kk * p + e) * q for kk, e in zip(k, unpack_ints(e_p))]
@@ -267,9 +270,10 @@ def decode_samples(enc: list[Any], heads: list[dict[str, Any]]) -> list[dict[str
     sids = unpack_ints(sids_p)
     out = []
     pos = 0
-    for head, n, sid in zip(heads, sizes, sids):
-        t = head["t"]
+    for head, n, sid, h in zip(heads, sizes, sids, unpack_ints(ht_p)):
+        t = times[pos] + h * q
         body = dict(head)
+        body["t"] = t
         body["dt"] = [x - t for x in times[pos : pos + n]]
         body["series"] = {name: [next(cols[name]) for _ in range(n)] for name in shapes[sid]}
         out.append(body)
