@@ -503,12 +503,18 @@ def _load_v2(path: Path, salvage: Salvage) -> Recording:
             b = builders[src] = _Builder(str(src))
         return b
 
+    expand = blocks.HelloExpander()
     with open(path, "rb") as f:
         try:
             for fr in blocks.iter_frames(f, salvage):
                 if fr.kind != blocks.KIND_DATA:
                     continue
-                records, t, cols, sizes, uniform = block_columns(fr.payload)
+                try:
+                    records, t, cols, sizes, uniform = block_columns(fr.payload)
+                except Exception:  # whole by its checksum, yet not decodable: another writer version
+                    salvage.undecodable(fr)
+                    continue
+                records = [(tp, expand(tp, b)) if tp == protocol.HELLO else (tp, b) for tp, b in records]
                 if t is not None:
                     owners = {id(builder(b, tp)) for tp, b in records if tp == protocol.SAMPLES and "dt" not in b}
                     if len(owners) == 1:
@@ -523,7 +529,8 @@ def _load_v2(path: Path, salvage: Salvage) -> Recording:
                             for tp, b in others:
                                 builder(b, tp).add(tp, b)
                             continue
-                    records = blocks.decode_block(fr.payload)
+                    records = [(tp, expand(tp, b) if tp == protocol.HELLO else b)
+                               for tp, b in blocks.decode_block(fr.payload)]
                 for tp, b in records:
                     if isinstance(b, dict):
                         builder(b, tp).add(tp, b)

@@ -62,7 +62,24 @@ VERSION = 2
 SYNC = b"\xa7SWB"
 KIND_DATA = 1
 KIND_INDEX = 2
-CODEC_ZSTD = 1
+CODEC_ZSTD = 1  # zstandard with the dictionary below (never changes: a new one gets a new codec number)
+# A raw-content dictionary of the protocol's field names and constant strings, so a
+# block's one hello and its detail key table do not pay for spelling them out.
+_DICT_WORDS = (
+    "hello samples detail event marker load v seq t dt series rss cg_usage session host sampler_version pid "
+    "wall_ns period_ns detail_period_ns targets kind spec pids launch cgroup version path limit owned started_t "
+    "tick_origin_t sched fifo other journal final counters ticks_missed overruns published dropped inlet_ok "
+    "inlet_bad journal_errors journal_lost hwm_spikes procs threads rss_anon rss_file rss_shmem vm_hwm vm_swap "
+    "sample_max cg_anon cg_file cg_inactive_file cg_working_set cg_limit cg_peak cg_max_usage cg_oom_kill cg_oom "
+    "cg_failcnt psi_some_avg10 psi_full_avg10 psi_some_total_us psi_full_total_us psi_scope system proc_start "
+    "proc_exit ppid exe cmdline start_t launched code signal oom_kill restart old_pid hwm_spike bytes t_from t_to "
+    "sampled_max limit_change old new overrun missed late_ns count journal_error error phase_start phase_end note "
+    "name attrs origin_wall_ns interval_ns rate in_flight completed errors lat_p50_ns lat_p90_ns lat_p99_ns "
+    "lat_max_ns src steady ramp burst soak target_rate sent bytes_sent bytes_recv late_sends dropped_sends "
+    "schedule_lag_ns workers loop_lag_ns"
+).split()
+_DICT = zstandard.ZstdCompressionDict(b"".join(msgpack.packb(w) for w in _DICT_WORDS),
+                                      dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 _HEAD = struct.Struct("<8sHHI")
 _FRAME = struct.Struct("<4sBBHIqqII")  # up to and without the crc
 _CRC = struct.Struct("<I")
@@ -352,6 +369,54 @@ def file_header(meta: Mapping[str, Any]) -> bytes:
     return head + _CRC.pack(zlib.crc32(head))
 
 
+HELLO = "hello"
+REF = "\x00ref"  # a hello stored as what changed since the full hello with this seq
+GONE = "\x00gone"  # keys that full hello had and this one has not
+KEYFRAME_BLOCKS = 10  # a full hello at least every this many blocks
+
+
+def hello_delta(full: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+    d: dict[str, Any] = {REF: full["seq"]}
+    for k, v in body.items():
+        if k not in full or full[k] != v or type(full[k]) is not type(v):
+            d[k] = v
+    gone = [k for k in full if k not in body]
+    if gone:
+        d[GONE] = gone
+    return d
+
+
+class HelloExpander:
+    """Turns stored hello deltas back into whole hellos while reading in order.
+
+    A delta whose full hello was lost (a damaged block) comes back as what it
+    holds (counters, time, ``final``…) with ``partial: True``.
+    """
+
+    def __init__(self) -> None:
+        self.full: dict[Any, dict[str, Any]] = {}
+
+    def __call__(self, topic: str, body: dict[str, Any]) -> dict[str, Any]:
+        if topic != HELLO:
+            return body
+        ref = body.get(REF)
+        if ref is None:
+            if isinstance(body.get("seq"), int):
+                self.full = {body["seq"]: body}
+            return body
+        full = self.full.get(ref)
+        if full is None:
+            out = {k: v for k, v in body.items() if k != REF and k != GONE}
+            out["partial"] = True
+            return out
+        gone = body.get(GONE) or ()
+        out = {k: (body[k] if k in body else v) for k, v in full.items() if k not in gone}
+        for k, v in body.items():
+            if k not in out and k != REF and k != GONE:
+                out[k] = v
+        return out
+
+
 class BlockWriter:
     """Writes version 2: records gather into a block, sealed when it holds
     ``block_ns`` of sample time or is ``block_s`` old, and written by :meth:`flush`.
@@ -371,7 +436,7 @@ class BlockWriter:
         self.block_ns = block_ns
         self.block_s = block_s
         self.max_pending = max_pending
-        self._z = zstandard.ZstdCompressor(level=level)
+        self._z = zstandard.ZstdCompressor(level=level, dict_data=_DICT, write_content_size=True)
         self._pending = bytearray()
         self._frames: list[tuple[int, int]] = []  # (bytes, records) of frames not yet wholly written
         self._head_written = 0
@@ -382,6 +447,8 @@ class BlockWriter:
         self._s_first: int | None = None
         self._samples = 0
         self._index: list[list[int]] = []
+        self._key_hello: Mapping[str, Any] | None = None
+        self._since_key = 0
         self._phases: list[list[Any]] = []
         self.bytes_written = 0
         self.records_written = 0
@@ -400,7 +467,18 @@ class BlockWriter:
     def write(self, topic: str, body: Mapping[str, Any]) -> None:
         if not self._open:
             self._opened = time.monotonic()
-        self._open.append((topic, body))
+        if topic == HELLO and isinstance(body.get("seq"), int) and REF not in body:
+            # a hello a second barely changes (its counters, time): stored whole
+            # every KEYFRAME_BLOCKS blocks, as what changed in between
+            key = self._key_hello
+            if key is not None and self._since_key < KEYFRAME_BLOCKS and key.get("session") == body.get("session"):
+                self._open.append((topic, hello_delta(key, body)))
+            else:
+                self._key_hello = body
+                self._since_key = 0
+                self._open.append((topic, body))
+        else:
+            self._open.append((topic, body))
         t = body.get("t")
         if _is_int(t):
             if topic == SAMPLES and type(body.get("dt")) is list and body["dt"]:
@@ -441,6 +519,7 @@ class BlockWriter:
         t1 = self._t_last if self._t_last is not None else t0
         data = frame(KIND_DATA, payload, t0, t1, self._samples, len(recs))
         self._open = []
+        self._since_key += 1
         self._t_first = self._t_last = self._s_first = None
         samples, self._samples = self._samples, 0
         if self._queue(data, len(recs)):
@@ -515,6 +594,12 @@ class Salvage:
             return
         self.skipped.append({"from_byte": start, "to_byte": end, "t_before": self.last_t, "t_after": None})
 
+    def undecodable(self, fr: "RawFrame") -> None:
+        self.skipped.append({"from_byte": fr.offset, "to_byte": fr.offset + fr.size,
+                             "t_before": fr.t_first, "t_after": fr.t_last, "undecodable": True})
+        self.blocks -= 1
+        self.records -= fr.records
+
     def seen_t(self, t: int | None) -> None:
         if t is None:
             return
@@ -524,12 +609,13 @@ class Salvage:
 
 
 class RawFrame:
-    __slots__ = ("offset", "kind", "t_first", "t_last", "samples", "records", "payload")
+    __slots__ = ("offset", "kind", "t_first", "t_last", "samples", "records", "payload", "size")
 
     def __init__(self, offset: int, kind: int, t_first: int, t_last: int, samples: int, records: int,
                  payload: bytes) -> None:
         self.offset, self.kind, self.t_first, self.t_last = offset, kind, t_first, t_last
         self.samples, self.records, self.payload = samples, records, payload
+        self.size = 0  # bytes in the file, frame header included
 
 
 class FormatError(ValueError):
@@ -561,7 +647,7 @@ def iter_frames(f: BinaryIO, salvage: Salvage | None = None, *, chunk: int = 4 <
     buf = b""
     bpos = 0  # buf[bpos] is file offset pos
     eof = False
-    d = zstandard.ZstdDecompressor()
+    d = zstandard.ZstdDecompressor(dict_data=_DICT)
     s.closed = False
     bad_from: int | None = None
 
@@ -650,17 +736,27 @@ def iter_frames(f: BinaryIO, salvage: Salvage | None = None, *, chunk: int = 4 <
             s.records += records
             s.seen_t(t0)
             s.last_t = t1
-        yield RawFrame(pos, kind, t0, t1, samples, records, d.decompress(body, max_output_size=MAX_PAYLOAD)
-                       if payloads else b"")
+        fr = RawFrame(pos, kind, t0, t1, samples, records, d.decompress(body, max_output_size=MAX_PAYLOAD)
+                      if payloads else b"")
+        fr.size = FRAME_BYTES + n
+        yield fr
         pos += FRAME_BYTES + n
         bpos += FRAME_BYTES + n
 
 
 def iter_records(f: BinaryIO, salvage: Salvage | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every record of the data blocks, in written order (pure Python)."""
-    for fr in iter_frames(f, salvage):
+    expand = HelloExpander()
+    s = salvage or Salvage(2)
+    for fr in iter_frames(f, s):
         if fr.kind == KIND_DATA:
-            yield from decode_block(fr.payload)
+            try:
+                records = decode_block(fr.payload)
+            except Exception:  # whole by its checksum, yet not decodable: written by another writer version
+                s.undecodable(fr)
+                continue
+            for topic, body in records:
+                yield topic, expand(topic, body)
 
 
 def read_index(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -698,4 +794,4 @@ def _frame_at(f: BinaryIO, kind: int) -> bytes | None:
     body = f.read(n)
     if len(body) < n or zlib.crc32(body, zlib.crc32(head[4:_FRAME.size])) != _CRC.unpack_from(head, _FRAME.size)[0]:
         return None
-    return zstandard.ZstdDecompressor().decompress(body, max_output_size=MAX_PAYLOAD)
+    return zstandard.ZstdDecompressor(dict_data=_DICT).decompress(body, max_output_size=MAX_PAYLOAD)

@@ -205,3 +205,42 @@ def test_v2_full_disk_counts_records():
     with pytest.raises(OSError):
         w.flush()
     assert w.records_written == 0 and w.pending_records == 120
+
+
+def _hellos(n, t0=5_000_000_000):
+    return [("hello", {"v": 1, "seq": i, "t": t0 + i * 1_000_000_000, "session": "s1", "host": "h", "period_ns": 1_000_000,
+                       "targets": [{"kind": "pid", "spec": "1", "pids": [1]}], "final": i == n - 1,
+                       "counters": {"samples": i * 1000, "overruns": 0}}) for i in range(n)]
+
+
+def test_hellos_between_keyframes_round_trip_and_degrade(tmp_path):
+    p = tmp_path / "h.rec"
+    recs = []
+    for (topic, hello), k in zip(_hellos(25), range(25)):
+        recs.append((topic, hello))
+        recs.extend(_run(50, t0=5_000_000_000 + k * 1_000_000_000, seq0=1000 * (k + 1)))
+    _write(p, recs)
+    out = [b for t, b in iter_records(p) if t == "hello"]
+    assert out == [b for _, b in _hellos(25)]
+    size_whole = len(blocks.encode_block(_hellos(2)[1:]))
+    assert size_whole > 100
+    # damage the first block: the hellos that refer to its full hello come back partial, with their counters
+    data = bytearray(p.read_bytes())
+    first = blocks.read_index(p)["blocks"][0][0]
+    data[first + 60] ^= 0xFF
+    p.write_bytes(bytes(data))
+    out = [b for t, b in iter_records(p) if t == "hello"]
+    assert out[0].get("partial") and out[0]["counters"]["samples"] == out[0]["seq"] * 1000 and "host" not in out[0]
+    assert out[-1] == _hellos(25)[-1][1]  # a later keyframe restores whole hellos
+
+
+def test_undecodable_block_is_skipped_and_said(tmp_path):
+    p = tmp_path / "u.rec"
+    _write(p, _run(200))
+    good = blocks.frame(blocks.KIND_DATA, blocks.zstandard.ZstdCompressor(dict_data=blocks._DICT).compress(b"\x93\x01\x02\x03"),
+                        1, 2, 0, 1)
+    with open(p, "ab") as f:
+        f.write(good)
+    s = Salvage()
+    out = list(iter_records(p, salvage=s))
+    assert len(out) == 240 and s.skipped and s.skipped[-1].get("undecodable")
