@@ -259,12 +259,13 @@ def export(recording: str, fmt: str, out_dir: str | None, force: bool = False, o
 @click.command()
 @click.argument("old", type=click.Path(exists=True, dir_okay=False))
 @click.argument("new", type=click.Path(dir_okay=False))
-@click.option("--lossless-times", is_flag=True, help="Keep sample times to the nanosecond (default: 1 µs, ~1 byte a sample less).")
+@click.option("--lossless-times", is_flag=True, help="Keep sample times to the nanosecond (default: within ±1 µs, ~1.5 bytes a sample less).")
 def convert(old: str, new: str, lossless_times: bool) -> None:
     """Rewrite a recording or journal in the current format (version 2: compact blocks).
 
     Whatever the old file's damage let through is kept, and said.
     """
+    from spikewatch.sampler.wire import blocks
     from spikewatch.sampler.wire.recording import RecordingError, Salvage, iter_records, open_writer
 
     if os.path.exists(new):
@@ -272,7 +273,7 @@ def convert(old: str, new: str, lossless_times: bool) -> None:
     salvage = Salvage()
     n = 0
     try:
-        with open_writer(new, format=2, quantum_ns=1 if lossless_times else 1000) as w:
+        with open_writer(new, format=2, quantum_ns=1 if lossless_times else blocks.QUANTUM_NS) as w:
             for topic, body in iter_records(old, salvage=salvage):
                 w.write(topic, body)
                 n += 1

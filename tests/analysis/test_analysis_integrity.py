@@ -100,7 +100,7 @@ def test_convert_v1_to_v2(tmp_path):
     assert res.exit_code == 0, res.output
     assert file_format(new) == 2 and os.path.getsize(new) * 5 < os.path.getsize(old)
     a, b = reader.load(old).main.series["rss"], reader.load(new).main.series["rss"]
-    assert np.array_equal(a.v, b.v) and np.abs(a.t - b.t).max() <= 500
+    assert np.array_equal(a.v, b.v) and np.abs(a.t - b.t).max() <= 1000
     assert sum(1 for _ in iter_records(new)) == sum(1 for _ in iter_records(old))
     res = CliRunner().invoke(convert, [str(old), str(new)])
     assert res.exit_code != 0 and "exists" in res.output

@@ -133,8 +133,8 @@ def test_garbage_mid_file_both_sides_read(tmp_path, fmt):
     assert gap["t_before"] < gap["t_after"]
     samples = [b for t, b in out if t == "samples"]
     first, last = samples[0]["t"], samples[-1]["t"]
-    assert first == recs[0][1]["t"] // 1000 * 1000 or abs(first - recs[0][1]["t"]) < 1000
-    assert abs(last - recs[-2][1]["t"]) < 1000 or abs(last - recs[-1][1]["t"]) < 1000  # the far side is read
+    assert abs(first - recs[0][1]["t"]) <= 1000
+    assert abs(last - recs[-2][1]["t"]) <= 1000 or abs(last - recs[-1][1]["t"]) <= 1000  # the far side is read
     lost = 10_000 - sum(len(b["dt"]) for b in samples)
     assert 0 < lost <= (2000 if fmt == 2 else 60)  # v2: at most the blocks the damage touched
 
