@@ -111,7 +111,7 @@ def record(endpoints: tuple[str, ...], output: str | None, duration: str | None,
 
 
 @click.command()
-@click.argument("recording", type=click.Path(exists=True))
+@click.argument("recording")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON ('-' for stdout).")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a self-contained HTML page.")
 @click.option("--fail-on", "fail_on", multiple=True, metavar="EXPR",
@@ -198,7 +198,7 @@ def report(recording: str, json_out: str | None, html_out: str | None, fail_on: 
 
 
 @click.command()
-@click.argument("recording", type=click.Path(exists=True))
+@click.argument("recording")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Folder for the tables (required); a folder that already holds files is refused unless --force.")
@@ -257,32 +257,37 @@ def export(recording: str, fmt: str, out_dir: str | None, force: bool = False, o
 
 
 @click.command()
-@click.argument("old", type=click.Path(exists=True, dir_okay=False))
+@click.argument("old")
 @click.argument("new", type=click.Path(dir_okay=False))
 @click.option("--lossless-times", is_flag=True, help="Keep sample times to the nanosecond (default: within ±1 µs, ~1.5 bytes a sample less).")
 def convert(old: str, new: str, lossless_times: bool) -> None:
-    """Rewrite a recording or journal in the current format (version 2: compact blocks).
+    """Rewrite a recording or journal (or a rotated journal's segments) in the current format (2: compact blocks).
 
     Whatever the old file's damage let through is kept, and said.
     """
     from spikewatch.sampler.wire import blocks
-    from spikewatch.sampler.wire.recording import RecordingError, Salvage, iter_records, open_writer
+    from spikewatch.sampler.wire.recording import RecordingError, Salvage, iter_records, open_writer, resolve_run
 
+    try:
+        files = resolve_run(old)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
     if os.path.exists(new):
         raise click.ClickException(f"{new} exists; pick a new name (convert never overwrites)")
     salvage = Salvage()
     n = 0
     try:
         with open_writer(new, format=2, quantum_ns=1 if lossless_times else blocks.QUANTUM_NS) as w:
-            for topic, body in iter_records(old, salvage=salvage):
-                w.write(topic, body)
-                n += 1
+            for f in files:  # the segments of a rotated journal become one file
+                for topic, body in iter_records(f, salvage=salvage):
+                    w.write(topic, body)
+                    n += 1
     except RecordingError as exc:
         os.unlink(new)
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot write {new}: {exc.strerror or exc}") from None
-    before, after = os.path.getsize(old), os.path.getsize(new)
+    before, after = sum(os.path.getsize(f) for f in files), os.path.getsize(new)
     click.echo(f"{n:,} records: {before:,} bytes (format {salvage.format}) -> {after:,} bytes (format 2), "
                f"{after / max(before, 1) * 100:.1f} %")
     if salvage.torn_tail_bytes or salvage.skipped:

@@ -25,7 +25,7 @@ import numpy as np
 
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire import blocks
-from spikewatch.sampler.wire.recording import RecordingError, Salvage, iter_records
+from spikewatch.sampler.wire.recording import RecordingError, Salvage, iter_records, resolve_run
 from spikewatch.sampler.wire.seqgaps import SeqGaps
 
 
@@ -411,23 +411,16 @@ def load_records(records: Iterable[tuple[str, dict[str, Any]]], path: str | os.P
 
 def load(path: str | os.PathLike[str]) -> Recording:
     """Load a recording or journal; raise :class:`RecordingError` (or OSError) if it isn't one."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no such recording: {p}")
-    if p.is_dir():
-        for name in ("recording", "recording.rec", "journal"):
-            if (p / name).is_file():
-                p = p / name
-                break
-        else:
-            raise RecordingError(f"{p} is a folder without a 'recording' file")
-    salvage = Salvage()
-    with open(p, "rb") as f:
-        v2 = blocks.is_v2(f.read(len(blocks.MAGIC)))
-    rec = _load_v2(p, salvage) if v2 else load_records(iter_records(p, salvage=salvage), p)
+    files = resolve_run(path)  # a file, a rotated journal's segments, a folder, a glob
+    salvages = [Salvage() for _ in files]
+    rec = _load_files(files, salvages)
+    p = rec.path
     if not rec.sources:
         raise RecordingError(f"{p} holds no records (empty file?)")
+    salvage = _merge(files, salvages)
     rec.integrity = integrity(rec, salvage)
+    if len(files) > 1:
+        rec.integrity["files"] = [str(f) for f in files]
     for src in rec.sources.values():
         src.integrity = rec.integrity
     return rec
@@ -485,7 +478,8 @@ def block_columns(payload: bytes) -> tuple[list[tuple[str, dict[str, Any]]], np.
     return records, t, cols, sizes.tolist(), True
 
 
-def _load_v2(path: Path, salvage: Salvage) -> Recording:
+def _load_files(paths: list[Path], salvages: list[Salvage]) -> Recording:
+    """One run from one or more files (a rotated journal's segments), either format."""
     builders: dict[str, _Builder] = {}
     default: _Builder | None = None
 
@@ -504,7 +498,29 @@ def _load_v2(path: Path, salvage: Salvage) -> Recording:
         return b
 
     expand = blocks.HelloExpander()
-    with open(path, "rb") as f:
+    for path, salvage in zip(paths, salvages):
+        with open(path, "rb") as f:
+            v2 = blocks.is_v2(f.read(len(blocks.MAGIC)))
+            f.seek(0)
+            if not v2:
+                for tp, b in iter_records(f, salvage=salvage):
+                    if isinstance(b, dict):
+                        builder(b, tp).add(tp, b)
+                continue
+            _v2_blocks(f, path, salvage, expand, builder)
+    sources: dict[str, Source] = {}
+    if default is not None:
+        if not default.src.src:
+            default.src.src = "main"
+        sources[default.src.src] = default.finish()
+    for b in builders.values():
+        s = b.finish()
+        sources[s.src if s.src not in sources else s.src + "+"] = s
+    return Recording(paths[0] if len(paths) == 1 else paths[0].parent, sources)
+
+
+def _v2_blocks(f: Any, path: Path, salvage: Salvage, expand: Any, builder: Any) -> None:
+    if True:
         try:
             for fr in blocks.iter_frames(f, salvage):
                 if fr.kind != blocks.KIND_DATA:
@@ -536,15 +552,6 @@ def _load_v2(path: Path, salvage: Salvage) -> Recording:
                         builder(b, tp).add(tp, b)
         except blocks.FormatError as exc:
             raise RecordingError(f"{path}: {exc}") from None
-    sources: dict[str, Source] = {}
-    if default is not None:
-        if not default.src.src:
-            default.src.src = "main"
-        sources[default.src.src] = default.finish()
-    for b in builders.values():
-        s = b.finish()
-        sources[s.src if s.src not in sources else s.src + "+"] = s
-    return Recording(path, sources)
 
 
 def integrity(rec: Recording, s: Salvage) -> dict[str, Any]:
@@ -604,3 +611,19 @@ def integrity(rec: Recording, s: Salvage) -> dict[str, Any]:
         "file_samples": file_samples,
         "notes": notes,
     }
+
+
+def _merge(files: list[Path], salvages: list[Salvage]) -> Salvage:
+    """One account of what several segments lost (damage is named by file and byte)."""
+    if len(salvages) == 1:
+        return salvages[0]
+    out = Salvage(max(s.format for s in salvages))
+    for f, s in zip(files, salvages):
+        out.bytes_total += s.bytes_total
+        out.torn_tail_bytes += s.torn_tail_bytes  # only the last segment should have one
+        out.skipped.extend(dict(g, file=f.name) for g in s.skipped)
+        out.blocks += s.blocks
+        out.records += s.records
+    out.closed = salvages[-1].closed
+    out.format = salvages[-1].format
+    return out

@@ -92,6 +92,10 @@ def _duration(text: str, what: str, default_unit: str = "") -> int:
 @click.option("--journal", metavar="FILE|off", help="Record everything published to FILE (default with -- CMD or --match: a new spikewatch-DATE-TIME.journal here; 'off': none). An existing FILE is refused unless --append.")
 @click.option("--append", is_flag=True, help="Add this run to an existing --journal FILE (a report then sees one recording with two sessions).")
 @click.option("--no-journal", is_flag=True, hidden=True, help="Old spelling of --journal off.")
+@click.option("--journal-rotate", metavar="T|SIZE", default=None,
+              help="Start a new journal segment (FILE.000001, FILE.000002…) every T (e.g. 1h) or SIZE (e.g. 256M).")
+@click.option("--journal-keep", metavar="T|SIZE", default=None,
+              help="With --journal-rotate: delete the oldest segments beyond this age (e.g. 7d) or total size (e.g. 10G).")
 @click.option("--limit", metavar="SIZE", help="Run the launched command in a new memory cgroup of SIZE (e.g. 512M).")
 @click.option("--duration", metavar="T", help="Stop after T (with its unit: 30s, 5m); a launched command gets SIGTERM.")
 @click.option("--reset-hwm", is_flag=True, help="Reset an attached process's VmHWM every detail period (visible to it) to catch peaks between samples.")
@@ -114,7 +118,8 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
            limit: str | None, duration: str | None, reset_hwm: bool, realtime: bool, prometheus: str | None,
            prometheus_allow_remote: bool, quiet: bool, command: tuple[str, ...], keys: str | None = None,
            require_keys: bool = False, history: str = "off", history_window: str = "5m", history_size: str = "64M",
-           heap_metric: str | None = None, append: bool = False) -> None:
+           heap_metric: str | None = None, append: bool = False, journal_rotate: str | None = None,
+           journal_keep: str | None = None) -> None:
     """Sample a service's memory every millisecond and publish it.
 
     \b
@@ -158,6 +163,12 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
             heap = parse_spec(heap_metric)
         except HeapMetricError as exc:
             raise click.BadParameter(str(exc), param_hint="--heap-metric") from None
+    rotate = _size_or_age(journal_rotate, "--journal-rotate")
+    keep = _size_or_age(journal_keep, "--journal-keep")
+    if journal_keep and not journal_rotate:
+        raise click.UsageError("--journal-keep deletes whole segments: give --journal-rotate too")
+    if journal_rotate and no_journal:
+        raise click.UsageError("--journal-rotate and --no-journal contradict each other")
     argv = list(command)
     if cgroup_path == AUTO_CGROUP and (unit or argv or (pid is None and not match)):
         raise click.UsageError(auto_cgroup_misuse(Target(pid=pid, match=match, argv=argv, unit=unit)))
@@ -181,6 +192,8 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
         publish=publish,
         inlet=inlet_ep,
         journal="" if no_journal else journal,
+        journal_rotate=rotate,
+        journal_keep=keep,
         limit=limit_bytes,
         duration_ns=duration_ns,
         reset_hwm=reset_hwm,
@@ -338,3 +351,29 @@ def keys(directory: str, name: str) -> None:
     click.echo(f"sampler keys:  {made['server_secret']} (secret, stays here), {made['server_public']}")
     click.echo(f"client {name}:  {made['client_secret']} (secret, give to that client with server.key)")
     click.echo(f"authorized:    {made['authorized']}")
+
+
+def _size_or_age(text: str | None, hint: str) -> tuple[int | None, float | None]:
+    """``(bytes, None)`` for a size such as 256M, ``(None, seconds)`` for an age such as 1h."""
+    from .units import parse_duration, parse_size
+
+    if text is None:
+        return (None, None)
+    try:
+        if text.strip().endswith("m"):
+            raise ValueError("10m is ten minutes (10M is ten MiB)")
+        n = parse_size(text)
+        if n < 64 << 10:
+            raise click.BadParameter(f"{text!r}: give at least 64K", param_hint=hint)
+        return (n, None)
+    except ValueError:
+        pass
+    try:
+        s = parse_duration(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither a size (256M, 1G) nor a time (10m, 1h, 7d)",
+                                 param_hint=hint) from None
+    if s < 1 or text.strip().replace(".", "").isdigit():
+        raise click.BadParameter(f"{text!r}: give a unit and at least 1s (e.g. 10m, 1h, 7d) or a size (256M)",
+                                 param_hint=hint)
+    return (None, s)

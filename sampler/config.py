@@ -59,6 +59,9 @@ class SamplerConfig:
     publish: str = protocol.DEFAULT_PUBLISH
     inlet: str | None = protocol.DEFAULT_INLET
     journal: str | None = None
+    # --journal-rotate / --journal-keep: (bytes, seconds), either may be None
+    journal_rotate: tuple[int | None, float | None] = (None, None)
+    journal_keep: tuple[int | None, float | None] = (None, None)
     limit: int | None = None
     duration_ns: int | None = None
     reset_hwm: bool = False

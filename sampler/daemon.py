@@ -207,7 +207,8 @@ class Sampler:
         if journal:
             try:
                 self._journal_size_at_open = os.path.getsize(journal) if os.path.isfile(journal) else 0
-                self.journal = Journal(journal)
+                (rb, rs), (kb, ks) = c.journal_rotate, c.journal_keep
+                self.journal = Journal(journal, rotate_bytes=rb, rotate_s=rs, keep_bytes=kb, keep_s=ks)
             except OSError as exc:
                 self._close_all()
                 raise SamplerError(f"cannot open the journal {journal}: {exc.strerror}; pick another path with --journal FILE") from None

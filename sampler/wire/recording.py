@@ -255,3 +255,67 @@ def _iter_v1(f: BinaryIO, chunk: int, s: Salvage) -> Iterator[tuple[str, dict[st
                 s.torn_tail_bytes += rest
             s.bytes_total = base + len(buf)
             return
+
+
+# -- segments: a journal rotated by the sampler (--journal-rotate) is one run in several files
+
+SEGMENT_DIGITS = 6
+
+
+def segment_path(path: str | os.PathLike[str], n: int) -> Path:
+    """The ``n``-th segment of a rotated journal: ``PATH.000001``, ``PATH.000002``…"""
+    return Path(f"{os.fspath(path)}.{n:0{SEGMENT_DIGITS}d}")
+
+
+def segments_of(path: str | os.PathLike[str]) -> list[Path]:
+    """The segments of a rotated journal ``path``, oldest first (empty when none)."""
+    p = Path(path)
+    out = []
+    try:
+        names = os.listdir(p.parent if str(p.parent) else ".")
+    except OSError:
+        return []
+    prefix = p.name + "."
+    for name in names:
+        tail = name[len(prefix):]
+        if name.startswith(prefix) and len(tail) == SEGMENT_DIGITS and tail.isdigit():
+            out.append(p.parent / name)
+    return sorted(out)
+
+
+def resolve_run(spec: str | os.PathLike[str]) -> list[Path]:
+    """The files of one run: a recording, a rotated journal's base name, a folder of
+    segments (or holding one ``recording``/``journal``), or a glob; oldest first.
+    Raises :class:`FileNotFoundError` naming what was looked for."""
+    import glob as globmod
+
+    p = Path(spec)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        for name in ("recording", "recording.rec", "journal"):
+            if (p / name).is_file():
+                return [p / name]
+        files = sorted(f for f in p.iterdir() if f.is_file() and _looks_like_recording(f))
+        if files:
+            return files
+        raise FileNotFoundError(f"{p} is a folder without a recording or journal segments in it")
+    segs = segments_of(p)
+    if segs:
+        return segs
+    if any(c in str(spec) for c in "*?["):
+        files = sorted(Path(f) for f in globmod.glob(str(spec)) if os.path.isfile(f))
+        if files:
+            return files
+    raise FileNotFoundError(f"no such recording: {spec}")
+
+
+def _looks_like_recording(f: Path) -> bool:
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(len(blocks.MAGIC) + 6)
+    except OSError:
+        return False
+    if blocks.is_v2(head):
+        return True
+    return len(head) >= 6 and head[4] == 0x92 and 0xA0 <= head[5] < 0xC0

@@ -104,3 +104,35 @@ def test_convert_v1_to_v2(tmp_path):
     assert sum(1 for _ in iter_records(new)) == sum(1 for _ in iter_records(old))
     res = CliRunner().invoke(convert, [str(old), str(new)])
     assert res.exit_code != 0 and "exists" in res.output
+
+
+def test_rotated_journal_is_one_run_and_retention_keeps_the_newest(endpoints, sleeper, tmp_path):
+    base = tmp_path / "j" / "soak.journal"
+    base.parent.mkdir()
+    p = spawn_sample(endpoints, "--pid", str(sleeper.pid), "--journal", str(base), "--journal-rotate", "1s",
+                     "--journal-keep", "4s", "--duration", "7s")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    from spikewatch.sampler.wire.recording import segments_of
+
+    segs = segments_of(base)
+    assert 3 <= len(segs) <= 6, segs  # ~7 one-second segments, the oldest deleted after 4 s
+    assert segs[0].name != "soak.journal.000001"
+    for spec in (str(base), str(base.parent), str(base) + ".*"):
+        rec = reader.load(spec)
+        assert rec.integrity["files"] == [str(s) for s in segs]
+        assert 2.0 <= rec.main.duration_s <= 6.5
+        assert rec.main.series["rss"].t.size > 1500 and np.all(np.diff(rec.main.series["rss"].t) > 0)
+    res = subprocess.run([sys.executable, "-m", "spikewatch", "report", str(base) + ".*", "--json", "-"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["samples"]["count"] == rec.main.series["rss"].t.size
+
+
+def test_journal_rotate_needs_units(endpoints, sleeper):
+    res = subprocess.run([sys.executable, "-m", "spikewatch", "sample", "--pid", str(sleeper.pid), "--journal-keep", "1h"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--journal-rotate too" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "spikewatch", "sample", "--pid", str(sleeper.pid), "--journal-rotate", "zz"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "neither a size" in res.stderr and "Traceback" not in res.stderr
