@@ -170,9 +170,9 @@ def test_journal_readable_after_sampler_is_killed(tmp_path, endpoints):
     p = subprocess.Popen(sample_cmd(endpoints, "--journal", str(journal), "--", "sleep", "30"),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        # 1.2 s from when sampling starts, not from the spawn (a busy host can take ~1 s to start Python).
+        # 2.5 s from when sampling starts, not from the spawn (a busy host can take ~1 s to start Python).
         assert any("journal" in line for line in p.stderr), "the sampler never started sampling"
-        time.sleep(1.2)
+        time.sleep(2.5)
         p.kill()
         p.wait(timeout=10)
     finally:
@@ -180,7 +180,7 @@ def test_journal_readable_after_sampler_is_killed(tmp_path, endpoints):
     s = Stream.from_journal(journal)
     try:
         child = s.events(protocol.EV_PROC_START)[0]["pid"]
-        assert len(s.times) >= 600  # >= 0.6 s of samples at 1 ms reached the disk
+        assert len(s.times) >= 1000  # all but the open block (~1 s of samples at 1 ms) reached the disk
         assert s.topic(protocol.HELLO)
         assert all(t2 > t1 for t1, t2 in zip(s.times, s.times[1:]))
     finally:
