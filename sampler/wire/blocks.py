@@ -10,7 +10,7 @@ stream) but stores about one second of them per block, column by column:
     frame  = SYNC (4) | u8 kind | u8 codec | u16 0 | u32 length
              | i64 t_first | i64 t_last | u32 samples | u32 records   (the summary)
              | u32 crc32(everything after SYNC up to the crc, then the payload)
-             | payload (length bytes, zstandard)
+             | payload (length bytes: raw deflate, or zstandard, with a fixed dictionary)
 
 ``kind`` is 1 for data, 2 for the index the writer appends when it closes
 (every block's offset, time span and sample count, and the phase markers), so
@@ -40,8 +40,8 @@ column: measured on a 1 kHz journal, at 1 ns they cost ~2.2 bytes a sample, at
 a sample). ``quantum_ns=1`` is lossless. Every other
 field round-trips exactly.
 
-This module imports only the standard library, msgpack and zstandard: the
-sampler's journal thread uses it. Readers with numpy decode the sample columns
+This module imports only the standard library and msgpack (zstandard only
+for a file written with it): the sampler's journal thread uses it. Readers with numpy decode the sample columns
 in bulk (:mod:`spikewatch.analysis.reader`).
 """
 
@@ -58,7 +58,6 @@ from itertools import accumulate
 from typing import Any, BinaryIO, Iterator, Mapping
 
 import msgpack
-import zstandard
 
 MAGIC = b"\x89SPKW\r\n\x1a"
 VERSION = 2
@@ -81,8 +80,58 @@ _DICT_WORDS = (
     "lat_max_ns src steady ramp burst soak target_rate sent bytes_sent bytes_recv late_sends dropped_sends "
     "schedule_lag_ns workers loop_lag_ns"
 ).split()
-_DICT = zstandard.ZstdCompressionDict(b"".join(msgpack.packb(w) for w in _DICT_WORDS),
-                                      dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+DICT_BYTES = b"".join(msgpack.packb(w) for w in _DICT_WORDS)
+CODEC_DEFLATE = 2  # raw deflate (zlib, the standard library) with the same dictionary
+CODECS = (CODEC_ZSTD, CODEC_DEFLATE)
+
+
+def _zstd_dict():  # type: ignore[no-untyped-def]
+    import zstandard
+
+    return zstandard.ZstdCompressionDict(DICT_BYTES, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+
+class Compressor:
+    """One codec's compression. Deflate is the default: as small as zstandard
+    level 9 on these blocks (within 1 %), from the standard library, and a
+    fraction of the memory (zstandard's dictionary tables cost the sampler ~1.4 MiB
+    of RSS); zstandard reads ~4x faster, for readers that want it."""
+
+    def __init__(self, codec: int = CODEC_DEFLATE, level: int | None = None) -> None:
+        self.codec = codec
+        if codec == CODEC_ZSTD:
+            import zstandard
+
+            self._z = zstandard.ZstdCompressor(level=level or 9, dict_data=_zstd_dict(), write_content_size=True)
+        elif codec == CODEC_DEFLATE:
+            self.level = level or 9
+        else:
+            raise ValueError(f"unknown codec {codec}")
+
+    def compress(self, data: bytes) -> bytes:
+        if self.codec == CODEC_ZSTD:
+            return self._z.compress(data)
+        # memLevel 8 and a 32 KiB window: a block is ~30 KB; the state stays ~260 KB
+        c = zlib.compressobj(self.level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, DICT_BYTES)
+        return c.compress(data) + c.flush()
+
+
+class Decompressor:
+    def __init__(self) -> None:
+        self._zstd = None
+
+    def decompress(self, codec: int, data: bytes) -> bytes:
+        if codec == CODEC_DEFLATE:
+            d = zlib.decompressobj(-15, DICT_BYTES)
+            out = d.decompress(data, MAX_PAYLOAD)
+            if d.unconsumed_tail or not d.eof:
+                raise ValueError("deflate payload larger than allowed or cut short")
+            return out
+        if self._zstd is None:
+            import zstandard
+
+            self._zstd = zstandard.ZstdDecompressor(dict_data=_zstd_dict())
+        return self._zstd.decompress(data, max_output_size=MAX_PAYLOAD)
 _HEAD = struct.Struct("<8sHHI")
 _FRAME = struct.Struct("<4sBBHIqqII")  # up to and without the crc
 _CRC = struct.Struct("<I")
@@ -315,7 +364,6 @@ def decode_samples(enc: list[Any], heads: list[dict[str, Any]]) -> list[dict[str
 # ------------------------------------------------------------------ blocks
 
 QUANTUM_NS = 2000  # sample times kept to ±1 µs; see the module docstring
-LEVEL = 9  # zstandard level: 3 is ~4 % larger, 15+ slower for ~2 % less
 
 
 def encode_block(records: list[tuple[str, Mapping[str, Any]]], quantum_ns: int = QUANTUM_NS) -> bytes:
@@ -375,8 +423,9 @@ def decode_block(payload: bytes) -> list[tuple[str, dict[str, Any]]]:
     return [(names[ti], next(bodies[ti])) for ti in block["o"]]
 
 
-def frame(kind: int, payload: bytes, t_first: int, t_last: int, samples: int, records: int) -> bytes:
-    head = _FRAME.pack(SYNC, kind, CODEC_ZSTD, 0, len(payload), t_first, t_last, samples, records)
+def frame(kind: int, payload: bytes, t_first: int, t_last: int, samples: int, records: int,
+          codec: int = CODEC_DEFLATE) -> bytes:
+    head = _FRAME.pack(SYNC, kind, codec, 0, len(payload), t_first, t_last, samples, records)
     crc = zlib.crc32(payload, zlib.crc32(head[4:]))
     return head + _CRC.pack(crc) + payload
 
@@ -448,14 +497,14 @@ class BlockWriter:
 
     def __init__(self, path: str | os.PathLike[str], *, quantum_ns: int = QUANTUM_NS,
                  block_ns: int = 1_000_000_000, block_s: float = 1.0, max_pending: int = 16 * 1024 * 1024,
-                 level: int = LEVEL) -> None:
+                 level: int | None = None, codec: int = CODEC_DEFLATE) -> None:
         self.path = os.fspath(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.quantum_ns = quantum_ns
         self.block_ns = block_ns
         self.block_s = block_s
         self.max_pending = max_pending
-        self._z = zstandard.ZstdCompressor(level=level, dict_data=_DICT, write_content_size=True)
+        self._z = Compressor(codec, level)
         self._pending = bytearray()
         self._frames: list[tuple[int, int]] = []  # (bytes, records) of frames not yet wholly written
         self._head_written = 0
@@ -536,7 +585,7 @@ class BlockWriter:
         payload = self._z.compress(encode_block(recs, self.quantum_ns))
         t0 = self._t_first if self._t_first is not None else 0
         t1 = self._t_last if self._t_last is not None else t0
-        data = frame(KIND_DATA, payload, t0, t1, self._samples, len(recs))
+        data = frame(KIND_DATA, payload, t0, t1, self._samples, len(recs), self._z.codec)
         self._open = []
         self._since_key += 1
         self._t_first = self._t_last = self._s_first = None
@@ -577,7 +626,7 @@ class BlockWriter:
                 t0 = self._index[0][1] if self._index else 0
                 t1 = self._index[-1][2] if self._index else 0
                 at = self._offset
-                data = frame(KIND_INDEX, idx, t0, t1, sum(b[3] for b in self._index), 0)
+                data = frame(KIND_INDEX, idx, t0, t1, sum(b[3] for b in self._index), 0, self._z.codec)
                 tail_off = struct.pack("<Q", at)
                 data += _TAIL.pack(at, TAIL_MAGIC, zlib.crc32(tail_off))
                 self._queue(data, 0)
@@ -666,7 +715,7 @@ def iter_frames(f: BinaryIO, salvage: Salvage | None = None, *, chunk: int = 4 <
     buf = b""
     bpos = 0  # buf[bpos] is file offset pos
     eof = False
-    d = zstandard.ZstdDecompressor(dict_data=_DICT)
+    d = Decompressor()
     s.closed = False
     bad_from: int | None = None
 
@@ -725,7 +774,7 @@ def iter_frames(f: BinaryIO, salvage: Salvage | None = None, *, chunk: int = 4 <
             s.bytes_total = pos + rest
             return
         _, kind, codec, _, n, t0, t1, samples, records = _FRAME.unpack_from(buf, bpos)
-        if n > MAX_PAYLOAD or codec != CODEC_ZSTD or kind not in (KIND_DATA, KIND_INDEX):
+        if n > MAX_PAYLOAD or codec not in CODECS or kind not in (KIND_DATA, KIND_INDEX):
             if bad_from is None:
                 bad_from = pos
             pos += 1
@@ -755,7 +804,7 @@ def iter_frames(f: BinaryIO, salvage: Salvage | None = None, *, chunk: int = 4 <
             s.records += records
             s.seen_t(t0)
             s.last_t = t1
-        fr = RawFrame(pos, kind, t0, t1, samples, records, d.decompress(body, max_output_size=MAX_PAYLOAD)
+        fr = RawFrame(pos, kind, t0, t1, samples, records, d.decompress(codec, body)
                       if payloads else b"")
         fr.size = FRAME_BYTES + n
         yield fr
@@ -808,9 +857,9 @@ def _frame_at(f: BinaryIO, kind: int) -> bytes | None:
     if len(head) < FRAME_BYTES or head[:4] != SYNC:
         return None
     _, k, codec, _, n, *_ = _FRAME.unpack_from(head)
-    if k != kind or codec != CODEC_ZSTD or n > MAX_PAYLOAD:
+    if k != kind or codec not in CODECS or n > MAX_PAYLOAD:
         return None
     body = f.read(n)
     if len(body) < n or zlib.crc32(body, zlib.crc32(head[4:_FRAME.size])) != _CRC.unpack_from(head, _FRAME.size)[0]:
         return None
-    return zstandard.ZstdDecompressor(dict_data=_DICT).decompress(body, max_output_size=MAX_PAYLOAD)
+    return Decompressor().decompress(codec, body)
