@@ -55,7 +55,7 @@ import time
 import zlib
 from array import array
 from itertools import accumulate
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
 import msgpack
 
@@ -274,8 +274,16 @@ def clean_batch(body: Mapping[str, Any]) -> bool:
     return True
 
 
-def encode_samples(batches: list[Mapping[str, Any]], quantum_ns: int) -> tuple[list[Any], list[dict[str, Any]]]:
-    """The sample columns of clean batches, and each batch's other fields (its head)."""
+def _no_pause() -> None:
+    pass
+
+
+def encode_samples(batches: list[Mapping[str, Any]], quantum_ns: int, pause: Callable[[], None] = _no_pause
+                   ) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The sample columns of clean batches, and each batch's other fields (its head).
+
+    ``pause`` is called between steps of ~50 µs: the sampler's journal thread lets the
+    GIL go there, so the sampling thread never waits for a whole block's encoding."""
     q = quantum_ns
     times: list[int] = []
     sizes: list[int] = []
@@ -312,6 +320,7 @@ def encode_samples(batches: list[Mapping[str, Any]], quantum_ns: int) -> tuple[l
                 cols[name] = list(col)
             else:
                 c.extend(col)
+    pause()
     # times: quanta from the block's first sample, then the tick grid: u = k*p + e
     u = [(x + half) // q * q - base for x in times] if q > 1 else [x - base for x in times]
     if q > 1:
@@ -321,16 +330,20 @@ def encode_samples(batches: list[Mapping[str, Any]], quantum_ns: int) -> tuple[l
         p = steps[len(steps) // 2] if steps else 1
     else:
         p = 1
+    pause()
     k = [(x + p // 2) // p for x in u]
     e = [x - kk * p for x, kk in zip(u, k)]
+    pause()
     dk = [b - a for a, b in zip(k, k[1:])]
     series_enc = []
     for name, vals in cols.items():
+        pause()
         d = [b - a for a, b in zip(vals, vals[1:])]
         g = math.gcd(*d) or 1 if d else 1
         if g > 1:
             d = [x // g for x in d]
         series_enc.append([name, vals[0], g, pack_ints(d)])
+    pause()
     enc = [base, q, p, pack_ints(sizes), [list(s) for s in shapes], pack_ints(sids), pack_ints(dk), pack_ints(e),
            series_enc, pack_ints(ht)]
     return enc, heads
@@ -366,7 +379,8 @@ def decode_samples(enc: list[Any], heads: list[dict[str, Any]]) -> list[dict[str
 QUANTUM_NS = 2000  # sample times kept to ±1 µs; see the module docstring
 
 
-def encode_block(records: list[tuple[str, Mapping[str, Any]]], quantum_ns: int = QUANTUM_NS) -> bytes:
+def encode_block(records: list[tuple[str, Mapping[str, Any]]], quantum_ns: int = QUANTUM_NS,
+                 pause: Callable[[], None] = _no_pause) -> bytes:
     """The (uncompressed) msgpack payload of one data block."""
     topics: dict[str, int] = {}
     order = bytearray()
@@ -387,14 +401,18 @@ def encode_block(records: list[tuple[str, Mapping[str, Any]]], quantum_ns: int =
             groups.setdefault(ti, []).append(body)
     if batches:
         try:
-            s, heads = encode_samples(batches, quantum_ns)
+            s, heads = encode_samples(batches, quantum_ns, pause)
         except OverflowError:  # differences beyond int64 (never from a sampler): store the batches as they are
             return _encode_plain(records)
     block: dict[str, Any] = {"tp": list(topics), "o": bytes(order)}
     if batches:
         block["s"] = s
         groups[topics["\x00" + SAMPLES]] = heads
-    block["g"] = [[ti, encode_group(bodies)] for ti, bodies in groups.items()]
+    g = []
+    for ti, bodies in groups.items():
+        pause()
+        g.append([ti, encode_group(bodies)])
+    block["g"] = g
     return msgpack.packb(block, use_bin_type=True)
 
 
@@ -505,6 +523,8 @@ class BlockWriter:
         self.block_s = block_s
         self.max_pending = max_pending
         self._z = Compressor(codec, level)
+        # called between encoding steps; the journal thread sets time.sleep(0) (lets the GIL go)
+        self.pause: Callable[[], None] = _no_pause
         self._pending = bytearray()
         self._frames: list[tuple[int, int]] = []  # (bytes, records) of frames not yet wholly written
         self._head_written = 0
@@ -582,7 +602,7 @@ class BlockWriter:
         recs = self._open
         if not recs:
             return
-        payload = self._z.compress(encode_block(recs, self.quantum_ns))
+        payload = self._z.compress(encode_block(recs, self.quantum_ns, self.pause))
         t0 = self._t_first if self._t_first is not None else 0
         t1 = self._t_last if self._t_last is not None else t0
         data = frame(KIND_DATA, payload, t0, t1, self._samples, len(recs), self._z.codec)

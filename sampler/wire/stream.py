@@ -62,6 +62,11 @@ def bind(sock: zmq.Socket, endpoint: str, what: str) -> None:
         raise EndpointError(f"cannot bind {what} endpoint {endpoint!r}: {exc}") from None
 
 
+def _let_go() -> None:
+    """Release the GIL for a moment (a thread waiting for it, the sampling one, takes it)."""
+    time.sleep(0)
+
+
 class Journal:
     """The recording file, written by a background thread at least every ``flush_s``."""
 
@@ -81,7 +86,7 @@ class Journal:
         else:
             self.path = self.base
         # version 2 blocks (or version 1 when appending to an old journal): encoded here, off the hot loop
-        self._writer = open_writer(self.path)
+        self._writer = self._open(self.path)
         self._opened = time.monotonic()
         self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
         self._flush_s = flush_s
@@ -106,9 +111,13 @@ class Journal:
     def _drain(self) -> None:
         q = self._queue
         w = self._writer
+        n = 0
         while q:
             topic, packed = q.popleft()
             w.write_packed(topic, packed)
+            n += 1
+            if n % 8 == 0:
+                _let_go()
         try:
             w.flush()
             if self.rotating and not w.pending and (
@@ -124,9 +133,18 @@ class Journal:
         self._writer.close()
         self._segment += 1
         self.path = segment_path(self.base, self._segment)
-        self._writer = open_writer(self.path)
+        self._writer = self._open(self.path)
         self._opened = time.monotonic()
         self._retain()
+
+    @staticmethod
+    def _open(path: Path):  # type: ignore[no-untyped-def]
+        w = open_writer(path)
+        if hasattr(w, "pause"):
+            # Encoding a block is ~4 ms of Python: let the GIL go between its steps, or the
+            # sampling thread, waking for a tick, could wait up to the 5 ms switch interval.
+            w.pause = _let_go
+        return w
 
     def _retain(self) -> None:
         if not (self.keep_bytes or self.keep_s):
