@@ -157,6 +157,7 @@ class _Builder:
         self.last_seq = -2
         self.uniform = True  # every batch had the same series
         self.det: list[dict[str, Any]] = []
+        self.det_blocks: list[dict[str, np.ndarray]] = []  # detail columns straight from v2 blocks
         self.tmin: int | None = None
         self.tmax: int | None = None
         self.gaps = SeqGaps()
@@ -178,6 +179,11 @@ class _Builder:
                 self.gaps.last["k"] = self.last_seq
             self.gaps.see(seq, "k")
             self.last_seq = self.gaps.last["k"]
+        self.add_plain(topic, body)
+
+    def add_plain(self, topic: str, body: dict[str, Any]) -> None:
+        """:meth:`add` without the record count and ``seq`` bookkeeping."""
+        s = self.src
         t = body.get("t")
         if topic == protocol.SAMPLES:
             dt = body.get("dt")
@@ -328,8 +334,9 @@ class _Builder:
                 order = np.argsort(t, kind="stable")
                 t, v = t[order], v[order]
             s.series[name] = Series(name, t, v)
-        s.details = columns(self.det)
+        s.details = _concat_tables(self.det_blocks + ([columns(self.det)] if self.det else []))
         self.det = []
+        self.det_blocks = []
         s.load = columns(s.load_records)
         s.events.sort(key=lambda e: e.get("t", 0))
         s.markers.sort(key=lambda e: e.get("t", 0))
@@ -338,6 +345,21 @@ class _Builder:
         s.seq_missed = self.gaps.missed
         s.seq_gaps = [(a, b) for _, a, b in self.gaps.gaps()]
         return s
+
+
+def _numeric(col: list[Any]) -> np.ndarray | None:
+    """A float64 column (None as NaN), or None for text, nested or boolean values."""
+    try:
+        arr = np.array(col, dtype=np.float64)  # None becomes NaN
+    except (TypeError, ValueError):
+        vals = [x for x in col if x is not None]
+        if not vals or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+            return None  # text or nested: not a numeric column
+        return np.array([float("nan") if x is None else x for x in col], dtype=np.float64)
+    first = next((x for x in col if x is not None), None)
+    if isinstance(first, bool) or arr.ndim != 1:  # lists of equal length (pids) are not a column either
+        return None
+    return arr
 
 
 def columns(bodies: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -356,21 +378,10 @@ def columns(bodies: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
             if k not in keys and k not in ("v", "seq", "t"):
                 keys[k] = None
     out: dict[str, np.ndarray] = {"t": np.array([b.get("t", 0) for b in bodies], dtype=np.int64)}
-    nan = float("nan")
     for k in keys:
-        col = [b.get(k) for b in bodies]
-        try:
-            arr = np.array(col, dtype=np.float64)  # None becomes NaN
-        except (TypeError, ValueError):
-            vals = [x for x in col if x is not None]
-            if not vals or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
-                continue  # text or nested: not a numeric column
-            arr = np.array([nan if x is None else x for x in col], dtype=np.float64)
-        else:
-            first = next((x for x in col if x is not None), None)
-            if isinstance(first, bool):
-                continue
-        out[k] = arr
+        arr = _numeric([b.get(k) for b in bodies])
+        if arr is not None:
+            out[k] = arr
     order = np.argsort(out["t"], kind="stable")
     if np.any(order != np.arange(len(order))):
         out = {k: v[order] for k, v in out.items()}
@@ -507,7 +518,8 @@ def _load_files(paths: list[Path], salvages: list[Salvage]) -> Recording:
                     if isinstance(b, dict):
                         builder(b, tp).add(tp, b)
                 continue
-            _v2_blocks(f, path, salvage, expand, builder)
+            _v2_blocks(f, path, salvage, expand, builder, lambda: not builders and default is not None,
+                       lambda: default)
     sources: dict[str, Source] = {}
     if default is not None:
         if not default.src.src:
@@ -519,31 +531,39 @@ def _load_files(paths: list[Path], salvages: list[Salvage]) -> Recording:
     return Recording(paths[0] if len(paths) == 1 else paths[0].parent, sources)
 
 
-def _v2_blocks(f: Any, path: Path, salvage: Salvage, expand: Any, builder: Any) -> None:
+def _v2_blocks(f: Any, path: Path, salvage: Salvage, expand: Any, builder: Any, default_only: Any,
+               fast_builder: Any) -> None:
     if True:
         try:
             for fr in blocks.iter_frames(f, salvage):
                 if fr.kind != blocks.KIND_DATA:
                     continue
                 try:
+                    if default_only():
+                        import msgpack
+
+                        if _fast_block(msgpack.unpackb(fr.payload, raw=False, strict_map_key=False), fast_builder(),
+                                       expand):
+                            continue
                     records, t, cols, sizes, uniform = block_columns(fr.payload)
                 except Exception:  # whole by its checksum, yet not decodable: another writer version
                     salvage.undecodable(fr)
                     continue
                 records = [(tp, expand(tp, b)) if tp == protocol.HELLO else (tp, b) for tp, b in records]
                 if t is not None:
-                    owners = {id(builder(b, tp)) for tp, b in records if tp == protocol.SAMPLES and "dt" not in b}
-                    if len(owners) == 1:
-                        b0 = next(builder(b, tp) for tp, b in records if tp == protocol.SAMPLES and "dt" not in b)
-                        others = [(tp, b) for tp, b in records if builder(b, tp) is not b0]
-                        mine = [(tp, b) for tp, b in records if builder(b, tp) is b0]
+                    owner = [builder(b, tp) for tp, b in records]
+                    heads = {id(o) for o, (tp, b) in zip(owner, records) if tp == protocol.SAMPLES and "dt" not in b}
+                    if len(heads) == 1:
+                        b0 = next(o for o, (tp, b) in zip(owner, records) if tp == protocol.SAMPLES and "dt" not in b)
+                        others = [(o, tp, b) for o, (tp, b) in zip(owner, records) if o is not b0]
+                        mine = [(tp, b) for o, (tp, b) in zip(owner, records) if o is b0]
                         try:
                             b0.add_block(mine, t, cols, sizes)
                         except _Ragged:
                             pass
                         else:
-                            for tp, b in others:
-                                builder(b, tp).add(tp, b)
+                            for o, tp, b in others:
+                                o.add(tp, b)
                             continue
                     records = [(tp, expand(tp, b) if tp == protocol.HELLO else b)
                                for tp, b in blocks.decode_block(fr.payload)]
@@ -627,3 +647,147 @@ def _merge(files: list[Path], salvages: list[Salvage]) -> Salvage:
     out.closed = salvages[-1].closed
     out.format = salvages[-1].format
     return out
+
+
+def _concat_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Columnar tables one after another (a key missing from one is NaN there), sorted by ``t``."""
+    tables = [t for t in tables if t and len(t.get("t", ()))]
+    if not tables:
+        return {}
+    if len(tables) == 1:
+        out = tables[0]
+    else:
+        keys: dict[str, None] = {}
+        for tb in tables:
+            keys.update(dict.fromkeys(tb))
+        out = {}
+        for k in keys:
+            shapes = {tb[k].shape[1:] for tb in tables if k in tb}
+            if len(shapes) != 1:
+                continue  # nested values of different lengths: not one column
+            tail = shapes.pop()
+            parts = [tb[k] if k in tb else np.full((len(tb["t"]), *tail), np.nan) for tb in tables]
+            out[k] = np.concatenate(parts).astype(np.int64 if k == "t" else np.float64)
+    order = np.argsort(out["t"], kind="stable")
+    if np.any(order != np.arange(len(order))):
+        out = {k: v[order] for k, v in out.items()}
+    return out
+
+
+def _group_columns(enc: list[Any]) -> tuple[list[Any], list[list[int]], list[int], list[list[Any]]]:
+    """A v2 group as (keys, shapes, shape ids, values per key) without building a map per body."""
+    keys, shapes, ids_p, cols = enc
+    values = []
+    for col in cols:
+        if col[0] == 1:
+            d = np_ints(col[2])
+            if col[3] != 1:
+                d = d * col[3]
+            v = np.empty(len(d) + 1, dtype=np.int64)
+            v[0] = col[1]
+            np.cumsum(d, out=v[1:])
+            v[1:] += col[1]
+            values.append(v)
+        elif col[0] == 2:
+            values.append(np.full(col[2], col[1], dtype=np.int64) if blocks._is_int(col[1]) else [col[1]] * col[2])
+        else:
+            values.append(col[1])
+    return keys, shapes, blocks.unpack_ints(ids_p), values
+
+
+_SKIP_DETAIL = ("v", "seq")
+
+
+def _fast_block(block: dict[str, Any], b: "_Builder", expand: Any) -> bool:
+    """Take a v2 block of one source whose ``seq`` runs on from the last: sample and
+    detail columns go in as arrays, without a Python object per sample or detail.
+    False (nothing taken) when the block is not that simple."""
+    enc = block.get("s")
+    if b.last_seq < 0 or (enc is not None and (len(enc[4]) != 1 or not b.uniform)):
+        return False
+    topics = [t[1:] if t.startswith("\x00") else t for t in block["tp"]]
+    groups = {}
+    for ti, g in block["g"]:
+        keys = g[0]
+        if "src" in keys or "seq" not in keys:
+            return False
+        groups[ti] = _group_columns(g)
+    order = block["o"]
+    n = len(order)
+    # seq in record order: consecutive from the last one seen, or the slow path
+    seq_it = {}
+    for ti, (keys, shapes, ids, values) in groups.items():
+        col = values[keys.index("seq")]
+        if len(col) != len(ids):
+            return False
+        seq_it[ti] = iter(col.tolist() if isinstance(col, np.ndarray) else col)
+    first = b.last_seq + 1
+    for i, ti in enumerate(order):
+        if next(seq_it[ti]) != first + i:
+            return False
+    if enc is not None:
+        names = tuple(enc[4][0])
+        if b.keys is not None and tuple(b.keys) != names:
+            return False
+    s = b.src
+    b.last_seq = first + n - 1
+    s.records += n
+    for ti, (keys, shapes, ids, values) in groups.items():
+        topic = topics[ti]
+        if block["tp"][ti] == "\x00" + protocol.SAMPLES:
+            _fast_samples(b, enc, len(ids))
+            continue
+        if topic == protocol.DETAIL and len(shapes) == 1:
+            table: dict[str, np.ndarray] = {}
+            for k, v in zip(keys, values):
+                if k in _SKIP_DETAIL:
+                    continue
+                if k == "t":
+                    table["t"] = np.asarray(v, dtype=np.int64)
+                    continue
+                arr = v.astype(np.float64) if isinstance(v, np.ndarray) else _numeric(v)
+                if arr is not None:
+                    table[k] = arr
+            if "t" in table and len(table["t"]):
+                b._times(int(table["t"].min()))
+                b._times(int(table["t"].max()))
+                b.det_blocks.append(table)
+            continue
+        bodies = blocks.decode_group(block["g"][[g[0] for g in block["g"]].index(ti)][1])
+        for body in bodies:
+            b.add_plain(topic, expand(topic, body) if topic == protocol.HELLO else body)
+    return True
+
+
+def _fast_samples(b: "_Builder", enc: list[Any], n_batches: int) -> None:
+    base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc, ht_p = enc
+    k = np.concatenate(([0], np.cumsum(np_ints(dk_p))))
+    t = base + (k * p + np_ints(e_p)) * q
+    sizes = np_ints(sizes_p)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    head_t = t[starts] + np_ints(ht_p) * q
+    names = tuple(shapes[0])
+    if b.keys is None:
+        b.keys = dict.fromkeys(names).keys()
+    if b.dt:
+        b.dt_chunks.append(np.array(b.dt, dtype=np.int64))
+        b.dt.clear()
+    for name, first, g, d_p in series_enc:
+        d = np_ints(d_p)
+        v = np.empty(len(d) + 1, dtype=np.int64)
+        v[0] = first
+        np.cumsum(d * g if g != 1 else d, out=v[1:])
+        v[1:] += first
+        if name not in b.vals:
+            b.vals[name] = []
+            b.val_chunks[name] = []
+        b._flush_vals(name)
+        b.val_chunks[name].append(v)
+    b.batch_t0.extend(head_t.tolist())
+    b.batch_n.extend(sizes.tolist())
+    b.dt_chunks.append(t - np.repeat(head_t, sizes))
+    b.src.batches += n_batches
+    if len(t):
+        lo, hi = int(head_t.min()), int(t.max())
+        b.tmin = lo if b.tmin is None else min(b.tmin, lo)
+        b.tmax = hi if b.tmax is None else max(b.tmax, hi)

@@ -132,9 +132,12 @@ def make(path: str, hours: float, fmt: int = 2) -> int:
                                      "sampled_max": rl[a]})
             if sec == int(seconds * 0.7):
                 put(protocol.EVENT, {"v": 1, "t": ts + 321, "kind": protocol.EV_RESTART, "pid": 2, "old_pid": 1})
+            w.flush()  # the writers buffer at most 16 MiB; what does not fit is dropped
     put(protocol.HELLO, {"v": 1, "t": t0 + seconds * S, "session": session, "final": True,
                          "counters": {"samples": n_samples}})
     w.close()
+    if w.records_dropped:
+        sys.exit(f"the writer dropped {w.records_dropped} records")
     return n_samples
 
 
