@@ -32,6 +32,8 @@ def _load(path: str):
 
     try:
         return load(path)
+    except FileNotFoundError as exc:  # a run may be a journal's name, a folder or a glob: said here, not by click
+        raise BadInput(f"cannot read {path}: {exc}") from None
     except RecordingError as exc:
         raise BadInput(f"cannot read {path}: {exc}") from None
     except OSError as exc:

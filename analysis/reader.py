@@ -565,7 +565,9 @@ def _v2_blocks(f: Any, path: Path, salvage: Salvage, expand: Any, builder: Any, 
                             for o, tp, b in others:
                                 o.add(tp, b)
                             continue
-                    records = [(tp, expand(tp, b) if tp == protocol.HELLO else b)
+                    # the hellos were expanded above (once: expanding twice would take them for keyframes)
+                    hellos = iter([b for tp, b in records if tp == protocol.HELLO])
+                    records = [(tp, next(hellos) if tp == protocol.HELLO else b)
                                for tp, b in blocks.decode_block(fr.payload)]
                 for tp, b in records:
                     if isinstance(b, dict):
