@@ -271,7 +271,7 @@ class _Builder:
             elif isinstance(seq, int) and not isinstance(seq, bool):
                 if self.last_seq >= 0:
                     self.gaps.last["k"] = self.last_seq
-                self.gaps.see("k", seq)
+                self.gaps.see(seq, "k")
                 self.last_seq = self.gaps.last["k"]
             heads_t.append(body["t"])
             s.batches += 1
