@@ -1,12 +1,15 @@
-"""Time `spikewatch report` on a 1 h recording at 1 kHz (3.6 M samples).
+"""Time `spikewatch report` on a 1 h recording at 1 kHz (3.6 M samples), or --hours H.
 
-The recording is made through the real writer with real protocol bodies:
-batches of 20 samples, a detail every 100 ms, a hello every second, phase
-markers, load telemetry every 100 ms and a few events (hwm_spike, restart,
-thread jumps). Then `spikewatch report` runs as a subprocess (JSON + HTML) and
-its wall time and peak RSS are printed, plus the reader's own rate.
+The recording is made through the real writer with real protocol bodies and
+realistic values (see :func:`_chunk`): batches of 20 samples of rss and
+cg_usage, a detail and load telemetry every 100 ms, a hello every second, phase
+markers and a few events (hwm_spike, restart). Then `spikewatch report` runs as
+a subprocess (JSON, then JSON + HTML) and its wall time, CPU time and peak RSS
+are printed, plus the reader's own rate.
 
-    .venv/bin/python bench/bench_report.py [--keep FILE] [--hours 1] [--runs 3]
+    .venv/bin/python bench/bench_report.py [--keep FILE] [--hours 1] [--runs 3] [--format 1|2]
+    .venv/bin/python bench/bench_report.py --make-only --hours 24 --keep /tmp/soak24.rec   # size, writer CPU
+    .venv/bin/python bench/bench_report.py --reuse --keep /tmp/soak24.rec --runs 1         # time a kept file
 """
 
 from __future__ import annotations
