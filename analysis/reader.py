@@ -312,15 +312,24 @@ class _Builder:
         self.batch_t0 = self.batch_n = []  # type: ignore[assignment]
         t_all = np.repeat(bt0, bn)
         pos = 0
-        for chunk in self.dt_chunks:  # add the offsets chunk by chunk: no second full-size array
+        chunks = self.dt_chunks
+        self.dt_chunks = []
+        chunks.reverse()
+        while chunks:  # add the offsets chunk by chunk, each freed once added: no second full-size array
+            chunk = chunks.pop()
             t_all[pos : pos + len(chunk)] += chunk
             pos += len(chunk)
-        self.dt_chunks = []
+            del chunk
         for name in self.vals:
             self._flush_vals(name)
             chunks = self.val_chunks.pop(name)
-            v = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
-            del chunks
+            v = np.empty(sum(len(c) for c in chunks), dtype=np.int64)
+            chunks.reverse()
+            pos = 0
+            while chunks:  # copied one by one and freed: never the chunks and the whole column at once
+                c = chunks.pop()
+                v[pos : pos + len(c)] = c
+                pos += len(c)
             if self.uniform:
                 t = t_all
             else:
