@@ -273,22 +273,21 @@ def convert(old: str, new: str, lossless_times: bool) -> None:
     try:
         files = resolve_run(old)
     except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
-    if os.path.exists(new):
-        raise click.ClickException(f"{new} exists; pick a new name (convert never overwrites)")
+        raise BadInput(str(exc)) from None
+    refuse_existing(new, "NEW", "pick a new name (convert never overwrites)")
     salvage = Salvage()
     n = 0
     try:
-        with open_writer(new, format=2, quantum_ns=1 if lossless_times else blocks.QUANTUM_NS) as w:
-            for f in files:  # the segments of a rotated journal become one file
-                for topic, body in iter_records(f, salvage=salvage):
-                    w.write(topic, body)
-                    n += 1
+        with atomic_path(new) as tmp:  # never a half-converted file under NEW
+            with open_writer(tmp, format=2, quantum_ns=1 if lossless_times else blocks.QUANTUM_NS) as w:
+                for f in files:  # the segments of a rotated journal become one file
+                    for topic, body in iter_records(f, salvage=salvage):
+                        w.write(topic, body)
+                        n += 1
     except RecordingError as exc:
-        os.unlink(new)
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(f"cannot read {old}: {exc}") from None
     except OSError as exc:
-        raise click.ClickException(f"cannot write {new}: {exc.strerror or exc}") from None
+        raise io_failure("write", new, exc) from None
     before, after = sum(os.path.getsize(f) for f in files), os.path.getsize(new)
     click.echo(f"{n:,} records: {before:,} bytes (format {salvage.format}) -> {after:,} bytes (format 2), "
                f"{after / max(before, 1) * 100:.1f} %")
