@@ -25,29 +25,23 @@ class Membership:
         self.launched_pid: int | None = None  # reaped by its parent (us), not polled here
         self.scan_running = False
         self._cg: cgroup.MemoryCgroup | None = None
-        self._procs_fd = -1
+        self._procs_path: str | None = None
 
     def follow_cgroup(self, cg: cgroup.MemoryCgroup, *, members: bool) -> None:
-        """Keep ``cgroup.procs`` of our own cgroup open; with ``members`` the tree
-        is the cgroup's processes."""
+        """With ``members`` the tree is the cgroup's processes (our own cgroup:
+        its ``cgroup.procs`` alone, one small read)."""
         self._cg = cg
-        if cg.owned:
-            try:
-                self._procs_fd = os.open(cg.info.dir / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                pass
+        self._procs_path = str(cg.info.dir / "cgroup.procs") if cg.owned else None
         if members:
             self.tree.cgroup_pids = self._cgroup_members
 
     @property
     def cheap(self) -> bool:
-        """Membership costs one pread: it may be refreshed more often."""
-        return self._procs_fd >= 0
+        """Membership costs one small read (~20 µs): it may be refreshed more often."""
+        return self._procs_path is not None
 
     def close(self) -> None:
-        if self._procs_fd >= 0:
-            os.close(self._procs_fd)
-            self._procs_fd = -1
+        self._procs_path = None
 
     def scan(self) -> Generator[None, None, None]:
         """Refresh the tree off the hot path, a few /proc reads per step."""
@@ -105,7 +99,13 @@ class Membership:
 
     def _cgroup_members(self) -> set[int]:
         assert self._cg is not None
-        if self._procs_fd >= 0:
-            # Our own cgroup: one pread of a kept-open cgroup.procs (~7 µs).
-            return {int(x) for x in os.pread(self._procs_fd, 1 << 20, 0).split()}
+        if self._procs_path is not None:
+            # Opened anew every time: on cgroup v1 a kept-open cgroup.procs serves
+            # the pid list it loaded first for as long as it is re-read within a
+            # second (the kernel's pidlist cache), so a fork never showed up.
+            fd = os.open(self._procs_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return {int(x) for x in os.read(fd, 1 << 20).split()}
+            finally:
+                os.close(fd)
         return set(self._cg.pids(recursive=True))  # a unit may have sub-cgroups
