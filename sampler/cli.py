@@ -76,6 +76,18 @@ def _duration(text: str, what: str, default_unit: str = "") -> int:
     return opt.duration_ns(text, what)
 
 
+def _share(text: str, what: str) -> float:
+    """``1%``, ``0.5 %`` or ``0.01`` as a share of one core (0 .. 1)."""
+    t = text.strip()
+    try:
+        v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a share of a core (e.g. 1%, 0.5%, 0)", param_hint=what) from None
+    if not 0 <= v <= 1:
+        raise click.BadParameter(f"{text!r} is outside 0 .. 100%", param_hint=what)
+    return v
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--pid", type=int, help="Sample this process and its descendants.")
 @click.option("--match", metavar="REGEX", help="Sample the process whose command line matches (waits for it; follows restarts).")
@@ -99,6 +111,9 @@ def _duration(text: str, what: str, default_unit: str = "") -> int:
 @click.option("--limit", metavar="SIZE", help="Run the launched command in a new memory cgroup of SIZE (e.g. 512M).")
 @click.option("--duration", metavar="T", help="Stop after T (with its unit: 30s, 5m); a launched command gets SIGTERM.")
 @click.option("--reset-hwm", is_flag=True, help="Reset an attached process's VmHWM every detail period (visible to it) to catch peaks between samples.")
+@click.option("--pss-budget", default="1%", show_default=True, metavar="PCT",
+              help="CPU (share of one core) for reading the tree's PSS and USS from smaps_rollup, which count shared "
+                   "pages once; the period stretches to stay within it. 0 turns the readings off.")
 @click.option("--realtime/--no-realtime", default=True, show_default=True, help="Run the sampling thread under SCHED_FIFO when permitted (far fewer missed ticks on a busy host).")
 @click.option("--prometheus", "prometheus", metavar="HOST:PORT", help="Also serve /metrics for Prometheus (peaks since each scrape, kernel HWMs included).")
 @click.option("--prometheus-allow-remote", "prometheus_allow_remote", is_flag=True, help="Allow --prometheus on a non-loopback address (HTTP has no CURVE: restrict access by network).")
@@ -119,7 +134,7 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
            prometheus_allow_remote: bool, quiet: bool, command: tuple[str, ...], keys: str | None = None,
            require_keys: bool = False, history: str = "off", history_window: str = "5m", history_size: str = "64M",
            heap_metric: str | None = None, append: bool = False, journal_rotate: str | None = None,
-           journal_keep: str | None = None) -> None:
+           journal_keep: str | None = None, pss_budget: str = "1%") -> None:
     """Sample a service's memory every millisecond and publish it.
 
     \b
@@ -169,6 +184,7 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
         raise click.UsageError("--journal-keep deletes whole segments: give --journal-rotate too")
     if journal_rotate and no_journal:
         raise click.UsageError("--journal-rotate and --no-journal contradict each other")
+    budget = _share(pss_budget, "--pss-budget")
     argv = list(command)
     if cgroup_path == AUTO_CGROUP and (unit or argv or (pid is None and not match)):
         raise click.UsageError(auto_cgroup_misuse(Target(pid=pid, match=match, argv=argv, unit=unit)))
@@ -200,6 +216,7 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
         realtime=realtime,
         quiet=quiet,
         heap_metric=heap,
+        pss_budget=budget,
     )
     ring = None
     exporter = _prometheus_exporter(prometheus, prometheus_allow_remote) if prometheus else None

@@ -71,6 +71,8 @@ class SamplerConfig:
     hello_ns: int = 1_000_000_000
     tree_ns: int = 200_000_000
     tail_ns: int = 300_000_000
+    # Share of one core the tree's PSS/USS readings (smaps_rollup) may use; 0: none.
+    pss_budget: float = 0.01
     stop_grace_ns: int = 10_000_000_000
     socket_options: dict[int, Any] = field(default_factory=dict)
     #: (url, metric name) of the service's own heap gauge in Prometheus text (--heap-metric).

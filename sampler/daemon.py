@@ -52,6 +52,7 @@ from .launch import Launched
 from .lifecycle import ProcessEvents
 from .membership import Membership
 from .procfs import PAGE_SIZE, ProcHandle, ProcfsError
+from .pss import PssReader
 from .wire.stream import EndpointError, Inlet, Journal, Listener, Publisher
 from .tree import ProcessTree
 from .ticker import Ticker, reset_scheduling, set_timer_slack, try_realtime
@@ -112,6 +113,9 @@ class Sampler:
         self.detail = DetailTier(self.tree, None, event=self._event, flush=self._flush_samples,
                                  headline=self.batch.headline_bytes)
         self.series: list[str] = [protocol.SERIES_RSS]
+        # PSS/USS of the tree (shared pages counted once), read by a helper process.
+        self.pss = PssReader(min_period_ns=self.detail_ns, budget=c.pss_budget)
+        self.pss_peak: int | None = None
 
         # Counters and peaks.
         self.samples = 0
@@ -582,6 +586,7 @@ class Sampler:
         imax = self.batch.imax
         t_from = self._detail_t or self.first_t or t
         body = self.detail.read_procs(imax, t_from, t)
+        self._take_pss(body)
         cg = self.cg
         if cg is not None:
             try:
@@ -604,6 +609,15 @@ class Sampler:
         # The header (and so the seq) is taken now, after the samples and events
         # published above: seq stays in order.
         self._publish(protocol.DETAIL, {**protocol.header(self.publisher.next_seq(), t), **body})
+
+    def _take_pss(self, body: dict[str, Any]) -> None:
+        """A PSS reading that arrived since the last detail goes into this one; the
+        next sweep is asked for when due (never waited for)."""
+        r = self.pss.poll(time.monotonic_ns(), tuple(self.tree.procs))
+        if r is not None:
+            body.update(r.detail_fields())
+            if self.pss_peak is None or r.pss > self.pss_peak:
+                self.pss_peak = r.pss
 
     # ------------------------------------------------------------ lifecycle
 
@@ -658,6 +672,7 @@ class Sampler:
                     self._stop_reason = "--cgroup auto: the matched process's cgroup was not found"
                     return self._finish(time.monotonic_ns())
                 self._sample_cgroup(cg, members=False)
+            self.pss.start()  # before the sampling thread turns real-time
             set_timer_slack(1)
             if self.config.realtime:
                 self.sched = "fifo" if try_realtime() else "other"
@@ -780,6 +795,8 @@ class Sampler:
                 if hwm is not None and hwm > self.peak[name]:
                     s += f" (kernel hwm {format_bytes(hwm)})"
                 parts.append(s)
+        if self.pss_peak is not None:
+            parts.append(f"peak tree pss {format_bytes(self.pss_peak)}")
         if self.detail.hwm_spikes:
             parts.append(f"{self.detail.hwm_spikes} hwm spikes")
         if self.journal is not None:
@@ -792,6 +809,7 @@ class Sampler:
         self._build_probe.close()
         if self._heap is not None:
             self._heap.stop()
+        self.pss.stop()
         if self._child is not None:
             self._child.kill()
         self.tree.close()
