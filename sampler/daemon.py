@@ -549,6 +549,7 @@ class Sampler:
             self._event(t, protocol.EV_BUILD, pid=pid, exe=exe, **ev.fields())
         if self._pattern is None or self.tree.roots:
             self.membership.check_roots(t)
+        self.events.churn(t)
         w = self._ov_window
         if w is not None and t - self._ov_last_pub >= 100_000_000:
             self._ov_window = None

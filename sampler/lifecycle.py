@@ -13,6 +13,7 @@ from .tree import ProcessTree
 
 _RESTART_WINDOW_NS = 60_000_000_000  # the same command line back within a minute is a restart
 _STARTS_PER_S = 50
+_CHURN_EVERY_NS = 1_000_000_000
 
 
 class ProcessEvents:
@@ -29,6 +30,11 @@ class ProcessEvents:
         self._root_exits: collections.deque[int] = collections.deque(maxlen=16)
         self._this_s = 0
         self._window = 0
+        # Muted processes that came or went since the last proc_churn event.
+        self._churn_started = 0
+        self._churn_exited = 0
+        self._churn_from: int | None = None
+        self._churn_sent = 0
 
     def pending(self, pid: int) -> bool:
         """Not announced yet, nor muted."""
@@ -56,7 +62,10 @@ class ProcessEvents:
         if restart_of is None and h.pid in self.tree.roots and self._root_exits:
             restart_of = self._root_exits.popleft()  # a matched target came back
         if h.pid not in self.tree.roots and restart_of is None and not self._budget(t):
-            self.muted.add(h.pid)  # sampled all the same; no start/exit events for it
+            self.muted.add(h.pid)  # sampled all the same; counted in the next proc_churn
+            self._churn_started += 1
+            if self._churn_from is None:
+                self._churn_from = t
             return
         self.announced.add(h.pid)
         self._event(t, protocol.EV_PROC_START, pid=h.pid, ppid=h.ppid, exe=h.exe, cmdline=h.argv,
@@ -70,12 +79,27 @@ class ProcessEvents:
         """proc_exit if its start was announced (returned); forgets the pid either way."""
         announced = h.pid in self.announced
         self.announced.discard(h.pid)  # bounded however many processes come and go
-        self.muted.discard(h.pid)
+        if h.pid in self.muted:
+            self.muted.discard(h.pid)
+            self._churn_exited += 1
         if announced:
             self._flush()
             self._event(t, protocol.EV_PROC_EXIT, pid=h.pid, oom=oom, **exit_info)
             self._recent_exits.append((h.argv, h.pid, t))
         return announced
+
+    def churn(self, t: int) -> None:
+        """At most once a second: one proc_churn event for the processes that
+        started or exited without events of their own (a fork storm is
+        summarised, never sent one event per process)."""
+        if not (self._churn_started or self._churn_exited) or t - self._churn_sent < _CHURN_EVERY_NS:
+            return
+        self._flush()
+        self._event(t, protocol.EV_PROC_CHURN, started=self._churn_started, exited=self._churn_exited,
+                    t_from=self._churn_from if self._churn_from is not None else t, members=len(self.tree.procs))
+        self._churn_started = self._churn_exited = 0
+        self._churn_from = None
+        self._churn_sent = t
 
     def root_exited(self, pid: int) -> None:
         """A matched root left: the next match to appear is its restart."""

@@ -15,6 +15,7 @@ from .tree import ProcessTree
 
 ExitFn = Callable[[ProcHandle, int, "dict[str, int] | None"], None]
 _EXEC_WAIT_NS = 50_000_000
+_STEP = 8  # newcomers added per slow-work step
 
 
 class Membership:
@@ -48,24 +49,35 @@ class Membership:
         self.scan_running = True
         try:
             members = yield from self.tree.scan(time.monotonic_ns)
-            self.apply(members, time.monotonic_ns())
+            yield from self.apply_steps(members, time.monotonic_ns())
         finally:
             self.scan_running = False
 
     def apply(self, pids: set[int], t: int) -> None:
-        """Make the tree ``pids`` (roots excepted: they leave through :meth:`check_roots`)."""
+        """:meth:`apply_steps` run through at once."""
+        for _ in self.apply_steps(pids, t):
+            pass
+
+    def apply_steps(self, pids: set[int], t: int) -> Generator[None, None, None]:
+        """Make the tree ``pids`` (roots excepted: they leave through :meth:`check_roots`),
+        yielding every few processes: a fork storm brings hundreds at once, and each
+        newcomer costs a few /proc opens and reads."""
         tree = self.tree
-        for pid in pids - tree.procs.keys():
+        for i, pid in enumerate(pids - tree.procs.keys()):
             if pid in tree.exclude:
                 continue
             try:
                 tree.add(pid)
             except ProcfsError:
                 continue
+            if i % _STEP == _STEP - 1:
+                yield
         for pid in list(tree.procs.keys() - pids):
             if pid in tree.roots:
                 continue  # roots leave through the launcher's reaping / check_roots
-            h = tree.procs[pid]
+            h = tree.procs.get(pid)
+            if h is None:
+                continue  # reaped meanwhile (the hot loop saw it go)
             info: dict[str, int] = {}
             try:
                 st = procfs.read_stat(pid)
@@ -74,6 +86,7 @@ class Membership:
             except ProcfsError:
                 pass
             self._exited(h, t, info)
+        t = time.monotonic_ns()
         for h in list(tree.procs.values()):
             if h.pid in pids and self.events.pending(h.pid):
                 # A fork shows its parent's command line until it execs: wait a little.

@@ -24,9 +24,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 MAX_PERIOD_NS = 10_000_000_000
 DEFAULT_BUDGET = 0.01  # share of one core

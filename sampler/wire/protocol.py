@@ -33,7 +33,12 @@ a key is absent when the host cannot provide it):
             unlimited), cg_peak (kernel max since the previous detail, when resettable),
             cg_oom_kill, cg_oom, cg_failcnt, psi_some_avg10, psi_full_avg10, psi_some_total_us,
             psi_scope ("cgroup", or "system" when only host-wide /proc/pressure exists, as on v1),
-            heap (with --heap-metric: the service's own heap gauge, bytes, when a fresh scrape exists).
+            heap (with --heap-metric: the service's own heap gauge, bytes, when a fresh scrape exists);
+            when a PSS sweep of the tree finished since the previous detail (docs/trees.md):
+            pss (the tree's proportional set size: shared pages split between the processes
+            mapping them, so the sum counts each once), uss (private pages only), pss_rss (RSS
+            summed over the same sweep, for the double count), pss_swap (SwapPss), pss_procs
+            (processes read), pss_t (middle of the sweep), pss_period_ns (period of the sweeps).
 ``event``   kind (see EVENT_KINDS) plus: proc_start {pid, ppid, exe, cmdline: [str],
             start_t (process start on the sampler clock, when known), launched: bool,
             build, build_evidence (the launched command's executable, read before it ran:
@@ -43,7 +48,9 @@ a key is absent when the host cannot provide it):
             last_bytes (last sampled usage of the headline series)}; restart {pid, old_pid};
             hwm_spike {series, bytes, t_from, t_to, sampled_max}; limit_change {old, new};
             overrun {missed (ticks), late_ns, count (overruns
-            folded into this event: at most one per ~100 ms; ``t`` is the first one)}; journal_error {path, error, records_lost}.
+            folded into this event: at most one per ~100 ms; ``t`` is the first one)}; journal_error {path, error, records_lost};
+            proc_churn {started, exited (processes that came or went without events of their own,
+            over the budget of 50 proc_start a second, since t_from), t_from, members}: at most one a second.
 ``marker``  kind (phase_start | phase_end | note), name, attrs, origin_wall_ns; stamped
             ``t`` on receipt at the inlet.
 ``load``    see LOAD_NUMBER_FIELDS; plus errors {kind: count}, phase, origin_wall_ns.
@@ -165,6 +172,7 @@ EV_LIMIT_CHANGE = "limit_change"
 EV_OVERRUN = "overrun"
 EV_JOURNAL_ERROR = "journal_error"
 EV_BUILD = "build"
+EV_PROC_CHURN = "proc_churn"
 EVENT_KINDS: tuple[str, ...] = (
     EV_PROC_START,
     EV_PROC_EXIT,
@@ -175,6 +183,7 @@ EVENT_KINDS: tuple[str, ...] = (
     EV_OVERRUN,
     EV_JOURNAL_ERROR,
     EV_BUILD,
+    EV_PROC_CHURN,
 )
 
 # Marker kinds.
@@ -321,6 +330,13 @@ class Detail(Header, total=False):
     psi_some_total_us: int | None
     psi_scope: str
     heap: int  # the service's own heap gauge (--heap-metric), when a fresh scrape exists
+    pss: int
+    uss: int
+    pss_rss: int
+    pss_swap: int
+    pss_procs: int
+    pss_t: int
+    pss_period_ns: int
     src: str
 
 
@@ -351,6 +367,13 @@ class DetailFields(TypedDict, total=False):
     psi_some_total_us: int | None
     psi_scope: str
     heap: int
+    pss: int
+    uss: int
+    pss_rss: int
+    pss_swap: int
+    pss_procs: int
+    pss_t: int
+    pss_period_ns: int
 
 
 def detail_body(seq: int, t: int, fields: DetailFields) -> Detail:
@@ -433,8 +456,16 @@ class Build(TypedDict):
     build_evidence: str
 
 
+class ProcChurn(TypedDict):
+    kind: Literal["proc_churn"]
+    started: int
+    exited: int
+    t_from: int
+    members: int
+
+
 EventFields = (ProcStart | ProcExit | OomKill | Restart | HwmSpike | LimitChange | Overrun | JournalError
-               | Build)
+               | Build | ProcChurn)
 
 
 class Event(Header, total=False):
