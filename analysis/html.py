@@ -28,6 +28,7 @@ from .peaks import series_arrays
 from .phases import describe_growth
 from .reader import Recording, Source
 from .terminal import headline, phase_notes
+from .trees import describe as describe_tree
 
 MiB = float(1 << 20)
 BUCKETS = 2000
@@ -198,11 +199,16 @@ def context(src: Source, report: dict[str, Any], title: str = "spikewatch report
         ["missing messages (seq gaps)", smp["gaps"]], ["sampler overruns", smp["overruns"]],
         ["longest gap between samples", f"{smp['longest_gap_ms']} ms"],
         ["headline series", f"{report['headline_series']} (the one the limit applies to)" if report.get("limit_bytes") else report["headline_series"]],
+        ["why this series", report.get("headline_reason") or "–"],
         ["true peak", f"{_b(report['peak_bytes'])} at {_s(report.get('peak_t'))} ({report['peak_source']})"],
         ["limit", _b(report.get("limit_bytes"))],
         ["headroom", f"{report['headroom'] * 100:.1f} %" if report.get("headroom") is not None else "–"],
         ["recommended limit", f"{_b(report.get('recommended_limit_bytes'))}: {report.get('recommended_limit_reason')}"],
     ]
+    tree = report.get("tree")
+    if tree:
+        summary.append(["processes in the tree", describe_tree(tree)])
+        summary.append(["kernel high-water marks", tree["hwm_note"]])
     g = report.get("growth")
     if g:
         summary.append(["growth after warm-up", f"{describe_growth(g)} over the {g['basis']}"])

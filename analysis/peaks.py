@@ -13,10 +13,14 @@ import numpy as np
 
 from spikewatch.sampler.wire import protocol
 
+from . import trees
 from .reader import Source
 
-# Slow (detail) fields worth reporting as series of their own (~10 Hz).
-DETAIL_SERIES = ("cg_working_set", "rss_anon", "rss_file", "rss_shmem", "vm_swap")
+# Slow (detail) fields worth reporting as series of their own (~10 Hz; the
+# tree's PSS/USS every few hundred ms).
+DETAIL_SERIES = ("cg_working_set", "rss_anon", "rss_file", "rss_shmem", "vm_swap", trees.PSS, trees.USS)
+# A field read at its own time, not the detail's.
+_DETAIL_TIME = {trees.PSS: "pss_t", trees.USS: "pss_t"}
 
 
 def detail_series(src: Source, name: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -26,7 +30,13 @@ def detail_series(src: Source, name: str) -> tuple[np.ndarray, np.ndarray] | Non
     ok = ~np.isnan(col)
     if not ok.any():
         return None
-    return src.details["t"][ok], col[ok].astype(np.int64)
+    tcol = src.details.get(_DETAIL_TIME.get(name, "t"), src.details["t"])
+    t = np.where(np.isnan(tcol), src.details["t"], tcol) if tcol.dtype.kind == "f" else tcol
+    t, v = t[ok].astype(np.int64), col[ok].astype(np.int64)
+    if len(t) > 1 and np.any(np.diff(t) < 0):
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+    return t, v
 
 
 def series_arrays(src: Source, name: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -38,18 +48,20 @@ def series_arrays(src: Source, name: str) -> tuple[np.ndarray, np.ndarray] | Non
 
 
 def headline_series(src: Source) -> str:
-    """The series the limit applies to: cgroup usage (or working set) under a limit, else RSS."""
-    has = lambda n: series_arrays(src, n) is not None  # noqa: E731
-    if src.limit_bytes is not None:
-        for name in (protocol.SERIES_CG_USAGE, "cg_working_set"):
-            if has(name):
-                return name
-    if has(protocol.SERIES_RSS):
-        return protocol.SERIES_RSS
+    """The series the report leads with (:func:`headline_choice`)."""
+    return headline_choice(src)[0]
+
+
+def headline_choice(src: Source) -> tuple[str, str]:
+    """(series, why): cgroup usage under a limit; for a tree of several processes the
+    cgroup's usage, else its PSS (summed RSS counts shared pages per process); else RSS."""
+    name, why = trees.choose(src, lambda n: series_arrays(src, n) is not None)
+    if name:
+        return name, why
     for name in src.series:
         if len(src.series[name]):
-            return name
-    return protocol.SERIES_RSS
+            return name, name
+    return protocol.SERIES_RSS, ""
 
 
 def hwm_peaks(src: Source) -> dict[str, dict[str, Any]]:

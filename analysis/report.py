@@ -15,7 +15,7 @@ import numpy as np
 from spikewatch.sampler.wire import protocol
 
 from . import checklist as checklist_mod
-from . import heap, limits, peaks, phases, scrape, spikes
+from . import heap, limits, peaks, phases, scrape, spikes, trees
 from .context import Ctx
 from .reader import Recording, Source
 
@@ -28,7 +28,8 @@ def build_report(rec: Recording | Source, *, source: str | None = None,
                  target_concurrency: float | None = None, margin: float = 0.25,
                  scrape_offsets: int = 500) -> dict[str, Any]:
     src = rec if isinstance(rec, Source) else rec.source(source)
-    ctx = Ctx.of(src)
+    head_name, head_reason = peaks.headline_choice(src)
+    ctx = Ctx.of(src, head_name)
     stats = peaks.series_stats(src)
     head = stats.get(ctx.name, {})
     peak = int(head.get("peak_bytes") or 0)
@@ -78,6 +79,8 @@ def build_report(rec: Recording | Source, *, source: str | None = None,
         },
         "series": stats,
         "headline_series": ctx.name,
+        "headline_reason": head_reason,
+        "tree": trees.summary(src, ctx.name, (stats.get(protocol.SERIES_RSS) or {}).get("peak_bytes")),
         "peak_bytes": peak,
         "peak_t": head.get("peak_t"),
         "peak_source": head.get("peak_source", "sampled"),

@@ -11,6 +11,7 @@ from spikewatch.sampler.units import format_bytes
 
 from .heap import describe as describe_heap
 from .phases import describe_growth
+from .trees import describe as describe_tree
 
 
 def _b(n: Any) -> str:
@@ -66,6 +67,12 @@ def render(report: dict[str, Any], console: Console | None = None, max_spikes: i
         # first, so nobody reads the figures below as the whole run
         c.print("[bold yellow]partial recording:[/] " + "; ".join(integ["notes"]), highlight=False)
     c.print(f"[bold]{headline(report)}[/]")
+    if report.get("headline_reason"):
+        c.print(f"headline {report['headline_reason']}", highlight=False)
+    tree = report.get("tree")
+    if tree:
+        c.print(describe_tree(tree), highlight=False)
+        c.print(tree["hwm_note"], highlight=False)
     smp = report["samples"]
     c.print(f"{smp['count']:,} samples of {report['headline_series']} over {report['duration_s']:.1f} s "
             f"({smp['achieved_hz'] or 0:.0f} Hz), {smp['gaps']} messages missing, {smp['overruns']} overruns, "
