@@ -15,7 +15,7 @@ from .tree import ProcessTree
 
 ExitFn = Callable[[ProcHandle, int, "dict[str, int] | None"], None]
 _EXEC_WAIT_NS = 50_000_000
-_STEP = 8  # newcomers added per slow-work step
+_STEP = 2  # newcomers added per slow-work step (~80 µs each: opens and reads)
 
 
 class Membership:
