@@ -14,8 +14,10 @@ reads it: :class:`PssReader` hands the member pids to a helper process
 (:mod:`~spikewatch.sampler.smaps`, ~3 MiB of PSS) and picks its answer up at a
 later detail interval, never waiting for it. The period stretches so that the
 helper's CPU stays within a budget (1 % of a core by default): never shorter
-than the detail tier, never longer than :data:`MAX_PERIOD_NS`. Every reading
-says its period: a spike shorter than that may fall between two readings (the
+than the detail tier, never longer than :data:`MAX_PERIOD_NS`. A process that
+joins the tree pulls the next sweep forward, once per period (so at most twice
+the budget): a prefork server's workers are read as soon as they are members,
+not a whole period later. Every reading says its period: a spike shorter than that may fall between two readings (the
 cgroup's usage, sampled every tick, has no such gap).
 """
 
@@ -85,6 +87,9 @@ class PssReader:
         self._buf = b""
         self._asked = False
         self._asked_t = 0
+        self._periodic_t = 0
+        self._pulled = False  # a sweep was pulled forward by a newcomer in this period
+        self._members: set[int] = set()
         self._due = 0
 
     @property
@@ -137,8 +142,16 @@ class PssReader:
                     self.latest = got
                 # Half a detail early: polled once a detail, a sweep due a hair later
                 # would otherwise wait a whole interval more.
-                self._due = self._asked_t + self.period_ns - self.min_period_ns // 2
-        if not self._asked and t >= self._due and members:
+                self._due = self._periodic_t + self.period_ns - self.min_period_ns // 2
+        if self._asked or not members:
+            return got
+        periodic = t >= self._due
+        # A process that joined since the last sweep (a worker just forked) pulls the
+        # next sweep forward, once per period: at most twice the budget, and the
+        # readings do not miss a tree that changed just after a sweep.
+        joined = not periodic and not self._pulled and t - self._asked_t >= self.min_period_ns \
+            and not self._members.issuperset(members)
+        if periodic or joined:
             assert proc.stdin is not None
             try:
                 # Into an empty pipe, well under its 64 KiB: never blocks.
@@ -147,6 +160,11 @@ class PssReader:
                 self.stop()
                 return got
             self._asked, self._asked_t = True, t
+            self._members = set(members)
+            if periodic:
+                self._periodic_t, self._pulled = t, False
+            else:
+                self._pulled = True
         return got
 
     def stop(self) -> None:
