@@ -102,8 +102,10 @@ class PssReader:
             return self._proc is not None
         try:
             # -I -S: no site-packages, no user environment: the helper needs the standard library only.
+            # Its own session: a terminal's Ctrl-C or a signal to our process group is ours to handle.
             self._proc = subprocess.Popen([sys.executable, "-I", "-S", str(_HELPER)], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, close_fds=True)
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
+                                          start_new_session=True)
         except OSError:
             return False
         assert self._proc.stdout is not None

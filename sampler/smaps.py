@@ -21,6 +21,7 @@ host, none with the reads in another process.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -76,10 +77,17 @@ def sweep(pids: list[bytes] | list[int]) -> bytes:
 
 
 def main() -> None:
+    # Ctrl-C at the terminal is the sampler's to handle; this helper ends when its
+    # input does (the sampler closed it, or died).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = sys.stdout.buffer
-    for line in sys.stdin.buffer:
-        out.write(sweep(line.split()))
-        out.flush()
+    try:
+        for line in sys.stdin.buffer:
+            out.write(sweep(line.split()))
+            out.flush()
+    except OSError:  # the sampler closed our output first (EPIPE): nothing left to answer
+        pass
+    os._exit(0)  # no flush at exit into a closed pipe
 
 
 if __name__ == "__main__":

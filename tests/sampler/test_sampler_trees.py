@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +15,8 @@ from spikewatch.sampler import smaps
 from spikewatch.sampler.wire import protocol
 from tests.support.cgroups import needs_cgroup
 from tests.support.forks import FORKER, script
-from tests.support.sampler import MiB, Stream, child_stamps, run_sample, write_script
+from tests.support.sampler import MiB, Stream, child_stamps, run_sample, sample_cmd, spawn_sample, write_script
+from tests.support.waiting import wait_until
 
 
 def _pss_details(s: Stream) -> list[dict]:
@@ -263,3 +266,47 @@ def test_bgsave_pattern_child_serialises_while_parent_writes(tmp_path, endpoints
     assert after, _pss_details(s)
     for d in after:
         assert abs(d["pss"] - d["cg_usage"]) <= 0.05 * d["cg_usage"], d
+
+
+def _helpers_of(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read()
+        except OSError:
+            continue
+        if ppid == pid and b"smaps.py" in argv:
+            out.append(int(d))
+    return out
+
+
+def test_pss_helper_ends_with_a_killed_sampler_and_ctrl_c_is_quiet(tmp_path, endpoints):
+    """The helper ends when its input does: a SIGKILLed sampler leaves none behind. A
+    Ctrl-C at the terminal (SIGINT to the whole process group) prints no traceback."""
+    f = script(tmp_path, "forker.py", FORKER)
+    p = spawn_sample(endpoints, "--no-journal", "--", sys.executable, str(f), "8", "8", "0", "30")
+    try:
+        assert wait_until(lambda: _helpers_of(p.pid), timeout=10)
+        (helper,) = _helpers_of(p.pid)
+        p.kill()
+        p.wait()
+        assert wait_until(lambda: not os.path.exists(f"/proc/{helper}"), timeout=10)
+    finally:
+        p.kill()
+        p.communicate()
+
+    p = subprocess.Popen(sample_cmd(endpoints, "--no-journal", "--", sys.executable, str(f), "8", "8", "0", "30"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0)
+    try:
+        assert wait_until(lambda: _helpers_of(p.pid), timeout=10)
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert "Traceback" not in err, err
+    assert "samples in" in err  # the sampler ended cleanly, with its summary
