@@ -15,9 +15,10 @@ reads it: :class:`PssReader` hands the member pids to a helper process
 later detail interval, never waiting for it. The period stretches so that the
 helper's CPU stays within a budget (1 % of a core by default): never shorter
 than the detail tier, never longer than :data:`MAX_PERIOD_NS`. A process that
-joins the tree pulls the next sweep forward, once per period (so at most twice
-the budget): a prefork server's workers are read as soon as they are members,
-not a whole period later. Every reading says its period: a spike shorter than that may fall between two readings (the
+joins the tree pulls the next sweep forward once the tree has settled for two
+detail intervals, once per period (so at most twice the budget): a prefork
+server's workers are read soon after they are members, not a whole period
+later. Every reading says its period: a spike shorter than that may fall between two readings (the
 cgroup's usage, sampled every tick, has no such gap).
 """
 
@@ -32,6 +33,7 @@ from pathlib import Path
 
 MAX_PERIOD_NS = 10_000_000_000
 DEFAULT_BUDGET = 0.01  # share of one core
+LONE_SHARE = 10  # a tree of one process is swept at budget / LONE_SHARE
 MAX_PIDS = 4096  # per sweep (a request line stays far below a pipe's buffer)
 _HELPER = Path(__file__).with_name("smaps.py")
 
@@ -68,8 +70,11 @@ def parse_answer(line: bytes, budget: float, min_period_ns: int) -> PssReading |
     t0, t1, cost, procs, rss, pss, uss, swap = (int(x) for x in line.split())
     if not procs:
         return None
+    # One process counts nothing twice: its readings only keep the series going
+    # until a fork (which pulls a sweep forward), at a tenth of the budget.
+    share = budget if procs > 1 else budget / LONE_SHARE
     return PssReading(t=(t0 + t1) // 2, rss=rss, pss=pss, uss=uss, swap_pss=swap, procs=procs,
-                      cost_ns=cost, period_ns=next_period(cost, budget, min_period_ns))
+                      cost_ns=cost, period_ns=next_period(cost, share, min_period_ns))
 
 
 class PssReader:
@@ -89,7 +94,9 @@ class PssReader:
         self._asked_t = 0
         self._periodic_t = 0
         self._pulled = False  # a sweep was pulled forward by a newcomer in this period
-        self._members: set[int] = set()
+        self._members: set[int] = set()  # asked for in the last sweep
+        self._seen: set[int] = set()  # at the last poll
+        self._changed_t = 0
         self._due = 0
 
     @property
@@ -148,11 +155,15 @@ class PssReader:
         if self._asked or not members:
             return got
         periodic = t >= self._due
-        # A process that joined since the last sweep (a worker just forked) pulls the
-        # next sweep forward, once per period: at most twice the budget, and the
-        # readings do not miss a tree that changed just after a sweep.
-        joined = not periodic and not self._pulled and t - self._asked_t >= self.min_period_ns \
-            and not self._members.issuperset(members)
+        now = set(members)
+        if now != self._seen:
+            self._seen, self._changed_t = now, t
+        # Processes that joined since the last sweep (workers just forked) pull the
+        # next sweep forward once the tree has settled for two detail intervals
+        # (forks of a prefork server come a few tens of ms apart), once per period:
+        # at most twice the budget, and a new worker is not left out for a period.
+        joined = (not periodic and not self._pulled and not self._members.issuperset(now)
+                  and t - self._changed_t >= 2 * self.min_period_ns and t - self._asked_t >= self.min_period_ns)
         if periodic or joined:
             assert proc.stdin is not None
             try:
@@ -162,7 +173,7 @@ class PssReader:
                 self.stop()
                 return got
             self._asked, self._asked_t = True, t
-            self._members = set(members)
+            self._members = now
             if periodic:
                 self._periodic_t, self._pulled = t, False
             else:
