@@ -67,9 +67,9 @@ def render(report: dict[str, Any], console: Console | None = None, max_spikes: i
         # first, so nobody reads the figures below as the whole run
         c.print("[bold yellow]partial recording:[/] " + "; ".join(integ["notes"]), highlight=False)
     c.print(f"[bold]{headline(report)}[/]")
-    if report.get("headline_reason"):
-        c.print(f"headline {report['headline_reason']}", highlight=False)
     tree = report.get("tree")
+    if report.get("headline_reason") and (tree or report.get("headline_series") != "rss"):
+        c.print(f"headline {report['headline_reason']}", highlight=False)
     if tree:
         c.print(describe_tree(tree), highlight=False)
         c.print(tree["hwm_note"], highlight=False)
