@@ -69,8 +69,11 @@ def double_count(src: Source) -> dict[str, Any] | None:
     i = int(np.argmax(extra))
     procs = d.get("pss_procs")
     t = d.get("pss_t")
-    return {"bytes": int(extra[i]), "procs": int(procs[i]) if procs is not None and not np.isnan(procs[i]) else None,
-            "t": int(t[i]) if t is not None and not np.isnan(t[i]) else int(d["t"][i])}
+    return {
+        "bytes": int(extra[i]),
+        "procs": int(procs[i]) if procs is not None and not np.isnan(procs[i]) else None,
+        "t": int(t[i]) if t is not None and not np.isnan(t[i]) else int(d["t"][i]),
+    }
 
 
 def choose(src: Source, has: Any) -> tuple[str, str]:
@@ -90,23 +93,31 @@ def choose(src: Source, has: Any) -> tuple[str, str]:
     rss = src.series.get("rss")
     rss_peak = int(rss.v.max()) if rss is not None and len(rss) else 0
     if dc is not None and dc["bytes"] <= max(_SMALL_DOUBLE_COUNT, _SMALL_SHARE * rss_peak) and has("rss"):
-        return "rss", (f"rss: the tree had up to {n} processes, but summed rss counted only "
-                       f"{format_bytes(max(dc['bytes'], 0))} of shared pages twice (within 5 %), and it is "
-                       "sampled every tick")
+        return "rss", (
+            f"rss: the tree had up to {n} processes, but summed rss counted only "
+            f"{format_bytes(max(dc['bytes'], 0))} of shared pages twice (within 5 %), and it is "
+            "sampled every tick"
+        )
     if n > 1:
         if has("cg_usage"):
-            return "cg_usage", (f"cg_usage: the tree had up to {n} processes, and the cgroup charges each page once "
-                                "(summed rss counts pages shared after a fork once per process)")
+            return "cg_usage", (
+                f"cg_usage: the tree had up to {n} processes, and the cgroup charges each page once "
+                "(summed rss counts pages shared after a fork once per process)"
+            )
         if has(PSS):
             per = pss_period_s(src)
             every = f" (read every {per:g} s: a spike shorter than that can fall between two readings)" if per else ""
-            return PSS, (f"pss: the tree had up to {n} processes and no cgroup; its PSS splits shared pages between "
-                         f"the processes that map them, so it counts each once{every}; summed rss counts them once "
-                         "per process")
+            return PSS, (
+                f"pss: the tree had up to {n} processes and no cgroup; its PSS splits shared pages between "
+                f"the processes that map them, so it counts each once{every}; summed rss counts them once "
+                "per process"
+            )
         if has("rss"):
-            return "rss", (f"rss: the tree had up to {n} processes but the recording has no PSS readings (sampler "
-                           "without them, or --pss-budget 0): summed rss counts shared pages once per process, "
-                           "an upper bound")
+            return "rss", (
+                f"rss: the tree had up to {n} processes but the recording has no PSS readings (sampler "
+                "without them, or --pss-budget 0): summed rss counts shared pages once per process, "
+                "an upper bound"
+            )
     if has("rss"):
         return "rss", "rss: one process (no pages counted twice)" if n <= 1 else "rss"
     return "", ""
@@ -135,11 +146,15 @@ def summary(src: Source, headline: str, rss_peak: int | None) -> dict[str, Any] 
 def hwm_note(headline: str) -> str:
     """What the kernel's high-water marks can say about a tree."""
     if headline.startswith("cg_"):
-        return ("kernel high-water marks: the cgroup's peak (max_usage_in_bytes / memory.peak) is the tree's true "
-                "peak, so a spike between two samples is still counted")
-    return ("kernel high-water marks: each process's VmHWM counts its shared pages as its own, so their sum "
-            "over-counts a tree; only their largest is a sure lower bound, and no kernel peak exists for PSS: "
-            "sample inside a cgroup (--limit, --cgroup) for an exact tree peak")
+        return (
+            "kernel high-water marks: the cgroup's peak (max_usage_in_bytes / memory.peak) is the tree's true "
+            "peak, so a spike between two samples is still counted"
+        )
+    return (
+        "kernel high-water marks: each process's VmHWM counts its shared pages as its own, so their sum "
+        "over-counts a tree; only their largest is a sure lower bound, and no kernel peak exists for PSS: "
+        "sample inside a cgroup (--limit, --cgroup) for an exact tree peak"
+    )
 
 
 def describe(tree: dict[str, Any] | None) -> str | None:
@@ -151,5 +166,7 @@ def describe(tree: dict[str, Any] | None) -> str | None:
     if dc is None:
         return f"{n} processes: summed rss counts their shared pages once per process (no PSS readings to say how much)"
     procs = tree.get("double_count_procs") or n
-    return (f"shared pages counted in {procs} processes: +{format_bytes(max(dc, 0))} in summed rss "
-            f"(rss peak {format_bytes(tree.get('rss_peak_bytes'))}, tree pss peak {format_bytes(tree.get('pss_peak_bytes'))})")
+    return (
+        f"shared pages counted in {procs} processes: +{format_bytes(max(dc, 0))} in summed rss "
+        f"(rss peak {format_bytes(tree.get('rss_peak_bytes'))}, tree pss peak {format_bytes(tree.get('pss_peak_bytes'))})"
+    )

@@ -53,8 +53,15 @@ class PssReading:
 
     def detail_fields(self) -> dict[str, int]:
         """The ``detail`` body fields (see :mod:`spikewatch.sampler.wire.protocol`)."""
-        return {"pss": self.pss, "uss": self.uss, "pss_rss": self.rss, "pss_swap": self.swap_pss,
-                "pss_procs": self.procs, "pss_t": self.t, "pss_period_ns": self.period_ns}
+        return {
+            "pss": self.pss,
+            "uss": self.uss,
+            "pss_rss": self.rss,
+            "pss_swap": self.swap_pss,
+            "pss_procs": self.procs,
+            "pss_t": self.t,
+            "pss_period_ns": self.period_ns,
+        }
 
 
 def next_period(cost_ns: int, budget: float, min_period_ns: int) -> int:
@@ -73,8 +80,16 @@ def parse_answer(line: bytes, budget: float, min_period_ns: int) -> PssReading |
     # One process counts nothing twice: its readings only keep the series going
     # until a fork (which pulls a sweep forward), at a tenth of the budget.
     share = budget if procs > 1 else budget / LONE_SHARE
-    return PssReading(t=(t0 + t1) // 2, rss=rss, pss=pss, uss=uss, swap_pss=swap, procs=procs,
-                      cost_ns=cost, period_ns=next_period(cost, share, min_period_ns))
+    return PssReading(
+        t=(t0 + t1) // 2,
+        rss=rss,
+        pss=pss,
+        uss=uss,
+        swap_pss=swap,
+        procs=procs,
+        cost_ns=cost,
+        period_ns=next_period(cost, share, min_period_ns),
+    )
 
 
 class PssReader:
@@ -110,9 +125,14 @@ class PssReader:
         try:
             # -I -S: no site-packages, no user environment: the helper needs the standard library only.
             # Its own session: a terminal's Ctrl-C or a signal to our process group is ours to handle.
-            self._proc = subprocess.Popen([sys.executable, "-I", "-S", str(_HELPER)], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
-                                          start_new_session=True)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(_HELPER)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+                start_new_session=True,
+            )
         except OSError:
             return False
         assert self._proc.stdout is not None
@@ -162,8 +182,13 @@ class PssReader:
         # next sweep forward once the tree has settled for two detail intervals
         # (forks of a prefork server come a few tens of ms apart), once per period:
         # at most twice the budget, and a new worker is not left out for a period.
-        joined = (not periodic and not self._pulled and not self._members.issuperset(now)
-                  and t - self._changed_t >= 2 * self.min_period_ns and t - self._asked_t >= self.min_period_ns)
+        joined = (
+            not periodic
+            and not self._pulled
+            and not self._members.issuperset(now)
+            and t - self._changed_t >= 2 * self.min_period_ns
+            and t - self._asked_t >= self.min_period_ns
+        )
         if periodic or joined:
             assert proc.stdin is not None
             try:

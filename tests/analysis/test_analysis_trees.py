@@ -46,8 +46,14 @@ def _tree_synth(path, *, procs: int, pss_rss: int, pss: int, cg: bool = False, l
         tk = int(t[0]) + k * S // 10
         fields = {"procs": procs}
         if k % 5 == 0:
-            fields.update(pss=pss + k * 1024, uss=pss // 2, pss_rss=pss_rss, pss_procs=procs, pss_t=tk - 30_000_000,
-                          pss_period_ns=500_000_000)
+            fields.update(
+                pss=pss + k * 1024,
+                uss=pss // 2,
+                pss_rss=pss_rss,
+                pss_procs=procs,
+                pss_t=tk - 30_000_000,
+                pss_period_ns=500_000_000,
+            )
         if limit:
             fields["cg_limit"] = limit
         s.detail(tk, **fields)

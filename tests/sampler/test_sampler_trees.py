@@ -31,8 +31,10 @@ def _cg_at(s: Stream, t: int) -> int:
 
 
 def test_rollup_parse_and_period_budget():
-    data = (b"55d0-7ffc ---p 00000000 00:00 0   [rollup]\nRss:  1752 kB\nPss:   196 kB\nPss_Anon:  112 kB\n"
-            b"Shared_Clean:  1604 kB\nPrivate_Clean:  36 kB\nPrivate_Dirty:  112 kB\nSwapPss:  8 kB\n")
+    data = (
+        b"55d0-7ffc ---p 00000000 00:00 0   [rollup]\nRss:  1752 kB\nPss:   196 kB\nPss_Anon:  112 kB\n"
+        b"Shared_Clean:  1604 kB\nPrivate_Clean:  36 kB\nPrivate_Dirty:  112 kB\nSwapPss:  8 kB\n"
+    )
     assert smaps.parse_rollup(data) == (1752 * 1024, 196 * 1024, 148 * 1024, 8 * 1024)
     assert smaps.parse_rollup(b"") is None  # a zombie lists nothing
     # 0.1 ms a sweep fits 1 % of a core at the detail period; 20 ms needs 2 s; never past the cap.
@@ -43,8 +45,9 @@ def test_rollup_parse_and_period_budget():
 
 def test_helper_sweeps_a_real_fork(tmp_path):
     """The helper process answers with sums that count the parent's pages once."""
-    p = subprocess.Popen([sys.executable, str(script(tmp_path, "f.py", FORKER)), "64", "16", "0", "3"],
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, str(script(tmp_path, "f.py", FORKER)), "64", "16", "0", "3"], stdout=subprocess.PIPE, text=True
+    )
     try:
         child = int(p.stdout.readline().split()[1])
         reader = pssmod.PssReader(min_period_ns=1, budget=1.0)
@@ -94,8 +97,9 @@ def test_fork_without_exec_joins_with_events_and_pss_counts_shared_once(tmp_path
 def test_pss_off_with_a_zero_budget(tmp_path, endpoints):
     journal = tmp_path / "off.journal"
     f = script(tmp_path, "forker.py", FORKER)
-    res = run_sample(endpoints, "--pss-budget", "0", "--journal", str(journal), "--", sys.executable, str(f),
-                     "8", "8", "0", "0.5")
+    res = run_sample(
+        endpoints, "--pss-budget", "0", "--journal", str(journal), "--", sys.executable, str(f), "8", "8", "0", "0.5"
+    )
     assert res.returncode == 0, res.stderr
     assert not _pss_details(Stream.from_journal(journal))
 
@@ -109,7 +113,10 @@ def test_bad_pss_budget_is_one_line(endpoints):
 def test_fork_storm_is_summarised_not_flooded(tmp_path, endpoints):
     """300 forks in well under a second, each living 0.6 s: at most 50 proc_start a
     second, the rest counted in proc_churn events (at most one a second)."""
-    storm = write_script(tmp_path, "storm.py", """
+    storm = write_script(
+        tmp_path,
+        "storm.py",
+        """
         import os, time
         time.sleep(0.3)
         kids = []
@@ -122,7 +129,8 @@ def test_fork_storm_is_summarised_not_flooded(tmp_path, endpoints):
         for pid in kids:
             os.waitpid(pid, 0)
         time.sleep(1.2)
-    """)
+    """,
+    )
     journal = tmp_path / "storm.journal"
     res = run_sample(endpoints, "--journal", str(journal), "--", sys.executable, str(storm))
     assert res.returncode == 0, res.stderr
@@ -143,7 +151,10 @@ def test_fork_storm_is_summarised_not_flooded(tmp_path, endpoints):
 
 
 def test_threads_are_not_processes(tmp_path, endpoints):
-    threaded = write_script(tmp_path, "threads.py", """
+    threaded = write_script(
+        tmp_path,
+        "threads.py",
+        """
         import threading, time
         def work():
             x = bytearray(2 << 20)
@@ -155,7 +166,8 @@ def test_threads_are_not_processes(tmp_path, endpoints):
             t.start()
         for t in ts:
             t.join()
-    """)
+    """,
+    )
     journal = tmp_path / "threads.journal"
     res = run_sample(endpoints, "--journal", str(journal), "--", sys.executable, str(threaded))
     assert res.returncode == 0, res.stderr
@@ -177,8 +189,9 @@ def test_fork_under_limit_is_a_member_of_the_cgroup_tree(tmp_path, endpoints):
     """The cgroup path: a forked child (no exec) joins from cgroup.procs, with its events."""
     journal = tmp_path / "cg.journal"
     f = script(tmp_path, "forker.py", FORKER)
-    res = run_sample(endpoints, "--limit", "1G", "--journal", str(journal), "--", sys.executable, str(f),
-                     "96", "48", "0", "2")
+    res = run_sample(
+        endpoints, "--limit", "1G", "--journal", str(journal), "--", sys.executable, str(f), "96", "48", "0", "2"
+    )
     assert res.returncode == 0, res.stderr
     child = child_stamps(res.stdout)["child"][0]
     s = Stream.from_journal(journal)
@@ -200,7 +213,10 @@ def test_short_lived_children_are_caught_by_the_cgroup_peak(tmp_path, endpoints)
     """Children that allocate and exit at once (tens of ms on an idle host) between
     50 ms samples: often too short for the tree's membership and for the samples,
     but charged to the cgroup, whose kernel peak bounds every interval."""
-    kids = write_script(tmp_path, "kids.py", """
+    kids = write_script(
+        tmp_path,
+        "kids.py",
+        """
         import os, time
         time.sleep(0.4)
         for i in range(6):
@@ -211,10 +227,12 @@ def test_short_lived_children_are_caught_by_the_cgroup_peak(tmp_path, endpoints)
             os.waitpid(pid, 0)
             print("child", pid, flush=True)
             time.sleep(0.25)
-    """)
+    """,
+    )
     journal = tmp_path / "kids.journal"
-    res = run_sample(endpoints, "--limit", "512M", "--period", "50ms", "--journal", str(journal),
-                     "--", sys.executable, str(kids))
+    res = run_sample(
+        endpoints, "--limit", "512M", "--period", "50ms", "--journal", str(journal), "--", sys.executable, str(kids)
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("child") == 6
     s = Stream.from_journal(journal)
@@ -235,7 +253,10 @@ def test_bgsave_pattern_child_serialises_while_parent_writes(tmp_path, endpoints
     """Redis's BGSAVE: the child reads the whole heap out while the parent keeps
     writing to it, so every page the parent writes is copied: usage grows by what
     was written, and the tree's PSS follows the cgroup, not summed RSS."""
-    bgsave = write_script(tmp_path, "bgsave.py", """
+    bgsave = write_script(
+        tmp_path,
+        "bgsave.py",
+        """
         import mmap, os, time
         MiB = 1 << 20
         n = 128 * MiB
@@ -257,7 +278,8 @@ def test_bgsave_pattern_child_serialises_while_parent_writes(tmp_path, endpoints
         print("written", time.monotonic_ns(), flush=True)
         os.waitpid(pid, 0)
         time.sleep(0.2)
-    """)
+    """,
+    )
     journal = tmp_path / "bgsave.journal"
     res = run_sample(endpoints, "--limit", "1G", "--journal", str(journal), "--", sys.executable, str(bgsave))
     assert res.returncode == 0, res.stderr
@@ -271,7 +293,9 @@ def test_bgsave_pattern_child_serialises_while_parent_writes(tmp_path, endpoints
     assert max(s.series["rss"]) >= 250 * MiB
     # ... while PSS, read once the parent had written, agrees with the cgroup.
     exited = next(e["t"] for e in s.events(protocol.EV_PROC_EXIT) if e["pid"] == child)
-    after = [d for d in _pss_details(s) if d["pss_procs"] == 2 and written + 50_000_000 < d["pss_t"] < exited - 150_000_000]
+    after = [
+        d for d in _pss_details(s) if d["pss_procs"] == 2 and written + 50_000_000 < d["pss_t"] < exited - 150_000_000
+    ]
     assert after, _pss_details(s)
     for d in after:
         cg = _cg_at(s, d["pss_t"])
@@ -310,8 +334,13 @@ def test_pss_helper_ends_with_a_killed_sampler_and_ctrl_c_is_quiet(tmp_path, end
         p.kill()
         p.communicate()
 
-    p = subprocess.Popen(sample_cmd(endpoints, "--no-journal", "--", sys.executable, str(f), "8", "8", "0", "30"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0)
+    p = subprocess.Popen(
+        sample_cmd(endpoints, "--no-journal", "--", sys.executable, str(f), "8", "8", "0", "30"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        process_group=0,
+    )
     try:
         assert wait_until(lambda: _helpers_of(p.pid), timeout=10)
         os.killpg(p.pid, signal.SIGINT)

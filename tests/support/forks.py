@@ -26,7 +26,9 @@ def heap(mib):
 """
 
 # argv: parent heap MiB, child's own MiB, MiB of the parent's heap the child writes, seconds the child holds.
-FORKER = _HEAP + """
+FORKER = (
+    _HEAP
+    + """
 P, C, W, HOLD = (float(x) for x in sys.argv[1:5])
 parent = heap(P)
 time.sleep(0.3)
@@ -41,9 +43,12 @@ os.waitpid(pid, 0)
 print("parent", os.getpid(), time.monotonic_ns(), flush=True)
 time.sleep(0.3)
 """
+)
 
 # argv: shared heap MiB, workers, MiB each writer copies, writers, MiB of each worker's own, seconds held.
-PREFORK = _HEAP + """
+PREFORK = (
+    _HEAP
+    + """
 P, N, W, NW, O, HOLD = (float(x) for x in sys.argv[1:7])
 parent = heap(P)
 pids = []
@@ -61,6 +66,7 @@ for pid in pids:
     os.waitpid(pid, 0)
 time.sleep(0.3)
 """
+)
 
 
 def script(tmp_path: Path, name: str, code: str) -> Path:
