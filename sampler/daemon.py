@@ -587,7 +587,7 @@ class Sampler:
         imax = self.batch.imax
         t_from = self._detail_t or self.first_t or t
         body = self.detail.read_procs(imax, t_from, t)
-        self._take_pss(body)
+        self._take_pss(body, imax.get(protocol.SERIES_RSS))
         cg = self.cg
         if cg is not None:
             try:
@@ -611,10 +611,10 @@ class Sampler:
         # published above: seq stays in order.
         self._publish(protocol.DETAIL, {**protocol.header(self.publisher.next_seq(), t), **body})
 
-    def _take_pss(self, body: dict[str, Any]) -> None:
+    def _take_pss(self, body: dict[str, Any], rss: int | None) -> None:
         """A PSS reading that arrived since the last detail goes into this one; the
         next sweep is asked for when due (never waited for)."""
-        r = self.pss.poll(time.monotonic_ns(), tuple(self.tree.procs))
+        r = self.pss.poll(time.monotonic_ns(), tuple(self.tree.procs), rss)
         if r is not None:
             body.update(r.detail_fields())
             if self.pss_peak is None or r.pss > self.pss_peak:

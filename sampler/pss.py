@@ -14,11 +14,12 @@ reads it: :class:`PssReader` hands the member pids to a helper process
 (:mod:`~spikewatch.sampler.smaps`, ~3 MiB of PSS) and picks its answer up at a
 later detail interval, never waiting for it. The period stretches so that the
 helper's CPU stays within a budget (1 % of a core by default): never shorter
-than the detail tier, never longer than :data:`MAX_PERIOD_NS`. A process that
-joins the tree pulls the next sweep forward once the tree has settled for two
-detail intervals, once per period (so at most twice the budget): a prefork
-server's workers are read soon after they are members, not a whole period
-later. Every reading says its period: a spike shorter than that may fall between two readings (the
+than the detail tier, never longer than :data:`MAX_PERIOD_NS`. Processes that
+join the tree, and summed RSS growing by over 5 %, each pull the next sweep
+forward once per period (so at most three times the budget): a prefork
+server's workers, or a child that allocated, are read soon, not a whole period
+later. Growth by copy-on-write (a child writing to pages it shares) changes no
+cheap figure: it is seen at the next periodic sweep. Every reading says its period: a spike shorter than that may fall between two readings (the
 cgroup's usage, sampled every tick, has no such gap).
 """
 
@@ -33,6 +34,7 @@ from pathlib import Path
 
 MAX_PERIOD_NS = 10_000_000_000
 DEFAULT_BUDGET = 0.01  # share of one core
+GROWTH, GROWTH_MIN, STILL = 0.05, 8 << 20, 0.02  # summed RSS up 5 % + 8 MiB, then still within 2 %
 LONE_SHARE = 10  # a tree of one process is swept at budget / LONE_SHARE
 MAX_PIDS = 4096  # per sweep (a request line stays far below a pipe's buffer)
 _HELPER = Path(__file__).with_name("smaps.py")
@@ -109,6 +111,8 @@ class PssReader:
         self._asked_t = 0
         self._periodic_t = 0
         self._pulled = False  # a sweep was pulled forward by a newcomer in this period
+        self._grew = False  # ... by summed RSS growing
+        self._prev_rss: int | None = None
         self._members: set[int] = set()  # asked for in the last sweep
         self._seen: set[int] = set()  # at the last poll
         self._changed_t = 0
@@ -140,8 +144,9 @@ class PssReader:
         os.set_blocking(self._out_fd, False)
         return True
 
-    def poll(self, t: int, members: Sequence[int]) -> PssReading | None:
-        """Collect an answer that arrived (returned, once), and ask for the next sweep when due."""
+    def poll(self, t: int, members: Sequence[int], rss: int | None = None) -> PssReading | None:
+        """Collect an answer that arrived (returned, once), and ask for the next sweep when
+        due; ``rss`` is the largest summed RSS sampled since the previous poll."""
         proc = self._proc
         if proc is None:
             return None
@@ -178,18 +183,30 @@ class PssReader:
         now = set(members)
         if now != self._seen:
             self._seen, self._changed_t = now, t
-        # Processes that joined since the last sweep (workers just forked) pull the
-        # next sweep forward once the tree has settled for two detail intervals
-        # (forks of a prefork server come a few tens of ms apart), once per period:
-        # at most twice the budget, and a new worker is not left out for a period.
+        prev_rss, self._prev_rss = self._prev_rss, rss
+        # Between periodic sweeps, two changes pull one forward, each once per period
+        # (so at most three times the budget): processes that joined (workers just
+        # forked), once the tree has not changed for two detail intervals (a prefork
+        # server's forks come tens of ms apart); and summed RSS grown by over 5 % since
+        # the last sweep, once it holds still for an interval (a child allocating).
+        # Growth by copy-on-write shows in no cheap figure: that waits for the period.
+        free = not periodic and t - self._asked_t >= self.min_period_ns
         joined = (
-            not periodic
+            free
             and not self._pulled
             and not self._members.issuperset(now)
             and t - self._changed_t >= 2 * self.min_period_ns
-            and t - self._asked_t >= self.min_period_ns
         )
-        if periodic or joined:
+        grew = (
+            free
+            and not self._grew
+            and rss is not None
+            and prev_rss is not None
+            and self.latest is not None
+            and rss > self.latest.rss * (1 + GROWTH) + GROWTH_MIN
+            and abs(rss - prev_rss) <= STILL * rss
+        )
+        if periodic or joined or grew:
             assert proc.stdin is not None
             try:
                 # Into an empty pipe, well under its 64 KiB: never blocks.
@@ -200,9 +217,11 @@ class PssReader:
             self._asked, self._asked_t = True, t
             self._members = now
             if periodic:
-                self._periodic_t, self._pulled = t, False
-            else:
+                self._periodic_t, self._pulled, self._grew = t, False, False
+            elif joined:
                 self._pulled = True
+            else:
+                self._grew = True
         return got
 
     def stop(self) -> None:

@@ -166,9 +166,12 @@ def test_forker_headline_within_5_percent_of_true_memory(tmp_path, endpoints, wh
 @pytest.mark.parametrize("where", ["limit", "unknown_cgroup"])
 def test_prefork_server_within_5_percent_of_its_cgroup(tmp_path, endpoints, where):
     """4 workers over a 200 MiB heap the parent touched; two of them write 50 MiB of it
-    (copied on write), each holds 8 MiB of its own."""
+    (copied on write), each holds 8 MiB of its own. Without a cgroup the sampler knows
+    of, the workers hold long enough for a periodic PSS sweep (~3 s apart for this
+    tree at the default budget) to follow their copy-on-write writes, which no cheap
+    figure shows."""
     f = script(tmp_path, "prefork.py", PREFORK)
-    argv = [sys.executable, str(f), "200", "4", "50", "2", "8", "2.5"]
+    argv = [sys.executable, str(f), "200", "4", "50", "2", "8", "2.5" if where == "limit" else "4.5"]
     journal = tmp_path / "prefork.journal"
     if where == "limit":
         res = run_sample(endpoints, "--limit", "1G", "--journal", str(journal), "--", *argv)
@@ -180,12 +183,11 @@ def test_prefork_server_within_5_percent_of_its_cgroup(tmp_path, endpoints, wher
         finally:
             cgroup.remove(cg)
     assert res.returncode == 0, res.stderr
-    workers = [int(line.split()[1]) for line in res.stdout.splitlines() if line.startswith("worker")]
-    assert len(workers) == 4
     s = Stream.from_journal(journal)
     if where == "limit":
         truth = max([d.get("cg_peak", 0) for d in s.topic(protocol.DETAIL)] + s.series["cg_usage"])
-    assert set(workers) <= {e["pid"] for e in s.events(protocol.EV_PROC_START)}
+    workers = {e["pid"] for e in s.events(protocol.EV_PROC_START) if not e["launched"]}
+    assert len(workers) == 4 and workers <= {e["pid"] for e in s.events(protocol.EV_PROC_EXIT)}
     assert (200 + 100 + 32) * MiB <= truth <= (200 + 100 + 32 + 60) * MiB
 
     rep = build_report(load(journal))

@@ -58,7 +58,6 @@ for k in range(int(N)):
         own = heap(O)
         if k < NW:
             touch(parent, int(W * MiB), 2)  # copy-on-write: these pages become the worker's own
-        print("worker", os.getpid(), flush=True)
         time.sleep(HOLD)
         os._exit(0)
     pids.append(pid)
