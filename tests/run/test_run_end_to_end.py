@@ -39,9 +39,15 @@ class Watched:
             self.seen.setdefault(p.pid, p)
             # Re-read every time: a child seen between fork and exec still shows its
             # parent's command line (CI once caught the sampler that way).
+            # A zombie's command line reads empty: keep the last one it had
+            # (a driver that just ended was once only ever seen that way).
             try:
-                self.cmd[p.pid] = " ".join(p.cmdline())
+                argv = p.cmdline()
             except psutil.Error:
+                argv = []
+            if argv:
+                self.cmd[p.pid] = " ".join(argv)
+            else:
                 self.cmd.setdefault(p.pid, "?")
 
     def cmdlines(self) -> list[str]:
