@@ -266,6 +266,9 @@ class Coordinator:
         }
         if target_rate is not None:
             msg["target_rate"] = target_rate
+        # per request name, so the report can tell which endpoint holds the memory
+        by_name = list(self.backend.in_flight_by_name().items())[:protocol.MAX_ATTRS]
+        msg["endpoints"] = {name: {"in_flight": n} for name, n in by_name}
         msg.update(percentiles(hist))
         try:
             self.inlet.load(msg)
