@@ -72,6 +72,10 @@ class Engine:
         # Requests that share a name share one in-flight count (the name is the endpoint).
         self.names: list[str] = list(dict.fromkeys(r.name for r in scenario.requests))
         self.in_flight_by = [0] * len(self.names)
+        # time in flight per name since iv_start (ns x requests): the interval's mean in-flight
+        # count, which is what the interval's mean memory answers to
+        self.busy_ns = [0] * len(self.names)
+        self.iv_start = _now()
         for r in scenario.requests:
             lines = [f"{r.method} {t.base_path}{r.path} HTTP/1.1", f"Host: {host_hdr}", "User-Agent: spikewatch"]
             if r.body is not None and r.body.content == "json":
@@ -147,7 +151,10 @@ class Engine:
     def _done(self, conn: Conn, status: int, err: str | None) -> None:
         now = _now()
         self.in_flight -= 1
-        self.in_flight_by[conn.req] -= 1
+        req = conn.req
+        self.in_flight_by[req] -= 1
+        sent, start = conn.sent_ns, self.iv_start
+        self.busy_ns[req] += now - (sent if sent > start else start)
         st = self.st
         st.completed += 1
         st.bytes_recv += conn.bytes_recv
@@ -417,7 +424,12 @@ class Engine:
     def take(self) -> dict[str, Any]:
         """This interval's counters (with its histogram object); starts a new interval."""
         st, self.st = self.st, Interval()
-        return {"sent": st.sent, "completed": st.completed, "bytes_sent": st.bytes_sent,
+        now, start, busy = _now(), self.iv_start, self.busy_ns
+        for c in self.conns:
+            if c.busy:
+                busy[c.req] += now - (c.sent_ns if c.sent_ns > start else start)
+        self.busy_ns, self.iv_start = [0] * len(self.names), now
+        return {"busy_ns": busy, "sent": st.sent, "completed": st.completed, "bytes_sent": st.bytes_sent,
                 "bytes_recv": st.bytes_recv, "late": st.late, "dropped": st.dropped, "lag_max": st.lag_max,
                 "errors": st.errors, "in_flight": self.in_flight, "hist": st.hist}
 

@@ -227,6 +227,7 @@ class Coordinator:
         merged = {"sent": 0, "completed": 0, "bytes_sent": 0, "bytes_recv": 0, "late": 0, "dropped": 0,
                   "lag_max": 0}
         errors: dict[str, int] = {}
+        busy: list[int] | None = None
         hist = snaps[0][1]["hist"] if len(snaps) == 1 else new_histogram()
         for idx, snap, wlag in snaps:
             if wlag is not None:
@@ -240,6 +241,9 @@ class Coordinator:
                 merged[k] = max(merged[k], snap[k]) if k == "lag_max" else merged[k] + snap[k]
             for k, v in snap["errors"].items():
                 errors[k] = errors.get(k, 0) + v
+            b = snap.get("busy_ns")
+            if b:
+                busy = list(b) if busy is None else [x + y for x, y in zip(busy, b)]
             if len(snaps) > 1:
                 hist.add(snap["hist"])
         self.max_loop_lag = max(self.max_loop_lag, loop_lag)
@@ -268,7 +272,11 @@ class Coordinator:
             msg["target_rate"] = target_rate
         # per request name, so the report can tell which endpoint holds the memory
         by_name = list(self.backend.in_flight_by_name().items())[:protocol.MAX_ATTRS]
-        msg["endpoints"] = {name: {"in_flight": n} for name, n in by_name}
+        eps: dict[str, dict[str, Any]] = {name: {"in_flight": n} for name, n in by_name}
+        if busy is not None:
+            for ep, area in zip(eps.values(), busy):
+                ep["in_flight_mean"] = round(area / interval, 3)
+        msg["endpoints"] = eps
         msg.update(percentiles(hist))
         try:
             self.inlet.load(msg)

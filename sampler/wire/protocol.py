@@ -626,7 +626,8 @@ LOAD_NUMBER_FIELDS: tuple[str, ...] = (
 
 # Per request name inside ``load.endpoints`` (same meaning as the totals).
 ENDPOINT_FIELDS: tuple[str, ...] = (
-    "in_flight", "completed", "sent", "rate", "lat_p50_ns", "lat_p90_ns", "lat_p99_ns", "lat_max_ns",
+    "in_flight", "in_flight_mean",  # at the end of the interval; mean over it
+    "completed", "sent", "rate", "lat_p50_ns", "lat_p90_ns", "lat_p99_ns", "lat_max_ns",
 )
 
 
