@@ -121,7 +121,7 @@ def attribute(ctx: Ctx, phases: list[Phase]) -> tuple[list[dict[str, Any]], dict
     X, y = _rows(ctx, records, names, windows)
     verdict["rows"] = int(len(y))
     varying = [j for j in range(len(names)) if len(y) and np.ptp(X[:, j]) > 0]
-    for j, n in enumerate(names):
+    for j in range(len(names)):
         if j not in varying:
             rows_out[j]["reason"] = "its in-flight count never changed in the fitted phases"
     if not varying:
