@@ -110,8 +110,10 @@ class Totals:
         self.errors: dict[str, dict[str, int]] = {}
         self.hist: dict[str, dict[int, int]] = {}
         self.in_flight_of: dict[str, dict[str, int]] = {}  # sender -> name -> in flight
+        self.senders: set[str] = set()  # who sent counts this interval
 
     def add(self, sender: str, snap: dict[str, Any]) -> None:
+        self.senders.add(sender)
         self.in_flight_of[sender] = {str(k): int(v) for k, v in (snap.get("in_flight") or {}).items()}
         for name, n in (snap.get("completed") or {}).items():
             self.completed[name] = self.completed.get(name, 0) + int(n)
@@ -164,6 +166,7 @@ class Totals:
             msg.update(lat_p50_ns=_percentile(all_hist, 50), lat_p90_ns=_percentile(all_hist, 90),
                        lat_p99_ns=_percentile(all_hist, 99), lat_max_ns=max(all_hist) * 1000)
         self.completed, self.errors, self.hist = {}, {}, {}
+        self.senders = set()
         return msg
 
 
@@ -273,6 +276,7 @@ class Publisher:
         self.stage_index = -1
         self.last_users: int | None = None
         self.closed = False
+        self.running = False  # between test start and test stop
         self.greenlet: Any = None
 
     # --- markers ------------------------------------------------------------------------
@@ -325,13 +329,19 @@ class Publisher:
 
     def workers(self) -> int:
         runner = self.env.runner
-        return int(getattr(runner, "worker_count", 1)) if isinstance(runner, MasterRunner) else 1
+        if not isinstance(runner, MasterRunner):
+            return 1
+        # at the end the workers have quit, but their last counts are in this message
+        return max(int(runner.worker_count), len(self.totals.senders - {"local"}))
 
     def publish(self) -> None:
         now = time.monotonic_ns()
+        workers = self.workers()
         self.totals.add("local", COUNTS.take())
-        msg = self.totals.message(max(1, now - self.last), self.stage or "", self.workers())
+        msg = self.totals.message(max(1, now - self.last), self.stage or "", workers)
         self.last = now
+        if not self.running and not msg["completed"] and not msg["in_flight"]:
+            return  # no test running and nothing left to report: an idle master stays quiet
         try:
             self.client.load(msg)
         except protocol.ProtocolError as exc:
@@ -438,6 +448,7 @@ def _test_start(environment: Any, **_: Any) -> None:
     attrs: dict[str, Any] = {"host": str(environment.host or "")}
     if environment.shape_class is not None:
         attrs["shape"] = type(environment.shape_class).__name__
+    pub.running = True
     pub.marker(protocol.NOTE, "locust test start", attrs)
     if environment.shape_class is None and pub.stage is None:
         users = getattr(opts, "num_users", None)
@@ -465,6 +476,7 @@ def _test_stop(environment: Any, **_: Any) -> None:
         return
     pub = _state.get("publisher")
     if pub is not None:
+        pub.running = False
         pub.close_phase()
         pub.marker(protocol.NOTE, "locust test stop")
 
