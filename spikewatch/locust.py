@@ -35,9 +35,12 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import gevent
-from locust import events
-from locust.runners import MasterRunner, WorkerRunner
+try:
+    import gevent
+    from locust import events
+    from locust.runners import MasterRunner, WorkerRunner
+except ImportError as exc:  # one sentence, not a chain of tracebacks from a locustfile
+    raise ImportError(f"spikewatch.locust needs Locust ({exc.name} is missing): pip install 'spikewatch[locust]'") from None
 
 from spikewatch.sampler.wire import protocol
 
