@@ -112,13 +112,13 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             return -1
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         if self._route("GET"):
             c = self.bridge.client
             self._reply(200, {"ok": True, "inlet": c.endpoint, "sent": c.sent, "dropped": c.dropped,
                               "refused": self.bridge.refused})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if not self._route("POST"):
             return
         n = self._length()
@@ -154,12 +154,12 @@ class Handler(BaseHTTPRequestHandler):
         self.bridge.accepted += 1
         self._reply(202, {"ok": True, "sent": topic})
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._route("PUT")
 
-    do_DELETE = do_PATCH = do_PUT  # noqa: N815
+    do_DELETE = do_PATCH = do_PUT
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per marker would drown the terminal; /health has the counts
 
 

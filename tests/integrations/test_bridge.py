@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from spikewatch.analysis import reader, report
 from spikewatch.sampler.wire.recording import iter_records
+
 from tests.conftest import free_port
 from tests.support.sampler import spawn_sample, stop_sampler
 
