@@ -15,11 +15,11 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import zmq
-
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import InletClient
 
@@ -179,14 +179,14 @@ async def probe(scenario: Scenario, path: str, timeout_s: float) -> int | None:
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(t.host, t.port, ssl=(t.scheme == "https") or None), timeout_s)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return None
     try:
         host = t.host if t.port in (80, 443) else f"{t.host}:{t.port}"
         writer.write(f"GET {t.base_path}{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         line = await asyncio.wait_for(reader.readline(), timeout_s)
         return int(line.split()[1])
-    except (OSError, asyncio.TimeoutError, ValueError, IndexError):
+    except (TimeoutError, OSError, ValueError, IndexError):
         return None
     finally:
         writer.close()
@@ -217,6 +217,8 @@ class Coordinator:
         self.interrupted = False
         self._wake: asyncio.Event | None = None
         self._stop_evt: asyncio.Event | None = None  # set on Ctrl-C/SIGTERM: waits end at once
+        # who sends this telemetry: a report sums several driver hosts marking one sampler
+        self.source = f"drive {socket.gethostname()}:{os.getpid()}"
 
     # --- telemetry ------------------------------------------------------------------
 
@@ -267,6 +269,7 @@ class Coordinator:
             "bytes_recv": merged["bytes_recv"], "late_sends": merged["late"], "dropped_sends": merged["dropped"],
             "schedule_lag_ns": merged["lag_max"], "workers": self.workers, "loop_lag_ns": loop_lag,
             "errors": errors, "phase": cur.name if cur is not None else "", "origin_wall_ns": time.time_ns(),
+            "source": self.source,
         }
         if target_rate is not None:
             msg["target_rate"] = target_rate

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from spikewatch.analysis import reader, report
 from spikewatch.analysis.synth import Synth
 
