@@ -28,8 +28,10 @@ FIT_KINDS = ("ramp", "burst", "spike")
 COLLINEAR_CORRELATION = 0.95  # |r| between two endpoints' counts at or above this: not separable
 COLLINEAR_CONDITION = 30.0  # condition number of the standardised counts at or above this: not separable
 MIN_ROWS_PER_TERM = 5
-STAGGERED_HINT = ("ramp the endpoints one after another (a phase's `requests` names the ones it uses; "
-                  "the bundled scenario `staggered` is a template: spikewatch drive staggered)")
+STAGGERED_HINT = (
+    "ramp the endpoints one after another (a phase's `requests` names the ones it uses; "
+    "the bundled scenario `staggered` is a template: spikewatch drive staggered)"
+)
 
 
 def _t975(df: int) -> float:
@@ -37,7 +39,7 @@ def _t975(df: int) -> float:
     z = 1.959964
     if df <= 0:
         return float("inf")
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
 def _level(ep: Any) -> float:
@@ -50,8 +52,9 @@ def _level(ep: Any) -> float:
     return float(v) if isinstance(v, (int, float)) else 0.0
 
 
-def _rows(ctx: Ctx, records: list[dict[str, Any]], names: list[str],
-          windows: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+def _rows(
+    ctx: Ctx, records: list[dict[str, Any]], names: list[str], windows: list[tuple[int, int]]
+) -> tuple[np.ndarray, np.ndarray]:
     xs: list[list[float]] = []
     ys: list[float] = []
     for b in records:
@@ -80,8 +83,9 @@ def _totals(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for name, e in eps.items():
             if not isinstance(e, dict):
                 continue
-            row = out.setdefault(name, {"name": name, "completed": None, "errors": 0, "in_flight_max": 0,
-                                        "lat_p99_max_ns": None})
+            row = out.setdefault(
+                name, {"name": name, "completed": None, "errors": 0, "in_flight_max": 0, "lat_p99_max_ns": None}
+            )
             if isinstance(e.get("completed"), int):  # `spikewatch drive` sends only in_flight per name
                 row["completed"] = (row["completed"] or 0) + e["completed"]
             row["errors"] += sum(int(v) for v in (e.get("errors") or {}).values())
@@ -96,7 +100,7 @@ def _vague(row: dict[str, Any]) -> bool:
     """An interval whose half-width exceeds half the estimate (or that straddles zero)."""
     lo, hi = row["ci95"]
     b = row["bytes_per_inflight"]
-    return lo <= 0 <= hi or (hi - lo) / 2 > 0.5 * abs(b)
+    return bool(lo <= 0 <= hi or (hi - lo) / 2 > 0.5 * abs(b))
 
 
 def attribute(ctx: Ctx, phases: list[Phase]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -104,12 +108,23 @@ def attribute(ctx: Ctx, phases: list[Phase]) -> tuple[list[dict[str, Any]], dict
     records = ctx.src.load_records
     totals = _totals(records)
     names = list(totals)
-    verdict: dict[str, Any] = {"verdict": "no data", "reason": "", "rows": 0, "phases": [],
-                               "r2": None, "base_bytes": None, "condition_number": None,
-                               "max_correlation": None, "pair": None, "suggestion": None}
+    verdict: dict[str, Any] = {
+        "verdict": "no data",
+        "reason": "",
+        "rows": 0,
+        "phases": [],
+        "r2": None,
+        "base_bytes": None,
+        "condition_number": None,
+        "max_correlation": None,
+        "pair": None,
+        "suggestion": None,
+    }
     rows_out = [dict(totals[n], bytes_per_inflight=None, ci95=None, std_error=None, estimable=False) for n in names]
     if not names:
-        verdict["reason"] = "the load telemetry has no per-endpoint in-flight counts (an older driver, or none attached)"
+        verdict["reason"] = (
+            "the load telemetry has no per-endpoint in-flight counts (an older driver, or none attached)"
+        )
         return rows_out, verdict
     fit_phases = [p for p in phases if p.kind in FIT_KINDS]
     basis = "ramp and burst phases"
@@ -129,14 +144,16 @@ def attribute(ctx: Ctx, phases: list[Phase]) -> tuple[list[dict[str, Any]], dict
         return rows_out, verdict
     k = len(varying)
     if len(y) < MIN_ROWS_PER_TERM * (k + 1):
-        verdict.update(verdict="insufficient", reason=f"{len(y)} telemetry rows over the {basis}: too few for {k} endpoints")
+        verdict.update(
+            verdict="insufficient", reason=f"{len(y)} telemetry rows over the {basis}: too few for {k} endpoints"
+        )
         return rows_out, verdict
     Xv = X[:, varying]
     # Collinearity on standardised columns, so units and scale do not matter.
     Z = (Xv - Xv.mean(axis=0)) / Xv.std(axis=0)
     cond = float(np.linalg.cond(Z)) if k > 1 else 1.0
     corr = np.corrcoef(Xv, rowvar=False) if k > 1 else np.ones((1, 1))
-    pair = None
+    pair: list[str] = []
     max_r = 0.0
     for a in range(k):
         for b in range(a + 1, k):
@@ -158,25 +175,40 @@ def attribute(ctx: Ctx, phases: list[Phase]) -> tuple[list[dict[str, Any]], dict
     r2 = 1 - float(resid @ resid) / ss_tot if ss_tot > 0 else None
     vif = np.diag(np.linalg.pinv(corr)) if k > 1 else np.ones(1)
     for i, j in enumerate(varying):
-        b, h = float(coef[i + 1]), float(half[i + 1])
-        rows_out[j].update(bytes_per_inflight=int(round(b)), ci95=[int(round(b - h)), int(round(b + h))],
-                           std_error=int(round(float(se[i + 1]) * widen)), vif=round(float(vif[i]), 2),
-                           estimable=True)
+        est, h = float(coef[i + 1]), float(half[i + 1])
+        rows_out[j].update(
+            bytes_per_inflight=int(round(est)),
+            ci95=[int(round(est - h)), int(round(est + h))],
+            std_error=int(round(float(se[i + 1]) * widen)),
+            vif=round(float(vif[i]), 2),
+            estimable=True,
+        )
     collinear = k > 1 and (abs(max_r) >= COLLINEAR_CORRELATION or cond >= COLLINEAR_CONDITION)
-    verdict.update(rows=int(len(y)), r2=round(r2, 4) if r2 is not None else None, base_bytes=int(round(float(coef[0]))),
-                   condition_number=round(cond, 2), max_correlation=round(max_r, 4) if k > 1 else None, pair=pair,
-                   residual_r1=round(r1, 3), basis=basis)
+    verdict.update(
+        rows=int(len(y)),
+        r2=round(r2, 4) if r2 is not None else None,
+        base_bytes=int(round(float(coef[0]))),
+        condition_number=round(cond, 2),
+        max_correlation=round(max_r, 4) if k > 1 else None,
+        pair=pair or None,
+        residual_r1=round(r1, 3),
+        basis=basis,
+    )
     if collinear:
         for j in varying:
             rows_out[j]["estimable"] = False
         verdict.update(
             verdict="collinear",
-            reason=(f"{pair[0]} and {pair[1]} moved together (in-flight correlation {max_r:.2f}, condition number "
-                    f"{cond:.0f}): their memory cannot be told apart, the per-endpoint figures are not meaningful"),
-            suggestion=STAGGERED_HINT)
+            reason=(
+                f"{pair[0]} and {pair[1]} moved together (in-flight correlation {max_r:.2f}, condition number "
+                f"{cond:.0f}): their memory cannot be told apart, the per-endpoint figures are not meaningful"
+            ),
+            suggestion=STAGGERED_HINT,
+        )
     elif k == 1:
-        verdict.update(verdict="single endpoint",
-                       reason=f"only {names[varying[0]]} varied: its figure is the whole mix's cost")
+        verdict.update(
+            verdict="single endpoint", reason=f"only {names[varying[0]]} varied: its figure is the whole mix's cost"
+        )
     else:
         vague = [names[j] for j in varying if _vague(rows_out[j])]
         if vague:
@@ -185,13 +217,18 @@ def attribute(ctx: Ctx, phases: list[Phase]) -> tuple[list[dict[str, Any]], dict
                     rows_out[j]["estimable"] = False
             verdict.update(
                 verdict="uncertain",
-                reason=(f"the endpoints' in-flight counts did not move apart enough (largest correlation {max_r:.2f}) "
-                        f"to tell their costs apart: the 95 % interval of {', '.join(vague)} is wider than the "
-                        "estimate itself"),
-                suggestion=STAGGERED_HINT)
+                reason=(
+                    f"the endpoints' in-flight counts did not move apart enough (largest correlation {max_r:.2f}) "
+                    f"to tell their costs apart: the 95 % interval of {', '.join(vague)} is wider than the "
+                    "estimate itself"
+                ),
+                suggestion=STAGGERED_HINT,
+            )
         else:
-            verdict.update(verdict="separable",
-                           reason=f"the endpoints' in-flight counts moved apart (largest correlation {max_r:.2f})")
+            verdict.update(
+                verdict="separable",
+                reason=f"the endpoints' in-flight counts moved apart (largest correlation {max_r:.2f})",
+            )
     return rows_out, verdict
 
 

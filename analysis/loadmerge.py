@@ -85,13 +85,17 @@ def merge_sources(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             hi = bisect.bisect_right(ts, t)
             picked = bs[lo:hi] or ([bs[best]] if abs(ts[best] - t) <= 3 * _iv(bs[best]) else [])
             for name in {n for x in picked for n in (x.get("endpoints") or {})}:
-                vals = [x["endpoints"][name]["in_flight_mean"] for x in picked
-                        if isinstance((x.get("endpoints") or {}).get(name), dict)
-                        and _num(x["endpoints"][name].get("in_flight_mean"))]
+                vals = [
+                    x["endpoints"][name]["in_flight_mean"]
+                    for x in picked
+                    if isinstance((x.get("endpoints") or {}).get(name), dict)
+                    and _num(x["endpoints"][name].get("in_flight_mean"))
+                ]
                 if vals:
                     means[name] = means.get(name, 0.0) + sum(vals) / len(vals)
-        merged: dict[str, Any] = {k: v for k, v in b.items()
-                                  if k not in (*LEVELS, *COUNTS, *MAXIMA, "errors", "endpoints")}
+        merged: dict[str, Any] = {
+            k: v for k, v in b.items() if k not in (*LEVELS, *COUNTS, *MAXIMA, "errors", "endpoints")
+        }
         merged["source"] = f"{len(near)} senders"
         for k in LEVELS:
             vals = [x[k] for x in near if _num(x.get(k))]

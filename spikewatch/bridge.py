@@ -52,7 +52,9 @@ class Bridge:
 def _marker(doc: dict[str, Any]) -> dict[str, Any]:
     unknown = set(doc) - {"kind", "name", "attributes", "attrs", "origin_wall_ns"}
     if unknown:
-        raise protocol.ProtocolError(f"unknown field(s) {', '.join(sorted(unknown))}: a marker has kind, name, attributes")
+        raise protocol.ProtocolError(
+            f"unknown field(s) {', '.join(sorted(unknown))}: a marker has kind, name, attributes"
+        )
     if "attributes" in doc and "attrs" in doc:
         raise protocol.ProtocolError("give attributes or attrs, not both")
     attrs = doc.get("attributes", doc.get("attrs", {}))
@@ -61,8 +63,12 @@ def _marker(doc: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(attrs, dict):
         raise protocol.ProtocolError("attributes must be a JSON object")
     origin = doc.get("origin_wall_ns")
-    return protocol.marker_message(doc.get("kind", protocol.NOTE), doc.get("name"),  # type: ignore[arg-type]
-                                   attrs, origin if isinstance(origin, int) and not isinstance(origin, bool) else None)
+    return protocol.marker_message(
+        doc.get("kind", protocol.NOTE),
+        doc.get("name"),  # type: ignore[arg-type]
+        attrs,
+        origin if isinstance(origin, int) and not isinstance(origin, bool) else None,
+    )
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -115,8 +121,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self._route("GET"):
             c = self.bridge.client
-            self._reply(200, {"ok": True, "inlet": c.endpoint, "sent": c.sent, "dropped": c.dropped,
-                              "refused": self.bridge.refused})
+            self._reply(
+                200,
+                {"ok": True, "inlet": c.endpoint, "sent": c.sent, "dropped": c.dropped, "refused": self.bridge.refused},
+            )
 
     def do_POST(self) -> None:
         if not self._route("POST"):
@@ -193,16 +201,26 @@ def _loopback(host: str) -> bool:
 
 
 @click.command()
-@click.option("--http", "http_addr", default="127.0.0.1:7790", show_default=True, metavar="HOST:PORT",
-              help="Where to listen for POST /mark and POST /load (port 0: any free one).")
+@click.option(
+    "--http",
+    "http_addr",
+    default="127.0.0.1:7790",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to listen for POST /mark and POST /load (port 0: any free one).",
+)
 @click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, help="The sampler's inlet endpoint.")
-@click.option("--allow-remote", is_flag=True,
-              help="Listen on an address other than loopback: anyone who reaches it can write markers.")
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Listen on an address other than loopback: anyone who reaches it can write markers.",
+)
 @click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder for a sampler started with --keys.")
 @click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
-def bridge(http_addr: str, inlet: str, allow_remote: bool, keys: str | None, client_key: str | None,
-           quiet: bool) -> None:
+def bridge(
+    http_addr: str, inlet: str, allow_remote: bool, keys: str | None, client_key: str | None, quiet: bool
+) -> None:
     """Forward markers and load telemetry from HTTP to a sampler's inlet (for k6, shell, JMeter…).
 
     \b
@@ -211,15 +229,19 @@ def bridge(http_addr: str, inlet: str, allow_remote: bool, keys: str | None, cli
     """
     host, port = _address(http_addr)
     if not _loopback(host) and not allow_remote:
-        raise click.UsageError(f"--http {http_addr} is not a loopback address: anyone who reaches it could write "
-                               "markers to the sampler; pass --allow-remote to listen there anyway")
+        raise click.UsageError(
+            f"--http {http_addr} is not a loopback address: anyone who reaches it could write "
+            "markers to the sampler; pass --allow-remote to listen there anyway"
+        )
     options = client_socket_options(keys, client_key)
     import zmq
 
     ctx = zmq.Context()
-    client = InletClient(inlet, context=ctx, linger_ms=LINGER_MS, socket_options=options, watch_handshakes=True,
-                         keys=keys)
-    handler = type("BoundHandler", (Handler,), {"bridge": Bridge(client)})
+    client = InletClient(
+        inlet, context=ctx, linger_ms=LINGER_MS, socket_options=options, watch_handshakes=True, keys=keys
+    )
+    shared = Bridge(client)
+    handler = type("BoundHandler", (Handler,), {"bridge": shared})
     try:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
@@ -231,9 +253,11 @@ def bridge(http_addr: str, inlet: str, allow_remote: bool, keys: str | None, cli
         signal.signal(sig, lambda *_: stop.set())
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True)
     thread.start()
-    bound = server.server_address
+    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
     if not quiet:
-        click.echo(f"bridge listening on http://{bound[0]}:{bound[1]} (POST /mark, POST /load) -> {inlet}", err=True)
+        click.echo(
+            f"bridge listening on http://{bound_host}:{bound_port} (POST /mark, POST /load) -> {inlet}", err=True
+        )
     try:
         while not stop.wait(0.1):
             if client.handshake is not None:
@@ -242,9 +266,8 @@ def bridge(http_addr: str, inlet: str, allow_remote: bool, keys: str | None, cli
     finally:
         server.shutdown()
         server.server_close()
-        with handler.bridge.lock:
+        with shared.lock:
             sent, dropped = client.sent, client.dropped
             ctx.destroy(linger=LINGER_MS if _listening(inlet) else 0)
     if not quiet:
         click.echo(f"bridge stopped: {sent} message(s) forwarded, {dropped} dropped", err=True)
-

@@ -40,7 +40,9 @@ try:
     from locust import events
     from locust.runners import MasterRunner, WorkerRunner
 except ImportError as exc:  # one sentence, not a chain of tracebacks from a locustfile
-    raise ImportError(f"spikewatch.locust needs Locust ({exc.name} is missing): pip install 'spikewatch[locust]'") from None
+    raise ImportError(
+        f"spikewatch.locust needs Locust ({exc.name} is missing): pip install 'spikewatch[locust]'"
+    ) from None
 
 from spikewatch.sampler.wire import protocol
 
@@ -56,7 +58,7 @@ def _bucket(us: float) -> int:
     v = int(us)
     if v < 100:
         return v
-    scale = 10 ** (len(str(v)) - 2)
+    scale = int(10 ** (len(str(v)) - 2))
     return (v + scale // 2) // scale * scale
 
 
@@ -79,11 +81,22 @@ class Counts:
         self.completed: dict[str, int] = {}
         self.errors: dict[str, dict[str, int]] = {}
         self.hist: dict[str, dict[int, int]] = {}
+        # time in flight per name (ns x requests) since the last take: the interval's mean
+        # in-flight count, which is what the interval's mean memory answers to
+        self.busy_ns: dict[str, int] = {}
+        self.changed: dict[str, int] = {}  # when each name's in-flight count last changed
+
+    def _integrate(self, name: str, now: int) -> None:
+        last = self.changed.get(name, now)
+        self.busy_ns[name] = self.busy_ns.get(name, 0) + self.in_flight.get(name, 0) * (now - last)
+        self.changed[name] = now
 
     def start(self, name: str) -> None:
+        self._integrate(name, time.monotonic_ns())
         self.in_flight[name] = self.in_flight.get(name, 0) + 1
 
     def end(self, name: str) -> None:
+        self._integrate(name, time.monotonic_ns())
         self.in_flight[name] = self.in_flight.get(name, 0) - 1
 
     def done(self, name: str, response_time_ms: float, error: str | None) -> None:
@@ -98,9 +111,17 @@ class Counts:
     def take(self) -> dict[str, Any]:
         """A snapshot to merge elsewhere (msgpack-able: Locust sends it to the master); resets
         everything but the in-flight counts, which are a level, not a count."""
-        snap = {"in_flight": dict(self.in_flight), "completed": self.completed, "errors": self.errors,
-                "hist": {n: [[k, v] for k, v in h.items()] for n, h in self.hist.items()}}
-        self.completed, self.errors, self.hist = {}, {}, {}
+        now = time.monotonic_ns()
+        for name in self.in_flight:
+            self._integrate(name, now)
+        snap = {
+            "in_flight": dict(self.in_flight),
+            "busy_ns": self.busy_ns,
+            "completed": self.completed,
+            "errors": self.errors,
+            "hist": {n: [[k, v] for k, v in h.items()] for n, h in self.hist.items()},
+        }
+        self.completed, self.errors, self.hist, self.busy_ns = {}, {}, {}, {}
         return snap
 
 
@@ -112,6 +133,7 @@ class Totals:
         self.completed: dict[str, int] = {}
         self.errors: dict[str, dict[str, int]] = {}
         self.hist: dict[str, dict[int, int]] = {}
+        self.busy_ns: dict[str, int] = {}
         self.in_flight_of: dict[str, dict[str, int]] = {}  # sender -> name -> in flight
         self.senders: set[str] = set()  # who sent counts this interval
 
@@ -120,6 +142,8 @@ class Totals:
         self.in_flight_of[sender] = {str(k): int(v) for k, v in (snap.get("in_flight") or {}).items()}
         for name, n in (snap.get("completed") or {}).items():
             self.completed[name] = self.completed.get(name, 0) + int(n)
+        for name, n in (snap.get("busy_ns") or {}).items():
+            self.busy_ns[name] = self.busy_ns.get(name, 0) + int(n)
         for name, errs in (snap.get("errors") or {}).items():
             e = self.errors.setdefault(name, {})
             for kind, n in errs.items():
@@ -129,27 +153,32 @@ class Totals:
             for us, n in pairs:
                 h[int(us)] = h.get(int(us), 0) + int(n)
 
-    def forget(self, sender: str) -> None:
-        self.in_flight_of.pop(sender, None)
-
     def message(self, interval_ns: int, phase: str, workers: int) -> dict[str, Any]:
         """The ``load`` body for this interval; starts the next one."""
         in_flight: dict[str, int] = {}
         for per in self.in_flight_of.values():
             for name, n in per.items():
                 in_flight[name] = in_flight.get(name, 0) + n
-        names = list(dict.fromkeys([*in_flight, *self.completed]))[: protocol.MAX_ATTRS]
+        names = list(dict.fromkeys([*in_flight, *self.completed, *self.busy_ns]))[: protocol.MAX_ATTRS]
         all_hist: dict[int, int] = {}
         all_errors: dict[str, int] = {}
         endpoints: dict[str, dict[str, Any]] = {}
         for name in names:
             done = self.completed.get(name, 0)
-            ep: dict[str, Any] = {"in_flight": max(0, in_flight.get(name, 0)), "completed": done,
-                                  "rate": done * 1e9 / interval_ns}
+            ep: dict[str, Any] = {
+                "in_flight": max(0, in_flight.get(name, 0)),
+                "in_flight_mean": round(max(0, self.busy_ns.get(name, 0)) / interval_ns, 3),
+                "completed": done,
+                "rate": done * 1e9 / interval_ns,
+            }
             h = self.hist.get(name)
             if h:
-                ep.update(lat_p50_ns=_percentile(h, 50), lat_p90_ns=_percentile(h, 90),
-                          lat_p99_ns=_percentile(h, 99), lat_max_ns=max(h) * 1000)
+                ep.update(
+                    lat_p50_ns=_percentile(h, 50),
+                    lat_p90_ns=_percentile(h, 90),
+                    lat_p99_ns=_percentile(h, 99),
+                    lat_max_ns=max(h) * 1000,
+                )
                 for us, n in h.items():
                     all_hist[us] = all_hist.get(us, 0) + n
             errs = self.errors.get(name)
@@ -160,15 +189,25 @@ class Totals:
             endpoints[name] = ep
         completed = sum(self.completed.values())
         msg: dict[str, Any] = {
-            "interval_ns": interval_ns, "rate": completed * 1e9 / interval_ns,
-            "in_flight": max(0, sum(in_flight.values())), "completed": completed,
-            "errors": dict(list(all_errors.items())[:16]), "workers": workers, "phase": phase,
-            "origin_wall_ns": time.time_ns(), "source": "locust", "endpoints": endpoints,
+            "interval_ns": interval_ns,
+            "rate": completed * 1e9 / interval_ns,
+            "in_flight": max(0, sum(in_flight.values())),
+            "completed": completed,
+            "errors": dict(list(all_errors.items())[:16]),
+            "workers": workers,
+            "phase": phase,
+            "origin_wall_ns": time.time_ns(),
+            "source": "locust",
+            "endpoints": endpoints,
         }
         if all_hist:
-            msg.update(lat_p50_ns=_percentile(all_hist, 50), lat_p90_ns=_percentile(all_hist, 90),
-                       lat_p99_ns=_percentile(all_hist, 99), lat_max_ns=max(all_hist) * 1000)
-        self.completed, self.errors, self.hist = {}, {}, {}
+            msg.update(
+                lat_p50_ns=_percentile(all_hist, 50),
+                lat_p90_ns=_percentile(all_hist, 90),
+                lat_p99_ns=_percentile(all_hist, 99),
+                lat_max_ns=max(all_hist) * 1000,
+            )
+        self.completed, self.errors, self.hist, self.busy_ns = {}, {}, {}, {}
         self.senders = set()
         return msg
 
@@ -238,30 +277,54 @@ def _error_kind(exception: Any, response: Any) -> str | None:
     return type(exception).__name__
 
 
-@events.request.add_listener
-def _on_request(request_type: str = "", name: str = "", response_time: float = 0.0, exception: Any = None,
-                response: Any = None, **_: Any) -> None:
+def _on_request(
+    request_type: str = "",
+    name: str = "",
+    response_time: float = 0.0,
+    exception: Any = None,
+    response: Any = None,
+    **_: Any,
+) -> None:
     COUNTS.done(str(name), response_time, _error_kind(exception, response))
 
 
-@events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
     group = parser  # configargparse: env_var works on the parser itself
-    group.add_argument("--spikewatch-inlet", default=protocol.DEFAULT_INLET, env_var="SPIKEWATCH_INLET",
-                       help="the sampler's inlet ('off': do not publish); only the master or a local run uses it")
-    group.add_argument("--spikewatch-keys", default="", env_var="SPIKEWATCH_KEYS", metavar="DIR",
-                       help="CURVE keys folder for a sampler started with --keys (server.key + your *.key_secret)")
-    group.add_argument("--spikewatch-client-key", default="", env_var="SPIKEWATCH_CLIENT_KEY", metavar="NAME",
-                       help="which NAME.key_secret in --spikewatch-keys to use")
-    group.add_argument("--spikewatch-interval", type=float, default=DEFAULT_INTERVAL_S,
-                       env_var="SPIKEWATCH_INTERVAL", help="seconds between load messages (default 1)")
+    group.add_argument(
+        "--spikewatch-inlet",
+        default=protocol.DEFAULT_INLET,
+        env_var="SPIKEWATCH_INLET",
+        help="the sampler's inlet ('off': do not publish); only the master or a local run uses it",
+    )
+    group.add_argument(
+        "--spikewatch-keys",
+        default="",
+        env_var="SPIKEWATCH_KEYS",
+        metavar="DIR",
+        help="CURVE keys folder for a sampler started with --keys (server.key + your *.key_secret)",
+    )
+    group.add_argument(
+        "--spikewatch-client-key",
+        default="",
+        env_var="SPIKEWATCH_CLIENT_KEY",
+        metavar="NAME",
+        help="which NAME.key_secret in --spikewatch-keys to use",
+    )
+    group.add_argument(
+        "--spikewatch-interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        env_var="SPIKEWATCH_INTERVAL",
+        help="seconds between load messages (default 1)",
+    )
 
 
 class Publisher:
     """On the master (or a local runner): markers, and the summed telemetry every interval."""
 
-    def __init__(self, environment: Any, inlet: str, socket_options: dict[int, Any], interval_s: float,
-                 keys: str | None) -> None:
+    def __init__(
+        self, environment: Any, inlet: str, socket_options: dict[int, Any], interval_s: float, keys: str | None
+    ) -> None:
         import zmq
 
         from spikewatch.sampler.wire.client import InletClient
@@ -270,8 +333,14 @@ class Publisher:
         self.interval_ns = int(interval_s * 1e9)
         # Our own context: destroying it at quit is what waits (bounded) for the last messages.
         self.ctx = zmq.Context()
-        self.client = InletClient(inlet, context=self.ctx, linger_ms=INLET_LINGER_MS, socket_options=socket_options,
-                                  watch_handshakes=True, keys=keys)
+        self.client = InletClient(
+            inlet,
+            context=self.ctx,
+            linger_ms=INLET_LINGER_MS,
+            socket_options=socket_options,
+            watch_handshakes=True,
+            keys=keys,
+        )
         self.totals = Totals()
         self.last = time.monotonic_ns()
         self.stage: str | None = None  # the open phase
@@ -314,15 +383,23 @@ class Publisher:
             # the usual StagesShape: find this stage among the later ones by its figures
             for i in range(self.stage_index + 1, len(stages)):
                 st = stages[i]
-                if isinstance(st, dict) and st.get("users") == users and float(st.get("spawn_rate", spawn_rate)) == spawn_rate:
+                if (
+                    isinstance(st, dict)
+                    and st.get("users") == users
+                    and float(st.get("spawn_rate", spawn_rate)) == spawn_rate
+                ):
                     self.stage_index = i
                     name = str(st.get("name") or f"stage {i + 1}")
                     kind = st.get("kind")
                     break
         if kind is None:
             kind = "ramp" if self.last_users is None or users > self.last_users else "steady"
-        attrs: dict[str, Any] = {"kind": str(kind), "users": users, "spawn_rate": spawn_rate,
-                                 "shape": type(shape).__name__}
+        attrs: dict[str, Any] = {
+            "kind": str(kind),
+            "users": users,
+            "spawn_rate": spawn_rate,
+            "shape": type(shape).__name__,
+        }
         if classes:
             attrs["user_classes"] = [getattr(c, "__name__", str(c)) for c in classes][:16]
         self.last_users = users
@@ -399,7 +476,6 @@ class WorkerSender:
 _state: dict[str, Any] = {}
 
 
-@events.init.add_listener
 def _init(environment: Any, **_: Any) -> None:
     opts = environment.parsed_options
     inlet = getattr(opts, "spikewatch_inlet", protocol.DEFAULT_INLET) if opts is not None else protocol.DEFAULT_INLET
@@ -442,7 +518,6 @@ def _init(environment: Any, **_: Any) -> None:
     log.info("spikewatch: markers and telemetry to %s", inlet)
 
 
-@events.test_start.add_listener
 def _test_start(environment: Any, **_: Any) -> None:
     pub = _state.get("publisher")
     if pub is None:
@@ -464,14 +539,12 @@ def _test_start(environment: Any, **_: Any) -> None:
         pub.open_phase("locust", pattrs)
 
 
-@events.spawning_complete.add_listener
 def _spawning_complete(user_count: int = 0, **_: Any) -> None:
     pub = _state.get("publisher")
     if pub is not None:
         pub.marker(protocol.NOTE, "locust spawning complete", {"user_count": int(user_count)})
 
 
-@events.test_stop.add_listener
 def _test_stop(environment: Any, **_: Any) -> None:
     worker = _state.get("worker")
     if worker is not None:
@@ -484,7 +557,6 @@ def _test_stop(environment: Any, **_: Any) -> None:
         pub.marker(protocol.NOTE, "locust test stop")
 
 
-@events.quit.add_listener
 def _quit(**_: Any) -> None:
     worker = _state.pop("worker", None)
     if worker is not None:
@@ -492,3 +564,18 @@ def _quit(**_: Any) -> None:
     pub = _state.pop("publisher", None)
     if pub is not None:
         pub.close()
+
+
+# Locust's event hooks are untyped: registered here rather than as decorators.
+_LISTENERS: tuple[tuple[str, Any], ...] = (
+    ("request", _on_request),
+    ("init_command_line_parser", _options),
+    ("init", _init),
+    ("test_start", _test_start),
+    ("spawning_complete", _spawning_complete),
+    ("test_stop", _test_stop),
+    ("quit", _quit),
+)
+for _event, _listener in _LISTENERS:
+    hook: Any = getattr(events, _event)
+    hook.add_listener(_listener)

@@ -12,8 +12,13 @@ MiB = 1 << 20
 TICK = 100_000_000
 
 
-def _recording(tmp_path: Path, levels: list[tuple[str, str, float, list[tuple[float, float]]]],
-               cost: tuple[float, float], noise: float = 64 * 1024, seed: int = 3) -> dict:
+def _recording(
+    tmp_path: Path,
+    levels: list[tuple[str, str, float, list[tuple[float, float]]]],
+    cost: tuple[float, float],
+    noise: float = 64 * 1024,
+    seed: int = 3,
+) -> dict:
     """Phases of (name, kind, seconds, [(in flight of a, of b) per step]); memory =
     40 MiB + cost_a * a + cost_b * b (+ noise), telemetry every 100 ms."""
     rng = np.random.default_rng(seed)
@@ -37,18 +42,28 @@ def _recording(tmp_path: Path, levels: list[tuple[str, str, float, list[tuple[fl
     mem += rng.normal(0, noise, len(mem))
     s.samples(t, rss=mem.astype(np.int64))
     for tick, a, b in loads:
-        s.load(tick, in_flight=int(a + b), endpoints={"a": {"in_flight": int(a), "in_flight_mean": float(a)},
-                                                      "b": {"in_flight": int(b), "in_flight_mean": float(b)}})
+        s.load(
+            tick,
+            in_flight=int(a + b),
+            endpoints={
+                "a": {"in_flight": int(a), "in_flight_mean": float(a)},
+                "b": {"in_flight": int(b), "in_flight_mean": float(b)},
+            },
+        )
     s.write(tmp_path / "e.rec")
     return report.build_report(reader.load(tmp_path / "e.rec"))
 
 
 def test_staggered_ramps_recover_each_endpoints_cost(tmp_path: Path) -> None:
-    rep = _recording(tmp_path, [
-        ("ramp a", "ramp", 4, [(1, 0), (3, 0), (5, 0), (8, 0)]),
-        ("ramp b", "ramp", 4, [(0, 1), (0, 3), (0, 5), (0, 8)]),
-        ("calm", "steady", 2, [(2, 2)]),
-    ], cost=(3 * MiB, 256 * 1024))
+    rep = _recording(
+        tmp_path,
+        [
+            ("ramp a", "ramp", 4, [(1, 0), (3, 0), (5, 0), (8, 0)]),
+            ("ramp b", "ramp", 4, [(0, 1), (0, 3), (0, 5), (0, 8)]),
+            ("calm", "steady", 2, [(2, 2)]),
+        ],
+        cost=(3 * MiB, 256 * 1024),
+    )
     rows = {e["name"]: e for e in rep["endpoints"]}
     assert rep["endpoint_attribution"]["verdict"] == "separable"
     assert rep["endpoint_attribution"]["phases"] == ["ramp a", "ramp b"]  # not the steady phase
@@ -61,8 +76,9 @@ def test_staggered_ramps_recover_each_endpoints_cost(tmp_path: Path) -> None:
 
 def test_endpoints_that_move_together_are_called_collinear(tmp_path: Path) -> None:
     # one mixed ramp, both endpoints always at the same count: no fit can split them
-    rep = _recording(tmp_path, [("mixed", "ramp", 6, [(1, 1), (2, 2), (4, 4), (6, 6), (8, 8), (10, 10)])],
-                     cost=(2 * MiB, MiB))
+    rep = _recording(
+        tmp_path, [("mixed", "ramp", 6, [(1, 1), (2, 2), (4, 4), (6, 6), (8, 8), (10, 10)])], cost=(2 * MiB, MiB)
+    )
     v = rep["endpoint_attribution"]
     assert v["verdict"] == "collinear"
     assert v["pair"] == ["a", "b"] and v["max_correlation"] > 0.99

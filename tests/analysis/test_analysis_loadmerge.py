@@ -8,9 +8,16 @@ TICK = 100_000_000
 
 
 def _msg(t: int, src: str, in_flight: int, completed: int, big: int) -> dict:
-    return {"t": t, "interval_ns": TICK, "source": src, "in_flight": in_flight, "completed": completed,
-            "rate": completed * 10.0, "errors": {"http_503": 1} if completed == 7 else {},
-            "endpoints": {"big": {"in_flight": big, "in_flight_mean": float(big), "completed": completed}}}
+    return {
+        "t": t,
+        "interval_ns": TICK,
+        "source": src,
+        "in_flight": in_flight,
+        "completed": completed,
+        "rate": completed * 10.0,
+        "errors": {"http_503": 1} if completed == 7 else {},
+        "endpoints": {"big": {"in_flight": big, "in_flight_mean": float(big), "completed": completed}},
+    }
 
 
 def test_one_sender_is_left_alone() -> None:

@@ -24,9 +24,12 @@ from tests.support.sampler import spawn_sample, stop_sampler
 class Bridge:
     def __init__(self, *args: str) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "spikewatch", "bridge", "--http",
-                                      f"127.0.0.1:{self.port}", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "spikewatch", "bridge", "--http", f"127.0.0.1:{self.port}", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         line = self.proc.stderr.readline()  # type: ignore[union-attr]
         assert line.startswith("bridge listening on"), line + self.proc.stderr.read()  # type: ignore[union-attr]
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -65,14 +68,27 @@ def _wait_records(path: Path, done, timeout: float = 30) -> None:
 def test_markers_posted_to_the_bridge_appear_in_the_report(tmp_path: Path, endpoints, bridge: Bridge) -> None:
     sampler = spawn_sample(endpoints, "--pid", str(os.getpid()), "--no-journal", "--quiet", "--period", "5ms")
     out = tmp_path / "rec.sw"
-    recorder = subprocess.Popen([sys.executable, "-m", "spikewatch", "record", endpoints["publish"], "-o", str(out)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "spikewatch", "record", endpoints["publish"], "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_records(out, lambda recs: any(t == "samples" for t, _ in recs))
-        assert bridge.request("POST", "/mark", {"kind": "phase_start", "name": "k6 ramp",
-                                                "attributes": {"kind": "ramp", "vus": 20}}) == (202, {"ok": True, "sent": "marker"})
-        status, _ = bridge.request("POST", "/load", {"interval_ns": 1_000_000_000, "rate": 50.0, "in_flight": 3,
-                                                     "endpoints": {"search": {"in_flight": 3, "completed": 50}}})
+        assert bridge.request(
+            "POST", "/mark", {"kind": "phase_start", "name": "k6 ramp", "attributes": {"kind": "ramp", "vus": 20}}
+        ) == (202, {"ok": True, "sent": "marker"})
+        status, _ = bridge.request(
+            "POST",
+            "/load",
+            {
+                "interval_ns": 1_000_000_000,
+                "rate": 50.0,
+                "in_flight": 3,
+                "endpoints": {"search": {"in_flight": 3, "completed": 50}},
+            },
+        )
         assert status == 202
         time.sleep(0.3)
         assert bridge.request("POST", "/mark", {"kind": "phase_end", "name": "k6 ramp"})[0] == 202
@@ -121,13 +137,18 @@ def test_bad_requests_get_clear_json_errors(bridge: Bridge) -> None:
 
 
 def test_listening_beyond_loopback_needs_an_explicit_opt_in() -> None:
-    res = subprocess.run([sys.executable, "-m", "spikewatch", "bridge", "--http", f"0.0.0.0:{free_port()}"],
-                         capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [sys.executable, "-m", "spikewatch", "bridge", "--http", f"0.0.0.0:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 2
     assert "not a loopback address" in res.stderr and "--allow-remote" in res.stderr
     assert "Traceback" not in res.stderr
-    res = subprocess.run([sys.executable, "-m", "spikewatch", "bridge", "--http", "nonsense"],
-                         capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [sys.executable, "-m", "spikewatch", "bridge", "--http", "nonsense"], capture_output=True, text=True, timeout=30
+    )
     assert res.returncode == 2 and "expected HOST:PORT" in res.stderr
 
 

@@ -43,8 +43,21 @@ def _wait_http(url: str, timeout: float = 30) -> dict:
 @pytest.fixture
 def service() -> Iterator[tuple[subprocess.Popen[str], str]]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "spikewatch.driver.demo_service", "--port", str(port),
-                             "--startup-peak", "0", "--hold", "50ms"], stdout=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spikewatch.driver.demo_service",
+            "--port",
+            str(port),
+            "--startup-peak",
+            "0",
+            "--hold",
+            "50ms",
+        ],
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_http(f"{url}/health")
@@ -73,28 +86,66 @@ def _csv_counts(path: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_distributed_locust_stages_are_phases_and_nothing_is_double_counted(tmp_path: Path, endpoints,
-                                                                              service) -> None:
+def test_distributed_locust_stages_are_phases_and_nothing_is_double_counted(tmp_path: Path, endpoints, service) -> None:
     svc, url = service
     sampler = spawn_sample(endpoints, "--pid", str(svc.pid), "--no-journal", "--quiet", "--period", "2ms")
     rec_file = tmp_path / "rec.sw"
-    recorder = subprocess.Popen([sys.executable, "-m", "spikewatch", "record", endpoints["publish"], "-o",
-                                 str(rec_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "spikewatch", "record", endpoints["publish"], "-o", str(rec_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     master_port = free_port()
     procs: list[subprocess.Popen[str]] = []
     try:
         # the recorder holds samples: it is subscribed before the first marker goes out
         _records_until(rec_file, lambda recs: any(t == "samples" for t, _ in recs))
         master = subprocess.Popen(
-            [*LOCUST, "-f", str(LOCUSTFILE), "--headless", "--master", "--expect-workers", "2",
-             "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port), "--host", url,
-             "--csv", str(tmp_path / "locust"), "--spikewatch-inlet", endpoints["inlet"]],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                *LOCUST,
+                "-f",
+                str(LOCUSTFILE),
+                "--headless",
+                "--master",
+                "--expect-workers",
+                "2",
+                "--master-bind-host",
+                "127.0.0.1",
+                "--master-bind-port",
+                str(master_port),
+                "--host",
+                url,
+                "--csv",
+                str(tmp_path / "locust"),
+                "--spikewatch-inlet",
+                endpoints["inlet"],
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         procs.append(master)
         for _ in range(2):
-            procs.append(subprocess.Popen(
-                [*LOCUST, "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1", "--master-port",
-                 str(master_port)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *LOCUST,
+                        "-f",
+                        str(LOCUSTFILE),
+                        "--worker",
+                        "--master-host",
+                        "127.0.0.1",
+                        "--master-port",
+                        str(master_port),
+                    ],
+                    cwd=tmp_path,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+            )
         out, _ = master.communicate(timeout=90)
         assert master.returncode == 0, out[-4000:]
         assert "spikewatch: markers and telemetry to" in out
@@ -126,10 +177,17 @@ def test_distributed_locust_stages_are_phases_and_nothing_is_double_counted(tmp_
     assert summed == locust_counts  # every request once: none lost, none from two senders
     assert sum(b["completed"] for b in loads) == sum(locust_counts.values())
     assert max(b["endpoints"]["ingest"]["in_flight"] for b in loads) >= 2
+    # the interval's mean in flight, summed over the workers: ingest holds its requests ~50 ms
+    # of every ~70 ms cycle, so in the 12-user stage most of them are in flight on average
+    climb = [b["endpoints"]["ingest"]["in_flight_mean"] for b in loads if b["phase"] == "climb"]
+    assert 3 <= max(climb) <= 12
 
     rep = report.build_report(reader.load(rec_file))
     assert [(p["name"], p["kind"], p["attrs"]["users"]) for p in rep["phases"]] == [
-        ("warm", "ramp", 4), ("climb", "ramp", 12), ("cool", "steady", 2)]
+        ("warm", "ramp", 4),
+        ("climb", "ramp", 12),
+        ("cool", "steady", 2),
+    ]
     assert all(p["ended"] for p in rep["phases"])
     assert {e["name"]: e["completed"] for e in rep["endpoints"]} == locust_counts
     notes = [m["name"] for m in src.markers if m["kind"] == "note"]
@@ -143,28 +201,61 @@ def test_local_locust_with_curve_keys(tmp_path: Path, endpoints, service) -> Non
     """A single-process run (no shape: one phase for the test) through a sampler that requires keys."""
     _, url = service
     keys = tmp_path / "keys"
-    res = subprocess.run([sys.executable, "-m", "spikewatch", "keys", str(keys)], capture_output=True, text=True,
-                         timeout=30)
+    res = subprocess.run(
+        [sys.executable, "-m", "spikewatch", "keys", str(keys)], capture_output=True, text=True, timeout=30
+    )
     assert res.returncode == 0, res.stderr
-    sampler = spawn_sample(endpoints, "--pid", str(os.getpid()), "--no-journal", "--quiet",
-                           "--keys", str(keys), "--require-keys")
+    sampler = spawn_sample(
+        endpoints, "--pid", str(os.getpid()), "--no-journal", "--quiet", "--keys", str(keys), "--require-keys"
+    )
     locustfile = tmp_path / "plain.py"
     locustfile.write_text(
         "from locust import HttpUser, constant, task\nimport spikewatch.locust  # noqa: F401\n\n"
         "class U(HttpUser):\n    wait_time = constant(0.05)\n\n    @task\n"
-        "    def q(self):\n        self.client.get('/query?key=1', name='query')\n")
-    sub_cmd = [sys.executable, "-m", "spikewatch", "record", endpoints["publish"], "-o", str(tmp_path / "r.sw"),
-               "--keys", str(keys)]
+        "    def q(self):\n        self.client.get('/query?key=1', name='query')\n"
+    )
+    sub_cmd = [
+        sys.executable,
+        "-m",
+        "spikewatch",
+        "record",
+        endpoints["publish"],
+        "-o",
+        str(tmp_path / "r.sw"),
+        "--keys",
+        str(keys),
+    ]
     recorder = subprocess.Popen(sub_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _records_until(tmp_path / "r.sw", lambda recs: any(t == "samples" for t, _ in recs))
         out = subprocess.run(
-            [*LOCUST, "-f", str(locustfile), "--headless", "-u", "2", "-r", "2", "--run-time", "3s", "--host", url,
-             "--spikewatch-inlet", endpoints["inlet"], "--spikewatch-keys", str(keys)],
-            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            [
+                *LOCUST,
+                "-f",
+                str(locustfile),
+                "--headless",
+                "-u",
+                "2",
+                "-r",
+                "2",
+                "--run-time",
+                "3s",
+                "--host",
+                url,
+                "--spikewatch-inlet",
+                endpoints["inlet"],
+                "--spikewatch-keys",
+                str(keys),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
-        _records_until(tmp_path / "r.sw", lambda recs: any(
-            t == "marker" and b["name"] == "locust test stop" for t, b in recs))
+        _records_until(
+            tmp_path / "r.sw", lambda recs: any(t == "marker" and b["name"] == "locust test stop" for t, b in recs)
+        )
     finally:
         stop_sampler(sampler)
         recorder.send_signal(signal.SIGTERM)
@@ -177,11 +268,30 @@ def test_local_locust_with_curve_keys(tmp_path: Path, endpoints, service) -> Non
 
 def test_bad_keys_folder_is_one_clear_line(tmp_path: Path) -> None:
     locustfile = tmp_path / "f.py"
-    locustfile.write_text("from locust import HttpUser, task\nimport spikewatch.locust  # noqa: F401\n\n"
-                          "class U(HttpUser):\n    @task\n    def t(self):\n        pass\n")
-    res = subprocess.run([*LOCUST, "-f", str(locustfile), "--headless", "-u", "1", "--run-time", "1s",
-                          "--host", "http://127.0.0.1:1", "--spikewatch-keys", str(tmp_path / "nokeys")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    locustfile.write_text(
+        "from locust import HttpUser, task\nimport spikewatch.locust  # noqa: F401\n\n"
+        "class U(HttpUser):\n    @task\n    def t(self):\n        pass\n"
+    )
+    res = subprocess.run(
+        [
+            *LOCUST,
+            "-f",
+            str(locustfile),
+            "--headless",
+            "-u",
+            "1",
+            "--run-time",
+            "1s",
+            "--host",
+            "http://127.0.0.1:1",
+            "--spikewatch-keys",
+            str(tmp_path / "nokeys"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode != 0
     assert "spikewatch: --spikewatch-keys: no keys folder" in res.stderr + res.stdout
     assert "Traceback" not in res.stderr
