@@ -227,6 +227,10 @@ def bridge(
       spikewatch bridge --http 127.0.0.1:7790 --inlet tcp://127.0.0.1:7782
       curl -d '{"kind": "phase_start", "name": "ramp", "attributes": {"vus": 50}}' 127.0.0.1:7790/mark
     """
+    from spikewatch.exits import RuntimeFailure
+    from spikewatch.options import endpoint
+
+    inlet = endpoint(inlet, "--inlet")
     host, port = _address(http_addr)
     if not _loopback(host) and not allow_remote:
         raise click.UsageError(
@@ -246,7 +250,7 @@ def bridge(
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
         ctx.destroy(linger=0)
-        raise click.ClickException(f"cannot listen on {http_addr}: {exc.strerror or exc}") from None
+        raise RuntimeFailure(f"cannot listen on {http_addr}: {exc.strerror or exc}") from None
     server.daemon_threads = True  # a client that never finishes its request must not hold up the exit
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -479,7 +479,7 @@ _state: dict[str, Any] = {}
 def _init(environment: Any, **_: Any) -> None:
     opts = environment.parsed_options
     inlet = getattr(opts, "spikewatch_inlet", protocol.DEFAULT_INLET) if opts is not None else protocol.DEFAULT_INLET
-    if not inlet or inlet == "off":
+    if not inlet or protocol.is_off(inlet):
         return
     interval = float(getattr(opts, "spikewatch_interval", DEFAULT_INTERVAL_S) or DEFAULT_INTERVAL_S)
     if interval <= 0:

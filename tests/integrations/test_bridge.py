@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -156,3 +157,24 @@ def test_sigint_stops_it(bridge: Bridge) -> None:
     bridge.proc.send_signal(signal.SIGINT)
     _, err = bridge.proc.communicate(timeout=10)
     assert bridge.proc.returncode == 0 and "bridge stopped: 0 message(s) forwarded" in err
+
+
+def test_a_bad_inlet_or_a_taken_port_is_one_line() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "spikewatch", "bridge", "--inlet", "tcp://nowhere"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == 2 and "--inlet" in res.stderr and "Traceback" not in res.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = subprocess.run(
+            [sys.executable, "-m", "spikewatch", "bridge", "--http", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert res.returncode == 3 and f"cannot listen on 127.0.0.1:{port}" in res.stderr
