@@ -27,7 +27,8 @@ from .heap import heap_ctx
 from .peaks import series_arrays
 from .phases import describe_growth
 from .reader import Recording, Source
-from .terminal import headline, phase_notes
+from .endpoints import describe as describe_attribution
+from .terminal import ENDPOINT_COLUMNS, endpoint_cells, headline, phase_notes
 from .trees import describe as describe_tree
 
 MiB = float(1 << 20)
@@ -269,6 +270,9 @@ def context(src: Source, report: dict[str, Any], title: str = "spikewatch report
             [[p["name"], p["kind"], _s(p["t_start"]), _s(p["t_end"]), _b(p["peak_bytes"]), _b(p["mean_bytes"]), phase_notes(p)]
              for p in phases]) if phases else None,
         "phase_details": details,
+        "endpoints": _table(list(ENDPOINT_COLUMNS), [endpoint_cells(e) for e in report.get("endpoints") or []])
+        if report.get("endpoints") else None,
+        "endpoint_verdict": describe_attribution(report.get("endpoint_attribution") or {}),
         "oom_kills": _table(
             ["at", "pid", "last sample before", "max in the second before"],
             [[_s(k["t"]), k.get("pid"), _b(k.get("last_bytes")), _b(k.get("max_bytes_1s_before"))] for k in kills]) if kills else None,

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.units import parse_duration_ns
+from spikewatch.sampler.wire import protocol
 
 from .context import Ctx
 from .phasestats import load_summary, series_percentiles
@@ -27,6 +26,7 @@ from .stats import linear_fit, ols_slope_interval, theil_sen
 KINDS = ("startup", "ramp", "steady", "burst", "spike", "soak", "idle")
 MiB = 1 << 20
 HOUR_NS = 3_600 * 1_000_000_000
+SAME_PHASE_NS = 5_000_000_000  # a phase_start repeated this soon: several senders, one phase
 
 
 @dataclass
@@ -47,8 +47,17 @@ def find_phases(ctx: Ctx) -> list[Phase]:
     """
     src = ctx.src
     t_last = src.t_end
-    starts = [m for m in src.markers if m.get("kind") == protocol.PHASE_START]
     ends = [m for m in src.markers if m.get("kind") == protocol.PHASE_END]
+    starts: list[dict[str, Any]] = []
+    for m in src.markers:
+        if m.get("kind") != protocol.PHASE_START:
+            continue
+        t = int(m["t"])
+        # The same phase from another driver host started a little later: one phase, not one
+        # per sender (the first sender's markers bound it).
+        if any(k.get("name") == m.get("name") and t - int(k["t"]) <= SAME_PHASE_NS for k in starts[-8:]):
+            continue
+        starts.append(m)
     phases: list[Phase] = []
     used: set[int] = set()
     for i, m in enumerate(starts):

@@ -28,6 +28,7 @@ from spikewatch.sampler.wire import blocks
 from spikewatch.sampler.wire.recording import RecordingError, Salvage, iter_records, resolve_run
 from spikewatch.sampler.wire.seqgaps import SeqGaps
 
+from .loadmerge import merge_sources
 
 _CHUNK = 1 << 17  # values buffered as Python ints before conversion to numpy
 
@@ -346,6 +347,7 @@ class _Builder:
         s.details = _concat_tables(self.det_blocks + ([columns(self.det)] if self.det else []))
         self.det = []
         self.det_blocks = []
+        s.load_records = merge_sources(s.load_records)  # several driver hosts: the load the service saw
         s.load = columns(s.load_records)
         s.events.sort(key=lambda e: e.get("t", 0))
         s.markers.sort(key=lambda e: e.get("t", 0))

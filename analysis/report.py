@@ -15,7 +15,7 @@ import numpy as np
 from spikewatch.sampler.wire import protocol
 
 from . import checklist as checklist_mod
-from . import heap, limits, peaks, phases, scrape, spikes, trees
+from . import endpoints, heap, limits, peaks, phases, scrape, spikes, trees
 from .context import Ctx
 from .reader import Recording, Source
 
@@ -38,6 +38,7 @@ def build_report(rec: Recording | Source, *, source: str | None = None,
     phase_objs, phase_rows = phases.analyse_phases(ctx, limit, target_concurrency)
     spike_list, spike_total = spikes.detect(ctx, phase_objs, spike_params)
     kills = limits.oom_kills(ctx)
+    endpoint_rows, attribution = endpoints.attribute(ctx, phase_objs)
 
     soak_growth = [p["growth"] for p in phase_rows if p["kind"] == "soak" and p.get("growth")]
     # a trend over less than a minute says nothing about stabilising
@@ -93,6 +94,8 @@ def build_report(rec: Recording | Source, *, source: str | None = None,
         "spikes_total": spike_total,
         "phases": phase_rows,
         "growth": growth,
+        "endpoints": endpoint_rows,
+        "endpoint_attribution": attribution,
         "oom_kills": kills,
         "events": _event_counts(src),
         "markers": [{"t": ctx.rel(int(m.get("t", 0))), "kind": m.get("kind"), "name": m.get("name")} for m in src.markers],

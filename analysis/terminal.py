@@ -9,6 +9,7 @@ from rich.table import Table
 
 from spikewatch.sampler.units import format_bytes
 
+from .endpoints import describe as describe_attribution
 from .heap import describe as describe_heap
 from .phases import describe_growth
 from .trees import describe as describe_tree
@@ -126,6 +127,8 @@ def render(report: dict[str, Any], console: Console | None = None, max_spikes: i
             if note:
                 c.print(f"  [bold]{p['name']}[/] ({p['kind']}): {note}", highlight=False)
 
+    render_endpoints(report, c)
+
     spikes = report.get("spikes") or []
     if spikes:
         top = sorted(spikes, key=lambda s: s["height_bytes"], reverse=True)[:max_spikes]
@@ -177,3 +180,30 @@ def phase_notes(p: dict[str, Any]) -> str:
                    "growing": "growing", "inconclusive": "inconclusive"}[g.get("trend", "inconclusive")]
         return f"{g['mib_per_hour']:+.2f} MiB/h ({verdict})"
     return ""
+
+
+def endpoint_cells(e: dict[str, Any]) -> list[str]:
+    """name, bytes per in-flight request, 95 % interval, max in flight, completed, errors."""
+    ci = e.get("ci95")
+    per = _b(e.get("bytes_per_inflight"))
+    if e.get("bytes_per_inflight") is not None and not e.get("estimable"):
+        per += " (not separable)"
+    return [str(e["name"]), per, f"{_b(ci[0])} .. {_b(ci[1])}" if ci else "–", str(e.get("in_flight_max", "–")),
+            "–" if e.get("completed") is None else f"{e['completed']:,}", str(e.get("errors", 0))]
+
+
+ENDPOINT_COLUMNS = ("endpoint", "per in-flight request", "95 % interval", "max in flight", "completed", "errors")
+
+
+def render_endpoints(report: dict[str, Any], c: Console) -> None:
+    rows = report.get("endpoints") or []
+    verdict = report.get("endpoint_attribution") or {}
+    if not rows:
+        return
+    t = Table(title="memory per endpoint", show_edge=False)
+    for col in ENDPOINT_COLUMNS:
+        t.add_column(col)
+    for e in rows:
+        t.add_row(*endpoint_cells(e))
+    c.print(t)
+    c.print("  " + describe_attribution(verdict), highlight=False)

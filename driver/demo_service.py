@@ -10,6 +10,8 @@ Run: ``python -m spikewatch.driver.demo_service --port 8080 [--ceiling 200M] [--
   in-flight request, which ``spikewatch demo --compare`` changes between two runs);
 * a cache (bounded LRU) that warms up and then stabilises;
 * an optional slow leak per request, capped;
+* ``GET /hold?bytes=N&ms=M``: holds N bytes (``256KiB``, ``4MiB``…) for M ms, so endpoints
+  of known, different per-request memory are one query string apart;
 * a ceiling: its own accounting refuses work with 503 before it could pass it.
 """
 
@@ -195,6 +197,30 @@ class Service:
         return web.Response(body=hit[:n], content_type="application/octet-stream")
 
 
+    async def hold(self, request: web.Request) -> web.Response:
+        if not self.ready:
+            return web.Response(status=503, text="starting")
+        try:
+            n = parse_size(request.query.get("bytes", "0"))
+            ms = float(request.query.get("ms", "100"))
+        except ValueError as exc:
+            return web.Response(status=400, text=f"bytes=SIZE and ms=MILLISECONDS: {exc}")
+        if n < 0 or not 0 <= ms <= 60_000:
+            return web.Response(status=400, text="bytes must be >= 0 and ms within 0..60000")
+        if not self.try_reserve(n):
+            return web.Response(status=503, text="over the memory ceiling: refused")
+        self.in_flight += 1
+        try:
+            buf = _touched(n)
+            await asyncio.sleep(ms / 1000)
+            self.served += 1
+            del buf
+            return web.json_response({"ok": True, "held": n})
+        finally:
+            self.in_flight -= 1
+            self.release(n)
+
+
 def build_app(args: argparse.Namespace) -> web.Application:
     svc = Service(args)
     app = web.Application(client_max_size=args.max_body)
@@ -202,6 +228,7 @@ def build_app(args: argparse.Namespace) -> web.Application:
     app.router.add_get("/health", svc.health)
     app.router.add_post("/ingest", svc.ingest)
     app.router.add_get("/query", svc.query)
+    app.router.add_get("/hold", svc.hold)
 
     async def start(app: web.Application) -> None:
         app["init"] = asyncio.get_running_loop().create_task(svc.initialise())

@@ -69,6 +69,13 @@ class Engine:
         self.ssl = ssl_mod.create_default_context() if t.scheme == "https" else None
         host_hdr = t.host if t.port in (80, 443) else f"{t.host}:{t.port}"
         self._specs = []
+        # Requests that share a name share one in-flight count (the name is the endpoint).
+        self.names: list[str] = list(dict.fromkeys(r.name for r in scenario.requests))
+        self.in_flight_by = [0] * len(self.names)
+        # time in flight per name since iv_start (ns x requests): the interval's mean in-flight
+        # count, which is what the interval's mean memory answers to
+        self.busy_ns = [0] * len(self.names)
+        self.iv_start = _now()
         for r in scenario.requests:
             lines = [f"{r.method} {t.base_path}{r.path} HTTP/1.1", f"Host: {host_hdr}", "User-Agent: spikewatch"]
             if r.body is not None and r.body.content == "json":
@@ -76,13 +83,9 @@ class Engine:
             lines += [f"{k}: {v}" for k, v in r.headers]
             head = ("\r\n".join(lines) + "\r\n").encode()
             full = head + (b"Content-Length: 0\r\n\r\n" if r.method in ("POST", "PUT", "PATCH") else b"\r\n")
-            self._specs.append((r, head + b"Content-Length: ", full, r.method == "HEAD"))
-        total = sum(r.weight for r in scenario.requests)
-        acc, self._cum = 0.0, []
-        for r in scenario.requests:
-            acc += r.weight / total
-            self._cum.append(acc)
-        self._cum[-1] = 1.0
+            self._specs.append((r, head + b"Content-Length: ", full, r.method == "HEAD", self.names.index(r.name)))
+        self._all_specs = self._specs
+        self._all_cum = self._cum = self._cumulative(self._specs)
         c = scenario.client
         self.limit = max(1, c.connections // workers)
         self.timeout_ns = c.timeout_ns
@@ -103,23 +106,43 @@ class Engine:
 
     # --- requests -----------------------------------------------------------------
 
-    def _request_parts(self) -> tuple[list, int, bool]:
+    @staticmethod
+    def _cumulative(specs: list) -> list[float]:
+        total = sum(s[0].weight for s in specs)
+        acc, cum = 0.0, []
+        for s in specs:
+            acc += s[0].weight / total
+            cum.append(acc)
+        cum[-1] = 1.0
+        return cum
+
+    def _use_requests(self, only: tuple[str, ...] | None) -> None:
+        """The phase's request mix: all [[requests]], or only the named ones."""
+        if only is None:
+            self._specs, self._cum = self._all_specs, self._all_cum
+            return
+        self._specs = [s for s in self._all_specs if s[0].name in only]
+        self._cum = self._cumulative(self._specs)
+
+    def _request_parts(self) -> tuple[list, int, bool, int]:
         specs = self._specs
         spec = specs[0] if len(specs) == 1 else specs[bisect.bisect_left(self._cum, self.rng.random())]
-        r, prefix, full, no_body = spec
+        r, prefix, full, no_body, req = spec
         if r.body is None:
-            return [full], len(full), no_body
+            return [full], len(full), no_body, req
         parts, n = self.payloads.body(r.body)
         head = prefix + b"%d\r\n\r\n" % n
-        return [head, *parts], len(head) + n, no_body
+        return [head, *parts], len(head) + n, no_body, req
 
     def _send(self, conn: Conn, tag: int, intended: int) -> None:
-        parts, n, no_body = self._request_parts()
+        parts, n, no_body, req = self._request_parts()
         conn.tag = tag
+        conn.req = req
         st = self.st
         st.sent += 1
         st.bytes_sent += n
         self.in_flight += 1
+        self.in_flight_by[req] += 1
         self.sent_total += 1
         conn.send(parts, intended, no_body)
         if tag == CLOSED:
@@ -128,6 +151,10 @@ class Engine:
     def _done(self, conn: Conn, status: int, err: str | None) -> None:
         now = _now()
         self.in_flight -= 1
+        req = conn.req
+        self.in_flight_by[req] -= 1
+        sent, start = conn.sent_ns, self.iv_start
+        self.busy_ns[req] += now - (sent if sent > start else start)
         st = self.st
         st.completed += 1
         st.bytes_recv += conn.bytes_recv
@@ -345,6 +372,7 @@ class Engine:
         """Switch model at once (before the phase's first snapshot), so nothing the old
         phase's lanes would still send is attributed to the new phase."""
         profile = Profile(phase, self.index, self.workers)
+        self._use_requests(phase.requests)
         self.mode = profile.model
         if self.mode != "open":
             self.st.dropped += len(self.backlog)
@@ -396,6 +424,14 @@ class Engine:
     def take(self) -> dict[str, Any]:
         """This interval's counters (with its histogram object); starts a new interval."""
         st, self.st = self.st, Interval()
-        return {"sent": st.sent, "completed": st.completed, "bytes_sent": st.bytes_sent,
+        now, start, busy = _now(), self.iv_start, self.busy_ns
+        for c in self.conns:
+            if c.busy:
+                busy[c.req] += now - (c.sent_ns if c.sent_ns > start else start)
+        self.busy_ns, self.iv_start = [0] * len(self.names), now
+        return {"busy_ns": busy, "sent": st.sent, "completed": st.completed, "bytes_sent": st.bytes_sent,
                 "bytes_recv": st.bytes_recv, "late": st.late, "dropped": st.dropped, "lag_max": st.lag_max,
                 "errors": st.errors, "in_flight": self.in_flight, "hist": st.hist}
+
+    def in_flight_by_name(self) -> dict[str, int]:
+        return dict(zip(self.names, self.in_flight_by))

@@ -47,6 +47,7 @@ class Conn(asyncio.Protocol):
         "tag",
         "headed",
         "framed",
+        "req",
     )
 
     def __init__(self, on_done: DoneCallback, on_lost: Callable[[Conn, bool], None]) -> None:
@@ -65,6 +66,7 @@ class Conn(asyncio.Protocol):
         self.headed = False  # the final response's head is parsed
         self.framed = False  # its body has a length or chunks (else it runs until close)
         self.tag = 0  # what the engine started this request for (closed lane or open send)
+        self.req = 0  # which request name it is sending (the engine's per-name in-flight counts)
 
     # --- asyncio.Protocol -----------------------------------------------------
 

@@ -15,11 +15,11 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import zmq
-
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import InletClient
 
@@ -179,14 +179,14 @@ async def probe(scenario: Scenario, path: str, timeout_s: float) -> int | None:
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(t.host, t.port, ssl=(t.scheme == "https") or None), timeout_s)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return None
     try:
         host = t.host if t.port in (80, 443) else f"{t.host}:{t.port}"
         writer.write(f"GET {t.base_path}{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         line = await asyncio.wait_for(reader.readline(), timeout_s)
         return int(line.split()[1])
-    except (OSError, asyncio.TimeoutError, ValueError, IndexError):
+    except (TimeoutError, OSError, ValueError, IndexError):
         return None
     finally:
         writer.close()
@@ -217,6 +217,8 @@ class Coordinator:
         self.interrupted = False
         self._wake: asyncio.Event | None = None
         self._stop_evt: asyncio.Event | None = None  # set on Ctrl-C/SIGTERM: waits end at once
+        # who sends this telemetry: a report sums several driver hosts marking one sampler
+        self.source = f"drive {socket.gethostname()}:{os.getpid()}"
 
     # --- telemetry ------------------------------------------------------------------
 
@@ -227,6 +229,7 @@ class Coordinator:
         merged = {"sent": 0, "completed": 0, "bytes_sent": 0, "bytes_recv": 0, "late": 0, "dropped": 0,
                   "lag_max": 0}
         errors: dict[str, int] = {}
+        busy: list[int] | None = None
         hist = snaps[0][1]["hist"] if len(snaps) == 1 else new_histogram()
         for idx, snap, wlag in snaps:
             if wlag is not None:
@@ -240,6 +243,9 @@ class Coordinator:
                 merged[k] = max(merged[k], snap[k]) if k == "lag_max" else merged[k] + snap[k]
             for k, v in snap["errors"].items():
                 errors[k] = errors.get(k, 0) + v
+            b = snap.get("busy_ns")
+            if b:
+                busy = list(b) if busy is None else [x + y for x, y in zip(busy, b)]
             if len(snaps) > 1:
                 hist.add(snap["hist"])
         self.max_loop_lag = max(self.max_loop_lag, loop_lag)
@@ -263,9 +269,17 @@ class Coordinator:
             "bytes_recv": merged["bytes_recv"], "late_sends": merged["late"], "dropped_sends": merged["dropped"],
             "schedule_lag_ns": merged["lag_max"], "workers": self.workers, "loop_lag_ns": loop_lag,
             "errors": errors, "phase": cur.name if cur is not None else "", "origin_wall_ns": time.time_ns(),
+            "source": self.source,
         }
         if target_rate is not None:
             msg["target_rate"] = target_rate
+        # per request name, so the report can tell which endpoint holds the memory
+        by_name = list(self.backend.in_flight_by_name().items())[:protocol.MAX_ATTRS]
+        eps: dict[str, dict[str, Any]] = {name: {"in_flight": n} for name, n in by_name}
+        if busy is not None:
+            for ep, area in zip(eps.values(), busy):
+                ep["in_flight_mean"] = round(area / interval, 3)
+        msg["endpoints"] = eps
         msg.update(percentiles(hist))
         try:
             self.inlet.load(msg)

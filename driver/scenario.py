@@ -108,6 +108,8 @@ class Phase:
     ready_path: str | None = None
     timeout_ns: int = 60_000_000_000
     interval_ns: int = 50_000_000
+    # only these [[requests]] (by name) in this phase, weighted among themselves; None: all
+    requests: tuple[str, ...] | None = None
 
     @property
     def peak_level(self) -> float:
@@ -158,6 +160,8 @@ class Phase:
                 if getattr(b, k) is not None:
                     bd[k] = getattr(b, k)
             out["burst"] = bd
+        if self.requests is not None:
+            out["requests"] = list(self.requests)
         if self.kind == "startup":
             out["ready"] = self.ready_path
             out["timeout_s"] = self.timeout_ns / 1e9
@@ -454,11 +458,11 @@ def _parse_phase(raw: Any, where: str, default_arrivals: Arrivals, target: Targe
     allowed = {
         "startup": common + ("path", "timeout", "interval"),
         "idle": common + ("duration",),
-        "ramp": common + ("duration", "rate", "concurrency", "steps", "arrivals"),
-        "steady": common + ("duration", "rate", "concurrency", "arrivals"),
-        "soak": common + ("duration", "rate", "concurrency", "arrivals"),
-        "burst": common + ("duration", "rate", "concurrency", "burst", "arrivals"),
-        "spike": common + ("duration", "rate", "concurrency", "burst", "arrivals"),
+        "ramp": common + ("duration", "rate", "concurrency", "steps", "arrivals", "requests"),
+        "steady": common + ("duration", "rate", "concurrency", "arrivals", "requests"),
+        "soak": common + ("duration", "rate", "concurrency", "arrivals", "requests"),
+        "burst": common + ("duration", "rate", "concurrency", "burst", "arrivals", "requests"),
+        "spike": common + ("duration", "rate", "concurrency", "burst", "arrivals", "requests"),
     }[kind]
     _keys(p, where, allowed)
     name = _string(p.get("name", kind), f"{where}.name")
@@ -503,8 +507,14 @@ def _parse_phase(raw: Any, where: str, default_arrivals: Arrivals, target: Targe
         if "burst" not in p:
             _fail(f"{where}.burst", 'missing, e.g. burst = { every = "20s", length = "2s", rate = 2000 }')
         burst = _parse_burst(p["burst"], f"{where}.burst", rate is not None, duration, kind == "spike")
+    only = None
+    if "requests" in p:
+        raw = p["requests"]
+        if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x for x in raw):
+            _fail(f"{where}.requests", 'expected a list of request names, e.g. requests = ["ingest"]')
+        only = tuple(dict.fromkeys(raw))
     return Phase(name=name, kind=kind, duration_ns=duration, rate=rate, concurrency=conc, steps=steps,
-                 burst=burst, arrivals=arrivals)
+                 burst=burst, arrivals=arrivals, requests=only)
 
 
 def _parse_threshold(metric: str, raw: Any, where: str) -> Threshold:
@@ -561,6 +571,11 @@ def parse_scenario(data: Mapping[str, Any], base_dir: str | Path = ".", source: 
     for i, n in enumerate(names):
         if names.index(n) != i:
             _fail(f"phases[{i}].name", f"{n!r} is already the name of phases[{names.index(n)}]")
+    request_names = [r.name for r in requests]
+    for i, ph in enumerate(phases):
+        for r in ph.requests or ():
+            if r not in request_names:
+                _fail(f"phases[{i}].requests", f"no [[requests]] named {r!r} (there are: {', '.join(request_names)})")
     th = _table(data.get("thresholds", {}), "thresholds")
     _keys(th, "thresholds", THRESHOLD_METRICS)
     thresholds = tuple(_parse_threshold(k, v, f"thresholds.{k}") for k, v in th.items())

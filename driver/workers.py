@@ -64,6 +64,9 @@ class LocalBackend:
         snaps.append((self.cur, self.engine.take(), None))
         return snaps, self.engine.in_flight
 
+    def in_flight_by_name(self) -> dict[str, int]:
+        return self.engine.in_flight_by_name()
+
     async def finish(self, grace_s: float = 5.0) -> int:
         await self._stop_task()
         return await self.engine.finish(grace_s)
@@ -102,7 +105,7 @@ async def _worker(conn: Connection, scenario: Scenario, index: int, workers: int
             now = _now()
             lag = max(0, now - due)
             engine.sweep(now)
-            conn.send(("stats", state["cur"], _encode(engine.take()), lag, engine.in_flight))
+            conn.send(("stats", state["cur"], _encode(engine.take()), lag, engine.in_flight, engine.in_flight_by))
             due += TICK_NS
             if due < now:
                 due = now + TICK_NS
@@ -121,13 +124,13 @@ async def _worker(conn: Connection, scenario: Scenario, index: int, workers: int
         if cmd[0] == "phase":
             _, i, phase, t0, end = cmd
             engine.prepare(phase)
-            conn.send(("stats", state["cur"], _encode(engine.take()), None, engine.in_flight))
+            conn.send(("stats", state["cur"], _encode(engine.take()), None, engine.in_flight, engine.in_flight_by))
             state["cur"] = i
             task = loop.create_task(engine.run_phase(phase, t0, end))
         else:
             tick.cancel()
             left = await engine.finish(cmd[1] if len(cmd) > 1 else 5.0)
-            conn.send(("stats", state["cur"], _encode(engine.take()), None, 0))
+            conn.send(("stats", state["cur"], _encode(engine.take()), None, 0, [0] * len(engine.names)))
             conn.send(("done", left))
             return
 
@@ -161,6 +164,8 @@ class ProcessBackend:
             self.procs.append(p)
         self.pending: list[Snap] = []
         self.in_flight = [0] * workers
+        self.names: list[str] = list(dict.fromkeys(r.name for r in scenario.requests))  # as the engines number them
+        self.in_flight_by: list[list[int]] = [[0] * len(self.names) for _ in range(workers)]
         self.ready: set[int] = set()
         self.done: dict[int, int] = {}
         self._event: asyncio.Event | None = None
@@ -189,10 +194,11 @@ class ProcessBackend:
             while pipe.poll():
                 msg = pipe.recv()
                 if msg[0] == "stats":
-                    _, cur, snap, lag, in_flight = msg
+                    _, cur, snap, lag, in_flight, by_name = msg
                     snap["hist"] = HdrHistogram.decode(snap["hist"])
                     self.pending.append((cur, snap, lag))
                     self.in_flight[i] = in_flight
+                    self.in_flight_by[i] = by_name
                 elif msg[0] == "ready":
                     self.ready.add(i)
                 elif msg[0] == "done":
@@ -211,6 +217,9 @@ class ProcessBackend:
         snaps, self.pending = self.pending, []
         return snaps, sum(self.in_flight)
 
+    def in_flight_by_name(self) -> dict[str, int]:
+        return {name: sum(w[i] for w in self.in_flight_by) for i, name in enumerate(self.names)}
+
     async def finish(self, grace_s: float = 5.0) -> int:
         for pipe in self.pipes:
             try:
@@ -225,6 +234,7 @@ class ProcessBackend:
             except asyncio.TimeoutError:
                 pass
         self.in_flight = [0] * self.workers
+        self.in_flight_by = [[0] * len(self.names) for _ in range(self.workers)]
         return sum(self.done.values())
 
     def close(self) -> None:

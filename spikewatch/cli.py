@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "console": "spikewatch.analysis.console.cli:console",
     "run": "spikewatch.runner:run",
     "demo": "spikewatch.runner:demo",
+    "bridge": "spikewatch.bridge:bridge",
 }
 
 

@@ -53,7 +53,9 @@ a key is absent when the host cannot provide it):
             over the budget of 50 proc_start a second, since t_from), t_from, members}: at most one a second.
 ``marker``  kind (phase_start | phase_end | note), name, attrs, origin_wall_ns; stamped
             ``t`` on receipt at the inlet.
-``load``    see LOAD_NUMBER_FIELDS; plus errors {kind: count}, phase, origin_wall_ns.
+``load``    see LOAD_NUMBER_FIELDS; plus errors {kind: count}, phase, origin_wall_ns, and
+            endpoints {request name: {ENDPOINT_FIELDS..., errors: {kind: count}}} (per request
+            name: at least in_flight, so memory can be attributed to endpoints).
 
 A recorder that writes several samplers into one recording adds ``src`` (the
 session id of the sampler it came from) to every body it writes.
@@ -653,6 +655,43 @@ LOAD_NUMBER_FIELDS: tuple[str, ...] = (
 )
 
 
+# Per request name inside ``load.endpoints`` (same meaning as the totals).
+ENDPOINT_FIELDS: tuple[str, ...] = (
+    "in_flight", "in_flight_mean",  # at the end of the interval; mean over it
+    "completed", "sent", "rate", "lat_p50_ns", "lat_p90_ns", "lat_p99_ns", "lat_max_ns",
+)
+
+
+def _number_ok(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and (
+        not isinstance(value, float) or math.isfinite(value))
+
+
+def _error_counts_ok(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in value.items())
+
+
+def _check_endpoints(value: Any) -> None:
+    if not isinstance(value, dict) or len(value) > MAX_ATTRS:
+        raise ProtocolError(f"load.endpoints must map at most {MAX_ATTRS} request names to their figures")
+    for name, fields in value.items():
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_LEN:
+            raise ProtocolError(f"load.endpoints: request names must be non-empty strings of at most {MAX_NAME_LEN} chars")
+        if not isinstance(fields, dict):
+            raise ProtocolError(f"load.endpoints[{name!r}] must be a map")
+        for key, v in fields.items():
+            if key in ENDPOINT_FIELDS:
+                if not _number_ok(v):
+                    raise ProtocolError(f"load.endpoints[{name!r}].{key} must be a finite number")
+            elif key == "errors":
+                if not _error_counts_ok(v):
+                    raise ProtocolError(f"load.endpoints[{name!r}].errors must map error kinds to counts")
+                _check_value(v, 1, "errors")
+            else:
+                raise ProtocolError(f"load.endpoints[{name!r}] has unknown field {key!r}")
+
+
 def validate_load(body: Mapping[str, Any]) -> dict[str, Any]:
     """Check an inlet ``load`` message; return it normalised or raise :class:`ProtocolError`."""
     out: dict[str, Any] = {}
@@ -660,16 +699,14 @@ def validate_load(body: Mapping[str, Any]) -> dict[str, Any]:
         raise ProtocolError("load needs an integer interval_ns")
     for key, value in body.items():
         if key in LOAD_NUMBER_FIELDS:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                isinstance(value, float) and not math.isfinite(value)
-            ):
+            if not _number_ok(value):
                 raise ProtocolError(f"load.{key} must be a finite number")
         elif key == "errors":
-            if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in value.items()
-            ):
+            if not _error_counts_ok(value):
                 raise ProtocolError("load.errors must map error kinds to counts")
             _check_value(value, 1, "errors")
+        elif key == "endpoints":
+            _check_endpoints(value)
         elif key in ("phase", "origin_wall_ns", "source"):
             _check_value(value, 1, key)
         else:

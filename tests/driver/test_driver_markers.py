@@ -75,7 +75,7 @@ def test_markers_in_phase_order_and_load_every_100ms(server: Recorder) -> None:
     flat = [b for b in loads if b["phase"] == "flat"]
     assert any(b.get("target_rate") == 100 for b in flat)
     assert sum(b["completed"] for b in loads) == res.total.completed
-    assert all(set(b) <= set(protocol.LOAD_NUMBER_FIELDS) | {"errors", "phase", "origin_wall_ns"} for b in loads)
+    assert all(set(b) <= set(protocol.LOAD_NUMBER_FIELDS) | {"errors", "phase", "origin_wall_ns", "endpoints", "source"} for b in loads)
 
 
 def test_markers_land_between_the_right_samples_on_a_real_sampler(server: Recorder, endpoints) -> None:

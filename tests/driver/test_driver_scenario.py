@@ -78,6 +78,10 @@ def test_bundled_scenarios_are_valid() -> None:
     assert 60e9 <= demo.duration_ns <= 90e9
     quick = load_scenario(bundled("quick"))
     assert quick.duration_ns <= 5e9
+    staggered = load_scenario(bundled("staggered"))
+    ramps = [p for p in staggered.phases if p.kind == "ramp"]
+    assert [p.requests for p in ramps] == [("big",), ("small",)]  # one endpoint at a time
+    assert ramps[0].params()["requests"] == ["big"]
 
 
 BASE = 'phases = [{ name = "s", kind = "steady", rate = 10, duration = "1s" }]\n[target]\nurl = "http://127.0.0.1:1"\n'
@@ -115,6 +119,10 @@ BASE = 'phases = [{ name = "s", kind = "steady", rate = 10, duration = "1s" }]\n
     ('[target]\nurl = "http://x:1"\n[[phases]]\nname = "a"\nkind = "idle"\nduration = "1s"\n'
      '[[phases]]\nname = "a"\nkind = "idle"\nduration = "1s"', "phases[1].name: 'a' is already the name"),
     ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "idle"\nduration = "0s"', "phases[0].duration: must be longer"),
+    ('[target]\nurl = "http://x:1"\n[[requests]]\nname = "a"\n[[phases]]\nkind = "steady"\nrate = 1\n'
+     'duration = "1s"\nrequests = ["b"]', "phases[0].requests: no [[requests]] named 'b' (there are: a)"),
+    ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "steady"\nrate = 1\nduration = "1s"\nrequests = "a"',
+     "phases[0].requests: expected a list of request names"),
 ])
 def test_bad_scenarios_name_the_field_and_what_is_allowed(text: str, message: str) -> None:
     with pytest.raises(ScenarioError) as info:
