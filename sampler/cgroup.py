@@ -100,6 +100,20 @@ class CgroupInfo:
         return self.dir / _FILES[self.version]["usage"]
 
 
+@dataclass(frozen=True)
+class Limit:
+    """The memory limit that bites first, and where it comes from.
+
+    A container's or pod's own cgroup is often unlimited (``max``) while its
+    parent carries the limit: ``own`` alone would report no limit at all.
+    """
+
+    bytes: int | None  # the lowest limit of this cgroup and its ancestors; None: none anywhere
+    own: int | None  # this cgroup's own memory.max (v2) / memory.limit_in_bytes (v1)
+    source: str | None  # hierarchy path of the cgroup whose limit ``bytes`` is
+    kind: str | None  # "max" (OOM kill past it) or "high" (v2 memory.high: reclaimed and throttled)
+
+
 # ---------------------------------------------------------------- discovery
 
 
@@ -505,6 +519,7 @@ class MemoryCgroup:
             may_reset = owned if allow_peak_reset is None else allow_peak_reset
             self._try_open("peak", names["peak"], os.O_RDWR if may_reset else os.O_RDONLY)
             self.peak_resettable = may_reset and "peak" in self._fds and self._fd_writable("peak")
+        self._open_limit_files()
         self.psi_scope = None
         if info.version == 2 and self._try_open("psi", names["psi"]):
             self.psi_scope = "cgroup"
@@ -596,23 +611,78 @@ class MemoryCgroup:
 
     def read_effective_limit(self) -> int | None:
         """The tightest limit of this cgroup and its ancestors (what will actually bite)."""
+        return self.read_limits().bytes
+
+    def read_limits(self) -> Limit:
+        """The effective limit: v2 the lowest memory.max or memory.high of this cgroup
+        and its ancestors, v1 the kernel's hierarchical_memory_limit. Raises CgroupGone."""
+        own = self.read_limit()
         if self.version == 1:
             raw = _parse_kv(self._read("stat") or b"")
-            value = raw.get("hierarchical_memory_limit")
-            if value is not None:
-                return None if value >= _V1_UNLIMITED else value
-            return self.read_limit()
-        best = self.read_limit()
-        d = self.info.dir.parent
-        while (d / "memory.max").exists():
+            hier = raw.get("hierarchical_memory_limit")
+            value = None if hier is None or hier >= _V1_UNLIMITED else hier
+            if value is None or value == own:
+                return Limit(own, own, self.info.path if own is not None else None,
+                             "max" if own is not None else None)
+            return Limit(value, own, self._v1_limit_source(value), "max")
+        best: tuple[int, str, str] | None = None
+        for hpath, key in self._limit_files:
             try:
-                text = (d / "memory.max").read_text().strip()
-            except OSError:
+                data = os.pread(self._fds[key], 64, 0).strip()
+            except OSError as exc:
+                if key.startswith("max@0") and exc.errno in (errno.ENODEV, errno.ENOENT):
+                    raise CgroupGone(f"cgroup {self.info.dir} was removed") from None
+                continue
+            if not data or data == b"max":
+                continue
+            value = int(data)
+            kind = "high" if key.startswith("high@") else "max"
+            # Lowest wins; at a tie the nearer cgroup and memory.max (the kill) first.
+            if best is None or value < best[0]:
+                best = (value, hpath, kind)
+        if best is None:
+            return Limit(None, own, None, None)
+        return Limit(best[0], own, best[1], best[2])
+
+    def _open_limit_files(self) -> None:
+        """v2: keep memory.max and memory.high of this cgroup and every ancestor
+        open (up to the mount's root, which has neither), nearest first."""
+        self._limit_files: list[tuple[str, str]] = []
+        if self.version != 2:
+            return
+        d, hpath, depth = self.info.dir, self.info.path, 0
+        while (d / "memory.max").exists():
+            for name in ("max", "high"):
+                key = f"{name}@{depth}"
+                if depth == 0 and name == "max" and "limit" in self._fds:
+                    self._fds[key] = os.dup(self._fds["limit"])
+                elif not self._try_open(key, str(d / f"memory.{name}")):
+                    continue
+                self._limit_files.append((hpath, key))
+            if d.parent == d:
                 break
-            if text != "max":
-                best = int(text) if best is None else min(best, int(text))
-            d = d.parent
-        return best
+            d, depth = d.parent, depth + 1
+            hpath = hpath.rsplit("/", 1)[0] or "/"
+
+    def _v1_limit_source(self, value: int) -> str | None:
+        """The nearest v1 cgroup (this one or an ancestor) whose own limit is ``value``."""
+        cached = getattr(self, "_v1_source", None)
+        if cached is not None and cached[0] == value:
+            return cached[1]
+        d, hpath, found = self.info.dir.parent, self.info.path, None
+        hpath = hpath.rsplit("/", 1)[0] or "/"
+        while (d / "memory.limit_in_bytes").exists():
+            try:
+                if int((d / "memory.limit_in_bytes").read_text()) == value:
+                    found = hpath
+                    break
+            except (OSError, ValueError):
+                break
+            if d.parent == d or hpath == "/":
+                break
+            d, hpath = d.parent, hpath.rsplit("/", 1)[0] or "/"
+        self._v1_source = (value, found)
+        return found
 
     def read_peak(self) -> int | None:
         """Highest usage since the last reset_peak() when ``peak_resettable``,

@@ -250,7 +250,7 @@ class Sampler:
         old, self.cg = self.cg, new
         self.membership.follow_cgroup(new, members=False)
         self.detail.cg = new
-        self.detail.oom_prev = None  # the new cgroup's OOM counter is a new baseline, not news
+        self.detail.rebaseline_events()  # the new cgroup's counters are a new baseline, not news
         try:
             # Primes the peak and OOM baselines; publishes limit_change if its limit differs.
             self.detail.read_cgroup({}, {}, time.monotonic_ns(), time.monotonic_ns())
@@ -435,6 +435,10 @@ class Sampler:
         if self.cg is not None:
             cg = {"version": self.cg.version, "path": self.cg.info.path, "limit": self.detail.limit,
                   "owned": self.cg.owned}
+            lim = self.detail.limits
+            if lim is not None:
+                # limit is the effective one; these say whose it is.
+                cg.update(limit_own=lim.own, limit_from=lim.source, limit_kind=lim.kind)
         body.update(
             session=self.session,
             host=socket.gethostname(),
@@ -771,6 +775,7 @@ class Sampler:
                 self._reap_child(t)
             self._flush_samples()
             if self.first_t is not None:
+                self.detail.final = True
                 self._detail(time.monotonic_ns())
             self._drain_inlet()
             self._batch_work(time.monotonic_ns())
