@@ -99,6 +99,15 @@ class CgroupInfo:
         """memory.usage_in_bytes (v1) or memory.current (v2): what the hot loop reads."""
         return self.dir / _FILES[self.version]["usage"]
 
+    @property
+    def v2_root(self) -> bool:
+        """The root of a cgroup v2 hierarchy: the kernel keeps no memory.current (nor
+        max, peak, events) there, only memory.stat; usage is summed from it."""
+        return self.version == 2 and not self.usage_file.exists() and (self.dir / "memory.stat").exists()
+
+    def has_memory(self) -> bool:
+        return self.usage_file.exists() or self.v2_root
+
 
 @dataclass(frozen=True)
 class Limit:
@@ -266,7 +275,7 @@ def _reachable(mounts: list[_Mount], path: str | None) -> CgroupInfo | None:
     if not mounts or path is None or not path.startswith("/"):
         return None
     info = _join(mounts, path)
-    if info is None or not info.usage_file.exists():
+    if info is None or not info.has_memory():
         return None
     return info
 
@@ -378,10 +387,43 @@ def resolve(path: str, *, root: Path | str = "/") -> CgroupInfo:
             info = _join(mounts, "/" + str(p).strip("/"))
     else:
         info = _join(mounts, "/" + path.strip("/"))
-    if info is None or not info.dir.is_dir() or not info.usage_file.exists():
+    if info is None or not info.dir.is_dir() or not info.has_memory():
         where = info.dir if info is not None else path
-        raise CgroupError(f"no memory cgroup at {where}; list them with ls {top}")
+        raise CgroupError(_no_memory_here(Path(where), top))
     return info
+
+
+def _no_memory_here(d: Path, top: Path | None) -> str:
+    """Why ``d`` is no memory cgroup, and what to do about it.
+
+    The usual v2 case: a cgroup whose parent does not hand the memory controller
+    down (no +memory in the parent's cgroup.subtree_control), so it has no
+    memory.* files; every ancestor on the way needs it."""
+    listing = f"; list them with ls {top}" if top is not None else ""
+    if not (d / "cgroup.procs").exists() or not (d / "cgroup.controllers").exists():
+        return f"no memory cgroup at {d}{listing}"
+    missing: list[Path] = []
+    parent = d.parent
+    while (parent / "cgroup.subtree_control").exists():
+        try:
+            enabled = (parent / "cgroup.subtree_control").read_text().split()
+        except OSError:
+            break
+        if "memory" in enabled:
+            break
+        missing.append(parent)
+        if parent.parent == parent or not (parent / "cgroup.controllers").exists():
+            break
+        parent = parent.parent
+    if not missing:
+        return f"no memory cgroup at {d}{listing}"
+    steps = "; ".join(f"echo +memory > {p / 'cgroup.subtree_control'}" for p in reversed(missing))
+    return (
+        f"{d} has no memory controller: its parent {d.parent} does not enable it for its children "
+        f"(no +memory in {d.parent / 'cgroup.subtree_control'}); enable it with: {steps} "
+        "(cgroup v2 refuses that for a cgroup that holds processes itself: move them into a child first; "
+        "under systemd, MemoryAccounting=yes on the unit or slice does it)"
+    )
 
 
 def unit_cgroup(unit: str, *, root: Path | str = "/", systemctl: str = "systemctl") -> CgroupInfo:
@@ -444,6 +486,15 @@ def _parse_kv(data: bytes) -> dict[str, int]:
     return out
 
 
+def _root_usage(stat: dict[str, int]) -> int:
+    """What memory.current would say at the v2 root: user pages (anon, file), kernel
+    memory ("kernel", 5.18+, or its parts before) and network buffers, from memory.stat."""
+    kernel = stat.get("kernel")
+    if kernel is None:
+        kernel = sum(stat.get(k, 0) for k in ("kernel_stack", "pagetables", "percpu", "slab", "vmalloc"))
+    return stat.get("anon", 0) + stat.get("file", 0) + kernel + stat.get("sock", 0)
+
+
 def _parse_psi(data: bytes) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in data.decode().splitlines():
@@ -464,6 +515,7 @@ class MemoryCgroup:
     usage_fd: int  # for the hot loop: os.pread(usage_fd, 64, 0)
     owned: bool  # created by us: we may reset its peak and must remove it
     peak_resettable: bool  # read_peak() is since the last reset_peak(), not since creation
+    v2_root: bool  # the root of a v2 hierarchy: usage from memory.stat, no usage_fd
     psi_scope: str | None  # "cgroup", "system" (v1 falls back to /proc/pressure) or None
 
     def __init__(
@@ -484,11 +536,13 @@ class MemoryCgroup:
         self._root = Path(root)
         self._fds: dict[str, int] = {}
         names = _FILES[info.version]
+        self.v2_root = info.v2_root
         try:
-            self.usage_fd = self._open("usage", names["usage"])
+            # The v2 root has no usage file: the hot loop calls read_usage() instead.
+            self.usage_fd = -1 if self.v2_root else self._open("usage", names["usage"])
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                raise CgroupError(f"no memory cgroup at {info.dir}") from None
+                raise CgroupError(_no_memory_here(info.dir, None)) from None
             raise CgroupError(f"cannot open {info.dir / names['usage']}: {exc.strerror} (run as root?)") from None
         for key in ("stat", "limit", "oom", "failcnt", "events"):
             if key in names:
@@ -579,6 +633,8 @@ class MemoryCgroup:
             raise
 
     def read_usage(self) -> int:
+        if self.v2_root:
+            return _root_usage(_parse_kv(self._read("stat") or b""))
         return int(self._read("usage") or b"0")
 
     def read_stat(self) -> dict[str, int]:
@@ -586,7 +642,7 @@ class MemoryCgroup:
         plus ``usage`` and ``working_set`` (usage - inactive_file, floored at 0:
         what the kubelet evicts on)."""
         raw = _parse_kv(self._read("stat") or b"")
-        usage = self.read_usage()
+        usage = _root_usage(raw) if self.v2_root else self.read_usage()
         if self.version == 1:
             # total_* include descendants (use_hierarchy=1); plain keys do not.
             hier = any(k.startswith("total_") for k in raw)
@@ -757,7 +813,7 @@ class MemoryCgroup:
         return out
 
     def exists(self) -> bool:
-        return self.info.usage_file.exists()
+        return self.info.has_memory()
 
     def close(self) -> None:
         for fd in self._fds.values():

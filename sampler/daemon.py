@@ -728,6 +728,8 @@ class Sampler:
         mono = time.monotonic_ns
         fds = self.tree.fds
         cgfd = self.auto.fd if self.auto.fd >= 0 else self.cg.usage_fd if self.cg is not None else -1
+        # The v2 root cgroup has no usage file: its usage is summed from memory.stat.
+        cg_read = self.cg.read_usage if self.cg is not None and cgfd < 0 else None
         times, rss_col, cg_col = self.batch.times, self.batch.rss, self.batch.cgu
         t_append, r_append, c_append = times.append, rss_col.append, cg_col.append
         page = PAGE_SIZE
@@ -757,6 +759,11 @@ class Sampler:
                 try:
                     c_append(int(pread(cgfd, 32, 0)))
                 except OSError:
+                    c_append(0)
+            elif cg_read is not None:
+                try:
+                    c_append(cg_read())
+                except (OSError, ValueError, cgroup.CgroupError):
                     c_append(0)
             samples += 1
             if dead:

@@ -140,7 +140,7 @@ class DetailTier:
         self.limits = limits
         if limit != self.limit:
             self._event(t, protocol.EV_LIMIT_CHANGE, old=self.limit, new=limit,
-                        **{"from": limits.source, "kind": limits.kind})
+                        limit_from=limits.source, limit_kind=limits.kind)
             self.limit = limit
         sampled = imax.get(protocol.SERIES_CG_USAGE)
         if cg.peak_resettable:

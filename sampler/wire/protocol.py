@@ -49,7 +49,7 @@ a key is absent when the host cannot provide it):
             in the background for a process that joined the tree, shortly after its proc_start);
             proc_exit {pid, code | signal, oom: bool}; oom_kill {pid (when known), count,
             last_bytes (last sampled usage of the headline series)}; restart {pid, old_pid};
-            hwm_spike {series, bytes, t_from, t_to, sampled_max}; limit_change {old, new, from, kind}
+            hwm_spike {series, bytes, t_from, t_to, sampled_max}; limit_change {old, new, limit_from, limit_kind}
             (the effective limit, as hello's); memory_events {t_from, totals, and the rise since
             t_from of each counter that rose: high, max, oom, oom_kill — v2 memory.events, v1
             max = failcnt; at most one a second unless oom or oom_kill rose};
