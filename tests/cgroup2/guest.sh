@@ -16,8 +16,10 @@ echo +memory > "$cg/cgroup.subtree_control" || { echo "guest: cannot enable +mem
 echo "guest: kernel $(uname -r), cgroup2 controllers: $(cat "$cg/cgroup.subtree_control")"
 cd "$repo" || exit 93
 # No bytecode or cache writes: they would only land in the overlay.
-export PYTHONDONTWRITEBYTECODE=1 SPIKEWATCH_REQUIRE_CGROUPS=1 SPIKEWATCH_LANE_CGROUP2=1
-"$python" -m pytest -p no:cacheprovider -m "cgroup or cgroup2" "$@"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 SPIKEWATCH_REQUIRE_CGROUPS=1 SPIKEWATCH_LANE_CGROUP2=1
+# The emulated CPU is many times slower: deadlines for something to happen stretch.
+export SPIKEWATCH_TEST_TIME_SCALE="${SPIKEWATCH_TEST_TIME_SCALE:-8}"
+"$python" -m pytest -p no:cacheprovider -m "cgroup or cgroup2" --timeout 900 "$@"
 rc=$?
 echo "guest: pytest exit $rc"
 exit $rc

@@ -52,6 +52,11 @@ if [[ "$repo" == *" "* ]]; then
     exit 1
 fi
 
+# The guest cannot write bytecode next to the sources (read-only there): compile
+# it here once, or every interpreter in the guest compiles the project again.
+"$venv/bin/python" -m compileall -q "$repo/sampler" "$repo/driver" "$repo/analysis" "$repo/spikewatch" \
+    "$repo/tests" >/dev/null || true
+
 failed=0
 summaries=()
 for k in "${kernels[@]}"; do
@@ -59,7 +64,7 @@ for k in "${kernels[@]}"; do
     log="${TMPDIR:-/tmp}/spikewatch-cgroup2-$ver.log"
     echo "cgroup2 lane: booting $ver (emulated; log $log)"
     start=$(date +%s)
-    cmd="sh $here/guest.sh $repo $venv/bin/python -q -rs ${PYTEST_ARGS:-} ${files[*]}"
+    cmd="sh $here/guest.sh $repo $venv/bin/python -q -rfEs --durations=8 ${PYTEST_ARGS:-} ${files[*]}"
     timeout --kill-after=10 "$timeout_s" vng --disable-kvm --force-9p --run "$k" \
         --memory 2G --cpus 2 --exec "$cmd" </dev/null >"$log" 2>&1
     rc=$?

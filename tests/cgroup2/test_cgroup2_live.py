@@ -20,6 +20,7 @@ import pytest
 from sampler import cgroup as cgm
 from sampler import protocol
 from tests.support.sampler import MiB, Stream, run_sample, spawn_sample, write_script
+from tests.support.waiting import scaled
 
 pytestmark = pytest.mark.cgroup2
 
@@ -93,7 +94,8 @@ def test_oom_kill_is_an_event_after_every_sample_before_it(tmp_path, endpoints) 
     start = max(window[0], s.times[0])
     taken = sum(1 for t in s.times if start <= t <= window[1])
     missed = sum(e["missed"] for e in s.events(protocol.EV_OVERRUN) if start <= e["t"] <= window[1])
-    assert taken + missed >= 0.95 * (window[1] - start) / period - 2, (taken, missed)
+    # (overrun events fold a burst of misses into one: allow a few percent)
+    assert taken + missed >= 0.9 * (window[1] - start) / period, (taken, missed)
     # memory.events said it too: limit hits (max), the OOM and the kill.
     mev = s.events(protocol.EV_MEMORY_EVENTS)
     assert sum(e.get("oom_kill", 0) for e in mev) == 1, mev
@@ -111,7 +113,7 @@ def test_memory_events_high_then_max_oom_and_kill(tmp_path, endpoints, v2cg) -> 
     try:
         assert "journal" in p.stderr.readline()
         child = cgm.spawn_in(cg, [sys.executable, str(script), "8", "96"], stdout=subprocess.PIPE, text=True)
-        out, _ = child.communicate(timeout=120)
+        out, _ = child.communicate(timeout=scaled(120))
         assert child.returncode == -9 and "survived" not in out
         # Until the sampler has seen the kill (the cgroup is ours to remove only afterwards).
         deadline = time.monotonic() + 60
@@ -151,33 +153,39 @@ SPIKE = """
         print("spike", n, t0, time.monotonic_ns(), flush=True)
     sys.stdin.readline()
 """
+PERIOD_NS = 2_000_000_000  # a 60 MiB spike lasts far less than one sampling period
 
 
-def _two_spikes(tmp_path: Path, endpoints: dict[str, str], cg: cgm.MemoryCgroup) -> tuple[Stream, str]:
-    """Two 60 MiB spikes, each freed at once, one sampled interval (250 ms) apart or more."""
+def _two_spikes(tmp_path: Path, endpoints: dict[str, str], cg: cgm.MemoryCgroup) -> tuple[Stream, list[tuple[int, int]]]:
+    """Two 60 MiB spikes over a 20 MiB base, each freed at once, a few periods apart,
+    sampled every 2 s: the samples almost never see them. Returns the journal and
+    each spike's (start, end)."""
     script = write_script(tmp_path, "spike.py", SPIKE)
     child = cgm.spawn_in(cg, [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     journal = tmp_path / "spike.journal"
     p = None
+    spans = []
     try:
         assert child.stdout.readline().startswith("held")
-        p = spawn_sample(endpoints, "--cgroup", str(cg.info.dir), "--period", "250ms", "--journal", str(journal))
+        p = spawn_sample(endpoints, "--cgroup", str(cg.info.dir), "--period", "2s", "--journal", str(journal))
         assert "journal" in p.stderr.readline()
-        out = ""
         for _ in range(2):
-            time.sleep(1.0)
+            time.sleep(3 * PERIOD_NS / 1e9)
             child.stdin.write("go\n")
             child.stdin.flush()
-            out += child.stdout.readline()
-        time.sleep(1.5)
+            _, _, t0, t1 = child.stdout.readline().split()
+            spans.append((int(t0), int(t1)))
+        time.sleep(3 * PERIOD_NS / 1e9)
+        p.terminate()
+        p.communicate(timeout=scaled(60))
     finally:
         child.kill()
         child.wait()
-        if p is not None:
-            p.terminate()
-            p.communicate(timeout=60)
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
     assert p.returncode == 0
-    return Stream.from_journal(journal), out
+    return Stream.from_journal(journal), spans
 
 
 def test_spike_between_samples_found_through_memory_peak(tmp_path, endpoints, v2cg) -> None:
@@ -194,30 +202,36 @@ def test_spike_between_samples_found_through_memory_peak(tmp_path, endpoints, v2
                 assert exc.value.errno in (errno.EIO, errno.EINVAL, errno.EACCES)
             finally:
                 os.close(fd)
-    s, out = _two_spikes(tmp_path, endpoints, cg)
-    stamps = [line.split() for line in out.splitlines() if line.startswith("spike")]
-    assert len(stamps) == 2
-    base = min(s.series["cg_usage"])
+    s, spans = _two_spikes(tmp_path, endpoints, cg)
+    base = s.values("cg_usage", 0, spans[0][0])
+    assert base and 20 * MiB <= max(base) < 40 * MiB
+    top = max(base) + 50 * MiB
     spikes = [e for e in s.events(protocol.EV_HWM_SPIKE) if e["series"] == "cg_usage"]
-    # The first one: the kernel's peak above every sample of its interval.
-    assert spikes, s.events()
-    assert spikes[0]["bytes"] >= base + 55 * MiB and spikes[0]["sampled_max"] < spikes[0]["bytes"]
-    t0, t1 = int(stamps[0][2]), int(stamps[0][3])
-    assert spikes[0]["t_from"] <= t1 and spikes[0]["t_to"] >= t0
     details = s.topic(protocol.DETAIL)
+
+    def found(t0: int, t1: int) -> bool:
+        """No peak lost: a sample inside the spike saw it, or the kernel's peak did."""
+        seen = s.values("cg_usage", t0, t1)
+        return (bool(seen) and max(seen) >= top) or any(
+            e["bytes"] >= top and e["t_from"] <= t1 and e["t_to"] >= t0 for e in spikes)
+
+    assert found(*spans[0]), (spans, spikes)
     if PER_FD_PEAK_RESET:
-        # Each interval has its own peak: the second spike of the same height is found too,
-        # and cg_peak (this interval's) is back near the base afterwards.
-        assert len(spikes) == 2, spikes
-        assert spikes[1]["bytes"] >= base + 55 * MiB and spikes[1]["t_to"] >= int(stamps[1][2])
-        assert "cg_peak" in details[-1] and details[-1]["cg_peak"] < base + 20 * MiB
+        # Every interval has its own peak (cg_peak): the interval of each spike shows
+        # it, the others the base; the second spike, no higher than the first, is found too.
+        for t0, t1 in spans:
+            covering = [d for d in details if d["t"] >= t1][:1]
+            assert covering and covering[0]["cg_peak"] >= top, (t0, t1, covering)
+            assert found(t0, t1)
+        assert min(d["cg_peak"] for d in details[1:]) < max(base) + 20 * MiB
     else:
-        # The stated fallback: the peak since the cgroup was made only tells of a new
-        # maximum, so the second spike of the same height goes unseen.
-        assert len(spikes) == 1, spikes
+        # The stated fallback: the peak since the cgroup was made tells only of a new
+        # maximum; a second spike no higher than the first shows as no rise at all.
         assert all("cg_peak" not in d for d in details)
-    # Nobody else's view changed: a fresh descriptor still reads the all-time peak.
-    assert int((cg.info.dir / "memory.peak").read_text()) >= base + 55 * MiB
+        assert not any(e["t_to"] >= spans[1][0] and e["bytes"] >= top for e in spikes
+                       if e["t_from"] >= spans[0][1]), spikes
+    # Nobody else's view changed: a fresh reader still gets the all-time peak.
+    assert int((cg.info.dir / "memory.peak").read_text()) >= top
 
 
 def test_working_set_is_usage_minus_inactive_file(tmp_path, endpoints, v2cg) -> None:
@@ -242,11 +256,23 @@ def test_working_set_is_usage_minus_inactive_file(tmp_path, endpoints, v2cg) -> 
         child.kill()
         child.wait()
     d = Stream.from_journal(journal).topic(protocol.DETAIL)[-1]
-    assert d["cg_file"] >= 24 * MiB and d["cg_inactive_file"] >= 8 * MiB, d
+    assert d["cg_file"] >= 24 * MiB, d
     # The kubelet's working set: what eviction and `kubectl top` go by.
     assert d["cg_working_set"] == d["cg_usage"] - d["cg_inactive_file"]
-    assert d["cg_working_set"] < d["cg_usage"]
     assert d["cg_anon"] >= 20 * MiB and d["rss_anon"] >= 20 * MiB  # beside the processes' RSS
+    if _multigen_lru():
+        # The multi-generation LRU (on by default in Debian's 6.12) counts fresh pages
+        # as active: nothing inactive yet, so the working set is all of usage.
+        assert d["cg_inactive_file"] >= 0 and d["cg_working_set"] <= d["cg_usage"]
+    else:
+        assert d["cg_inactive_file"] >= 8 * MiB and d["cg_working_set"] < d["cg_usage"] - 8 * MiB
+
+
+def _multigen_lru() -> bool:
+    try:
+        return int(Path("/sys/kernel/mm/lru_gen/enabled").read_text(), 16) != 0
+    except (OSError, ValueError):
+        return False
 
 
 def test_limit_creates_and_removes_its_own_cgroup(tmp_path, endpoints) -> None:

@@ -63,7 +63,7 @@ def test_cgroup_target_and_cg_usage(tmp_path, endpoints):
         import sys, time
         x = b"\\x01" * (30 << 20)
         print("held", time.monotonic_ns(), flush=True)
-        time.sleep(3)
+        time.sleep(600)  # until killed: the sampler may take seconds to start on a slow machine
     """)
     cg = cgroup.create_limited(256 * MiB, f"swtest-target-{time.monotonic_ns()}")
     child = cgroup.spawn_in(cg, [sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
@@ -137,7 +137,7 @@ def test_pid_with_its_cgroup(tmp_path, endpoints):
         import time
         x = b"\\x01" * (24 << 20)
         print("held", time.monotonic_ns(), flush=True)
-        time.sleep(3)
+        time.sleep(600)  # until killed: the sampler may take seconds to start on a slow machine
     """)
     cg = cgroup.create_limited(256 * MiB, f"swtest-pidcg-{time.monotonic_ns()}")
     a = cgroup.spawn_in(cg, [sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
