@@ -272,11 +272,17 @@ class Target(TypedDict):
     pids: list[int]
 
 
-class CgroupInfo(TypedDict):
+class _CgroupCore(TypedDict):
     version: int
     path: str
-    limit: int | None
+    limit: int | None  # the effective limit: the lowest up the tree
     owned: bool
+
+
+class CgroupInfo(_CgroupCore, total=False):
+    limit_own: int | None  # the cgroup's own (None: "max")
+    limit_from: str | None  # hierarchy path of the cgroup that sets ``limit``
+    limit_kind: str | None  # "max" or "high" (v2 memory.high)
 
 
 class HeapMetricInfo(TypedDict):
@@ -436,10 +442,27 @@ class HwmSpike(TypedDict):
     sampled_max: int
 
 
-class LimitChange(TypedDict):
+class _LimitChangeCore(TypedDict):
     kind: Literal["limit_change"]
     old: int | None
     new: int | None
+
+
+class LimitChange(_LimitChangeCore, total=False):
+    limit_from: str
+    limit_kind: str
+
+
+class MemoryEvents(TypedDict, total=False):
+    """Rises of the cgroup's memory.events counters (v1: failcnt as ``max``) since ``t_from``."""
+
+    kind: Literal["memory_events"]
+    t_from: int
+    totals: dict[str, int]
+    high: int
+    max: int
+    oom: int
+    oom_kill: int
 
 
 class Overrun(TypedDict):
@@ -474,8 +497,10 @@ class ProcChurn(TypedDict):
     members: int
 
 
-EventFields = (ProcStart | ProcExit | OomKill | Restart | HwmSpike | LimitChange | Overrun | JournalError
-               | Build | ProcChurn)
+EventFields = (
+    ProcStart | ProcExit | OomKill | Restart | HwmSpike | LimitChange | Overrun | JournalError | Build | ProcChurn
+    | MemoryEvents
+)
 
 
 class Event(Header, total=False):

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from spikewatch.sampler import cgroup as cgm
+from spikewatch.sampler.wire import protocol
 
-from sampler import cgroup as cgm
-from sampler import protocol
 from tests.support.sampler import MiB, Stream, run_sample, spawn_sample, write_script
 from tests.support.waiting import scaled
 
@@ -66,8 +66,19 @@ GROW = """
 def test_oom_kill_is_an_event_after_every_sample_before_it(tmp_path, endpoints) -> None:
     script = write_script(tmp_path, "grow.py", GROW)
     journal = tmp_path / "oom.journal"
-    res = run_sample(endpoints, "--limit", "64M", "--journal", str(journal), "--",
-                     sys.executable, str(script), "4", "200", timeout=180)
+    res = run_sample(
+        endpoints,
+        "--limit",
+        "64M",
+        "--journal",
+        str(journal),
+        "--",
+        sys.executable,
+        str(script),
+        "4",
+        "200",
+        timeout=180,
+    )
     assert res.returncode == 128 + 9, res.stderr
     assert "survived" not in res.stdout
     s = Stream.from_journal(journal)
@@ -156,7 +167,9 @@ SPIKE = """
 PERIOD_NS = 2_000_000_000  # a 60 MiB spike lasts far less than one sampling period
 
 
-def _two_spikes(tmp_path: Path, endpoints: dict[str, str], cg: cgm.MemoryCgroup) -> tuple[Stream, list[tuple[int, int]]]:
+def _two_spikes(
+    tmp_path: Path, endpoints: dict[str, str], cg: cgm.MemoryCgroup
+) -> tuple[Stream, list[tuple[int, int]]]:
     """Two 60 MiB spikes over a 20 MiB base, each freed at once, a few periods apart,
     sampled every 2 s: the samples almost never see them. Returns the journal and
     each spike's (start, end)."""
@@ -213,7 +226,8 @@ def test_spike_between_samples_found_through_memory_peak(tmp_path, endpoints, v2
         """No peak lost: a sample inside the spike saw it, or the kernel's peak did."""
         seen = s.values("cg_usage", t0, t1)
         return (bool(seen) and max(seen) >= top) or any(
-            e["bytes"] >= top and e["t_from"] <= t1 and e["t_to"] >= t0 for e in spikes)
+            e["bytes"] >= top and e["t_from"] <= t1 and e["t_to"] >= t0 for e in spikes
+        )
 
     assert found(*spans[0]), (spans, spikes)
     if PER_FD_PEAK_RESET:
@@ -228,8 +242,9 @@ def test_spike_between_samples_found_through_memory_peak(tmp_path, endpoints, v2
         # The stated fallback: the peak since the cgroup was made tells only of a new
         # maximum; a second spike no higher than the first shows as no rise at all.
         assert all("cg_peak" not in d for d in details)
-        assert not any(e["t_to"] >= spans[1][0] and e["bytes"] >= top for e in spikes
-                       if e["t_from"] >= spans[0][1]), spikes
+        assert not any(e["t_to"] >= spans[1][0] and e["bytes"] >= top for e in spikes if e["t_from"] >= spans[0][1]), (
+            spikes
+        )
     # Nobody else's view changed: a fresh reader still gets the all-time peak.
     assert int((cg.info.dir / "memory.peak").read_text()) >= top
 
@@ -237,12 +252,16 @@ def test_spike_between_samples_found_through_memory_peak(tmp_path, endpoints, v2
 def test_working_set_is_usage_minus_inactive_file(tmp_path, endpoints, v2cg) -> None:
     cg = v2cg(512 * MiB)
     f = tmp_path / "cache.bin"
-    hold = write_script(tmp_path, "hold.py", """
+    hold = write_script(
+        tmp_path,
+        "hold.py",
+        """
         import time
         x = b"\\x01" * (24 << 20)
         print("held", flush=True)
         time.sleep(60)
-    """)
+    """,
+    )
     child = cgm.spawn_in(cg, [sys.executable, str(hold)], stdout=subprocess.PIPE, text=True)
     journal = tmp_path / "ws.journal"
     try:
@@ -279,16 +298,32 @@ def test_limit_creates_and_removes_its_own_cgroup(tmp_path, endpoints) -> None:
     journal = tmp_path / "limit.journal"
     parent = cgm.cgroup_of_pid(os.getpid())
     assert parent is not None
-    res = run_sample(endpoints, "--limit", "48M", "--journal", str(journal), "--",
-                     "sh", "-c", "cat /proc/self/cgroup; cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.max")
+    res = run_sample(
+        endpoints,
+        "--limit",
+        "48M",
+        "--journal",
+        str(journal),
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup; cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/memory.max",
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.split()
     inside = lines[0].removeprefix("0::")
     assert lines[0].startswith("0::/") and Path(inside).name.startswith("spikewatch-")
     assert lines[1] == str(48 * MiB)
     hello = Stream.from_journal(journal).topic(protocol.HELLO)[-1]["cgroup"]
-    assert hello == {**hello, "version": 2, "path": inside, "owned": True, "limit": 48 * MiB,
-                     "limit_own": 48 * MiB, "limit_kind": "max"}
+    assert hello == {
+        **hello,
+        "version": 2,
+        "path": inside,
+        "owned": True,
+        "limit": 48 * MiB,
+        "limit_own": 48 * MiB,
+        "limit_kind": "max",
+    }
     assert not Path("/sys/fs/cgroup" + inside).exists()  # removed at exit
 
 
@@ -300,9 +335,24 @@ def test_limit_from_a_cgroup_of_its_own_moves_into_a_leaf(tmp_path, endpoints) -
     home.mkdir()
     try:
         script = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
-        argv = [*["sh", "-c", script, "join", str(home)], sys.executable, "-m", "spikewatch", "sample",
-                "--publish", endpoints["publish"], "--inlet", endpoints["inlet"], "--journal", str(tmp_path / "j"),
-                "--limit", "32M", "--", "cat", "/proc/self/cgroup"]
+        argv = [
+            *["sh", "-c", script, "join", str(home)],
+            sys.executable,
+            "-m",
+            "spikewatch",
+            "sample",
+            "--publish",
+            endpoints["publish"],
+            "--inlet",
+            endpoints["inlet"],
+            "--journal",
+            str(tmp_path / "j"),
+            "--limit",
+            "32M",
+            "--",
+            "cat",
+            "/proc/self/cgroup",
+        ]
         res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
         inside = res.stdout.strip().removeprefix("0::")
@@ -348,5 +398,3 @@ def test_the_root_cgroup_is_sampled_from_its_stat(tmp_path, endpoints) -> None:
     assert min(usage) > 16 * MiB  # at least this interpreter and the sampler
     d = s.topic(protocol.DETAIL)[-1]
     assert d["cg_limit"] is None and d["cg_anon"] > 0
-
-

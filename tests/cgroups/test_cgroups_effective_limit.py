@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
+from spikewatch.analysis import reader, report
+from spikewatch.sampler import cgroup as cgm
+from spikewatch.sampler.wire import protocol
 
-from analysis import reader, report
-from sampler import cgroup as cgm
-from sampler import protocol
 from tests.support.cgroups import needs_cgroup, nested
 from tests.support.sampler import MiB, Stream, run_sample, write_script
 
@@ -52,12 +52,16 @@ def test_unlimited_child_reports_the_parents_limit(parent) -> None:
 
 def test_sampler_reports_headroom_against_the_inherited_limit(parent, tmp_path, endpoints) -> None:
     inner = nested(parent, "app")
-    script = write_script(tmp_path, "hold.py", """
+    script = write_script(
+        tmp_path,
+        "hold.py",
+        """
         import time
         x = b"\\x01" * (40 << 20)
         print("held", flush=True)
         time.sleep(30)
-    """)
+    """,
+    )
     info = cgm.resolve(str(inner))
     child = cgm.spawn_in(info, [sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     journal = tmp_path / "eff.journal"
