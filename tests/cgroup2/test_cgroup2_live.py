@@ -116,24 +116,31 @@ def test_oom_kill_is_an_event_after_every_sample_before_it(tmp_path, endpoints) 
 
 
 def test_memory_events_high_then_max_oom_and_kill(tmp_path, endpoints, v2cg) -> None:
-    # memory.high throttles (counted as "high"), memory.max kills past it.
-    cg = v2cg(64 * MiB, high=str(40 * MiB))
+    # Page cache past memory.high is reclaimed (counted as "high"); anonymous memory
+    # past memory.max, with no swap, is OOM-killed ("max", "oom", "oom_kill"). Anonymous
+    # memory held above memory.high instead would be throttled for seconds a page.
+    cg = v2cg(64 * MiB, high=str(24 * MiB))
     script = write_script(tmp_path, "grow.py", GROW)
     journal = tmp_path / "events.journal"
-    p = spawn_sample(endpoints, "--cgroup", str(cg.info.dir), "--journal", str(journal), "--duration", "120s")
+    p = spawn_sample(endpoints, "--cgroup", str(cg.info.dir), "--journal", str(journal), "--duration", "600s")
     try:
         assert "journal" in p.stderr.readline()
+        w = cgm.spawn_in(cg, ["dd", "if=/dev/zero", f"of={tmp_path / 'cache.bin'}", "bs=1M", "count=64", "status=none"])
+        assert w.wait(scaled(60)) == 0
+        assert cg.read_oom()["high"] > 0
+        (cg.info.dir / "memory.high").write_text("max")
         child = cgm.spawn_in(cg, [sys.executable, str(script), "8", "96"], stdout=subprocess.PIPE, text=True)
-        out, _ = child.communicate(timeout=scaled(120))
+        out, _ = child.communicate(timeout=scaled(60))
         assert child.returncode == -9 and "survived" not in out
-        # Until the sampler has seen the kill (the cgroup is ours to remove only afterwards).
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and cg.read_oom()["oom_kill"] < 1:
-            time.sleep(0.05)
-        time.sleep(1.5)
+        # Until the sampler has told of the kill (the cgroup is removed afterwards).
+        deadline = time.monotonic() + scaled(10)
+        while time.monotonic() < deadline and not any(
+            b.get("kind") == protocol.EV_OOM_KILL for t, b in Stream.from_journal(journal).records if t == "event"
+        ):
+            time.sleep(0.1)
     finally:
         p.terminate()
-        _, err = p.communicate(timeout=60)
+        _, err = p.communicate(timeout=scaled(30))
     assert p.returncode == 0, err
     s = Stream.from_journal(journal)
     mev = s.events(protocol.EV_MEMORY_EVENTS)
