@@ -7,7 +7,8 @@
 # cannot boot a guest at all.
 #
 # Environment: CGROUP2_KERNELS (default: the newest installed 6.1 and 6.12
-# images), CGROUP2_TIMEOUT (seconds per guest, default 360), PYTEST_ARGS.
+# images), CGROUP2_TIMEOUT (seconds per guest, default 360), CGROUP2_TESTS
+# (test files or node ids, default: every file with cgroup tests), PYTEST_ARGS.
 set -uo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -46,7 +47,11 @@ fi
 
 # Only the files that hold cgroup tests: collecting all of them takes the
 # emulated guest over a minute.
-mapfile -t files < <(cd "$repo" && grep -rlE 'mark\.cgroup|needs_cgroup' tests --include='test_*.py' | sort)
+if [ -n "${CGROUP2_TESTS:-}" ]; then
+    read -r -a files <<< "$CGROUP2_TESTS"
+else
+    mapfile -t files < <(cd "$repo" && grep -rlE 'mark\.cgroup|needs_cgroup' tests --include='test_*.py' | sort)
+fi
 if [[ "$repo" == *" "* ]]; then
     echo "cgroup2 lane: FAILED: the checkout's path has a space ($repo); the guest's command line cannot carry it"
     exit 1
