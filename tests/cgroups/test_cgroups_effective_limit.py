@@ -80,5 +80,6 @@ def test_sampler_reports_headroom_against_the_inherited_limit(parent, tmp_path, 
     assert not s.events(protocol.EV_LIMIT_CHANGE)
     rep = report.build_report(reader.load(journal))
     assert rep["limit_bytes"] == 96 * MiB
+    assert rep["limit_from"] == parent.info.path and rep["limit_kind"] == "max"
     assert rep["headroom"] is not None and 0.3 < rep["headroom"] < 0.65  # ~40+ MiB of 96
     assert rep["recommended_limit_bytes"] is not None
