@@ -82,8 +82,9 @@ def test_cgroup_target_and_cg_usage(tmp_path, endpoints):
     assert hello["targets"][0]["kind"] == "cgroup" and child.pid in hello["targets"][0]["pids"]
     usage = s.series["cg_usage"]
     rss = s.series["rss"]
-    assert min(usage[200:]) >= 30 * MiB
-    assert min(rss[200:]) >= 30 * MiB  # the cgroup's process found and summed
+    # After the first fifth (a count, not a time: an emulated CPU takes far fewer samples).
+    assert min(usage[len(usage) // 5 :]) >= 30 * MiB
+    assert min(rss[len(rss) // 5 :]) >= 30 * MiB  # the cgroup's process found and summed
     d = s.topic(protocol.DETAIL)[-1]
     assert d["cg_limit"] == 256 * MiB and d["cg_working_set"] <= d["cg_usage"]
     assert d["procs"] == 1 and d["pids"] == [child.pid]
@@ -156,7 +157,8 @@ def test_pid_with_its_cgroup(tmp_path, endpoints):
     s = Stream.from_journal(journal)
     hello = s.topic(protocol.HELLO)[-1]
     assert [t["kind"] for t in hello["targets"]] == ["pid", "cgroup"]
-    rss, usage = s.series["rss"][100:], s.series["cg_usage"][100:]
+    rss, usage = s.series["rss"], s.series["cg_usage"]
+    rss, usage = rss[len(rss) // 5 :], usage[len(usage) // 5 :]  # a fifth, not a time: slow CPUs sample less
     # rss is the one process's tree; the cgroup holds both processes.
     assert min(usage) >= max(rss) + 20 * MiB
     assert s.topic(protocol.DETAIL)[-1]["pids"] == [a.pid]
