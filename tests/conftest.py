@@ -69,9 +69,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
     version = memory_version()
     if version != 2:
-        why = ("cgroup v2 only: this host's memory controller is on cgroup v1 (make test-cgroup2 "
-               "runs these on cgroup v2 in a guest)" if version == 1 else
-               "cgroup v2 only: this host has no memory cgroup controller")
+        why = (
+            "cgroup v2 only: this host's memory controller is on cgroup v1 (make test-cgroup2 "
+            "runs these on cgroup v2 in a guest)"
+            if version == 1
+            else "cgroup v2 only: this host has no memory cgroup controller"
+        )
         if os.environ.get("SPIKEWATCH_LANE_CGROUP2") == "1":
             pytest.fail(f"SPIKEWATCH_LANE_CGROUP2=1 but {why}")
         pytest.skip(why)

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from spikewatch.sampler import cgroup as cgm
+
 from tests.support.cgroups import memory_version, needs_cgroup, nested
 
 MiB = 1 << 20
@@ -70,8 +70,11 @@ ALLOC = textwrap.dedent(
 
 def _alloc_child(cg: cgm.MemoryCgroup, cmd: str, mib: int, pause: float = 0.0) -> subprocess.Popen:
     p = cgm.spawn_in(
-        cg, [sys.executable, "-c", ALLOC, cmd, str(mib), str(pause)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cg,
+        [sys.executable, "-c", ALLOC, cmd, str(mib), str(pause)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert p.stdout.readline().strip() == "ready"
     return p

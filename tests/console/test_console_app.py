@@ -8,9 +8,9 @@ from typing import Callable
 import numpy as np
 import pytest
 import zmq
-
 from spikewatch.analysis.console.app import ConsoleApp, ConsoleOptions
 from spikewatch.sampler.wire import protocol
+
 from tests.conftest import free_port
 from tests.support.waiting import scaled
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from spikewatch.analysis.console.app import ConsoleApp
 from spikewatch.analysis.console.options import ConsoleOptions
+
 from tests.support.cgroups import require_memory_cgroup
 from tests.support.sampler import spawn_sample, stop_sampler
 from tests.support.waiting import scaled

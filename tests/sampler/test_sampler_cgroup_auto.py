@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from spikewatch.sampler import cgroup as cgm
-from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.cli import sample
+from spikewatch.sampler.wire import protocol
+
 from tests.support.cgroups import needs_cgroup
 from tests.support.sampler import MiB, Stream, run_sample, spawn_sample, stop_sampler, write_script
 from tests.support.waiting import scaled

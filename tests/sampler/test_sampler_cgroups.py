@@ -7,9 +7,9 @@ import sys
 import time
 
 import pytest
-
 from spikewatch.sampler import cgroup
 from spikewatch.sampler.wire import protocol
+
 from tests.support.sampler import MiB, Stream, child_stamps, run_sample, spawn_sample, write_script
 
 pytestmark = pytest.mark.cgroup

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from spikewatch.sampler import cgroup as cgm
 from spikewatch.sampler.wire import protocol
+
 from tests.support.cgroups import needs_cgroup
 from tests.support.sampler import Stream, run_sample, spawn_sample
 from tests.support.waiting import wait_until

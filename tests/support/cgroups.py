@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from spikewatch.sampler import cgroup as cgm
 
 MiB = 1 << 20

@@ -14,6 +14,7 @@ from typing import Any
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import StreamSubscriber
 from spikewatch.sampler.wire.recording import iter_records
+
 from tests.support.waiting import scaled
 
 MiB = 1 << 20
