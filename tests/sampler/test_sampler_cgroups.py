@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -88,7 +89,15 @@ def test_cgroup_target_and_cg_usage(tmp_path, endpoints):
     d = s.topic(protocol.DETAIL)[-1]
     assert d["cg_limit"] == 256 * MiB and d["cg_working_set"] <= d["cg_usage"]
     assert d["procs"] == 1 and d["pids"] == [child.pid]
-    assert "cg_peak" not in d  # not ours: the sampler never resets a watched cgroup's peak
+    # Not ours: v1's reset would be everyone's, so a watched cgroup's peak is never reset
+    # (no per-interval cg_peak); v2 6.12+ resets only our own descriptor's view, so it may.
+    assert ("cg_peak" in d) is (cg.version == 2 and _per_fd_peak_reset())
+
+
+def _per_fd_peak_reset() -> bool:
+    """memory.peak is resettable per descriptor since Linux 6.12."""
+    major, minor = os.uname().release.split(".")[:2]
+    return (int(major), int("".join(c for c in minor if c.isdigit()) or 0)) >= (6, 12)
 
 
 def test_watched_cgroup_peak_rise_is_a_spike_without_resetting_it(tmp_path, endpoints):
@@ -128,8 +137,12 @@ def test_watched_cgroup_peak_rise_is_a_spike_without_resetting_it(tmp_path, endp
     base = min(s.series["cg_usage"])
     spikes = [e for e in s.events(protocol.EV_HWM_SPIKE) if e["series"] == "cg_usage"]
     if max(s.values("cg_usage", t0, t1), default=0) < base + 55 * MiB:  # not sampled by chance
-        (e,) = [e for e in spikes if e["t_from"] <= t1 and t0 <= e["t_to"]]
-        assert e["bytes"] >= base + 59 * MiB
+        found = [e for e in spikes if e["t_from"] <= t1 and t0 <= e["t_to"]]
+        assert found
+        # v2 6.12+ has a peak per interval: a spike still being allocated at a detail tick
+        # shows partly in one interval and whole in the next (the slow guest does that).
+        kernel = [*(e["bytes"] for e in found), *(d.get("cg_peak", 0) for d in s.topic(protocol.DETAIL))]
+        assert max(kernel) >= base + 59 * MiB
     assert peak_after >= base + 59 * MiB  # the sampler never reset a peak it does not own
 
 
