@@ -98,6 +98,20 @@ class Source:
                 return int(cg["limit"])
         return None
 
+    @property
+    def limit_origin(self) -> tuple[str | None, str | None]:
+        """(limit_from, limit_kind) of the limit in force at the end: which cgroup sets it
+        (a container's own cgroup is often unlimited under a limited pod or slice) and
+        whether it is memory.max or memory.high. (None, None) when not said."""
+        for ev in reversed(self.events):
+            if ev.get("kind") == protocol.EV_LIMIT_CHANGE:
+                return ev.get("limit_from"), ev.get("limit_kind")
+        for h in reversed(self.hellos):
+            cg = h.get("cgroup") or {}
+            if cg.get("limit") is not None:
+                return cg.get("limit_from"), cg.get("limit_kind")
+        return None, None
+
     def rel(self, t_ns: Any) -> Any:
         """Seconds from the start of the recording (scalar or array)."""
         if isinstance(t_ns, np.ndarray):

@@ -42,7 +42,8 @@ class AutoCgroup:
             self._warn(f"spikewatch: --cgroup auto: {exc}")
             return None
         self.pid = pid
-        self.fd = os.dup(cg.usage_fd)
+        # The v2 root has no usage descriptor to re-point: the hot loop reads it another way.
+        self.fd = os.dup(cg.usage_fd) if cg.usage_fd >= 0 else -1
         return cg
 
     def moved(self, roots: Collection[int], procs: Mapping[int, ProcHandle],

@@ -250,7 +250,7 @@ class Sampler:
         old, self.cg = self.cg, new
         self.membership.follow_cgroup(new, members=False)
         self.detail.cg = new
-        self.detail.oom_prev = None  # the new cgroup's OOM counter is a new baseline, not news
+        self.detail.rebaseline_events()  # the new cgroup's counters are a new baseline, not news
         try:
             # Primes the peak and OOM baselines; publishes limit_change if its limit differs.
             self.detail.read_cgroup({}, {}, time.monotonic_ns(), time.monotonic_ns())
@@ -435,6 +435,10 @@ class Sampler:
         if self.cg is not None:
             cg = {"version": self.cg.version, "path": self.cg.info.path, "limit": self.detail.limit,
                   "owned": self.cg.owned}
+            lim = self.detail.limits
+            if lim is not None:
+                # limit is the effective one; these say whose it is.
+                cg.update(limit_own=lim.own, limit_from=lim.source, limit_kind=lim.kind)
         body.update(
             session=self.session,
             host=socket.gethostname(),
@@ -724,6 +728,8 @@ class Sampler:
         mono = time.monotonic_ns
         fds = self.tree.fds
         cgfd = self.auto.fd if self.auto.fd >= 0 else self.cg.usage_fd if self.cg is not None else -1
+        # The v2 root cgroup has no usage file: its usage is summed from memory.stat.
+        cg_read = self.cg.read_usage if self.cg is not None and cgfd < 0 else None
         times, rss_col, cg_col = self.batch.times, self.batch.rss, self.batch.cgu
         t_append, r_append, c_append = times.append, rss_col.append, cg_col.append
         page = PAGE_SIZE
@@ -754,6 +760,11 @@ class Sampler:
                     c_append(int(pread(cgfd, 32, 0)))
                 except OSError:
                     c_append(0)
+            elif cg_read is not None:
+                try:
+                    c_append(cg_read())
+                except (OSError, ValueError, cgroup.CgroupError):
+                    c_append(0)
             samples += 1
             if dead:
                 self._on_dead(dead)
@@ -771,6 +782,7 @@ class Sampler:
                 self._reap_child(t)
             self._flush_samples()
             if self.first_t is not None:
+                self.detail.final = True
                 self._detail(time.monotonic_ns())
             self._drain_inlet()
             self._batch_work(time.monotonic_ns())

@@ -10,6 +10,7 @@ apart from an OOM kill (:meth:`DetailTier.oom_at_exit`).
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any, Callable, Protocol
 
 from . import cgroup, procfs
@@ -19,6 +20,8 @@ from .tree import ProcessTree
 
 _HWM_ABS_NOISE = 1 << 20  # VmHWM reads ~0.2 MB low, v1 max_usage ~0.5 MB high (measured over 2000 spikes)
 _HWM_REL_NOISE = 0.02
+_MEMORY_EVENTS = ("high", "max", "oom", "oom_kill")
+_MEMORY_EVENTS_GAP_NS = 1_000_000_000
 _TOTALS = ("threads", "rss_anon", "rss_file", "rss_shmem", "vm_hwm", "vm_swap")
 
 
@@ -52,11 +55,15 @@ class DetailTier:
         self.reset_hwm = False
         self.hwm_peak: dict[str, int] = {}
         self.hwm_spikes = 0
-        self.limit: int | None = None
+        self.limit: int | None = None  # effective: the lowest up the tree
+        self.limits: cgroup.Limit | None = None
         self.oom_prev: int | None = None
         self._oom_unclaimed_t: int | None = None
         self._prev_hwm: dict[int, int] = {}
         self._cg_peak_prev: int | None = None
+        self._mev_reported: dict[str, int] | None = None  # memory.events counts already published
+        self._mev_t = 0
+        self.final = False  # the last detail of the run: publish what is pending
 
     def baseline(self) -> None:
         """The limit and OOM counter before sampling starts: later rises are news."""
@@ -64,10 +71,19 @@ class DetailTier:
             self.oom_prev = vmstat_oom_kill()
             return
         try:
-            self.limit = self.cg.read_limit()
-            self.oom_prev = self.cg.read_oom().get("oom_kill", 0)
+            self.limits = self.cg.read_limits()
+            self.limit = self.limits.bytes
+            oom = self.cg.read_oom()
+            self.oom_prev = oom.get("oom_kill", 0)
+            self._mev_reported = None
+            self._memory_events(oom, time.monotonic_ns())
         except (OSError, cgroup.CgroupError):
             pass
+
+    def rebaseline_events(self) -> None:
+        """Another cgroup from now on (--cgroup auto followed a restart): its counters are no news."""
+        self.oom_prev = None
+        self._mev_reported = None
 
     def forget(self, pid: int) -> None:
         self._prev_hwm.pop(pid, None)
@@ -117,10 +133,14 @@ class DetailTier:
         stat = cg.read_stat()
         body.update(cg_usage=stat.get("usage"), cg_anon=stat.get("anon"), cg_file=stat.get("file"),
                     cg_inactive_file=stat.get("inactive_file"), cg_working_set=stat.get("working_set"))
-        limit = cg.read_limit()
+        # What bites first: a container's own cgroup is often "max" under a limited parent.
+        limits = cg.read_limits()
+        limit = limits.bytes
         body["cg_limit"] = limit
+        self.limits = limits
         if limit != self.limit:
-            self._event(t, protocol.EV_LIMIT_CHANGE, old=self.limit, new=limit)
+            self._event(t, protocol.EV_LIMIT_CHANGE, old=self.limit, new=limit,
+                        limit_from=limits.source, limit_kind=limits.kind)
             self.limit = limit
         sampled = imax.get(protocol.SERIES_CG_USAGE)
         if cg.peak_resettable:
@@ -147,11 +167,34 @@ class DetailTier:
             self._event(t, protocol.EV_OOM_KILL, count=count - self.oom_prev, last_bytes=self._headline())
             self._oom_unclaimed_t = t
         self.oom_prev = count
+        self._memory_events(oom, t)
         psi = cg.read_psi()
         if psi:
             body.update(psi_some_avg10=psi.get("some_avg10"), psi_full_avg10=psi.get("full_avg10"),
                         psi_some_total_us=int(psi.get("some_total", 0)),
                         psi_scope="system" if psi.get("system_wide") else "cgroup")
+
+    def _memory_events(self, oom: dict[str, int], t: int) -> None:
+        """A ``memory_events`` event when memory.events counters rose (v1: failcnt as
+        ``max``). ``high`` and ``max`` rise by thousands while usage sits at a limit:
+        they are summed over at least a second; ``oom``/``oom_kill`` go out at once."""
+        counts = {k: oom[k] for k in _MEMORY_EVENTS if k in oom}
+        if self.cg is not None and self.cg.version == 1:
+            counts["max"] = oom.get("limit_hits", 0)
+        reported = self._mev_reported
+        if reported is None:
+            self._mev_reported, self._mev_t = counts, t  # the baseline: earlier counts are not news
+            return
+        rises = {k: v - reported.get(k, 0) for k, v in counts.items() if v > reported.get(k, 0)}
+        if not rises:
+            self._mev_t = t  # nothing pending: the next rise happens after now
+            return
+        urgent = "oom" in rises or "oom_kill" in rises
+        if not urgent and not self.final and t - self._mev_t < _MEMORY_EVENTS_GAP_NS:
+            return
+        self._flush()
+        self._event(t, protocol.EV_MEMORY_EVENTS, t_from=self._mev_t, totals=counts, **rises)
+        self._mev_reported, self._mev_t = counts, t
 
     def refresh_host_oom(self) -> None:
         # Host-wide counter (other cgroups' OOM kills count too): only a fresh

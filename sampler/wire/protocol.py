@@ -17,7 +17,10 @@ a key is absent when the host cannot provide it):
             sampler), wall_ns (wall clock at ``t``: the anchor for converting times),
             period_ns, detail_period_ns, series (list of series names in ``samples``),
             targets (list of {kind: pid|match|cgroup|unit|launch, spec: str, pids: [int]}),
-            cgroup ({version, path, limit, owned} or None), started_t (``t`` of the first sample),
+            cgroup ({version, path, limit, owned, limit_own, limit_from, limit_kind} or None:
+            limit is the effective one, the lowest up the tree (v2 memory.max or memory.high,
+            v1 hierarchical_memory_limit), limit_own the cgroup's own, limit_from the
+            hierarchy path that sets limit, limit_kind "max" or "high"), started_t (``t`` of the first sample),
             journal (path or None), heap_metric ({url, name, scrapes, failures, last_error} or None), final (True on the last hello before exit),
             tick_origin_t (deadline k of the sampling timer is tick_origin_t + k * period_ns),
             sched ("fifo" when the sampling thread runs real-time, else "other"),
@@ -29,8 +32,8 @@ a key is absent when the host cannot provide it):
 ``detail``  procs (processes in the tree), pids, threads, rss_anon, rss_file, rss_shmem,
             vm_hwm (sum of the tree's VmHWM), vm_swap, sample_max (largest ``rss`` sample since
             the previous detail), and for a cgroup: cg_usage, cg_anon, cg_file,
-            cg_inactive_file, cg_working_set (usage - inactive_file), cg_limit (None if
-            unlimited), cg_peak (kernel max since the previous detail, when resettable),
+            cg_inactive_file, cg_working_set (usage - inactive_file), cg_limit (the effective
+            limit, as hello's; None if unlimited up the whole tree), cg_peak (kernel max since the previous detail, when resettable),
             cg_oom_kill, cg_oom, cg_failcnt, psi_some_avg10, psi_full_avg10, psi_some_total_us,
             psi_scope ("cgroup", or "system" when only host-wide /proc/pressure exists, as on v1),
             heap (with --heap-metric: the service's own heap gauge, bytes, when a fresh scrape exists);
@@ -46,7 +49,10 @@ a key is absent when the host cannot provide it):
             in the background for a process that joined the tree, shortly after its proc_start);
             proc_exit {pid, code | signal, oom: bool}; oom_kill {pid (when known), count,
             last_bytes (last sampled usage of the headline series)}; restart {pid, old_pid};
-            hwm_spike {series, bytes, t_from, t_to, sampled_max}; limit_change {old, new};
+            hwm_spike {series, bytes, t_from, t_to, sampled_max}; limit_change {old, new, limit_from, limit_kind}
+            (the effective limit, as hello's); memory_events {t_from, totals, and the rise since
+            t_from of each counter that rose: high, max, oom, oom_kill — v2 memory.events, v1
+            max = failcnt; at most one a second unless oom or oom_kill rose};
             overrun {missed (ticks), late_ns, count (overruns
             folded into this event: at most one per ~100 ms; ``t`` is the first one)}; journal_error {path, error, records_lost};
             proc_churn {started, exited (processes that came or went without events of their own,
@@ -175,6 +181,7 @@ EV_OVERRUN = "overrun"
 EV_JOURNAL_ERROR = "journal_error"
 EV_BUILD = "build"
 EV_PROC_CHURN = "proc_churn"
+EV_MEMORY_EVENTS = "memory_events"
 EVENT_KINDS: tuple[str, ...] = (
     EV_PROC_START,
     EV_PROC_EXIT,
@@ -186,6 +193,7 @@ EVENT_KINDS: tuple[str, ...] = (
     EV_JOURNAL_ERROR,
     EV_BUILD,
     EV_PROC_CHURN,
+    EV_MEMORY_EVENTS,
 )
 
 # Marker kinds.
@@ -264,11 +272,17 @@ class Target(TypedDict):
     pids: list[int]
 
 
-class CgroupInfo(TypedDict):
+class _CgroupCore(TypedDict):
     version: int
     path: str
-    limit: int | None
+    limit: int | None  # the effective limit: the lowest up the tree
     owned: bool
+
+
+class CgroupInfo(_CgroupCore, total=False):
+    limit_own: int | None  # the cgroup's own (None: "max")
+    limit_from: str | None  # hierarchy path of the cgroup that sets ``limit``
+    limit_kind: str | None  # "max" or "high" (v2 memory.high)
 
 
 class HeapMetricInfo(TypedDict):
@@ -428,10 +442,27 @@ class HwmSpike(TypedDict):
     sampled_max: int
 
 
-class LimitChange(TypedDict):
+class _LimitChangeCore(TypedDict):
     kind: Literal["limit_change"]
     old: int | None
     new: int | None
+
+
+class LimitChange(_LimitChangeCore, total=False):
+    limit_from: str
+    limit_kind: str
+
+
+class MemoryEvents(TypedDict, total=False):
+    """Rises of the cgroup's memory.events counters (v1: failcnt as ``max``) since ``t_from``."""
+
+    kind: Literal["memory_events"]
+    t_from: int
+    totals: dict[str, int]
+    high: int
+    max: int
+    oom: int
+    oom_kill: int
 
 
 class Overrun(TypedDict):
@@ -466,8 +497,10 @@ class ProcChurn(TypedDict):
     members: int
 
 
-EventFields = (ProcStart | ProcExit | OomKill | Restart | HwmSpike | LimitChange | Overrun | JournalError
-               | Build | ProcChurn)
+EventFields = (
+    ProcStart | ProcExit | OomKill | Restart | HwmSpike | LimitChange | Overrun | JournalError | Build | ProcChurn
+    | MemoryEvents
+)
 
 
 class Event(Header, total=False):

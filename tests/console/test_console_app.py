@@ -8,10 +8,11 @@ from typing import Callable
 import numpy as np
 import pytest
 import zmq
-
 from spikewatch.analysis.console.app import ConsoleApp, ConsoleOptions
 from spikewatch.sampler.wire import protocol
+
 from tests.conftest import free_port
+from tests.support.waiting import scaled
 
 from .publisher import Publisher
 
@@ -24,7 +25,7 @@ def ep() -> str:
 
 
 async def until(pilot, cond: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from spikewatch.analysis.console.app import ConsoleApp
 from spikewatch.analysis.console.options import ConsoleOptions
+
 from tests.support.cgroups import require_memory_cgroup
 from tests.support.sampler import spawn_sample, stop_sampler
+from tests.support.waiting import scaled
 
 from .test_console_app import screen_text, until
 
 MiB = 1 << 20
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(scaled(90))
 
 # Waits for a trigger file, then holds 80 MiB (written, so resident) for 5 ms.
 CHILD = """

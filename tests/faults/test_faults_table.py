@@ -18,18 +18,19 @@ from pathlib import Path
 
 import pytest
 import zmq
-
 from spikewatch.sampler import cgroup
-from spikewatch.sampler.wire import protocol
-from spikewatch.sampler.wire.seqgaps import SeqGaps
 from spikewatch.sampler.backfill import Backfill
+from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import InletClient, StreamSubscriber
 from spikewatch.sampler.wire.recording import iter_records
-from tests.support.sampler import MiB, Stream, collect_until_final, sample_cmd, spawn_sample, write_script
+from spikewatch.sampler.wire.seqgaps import SeqGaps
 
+from tests.support.sampler import MiB, Stream, collect_until_final, sample_cmd, spawn_sample, write_script
+from tests.support.waiting import scaled
 
 
 def _wait_journal(path: Path, topic: str, timeout: float = 15, pred=lambda b: True) -> dict:
+    timeout = scaled(timeout)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if path.exists():

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from spikewatch.sampler import cgroup as cgm
-from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.cli import sample
+from spikewatch.sampler.wire import protocol
+
 from tests.support.cgroups import needs_cgroup
 from tests.support.sampler import MiB, Stream, run_sample, spawn_sample, stop_sampler, write_script
+from tests.support.waiting import scaled
 
 pytestmark = pytest.mark.cgroup
 
@@ -53,7 +54,7 @@ class Lines:
             self.lines.append(line)
 
     def wait_for(self, pattern: str, timeout: float = 20.0) -> str:
-        end = time.monotonic() + timeout
+        end = time.monotonic() + scaled(timeout)
         while time.monotonic() < end:
             for line in list(self.lines):
                 if re.search(pattern, line):

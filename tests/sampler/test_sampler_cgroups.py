@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 
 import pytest
-
 from spikewatch.sampler import cgroup
 from spikewatch.sampler.wire import protocol
+
 from tests.support.sampler import MiB, Stream, child_stamps, run_sample, spawn_sample, write_script
 
 pytestmark = pytest.mark.cgroup
@@ -63,7 +64,7 @@ def test_cgroup_target_and_cg_usage(tmp_path, endpoints):
         import sys, time
         x = b"\\x01" * (30 << 20)
         print("held", time.monotonic_ns(), flush=True)
-        time.sleep(3)
+        time.sleep(600)  # until killed: the sampler may take seconds to start on a slow machine
     """)
     cg = cgroup.create_limited(256 * MiB, f"swtest-target-{time.monotonic_ns()}")
     child = cgroup.spawn_in(cg, [sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
@@ -82,12 +83,21 @@ def test_cgroup_target_and_cg_usage(tmp_path, endpoints):
     assert hello["targets"][0]["kind"] == "cgroup" and child.pid in hello["targets"][0]["pids"]
     usage = s.series["cg_usage"]
     rss = s.series["rss"]
-    assert min(usage[200:]) >= 30 * MiB
-    assert min(rss[200:]) >= 30 * MiB  # the cgroup's process found and summed
+    # After the first fifth (a count, not a time: an emulated CPU takes far fewer samples).
+    assert min(usage[len(usage) // 5 :]) >= 30 * MiB
+    assert min(rss[len(rss) // 5 :]) >= 30 * MiB  # the cgroup's process found and summed
     d = s.topic(protocol.DETAIL)[-1]
     assert d["cg_limit"] == 256 * MiB and d["cg_working_set"] <= d["cg_usage"]
     assert d["procs"] == 1 and d["pids"] == [child.pid]
-    assert "cg_peak" not in d  # not ours: the sampler never resets a watched cgroup's peak
+    # Not ours: v1's reset would be everyone's, so a watched cgroup's peak is never reset
+    # (no per-interval cg_peak); v2 6.12+ resets only our own descriptor's view, so it may.
+    assert ("cg_peak" in d) is (cg.version == 2 and _per_fd_peak_reset())
+
+
+def _per_fd_peak_reset() -> bool:
+    """memory.peak is resettable per descriptor since Linux 6.12."""
+    major, minor = os.uname().release.split(".")[:2]
+    return (int(major), int("".join(c for c in minor if c.isdigit()) or 0)) >= (6, 12)
 
 
 def test_watched_cgroup_peak_rise_is_a_spike_without_resetting_it(tmp_path, endpoints):
@@ -127,8 +137,12 @@ def test_watched_cgroup_peak_rise_is_a_spike_without_resetting_it(tmp_path, endp
     base = min(s.series["cg_usage"])
     spikes = [e for e in s.events(protocol.EV_HWM_SPIKE) if e["series"] == "cg_usage"]
     if max(s.values("cg_usage", t0, t1), default=0) < base + 55 * MiB:  # not sampled by chance
-        (e,) = [e for e in spikes if e["t_from"] <= t1 and t0 <= e["t_to"]]
-        assert e["bytes"] >= base + 59 * MiB
+        found = [e for e in spikes if e["t_from"] <= t1 and t0 <= e["t_to"]]
+        assert found
+        # v2 6.12+ has a peak per interval: a spike still being allocated at a detail tick
+        # shows partly in one interval and whole in the next (the slow guest does that).
+        kernel = [*(e["bytes"] for e in found), *(d.get("cg_peak", 0) for d in s.topic(protocol.DETAIL))]
+        assert max(kernel) >= base + 59 * MiB
     assert peak_after >= base + 59 * MiB  # the sampler never reset a peak it does not own
 
 
@@ -137,7 +151,7 @@ def test_pid_with_its_cgroup(tmp_path, endpoints):
         import time
         x = b"\\x01" * (24 << 20)
         print("held", time.monotonic_ns(), flush=True)
-        time.sleep(3)
+        time.sleep(600)  # until killed: the sampler may take seconds to start on a slow machine
     """)
     cg = cgroup.create_limited(256 * MiB, f"swtest-pidcg-{time.monotonic_ns()}")
     a = cgroup.spawn_in(cg, [sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
@@ -156,7 +170,8 @@ def test_pid_with_its_cgroup(tmp_path, endpoints):
     s = Stream.from_journal(journal)
     hello = s.topic(protocol.HELLO)[-1]
     assert [t["kind"] for t in hello["targets"]] == ["pid", "cgroup"]
-    rss, usage = s.series["rss"][100:], s.series["cg_usage"][100:]
+    rss, usage = s.series["rss"], s.series["cg_usage"]
+    rss, usage = rss[len(rss) // 5 :], usage[len(usage) // 5 :]  # a fifth, not a time: slow CPUs sample less
     # rss is the one process's tree; the cgroup holds both processes.
     assert min(usage) >= max(rss) + 20 * MiB
     assert s.topic(protocol.DETAIL)[-1]["pids"] == [a.pid]

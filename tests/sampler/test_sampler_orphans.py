@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from spikewatch.sampler import cgroup as cgm
 from spikewatch.sampler.wire import protocol
+
 from tests.support.cgroups import needs_cgroup
 from tests.support.sampler import Stream, run_sample, spawn_sample
 from tests.support.waiting import wait_until
@@ -32,8 +32,6 @@ def _gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
 
 
 def _launched_target(sampler: subprocess.Popen, token: str) -> int:
@@ -89,20 +87,25 @@ def _dead_pid() -> int:
 
 
 def _home() -> Path:
-    """Where samplers we start put their cgroups: our own memory cgroup (v1)."""
+    """Where samplers we start put their cgroups: our own memory cgroup (v1, and the
+    v2 root, which may hold processes beside children with controllers)."""
     info = cgm.cgroup_of_pid("self")
     assert info is not None
     if info.version != 1:
+        # On the v2 root (the live v2 lane) the killed sampler's cgroup read empty while its
+        # target still ran: not diagnosed yet, so these stay v1 checks for now.
         pytest.skip("these checks know where v1 puts the children; v2 moves the sampler first")
     return info.dir
 
 
+@pytest.mark.cgroup
 @needs_cgroup
 def test_sigkilled_sampler_with_limit_leaves_nothing(endpoints):
     """The target dies with the sampler; the next ``sample --limit`` removes the empty cgroup."""
     home, token = _home(), _token()
-    p = spawn_sample(endpoints, "--no-journal", "--limit", "64M", "--", sys.executable, "-c",
-                     SLEEPER.format(token=token))
+    p = spawn_sample(
+        endpoints, "--no-journal", "--limit", "64M", "--", sys.executable, "-c", SLEEPER.format(token=token)
+    )
     stale = home / f"spikewatch-{p.pid}-1"
     target = None
     try:
@@ -127,6 +130,7 @@ def test_sigkilled_sampler_with_limit_leaves_nothing(endpoints):
         _remove_dirs([stale])
 
 
+@pytest.mark.cgroup
 @needs_cgroup
 def test_sweep_spares_busy_cgroups_and_live_samplers(endpoints):
     """Named like a dead sampler's but holding a process: kept, and the process unharmed.
@@ -192,7 +196,15 @@ def test_sigkilled_sampler_without_limit_takes_its_target(tmp_path, endpoints):
 def test_without_setpriv_the_launch_still_works(tmp_path, endpoints):
     """No setpriv on PATH: the old shim runs, the exit status is the command's, and the log says
     what is missing."""
-    res = run_sample(endpoints, "--no-journal", "--", sys.executable, "-c", "raise SystemExit(4)",
-                     env={**os.environ, "PATH": str(tmp_path)}, timeout=60)
+    res = run_sample(
+        endpoints,
+        "--no-journal",
+        "--",
+        sys.executable,
+        "-c",
+        "raise SystemExit(4)",
+        env={**os.environ, "PATH": str(tmp_path)},
+        timeout=60,
+    )
     assert res.returncode == 4, res.stderr
     assert "setpriv" in res.stderr and "Traceback" not in res.stderr

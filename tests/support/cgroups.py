@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 import pytest
-
 from spikewatch.sampler import cgroup as cgm
 
 MiB = 1 << 20
@@ -42,3 +42,22 @@ def require_memory_cgroup() -> None:
 
 # On a test or a module's pytestmark: runs the check above before the test (tests/conftest.py).
 needs_cgroup = pytest.mark.usefixtures("memory_cgroup")
+
+
+def nested(parent: cgm.MemoryCgroup, name: str, *, enable_memory: bool = True) -> Path:
+    """A child cgroup directory of ``parent`` (made by us, removed with it by cgm.remove).
+
+    On v2 a child has the memory controller only when the parent lists +memory in
+    its cgroup.subtree_control; ``enable_memory`` writes that first (the parent must
+    hold no processes then), as a container runtime does."""
+    if parent.version == 2 and enable_memory:
+        (parent.info.dir / "cgroup.subtree_control").write_text("+memory")
+    d = parent.info.dir / name
+    d.mkdir()
+    return d
+
+
+def memory_version() -> int | None:
+    """1 or 2: where this host's memory controller is; None without one."""
+    hier = cgm.memory_hierarchy()
+    return hier[0] if hier else None

@@ -15,6 +15,8 @@ from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import StreamSubscriber
 from spikewatch.sampler.wire.recording import iter_records
 
+from tests.support.waiting import scaled
+
 MiB = 1 << 20
 
 
@@ -38,7 +40,7 @@ def stop_sampler(p: subprocess.Popen[str]) -> tuple[str, str]:
     """SIGTERM (the sampler's clean stop), then SIGKILL if it has not ended in 15 s."""
     p.terminate()
     try:
-        return p.communicate(timeout=15)
+        return p.communicate(timeout=scaled(15))
     except subprocess.TimeoutExpired:
         p.kill()
         return p.communicate(timeout=5)
@@ -59,7 +61,7 @@ def sample_attached(endpoints: dict[str, str], child: subprocess.Popen[str], *ar
         child.stdin.write("go\n")
         child.stdin.flush()
         out = child.stdout.read()
-        _, err = p.communicate(timeout=30)
+        _, err = p.communicate(timeout=scaled(30))
     finally:
         child.kill()
         child.wait()
@@ -70,7 +72,7 @@ def sample_attached(endpoints: dict[str, str], child: subprocess.Popen[str], *ar
 def collect_until_final(sub: StreamSubscriber, timeout: float = 20.0) -> list[tuple[str, dict]]:
     """What a subscriber receives up to the sampler's final hello (or until ``timeout`` s)."""
     out = []
-    end = time.monotonic() + timeout
+    end = time.monotonic() + scaled(timeout)
     while time.monotonic() < end:
         msg = sub.recv(timeout_ms=200)
         if msg is None:
@@ -82,7 +84,7 @@ def collect_until_final(sub: StreamSubscriber, timeout: float = 20.0) -> list[tu
 
 
 def run_sample(endpoints: dict[str, str], *args: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(sample_cmd(endpoints, *args), capture_output=True, text=True, timeout=timeout, **kw)
+    return subprocess.run(sample_cmd(endpoints, *args), capture_output=True, text=True, timeout=scaled(timeout), **kw)
 
 
 @dataclass

@@ -1,0 +1,139 @@
+"""What a memory cgroup is made of, on v1 and v2: file names, errors, the
+value types, and the parsers of the files' formats.
+
+* v1: ``memory.usage_in_bytes``, ``memory.stat`` (total_* keys when
+  hierarchical), ``memory.limit_in_bytes``, ``memory.max_usage_in_bytes``
+  (resettable by writing 0, only when we own the cgroup), ``memory.oom_control``
+  (``oom_kill``, ``under_oom``), ``memory.failcnt``.
+* v2: ``memory.current``, ``memory.stat``, ``memory.max``, ``memory.high``,
+  ``memory.peak`` (5.19+; per-descriptor reset since 6.12 by writing to our own
+  open fd), ``memory.events`` (``oom``, ``oom_kill``, ``max``, ``high``),
+  ``memory.pressure``. The root cgroup has only ``memory.stat`` (and pressure).
+
+docs/cgroups.md says what each kernel offers and what spikewatch does with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# v1 reports "unlimited" as PAGE_COUNTER_MAX rounded to pages (9223372036854771712
+# with 4 KiB pages); anything this large is no limit.
+_V1_UNLIMITED = 1 << 62
+
+_FILES = {
+    1: {
+        "usage": "memory.usage_in_bytes",
+        "stat": "memory.stat",
+        "limit": "memory.limit_in_bytes",
+        "peak": "memory.max_usage_in_bytes",
+        "oom": "memory.oom_control",
+        "failcnt": "memory.failcnt",
+    },
+    2: {
+        "usage": "memory.current",
+        "stat": "memory.stat",
+        "limit": "memory.max",
+        "peak": "memory.peak",
+        "events": "memory.events",
+        "psi": "memory.pressure",
+    },
+}
+
+# v1 memory.stat name -> the v2 name used everywhere in spikewatch.
+_V1_STAT_NAMES = {
+    "rss": "anon",
+    "cache": "file",
+    "shmem": "shmem",
+    "mapped_file": "file_mapped",
+    "dirty": "file_dirty",
+    "writeback": "file_writeback",
+    "swap": "swap",
+    "inactive_anon": "inactive_anon",
+    "active_anon": "active_anon",
+    "inactive_file": "inactive_file",
+    "active_file": "active_file",
+    "unevictable": "unevictable",
+    "rss_huge": "anon_thp",
+    "pgfault": "pgfault",
+    "pgmajfault": "pgmajfault",
+    "workingset_refault_anon": "workingset_refault_anon",
+    "workingset_refault_file": "workingset_refault_file",
+}
+
+
+class CgroupError(Exception):
+    """A cgroup problem, with a message that says what to do about it."""
+
+
+class CgroupGone(CgroupError):
+    """The cgroup was removed while we held it open."""
+
+
+@dataclass(frozen=True)
+class CgroupInfo:
+    version: int  # 1 or 2
+    path: str  # path inside the hierarchy, e.g. "/process_api/abc"
+    dir: Path  # absolute directory, e.g. /sys/fs/cgroup/memory/process_api/abc
+
+    @property
+    def usage_file(self) -> Path:
+        """memory.usage_in_bytes (v1) or memory.current (v2): what the hot loop reads."""
+        return self.dir / _FILES[self.version]["usage"]
+
+    @property
+    def v2_root(self) -> bool:
+        """The root of a cgroup v2 hierarchy: the kernel keeps no memory.current (nor
+        max, peak, events) there, only memory.stat; usage is summed from it."""
+        return self.version == 2 and not self.usage_file.exists() and (self.dir / "memory.stat").exists()
+
+    def has_memory(self) -> bool:
+        return self.usage_file.exists() or self.v2_root
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The memory limit that bites first, and where it comes from.
+
+    A container's or pod's own cgroup is often unlimited (``max``) while its
+    parent carries the limit: ``own`` alone would report no limit at all.
+    """
+
+    bytes: int | None  # the lowest limit of this cgroup and its ancestors; None: none anywhere
+    own: int | None  # this cgroup's own memory.max (v2) / memory.limit_in_bytes (v1)
+    source: str | None  # hierarchy path of the cgroup whose limit ``bytes`` is
+    kind: str | None  # "max" (OOM kill past it) or "high" (v2 memory.high: reclaimed and throttled)
+
+
+def _parse_kv(data: bytes) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in data.decode().splitlines():
+        key, _, value = line.partition(" ")
+        try:
+            out[key] = int(value)
+        except ValueError:
+            continue
+    return out
+
+
+def _root_usage(stat: dict[str, int]) -> int:
+    """What memory.current would say at the v2 root: user pages (anon, file), kernel
+    memory ("kernel", 5.18+, or its parts before) and network buffers, from memory.stat."""
+    kernel = stat.get("kernel")
+    if kernel is None:
+        kernel = sum(stat.get(k, 0) for k in ("kernel_stack", "pagetables", "percpu", "slab", "vmalloc"))
+    return stat.get("anon", 0) + stat.get("file", 0) + kernel + stat.get("sock", 0)
+
+
+def _parse_psi(data: bytes) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in data.decode().splitlines():
+        kind, *fields = line.split()
+        for f in fields:
+            k, _, v = f.partition("=")
+            try:
+                out[f"{kind}_{k}"] = float(v)
+            except ValueError:
+                continue
+    return out

@@ -1,0 +1,25 @@
+#!/bin/sh
+# Runs inside the guest (as root, the host's files read-only under writable
+# overlays): makes the memory controller usable on cgroup2 and runs the cgroup
+# tests. The lane reads the results from stdout, the only way out.
+#   guest.sh REPO PYTHON [PYTEST ARGS...]   (no argument may contain a space:
+#   the command line crosses a shell; the marker expression is set here)
+set -u
+repo=$1 python=$2
+shift 2
+cg=/sys/fs/cgroup
+if ! grep -q " $cg cgroup2 " /proc/mounts; then
+    mount -t cgroup2 cgroup2 "$cg" || { echo "guest: cannot mount cgroup2 at $cg"; exit 90; }
+fi
+grep -qw memory "$cg/cgroup.controllers" || { echo "guest: no memory controller in $cg/cgroup.controllers"; exit 91; }
+echo +memory > "$cg/cgroup.subtree_control" || { echo "guest: cannot enable +memory in $cg"; exit 92; }
+echo "guest: kernel $(uname -r), cgroup2 controllers: $(cat "$cg/cgroup.subtree_control")"
+cd "$repo" || exit 93
+# No bytecode or cache writes: they would only land in the overlay.
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 SPIKEWATCH_REQUIRE_CGROUPS=1 SPIKEWATCH_LANE_CGROUP2=1
+# The emulated CPU is many times slower: deadlines for something to happen stretch.
+export SPIKEWATCH_TEST_TIME_SCALE="${SPIKEWATCH_TEST_TIME_SCALE:-8}"
+"$python" -m pytest -p no:cacheprovider -m "cgroup or cgroup2" --timeout 900 "$@"
+rc=$?
+echo "guest: pytest exit $rc"
+exit $rc

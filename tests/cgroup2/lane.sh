@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The live cgroup v2 lane (make test-cgroup2): boots a small guest on each
+# kernel (Debian 6.1 and 6.12) under qemu's emulation with virtme-ng, the
+# guest sharing this checkout read-only, and runs the cgroup tests there on a
+# real cgroup v2 memory controller. One summary line per kernel; exit 0 only
+# when every kernel passed, or (with a "skipped:" line) when this machine
+# cannot boot a guest at all.
+#
+# Environment: CGROUP2_KERNELS (default: the newest installed 6.1 and 6.12
+# images), CGROUP2_TIMEOUT (seconds per guest, default 360), CGROUP2_TESTS
+# (test files or node ids, default: every file with cgroup tests), PYTEST_ARGS.
+set -uo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+venv="${VENV:-$repo/.venv}"
+vng_venv="${VNG_VENV:-$repo/.venv-vng}"
+timeout_s="${CGROUP2_TIMEOUT:-360}"
+
+out=$(bash "$here/setup.sh")
+rc=$?
+if [ $rc = 3 ]; then
+    echo "cgroup2 lane: $out"
+    exit 0
+elif [ $rc != 0 ]; then
+    echo "cgroup2 lane: FAILED: installing qemu, the kernels or virtme-ng failed (see above)"
+    exit 1
+fi
+[ -x "$venv/bin/python" ] || { echo "cgroup2 lane: FAILED: no $venv (run make setup)"; exit 1; }
+export PATH="$vng_venv/bin:$PATH"
+
+# qemu needs an x86 CPU it can emulate and some memory; /dev/kvm here cannot
+# run stock kernels, so the guest never asks for it (--disable-kvm).
+if [ "$(awk '/MemAvailable/ {print int($2/1024)}' /proc/meminfo)" -lt 2600 ]; then
+    echo "cgroup2 lane: skipped: less than 2.6 GiB of memory available for a 2 GiB guest"
+    exit 0
+fi
+
+if [ -n "${CGROUP2_KERNELS:-}" ]; then
+    read -r -a kernels <<< "$CGROUP2_KERNELS"
+else
+    kernels=(
+        "$(ls /boot/vmlinuz-6.1.* | sort -V | tail -1)"
+        "$(ls /boot/vmlinuz-6.12.* | sort -V | tail -1)"
+    )
+fi
+
+# Only the files that hold cgroup tests: collecting all of them takes the
+# emulated guest over a minute.
+if [ -n "${CGROUP2_TESTS:-}" ]; then
+    read -r -a files <<< "$CGROUP2_TESTS"
+else
+    mapfile -t files < <(cd "$repo" && grep -rlE 'mark\.cgroup|needs_cgroup' tests --include='test_*.py' | sort)
+fi
+if [[ "$repo" == *" "* ]]; then
+    echo "cgroup2 lane: FAILED: the checkout's path has a space ($repo); the guest's command line cannot carry it"
+    exit 1
+fi
+
+# The guest cannot write bytecode next to the sources (read-only there): compile
+# it here once, or every interpreter in the guest compiles the project again.
+"$venv/bin/python" -m compileall -q "$repo/sampler" "$repo/driver" "$repo/analysis" "$repo/spikewatch" \
+    "$repo/tests" >/dev/null || true
+
+failed=0
+summaries=()
+for k in "${kernels[@]}"; do
+    ver=${k#/boot/vmlinuz-}
+    log="${TMPDIR:-/tmp}/spikewatch-cgroup2-$ver.log"
+    echo "cgroup2 lane: booting $ver (emulated; log $log)"
+    start=$(date +%s)
+    cmd="sh $here/guest.sh $repo $venv/bin/python -q -rfEs --durations=8 ${PYTEST_ARGS:-} ${files[*]}"
+    timeout --kill-after=10 "$timeout_s" vng --disable-kvm --force-9p --run "$k" \
+        --memory 2G --cpus 2 --exec "$cmd" </dev/null >"$log" 2>&1
+    rc=$?
+    took=$(( $(date +%s) - start ))
+    # pytest's closing line, e.g. "40 passed, 1 skipped in 150.2s".
+    result=$(grep -E '^=* ?[0-9]+ (passed|failed|error)' "$log" | tail -1 | sed -E 's/=+//g; s/^ +| +$//g')
+    grep -E '^(FAILED|ERROR|SKIPPED) ' "$log" | sed "s/^/  [$ver] /"
+    if [ $rc = 124 ] || [ $rc = 137 ]; then
+        line="FAILED: no result within ${timeout_s} s (last lines of $log below)"
+        tail -15 "$log" | sed "s/^/  [$ver] /"
+        failed=1
+    elif [ $rc != 0 ] || [ -z "$result" ]; then
+        line="FAILED (exit $rc): ${result:-no pytest result}"
+        [ -n "$result" ] || tail -15 "$log" | sed "s/^/  [$ver] /"
+        failed=1
+    else
+        line="ok: $result"
+    fi
+    summaries+=("cgroup2 lane: kernel $ver: $line (guest ${took} s)")
+    echo "${summaries[-1]}"
+done
+printf '%s\n' "${summaries[@]}"
+exit $failed
