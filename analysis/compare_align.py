@@ -109,7 +109,9 @@ def align(runs: list[tuple[str, Source, dict[str, Any]]], buckets: int = 2000, s
             continue
         name, t_ns, v = found
         rel = (t_ns - src.t0) / 1e9
-        xs, los, his = [], [], []
+        xs: list[Any] = []
+        los: list[Any] = []
+        his: list[Any] = []
         starts = {}
         breaks = []
         for key, _, a, b in bounds:

@@ -212,19 +212,19 @@ def analyse_ramp(ctx: Ctx, ph: Phase, target_concurrency: float | None = None) -
             ys.append(lvl)
     out["steps"] = steps
     out["plateaus"] = sum(1 for s in steps if s["plateau"]) if steps else None
-    fit = linear_fit(np.array(xs), np.array(ys)) if len(xs) >= 2 else None
-    if fit is None:
+    line = linear_fit(np.array(xs), np.array(ys)) if len(xs) >= 2 else None
+    if line is None:
         out.update(bytes_per_request=None, bytes_per_request_ci=None, r2=None, base_bytes=None, extrapolation=None)
         return out
-    out["bytes_per_request"] = int(round(fit.slope))
+    out["bytes_per_request"] = int(round(line.slope))
     ci = ols_slope_interval(np.array(xs), np.array(ys))
     # compare's noise verdict reads this; None when too few points to say
     out["bytes_per_request_ci"] = [int(round(ci[0])), int(round(ci[1]))] if ci else None
-    out["r2"] = round(fit.r2, 4)
-    out["base_bytes"] = int(round(fit.intercept))
+    out["r2"] = round(line.r2, 4)
+    out["base_bytes"] = int(round(line.intercept))
     out["max_in_flight"] = float(max(xs))
     target = target_concurrency or 2 * max(xs)
-    out["extrapolation"] = {"concurrency": target, "bytes": int(round(fit.intercept + fit.slope * target)),
+    out["extrapolation"] = {"concurrency": target, "bytes": int(round(line.intercept + line.slope * target)),
                             "basis": "given target" if target_concurrency else "twice the largest concurrency tested"}
     return out
 
@@ -257,8 +257,8 @@ def _burst_windows(ctx: Ctx, ph: Phase) -> tuple[list[tuple[int, int]], str]:
         except ValueError:
             return [], "none"
         if length:
-            starts = range(ph.t_start + at, ph.t_end, every) if every else [ph.t_start + at]
-            return [(s, min(s + length, ph.t_end)) for s in starts if s < ph.t_end], "scenario schedule"
+            planned = range(ph.t_start + at, ph.t_end, every) if every else [ph.t_start + at]
+            return [(s, min(s + length, ph.t_end)) for s in planned if s < ph.t_end], "scenario schedule"
     return [], "none"
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -387,7 +387,7 @@ def _numeric(col: list[Any]) -> np.ndarray | None:
     return arr
 
 
-def columns(bodies: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+def columns(bodies: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """A columnar table from maps: ``t`` (int64) plus a float64 column per numeric key."""
     if not bodies:
         return {}
@@ -439,8 +439,8 @@ def load_records(records: Iterable[tuple[str, dict[str, Any]]], path: str | os.P
         if not default.src.src:
             default.src.src = "main"
         sources[default.src.src] = default.finish()
-    for b in builders.values():
-        s = b.finish()
+    for bld in builders.values():
+        s = bld.finish()
         sources[s.src if s.src not in sources else s.src + "+"] = s
     return Recording(Path(path), sources)
 
@@ -550,8 +550,8 @@ def _load_files(paths: list[Path], salvages: list[Salvage]) -> Recording:
         if not default.src.src:
             default.src.src = "main"
         sources[default.src.src] = default.finish()
-    for b in builders.values():
-        s = b.finish()
+    for bld in builders.values():
+        s = bld.finish()
         sources[s.src if s.src not in sources else s.src + "+"] = s
     return Recording(paths[0] if len(paths) == 1 else paths[0].parent, sources)
 
@@ -701,10 +701,10 @@ def _concat_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
     return out
 
 
-def _group_columns(enc: list[Any]) -> tuple[list[Any], list[list[int]], list[int], list[list[Any]]]:
+def _group_columns(enc: list[Any]) -> tuple[list[Any], list[list[int]], list[int], list[Any]]:
     """A v2 group as (keys, shapes, shape ids, values per key) without building a map per body."""
     keys, shapes, ids_p, cols = enc
-    values = []
+    values: list[Any] = []
     for col in cols:
         if col[0] == 1:
             d = np_ints(col[2])
@@ -762,7 +762,7 @@ def _fast_block(block: dict[str, Any], b: "_Builder", expand: Any) -> bool:
     for ti, (keys, shapes, ids, values) in groups.items():
         topic = topics[ti]
         if block["tp"][ti] == "\x00" + protocol.SAMPLES:
-            _fast_samples(b, enc, len(ids))
+            _fast_samples(b, enc or [], len(ids))
             continue
         if topic == protocol.DETAIL and len(shapes) == 1:
             table: dict[str, np.ndarray] = {}

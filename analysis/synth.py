@@ -50,7 +50,7 @@ class Synth:
         tl = t.tolist()
         for i in range(0, len(tl), self.batch):
             body = protocol.samples_body(0, tl[i : i + self.batch], {k: v[i : i + self.batch] for k, v in lists.items()})
-            self._add(tl[i], protocol.SAMPLES, body)
+            self._add(tl[i], protocol.SAMPLES, dict(body))
 
     def detail(self, t: int, **fields: Any) -> None:
         self._add(t, protocol.DETAIL, {**protocol.header(0, int(t)), **fields})

@@ -51,7 +51,7 @@ class Profile:
             if bu.multiplier is not None:
                 level *= bu.multiplier
             else:
-                level = bu.rate if bu.rate is not None else bu.concurrency
+                level = bu.rate if bu.rate is not None else (bu.concurrency or 0)
         return float(level)
 
     def rate(self, t: int) -> float:

@@ -323,7 +323,7 @@ def _parse_target(raw: Any, where: str) -> Target:
     except ValueError:
         _fail(f"{where}.url", f"bad port in {url!r}")
     ready = _path(t["ready"], f"{where}.ready") if "ready" in t else None
-    return Target(url=url, scheme=parts.scheme, host=parts.hostname, port=port,
+    return Target(url=url, scheme=parts.scheme, host=parts.hostname or "", port=port,
                   base_path=parts.path.rstrip("/"), ready=ready)
 
 
@@ -463,7 +463,7 @@ def _parse_phase(raw: Any, where: str, default_arrivals: Arrivals, target: Targe
         "soak": common + ("duration", "rate", "concurrency", "arrivals", "requests"),
         "burst": common + ("duration", "rate", "concurrency", "burst", "arrivals", "requests"),
         "spike": common + ("duration", "rate", "concurrency", "burst", "arrivals", "requests"),
-    }[kind]
+    }[str(kind)]
     _keys(p, where, allowed)
     name = _string(p.get("name", kind), f"{where}.name")
     if len(name) > 200:
@@ -513,7 +513,7 @@ def _parse_phase(raw: Any, where: str, default_arrivals: Arrivals, target: Targe
         if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x for x in raw):
             _fail(f"{where}.requests", 'expected a list of request names, e.g. requests = ["ingest"]')
         only = tuple(dict.fromkeys(raw))
-    return Phase(name=name, kind=kind, duration_ns=duration, rate=rate, concurrency=conc, steps=steps,
+    return Phase(name=name, kind=str(kind), duration_ns=duration, rate=rate, concurrency=conc, steps=steps,
                  burst=burst, arrivals=arrivals, requests=only)
 
 
@@ -566,7 +566,7 @@ def parse_scenario(data: Mapping[str, Any], base_dir: str | Path = ".", source: 
     raw_phases = data.get("phases")
     if not isinstance(raw_phases, list) or not raw_phases:
         _fail("phases", "expected one or more [[phases]] tables")
-    phases = tuple(_parse_phase(p, f"phases[{i}]", default_arrivals, target) for i, p in enumerate(raw_phases))
+    phases = tuple(_parse_phase(p, f"phases[{i}]", default_arrivals, target) for i, p in enumerate(raw_phases or []))
     names = [p.name for p in phases]
     for i, n in enumerate(names):
         if names.index(n) != i:

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Mapping
 
 import zmq
 
@@ -75,7 +75,7 @@ class Sampler:
     #: with CURVE keys drops SIGHUP from these: there it reloads the client keys.
     stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    def __init__(self, config: SamplerConfig, *, context: zmq.Context | None = None) -> None:
+    def __init__(self, config: SamplerConfig, *, context: zmq.Context[Any] | None = None) -> None:
         c = config
         self._pattern = check(c)
         self.config = c
@@ -292,8 +292,8 @@ class Sampler:
         h = self.tree.procs.get(child.pid)
         if h is not None:
             h.argv, h.start_t = argv, t
-        build = self._launched_build.fields() if self._launched_build is not None else {}
-        self.events.launched(child.pid, t, os.getpid(), shutil.which(argv[0]) or argv[0], argv, **build)
+        self.events.launched(child.pid, t, os.getpid(), shutil.which(argv[0]) or argv[0], argv,
+                             self._launched_build)
 
     # ------------------------------------------------------------ process tree
 
@@ -373,16 +373,13 @@ class Sampler:
 
     # ------------------------------------------------------------ publishing
 
-    def _publish(self, topic: str, body: dict[str, Any]) -> None:
+    def _publish(self, topic: str, body: Mapping[str, Any]) -> None:
         assert self.publisher is not None
         self.publisher.publish(topic, body)
 
-    def _event(self, t: int, kind: str, **fields: Any) -> None:
+    def _event(self, t: int, fields: protocol.EventFields) -> None:
         assert self.publisher is not None
-        body = protocol.header(self.publisher.next_seq(), t)
-        body["kind"] = kind
-        body.update({k: v for k, v in fields.items() if v is not None})
-        self._publish(protocol.EVENT, body)
+        self._publish(protocol.EVENT, protocol.event_body(self.publisher.next_seq(), t, fields))
 
     def _flush_samples(self) -> None:
         """Publish the current batch (called every ~20 ms and before any event,
@@ -401,9 +398,7 @@ class Sampler:
         q = self.inlet.queue
         while q:
             t, topic, fields = q.popleft()
-            body = protocol.header(self.publisher.next_seq(), t)
-            body.update(fields)
-            self._publish(topic, body)
+            self._publish(topic, protocol.inlet_body(self.publisher.next_seq(), t, fields))
 
     def counters(self) -> dict[str, int]:
         p = self.publisher
@@ -424,22 +419,22 @@ class Sampler:
 
     def _hello(self, t: int, final: bool = False) -> None:
         assert self.publisher is not None
-        body = protocol.header(self.publisher.next_seq(), t)
         roots = sorted(self.tree.roots)
         tree = sorted(self.tree.procs)
-        targets = []
+        targets: list[protocol.Target] = []
         for kind, spec in self.config.target.describe():
             pids = tree if kind in ("cgroup", "unit") and self._tree_from_cgroup else roots
             targets.append({"kind": kind, "spec": spec, "pids": pids})
-        cg = None
+        cg: protocol.CgroupInfo | None = None
         if self.cg is not None:
             cg = {"version": self.cg.version, "path": self.cg.info.path, "limit": self.detail.limit,
                   "owned": self.cg.owned}
             lim = self.detail.limits
             if lim is not None:
                 # limit is the effective one; these say whose it is.
-                cg.update(limit_own=lim.own, limit_from=lim.source, limit_kind=lim.kind)
-        body.update(
+                cg["limit_own"], cg["limit_from"], cg["limit_kind"] = lim.own, lim.source, lim.kind
+        body = protocol.Hello(
+            **protocol.header(self.publisher.next_seq(), t),
             session=self.session,
             host=socket.gethostname(),
             sampler_version=__version__,
@@ -460,7 +455,7 @@ class Sampler:
         )
         self._publish(protocol.HELLO, body)
 
-    def _heap_hello(self) -> dict[str, Any] | None:
+    def _heap_hello(self) -> protocol.HeapMetricInfo | None:
         h = self._heap
         if h is None:
             return None
@@ -550,7 +545,8 @@ class Sampler:
         self._flush_samples()
         self._drain_inlet()
         for pid, exe, ev in self._build_probe.results():
-            self._event(t, protocol.EV_BUILD, pid=pid, exe=exe, **ev.fields())
+            self._event(t, protocol.Build(kind=protocol.EV_BUILD, pid=pid, exe=exe, build=ev.profile,
+                                          build_evidence=ev.evidence))
         if self._pattern is None or self.tree.roots:
             self.membership.check_roots(t)
         self.events.churn(t)
@@ -558,13 +554,13 @@ class Sampler:
         if w is not None and t - self._ov_last_pub >= 100_000_000:
             self._ov_window = None
             self._ov_last_pub = t
-            self._event(w[0], protocol.EV_OVERRUN, missed=w[2], late_ns=w[3], count=w[1])
+            self._event(w[0], protocol.Overrun(kind=protocol.EV_OVERRUN, missed=w[2], late_ns=w[3], count=w[1]))
         j = self.journal
         if j is not None and j.errors and not self._journal_error_sent:
             self._journal_error_sent = True
             self._log_fn(f"spikewatch: cannot write the journal {j.path}: {j.last_error}; sampling goes on")
-            self._event(t, protocol.EV_JOURNAL_ERROR, path=str(j.path), error=j.last_error,
-                        records_lost=j.records_lost)
+            self._event(t, protocol.JournalError(kind=protocol.EV_JOURNAL_ERROR, path=str(j.path),
+                                                 error=j.last_error, records_lost=j.records_lost))
 
     def _overrun(self, missed: int, late_ns: int, t: int) -> None:
         """Out of line: the timer expired ``missed`` extra times before we woke."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, cast
 
 from . import cgroup, procfs
 from .wire import protocol
@@ -26,7 +26,7 @@ _TOTALS = ("threads", "rss_anon", "rss_file", "rss_shmem", "vm_hwm", "vm_swap")
 
 
 class EventFn(Protocol):
-    def __call__(self, t: int, kind: str, **fields: Any) -> None: ...
+    def __call__(self, t: int, fields: protocol.EventFields) -> None: ...
 
 
 def vmstat_oom_kill() -> int | None:
@@ -139,8 +139,8 @@ class DetailTier:
         body["cg_limit"] = limit
         self.limits = limits
         if limit != self.limit:
-            self._event(t, protocol.EV_LIMIT_CHANGE, old=self.limit, new=limit,
-                        limit_from=limits.source, limit_kind=limits.kind)
+            self._event(t, protocol.LimitChange(kind=protocol.EV_LIMIT_CHANGE, old=self.limit, new=limit,
+                                                limit_from=limits.source, limit_kind=limits.kind))
             self.limit = limit
         sampled = imax.get(protocol.SERIES_CG_USAGE)
         if cg.peak_resettable:
@@ -164,7 +164,8 @@ class DetailTier:
         count = oom.get("oom_kill", 0)
         if self.oom_prev is not None and count > self.oom_prev:
             self._flush()
-            self._event(t, protocol.EV_OOM_KILL, count=count - self.oom_prev, last_bytes=self._headline())
+            self._event(t, protocol.OomKill(kind=protocol.EV_OOM_KILL, count=count - self.oom_prev,
+                                            last_bytes=self._headline()))
             self._oom_unclaimed_t = t
         self.oom_prev = count
         self._memory_events(oom, t)
@@ -193,7 +194,9 @@ class DetailTier:
         if not urgent and not self.final and t - self._mev_t < _MEMORY_EVENTS_GAP_NS:
             return
         self._flush()
-        self._event(t, protocol.EV_MEMORY_EVENTS, t_from=self._mev_t, totals=counts, **rises)
+        ev = protocol.MemoryEvents(kind=protocol.EV_MEMORY_EVENTS, t_from=self._mev_t, totals=counts)
+        cast("dict[str, int]", ev).update(rises)  # high, max, oom, oom_kill: whichever rose
+        self._event(t, ev)
         self._mev_reported, self._mev_t = counts, t
 
     def refresh_host_oom(self) -> None:
@@ -211,7 +214,8 @@ class DetailTier:
         count = self._oom_count()
         if count is not None and self.oom_prev is not None and count > self.oom_prev:
             self._flush()
-            self._event(t, protocol.EV_OOM_KILL, pid=pid, count=count - self.oom_prev, last_bytes=self._headline())
+            self._event(t, protocol.OomKill(kind=protocol.EV_OOM_KILL, pid=pid, count=count - self.oom_prev,
+                                            last_bytes=self._headline()))
             self.oom_prev = count
             return True
         if self._oom_unclaimed_t is not None and t - self._oom_unclaimed_t < 1_000_000_000:
@@ -233,5 +237,5 @@ class DetailTier:
         if kernel - sampled > max(_HWM_ABS_NOISE, int(kernel * _HWM_REL_NOISE)):
             self.hwm_spikes += 1
             self._flush()
-            self._event(t_to, protocol.EV_HWM_SPIKE, series=series, bytes=kernel, t_from=t_from,
-                        t_to=t_to, sampled_max=sampled)
+            self._event(t_to, protocol.HwmSpike(kind=protocol.EV_HWM_SPIKE, series=series, bytes=kernel,
+                                                t_from=t_from, t_to=t_to, sampled_max=sampled))

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from .wire import protocol
 from .detail import EventFn
+from .buildinfo import BuildEvidence
 from .procfs import ProcHandle
 from .tree import ProcessTree
 
@@ -40,12 +41,16 @@ class ProcessEvents:
         """Not announced yet, nor muted."""
         return pid not in self.announced and pid not in self.muted
 
-    def launched(self, pid: int, t: int, ppid: int, exe: str, argv: list[str], **build: Any) -> None:
+    def launched(self, pid: int, t: int, ppid: int, exe: str, argv: list[str],
+                 build: BuildEvidence | None = None) -> None:
         """proc_start for the command we launched, as it is released (``build``: what
         its executable says about its build profile, read before it ran)."""
         self.announced.add(pid)
-        self._event(t, protocol.EV_PROC_START, pid=pid, ppid=ppid, exe=exe, cmdline=argv, start_t=t, launched=True,
-                    **build)
+        ev = protocol.ProcStart(kind=protocol.EV_PROC_START, pid=pid, ppid=ppid, exe=exe, cmdline=argv,
+                                start_t=t, launched=True)
+        if build is not None:
+            ev["build"], ev["build_evidence"] = build.profile, build.evidence
+        self._event(t, ev)
 
     def announce(self, h: ProcHandle, t: int) -> None:
         """proc_start (and restart) for a process that joined the tree, once it had
@@ -68,12 +73,15 @@ class ProcessEvents:
                 self._churn_from = t
             return
         self.announced.add(h.pid)
-        self._event(t, protocol.EV_PROC_START, pid=h.pid, ppid=h.ppid, exe=h.exe, cmdline=h.argv,
-                    start_t=h.start_t, launched=False)
+        ev = protocol.ProcStart(kind=protocol.EV_PROC_START, pid=h.pid, ppid=h.ppid, exe=h.exe, cmdline=h.argv,
+                                launched=False)
+        if h.start_t is not None:
+            ev["start_t"] = h.start_t
+        self._event(t, ev)
         if self._probe is not None and h.exe:
             self._probe(h.pid, h.exe)
         if restart_of is not None:
-            self._event(t, protocol.EV_RESTART, pid=h.pid, old_pid=restart_of)
+            self._event(t, protocol.Restart(kind=protocol.EV_RESTART, pid=h.pid, old_pid=restart_of))
 
     def exited(self, h: ProcHandle, t: int, oom: bool, exit_info: dict[str, Any]) -> bool:
         """proc_exit if its start was announced (returned); forgets the pid either way."""
@@ -84,7 +92,12 @@ class ProcessEvents:
             self._churn_exited += 1
         if announced:
             self._flush()
-            self._event(t, protocol.EV_PROC_EXIT, pid=h.pid, oom=oom, **exit_info)
+            ev = protocol.ProcExit(kind=protocol.EV_PROC_EXIT, pid=h.pid, oom=oom)
+            if "code" in exit_info:
+                ev["code"] = exit_info["code"]
+            if "signal" in exit_info:
+                ev["signal"] = exit_info["signal"]
+            self._event(t, ev)
             self._recent_exits.append((h.argv, h.pid, t))
         return announced
 
@@ -95,8 +108,9 @@ class ProcessEvents:
         if not (self._churn_started or self._churn_exited) or t - self._churn_sent < _CHURN_EVERY_NS:
             return
         self._flush()
-        self._event(t, protocol.EV_PROC_CHURN, started=self._churn_started, exited=self._churn_exited,
-                    t_from=self._churn_from if self._churn_from is not None else t, members=len(self.tree.procs))
+        self._event(t, protocol.ProcChurn(kind=protocol.EV_PROC_CHURN, started=self._churn_started,
+                                          exited=self._churn_exited, members=len(self.tree.procs),
+                                          t_from=self._churn_from if self._churn_from is not None else t))
         self._churn_started = self._churn_exited = 0
         self._churn_from = None
         self._churn_sent = t

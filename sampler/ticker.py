@@ -42,7 +42,7 @@ def _ts(ns: int) -> _Timespec:
 
 def set_timer_slack(ns: int = 1) -> bool:
     """Lower this thread's timer slack; False when the kernel refuses."""
-    return _libc.prctl(PR_SET_TIMERSLACK, ns, 0, 0, 0) == 0
+    return bool(_libc.prctl(PR_SET_TIMERSLACK, ns, 0, 0, 0) == 0)
 
 
 class Ticker:

@@ -32,11 +32,11 @@ def minmax_envelope(t: np.ndarray, v: np.ndarray, t_start: int, t_end: int,
     v = np.asarray(v[lo:hi], dtype=np.float64)
     span = t_end - t_start
     # Integer arithmetic on ns: no float rounding can move a sample to a neighbour bucket.
-    idx = ((t - t_start) * buckets) // span
+    idx: np.ndarray = ((t - t_start) * buckets) // span
     np.minimum(idx, buckets - 1, out=idx)
-    which, lo, hi = bucket_minmax(idx, v)
-    mins[which] = lo
-    maxs[which] = hi
+    which, low, high = bucket_minmax(idx, v)
+    mins[which] = low
+    maxs[which] = high
     return mins, maxs
 
 

@@ -224,7 +224,7 @@ class SourceState:
             return
         handler = _HANDLERS.get(topic)
         if handler is not None:
-            handler(self, body, t, recv_wall_ns)
+            handler(self, body, t, recv_wall_ns or 0)
 
     def _on_hello(self, body: Mapping[str, Any], t: int, recv: int) -> None:
         self.hello = dict(body)

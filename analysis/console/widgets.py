@@ -118,7 +118,7 @@ class Chart(Widget):
             k_last = t_end // width_ns
             k_first = k_last - buckets + 1
             mins, maxs = self._cache.envelope(ring.window, (series, width_ns, id(ring)), width_ns,
-                                              k_first, k_last, ring.last()[0])
+                                              k_first, k_last, (ring.last() or (t_end, 0))[0])
             if series == SERIES_WORKING_SET:
                 period = (src.hello or {}).get("detail_period_ns") or 100_000_000
                 mins, maxs = hold_gaps(mins, maxs, 2 * -(-period // width_ns))

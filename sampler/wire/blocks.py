@@ -55,7 +55,7 @@ import time
 import zlib
 from array import array
 from itertools import accumulate
-from typing import Any, BinaryIO, Callable, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, TypeGuard
 
 import msgpack
 
@@ -85,7 +85,7 @@ CODEC_DEFLATE = 2  # raw deflate (zlib, the standard library) with the same dict
 CODECS = (CODEC_ZSTD, CODEC_DEFLATE)
 
 
-def _zstd_dict():  # type: ignore[no-untyped-def]
+def _zstd_dict() -> Any:
     import zstandard
 
     return zstandard.ZstdCompressionDict(DICT_BYTES, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
@@ -110,7 +110,7 @@ class Compressor:
 
     def compress(self, data: bytes) -> bytes:
         if self.codec == CODEC_ZSTD:
-            return self._z.compress(data)
+            return bytes(self._z.compress(data))
         # memLevel 8 and a 32 KiB window: a block is ~30 KB; the state stays ~260 KB
         c = zlib.compressobj(self.level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, DICT_BYTES)
         return c.compress(data) + c.flush()
@@ -118,7 +118,7 @@ class Compressor:
 
 class Decompressor:
     def __init__(self) -> None:
-        self._zstd = None
+        self._zstd: Any = None
 
     def decompress(self, codec: int, data: bytes) -> bytes:
         if codec == CODEC_DEFLATE:
@@ -131,7 +131,7 @@ class Decompressor:
             import zstandard
 
             self._zstd = zstandard.ZstdDecompressor(dict_data=_zstd_dict())
-        return self._zstd.decompress(data, max_output_size=MAX_PAYLOAD)
+        return bytes(self._zstd.decompress(data, max_output_size=MAX_PAYLOAD))
 _HEAD = struct.Struct("<8sHHI")
 _FRAME = struct.Struct("<4sBBHIqqII")  # up to and without the crc
 _CRC = struct.Struct("<I")
@@ -174,7 +174,7 @@ def pack_ints(xs: list[int]) -> list[Any]:
     raise AssertionError("unreachable")
 
 
-def _swap(a: array) -> bytes:
+def _swap(a: array[int]) -> bytes:
     b = array(a.typecode, a)
     b.byteswap()
     return b.tobytes()
@@ -194,7 +194,7 @@ def unpack_ints(packed: list[Any]) -> list[int]:
     return xs
 
 
-def _is_int(x: Any) -> bool:
+def _is_int(x: Any) -> TypeGuard[int]:
     return type(x) is int and _INT64[0] <= x <= _INT64[1]
 
 
@@ -407,7 +407,7 @@ def encode_block(records: list[tuple[str, Mapping[str, Any]]], quantum_ns: int =
     block: dict[str, Any] = {"tp": list(topics), "o": bytes(order)}
     if batches:
         block["s"] = s
-        groups[topics["\x00" + SAMPLES]] = heads
+        groups[topics["\x00" + SAMPLES]] = list(heads)
     g = []
     for ti, bodies in groups.items():
         pause()
@@ -721,7 +721,8 @@ def read_header(f: BinaryIO) -> dict[str, Any]:
     crc = f.read(4)
     if len(m) < n or len(crc) < 4 or _CRC.unpack(crc)[0] != zlib.crc32(head + m):
         raise FormatError("damaged recording header")
-    return msgpack.unpackb(m, raw=False)
+    header: dict[str, Any] = msgpack.unpackb(m, raw=False)
+    return header
 
 
 def iter_frames(f: BinaryIO, salvage: Salvage | None = None, *, chunk: int = 4 << 20,
@@ -862,7 +863,7 @@ def read_index(path: str | os.PathLike[str]) -> dict[str, Any]:
                 f.seek(at)
                 payload = _frame_at(f, KIND_INDEX)
                 if payload is not None:
-                    idx = msgpack.unpackb(payload, raw=False)
+                    idx: dict[str, Any] = msgpack.unpackb(payload, raw=False)
                     idx["complete"] = True
                     return idx
         f.seek(0)

@@ -23,11 +23,11 @@ class InletClient:
     """
 
     def __init__(self, endpoint: str = protocol.DEFAULT_INLET, *, hwm: int = 10_000,
-                 linger_ms: int = 500, context: zmq.Context | None = None,
+                 linger_ms: int = 500, context: zmq.Context[Any] | None = None,
                  socket_options: Mapping[int, Any] | None = None, watch_handshakes: bool = False,
                  keys: str | None = None) -> None:
         self.endpoint = endpoint
-        self._ctx = context or zmq.Context.instance()
+        self._ctx = context or zmq.Context[Any].instance()
         self._sock = self._ctx.socket(zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, linger_ms)
@@ -80,10 +80,10 @@ class StreamSubscriber:
     """A SUB socket on one or more samplers' streams, yielding decoded messages."""
 
     def __init__(self, endpoints: Sequence[str], topics: Sequence[str] = (), *, hwm: int = 100_000,
-                 context: zmq.Context | None = None,
+                 context: zmq.Context[Any] | None = None,
                  socket_options: Mapping[int, Any] | None = None, watch_handshakes: bool = False,
                  keys: str | None = None) -> None:
-        self._ctx = context or zmq.Context.instance()
+        self._ctx = context or zmq.Context[Any].instance()
         self.sock = self._ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 0)

@@ -47,7 +47,7 @@ PROBE_TIMEOUT_S = 0.5
 _GREETING_START = b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03"
 
 
-def _recv_event(monitor: zmq.Socket) -> dict[str, Any]:
+def _recv_event(monitor: zmq.Socket[bytes]) -> dict[str, Any]:
     """One monitor event: what ``zmq.utils.monitor.recv_monitor_message`` returns, without
     importing that module (it pulls in zmq.asyncio and asyncio: ~9 MiB and ~60 ms for
     every client, the sampler's own processes included)."""
@@ -108,14 +108,14 @@ class HandshakeWatch:
     :meth:`poll` it (or register :attr:`monitor` in a poller) and :meth:`close` it
     before the socket."""
 
-    def __init__(self, sock: zmq.Socket, socket_options: Mapping[int, Any] | None = None,
+    def __init__(self, sock: zmq.Socket[bytes], socket_options: Mapping[int, Any] | None = None,
                  keys: str | os.PathLike[str] | None = None) -> None:
         opts = dict(socket_options or {})
         self.curve = zmq.CURVE_SERVERKEY in opts
         self.keys = keys
         self._public = opts.get(zmq.CURVE_PUBLICKEY)
         self._sock = sock
-        self.monitor: zmq.Socket | None = sock.get_monitor_socket(EVENTS)
+        self.monitor: zmq.Socket[bytes] | None = sock.get_monitor_socket(EVENTS)
         self.succeeded: set[str] = set()
         self.failures: dict[str, str] = {}  # endpoint -> the latest sentence
         self._no_detail: dict[str, int] = {}

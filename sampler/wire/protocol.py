@@ -72,7 +72,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Final, Literal, TypedDict, cast
 
 import msgpack
 
@@ -171,17 +171,17 @@ SERIES_RSS = "rss"  # resident set of the whole target tree
 SERIES_CG_USAGE = "cg_usage"  # the target cgroup's usage
 
 # Event kinds.
-EV_PROC_START = "proc_start"
-EV_PROC_EXIT = "proc_exit"
-EV_OOM_KILL = "oom_kill"
-EV_RESTART = "restart"
-EV_HWM_SPIKE = "hwm_spike"
-EV_LIMIT_CHANGE = "limit_change"
-EV_OVERRUN = "overrun"
-EV_JOURNAL_ERROR = "journal_error"
-EV_BUILD = "build"
-EV_PROC_CHURN = "proc_churn"
-EV_MEMORY_EVENTS = "memory_events"
+EV_PROC_START: Final = "proc_start"
+EV_PROC_EXIT: Final = "proc_exit"
+EV_OOM_KILL: Final = "oom_kill"
+EV_RESTART: Final = "restart"
+EV_HWM_SPIKE: Final = "hwm_spike"
+EV_LIMIT_CHANGE: Final = "limit_change"
+EV_OVERRUN: Final = "overrun"
+EV_JOURNAL_ERROR: Final = "journal_error"
+EV_BUILD: Final = "build"
+EV_PROC_CHURN: Final = "proc_churn"
+EV_MEMORY_EVENTS: Final = "memory_events"
 EVENT_KINDS: tuple[str, ...] = (
     EV_PROC_START,
     EV_PROC_EXIT,
@@ -449,8 +449,8 @@ class _LimitChangeCore(TypedDict):
 
 
 class LimitChange(_LimitChangeCore, total=False):
-    limit_from: str
-    limit_kind: str
+    limit_from: str | None
+    limit_kind: str | None
 
 
 class MemoryEvents(TypedDict, total=False):

@@ -190,7 +190,7 @@ def _plausible_v1(buf: bytes, pos: int) -> int:
         return 0 if not 0 <= ln < 32 else -1
     if bytes(buf[pos + 6 : pos + 6 + ln]) not in _TOPIC_BYTES:
         return 0
-    return n
+    return int(n)
 
 
 def _iter_v1(f: BinaryIO, chunk: int, s: Salvage) -> Iterator[tuple[str, dict[str, Any]]]:

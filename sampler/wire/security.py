@@ -78,7 +78,7 @@ def is_loopback(endpoint: str) -> bool:
         addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
     except OSError:
         return False  # an interface name (eth0) or unknown: assume reachable from outside
-    return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
+    return bool(addrs) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addrs)
 
 
 def create_keys(directory: str | os.PathLike[str], name: str = CLIENT) -> dict[str, Path]:
@@ -159,11 +159,11 @@ def load_authorized(folder: str | os.PathLike[str]) -> tuple[dict[bytes, str], l
     return keys, problems
 
 
-def folder_signature(folder: str | os.PathLike[str]) -> tuple | None:
+def folder_signature(folder: str | os.PathLike[str]) -> tuple[Any, ...] | None:
     """What changes when a ``*.key`` file in ``folder`` is added, removed, replaced or
     rewritten: names, inodes, sizes and mtimes (None when the folder cannot be listed).
     A few stat calls: cheap enough to take every second."""
-    sig = []
+    sig: list[tuple[str, int | None, int | None, int | None]] = []
     try:
         with os.scandir(folder) as entries:
             for e in entries:
@@ -199,7 +199,7 @@ class AuthorizedKeys:
         ``User-Id`` property: pyzmq's ZAP handler sets it to the Z85 of the client key
         at the handshake (keys are held in Z85 too), so a session opened before a
         revocation can be told apart."""
-        return bool(user_id) and user_id.encode("ascii", "replace") in self.keys
+        return user_id is not None and bool(user_id) and user_id.encode("ascii", "replace") in self.keys
 
 
 @dataclass
@@ -207,7 +207,7 @@ class ServerSecurity:
     """CURVE for a sampler: a private ZeroMQ context with its ZAP handler running,
     and the options every bound socket gets."""
 
-    context: zmq.Context
+    context: zmq.Context[Any]
     socket_options: dict[int, Any] = field(default_factory=dict)
     authenticator: Any = None
     clients: int = 0
@@ -286,7 +286,7 @@ class KeyWatcher:
                 self._warn(f"spikewatch: warning: client key reload failed ({exc!r}); "
                            f"still admitting the keys loaded before")
 
-    def reload(self, why: str, signature: tuple | None = None) -> None:
+    def reload(self, why: str, signature: tuple[Any, ...] | None = None) -> None:
         """Read the folder and swap the key set in (or keep the old one, saying why)."""
         self.reloads += 1
         self._signature = signature if signature is not None else folder_signature(self.folder)
@@ -317,7 +317,7 @@ class KeyWatcher:
                   + ("; their open inlet sessions are refused from now on, open subscriptions last until they reconnect" if removed else ""))
 
 
-def server_security(directory: str | os.PathLike[str], context: zmq.Context | None = None,
+def server_security(directory: str | os.PathLike[str], context: zmq.Context[Any] | None = None,
                     warn: Callable[[str], None] | None = None) -> ServerSecurity:
     """Load ``DIR/server.key_secret`` and ``DIR/authorized_clients``; start the ZAP
     handler (before any socket binds: without one libzmq would admit any client
@@ -340,7 +340,7 @@ def server_security(directory: str | os.PathLike[str], context: zmq.Context | No
     if problems and warn is not None:
         for line in problems:
             warn(f"spikewatch: warning: skipped {line}")
-    ctx = context or zmq.Context()
+    ctx = context or zmq.Context[Any]()
     auth = ThreadAuthenticator(ctx)
     auth.start()
     # pyzmq's ZAP handler asks this provider at every handshake. (configure_curve(location=)
@@ -348,7 +348,7 @@ def server_security(directory: str | os.PathLike[str], context: zmq.Context | No
     # finds none, and a file read between our check and its own could differ.)
     provider = AuthorizedKeys(keys)
     auth.configure_curve_callback(domain=ZAP_DOMAIN.decode(), credentials_provider=provider)
-    opts = {zmq.CURVE_SERVER: 1, zmq.CURVE_PUBLICKEY: public, zmq.CURVE_SECRETKEY: secret,
+    opts: dict[int, Any] = {zmq.CURVE_SERVER: 1, zmq.CURVE_PUBLICKEY: public, zmq.CURVE_SECRETKEY: secret,
             zmq.ZAP_DOMAIN: ZAP_DOMAIN}
     return ServerSecurity(ctx, opts, auth, len(keys), auth_dir, provider)
 

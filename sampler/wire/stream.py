@@ -40,7 +40,7 @@ class EndpointError(Exception):
     """An endpoint that cannot be bound; the message says what to do."""
 
 
-def close_endpoint(sock: zmq.Socket, endpoint: str) -> None:
+def close_endpoint(sock: zmq.Socket[bytes], endpoint: str) -> None:
     """Close ``sock``; remove the socket file of an ``ipc://`` endpoint we bound."""
     sock.close()
     if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
@@ -50,7 +50,7 @@ def close_endpoint(sock: zmq.Socket, endpoint: str) -> None:
             pass
 
 
-def bind(sock: zmq.Socket, endpoint: str, what: str) -> None:
+def bind(sock: zmq.Socket[bytes], endpoint: str, what: str) -> None:
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
@@ -106,7 +106,7 @@ class Journal:
         """Records not in the file: dropped when the retry buffer was full, plus
         those still waiting for a disk that refuses them (all lost at close)."""
         w = self._writer
-        return w.records_dropped + ((w.pending_records + len(self._queue)) if self.errors else 0)
+        return int(w.records_dropped + ((w.pending_records + len(self._queue)) if self.errors else 0))
 
     def _drain(self) -> None:
         q = self._queue
@@ -191,7 +191,7 @@ class Journal:
 class Publisher:
     """Stamps ``seq`` on every message, packs it once, sends it and journals it."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, *, hwm: int = 10_000,
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, *, hwm: int = 10_000,
                  socket_options: Mapping[int, Any] | None = None) -> None:
         self.sock = ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
@@ -212,7 +212,7 @@ class Publisher:
         self.seq = s + 1
         return s
 
-    def publish(self, topic: str, body: dict[str, Any]) -> None:
+    def publish(self, topic: str, body: Mapping[str, Any]) -> None:
         """Send ``body`` (which must already carry v/seq/t) on ``topic``."""
         packed = protocol.pack(body)
         sock = self.sock
@@ -251,7 +251,7 @@ class Inlet:
     # counted as bad and dropped unread, so validating it cannot starve the sampling.
     MAX_PER_SECOND = 2000
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, *,
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, *,
                  socket_options: Mapping[int, Any] | None = None,
                  sender_allowed: Callable[[str | None], bool] | None = None) -> None:
         self.sock = ctx.socket(zmq.PULL)
