@@ -15,7 +15,9 @@ from .reader import Source
 
 # Only when no executable could be read: a path under a build folder is a weak hint.
 _DEBUG = re.compile(r"(^|/)(target/(\w+-)*debug|debug|Debug|cmake-build-debug|bin/Debug|build/debug|_build/debug)(/|$)")
-_RELEASE = re.compile(r"(^|/)(target/(\w+-)*release|target/[\w-]+/release|release|Release|cmake-build-release|bin/Release|build/release|_build/prod)(/|$)")
+_RELEASE = re.compile(
+    r"(^|/)(target/(\w+-)*release|target/[\w-]+/release|release|Release|cmake-build-release|bin/Release|build/release|_build/prod)(/|$)"
+)
 
 
 def _build_evidence(src: Source) -> list[tuple[str, str, str]]:
@@ -38,7 +40,10 @@ def _build_evidence(src: Source) -> list[tuple[str, str, str]]:
 
 def release_build(src: Source) -> tuple[bool | None, str]:
     found = [e for e in _build_evidence(src) if e[1] != buildinfo.WRAPPER]
-    for profile, answer, word in ((buildinfo.DEBUG, False, "a debug build"), (buildinfo.RELEASE, True, "a release build")):
+    for profile, answer, word in (
+        (buildinfo.DEBUG, False, "a debug build"),
+        (buildinfo.RELEASE, True, "a release build"),
+    ):
         for exe, p, why in found:
             if p == profile:
                 return answer, f"{exe} is {word}: {why}"
@@ -79,8 +84,14 @@ def startup_captured(src: Source) -> tuple[bool | None, str]:
         st = int(known[0]["start_t"])
         late = first - st
         if late <= period:
-            return True, f"sampling began {format_duration_ns(max(late, 0))} after the process started (within one period)"
-        return False, f"sampling began {format_duration_ns(late)} after the process started: the startup peak may be missing"
+            return (
+                True,
+                f"sampling began {format_duration_ns(max(late, 0))} after the process started (within one period)",
+            )
+        return (
+            False,
+            f"sampling began {format_duration_ns(late)} after the process started: the startup peak may be missing",
+        )
     if starts:
         return None, "the process start time is unknown"
     for h in src.hellos:
@@ -125,8 +136,14 @@ def limited(limit: int | None, peak: int, kills: int) -> tuple[bool | None, str]
     return True, msg
 
 
-def checklist(src: Source, phases: list[dict[str, Any]], limit: int | None, peak: int, kills: int,
-              whole_growth: dict[str, Any] | None) -> tuple[dict[str, bool | None], dict[str, str]]:
+def checklist(
+    src: Source,
+    phases: list[dict[str, Any]],
+    limit: int | None,
+    peak: int,
+    kills: int,
+    whole_growth: dict[str, Any] | None,
+) -> tuple[dict[str, bool | None], dict[str, str]]:
     items = {
         "release_build": release_build(src),
         "startup_captured": startup_captured(src),

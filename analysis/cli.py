@@ -42,19 +42,50 @@ def _load(path: str):
 
 @click.command()
 @click.argument("endpoints", nargs=-1, required=True)
-@click.option("-o", "--out", "output", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Recording file to write (required); an existing one is refused unless --append.")
+@click.option(
+    "-o",
+    "--out",
+    "output",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Recording file to write (required); an existing one is refused unless --append.",
+)
 @click.option("--output", "output_old", type=click.Path(dir_okay=False), hidden=True, help="Old spelling of --out.")
 @click.option("--append", is_flag=True, help="Add to an existing FILE (the report then sees every session in it).")
-@click.option("--duration", default=None, metavar="T", help="Stop after T (with its unit: 30s, 5m); default: until Ctrl-C/SIGTERM.")
+@click.option(
+    "--duration",
+    default=None,
+    metavar="T",
+    help="Stop after T (with its unit: 30s, 5m); default: until Ctrl-C/SIGTERM.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Only print the summary.")
-@click.option("--history", "history", multiple=True, metavar="EP",
-              help="Sampler's history endpoint (sample --history): backfill what happened before attaching. One per EP, in order.")
-@click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (server.key + your *.key_secret) for samplers started with --keys.")
-@click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client).")
-def record(endpoints: tuple[str, ...], output: str | None, duration: str | None, quiet: bool,
-           history: tuple[str, ...] = (), keys: str | None = None, client_key: str | None = None,
-           append: bool = False, output_old: str | None = None) -> None:
+@click.option(
+    "--history",
+    "history",
+    multiple=True,
+    metavar="EP",
+    help="Sampler's history endpoint (sample --history): backfill what happened before attaching. One per EP, in order.",
+)
+@click.option(
+    "--keys",
+    "keys",
+    metavar="DIR",
+    help="CURVE keys folder (server.key + your *.key_secret) for samplers started with --keys.",
+)
+@click.option(
+    "--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client)."
+)
+def record(
+    endpoints: tuple[str, ...],
+    output: str | None,
+    duration: str | None,
+    quiet: bool,
+    history: tuple[str, ...] = (),
+    keys: str | None = None,
+    client_key: str | None = None,
+    append: bool = False,
+    output_old: str | None = None,
+) -> None:
     """Subscribe to samplers' streams (EP, e.g. tcp://127.0.0.1:7781) and write a recording.
 
     With several endpoints, each sampler's messages carry its session id
@@ -84,54 +115,108 @@ def record(endpoints: tuple[str, ...], output: str | None, duration: str | None,
     if len(hist) > len(eps):
         raise click.BadParameter("give at most one --history per EP", param_hint="--history")
     try:
-        rec = Recorder(eps, output, on_gap=gap, history=hist or None,
-                       socket_options=client_socket_options(keys, client_key) or None, keys=keys)
+        rec = Recorder(
+            eps,
+            output,
+            on_gap=gap,
+            history=hist or None,
+            socket_options=client_socket_options(keys, client_key) or None,
+            keys=keys,
+        )
     except OSError as exc:
         raise io_failure("write", output, exc) from None
     rec.install_signal_handlers()
     if not quiet:
-        click.echo(f"recording {', '.join(eps)} -> {output}" + (f" for {duration}" if duration else " (Ctrl-C to stop)"), err=True)
+        click.echo(
+            f"recording {', '.join(eps)} -> {output}" + (f" for {duration}" if duration else " (Ctrl-C to stop)"),
+            err=True,
+        )
     stats = rec.run(dur)
     for err in rec.backfill_errors:
         click.echo(f"warning: no backfill: {err}", err=True)
     msgs = ", ".join(f"{k} {v}" for k, v in sorted(stats.messages.items())) or "nothing"
-    click.echo(f"recorded {sum(stats.messages.values())} messages ({msgs}) in {stats.seconds:.1f} s: "
-               f"{stats.samples:,} samples from {len(stats.sessions)} session(s) {', '.join(stats.sessions)}")
-    click.echo(f"missed {stats.missed} message(s) in {len(stats.gaps)} gap(s); {stats.bad_messages} undecodable; "
-               f"{format_bytes(stats.bytes_written)} written to {output}")
+    click.echo(
+        f"recorded {sum(stats.messages.values())} messages ({msgs}) in {stats.seconds:.1f} s: "
+        f"{stats.samples:,} samples from {len(stats.sessions)} session(s) {', '.join(stats.sessions)}"
+    )
+    click.echo(
+        f"missed {stats.missed} message(s) in {len(stats.gaps)} gap(s); {stats.bad_messages} undecodable; "
+        f"{format_bytes(stats.bytes_written)} written to {output}"
+    )
     if stats.write_error is not None:
-        raise RuntimeFailure(f"cannot write {output}: {reason(stats.write_error)}; kept "
-                             f"{format_bytes(stats.bytes_written)}, lost {stats.records_lost} record(s)")
+        raise RuntimeFailure(
+            f"cannot write {output}: {reason(stats.write_error)}; kept "
+            f"{format_bytes(stats.bytes_written)}, lost {stats.records_lost} record(s)"
+        )
     if stats.records_dropped:
         click.echo(f"warning: {stats.records_dropped} records could not be written (disk full?)", err=True)
     if not stats.messages:
         if not existed:
             with contextlib.suppress(OSError):
                 os.unlink(output)
-        raise RuntimeFailure("nothing arrived from " + ", ".join(eps) + ": is a sampler publishing there? "
-                             + ("(the empty recording was removed)" if not existed else f"({output} unchanged)"))
+        raise RuntimeFailure(
+            "nothing arrived from "
+            + ", ".join(eps)
+            + ": is a sampler publishing there? "
+            + ("(the empty recording was removed)" if not existed else f"({output} unchanged)")
+        )
 
 
 @click.command()
 @click.argument("recording")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON ('-' for stdout).")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a self-contained HTML page.")
-@click.option("--fail-on", "fail_on", multiple=True, metavar="EXPR",
-              help="Exit 1 when a condition holds: peak>400MiB, growth>10MiB/h, headroom<20%, oom>0, "
-                   "scrape_missed>50%, spikes>N (repeatable or comma-separated); a condition the "
-                   "recording cannot answer (e.g. headroom without a limit) fails too.")
-@click.option("--baseline", "baseline", type=click.Path(exists=True, dir_okay=False), metavar="BASE.json",
-              help="A previous report JSON: --fail-on conditions with a signed value compare against it "
-                   "('peak>+10%', 'startup_peak>+20MiB'; see spikewatch compare).")
+@click.option(
+    "--fail-on",
+    "fail_on",
+    multiple=True,
+    metavar="EXPR",
+    help="Exit 1 when a condition holds: peak>400MiB, growth>10MiB/h, headroom<20%, oom>0, "
+    "scrape_missed>50%, spikes>N (repeatable or comma-separated); a condition the "
+    "recording cannot answer (e.g. headroom without a limit) fails too.",
+)
+@click.option(
+    "--baseline",
+    "baseline",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="BASE.json",
+    help="A previous report JSON: --fail-on conditions with a signed value compare against it "
+    "('peak>+10%', 'startup_peak>+20MiB'; see spikewatch compare).",
+)
 @click.option("--source", default=None, help="Which sampler session to report on (default: the one with most samples).")
-@click.option("--scrape", "scrape_intervals", default="15s,30s,60s", show_default=True,
-              help="Scrape intervals to compare against the true peak.")
-@click.option("--target-concurrency", type=click.FloatRange(min=0, min_open=True), default=None, help="Extrapolate the ramp to this many requests in flight.")
-@click.option("--margin", type=click.FloatRange(0, 10), default=0.25, show_default=True, help="Margin over the peak for the recommended limit.")
+@click.option(
+    "--scrape",
+    "scrape_intervals",
+    default="15s,30s,60s",
+    show_default=True,
+    help="Scrape intervals to compare against the true peak.",
+)
+@click.option(
+    "--target-concurrency",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Extrapolate the ramp to this many requests in flight.",
+)
+@click.option(
+    "--margin",
+    type=click.FloatRange(0, 10),
+    default=0.25,
+    show_default=True,
+    help="Margin over the peak for the recommended limit.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No terminal summary (still prints failed --fail-on conditions).")
-def report(recording: str, json_out: str | None, html_out: str | None, fail_on: tuple[str, ...], source: str | None,
-           scrape_intervals: str, target_concurrency: float | None, margin: float, quiet: bool,
-           baseline: str | None = None) -> None:
+def report(
+    recording: str,
+    json_out: str | None,
+    html_out: str | None,
+    fail_on: tuple[str, ...],
+    source: str | None,
+    scrape_intervals: str,
+    target_concurrency: float | None,
+    margin: float,
+    quiet: bool,
+    baseline: str | None = None,
+) -> None:
     """Analyse a recording: true peak vs what scrapes showed, spikes, phases, limits, checklist."""
     from . import failon
 
@@ -141,8 +226,9 @@ def report(recording: str, json_out: str | None, html_out: str | None, fail_on: 
         raise click.BadParameter(str(exc), param_hint="--fail-on") from None
     relative = failon.needs_baseline(conditions)
     if relative and not baseline:
-        raise click.BadParameter(f"{', '.join(relative)} compare(s) against a baseline: give --baseline BASE.json",
-                                 param_hint="--fail-on")
+        raise click.BadParameter(
+            f"{', '.join(relative)} compare(s) against a baseline: give --baseline BASE.json", param_hint="--fail-on"
+        )
     base_report = None
     if baseline:
         from .compare import CompareError, load_run
@@ -202,13 +288,20 @@ def report(recording: str, json_out: str | None, html_out: str | None, fail_on: 
 @click.command()
 @click.argument("recording")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Folder for the tables (required); a folder that already holds files is refused unless --force.")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Folder for the tables (required); a folder that already holds files is refused unless --force.",
+)
 @click.option("--output", "out_old", type=click.Path(file_okay=False), hidden=True, help="Old spelling of --out.")
 @click.option("--force", is_flag=True, help="Write into an existing folder, replacing tables of the same name.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def export(recording: str, fmt: str, out_dir: str | None, force: bool = False, out_old: str | None = None,
-           quiet: bool = False) -> None:
+def export(
+    recording: str, fmt: str, out_dir: str | None, force: bool = False, out_old: str | None = None, quiet: bool = False
+) -> None:
     """Write samples, details, events, markers and load as tables (Parquet or CSV).
 
     \b
@@ -232,7 +325,9 @@ def export(recording: str, fmt: str, out_dir: str | None, force: bool = False, o
         try:
             import pyarrow  # noqa: F401
         except ImportError as exc:
-            raise BadInput(f"Parquet export needs pyarrow ({exc}): pip install 'spikewatch[export]', or use --format csv") from None
+            raise BadInput(
+                f"Parquet export needs pyarrow ({exc}): pip install 'spikewatch[export]', or use --format csv"
+            ) from None
     rec = _load(recording)
     # Tables go to a temporary folder beside DIR and are moved in only when all are
     # written, so a full disk or a kill never leaves a half table under its real name.
@@ -261,7 +356,11 @@ def export(recording: str, fmt: str, out_dir: str | None, force: bool = False, o
 @click.command()
 @click.argument("old")
 @click.argument("new", type=click.Path(dir_okay=False))
-@click.option("--lossless-times", is_flag=True, help="Keep sample times to the nanosecond (default: within ±1 µs, ~1.5 bytes a sample less).")
+@click.option(
+    "--lossless-times",
+    is_flag=True,
+    help="Keep sample times to the nanosecond (default: within ±1 µs, ~1.5 bytes a sample less).",
+)
 def convert(old: str, new: str, lossless_times: bool) -> None:
     """Rewrite a recording or journal (or a rotated journal's segments) in the current format (2: compact blocks).
 
@@ -289,9 +388,14 @@ def convert(old: str, new: str, lossless_times: bool) -> None:
     except OSError as exc:
         raise io_failure("write", new, exc) from None
     before, after = sum(os.path.getsize(f) for f in files), os.path.getsize(new)
-    click.echo(f"{n:,} records: {before:,} bytes (format {salvage.format}) -> {after:,} bytes (format 2), "
-               f"{after / max(before, 1) * 100:.1f} %")
+    click.echo(
+        f"{n:,} records: {before:,} bytes (format {salvage.format}) -> {after:,} bytes (format 2), "
+        f"{after / max(before, 1) * 100:.1f} %"
+    )
     if salvage.torn_tail_bytes or salvage.skipped:
         skipped = sum(g["to_byte"] - g["from_byte"] for g in salvage.skipped)
-        click.echo(f"not converted: a torn tail of {salvage.torn_tail_bytes:,} bytes, {len(salvage.skipped)} damaged "
-                   f"range(s) of {skipped:,} bytes", err=True)
+        click.echo(
+            f"not converted: a torn tail of {salvage.torn_tail_bytes:,} bytes, {len(salvage.skipped)} damaged "
+            f"range(s) of {skipped:,} bytes",
+            err=True,
+        )

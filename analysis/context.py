@@ -18,7 +18,7 @@ class Ctx:
     v: np.ndarray  # bytes
 
     @classmethod
-    def of(cls, src: Source, name: str | None = None) -> "Ctx":
+    def of(cls, src: Source, name: str | None = None) -> Ctx:
         name = name or headline_series(src)
         arrs = series_arrays(src, name)
         if arrs is None:

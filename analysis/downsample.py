@@ -23,8 +23,9 @@ def bucket_minmax(idx: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return idx[starts], np.minimum.reduceat(v, starts), np.maximum.reduceat(v, starts)
 
 
-def minmax(t: np.ndarray, v: np.ndarray, buckets: int = 2000,
-           t_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def minmax(
+    t: np.ndarray, v: np.ndarray, buckets: int = 2000, t_range: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bucket ``(t, v)`` by time into ``buckets`` equal columns.
 
     Returns ``(bucket_t, lo, hi)`` for the non-empty buckets only: ``bucket_t``

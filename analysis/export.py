@@ -31,9 +31,12 @@ def _samples(src: Source) -> dict[str, np.ndarray]:
         cols.update({s.name: s.v for s in series})
         return cols
     t = np.concatenate([s.t for s in series])
-    return {"t_ns": t, "t_s": (t - src.t0) / 1e9,
-            "series": np.concatenate([np.full(len(s), s.name, dtype=object) for s in series]),
-            "value": np.concatenate([s.v for s in series])}
+    return {
+        "t_ns": t,
+        "t_s": (t - src.t0) / 1e9,
+        "series": np.concatenate([np.full(len(s), s.name, dtype=object) for s in series]),
+        "value": np.concatenate([s.v for s in series]),
+    }
 
 
 def _numeric(src: Source, table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -60,18 +63,29 @@ def _records(src: Source, bodies: list[dict[str, Any]]) -> dict[str, np.ndarray]
     out["t_s"] = (out["t_ns"] - src.t0) / 1e9
     for k in keys:
         # one type per column: nested or mixed values become JSON text
-        out[k] = np.array([None if b.get(k) is None else json.dumps(b[k], default=str) if not isinstance(b[k], str) else b[k]
-                           for b in bodies], dtype=object)
+        out[k] = np.array(
+            [
+                None if b.get(k) is None else json.dumps(b[k], default=str) if not isinstance(b[k], str) else b[k]
+                for b in bodies
+            ],
+            dtype=object,
+        )
     return out
 
 
 def tables(rec: Recording) -> dict[str, list[tuple[str, dict[str, np.ndarray]]]]:
     """Per table name: [(src, columns)] for every source that has rows."""
-    out: dict[str, list[tuple[str, dict[str, np.ndarray]]]] = {k: [] for k in ("samples", "details", "events", "markers", "load")}
+    out: dict[str, list[tuple[str, dict[str, np.ndarray]]]] = {
+        k: [] for k in ("samples", "details", "events", "markers", "load")
+    }
     for name, src in rec.sources.items():
-        for tname, cols in (("samples", _samples(src)), ("details", _numeric(src, src.details)),
-                            ("events", _records(src, src.events)), ("markers", _records(src, src.markers)),
-                            ("load", _numeric(src, src.load))):
+        for tname, cols in (
+            ("samples", _samples(src)),
+            ("details", _numeric(src, src.details)),
+            ("events", _records(src, src.events)),
+            ("markers", _records(src, src.markers)),
+            ("load", _numeric(src, src.load)),
+        ):
             if cols:
                 out[tname].append((name, cols))
     return out
@@ -93,7 +107,9 @@ def _merge(parts: list[tuple[str, dict[str, np.ndarray]]], with_src: bool) -> di
     return merged
 
 
-def export_recording(rec: Recording, out_dir: str | os.PathLike[str], fmt: str = "parquet") -> dict[str, tuple[str, int]]:
+def export_recording(
+    rec: Recording, out_dir: str | os.PathLike[str], fmt: str = "parquet"
+) -> dict[str, tuple[str, int]]:
     """Write every non-empty table; return {table: (path, rows)}."""
     if fmt == "parquet":
         import pyarrow as pa

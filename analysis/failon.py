@@ -55,8 +55,12 @@ from . import metrics
 from .metrics import COUNT, PERCENT, RATE, RPS, SECONDS, SIZE
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
-    ">": operator.gt, "<": operator.lt,
+    ">=": operator.ge,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    "<": operator.lt,
 }
 # a metric name may hold dots (soak.slope, phase.climb.rss.p99), '#' (phase.rush#2.peak) and '-'
 _EXPR = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.#-]*)\s*(>=|<=|==|!=|>|<)\s*(\S.*?)\s*$")
@@ -110,7 +114,10 @@ def _value(kind: str, raw: str, name: str, op: str, text: str, delta: bool) -> f
     if kind == PERCENT:
         suffix = "pp" if delta else "%"
         if not raw.endswith(suffix):
-            raise FailOnError(f"{text!r}: {name} takes a percentage, e.g. {name}{op}" + ("+5pp (points) or +10% (relative)" if delta else "20%"))
+            raise FailOnError(
+                f"{text!r}: {name} takes a percentage, e.g. {name}{op}"
+                + ("+5pp (points) or +10% (relative)" if delta else "20%")
+            )
         return float(raw[: -len(suffix)]) / 100.0
     if kind == SECONDS:
         return parse_duration(raw)
@@ -125,8 +132,10 @@ def _value(kind: str, raw: str, name: str, op: str, text: str, delta: bool) -> f
 def parse(text: str) -> Condition:
     m = _EXPR.match(text)
     if not m:
-        raise FailOnError(f"cannot read {text!r}: write METRIC OP VALUE, e.g. peak>400MiB, growth>10MiB/h, headroom<20%, "
-                          "oom>0, or against a baseline peak>+10%, startup_peak>+20MiB")
+        raise FailOnError(
+            f"cannot read {text!r}: write METRIC OP VALUE, e.g. peak>400MiB, growth>10MiB/h, headroom<20%, "
+            "oom>0, or against a baseline peak>+10%, startup_peak>+20MiB"
+        )
     name, op, raw = m.groups()
     kind, interval = _metric_kind(name)
     against = ABSOLUTE
@@ -149,8 +158,10 @@ def parse(text: str) -> Condition:
     except FailOnError:
         raise
     except ValueError:
-        raise FailOnError(f"{text!r}: {raw!r} is not a valid {kind} for {name} (e.g. {name}{op}{_UNIT_EXAMPLE[kind]}"
-                          f" or {name}{op}+10%)") from None
+        raise FailOnError(
+            f"{text!r}: {raw!r} is not a valid {kind} for {name} (e.g. {name}{op}{_UNIT_EXAMPLE[kind]}"
+            f" or {name}{op}+10%)"
+        ) from None
     return Condition(text.strip(), name, op, sign * value, kind, interval, against)
 
 
@@ -183,8 +194,9 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%" if abs(x) != float("inf") else ("+inf%" if x > 0 else "-inf%")
 
 
-def check(report: dict[str, Any], exprs: Iterable[str] | Iterable[Condition],
-          baseline: dict[str, Any] | None = None) -> list[str]:
+def check(
+    report: dict[str, Any], exprs: Iterable[str] | Iterable[Condition], baseline: dict[str, Any] | None = None
+) -> list[str]:
     """The conditions that hold (i.e. fail the run), each as a line saying why.
 
     Conditions with a signed value compare ``report`` against ``baseline``;
@@ -203,8 +215,10 @@ def check(report: dict[str, Any], exprs: Iterable[str] | Iterable[Condition],
             elif rd.ci is not None and c.metric not in POINT_ESTIMATE and c.op in (">", ">=", "<", "<="):
                 edge = rd.ci[0] if c.op[0] == ">" else rd.ci[1]  # the whole interval must be past the threshold
                 if _OPS[c.op](edge, c.value):
-                    failed.append(f"{c.text}: {c.metric} is {_fmt(c.kind, rd.value)} (95 % interval "
-                                  f"{_fmt(c.kind, rd.ci[0])} .. {_fmt(c.kind, rd.ci[1])}, all of it {c.op} {_fmt(c.kind, c.value)})")
+                    failed.append(
+                        f"{c.text}: {c.metric} is {_fmt(c.kind, rd.value)} (95 % interval "
+                        f"{_fmt(c.kind, rd.ci[0])} .. {_fmt(c.kind, rd.ci[1])}, all of it {c.op} {_fmt(c.kind, c.value)})"
+                    )
             elif _OPS[c.op](float(rd.value), c.value):
                 failed.append(f"{c.text}: {c.metric} is {_fmt(c.kind, rd.value)}")
             continue
@@ -225,8 +239,10 @@ def check(report: dict[str, Any], exprs: Iterable[str] | Iterable[Condition],
             shown, limit = _fmt(c.kind, d, signed=True), _fmt(c.kind, c.value, signed=True)
         noise = metrics.beyond_noise(brd, rd) if (brd is not None and rd is not None) else None
         if _OPS[c.op](d, c.value) and noise is not False:
-            failed.append(f"{c.text}: {c.metric} went from {_fmt(c.kind, b)} to {_fmt(c.kind, v)} "
-                          f"({shown}{', beyond noise' if noise else ''}; fails when the change is {c.op} {limit})")
+            failed.append(
+                f"{c.text}: {c.metric} went from {_fmt(c.kind, b)} to {_fmt(c.kind, v)} "
+                f"({shown}{', beyond noise' if noise else ''}; fails when the change is {c.op} {limit})"
+            )
     return failed
 
 

@@ -6,9 +6,8 @@ import math
 from typing import Any
 
 import numpy as np
-
-from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.units import format_bytes
+from spikewatch.sampler.wire import protocol
 
 from .context import Ctx
 
@@ -28,8 +27,14 @@ def oom_kills(ctx: Ctx) -> list[dict[str, Any]]:
         if last is None and i >= 0:
             last = int(ctx.v[i])
         before = ctx.values(t - 1_000_000_000, t)
-        out.append({"t": ctx.rel(t), "pid": ev.get("pid"), "last_bytes": last,
-                    "max_bytes_1s_before": int(before.max()) if len(before) else None})
+        out.append(
+            {
+                "t": ctx.rel(t),
+                "pid": ev.get("pid"),
+                "last_bytes": last,
+                "max_bytes_1s_before": int(before.max()) if len(before) else None,
+            }
+        )
     return out
 
 
@@ -43,8 +48,14 @@ def nice_round_up(n: float) -> int:
     return int(math.ceil(n / (1024 * MiB)) * 1024 * MiB)
 
 
-def recommend(peak: int, limit: int | None, kills: list[dict[str, Any]], growth: dict[str, Any] | None,
-              extrapolated: int | None, margin: float = 0.25) -> tuple[int | None, str]:
+def recommend(
+    peak: int,
+    limit: int | None,
+    kills: list[dict[str, Any]],
+    growth: dict[str, Any] | None,
+    extrapolated: int | None,
+    margin: float = 0.25,
+) -> tuple[int | None, str]:
     """Recommended limit: the observed need plus ``margin``, rounded up; and why."""
     if peak <= 0:
         return None, "no samples: nothing to recommend"
@@ -53,14 +64,18 @@ def recommend(peak: int, limit: int | None, kills: list[dict[str, Any]], growth:
     basis = f"observed peak {format_bytes(peak)}"
     if kills and limit:
         need = max(need, float(limit))
-        basis = (f"{len(kills)} OOM kill(s) at the current limit {format_bytes(limit)}: the real need is above it, "
-                 "so start from the limit")
+        basis = (
+            f"{len(kills)} OOM kill(s) at the current limit {format_bytes(limit)}: the real need is above it, "
+            "so start from the limit"
+        )
     if extrapolated and extrapolated > need:
         need = float(extrapolated)
         basis += f"; the ramp extrapolates to {format_bytes(extrapolated)} at the target concurrency"
     parts.append(basis)
     if growth and growth.get("stabilized") is False:
-        parts.append(f"memory still grows {growth['mib_per_hour']:.1f} MiB/h: a limit only delays an OOM kill; fix the growth")
+        parts.append(
+            f"memory still grows {growth['mib_per_hour']:.1f} MiB/h: a limit only delays an OOM kill; fix the growth"
+        )
     rec = nice_round_up(need * (1 + margin))
     parts.append(f"+{margin:.0%} margin, rounded up = {format_bytes(rec)}")
     return rec, "; ".join(parts)

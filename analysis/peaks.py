@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from spikewatch.sampler.wire import protocol
 
 from . import trees
@@ -73,8 +72,12 @@ def hwm_peaks(src: Source) -> dict[str, dict[str, Any]]:
             continue
         if name not in out or b > out[name]["bytes"]:
             t_from, t_to = ev.get("t_from", ev.get("t")), ev.get("t_to", ev.get("t"))
-            out[name] = {"bytes": int(b), "t": (t_from + t_to) // 2 if t_from and t_to else ev.get("t"),
-                         "t_from": t_from, "t_to": t_to}
+            out[name] = {
+                "bytes": int(b),
+                "t": (t_from + t_to) // 2 if t_from and t_to else ev.get("t"),
+                "t_from": t_from,
+                "t_to": t_to,
+            }
     return out
 
 

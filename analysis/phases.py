@@ -95,8 +95,13 @@ def _attr(attrs: dict[str, Any], *names: str) -> Any:
 
 def _seconds(attrs: dict[str, Any]) -> float | None:
     """Time to ready from the driver's attributes, whatever unit it used."""
-    for name, scale in (("time_to_ready_s", 1.0), ("ready_s", 1.0), ("time_to_ready_ms", 1e-3),
-                        ("time_to_ready_ns", 1e-9), ("ready_after_s", 1.0)):
+    for name, scale in (
+        ("time_to_ready_s", 1.0),
+        ("ready_s", 1.0),
+        ("time_to_ready_ms", 1e-3),
+        ("time_to_ready_ns", 1e-9),
+        ("ready_after_s", 1.0),
+    ):
         v = _attr(attrs, name)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return float(v) * scale
@@ -128,7 +133,9 @@ def analyse_startup(ctx: Ctx, ph: Phase, after_end: int) -> dict[str, Any]:
     out["steady_bytes"] = int(steady) if steady is not None else None
     out["startup_peak_ratio"] = round(pk[0] / steady, 3) if pk and steady else None
     ttr = _seconds(ph.attrs)
-    out["time_to_ready_s"] = round(ttr, 6) if ttr is not None else (round((ph.t_end - ph.t_start) / 1e9, 6) if ph.ended else None)
+    out["time_to_ready_s"] = (
+        round(ttr, 6) if ttr is not None else (round((ph.t_end - ph.t_start) / 1e9, 6) if ph.ended else None)
+    )
     out["time_to_ready_source"] = "driver" if ttr is not None else ("phase markers" if ph.ended else None)
     starts = [e for e in ctx.src.events_of(protocol.EV_PROC_START) if e.get("start_t")]
     if starts and ph.ended:
@@ -189,17 +196,28 @@ def analyse_ramp(ctx: Ctx, ph: Phase, target_concurrency: float | None = None) -
     # The second half of each step is where its plateau is (as level_bytes takes it); a point
     # whose in-flight count differs from the one before straddles a step change (the count is
     # read at the end of its interval, the memory averaged over it) and is left out too.
-    settled = [i for i, (t0, t1) in enumerate(spans) if i and xs[i] == xs[i - 1]
-               and any(a + (b - a) // 2 <= t0 and t1 <= b for a, b, _ in bounds)]
+    settled = [
+        i
+        for i, (t0, t1) in enumerate(spans)
+        if i and xs[i] == xs[i - 1] and any(a + (b - a) // 2 <= t0 and t1 <= b for a, b, _ in bounds)
+    ]
     if len(settled) >= 4 and len({xs[i] for i in settled}) >= 2:
         xs, ys = [xs[i] for i in settled], [ys[i] for i in settled]
     for a, b, c in bounds:
         second = a + (b - a) // 2
         lvl = ctx.level(second, b)
-        st: dict[str, Any] = {"t_start": ctx.rel(a), "t_end": ctx.rel(b), "level": c,
-                              "level_bytes": int(lvl) if lvl is not None else None}
+        st: dict[str, Any] = {
+            "t_start": ctx.rel(a),
+            "t_end": ctx.rel(b),
+            "level": c,
+            "level_bytes": int(lvl) if lvl is not None else None,
+        }
         sl = ctx.window(second, b)
-        fit = theil_sen(ctx.t[sl] / 1e9, ctx.v[sl].astype(np.float64), max_points=100) if sl.stop - sl.start > 10 else None
+        fit = (
+            theil_sen(ctx.t[sl] / 1e9, ctx.v[sl].astype(np.float64), max_points=100)
+            if sl.stop - sl.start > 10
+            else None
+        )
         if fit is not None and lvl:
             drift = abs(fit.slope) * (b - second) / 1e9
             st["drift_bytes"] = int(drift)
@@ -224,8 +242,11 @@ def analyse_ramp(ctx: Ctx, ph: Phase, target_concurrency: float | None = None) -
     out["base_bytes"] = int(round(line.intercept))
     out["max_in_flight"] = float(max(xs))
     target = target_concurrency or 2 * max(xs)
-    out["extrapolation"] = {"concurrency": target, "bytes": int(round(line.intercept + line.slope * target)),
-                            "basis": "given target" if target_concurrency else "twice the largest concurrency tested"}
+    out["extrapolation"] = {
+        "concurrency": target,
+        "bytes": int(round(line.intercept + line.slope * target)),
+        "basis": "given target" if target_concurrency else "twice the largest concurrency tested",
+    }
     return out
 
 
@@ -282,9 +303,14 @@ def analyse_burst(ctx: Ctx, ph: Phase) -> dict[str, Any]:
         if first_base is None:
             first_base = base
         pk = ctx.peak(s, e + min(2_000_000_000, max(0, nxt - e) // 2))
-        b: dict[str, Any] = {"t_start": ctx.rel(s), "t_end": ctx.rel(e),
-                             "baseline_bytes": int(base) if base is not None else None,
-                             "peak_bytes": pk[0] if pk else None, "recovery_s": None, "retained_bytes": None}
+        b: dict[str, Any] = {
+            "t_start": ctx.rel(s),
+            "t_end": ctx.rel(e),
+            "baseline_bytes": int(base) if base is not None else None,
+            "peak_bytes": pk[0] if pk else None,
+            "recovery_s": None,
+            "retained_bytes": None,
+        }
         if base is not None and pk:
             b["rise_bytes"] = int(pk[0] - base)
             # a rise lost in the noise has no meaningful recovery
@@ -312,8 +338,9 @@ def analyse_burst(ctx: Ctx, ph: Phase) -> dict[str, Any]:
     return out
 
 
-def growth(ctx: Ctx, a: int, b: int, limit: int | None, warmup_fraction: float = 0.1,
-           threshold_mib_h: float = 1.0) -> dict[str, Any] | None:
+def growth(
+    ctx: Ctx, a: int, b: int, limit: int | None, warmup_fraction: float = 0.1, threshold_mib_h: float = 1.0
+) -> dict[str, Any] | None:
     """Trend of memory in [a, b] after warm-up: Theil–Sen slope with a 95 % interval."""
     w0 = a + int((b - a) * warmup_fraction)
     sl = ctx.window(w0, b)
@@ -331,7 +358,8 @@ def growth(ctx: Ctx, a: int, b: int, limit: int | None, warmup_fraction: float =
     # was still being given back (e.g. after a burst) when the soak began.
     trend = ("falling" if fit.high < -thr else "flat") if stab else ("growing" if stab is False else "inconclusive")
     out: dict[str, Any] = {
-        "t_from": ctx.rel(int(t[0])), "t_to": ctx.rel(int(t[-1])),
+        "t_from": ctx.rel(int(t[0])),
+        "t_to": ctx.rel(int(t[-1])),
         "bytes_per_hour": int(round(fit.slope * per_h)),
         "mib_per_hour": round(fit.slope * per_h / MiB, 4),
         "ci_mib_per_hour": [round(fit.low * per_h / MiB, 4), round(fit.high * per_h / MiB, 4)],
@@ -355,8 +383,10 @@ def describe_growth(g: dict[str, Any]) -> str:
     lo, hi = g["ci_mib_per_hour"]
     text = f"{g['mib_per_hour']:+.2f} MiB/h (95 % CI {lo:+.2f}..{hi:+.2f})"
     if g.get("ci_widened_by", 1.0) >= 1.5:
-        text += (f", interval x{g['ci_widened_by']:g} wider because memory wanders "
-                 f"(residual autocorrelation {g['residual_r1']:.2f})")
+        text += (
+            f", interval x{g['ci_widened_by']:g} wider because memory wanders "
+            f"(residual autocorrelation {g['residual_r1']:.2f})"
+        )
     return text
 
 
@@ -365,16 +395,22 @@ def analyse_soak(ctx: Ctx, ph: Phase, limit: int | None) -> dict[str, Any]:
     return {"growth": g, "stabilized": g["stabilized"] if g else None}
 
 
-def analyse_phases(ctx: Ctx, limit: int | None, target_concurrency: float | None = None) -> tuple[list[Phase], list[dict[str, Any]]]:
+def analyse_phases(
+    ctx: Ctx, limit: int | None, target_concurrency: float | None = None
+) -> tuple[list[Phase], list[dict[str, Any]]]:
     phases = find_phases(ctx)
     out: list[dict[str, Any]] = []
     for i, ph in enumerate(phases):
         pk = ctx.peak(ph.t_start, ph.t_end)
         mean = ctx.mean(ph.t_start, ph.t_end)
         d: dict[str, Any] = {
-            "name": ph.name, "kind": ph.kind, "t_start": ctx.rel(ph.t_start), "t_end": ctx.rel(ph.t_end),
+            "name": ph.name,
+            "kind": ph.kind,
+            "t_start": ctx.rel(ph.t_start),
+            "t_end": ctx.rel(ph.t_end),
             "duration_s": round((ph.t_end - ph.t_start) / 1e9, 6),
-            "peak_bytes": pk[0] if pk else None, "peak_t": ctx.rel(pk[1]) if pk else None,
+            "peak_bytes": pk[0] if pk else None,
+            "peak_t": ctx.rel(pk[1]) if pk else None,
             "mean_bytes": int(round(mean)) if mean is not None else None,
             "ended": ph.ended,
             "attrs": {k: v for k, v in ph.attrs.items() if not k.startswith("end.")},

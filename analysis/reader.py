@@ -17,14 +17,13 @@ which bounds the transient Python-int memory to one chunk.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
-from spikewatch.sampler.wire import protocol
-from spikewatch.sampler.wire import blocks
+from spikewatch.sampler.wire import blocks, protocol
 from spikewatch.sampler.wire.recording import RecordingError, Salvage, iter_records, resolve_run
 from spikewatch.sampler.wire.seqgaps import SeqGaps
 
@@ -78,7 +77,7 @@ class Source:
                 return int(h["period_ns"])
         for s in self.series.values():
             if len(s) > 1:
-                return int(np.median(np.diff(s.t[: 10_000])))
+                return int(np.median(np.diff(s.t[:10_000])))
         return None
 
     @property
@@ -255,8 +254,9 @@ class _Builder:
         elif topic == protocol.HELLO:
             s.hellos.append(body)
 
-    def add_block(self, records: list[tuple[str, dict[str, Any]]], t: np.ndarray, cols: dict[str, np.ndarray],
-                  sizes: list[int]) -> None:
+    def add_block(
+        self, records: list[tuple[str, dict[str, Any]]], t: np.ndarray, cols: dict[str, np.ndarray], sizes: list[int]
+    ) -> None:
         """A version 2 block's records, its ``samples`` bodies without ``dt``/``series``
         (their samples arrive as whole columns ``t`` and ``cols``, in batch order)."""
         names = tuple(cols)
@@ -476,8 +476,9 @@ def np_ints(packed: list[Any]) -> np.ndarray:
     return a
 
 
-def block_columns(payload: bytes) -> tuple[list[tuple[str, dict[str, Any]]], np.ndarray | None, dict[str, np.ndarray],
-                                            list[int], bool]:
+def block_columns(
+    payload: bytes,
+) -> tuple[list[tuple[str, dict[str, Any]]], np.ndarray | None, dict[str, np.ndarray], list[int], bool]:
     """A data block as (records with samples bodies reduced to their heads, sample times,
     series columns, batch sizes, uniform): ``uniform`` is False when batches differ in
     their series (then the records are whole bodies and the columns empty)."""
@@ -543,8 +544,7 @@ def _load_files(paths: list[Path], salvages: list[Salvage]) -> Recording:
                     if isinstance(b, dict):
                         builder(b, tp).add(tp, b)
                 continue
-            _v2_blocks(f, path, salvage, expand, builder, lambda: not builders and default is not None,
-                       lambda: default)
+            _v2_blocks(f, path, salvage, expand, builder, lambda: not builders and default is not None, lambda: default)
     sources: dict[str, Source] = {}
     if default is not None:
         if not default.src.src:
@@ -556,8 +556,9 @@ def _load_files(paths: list[Path], salvages: list[Salvage]) -> Recording:
     return Recording(paths[0] if len(paths) == 1 else paths[0].parent, sources)
 
 
-def _v2_blocks(f: Any, path: Path, salvage: Salvage, expand: Any, builder: Any, default_only: Any,
-               fast_builder: Any) -> None:
+def _v2_blocks(
+    f: Any, path: Path, salvage: Salvage, expand: Any, builder: Any, default_only: Any, fast_builder: Any
+) -> None:
     if True:
         try:
             for fr in blocks.iter_frames(f, salvage):
@@ -567,8 +568,9 @@ def _v2_blocks(f: Any, path: Path, salvage: Salvage, expand: Any, builder: Any, 
                     if default_only():
                         import msgpack
 
-                        if _fast_block(msgpack.unpackb(fr.payload, raw=False, strict_map_key=False), fast_builder(),
-                                       expand):
+                        if _fast_block(
+                            msgpack.unpackb(fr.payload, raw=False, strict_map_key=False), fast_builder(), expand
+                        ):
                             continue
                     records, t, cols, sizes, uniform = block_columns(fr.payload)
                 except Exception:  # whole by its checksum, yet not decodable: another writer version
@@ -592,8 +594,9 @@ def _v2_blocks(f: Any, path: Path, salvage: Salvage, expand: Any, builder: Any, 
                             continue
                     # the hellos were expanded above (once: expanding twice would take them for keyframes)
                     hellos = iter([b for tp, b in records if tp == protocol.HELLO])
-                    records = [(tp, next(hellos) if tp == protocol.HELLO else b)
-                               for tp, b in blocks.decode_block(fr.payload)]
+                    records = [
+                        (tp, next(hellos) if tp == protocol.HELLO else b) for tp, b in blocks.decode_block(fr.payload)
+                    ]
                 for tp, b in records:
                     if isinstance(b, dict):
                         builder(b, tp).add(tp, b)
@@ -611,11 +614,15 @@ def integrity(rec: Recording, s: Salvage) -> dict[str, Any]:
         return "?" if t is None else f"{(t - t0) / 1e9:.1f} s"
 
     if s.torn_tail_bytes:
-        notes.append(f"the file ends in a torn record ({s.torn_tail_bytes:,} bytes unread): its writer stopped mid-write")
+        notes.append(
+            f"the file ends in a torn record ({s.torn_tail_bytes:,} bytes unread): its writer stopped mid-write"
+        )
     for g in s.skipped:
-        notes.append(f"damaged bytes {g['from_byte']:,}-{g['to_byte']:,} skipped "
-                     f"({g['to_byte'] - g['from_byte']:,} bytes, between {rel(g['t_before'])} and {rel(g['t_after'])}); "
-                     "read on after them")
+        notes.append(
+            f"damaged bytes {g['from_byte']:,}-{g['to_byte']:,} skipped "
+            f"({g['to_byte'] - g['from_byte']:,} bytes, between {rel(g['t_before'])} and {rel(g['t_after'])}); "
+            "read on after them"
+        )
     stopped_early = False
     hello_samples = file_samples = None
     if src:
@@ -626,8 +633,10 @@ def integrity(rec: Recording, s: Salvage) -> dict[str, Any]:
         elif s.format == 1 and hellos and "final" in hellos[-1] and not final:
             stopped_early = True
         if stopped_early:
-            notes.append(f"the writer stopped early (killed, or the disk filled): no closing record; "
-                         f"the file ends at {rel(src.t_end)}")
+            notes.append(
+                f"the writer stopped early (killed, or the disk filled): no closing record; "
+                f"the file ends at {rel(src.t_end)}"
+            )
         ser = src.series.get("rss") or next(iter(src.series.values()), None)
         if len(hellos) >= 2 and ser is not None and len(ser):
             h0, h1 = hellos[0], hellos[-1]
@@ -638,9 +647,11 @@ def integrity(rec: Recording, s: Salvage) -> dict[str, Any]:
                 file_samples = int(i1 - i0)
                 slack = 2 * max(1, src.batches and len(ser) // max(src.batches, 1)) + 2
                 if hello_samples - file_samples > slack:
-                    notes.append(f"the sampler counted {hello_samples:,} samples between its first and last hello "
-                                 f"in this file; the file holds {file_samples:,} "
-                                 f"({hello_samples - file_samples:,} missing)")
+                    notes.append(
+                        f"the sampler counted {hello_samples:,} samples between its first and last hello "
+                        f"in this file; the file holds {file_samples:,} "
+                        f"({hello_samples - file_samples:,} missing)"
+                    )
             lost = h1["counters"].get("journal_lost") or 0
             errs = h1["counters"].get("journal_errors") or 0
             if errs or lost:
@@ -650,9 +661,15 @@ def integrity(rec: Recording, s: Salvage) -> dict[str, Any]:
         "complete": not notes,
         "bytes": s.bytes_total,
         "torn_tail_bytes": s.torn_tail_bytes,
-        "skipped": [dict(g, bytes=g["to_byte"] - g["from_byte"], t_before=None if g["t_before"] is None else
-                         round((g["t_before"] - t0) / 1e9, 3), t_after=None if g["t_after"] is None else
-                         round((g["t_after"] - t0) / 1e9, 3)) for g in s.skipped],
+        "skipped": [
+            dict(
+                g,
+                bytes=g["to_byte"] - g["from_byte"],
+                t_before=None if g["t_before"] is None else round((g["t_before"] - t0) / 1e9, 3),
+                t_after=None if g["t_after"] is None else round((g["t_after"] - t0) / 1e9, 3),
+            )
+            for g in s.skipped
+        ],
         "writer_stopped_early": stopped_early,
         "hello_samples": hello_samples,
         "file_samples": file_samples,
@@ -725,7 +742,7 @@ def _group_columns(enc: list[Any]) -> tuple[list[Any], list[list[int]], list[int
 _SKIP_DETAIL = ("v", "seq")
 
 
-def _fast_block(block: dict[str, Any], b: "_Builder", expand: Any) -> bool:
+def _fast_block(block: dict[str, Any], b: _Builder, expand: Any) -> bool:
     """Take a v2 block of one source whose ``seq`` runs on from the last: sample and
     detail columns go in as arrays, without a Python object per sample or detail.
     False (nothing taken) when the block is not that simple."""
@@ -743,7 +760,7 @@ def _fast_block(block: dict[str, Any], b: "_Builder", expand: Any) -> bool:
     n = len(order)
     # seq in record order: consecutive from the last one seen, or the slow path
     seq_it = {}
-    for ti, (keys, shapes, ids, values) in groups.items():
+    for ti, (keys, _shapes, ids, values) in groups.items():
         col = values[keys.index("seq")]
         if len(col) != len(ids):
             return False
@@ -786,7 +803,7 @@ def _fast_block(block: dict[str, Any], b: "_Builder", expand: Any) -> bool:
     return True
 
 
-def _fast_samples(b: "_Builder", enc: list[Any], n_batches: int) -> None:
+def _fast_samples(b: _Builder, enc: list[Any], n_batches: int) -> None:
     base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc, ht_p = enc
     k = np.concatenate(([0], np.cumsum(np_ints(dk_p))))
     t = base + (k * p + np_ints(e_p)) * q

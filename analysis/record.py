@@ -14,16 +14,15 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import zmq
-
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import StreamSubscriber
 from spikewatch.sampler.wire.recording import open_writer
 from spikewatch.sampler.wire.seqgaps import SeqGaps
-
 
 HELLO_WAIT_S = 3.0
 MAX_PENDING = 20_000
@@ -64,10 +63,18 @@ def _stderr(msg: str) -> None:
 
 
 class Recorder:
-    def __init__(self, endpoints: Sequence[str], path: str | os.PathLike[str], *,
-                 on_gap: Callable[[str, int], None] | None = None, context: zmq.Context | None = None,
-                 history: Sequence[str | None] | None = None, socket_options: dict[int, Any] | None = None,
-                 warn: Callable[[str], None] | None = None, keys: str | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        path: str | os.PathLike[str],
+        *,
+        on_gap: Callable[[str, int], None] | None = None,
+        context: zmq.Context | None = None,
+        history: Sequence[str | None] | None = None,
+        socket_options: dict[int, Any] | None = None,
+        warn: Callable[[str], None] | None = None,
+        keys: str | None = None,
+    ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
         self.endpoints = list(endpoints)
@@ -76,8 +83,10 @@ class Recorder:
         # Each socket's handshakes are watched: a sampler that refuses our keys would
         # otherwise just look silent (spikewatch.sampler.wire.handshake). ``warn`` says it (stderr by default).
         self.warn = warn or _stderr
-        self.subs = [StreamSubscriber([ep], context=context, socket_options=socket_options, watch_handshakes=True,
-                                      keys=keys) for ep in self.endpoints]
+        self.subs = [
+            StreamSubscriber([ep], context=context, socket_options=socket_options, watch_handshakes=True, keys=keys)
+            for ep in self.endpoints
+        ]
         # Late-joiner backfill (spikewatch.sampler.backfill): history endpoint per stream endpoint, or None.
         self.history = list(history or [])
         self._context, self._socket_options = context, socket_options
@@ -104,8 +113,10 @@ class Recorder:
         except OSError as exc:
             if self.write_error is None:
                 self.write_error = exc
-                self.warn(f"spikewatch record: cannot write {self.writer.path}: {exc.strerror or exc}; "
-                          "keeping what arrives in memory (bounded) and retrying")
+                self.warn(
+                    f"spikewatch record: cannot write {self.writer.path}: {exc.strerror or exc}; "
+                    "keeping what arrives in memory (bounded) and retrying"
+                )
 
     def _write(self, st: EndpointState, topic: str, body: dict[str, Any]) -> None:
         seq = body.get("seq")
@@ -143,8 +154,7 @@ class Recorder:
         """Say so when messages are surely lost (far behind the newest: not just reordered)."""
         lost = self.gaps.lost
         if lost > self._reported and self.on_gap:
-            self.on_gap(", ".join(k.split("|", 1)[1] for k in self.gaps.keys_with_gaps()) or "?",
-                        lost - self._reported)
+            self.on_gap(", ".join(k.split("|", 1)[1] for k in self.gaps.keys_with_gaps()) or "?", lost - self._reported)
         self._reported = max(self._reported, lost)
 
     def _flush_waiting(self, force: bool = False) -> None:
@@ -250,7 +260,9 @@ class Recorder:
 
     def install_signal_handlers(self) -> None:
         """Ctrl-C and SIGTERM end the recording cleanly (everything received is written)."""
+
         def stop(signum: int, frame: Any) -> None:
             self.stop_event.set()
+
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)

@@ -8,10 +8,10 @@ Times are seconds from the start of the recording.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-
 from spikewatch.sampler.wire import protocol
 
 from . import checklist as checklist_mod
@@ -22,11 +22,16 @@ from .reader import Recording, Source
 REPORT_VERSION = 1
 
 
-def build_report(rec: Recording | Source, *, source: str | None = None,
-                 intervals_s: Sequence[float] = scrape.DEFAULT_INTERVALS_S,
-                 spike_params: spikes.SpikeParams | None = None,
-                 target_concurrency: float | None = None, margin: float = 0.25,
-                 scrape_offsets: int = 500) -> dict[str, Any]:
+def build_report(
+    rec: Recording | Source,
+    *,
+    source: str | None = None,
+    intervals_s: Sequence[float] = scrape.DEFAULT_INTERVALS_S,
+    spike_params: spikes.SpikeParams | None = None,
+    target_concurrency: float | None = None,
+    margin: float = 0.25,
+    scrape_offsets: int = 500,
+) -> dict[str, Any]:
     src = rec if isinstance(rec, Source) else rec.source(source)
     head_name, head_reason = peaks.headline_choice(src)
     ctx = Ctx.of(src, head_name)
@@ -44,9 +49,15 @@ def build_report(rec: Recording | Source, *, source: str | None = None,
     # a trend over less than a minute says nothing about stabilising
     long_enough = len(ctx.t) > 10 and int(ctx.t[-1]) - int(ctx.t[0]) >= 60_000_000_000
     whole = phases.growth(ctx, int(ctx.t[0]), int(ctx.t[-1]), limit) if long_enough else None
-    growth = dict(soak_growth[-1], basis="soak phase") if soak_growth else (dict(whole, basis="whole recording") if whole else None)
+    growth = (
+        dict(soak_growth[-1], basis="soak phase")
+        if soak_growth
+        else (dict(whole, basis="whole recording") if whole else None)
+    )
     extrap = [p["extrapolation"]["bytes"] for p in phase_rows if p["kind"] == "ramp" and p.get("extrapolation")]
-    rec_limit, rec_reason = limits.recommend(peak, limit, kills, growth, max(extrap) if (extrap and target_concurrency) else None, margin)
+    rec_limit, rec_reason = limits.recommend(
+        peak, limit, kills, growth, max(extrap) if (extrap and target_concurrency) else None, margin
+    )
     checks, reasons = checklist_mod.checklist(src, phase_rows, limit, peak, len(kills), whole)
 
     count = len(ctx.t)
@@ -91,7 +102,9 @@ def build_report(rec: Recording | Source, *, source: str | None = None,
         "headroom": limits.headroom(peak, limit),
         "recommended_limit_bytes": rec_limit,
         "recommended_limit_reason": rec_reason,
-        "scrape_view": scrape.scrape_view(ctx.t, ctx.v, peak, int(ctx.t[0]), intervals_s, scrape_offsets) if count else {},
+        "scrape_view": scrape.scrape_view(ctx.t, ctx.v, peak, int(ctx.t[0]), intervals_s, scrape_offsets)
+        if count
+        else {},
         "spikes": spike_list,
         "spikes_total": spike_total,
         "phases": phase_rows,
@@ -100,7 +113,9 @@ def build_report(rec: Recording | Source, *, source: str | None = None,
         "endpoint_attribution": attribution,
         "oom_kills": kills,
         "events": _event_counts(src),
-        "markers": [{"t": ctx.rel(int(m.get("t", 0))), "kind": m.get("kind"), "name": m.get("name")} for m in src.markers],
+        "markers": [
+            {"t": ctx.rel(int(m.get("t", 0))), "kind": m.get("kind"), "name": m.get("name")} for m in src.markers
+        ],
         "checklist": checks,
         "checklist_reasons": reasons,
         # what the reader salvaged of a partial or damaged file (complete, notes, skipped ranges…)
@@ -120,9 +135,14 @@ def _event_counts(src: Source) -> dict[str, int]:
     return out
 
 
-def report_file(recording: str | os.PathLike[str], *, json_path: str | os.PathLike[str] | None = None,
-                html_path: str | os.PathLike[str] | None = None, source: str | None = None,
-                **options: Any) -> dict[str, Any]:
+def report_file(
+    recording: str | os.PathLike[str],
+    *,
+    json_path: str | os.PathLike[str] | None = None,
+    html_path: str | os.PathLike[str] | None = None,
+    source: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """Load a recording, build its report, and write JSON and/or HTML: one call for the runner.
 
     ``options`` go to :func:`build_report` (intervals_s, target_concurrency, margin…).

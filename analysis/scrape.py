@@ -14,7 +14,8 @@ all fall outside the sampled span is left out.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,9 @@ def interval_key(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def scraped_maxima(t: np.ndarray, v: np.ndarray, interval_ns: int, t_start: int,
-                   offsets: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def scraped_maxima(
+    t: np.ndarray, v: np.ndarray, interval_ns: int, t_start: int, offsets: int = 500
+) -> tuple[np.ndarray, np.ndarray]:
     """(offsets_ns, largest value each offset's scrapes saw), vectorised.
 
     Offsets are spaced evenly over one interval (at most one per ns).
@@ -54,8 +56,14 @@ def median_offset(phi: np.ndarray, best: np.ndarray) -> int:
     return int(phi[int(np.argmin(np.abs(best - med)))])
 
 
-def scrape_view(t: np.ndarray, v: np.ndarray, true_peak: int, t_start: int,
-                intervals_s: Sequence[float] = DEFAULT_INTERVALS_S, offsets: int = 500) -> dict[str, Any]:
+def scrape_view(
+    t: np.ndarray,
+    v: np.ndarray,
+    true_peak: int,
+    t_start: int,
+    intervals_s: Sequence[float] = DEFAULT_INTERVALS_S,
+    offsets: int = 500,
+) -> dict[str, Any]:
     """The ``scrape_view`` section of the report for one series."""
     out: dict[str, Any] = {}
     for sec in intervals_s:
@@ -78,10 +86,16 @@ def scrape_view(t: np.ndarray, v: np.ndarray, true_peak: int, t_start: int,
     return out
 
 
-def scrape_points(t: np.ndarray, v: np.ndarray, interval_s: float, offset_s: float, t_start: int) -> tuple[np.ndarray, np.ndarray]:
+def scrape_points(
+    t: np.ndarray, v: np.ndarray, interval_s: float, offset_s: float, t_start: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The (t, value) points one scraper saw: for drawing on the chart."""
     interval_ns = int(round(interval_s * 1e9))
-    when = t_start + int(round(offset_s * 1e9)) + np.arange(int((t[-1] - t_start) // interval_ns) + 1, dtype=np.int64) * interval_ns
+    when = (
+        t_start
+        + int(round(offset_s * 1e9))
+        + np.arange(int((t[-1] - t_start) // interval_ns) + 1, dtype=np.int64) * interval_ns
+    )
     when = when[when <= t[-1]]
     idx = np.searchsorted(t, when, side="right") - 1
     ok = idx >= 0

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-
 from spikewatch.sampler.wire import protocol
 
 from .context import Ctx
@@ -87,8 +86,17 @@ def detect(ctx: Ctx, phases: list[Phase], p: SpikeParams | None = None) -> tuple
                 seg = v[i0 : i1 + 1]
                 k = int(np.argmax(seg))
                 end_t = int(t[i1 + 1]) if i1 + 1 < len(t) else int(t[i1])
-                found.append({"_t0": int(t[i0]), "_t1": end_t, "_peak": int(seg[k]), "_peak_t": int(t[i0 + k]),
-                              "_base": float(base[i0]), "source": "sampled", "samples": i1 - i0 + 1})
+                found.append(
+                    {
+                        "_t0": int(t[i0]),
+                        "_t1": end_t,
+                        "_peak": int(seg[k]),
+                        "_peak_t": int(t[i0 + k]),
+                        "_base": float(base[i0]),
+                        "source": "sampled",
+                        "samples": i1 - i0 + 1,
+                    }
+                )
     for ev in ctx.src.events_of(protocol.EV_HWM_SPIKE):
         if ev.get("series") != ctx.name or not isinstance(ev.get("bytes"), (int, float)):
             continue
@@ -101,8 +109,17 @@ def detect(ctx: Ctx, phases: list[Phase], p: SpikeParams | None = None) -> tuple
         i = min(max(int(np.searchsorted(t, a)), 0), len(t) - 1) if len(t) else -1
         bl = float(base[i]) if i >= 0 else 0.0
         if ev["bytes"] > bl + max(p.rel * bl, p.abs_bytes):
-            found.append({"_t0": a, "_t1": b, "_peak": int(ev["bytes"]), "_peak_t": (a + b) // 2, "_base": bl,
-                          "source": "hwm", "samples": 0})
+            found.append(
+                {
+                    "_t0": a,
+                    "_t1": b,
+                    "_peak": int(ev["bytes"]),
+                    "_peak_t": (a + b) // 2,
+                    "_base": bl,
+                    "source": "hwm",
+                    "samples": 0,
+                }
+            )
     total = len(found)
     found.sort(key=lambda s: s["_peak"] - s["_base"], reverse=True)
     found = sorted(found[: p.max_listed], key=lambda s: s["_t0"])
@@ -110,18 +127,23 @@ def detect(ctx: Ctx, phases: list[Phase], p: SpikeParams | None = None) -> tuple
     out = []
     for s in found:
         lo, hi = s["_t0"] - int(p.near_before_s * 1e9), s["_t1"] + int(p.near_after_s * 1e9)
-        out.append({
-            "t_start": ctx.rel(s["_t0"]),
-            "duration_ms": round((s["_t1"] - s["_t0"]) / 1e6, 3),
-            "height_bytes": int(s["_peak"] - s["_base"]),
-            "peak_bytes": s["_peak"],
-            "peak_t": ctx.rel(s["_peak_t"]),
-            "baseline_bytes": int(s["_base"]),
-            "phase": phase_at(phases, s["_t0"]),
-            "source": s["source"],
-            "near_events": [{**e, "t": ctx.rel(e["t"]), "dt_s": round((e["t"] - s["_t0"]) / 1e9, 6)}
-                            for e in near if lo <= e["t"] <= hi],
-        })
+        out.append(
+            {
+                "t_start": ctx.rel(s["_t0"]),
+                "duration_ms": round((s["_t1"] - s["_t0"]) / 1e6, 3),
+                "height_bytes": int(s["_peak"] - s["_base"]),
+                "peak_bytes": s["_peak"],
+                "peak_t": ctx.rel(s["_peak_t"]),
+                "baseline_bytes": int(s["_base"]),
+                "phase": phase_at(phases, s["_t0"]),
+                "source": s["source"],
+                "near_events": [
+                    {**e, "t": ctx.rel(e["t"]), "dt_s": round((e["t"] - s["_t0"]) / 1e9, 6)}
+                    for e in near
+                    if lo <= e["t"] <= hi
+                ],
+            }
+        )
     return out, total
 
 
@@ -142,7 +164,12 @@ def _nearby(ctx: Ctx) -> list[dict[str, Any]]:
     if th is not None and len(th) > 1:
         jump = np.diff(th)
         for i in np.flatnonzero(np.abs(np.nan_to_num(jump)) >= SpikeParams.thread_jump):
-            items.append({"t": int(ctx.src.details["t"][i + 1]), "kind": "threads",
-                          "name": f"threads {int(th[i])} -> {int(th[i + 1])}"})
+            items.append(
+                {
+                    "t": int(ctx.src.details["t"][i + 1]),
+                    "kind": "threads",
+                    "name": f"threads {int(th[i])} -> {int(th[i + 1])}",
+                }
+            )
     items.sort(key=lambda d: d["t"])
     return items

@@ -30,8 +30,9 @@ def bucket_medians(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np
     return xs, ys
 
 
-def theil_sen(x: np.ndarray, y: np.ndarray, confidence: float = 0.95, max_points: int = 600,
-              autocorrelation: bool = True) -> Slope | None:
+def theil_sen(
+    x: np.ndarray, y: np.ndarray, confidence: float = 0.95, max_points: int = 600, autocorrelation: bool = True
+) -> Slope | None:
     """Median of pairwise slopes, with Sen's (1968) rank-based interval widened for serial correlation.
 
     Long series are first reduced to ``max_points`` bucket medians: O(n²) pairs
@@ -95,7 +96,7 @@ def _z(confidence: float) -> float:
         return table[confidence]
     p = 1 - (1 - confidence) / 2
     t = math.sqrt(-2 * math.log(1 - p))
-    return t - (2.515517 + 0.802853 * t + 0.010328 * t * t) / (1 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t ** 3)
+    return t - (2.515517 + 0.802853 * t + 0.010328 * t * t) / (1 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t**3)
 
 
 @dataclass
@@ -115,7 +116,7 @@ def linear_fit(x: np.ndarray, y: np.ndarray) -> Fit | None:
     slope, intercept = np.polyfit(x, y, 1)
     resid = y - (slope * x + intercept)
     ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(resid ** 2)) / ss_tot if ss_tot > 0 else 1.0
+    r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else 1.0
     return Fit(float(slope), float(intercept), r2, len(x))
 
 
@@ -124,7 +125,7 @@ def t_quantile(confidence: float, df: int) -> float:
     z = _z(confidence)
     if df <= 0:
         return float("inf")
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
 def ols_slope_interval(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:

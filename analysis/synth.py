@@ -10,10 +10,10 @@ every second) in time order, with one ``seq`` counter, through
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
-
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.recording import open_writer
 
@@ -21,9 +21,17 @@ MiB = 1 << 20
 
 
 class Synth:
-    def __init__(self, *, period_ns: int = 1_000_000, batch: int = 20, t0: int = 5_000_000_000,
-                 session: str = "synth-1", limit: int | None = None, src: str | None = None,
-                 series: tuple[str, ...] = ("rss",)) -> None:
+    def __init__(
+        self,
+        *,
+        period_ns: int = 1_000_000,
+        batch: int = 20,
+        t0: int = 5_000_000_000,
+        session: str = "synth-1",
+        limit: int | None = None,
+        src: str | None = None,
+        series: tuple[str, ...] = ("rss",),
+    ) -> None:
         self.period_ns = period_ns
         self.batch = batch
         self.t0 = t0
@@ -49,7 +57,9 @@ class Synth:
         lists = {k: np.asarray(v, dtype=np.int64).tolist() for k, v in cols.items()}
         tl = t.tolist()
         for i in range(0, len(tl), self.batch):
-            body = protocol.samples_body(0, tl[i : i + self.batch], {k: v[i : i + self.batch] for k, v in lists.items()})
+            body = protocol.samples_body(
+                0, tl[i : i + self.batch], {k: v[i : i + self.batch] for k, v in lists.items()}
+            )
             self._add(tl[i], protocol.SAMPLES, dict(body))
 
     def detail(self, t: int, **fields: Any) -> None:
@@ -72,12 +82,21 @@ class Synth:
 
     def _hello(self, t: int, counters: dict[str, int], final: bool = False) -> dict[str, Any]:
         return {
-            **protocol.header(0, t), "session": self.session, "host": "synth", "sampler_version": "synth",
-            "pid": os.getpid(), "wall_ns": 1_700_000_000_000_000_000 + t, "period_ns": self.period_ns,
-            "detail_period_ns": 100_000_000, "series": list(self.series_names),
+            **protocol.header(0, t),
+            "session": self.session,
+            "host": "synth",
+            "sampler_version": "synth",
+            "pid": os.getpid(),
+            "wall_ns": 1_700_000_000_000_000_000 + t,
+            "period_ns": self.period_ns,
+            "detail_period_ns": 100_000_000,
+            "series": list(self.series_names),
             "targets": [{"kind": "launch", "spec": "synth", "pids": [4242]}],
             "cgroup": {"version": 1, "path": "/synth", "limit": self.limit} if self.limit else None,
-            "started_t": self.t0, "journal": None, "final": final, "counters": counters,
+            "started_t": self.t0,
+            "journal": None,
+            "final": final,
+            "counters": counters,
         }
 
     def write(self, path: str | os.PathLike[str], *, drop_seq: set[int] | None = None, format: int = 2) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from spikewatch.sampler.units import format_bytes
 
 from .reader import Source

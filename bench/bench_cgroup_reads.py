@@ -48,8 +48,10 @@ def main() -> None:
             if not name.startswith("pread") and name != "read_usage()":
                 detail += us
             print(f"{name:28s} {us:8.1f} µs")
-        print(f"{'detail tick (all but usage)':28s} {detail:8.1f} µs  "
-              f"= {detail / 100_000 * 100:.3f} % of a core at 100 ms")
+        print(
+            f"{'detail tick (all but usage)':28s} {detail:8.1f} µs  "
+            f"= {detail / 100_000 * 100:.3f} % of a core at 100 ms"
+        )
         p.kill()
         p.wait()
     finally:

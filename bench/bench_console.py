@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 MiB = 1 << 20
 
 
-def publish(endpoint: str, seconds: float, prefill_s: float, out: "mp.Queue") -> None:
+def publish(endpoint: str, seconds: float, prefill_s: float, out: mp.Queue) -> None:
     from tests.console.publisher import Publisher
 
     pub = Publisher(endpoint, baseline=100 * MiB, prefill_ns=int(prefill_s * 1e9)).start()
@@ -59,19 +59,38 @@ while True:
 def start_real_samplers(endpoints: list[str], seconds: float) -> list[subprocess.Popen]:
     from tests.conftest import free_port
 
-    return [subprocess.Popen(
-        [sys.executable, "-m", "spikewatch", "sample", "--publish", ep,
-         "--inlet", f"tcp://127.0.0.1:{free_port()}", "--no-journal", "--quiet",
-         "--duration", f"{seconds:.0f}s", "--", sys.executable, "-c", SPIKER])
-        for ep in endpoints]
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "spikewatch",
+                "sample",
+                "--publish",
+                ep,
+                "--inlet",
+                f"tcp://127.0.0.1:{free_port()}",
+                "--no-journal",
+                "--quiet",
+                "--duration",
+                f"{seconds:.0f}s",
+                "--",
+                sys.executable,
+                "-c",
+                SPIKER,
+            ]
+        )
+        for ep in endpoints
+    ]
 
 
-async def measure(endpoints: list[str], window_s: float, fps: float, warmup: float,
-                  duration: float, size: tuple[int, int]) -> dict:
+async def measure(
+    endpoints: list[str], window_s: float, fps: float, warmup: float, duration: float, size: tuple[int, int]
+) -> dict:
+    import numpy as np
     from spikewatch.analysis.console.app import ConsoleApp
     from spikewatch.analysis.console.options import ConsoleOptions
     from spikewatch.analysis.console.state import LagStats
-    import numpy as np
 
     app = ConsoleApp(endpoints, ConsoleOptions(window_s=window_s, fps=fps))
     async with app.run_test(size=size) as pilot:
@@ -92,20 +111,28 @@ async def measure(endpoints: list[str], window_s: float, fps: float, warmup: flo
         await pilot.pause(duration)
         cpu, elapsed = time.process_time() - cpu0, time.monotonic() - t0
         with app.stream.lock:
-            sources = [{
-                "source": p.src.label,
-                "draw_lag_ms": p.src.draw_lag.summary(),
-                "receive_lag_ms": p.src.receive_lag.summary(),
-                "draws_per_s": (p.chart.draws - draws0[k]) / elapsed,
-                "samples_per_s": (p.src.samples - received0[p.src.key]) / elapsed,
-                "gaps": p.src.gaps,
-                # share of the chart's columns that had samples (does history fill the window?)
-                "window_filled": float((~np.isnan(p.chart.frame.maxs)).mean()) if p.chart.frame else 0.0,
-            } for k, p in app.panels.items()]
+            sources = [
+                {
+                    "source": p.src.label,
+                    "draw_lag_ms": p.src.draw_lag.summary(),
+                    "receive_lag_ms": p.src.receive_lag.summary(),
+                    "draws_per_s": (p.chart.draws - draws0[k]) / elapsed,
+                    "samples_per_s": (p.src.samples - received0[p.src.key]) / elapsed,
+                    "gaps": p.src.gaps,
+                    # share of the chart's columns that had samples (does history fill the window?)
+                    "window_filled": float((~np.isnan(p.chart.frame.maxs)).mean()) if p.chart.frame else 0.0,
+                }
+                for k, p in app.panels.items()
+            ]
     rss_now = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MiB
-    return {"elapsed_s": elapsed, "cpu_fraction": cpu / elapsed, "rss_end_mib": rss_now,
-            "ui_updates_per_s": (app.updates - updates0) / elapsed, "sources": sources,
-            "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "elapsed_s": elapsed,
+        "cpu_fraction": cpu / elapsed,
+        "rss_end_mib": rss_now,
+        "ui_updates_per_s": (app.updates - updates0) / elapsed,
+        "sources": sources,
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -143,20 +170,29 @@ def main() -> None:
         for s in samplers:
             s.terminate()
             s.wait(15)
-    result["config"] = {"real_samplers": args.real, "sources": args.sources, "window_s": args.window, "prefill_s": args.prefill,
-                        "fps": args.fps, "size": args.size, "cpus": os.cpu_count()}
+    result["config"] = {
+        "real_samplers": args.real,
+        "sources": args.sources,
+        "window_s": args.window,
+        "prefill_s": args.prefill,
+        "fps": args.fps,
+        "size": args.size,
+        "cpus": os.cpu_count(),
+    }
     worst = {k: max(s["draw_lag_ms"][k] for s in result["sources"]) for k in ("p50_ms", "p99_ms", "max_ms")}
     recv = {k: max(s["receive_lag_ms"][k] for s in result["sources"]) for k in ("p50_ms", "p99_ms", "max_ms")}
     print(json.dumps(result, indent=1, default=float))
-    print(f"\n{args.sources} {'real samplers' if args.real else 'publishers'} x 1 kHz, window {args.window:g}s, {args.fps:g} fps: draw lag (worst source) "
-          f"p50 {worst['p50_ms']:.1f} ms, p99 {worst['p99_ms']:.1f} ms, max {worst['max_ms']:.1f} ms; "
-          f"receive lag p50 {recv['p50_ms']:.1f} / p99 {recv['p99_ms']:.1f} / max {recv['max_ms']:.1f} ms; "
-          f"gaps {sum(s['gaps'] for s in result['sources'])}; "
-          f"samples/s per source {min(s['samples_per_s'] for s in result['sources']):.0f}; "
-          f"draws/s per source {min(s['draws_per_s'] for s in result['sources']):.1f}; "
-          f"window filled {min(s['window_filled'] for s in result['sources']) * 100:.0f} %; "
-          f"console CPU {result['cpu_fraction'] * 100:.0f} % of a core; RSS {result['rss_end_mib']:.0f} MiB "
-          f"(max {result['max_rss_mib']:.0f}); load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"\n{args.sources} {'real samplers' if args.real else 'publishers'} x 1 kHz, window {args.window:g}s, {args.fps:g} fps: draw lag (worst source) "
+        f"p50 {worst['p50_ms']:.1f} ms, p99 {worst['p99_ms']:.1f} ms, max {worst['max_ms']:.1f} ms; "
+        f"receive lag p50 {recv['p50_ms']:.1f} / p99 {recv['p99_ms']:.1f} / max {recv['max_ms']:.1f} ms; "
+        f"gaps {sum(s['gaps'] for s in result['sources'])}; "
+        f"samples/s per source {min(s['samples_per_s'] for s in result['sources']):.0f}; "
+        f"draws/s per source {min(s['draws_per_s'] for s in result['sources']):.1f}; "
+        f"window filled {min(s['window_filled'] for s in result['sources']) * 100:.0f} %; "
+        f"console CPU {result['cpu_fraction'] * 100:.0f} % of a core; RSS {result['rss_end_mib']:.0f} MiB "
+        f"(max {result['max_rss_mib']:.0f}); load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SPIKEWATCH = [PY, "-m", "spikewatch"]
 
-SERVER = r'''
+SERVER = r"""
 import asyncio, sys, uvloop
 RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 count = 0
@@ -57,9 +57,9 @@ async def main():
     print("ready", flush=True)
     await asyncio.Event().wait()
 uvloop.run(main())
-'''
+"""
 
-LOCUSTFILE = '''
+LOCUSTFILE = """
 from locust import constant, task
 from locust.contrib.fasthttp import FastHttpUser
 class U(FastHttpUser):
@@ -67,7 +67,7 @@ class U(FastHttpUser):
     @task
     def hit(self):
         self.client.get("/x")
-'''
+"""
 
 
 def free_port() -> int:
@@ -83,7 +83,8 @@ def server_count(port: int) -> int:
 
 def scenario(tmp: Path, port: int, phase: str, name: str, connections: int = 512) -> Path:
     p = tmp / f"{name}.toml"
-    p.write_text(textwrap.dedent(f"""
+    p.write_text(
+        textwrap.dedent(f"""
         [target]
         url = "http://127.0.0.1:{port}"
         [client]
@@ -93,15 +94,29 @@ def scenario(tmp: Path, port: int, phase: str, name: str, connections: int = 512
         [[phases]]
         name = "{name}"
         {phase}
-    """))
+    """)
+    )
     return p
 
 
-def drive(cpu: str, sc: Path, tmp: Path, extra: list[str] | None = None, watch_rss: float = 0
-          ) -> tuple[dict, list[tuple[float, int]]]:
+def drive(
+    cpu: str, sc: Path, tmp: Path, extra: list[str] | None = None, watch_rss: float = 0
+) -> tuple[dict, list[tuple[float, int]]]:
     out = tmp / (sc.stem + ".json")
-    cmd = ["taskset", "-c", cpu, *SPIKEWATCH, "drive", str(sc), "-q", "--json", str(out),
-           "--inlet", f"tcp://127.0.0.1:{free_port()}", *(extra or [])]
+    cmd = [
+        "taskset",
+        "-c",
+        cpu,
+        *SPIKEWATCH,
+        "drive",
+        str(sc),
+        "-q",
+        "--json",
+        str(out),
+        "--inlet",
+        f"tcp://127.0.0.1:{free_port()}",
+        *(extra or []),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rss: list[tuple[float, int]] = []
     if watch_rss:
@@ -122,9 +137,33 @@ def run_locust(cpu: str, port: int, users: int, seconds: int, tmp: Path) -> floa
     lf.write_text(LOCUSTFILE)
     csv = tmp / "locust"
     locust = str(Path(PY).parent / "locust")
-    subprocess.run(["taskset", "-c", cpu, locust, "-f", str(lf), "--headless", "-u", str(users), "-r", str(users),
-                    "-t", f"{seconds}s", "-H", f"http://127.0.0.1:{port}", "--csv", str(csv), "--only-summary",
-                    "--loglevel", "ERROR"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=seconds + 60)
+    subprocess.run(
+        [
+            "taskset",
+            "-c",
+            cpu,
+            locust,
+            "-f",
+            str(lf),
+            "--headless",
+            "-u",
+            str(users),
+            "-r",
+            str(users),
+            "-t",
+            f"{seconds}s",
+            "-H",
+            f"http://127.0.0.1:{port}",
+            "--csv",
+            str(csv),
+            "--only-summary",
+            "--loglevel",
+            "ERROR",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=seconds + 60,
+    )
     rows = (tmp / "locust_stats.csv").read_text().splitlines()
     head = rows[0].split(",")
     for row in rows[1:]:
@@ -137,8 +176,11 @@ def run_locust(cpu: str, port: int, users: int, seconds: int, tmp: Path) -> floa
 def run_wrk(cpu: str, port: int, conns: int, seconds: int) -> float | None:
     if not shutil.which("wrk"):
         return None
-    out = subprocess.run(["taskset", "-c", cpu, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
-                          f"http://127.0.0.1:{port}/x"], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["taskset", "-c", cpu, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", f"http://127.0.0.1:{port}/x"],
+        capture_output=True,
+        text=True,
+    ).stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     return float(m.group(1)) if m else None
 
@@ -158,12 +200,15 @@ def main() -> None:
         sys.exit("needs two CPUs (one for the server, one for the clients)")
     tmp = Path(tempfile.mkdtemp(prefix="bench_driver_"))
     port = free_port()
-    srv = subprocess.Popen(["taskset", "-c", args.server_cpu, PY, "-c", SERVER, str(port)], stdout=subprocess.PIPE,
-                           text=True)
+    srv = subprocess.Popen(
+        ["taskset", "-c", args.server_cpu, PY, "-c", SERVER, str(port)], stdout=subprocess.PIPE, text=True
+    )
     assert srv.stdout.readline().strip() == "ready"
     cpu, n, secs = args.client_cpu, args.connections, args.seconds
-    print(f"server: raw asyncio on uvloop, cpu {args.server_cpu}; clients on cpu {cpu}; "
-          f"{n} connections, {secs}s runs, {args.rounds} rounds")
+    print(
+        f"server: raw asyncio on uvloop, cpu {args.server_cpu}; clients on cpu {cpu}; "
+        f"{n} connections, {secs}s runs, {args.rounds} rounds"
+    )
     try:
         ours, loc, wrk = [], [], []
         if args.skip_closed:
@@ -179,13 +224,17 @@ def main() -> None:
             w = run_wrk(cpu, port, n, secs)
             if w:
                 wrk.append(w)
-            print(f"  round {r + 1}: spikewatch {ours[-1]:8.0f}/s (server saw {served / ph['duration_s']:.0f}/s, "
-                  f"p99 {ph.get('lat_p99_ns', 0) / 1e6:.2f} ms)   locust FastHttpUser {loc[-1]:8.0f}/s"
-                  + (f"   wrk {w:8.0f}/s" if w else ""))
+            print(
+                f"  round {r + 1}: spikewatch {ours[-1]:8.0f}/s (server saw {served / ph['duration_s']:.0f}/s, "
+                f"p99 {ph.get('lat_p99_ns', 0) / 1e6:.2f} ms)   locust FastHttpUser {loc[-1]:8.0f}/s"
+                + (f"   wrk {w:8.0f}/s" if w else "")
+            )
         mo, ml = (statistics.median(ours), statistics.median(loc)) if ours else (0, 1)
         if ours:
-            print(f"closed model, median req/s: spikewatch {mo:.0f}, Locust FastHttpUser {ml:.0f} "
-                  f"-> {mo / ml:.2f}x" + (f"; wrk {statistics.median(wrk):.0f}" if wrk else ""))
+            print(
+                f"closed model, median req/s: spikewatch {mo:.0f}, Locust FastHttpUser {ml:.0f} "
+                f"-> {mo / ml:.2f}x" + (f"; wrk {statistics.median(wrk):.0f}" if wrk else "")
+            )
 
         for rate in (1000, 5000):
             sc = scenario(tmp, port, f'kind = "steady"\nrate = {rate}\nduration = "{secs}s"', f"open{rate}")
@@ -197,20 +246,31 @@ def main() -> None:
             err = (ph["sent"] - want) / want
             # per-second sends from the 100 ms telemetry (whole seconds only)
             sent = res["telemetry"]["fields"]["sent"]
-            per_s = [sum(sent[i:i + 10]) for i in range(0, len(sent) - 10, 10)]
+            per_s = [sum(sent[i : i + 10]) for i in range(0, len(sent) - 10, 10)]
             worst = max(abs(x - rate) / rate for x in per_s) if per_s else float("nan")
-            print(f"open model {rate}/s over {secs}s: sent {ph['sent']} (want {want}, error {err * 100:+.3f} %), "
-                  f"server saw {seen}, completed {ph['completed']}, late {ph['late_sends']}, dropped "
-                  f"{ph['dropped_sends']}, max schedule lag {ph['schedule_lag_max_ns'] / 1e6:.2f} ms, "
-                  f"p50 {ph.get('lat_p50_ns', 0) / 1e6:.2f} ms p99 {ph.get('lat_p99_ns', 0) / 1e6:.2f} ms, "
-                  f"loop lag max {ph['loop_lag_max_ns'] / 1e6:.1f} ms; worst 1 s window {worst * 100:.2f} % off")
+            print(
+                f"open model {rate}/s over {secs}s: sent {ph['sent']} (want {want}, error {err * 100:+.3f} %), "
+                f"server saw {seen}, completed {ph['completed']}, late {ph['late_sends']}, dropped "
+                f"{ph['dropped_sends']}, max schedule lag {ph['schedule_lag_max_ns'] / 1e6:.2f} ms, "
+                f"p50 {ph.get('lat_p50_ns', 0) / 1e6:.2f} ms p99 {ph.get('lat_p99_ns', 0) / 1e6:.2f} ms, "
+                f"loop lag max {ph['loop_lag_max_ns'] / 1e6:.1f} ms; worst 1 s window {worst * 100:.2f} % off"
+            )
 
         if args.soak:
             sc = scenario(tmp, port, f'kind = "soak"\nrate = {args.soak_rate}\nduration = "{args.soak}s"', "soak")
             (tmp / "soak.json").unlink(missing_ok=True)
             # Without --json the driver keeps no series: measure what a plain long run costs.
-            cmd = ["taskset", "-c", cpu, *SPIKEWATCH, "drive", str(sc), "-q",
-                   "--inlet", f"tcp://127.0.0.1:{free_port()}"]
+            cmd = [
+                "taskset",
+                "-c",
+                cpu,
+                *SPIKEWATCH,
+                "drive",
+                str(sc),
+                "-q",
+                "--inlet",
+                f"tcp://127.0.0.1:{free_port()}",
+            ]
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             ps = psutil.Process(proc.pid)
             t0 = time.monotonic()
@@ -226,9 +286,11 @@ def main() -> None:
             last = [r for t, r in rss if t >= rss[-1][0] - 10]
             base = statistics.median(warm) if warm else rss[0][1]
             end = statistics.median(last)
-            print(f"soak {args.soak}s at {args.soak_rate}/s: driver RSS at 30 s {base / 2**20:.1f} MiB, "
-                  f"at the end {end / 2**20:.1f} MiB, growth {(end - base) / 2**20:+.2f} MiB, "
-                  f"max {max(r for _, r in rss) / 2**20:.1f} MiB")
+            print(
+                f"soak {args.soak}s at {args.soak_rate}/s: driver RSS at 30 s {base / 2**20:.1f} MiB, "
+                f"at the end {end / 2**20:.1f} MiB, growth {(end - base) / 2**20:+.2f} MiB, "
+                f"max {max(r for _, r in rss) / 2**20:.1f} MiB"
+            )
             total = [line for line in out.splitlines() if "│ all" in line or "| all" in line]
             if total:
                 print("  " + total[0].strip())

@@ -34,15 +34,23 @@ def main() -> int:
     r = run_fuzz(eps, Path(tempfile.mkdtemp(prefix="spikewatch-fuzz-")), args.n, args.pace)
     c = r["counters"]
     counted = c["inlet_ok"] + c["inlet_bad"] == r["sent"] + 10
-    print(f"sent {r['sent']} malformed (+10 valid) in {r['send_s']:.1f} s "
-          f"({r['sent'] / max(r['send_s'], 1e-9):.0f}/s{', paced' if args.pace else ''})")
-    print(f"counted: inlet_bad {c['inlet_bad']}, inlet_ok {c['inlet_ok']} -> every message counted: {counted}; "
-          f"valid markers published {len(r['markers'])}/10")
+    print(
+        f"sent {r['sent']} malformed (+10 valid) in {r['send_s']:.1f} s "
+        f"({r['sent'] / max(r['send_s'], 1e-9):.0f}/s{', paced' if args.pace else ''})"
+    )
+    print(
+        f"counted: inlet_bad {c['inlet_bad']}, inlet_ok {c['inlet_ok']} -> every message counted: {counted}; "
+        f"valid markers published {len(r['markers'])}/10"
+    )
     due = r["due"]
-    print(f"sampling: {c['samples']} samples of {due} ticks due ({100 * c['samples'] / due:.2f} %), "
-          f"ticks_missed {c['ticks_missed']} ({100 * c['ticks_missed'] / due:.2f} %), overruns {c['overruns']}")
-    print(f"sampler RSS before {r['rss0'] / MiB:.1f} MiB, after {r['rss1'] / MiB:.1f} MiB "
-          f"({(r['rss1'] - r['rss0']) / MiB:+.1f} MiB); exit status {r['returncode']}")
+    print(
+        f"sampling: {c['samples']} samples of {due} ticks due ({100 * c['samples'] / due:.2f} %), "
+        f"ticks_missed {c['ticks_missed']} ({100 * c['ticks_missed'] / due:.2f} %), overruns {c['overruns']}"
+    )
+    print(
+        f"sampler RSS before {r['rss0'] / MiB:.1f} MiB, after {r['rss1'] / MiB:.1f} MiB "
+        f"({(r['rss1'] - r['rss0']) / MiB:+.1f} MiB); exit status {r['returncode']}"
+    )
     return 0 if counted and r["returncode"] == 0 else 1
 
 

@@ -22,7 +22,6 @@ import tempfile
 import time
 
 import numpy as np
-
 from spikewatch.analysis.synth import MiB
 from spikewatch.sampler.wire import protocol
 
@@ -38,8 +37,9 @@ last_cpu = 0.0
 PAGE = 4096
 
 
-def _chunk(rng: np.random.Generator, k0: int, n: int, t0: int, rss0: int, cg0: int, hours: float
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+def _chunk(
+    rng: np.random.Generator, k0: int, n: int, t0: int, rss0: int, cg0: int, hours: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """``n`` ticks from grid index ``k0``: times (ns), rss, cg_usage (bytes), next rss/cg base."""
     k = k0 + np.arange(n, dtype=np.int64)
     k = k[rng.random(n) > 1e-4]  # a missed tick every ~10 000
@@ -68,9 +68,14 @@ def make(path: str, hours: float, fmt: int = 2) -> int:
     records = 0
     rss0, cg0 = 200 * MiB, 230 * MiB
     third = seconds // 3
-    phases = {0: ("phase_start", "warm", "steady"), third: ("phase_end", "warm", "steady"),
-              third + 1: ("phase_start", "rush", "burst"), 2 * third: ("phase_end", "rush", "burst"),
-              2 * third + 1: ("phase_start", "long", "soak"), seconds - 1: ("phase_end", "long", "soak")}
+    phases = {
+        0: ("phase_start", "warm", "steady"),
+        third: ("phase_end", "warm", "steady"),
+        third + 1: ("phase_start", "rush", "burst"),
+        2 * third: ("phase_end", "rush", "burst"),
+        2 * third + 1: ("phase_start", "long", "soak"),
+        seconds - 1: ("phase_end", "long", "soak"),
+    }
     if os.path.exists(path):
         os.unlink(path)
     w = open_writer(path, format=fmt)
@@ -95,50 +100,137 @@ def make(path: str, hours: float, fmt: int = 2) -> int:
         for si in range(span):
             sec = m0 + si
             ts = t0 + sec * S
-            put(protocol.HELLO, {
-                "v": 1, "t": ts, "session": session, "host": "bench", "sampler_version": "bench", "pid": 4242,
-                "wall_ns": 1_700_000_000_000_000_000 + ts, "period_ns": 1_000_000, "detail_period_ns": 100_000_000,
-                "series": ["rss", "cg_usage"], "targets": [{"kind": "launch", "spec": "service --port 8080", "pids": [4243]}],
-                "cgroup": {"version": 1, "path": "/spikewatch-4242-1", "limit": 1 << 30, "owned": True},
-                "started_t": t0, "tick_origin_t": t0, "sched": "fifo", "journal": path, "final": False,
-                "counters": {"samples": n_samples, "ticks_missed": 0, "overruns": 0, "published": seq, "dropped": 0,
-                             "inlet_ok": sec * 10, "inlet_bad": 0, "journal_errors": 0, "journal_lost": 0,
-                             "hwm_spikes": sec // 600}})
+            put(
+                protocol.HELLO,
+                {
+                    "v": 1,
+                    "t": ts,
+                    "session": session,
+                    "host": "bench",
+                    "sampler_version": "bench",
+                    "pid": 4242,
+                    "wall_ns": 1_700_000_000_000_000_000 + ts,
+                    "period_ns": 1_000_000,
+                    "detail_period_ns": 100_000_000,
+                    "series": ["rss", "cg_usage"],
+                    "targets": [{"kind": "launch", "spec": "service --port 8080", "pids": [4243]}],
+                    "cgroup": {"version": 1, "path": "/spikewatch-4242-1", "limit": 1 << 30, "owned": True},
+                    "started_t": t0,
+                    "tick_origin_t": t0,
+                    "sched": "fifo",
+                    "journal": path,
+                    "final": False,
+                    "counters": {
+                        "samples": n_samples,
+                        "ticks_missed": 0,
+                        "overruns": 0,
+                        "published": seq,
+                        "dropped": 0,
+                        "inlet_ok": sec * 10,
+                        "inlet_bad": 0,
+                        "journal_errors": 0,
+                        "journal_lost": 0,
+                        "hwm_spikes": sec // 600,
+                    },
+                },
+            )
             if sec in phases:
                 kind, name, pk = phases[sec]
-                put(protocol.MARKER, {"v": 1, "t": ts + 7, "kind": kind, "name": name, "attrs": {"kind": pk},
-                                      "origin_wall_ns": 1_700_000_000_000_000_000 + ts})
+                put(
+                    protocol.MARKER,
+                    {
+                        "v": 1,
+                        "t": ts + 7,
+                        "kind": kind,
+                        "name": name,
+                        "attrs": {"kind": pk},
+                        "origin_wall_ns": 1_700_000_000_000_000_000 + ts,
+                    },
+                )
             a, b = sec_start[si], sec_start[si + 1]
             for j in range(a, b, 20):
                 e = min(j + 20, b)
-                put(protocol.SAMPLES, {"v": 1, "t": tl[j], "dt": [x - tl[j] for x in tl[j:e]],
-                                       "series": {"rss": rl[j:e], "cg_usage": cl[j:e]}})
+                put(
+                    protocol.SAMPLES,
+                    {
+                        "v": 1,
+                        "t": tl[j],
+                        "dt": [x - tl[j] for x in tl[j:e]],
+                        "series": {"rss": rl[j:e], "cg_usage": cl[j:e]},
+                    },
+                )
                 n_samples += e - j
                 if (j - a) % 100 == 80:  # a detail and the driver's telemetry every 100 ms
                     r = rl[e - 1]
                     td = tl[e - 1] + 40_000
-                    put(protocol.DETAIL, {
-                        "v": 1, "t": td, "procs": 1, "pids": [4243], "threads": 8 + (sec // 300) % 3 * 8,
-                        "rss_anon": r - 40 * MiB, "rss_file": 40 * MiB, "rss_shmem": 0, "vm_hwm": r + 64 * MiB,
-                        "vm_swap": 0, "sample_max": max(rl[a:e]), "cg_usage": cl[e - 1], "cg_anon": r - 40 * MiB,
-                        "cg_file": cl[e - 1] - r + 40 * MiB, "cg_inactive_file": 8 * MiB,
-                        "cg_working_set": cl[e - 1] - 8 * MiB, "cg_limit": 1 << 30, "cg_peak": cl[e - 1] + 64 * MiB,
-                        "cg_oom_kill": 0, "cg_oom": 0, "cg_failcnt": 0, "psi_some_avg10": 0.0,
-                        "psi_full_avg10": 0.0, "psi_some_total_us": 84_430 + sec * 3, "psi_scope": "system"})
-                    put(protocol.LOAD, {
-                        "v": 1, "t": td + 1_000_000, "interval_ns": 100_000_000, "rate": 200.0 + (sec % 7),
-                        "target_rate": 200.0, "in_flight": 4 + sec % 3, "completed": 20 + (j // 100) % 3,
-                        "sent": 20, "errors": {}, "lat_p50_ns": 1_000_000 + (sec % 13) * 1000,
-                        "lat_p99_ns": 3_000_000 + (sec % 17) * 10_000, "lat_max_ns": 5_000_000 + (sec % 19) * 10_000})
+                    put(
+                        protocol.DETAIL,
+                        {
+                            "v": 1,
+                            "t": td,
+                            "procs": 1,
+                            "pids": [4243],
+                            "threads": 8 + (sec // 300) % 3 * 8,
+                            "rss_anon": r - 40 * MiB,
+                            "rss_file": 40 * MiB,
+                            "rss_shmem": 0,
+                            "vm_hwm": r + 64 * MiB,
+                            "vm_swap": 0,
+                            "sample_max": max(rl[a:e]),
+                            "cg_usage": cl[e - 1],
+                            "cg_anon": r - 40 * MiB,
+                            "cg_file": cl[e - 1] - r + 40 * MiB,
+                            "cg_inactive_file": 8 * MiB,
+                            "cg_working_set": cl[e - 1] - 8 * MiB,
+                            "cg_limit": 1 << 30,
+                            "cg_peak": cl[e - 1] + 64 * MiB,
+                            "cg_oom_kill": 0,
+                            "cg_oom": 0,
+                            "cg_failcnt": 0,
+                            "psi_some_avg10": 0.0,
+                            "psi_full_avg10": 0.0,
+                            "psi_some_total_us": 84_430 + sec * 3,
+                            "psi_scope": "system",
+                        },
+                    )
+                    put(
+                        protocol.LOAD,
+                        {
+                            "v": 1,
+                            "t": td + 1_000_000,
+                            "interval_ns": 100_000_000,
+                            "rate": 200.0 + (sec % 7),
+                            "target_rate": 200.0,
+                            "in_flight": 4 + sec % 3,
+                            "completed": 20 + (j // 100) % 3,
+                            "sent": 20,
+                            "errors": {},
+                            "lat_p50_ns": 1_000_000 + (sec % 13) * 1000,
+                            "lat_p99_ns": 3_000_000 + (sec % 17) * 10_000,
+                            "lat_max_ns": 5_000_000 + (sec % 19) * 10_000,
+                        },
+                    )
             if sec % 600 == 0:
-                put(protocol.EVENT, {"v": 1, "t": ts + 123, "kind": protocol.EV_HWM_SPIKE, "series": "rss",
-                                     "bytes": rl[a] + 64 * MiB, "t_from": ts, "t_to": ts + 1_000_000,
-                                     "sampled_max": rl[a]})
+                put(
+                    protocol.EVENT,
+                    {
+                        "v": 1,
+                        "t": ts + 123,
+                        "kind": protocol.EV_HWM_SPIKE,
+                        "series": "rss",
+                        "bytes": rl[a] + 64 * MiB,
+                        "t_from": ts,
+                        "t_to": ts + 1_000_000,
+                        "sampled_max": rl[a],
+                    },
+                )
             if sec == int(seconds * 0.7):
                 put(protocol.EVENT, {"v": 1, "t": ts + 321, "kind": protocol.EV_RESTART, "pid": 2, "old_pid": 1})
             w.flush()  # the writers buffer at most 16 MiB; what does not fit is dropped
-    put(protocol.HELLO, {"v": 1, "t": t0 + seconds * S, "session": session, "final": True,
-                         "counters": {"samples": n_samples}})
+    put(
+        protocol.HELLO,
+        {"v": 1, "t": t0 + seconds * S, "session": session, "final": True, "counters": {"samples": n_samples}},
+    )
     w.close()
     if w.records_dropped:
         sys.exit(f"the writer dropped {w.records_dropped} records")
@@ -187,16 +279,29 @@ def main() -> None:
         n = make(path, args.hours, args.format)
         cpu = time.process_time() - t
         size = os.path.getsize(path)
-        print(f"{n:,} samples, {size:,} bytes = {size / n:.3f} bytes a sample (format {args.format}); "
-              f"writer CPU {cpu:.1f} s ({cpu / n * 1e6:.2f} µs a sample)")
+        print(
+            f"{n:,} samples, {size:,} bytes = {size / n:.3f} bytes a sample (format {args.format}); "
+            f"writer CPU {cpu:.1f} s ({cpu / n * 1e6:.2f} µs a sample)"
+        )
         return
     # everything heavy runs in children, so each child's peak RSS is its own (a fork
     # of a big parent would count the parent's pages too)
     if args.reuse and os.path.exists(path):
         print(f"reusing {path} ({os.path.getsize(path) / MiB:.1f} MiB)")
     else:
-        wall, _, out = child([sys.executable, __file__, "--make-only", "--hours", str(args.hours), "--keep", path,
-                              "--format", str(args.format)])
+        wall, _, out = child(
+            [
+                sys.executable,
+                __file__,
+                "--make-only",
+                "--hours",
+                str(args.hours),
+                "--keep",
+                path,
+                "--format",
+                str(args.format),
+            ]
+        )
         print(f"wrote {out.strip()} ({os.path.getsize(path) / MiB:.1f} MiB) in {wall:.1f} s: {path}")
     print(child([sys.executable, "-c", READ, path])[2].strip() + f" (CPU {last_cpu:.2f} s)")
     out_dir = tempfile.mkdtemp()
@@ -207,10 +312,14 @@ def main() -> None:
             runs.append(child([sys.executable, "-m", "spikewatch", "report", path, "-q", *extra]))
             cpus.append(last_cpu)
         walls = sorted(r[0] for r in runs)
-        print(f"spikewatch {label}: median {walls[len(walls) // 2]:.2f} s wall (min {walls[0]:.2f}, max {walls[-1]:.2f}), "
-              f"CPU {sorted(cpus)[len(cpus) // 2]:.2f} s, peak RSS {max(r[1] for r in runs):.0f} MiB")
+        print(
+            f"spikewatch {label}: median {walls[len(walls) // 2]:.2f} s wall (min {walls[0]:.2f}, max {walls[-1]:.2f}), "
+            f"CPU {sorted(cpus)[len(cpus) // 2]:.2f} s, peak RSS {max(r[1] for r in runs):.0f} MiB"
+        )
     n = int(args.hours * 3600 * 1000)
-    print(f"for scale: the t+v int64 columns of {n:,} samples are {n * 16 / MiB:.0f} MiB; HTML {os.path.getsize(h) / MiB:.1f} MiB")
+    print(
+        f"for scale: the t+v int64 columns of {n:,} samples are {n * 16 / MiB:.0f} MiB; HTML {os.path.getsize(h) / MiB:.1f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from spikewatch.sampler.units import parse_duration_ns  # noqa: E402
 from spikewatch.sampler.wire import protocol  # noqa: E402
 from spikewatch.sampler.wire.client import StreamSubscriber  # noqa: E402
 from spikewatch.sampler.wire.recording import iter_records  # noqa: E402
-from spikewatch.sampler.units import parse_duration_ns  # noqa: E402
 
 TARGET = "import time; x = b'\\x01' * (64 << 20); time.sleep(3600)"
 
@@ -82,8 +82,28 @@ def run_one(period: str, seconds: float, tmp: Path, extra: tuple[str, ...] = ())
     pub = f"tcp://127.0.0.1:{_free_port()}"
     inlet = f"tcp://127.0.0.1:{_free_port()}"
     journal = tmp / f"bench-{period}.journal"
-    cmd = [sys.executable, "-m", "spikewatch", "sample", "--period", period, "--publish", pub, "--inlet", inlet,
-           "--journal", str(journal), "--limit", "1G", "-q", *extra, "--", sys.executable, "-c", TARGET]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spikewatch",
+        "sample",
+        "--period",
+        period,
+        "--publish",
+        pub,
+        "--inlet",
+        inlet,
+        "--journal",
+        str(journal),
+        "--limit",
+        "1G",
+        "-q",
+        *extra,
+        "--",
+        sys.executable,
+        "-c",
+        TARGET,
+    ]
     received = [0]
     stop = threading.Event()
 
@@ -150,18 +170,25 @@ def main() -> None:
         load = f.read().split()[:3]
     policy = "SCHED_OTHER (--no-realtime)" if args.no_realtime else "SCHED_FIFO when permitted (default)"
     print(f"# {os.cpu_count()} CPUs, load average {' '.join(load)} at start; {args.seconds:.0f} s per period; {policy}")
-    print(f"{'period':>7} {'CPU %':>6} {'RSS MiB':>8} {'HWM MiB':>8} {'p50 us':>7} {'p99 us':>7} {'max us':>8} "
-          f"{'samples':>8} {'missed %':>9} {'msgs':>6}")
+    print(
+        f"{'period':>7} {'CPU %':>6} {'RSS MiB':>8} {'HWM MiB':>8} {'p50 us':>7} {'p99 us':>7} {'max us':>8} "
+        f"{'samples':>8} {'missed %':>9} {'msgs':>6}"
+    )
     with tempfile.TemporaryDirectory() as d:
         for period in args.periods.split(","):
             r = run_one(period.strip(), args.seconds, Path(d), ("--no-realtime",) if args.no_realtime else ())
-            print(f"{r['period']:>7} {r['cpu_pct']:6.1f} {r['rss_mib']:8.1f} {r['hwm_mib']:8.1f} {r['p50_us']:7.0f} "
-                  f"{r['p99_us']:7.0f} {r['max_us']:8.0f} {r['samples']:8d} {r['missed_pct']:9.3f} {r['received']:6d}",
-                  flush=True)
+            print(
+                f"{r['period']:>7} {r['cpu_pct']:6.1f} {r['rss_mib']:8.1f} {r['hwm_mib']:8.1f} {r['p50_us']:7.0f} "
+                f"{r['p99_us']:7.0f} {r['max_us']:8.0f} {r['samples']:8d} {r['missed_pct']:9.3f} {r['received']:6d}",
+                flush=True,
+            )
             threads = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["threads"].items(), key=lambda kv: -kv[1]) if v > 0)
             print(f"{'':>7} CPU % by thread: {threads}", flush=True)
-            print(f"{'':>7} journal: {r['journal_bytes_per_sample']:.2f} bytes a sample (format {r['journal_format']}, "
-                  "everything in it over its samples)", flush=True)
+            print(
+                f"{'':>7} journal: {r['journal_bytes_per_sample']:.2f} bytes a sample (format {r['journal_format']}, "
+                "everything in it over its samples)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

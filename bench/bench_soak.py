@@ -16,7 +16,6 @@ Missed ticks come from the final ``hello`` counters (timerfd extra expirations).
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
@@ -61,8 +60,22 @@ def main() -> int:
     inlet = f"tcp://127.0.0.1:{_free_port()}"
     tmp = Path(tempfile.mkdtemp(prefix="spikewatch-soak-"))
     journal = tmp / "soak.journal"
-    cmd = [sys.executable, "-m", "spikewatch", "sample", "--period", "1ms", "--publish", pub, "--inlet", inlet,
-           "--journal", str(journal), "--duration", f"{args.seconds}s"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spikewatch",
+        "sample",
+        "--period",
+        "1ms",
+        "--publish",
+        pub,
+        "--inlet",
+        inlet,
+        "--journal",
+        str(journal),
+        "--duration",
+        f"{args.seconds}s",
+    ]
     if args.history:
         cmd += ["--history", f"tcp://127.0.0.1:{_free_port()}"]
     if not args.no_limit:
@@ -115,13 +128,21 @@ def main() -> int:
     samples, missed = c.get("samples", 0), c.get("ticks_missed", 0)
     due = samples + missed
     growth = rss_end - (rss_after_warmup or rss_trace[0][1])
-    print(f"command: {' '.join(cmd[:3])} sample --period 1ms --journal ... --duration {args.seconds}s"
-          + (" --history" if args.history else "") + ("" if args.no_limit else " --limit 512M") + " -- (64 MiB holder)")
+    print(
+        f"command: {' '.join(cmd[:3])} sample --period 1ms --journal ... --duration {args.seconds}s"
+        + (" --history" if args.history else "")
+        + ("" if args.no_limit else " --limit 512M")
+        + " -- (64 MiB holder)"
+    )
     print(f"exit status {proc.returncode}; last stderr line: {err.strip().splitlines()[-1] if err.strip() else ''}")
-    print(f"samples {samples}, ticks missed {missed} ({100 * missed / max(due, 1):.4f} % of {due} due), "
-          f"overruns {c.get('overruns')}, dropped {c.get('dropped')}, journal_errors {c.get('journal_errors')}")
-    print(f"sampler RSS after {args.warmup:.0f} s warm-up {rss_after_warmup / MiB if rss_after_warmup else 0:.2f} MiB, "
-          f"at end {rss_end / MiB:.2f} MiB, growth {growth / MiB:+.3f} MiB; max {max(r for _, r in rss_trace) / MiB:.2f} MiB")
+    print(
+        f"samples {samples}, ticks missed {missed} ({100 * missed / max(due, 1):.4f} % of {due} due), "
+        f"overruns {c.get('overruns')}, dropped {c.get('dropped')}, journal_errors {c.get('journal_errors')}"
+    )
+    print(
+        f"sampler RSS after {args.warmup:.0f} s warm-up {rss_after_warmup / MiB if rss_after_warmup else 0:.2f} MiB, "
+        f"at end {rss_end / MiB:.2f} MiB, growth {growth / MiB:+.3f} MiB; max {max(r for _, r in rss_trace) / MiB:.2f} MiB"
+    )
     print(f"journal {journal.stat().st_size / MiB:.1f} MiB, {records} records; subscriber got {received[0]} messages")
     trace = ", ".join(f"{el:.0f}s:{r / MiB:.2f}" for el, r in rss_trace[:: max(1, len(rss_trace) // 12)])
     print(f"RSS trace (MiB): {trace}")

@@ -71,8 +71,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="spikewatch-shots-"))
     print(f"working in {work}", flush=True)
     out = work / "demo"
-    demo = subprocess.Popen([sys.executable, "-m", "spikewatch", "demo", "--no-console", "--out", str(out)],
-                            stdout=subprocess.PIPE, text=True)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "spikewatch", "demo", "--no-console", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert demo.stdout is not None
     endpoint = inlet = None
     t0 = time.monotonic()
@@ -89,9 +92,21 @@ def main() -> int:
     subprocess.run(["rsvg-convert", "-o", str(DOCS / "console.png"), str(svg)], check=True)
     rest = demo.communicate()[0]
     print(rest[-1500:])
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={DOCS / 'report.png'}", "--window-size=1400,2200", "--virtual-time-budget=5000",
-                    (out / "report.html").resolve().as_uri()], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={DOCS / 'report.png'}",
+            "--window-size=1400,2200",
+            "--virtual-time-budget=5000",
+            (out / "report.html").resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+    )
     print(f"wrote {DOCS / 'console.png'} and {DOCS / 'report.png'} (demo output in {out})")
     return 0
 

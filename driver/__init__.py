@@ -20,11 +20,19 @@ from .scenario import Scenario, ScenarioError, bundled, load_scenario, parse_sce
 if TYPE_CHECKING:
     from .run import DriveResult, Progress
 
-__all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "bundled", "run_scenario",
-           "DriveResult", "Progress"]
+__all__ = [
+    "Scenario",
+    "ScenarioError",
+    "load_scenario",
+    "parse_scenario",
+    "bundled",
+    "run_scenario",
+    "DriveResult",
+    "Progress",
+]
 
 
-def run_scenario(scenario: Scenario, **kwargs: Any) -> "DriveResult":
+def run_scenario(scenario: Scenario, **kwargs: Any) -> DriveResult:
     """Play a scenario; see :func:`spikewatch.driver.run.run_scenario` for the options."""
     from .run import run_scenario as _run
 

@@ -45,9 +45,11 @@ class _Plain:
         self.phase, self.last = p.phase, now
         dur = f"/{p.phase_duration_s:.0f}s" if p.phase_duration_s else ""
         sat = "  DRIVER SATURATED" if p.saturated else ""
-        click.echo(f"[{p.index + 1}/{p.phases} {p.phase} {p.kind}] {p.phase_elapsed_s:5.1f}s{dur} "
-                   f"target {p.target}  rate {p.rate:7.0f}/s  in flight {p.in_flight:4d}  "
-                   f"errors {p.errors}  p99 {_ms(p.p99_ns)}  left {p.remaining_s:.0f}s{sat}")
+        click.echo(
+            f"[{p.index + 1}/{p.phases} {p.phase} {p.kind}] {p.phase_elapsed_s:5.1f}s{dur} "
+            f"target {p.target}  rate {p.rate:7.0f}/s  in flight {p.in_flight:4d}  "
+            f"errors {p.errors}  p99 {_ms(p.p99_ns)}  left {p.remaining_s:.0f}s{sat}"
+        )
 
 
 class _Live:
@@ -59,8 +61,9 @@ class _Live:
 
         self.state: Any = None
         self.console = Console()
-        self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True,
-                         get_renderable=self._render)
+        self.live = Live(
+            self._render(), console=self.console, refresh_per_second=4, transient=True, get_renderable=self._render
+        )
 
     def _render(self) -> Any:
         from rich.table import Table
@@ -71,10 +74,13 @@ class _Live:
             t.add_row("starting…")
             return t
         dur = f" / {p.phase_duration_s:.0f}s" if p.phase_duration_s else ""
-        t.add_row(f"[bold]{p.phase}[/] ({p.kind}, {p.index + 1}/{p.phases})",
-                  f"{p.phase_elapsed_s:.1f}s{dur}", f"elapsed {p.elapsed_s:.0f}s", f"left ~{p.remaining_s:.0f}s")
-        t.add_row(f"target {p.target}", f"rate {p.rate:.0f}/s", f"in flight {p.in_flight}",
-                  f"p99 {_ms(p.p99_ns)}")
+        t.add_row(
+            f"[bold]{p.phase}[/] ({p.kind}, {p.index + 1}/{p.phases})",
+            f"{p.phase_elapsed_s:.1f}s{dur}",
+            f"elapsed {p.elapsed_s:.0f}s",
+            f"left ~{p.remaining_s:.0f}s",
+        )
+        t.add_row(f"target {p.target}", f"rate {p.rate:.0f}/s", f"in flight {p.in_flight}", f"p99 {_ms(p.p99_ns)}")
         err = f"[red]errors {p.errors}[/]" if p.errors else "errors 0"
         sat = "[yellow]driver saturated: latencies include client queueing[/]" if p.saturated else ""
         t.add_row(f"done {p.completed}", err, f"loop lag {_ms(p.loop_lag_ns)}", sat)
@@ -98,12 +104,15 @@ def print_summary(result: Any) -> None:
 
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 130)
     wide = console.width >= 125  # on a narrow terminal keep the columns that matter most
-    cols = ["phase", "kind", "time", "requests", "rate/s", "errors", "p50", "p90", "p99", "max",
-            "late/dropped", "note"]
+    cols = ["phase", "kind", "time", "requests", "rate/s", "errors", "p50", "p90", "p99", "max", "late/dropped", "note"]
     if not wide:
         cols = [c for c in cols if c not in ("kind", "p90", "late/dropped")]
-    table = Table(title="spikewatch drive: per phase", title_justify="left",
-                  box=box.HEAVY_HEAD if wide else box.SIMPLE, pad_edge=wide)
+    table = Table(
+        title="spikewatch drive: per phase",
+        title_justify="left",
+        box=box.HEAVY_HEAD if wide else box.SIMPLE,
+        pad_edge=wide,
+    )
     for col in cols:
         table.add_column(col, justify="left" if col in ("phase", "kind", "note") else "right")
     for ph in result.phases + [result.total]:
@@ -118,16 +127,26 @@ def print_summary(result: Any) -> None:
         err = f"{s['error_rate'] * 100:.2f}%" if s["completed"] else "–"
         rate = f"{s['rate']:.0f}" if ph.model != "none" or s["completed"] else "–"
         cells = {
-            "phase": ph.name if ph.kind != "total" else "[bold]all[/]", "kind": ph.kind if ph.kind != "total" else "",
-            "time": f"{s['duration_s']:.1f}s", "requests": str(s["completed"]), "rate/s": rate, "errors": err,
-            "p50": _ms(s.get("lat_p50_ns")), "p90": _ms(s.get("lat_p90_ns")), "p99": _ms(s.get("lat_p99_ns")),
-            "max": _ms(s.get("lat_max_ns")), "late/dropped": f"{s['late_sends']}/{s['dropped_sends']}", "note": note,
+            "phase": ph.name if ph.kind != "total" else "[bold]all[/]",
+            "kind": ph.kind if ph.kind != "total" else "",
+            "time": f"{s['duration_s']:.1f}s",
+            "requests": str(s["completed"]),
+            "rate/s": rate,
+            "errors": err,
+            "p50": _ms(s.get("lat_p50_ns")),
+            "p90": _ms(s.get("lat_p90_ns")),
+            "p99": _ms(s.get("lat_p99_ns")),
+            "max": _ms(s.get("lat_max_ns")),
+            "late/dropped": f"{s['late_sends']}/{s['dropped_sends']}",
+            "note": note,
         }
         table.add_row(*(cells[c] for c in cols))
     console.print(table)
     tot = result.total.summary()
-    console.print(f"sent {format_bytes(tot['bytes_sent'])}, received {format_bytes(tot['bytes_recv'])}; "
-                  f"errors: {', '.join(f'{k} {v}' for k, v in tot['errors'].items()) or 'none'}")
+    console.print(
+        f"sent {format_bytes(tot['bytes_sent'])}, received {format_bytes(tot['bytes_recv'])}; "
+        f"errors: {', '.join(f'{k} {v}' for k, v in tot['errors'].items()) or 'none'}"
+    )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     if result.aborted:
@@ -151,25 +170,58 @@ def _enough_file_descriptors(sc: Any, workers: int) -> None:
     if hard == resource.RLIM_INFINITY or need <= hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
         return
-    raise BadInput(f"the scenario needs about {need:,} open connections per worker but this process may "
-                   f"open at most {hard:,} files (ulimit -n): raise the limit, or use more --workers")
+    raise BadInput(
+        f"the scenario needs about {need:,} open connections per worker but this process may "
+        f"open at most {hard:,} files (ulimit -n): raise the limit, or use more --workers"
+    )
 
 
 @click.command()
 @click.argument("scenario", metavar="SCENARIO.toml")
-@click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, metavar="EP|off",
-              help="The sampler's inlet: phase markers and load telemetry go there ('off': nowhere).")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Processes, each with its own event loop; rate and concurrency are split between them.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Write per-phase statistics and the 100 ms telemetry series to this file.")
+@click.option(
+    "--inlet",
+    default=protocol.DEFAULT_INLET,
+    show_default=True,
+    metavar="EP|off",
+    help="The sampler's inlet: phase markers and load telemetry go there ('off': nowhere).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes, each with its own event loop; rate and concurrency are split between them.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write per-phase statistics and the 100 ms telemetry series to this file.",
+)
 @click.option("--url", help="Aim at this base URL instead of the scenario's target.url.")
 @click.option("--seed", type=int, help="Override the scenario's seed (payloads and arrivals repeat).")
 @click.option("--quiet", "-q", is_flag=True, help="No live progress; only the summary.")
-@click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (server.key + your *.key_secret) for a sampler started with --keys.")
-@click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client).")
-def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: str | None, seed: int | None,
-          quiet: bool, keys: str | None = None, client_key: str | None = None) -> None:
+@click.option(
+    "--keys",
+    "keys",
+    metavar="DIR",
+    help="CURVE keys folder (server.key + your *.key_secret) for a sampler started with --keys.",
+)
+@click.option(
+    "--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client)."
+)
+def drive(
+    scenario: str,
+    inlet: str,
+    workers: int,
+    json_path: str | None,
+    url: str | None,
+    seed: int | None,
+    quiet: bool,
+    keys: str | None = None,
+    client_key: str | None = None,
+) -> None:
     """Play a load scenario (phases: startup, ramp, steady, burst, spike, soak, idle).
 
     Sends a marker at every phase change and 100 ms load telemetry to a sampler's
@@ -200,9 +252,11 @@ def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: s
     if seed is not None:
         sc = dataclasses.replace(sc, seed=seed)
     plan = sum(p.duration_ns for p in sc.phases) / 1e9
-    click.echo(f"driving {sc.target.url}: {len(sc.phases)} phases, ~{plan:.0f}s planned"
-               f"{' + startup' if any(p.kind == 'startup' for p in sc.phases) else ''}, "
-               f"{workers} worker{'s' if workers > 1 else ''}; markers -> {inlet_ep or 'nowhere (--inlet off)'}")
+    click.echo(
+        f"driving {sc.target.url}: {len(sc.phases)} phases, ~{plan:.0f}s planned"
+        f"{' + startup' if any(p.kind == 'startup' for p in sc.phases) else ''}, "
+        f"{workers} worker{'s' if workers > 1 else ''}; markers -> {inlet_ep or 'nowhere (--inlet off)'}"
+    )
     # The summary's table code, loaded now: imported after a Ctrl-C it took most of
     # the second a stop may take (0.7 s on a busy 2-core host).
     import rich.console
@@ -214,11 +268,23 @@ def drive(scenario: str, inlet: str, workers: int, json_path: str | None, url: s
     try:
         if isinstance(display, _Live):
             with display:
-                result = run_scenario(sc, inlet=inlet_ep, workers=workers, progress=display,
-                                      keep_series=bool(json_path), socket_options=socket_options)
+                result = run_scenario(
+                    sc,
+                    inlet=inlet_ep,
+                    workers=workers,
+                    progress=display,
+                    keep_series=bool(json_path),
+                    socket_options=socket_options,
+                )
         else:
-            result = run_scenario(sc, inlet=inlet_ep, workers=workers, progress=display,
-                                  keep_series=bool(json_path), socket_options=socket_options)
+            result = run_scenario(
+                sc,
+                inlet=inlet_ep,
+                workers=workers,
+                progress=display,
+                keep_series=bool(json_path),
+                socket_options=socket_options,
+            )
     except KeyboardInterrupt:  # a second Ctrl-C: the user wants out now, not a summary
         click.echo("stopped at once (second Ctrl-C): no summary", err=True)
         sys.exit(130)

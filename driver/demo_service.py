@@ -27,7 +27,6 @@ import sys
 import time
 
 from aiohttp import web
-
 from spikewatch.sampler.units import format_bytes, parse_duration, parse_size
 
 
@@ -104,18 +103,31 @@ class Service:
         built.clear()
         self.release(freed)
         self.ready = True
-        print(f"demo service ready: startup peak {format_bytes(got)}, kept {format_bytes(kept)}, "
-              f"ceiling {format_bytes(self.ceiling)}", flush=True)
+        print(
+            f"demo service ready: startup peak {format_bytes(got)}, kept {format_bytes(kept)}, "
+            f"ceiling {format_bytes(self.ceiling)}",
+            flush=True,
+        )
 
     # --- handlers -------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
         if not self.ready:
             return web.Response(status=503, text="starting")
-        return web.json_response({"status": "ok", "reserved": self.reserved, "base": self.base,
-                                  "cache_bytes": self.cache_bytes, "leak_bytes": self.leak_bytes,
-                                  "refused": self.refused, "in_flight": self.in_flight, "served": self.served,
-                                  "rss": _rss(), "ceiling": self.ceiling})
+        return web.json_response(
+            {
+                "status": "ok",
+                "reserved": self.reserved,
+                "base": self.base,
+                "cache_bytes": self.cache_bytes,
+                "leak_bytes": self.leak_bytes,
+                "refused": self.refused,
+                "in_flight": self.in_flight,
+                "served": self.served,
+                "rss": _rss(),
+                "ceiling": self.ceiling,
+            }
+        )
 
     def _cache_put(self, key: int, value: bytes) -> None:
         if self.a.cache_size <= 0 or len(value) > self.a.cache_size:
@@ -196,7 +208,6 @@ class Service:
         n = min(len(hit), self.a.response_size)
         return web.Response(body=hit[:n], content_type="application/octet-stream")
 
-
     async def hold(self, request: web.Request) -> web.Response:
         if not self.ready:
             return web.Response(status=503, text="starting")
@@ -241,15 +252,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m spikewatch.driver.demo_service", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
-    ap.add_argument("--ceiling", type=parse_size, default=parse_size("200M"),
-                    help="never account for more than this (default 200M; includes the interpreter)")
-    ap.add_argument("--startup-peak", type=parse_size, default=parse_size("60M"),
-                    help="size of the structure built while initialising (0: off)")
+    ap.add_argument(
+        "--ceiling",
+        type=parse_size,
+        default=parse_size("200M"),
+        help="never account for more than this (default 200M; includes the interpreter)",
+    )
+    ap.add_argument(
+        "--startup-peak",
+        type=parse_size,
+        default=parse_size("60M"),
+        help="size of the structure built while initialising (0: off)",
+    )
     ap.add_argument("--startup-keep", type=float, default=0.25, help="fraction of it kept after startup")
     ap.add_argument("--startup-time", type=parse_duration, default=0.5, help="extra initialisation time")
     ap.add_argument("--copies", type=int, default=3, help="copies of each body held per request (0: off)")
-    ap.add_argument("--request-memory", type=parse_size, default=0,
-                    help="extra buffer each /ingest request holds while in flight (0: off)")
+    ap.add_argument(
+        "--request-memory",
+        type=parse_size,
+        default=0,
+        help="extra buffer each /ingest request holds while in flight (0: off)",
+    )
     ap.add_argument("--hold", type=parse_duration, default=0.2, help="how long a request holds its buffers")
     ap.add_argument("--cache-size", type=parse_size, default=parse_size("24M"), help="LRU cache bound (0: off)")
     ap.add_argument("--cache-entry", type=parse_size, default=parse_size("64K"), help="size of a cache entry")

@@ -46,8 +46,7 @@ def new_histogram() -> HdrHistogram:
 class Interval:
     """Counters of one telemetry interval (reset after each :meth:`Engine.take`)."""
 
-    __slots__ = ("sent", "completed", "bytes_sent", "bytes_recv", "late", "dropped", "lag_max", "errors",
-                 "hist")
+    __slots__ = ("sent", "completed", "bytes_sent", "bytes_recv", "late", "dropped", "lag_max", "errors", "hist")
 
     def __init__(self) -> None:
         self.sent = self.completed = self.bytes_sent = self.bytes_recv = 0
@@ -203,8 +202,9 @@ class Engine:
     async def _connect(self, for_lane: bool) -> None:
         try:
             _, conn = await self.loop.create_connection(  # type: ignore[union-attr]
-                lambda: Conn(self._done, self._lost), self.host, self.port, ssl=self.ssl)
-        except (OSError, asyncio.TimeoutError, ssl_mod.SSLError) as exc:
+                lambda: Conn(self._done, self._lost), self.host, self.port, ssl=self.ssl
+            )
+        except (TimeoutError, OSError, ssl_mod.SSLError) as exc:
             self.connecting -= 1
             self._connect_failed(for_lane, exc)
             return
@@ -429,9 +429,19 @@ class Engine:
             if c.busy:
                 busy[c.req] += now - (c.sent_ns if c.sent_ns > start else start)
         self.busy_ns, self.iv_start = [0] * len(self.names), now
-        return {"busy_ns": busy, "sent": st.sent, "completed": st.completed, "bytes_sent": st.bytes_sent,
-                "bytes_recv": st.bytes_recv, "late": st.late, "dropped": st.dropped, "lag_max": st.lag_max,
-                "errors": st.errors, "in_flight": self.in_flight, "hist": st.hist}
+        return {
+            "busy_ns": busy,
+            "sent": st.sent,
+            "completed": st.completed,
+            "bytes_sent": st.bytes_sent,
+            "bytes_recv": st.bytes_recv,
+            "late": st.late,
+            "dropped": st.dropped,
+            "lag_max": st.lag_max,
+            "errors": st.errors,
+            "in_flight": self.in_flight,
+            "hist": st.hist,
+        }
 
     def in_flight_by_name(self) -> dict[str, int]:
         return dict(zip(self.names, self.in_flight_by))

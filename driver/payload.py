@@ -43,8 +43,11 @@ class Payloads:
         size = largest + min(max(largest, 1 << 20), 16 << 20) if largest else 0
         raw = rng.randbytes(size) if size else b""
         self._random = memoryview(raw)
-        self._json = memoryview(raw.translate(_TO_ALNUM)) if any(
-            r.body is not None and r.body.content == "json" for r in requests) else memoryview(b"")
+        self._json = (
+            memoryview(raw.translate(_TO_ALNUM))
+            if any(r.body is not None and r.body.content == "json" for r in requests)
+            else memoryview(b"")
+        )
         self._size = size
 
     def body(self, spec: BodySpec) -> tuple[list, int]:
@@ -52,6 +55,8 @@ class Payloads:
         if spec.content == "json":
             inner = max(0, n - len(JSON_PREFIX) - len(JSON_SUFFIX))
             off = self.rng.randint(0, self._size - inner)
-            return [JSON_PREFIX, self._json[off:off + inner], JSON_SUFFIX], inner + len(JSON_PREFIX) + len(JSON_SUFFIX)
+            return [JSON_PREFIX, self._json[off : off + inner], JSON_SUFFIX], inner + len(JSON_PREFIX) + len(
+                JSON_SUFFIX
+            )
         off = self.rng.randint(0, self._size - n)
-        return [self._random[off:off + n]], n
+        return [self._random[off : off + n]], n

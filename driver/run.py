@@ -178,7 +178,8 @@ async def probe(scenario: Scenario, path: str, timeout_s: float) -> int | None:
     t = scenario.target
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(t.host, t.port, ssl=(t.scheme == "https") or None), timeout_s)
+            asyncio.open_connection(t.host, t.port, ssl=(t.scheme == "https") or None), timeout_s
+        )
     except (TimeoutError, OSError):
         return None
     try:
@@ -193,9 +194,16 @@ async def probe(scenario: Scenario, path: str, timeout_s: float) -> int | None:
 
 
 class Coordinator:
-    def __init__(self, scenario: Scenario, inlet: InletClient | NullInlet, workers: int,
-                 progress: Callable[[Progress], None] | None, keep_series: bool,
-                 log: Callable[[str], None], stop: threading.Event | None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        inlet: InletClient | NullInlet,
+        workers: int,
+        progress: Callable[[Progress], None] | None,
+        keep_series: bool,
+        log: Callable[[str], None],
+        stop: threading.Event | None,
+    ) -> None:
         self.scenario = scenario
         self.inlet = inlet
         self.workers = workers
@@ -203,7 +211,8 @@ class Coordinator:
         self.log = log
         self.stop_flag = stop
         self.backend: LocalBackend | ProcessBackend = (
-            LocalBackend(scenario) if workers == 1 else ProcessBackend(scenario, workers))
+            LocalBackend(scenario) if workers == 1 else ProcessBackend(scenario, workers)
+        )
         self.phases = [PhaseStats(p.name, p.kind, p.model, p.params()) for p in scenario.phases]
         self.total = PhaseStats("total", "total", "-", {})
         self.series = Series() if keep_series else None
@@ -226,8 +235,7 @@ class Coordinator:
         snaps, in_flight = self.backend.take(now)
         interval = max(1, now - self.last_tick)
         self.last_tick = now
-        merged = {"sent": 0, "completed": 0, "bytes_sent": 0, "bytes_recv": 0, "late": 0, "dropped": 0,
-                  "lag_max": 0}
+        merged = {"sent": 0, "completed": 0, "bytes_sent": 0, "bytes_recv": 0, "late": 0, "dropped": 0, "lag_max": 0}
         errors: dict[str, int] = {}
         busy: list[int] | None = None
         hist = snaps[0][1]["hist"] if len(snaps) == 1 else new_histogram()
@@ -264,17 +272,27 @@ class Coordinator:
                 cur.target_level_sum += target_rate
                 cur.intervals += 1
         msg: dict[str, Any] = {
-            "interval_ns": interval, "rate": merged["completed"] * 1e9 / interval, "in_flight": in_flight,
-            "completed": merged["completed"], "sent": merged["sent"], "bytes_sent": merged["bytes_sent"],
-            "bytes_recv": merged["bytes_recv"], "late_sends": merged["late"], "dropped_sends": merged["dropped"],
-            "schedule_lag_ns": merged["lag_max"], "workers": self.workers, "loop_lag_ns": loop_lag,
-            "errors": errors, "phase": cur.name if cur is not None else "", "origin_wall_ns": time.time_ns(),
+            "interval_ns": interval,
+            "rate": merged["completed"] * 1e9 / interval,
+            "in_flight": in_flight,
+            "completed": merged["completed"],
+            "sent": merged["sent"],
+            "bytes_sent": merged["bytes_sent"],
+            "bytes_recv": merged["bytes_recv"],
+            "late_sends": merged["late"],
+            "dropped_sends": merged["dropped"],
+            "schedule_lag_ns": merged["lag_max"],
+            "workers": self.workers,
+            "loop_lag_ns": loop_lag,
+            "errors": errors,
+            "phase": cur.name if cur is not None else "",
+            "origin_wall_ns": time.time_ns(),
             "source": self.source,
         }
         if target_rate is not None:
             msg["target_rate"] = target_rate
         # per request name, so the report can tell which endpoint holds the memory
-        by_name = list(self.backend.in_flight_by_name().items())[:protocol.MAX_ATTRS]
+        by_name = list(self.backend.in_flight_by_name().items())[: protocol.MAX_ATTRS]
         eps: dict[str, dict[str, Any]] = {name: {"in_flight": n} for name, n in by_name}
         if busy is not None:
             for ep, area in zip(eps.values(), busy):
@@ -297,7 +315,7 @@ class Coordinator:
     def _progress(self, now: int, msg: dict[str, Any], in_flight: int, saturated: bool) -> Progress:
         phase = self.scenario.phases[self.cur]
         elapsed_phase = (now - self.cur_t0) / 1e9
-        rest = sum(p.duration_ns for p in self.scenario.phases[self.cur + 1:]) / 1e9
+        rest = sum(p.duration_ns for p in self.scenario.phases[self.cur + 1 :]) / 1e9
         dur = phase.duration_ns / 1e9 if phase.kind != "startup" else None
         if self.cur_profile is None or self.cur_profile.model == "none":
             target = "ready?" if phase.kind == "startup" else "idle"
@@ -306,11 +324,23 @@ class Coordinator:
         else:
             target = f"{int(round(self.cur_profile.total_level(now - self.cur_t0)))} conc"
         return Progress(
-            phase=phase.name, kind=phase.kind, index=self.cur, phases=len(self.phases),
-            phase_elapsed_s=elapsed_phase, phase_duration_s=dur, elapsed_s=(now - self.t_origin) / 1e9,
-            remaining_s=max(0.0, (dur or 0) - elapsed_phase) + rest, rate=msg["rate"], target=target,
-            in_flight=in_flight, completed=self.total.completed, errors=self.total.error_count,
-            p99_ns=msg.get("lat_p99_ns"), loop_lag_ns=msg["loop_lag_ns"], saturated=saturated)
+            phase=phase.name,
+            kind=phase.kind,
+            index=self.cur,
+            phases=len(self.phases),
+            phase_elapsed_s=elapsed_phase,
+            phase_duration_s=dur,
+            elapsed_s=(now - self.t_origin) / 1e9,
+            remaining_s=max(0.0, (dur or 0) - elapsed_phase) + rest,
+            rate=msg["rate"],
+            target=target,
+            in_flight=in_flight,
+            completed=self.total.completed,
+            errors=self.total.error_count,
+            p99_ns=msg.get("lat_p99_ns"),
+            loop_lag_ns=msg["loop_lag_ns"],
+            saturated=saturated,
+        )
 
     async def ticker(self) -> None:
         due = _now() + TICK_NS
@@ -350,7 +380,8 @@ class Coordinator:
         while not self._stopped():
             before = _now()
             status = await self._unless_stopped(
-                probe(self.scenario, phase.ready_path or "/", min(2.0, phase.timeout_ns / 1e9)))
+                probe(self.scenario, phase.ready_path or "/", min(2.0, phase.timeout_ns / 1e9))
+            )
             now = _now()
             if status is not None and 200 <= status < 300:
                 stats.time_to_ready_s = round((now - t0) / 1e9, 4)
@@ -391,8 +422,10 @@ class Coordinator:
                     ok = await self._startup(phase, stats, t0)
                     end = _now()
                     if not ok and not self._stopped():
-                        aborted = (f"phase {phase.name!r}: {self.scenario.target.url}{phase.ready_path} did not "
-                                   f"answer 2xx within {phase.timeout_ns / 1e9:g}s")
+                        aborted = (
+                            f"phase {phase.name!r}: {self.scenario.target.url}{phase.ready_path} did not "
+                            f"answer 2xx within {phase.timeout_ns / 1e9:g}s"
+                        )
                 else:
                     await self._wait_until(end)
                     end = min(end, _now())
@@ -461,10 +494,17 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_scenario(scenario: Scenario, *, inlet: str | None = protocol.DEFAULT_INLET, workers: int = 1,
-                 progress: Callable[[Progress], None] | None = None, keep_series: bool = True,
-                 log: Callable[[str], None] = _stderr, stop: threading.Event | None = None,
-                 socket_options: dict[int, Any] | None = None) -> DriveResult:
+def run_scenario(
+    scenario: Scenario,
+    *,
+    inlet: str | None = protocol.DEFAULT_INLET,
+    workers: int = 1,
+    progress: Callable[[Progress], None] | None = None,
+    keep_series: bool = True,
+    log: Callable[[str], None] = _stderr,
+    stop: threading.Event | None = None,
+    socket_options: dict[int, Any] | None = None,
+) -> DriveResult:
     """Play ``scenario`` to the end and return its statistics.
 
     ``inlet``: the sampler's inlet (markers and telemetry; nothing blocks if none listens;
@@ -485,9 +525,18 @@ def run_scenario(scenario: Scenario, *, inlet: str | None = protocol.DEFAULT_INL
     # Our own context: terminating it is what waits for the queue (the shared instance is
     # never terminated, so at exit whatever is still queued would be lost).
     ctx = zmq.Context()
-    client: InletClient | NullInlet = NullInlet() if inlet is None else InletClient(
-        inlet, context=ctx, linger_ms=INLET_LINGER_MS, hwm=10_000 if reachable else 1_000,
-        socket_options=socket_options, watch_handshakes=True)  # CURVE client options (spikewatch.sampler.wire.security)
+    client: InletClient | NullInlet = (
+        NullInlet()
+        if inlet is None
+        else InletClient(
+            inlet,
+            context=ctx,
+            linger_ms=INLET_LINGER_MS,
+            hwm=10_000 if reachable else 1_000,
+            socket_options=socket_options,
+            watch_handshakes=True,
+        )
+    )  # CURVE client options (spikewatch.sampler.wire.security)
     coord = Coordinator(scenario, client, workers, progress, keep_series, log, stop)
     started = time.time_ns()
     loop = uvloop.new_event_loop()
@@ -506,17 +555,27 @@ def run_scenario(scenario: Scenario, *, inlet: str | None = protocol.DEFAULT_INL
     total.t_start_ns = coord.t_origin
     total.t_end_ns = coord.last_tick
     result = DriveResult(
-        scenario=scenario, phases=coord.phases, total=total,
+        scenario=scenario,
+        phases=coord.phases,
+        total=total,
         thresholds=_check_thresholds(scenario, total) if aborted is None else [],
-        series=coord.series, workers=workers, inlet=inlet or "off", sampler_reachable=reachable,
-        started_wall_ns=started, aborted=aborted,
-        interrupted=coord.interrupted or (stop is not None and stop.is_set()), unfinished=unfinished,
-        saturated_intervals=coord.saturated, max_loop_lag_ns=coord.max_loop_lag)
+        series=coord.series,
+        workers=workers,
+        inlet=inlet or "off",
+        sampler_reachable=reachable,
+        started_wall_ns=started,
+        aborted=aborted,
+        interrupted=coord.interrupted or (stop is not None and stop.is_set()),
+        unfinished=unfinished,
+        saturated_intervals=coord.saturated,
+        max_loop_lag_ns=coord.max_loop_lag,
+    )
     if coord.saturated:
         result.notes.append(
             f"the driver itself was saturated in {coord.saturated} intervals of 100 ms (event-loop lag up to "
             f"{coord.max_loop_lag / 1e6:.0f} ms): latencies there include client-side queueing; "
-            "use --workers or less load")
+            "use --workers or less load"
+        )
     if client.dropped and reachable:
         result.notes.append(f"{client.dropped} telemetry/marker messages dropped (inlet queue full)")
     return result

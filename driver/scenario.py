@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from spikewatch.sampler.units import format_bytes, parse_duration_ns, parse_size
@@ -128,7 +129,7 @@ class Phase:
 
     @property
     def model(self) -> str:
-        """"open", "closed" or "none" (startup, idle)."""
+        """ "open", "closed" or "none" (startup, idle)."""
         if self.rate is not None:
             return "open"
         if self.concurrency is not None:
@@ -176,8 +177,12 @@ class Threshold:
     text: str
 
     def check(self, observed: float) -> bool:
-        return {"<": observed < self.value, "<=": observed <= self.value,
-                ">": observed > self.value, ">=": observed >= self.value}[self.op]
+        return {
+            "<": observed < self.value,
+            "<=": observed <= self.value,
+            ">": observed > self.value,
+            ">=": observed >= self.value,
+        }[self.op]
 
 
 @dataclass(frozen=True)
@@ -210,20 +215,25 @@ class Scenario:
             level = p.peak_level
             if p.model == "open" and level > RATE_PER_WORKER * workers:
                 can = RATE_PER_WORKER * workers
-                more = (f"; with --workers {min(64, math.ceil(level / RATE_PER_WORKER))}"
-                        if level <= RATE_PER_WORKER * 64 else "; that is beyond 64 workers too")
+                more = (
+                    f"; with --workers {min(64, math.ceil(level / RATE_PER_WORKER))}"
+                    if level <= RATE_PER_WORKER * 64
+                    else "; that is beyond 64 workers too"
+                )
                 raise ScenarioError(
                     f"phases[{i}] ({p.name}): a rate of {level:,.0f}/s is more than the driver can send: "
                     f"about {RATE_PER_WORKER:,}/s per worker, {can:,}/s with {workers} worker{'s' if workers > 1 else ''}"
-                    f"{more}")
+                    f"{more}"
+                )
             if p.model == "closed" and level > CONCURRENCY_PER_WORKER * workers:
                 can = CONCURRENCY_PER_WORKER * workers
                 raise ScenarioError(
                     f"phases[{i}] ({p.name}): a concurrency of {level:,.0f} is more than the driver can hold: "
                     f"at most {CONCURRENCY_PER_WORKER:,} connections per worker, {can:,} with {workers} "
-                    f"worker{'s' if workers > 1 else ''}")
+                    f"worker{'s' if workers > 1 else ''}"
+                )
 
-    def with_url(self, url: str) -> "Scenario":
+    def with_url(self, url: str) -> Scenario:
         """The same scenario aimed at another base URL (the runner picks ports)."""
         t = _parse_target({"url": url, **({"ready": self.target.ready} if self.target.ready else {})}, "target")
         return replace(self, target=t)
@@ -245,8 +255,7 @@ def _table(value: Any, where: str) -> Mapping[str, Any]:
 def _keys(table: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> None:
     for key in table:
         if key not in allowed:
-            _fail(f"{where}.{key}" if where else key,
-                  f"unknown field (allowed here: {', '.join(allowed)})")
+            _fail(f"{where}.{key}" if where else key, f"unknown field (allowed here: {', '.join(allowed)})")
 
 
 def _duration(value: Any, where: str, *, positive: bool = True) -> int:
@@ -273,8 +282,7 @@ def _size(value: Any, where: str) -> int:
     return n
 
 
-def _number(value: Any, where: str, *, minimum: float = 0.0, integer: bool = False,
-            strict: bool = False) -> float:
+def _number(value: Any, where: str, *, minimum: float = 0.0, integer: bool = False, strict: bool = False) -> float:
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok or (isinstance(value, float) and not math.isfinite(value)):
         _fail(where, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
@@ -317,14 +325,20 @@ def _parse_target(raw: Any, where: str) -> Target:
     url = _string(t["url"], f"{where}.url")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        _fail(f"{where}.url", f'expected http://HOST[:PORT][/base], got {url!r}')
+        _fail(f"{where}.url", f"expected http://HOST[:PORT][/base], got {url!r}")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         _fail(f"{where}.url", f"bad port in {url!r}")
     ready = _path(t["ready"], f"{where}.ready") if "ready" in t else None
-    return Target(url=url, scheme=parts.scheme, host=parts.hostname or "", port=port,
-                  base_path=parts.path.rstrip("/"), ready=ready)
+    return Target(
+        url=url,
+        scheme=parts.scheme,
+        host=parts.hostname or "",
+        port=port,
+        base_path=parts.path.rstrip("/"),
+        ready=ready,
+    )
 
 
 def _read_sizes(path: Path, where: str) -> tuple[int, ...]:
@@ -350,8 +364,12 @@ def _parse_body(raw: Any, where: str, base: Path) -> BodySpec:
     _keys(b, where, ("size", "value", "min", "max", "median", "sigma", "file", "content"))
     dist = _string(b.get("size", "fixed"), f"{where}.size", SIZE_DISTS)
     content = _string(b.get("content", "random"), f"{where}.content", CONTENTS)
-    need = {"fixed": ("value",), "uniform": ("min", "max"), "lognormal": ("median", "sigma", "max"),
-            "empirical": ("file",)}[dist]
+    need = {
+        "fixed": ("value",),
+        "uniform": ("min", "max"),
+        "lognormal": ("median", "sigma", "max"),
+        "empirical": ("file",),
+    }[dist]
     for key in need:
         if key not in b:
             _fail(f"{where}.{key}", f'missing: size = "{dist}" needs {", ".join(need)}')
@@ -472,9 +490,13 @@ def _parse_phase(raw: Any, where: str, default_arrivals: Arrivals, target: Targe
         ready = _path(p["path"], f"{where}.path") if "path" in p else target.ready
         if ready is None:
             _fail(where, 'a startup phase needs target.ready or its own path = "/health"')
-        return Phase(name=name, kind=kind, ready_path=ready,
-                     timeout_ns=_duration(p.get("timeout", "60s"), f"{where}.timeout"),
-                     interval_ns=_duration(p.get("interval", "50ms"), f"{where}.interval"))
+        return Phase(
+            name=name,
+            kind=kind,
+            ready_path=ready,
+            timeout_ns=_duration(p.get("timeout", "60s"), f"{where}.timeout"),
+            interval_ns=_duration(p.get("interval", "50ms"), f"{where}.interval"),
+        )
     if "duration" not in p:
         _fail(f"{where}.duration", 'missing (e.g. duration = "30s")')
     duration = _duration(p["duration"], f"{where}.duration")
@@ -488,11 +510,11 @@ def _parse_phase(raw: Any, where: str, default_arrivals: Arrivals, target: Targe
         rate = _pair(p["rate"], f"{where}.rate", integer=False)
         rate = (float(rate[0]), float(rate[1]))
         if not is_ramp and rate[0] != rate[1]:
-            _fail(f"{where}.rate", f"a {kind} phase takes one rate; [from, to] is for kind = \"ramp\"")
+            _fail(f"{where}.rate", f'a {kind} phase takes one rate; [from, to] is for kind = "ramp"')
     else:
         conc = _pair(p["concurrency"], f"{where}.concurrency", integer=True)
         if not is_ramp and conc[0] != conc[1]:
-            _fail(f"{where}.concurrency", f"a {kind} phase takes one concurrency; [from, to] is for kind = \"ramp\"")
+            _fail(f"{where}.concurrency", f'a {kind} phase takes one concurrency; [from, to] is for kind = "ramp"')
     if "arrivals" in p and rate is None:
         _fail(f"{where}.arrivals", "arrivals shape an open model: use rate, not concurrency")
     arrivals = _parse_arrivals(p["arrivals"], f"{where}.arrivals") if "arrivals" in p else default_arrivals
@@ -513,8 +535,17 @@ def _parse_phase(raw: Any, where: str, default_arrivals: Arrivals, target: Targe
         if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and x for x in raw):
             _fail(f"{where}.requests", 'expected a list of request names, e.g. requests = ["ingest"]')
         only = tuple(dict.fromkeys(raw))
-    return Phase(name=name, kind=str(kind), duration_ns=duration, rate=rate, concurrency=conc, steps=steps,
-                 burst=burst, arrivals=arrivals, requests=only)
+    return Phase(
+        name=name,
+        kind=str(kind),
+        duration_ns=duration,
+        rate=rate,
+        concurrency=conc,
+        steps=steps,
+        burst=burst,
+        arrivals=arrivals,
+        requests=only,
+    )
 
 
 def _parse_threshold(metric: str, raw: Any, where: str) -> Threshold:
@@ -523,7 +554,7 @@ def _parse_threshold(metric: str, raw: Any, where: str) -> Threshold:
     text = raw.strip()
     for op in ("<=", ">=", "<", ">"):
         if text.startswith(op):
-            rest = text[len(op):].strip()
+            rest = text[len(op) :].strip()
             break
     else:
         _fail(where, f'expected a condition starting with <, <=, > or >=, like "<500ms", got {raw!r}')
@@ -579,8 +610,9 @@ def parse_scenario(data: Mapping[str, Any], base_dir: str | Path = ".", source: 
     th = _table(data.get("thresholds", {}), "thresholds")
     _keys(th, "thresholds", THRESHOLD_METRICS)
     thresholds = tuple(_parse_threshold(k, v, f"thresholds.{k}") for k, v in th.items())
-    return Scenario(target=target, requests=requests, phases=phases, thresholds=thresholds, seed=seed,
-                    client=client, source=source)
+    return Scenario(
+        target=target, requests=requests, phases=phases, thresholds=thresholds, seed=seed, client=client, source=source
+    )
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -17,16 +17,36 @@ from .engine import new_histogram
 
 SATURATION_LAG_NS = 20_000_000  # loop lag above this: the driver, not the service, is queueing
 
-SERIES_FIELDS = ("t_s", "interval_ns", "rate", "target_rate", "in_flight", "completed", "sent", "bytes_sent",
-                 "bytes_recv", "lat_p50_ns", "lat_p90_ns", "lat_p99_ns", "lat_max_ns", "late_sends",
-                 "dropped_sends", "schedule_lag_ns", "loop_lag_ns")
+SERIES_FIELDS = (
+    "t_s",
+    "interval_ns",
+    "rate",
+    "target_rate",
+    "in_flight",
+    "completed",
+    "sent",
+    "bytes_sent",
+    "bytes_recv",
+    "lat_p50_ns",
+    "lat_p90_ns",
+    "lat_p99_ns",
+    "lat_max_ns",
+    "late_sends",
+    "dropped_sends",
+    "schedule_lag_ns",
+    "loop_lag_ns",
+)
 
 
 def percentiles(h: HdrHistogram) -> dict[str, int]:
     if h.get_total_count() == 0:
         return {}
-    return {"lat_p50_ns": h.get_value_at_percentile(50), "lat_p90_ns": h.get_value_at_percentile(90),
-            "lat_p99_ns": h.get_value_at_percentile(99), "lat_max_ns": h.get_max_value()}
+    return {
+        "lat_p50_ns": h.get_value_at_percentile(50),
+        "lat_p90_ns": h.get_value_at_percentile(90),
+        "lat_p99_ns": h.get_value_at_percentile(99),
+        "lat_max_ns": h.get_max_value(),
+    }
 
 
 @dataclass
@@ -78,14 +98,24 @@ class PhaseStats:
     def summary(self) -> dict[str, Any]:
         d = self.duration_s
         out: dict[str, Any] = {
-            "name": self.name, "kind": self.kind, "model": self.model, "params": self.params,
-            "wall_start_ns": self.wall_start_ns, "duration_s": round(d, 3),
-            "sent": self.sent, "completed": self.completed, "errors": dict(self.errors),
+            "name": self.name,
+            "kind": self.kind,
+            "model": self.model,
+            "params": self.params,
+            "wall_start_ns": self.wall_start_ns,
+            "duration_s": round(d, 3),
+            "sent": self.sent,
+            "completed": self.completed,
+            "errors": dict(self.errors),
             "error_rate": self.error_count / self.completed if self.completed else 0.0,
             "rate": self.completed / d if d > 0 else 0.0,
-            "bytes_sent": self.bytes_sent, "bytes_recv": self.bytes_recv,
-            "late_sends": self.late, "dropped_sends": self.dropped, "schedule_lag_max_ns": self.lag_max,
-            "in_flight_max": self.in_flight_max, "loop_lag_max_ns": self.loop_lag_max,
+            "bytes_sent": self.bytes_sent,
+            "bytes_recv": self.bytes_recv,
+            "late_sends": self.late,
+            "dropped_sends": self.dropped,
+            "schedule_lag_max_ns": self.lag_max,
+            "in_flight_max": self.in_flight_max,
+            "loop_lag_max_ns": self.loop_lag_max,
             "saturated_intervals": self.saturated_intervals,
         }
         if self.model == "open" and self.intervals:
@@ -101,8 +131,20 @@ class PhaseStats:
     def marker_attrs(self) -> dict[str, Any]:
         """What rides on the phase_end marker (small, flat)."""
         s = self.summary()
-        keep = ("completed", "error_rate", "rate", "late_sends", "dropped_sends", "in_flight_max",
-                "lat_p50_ns", "lat_p99_ns", "lat_max_ns", "ready", "time_to_ready_s", "duration_s")
+        keep = (
+            "completed",
+            "error_rate",
+            "rate",
+            "late_sends",
+            "dropped_sends",
+            "in_flight_max",
+            "lat_p50_ns",
+            "lat_p99_ns",
+            "lat_max_ns",
+            "ready",
+            "time_to_ready_s",
+            "duration_s",
+        )
         out = {k: s[k] for k in keep if k in s and s[k] is not None}
         if self.errors:
             out["errors"] = dict(list(self.errors.items())[:16])
@@ -134,6 +176,8 @@ class Series:
         def clean(col: array) -> list:
             return [None if v != v else (int(v) if v.is_integer() else round(v, 3)) for v in col]
 
-        return {"fields": {f: clean(c) for f, c in self.cols.items()},
-                "phase": [phase_names[i] for i in self.phase],
-                "errors": [{"index": i, "errors": e} for i, e in self.errors]}
+        return {
+            "fields": {f: clean(c) for f, c in self.cols.items()},
+            "phase": [phase_names[i] for i in self.phase],
+            "errors": [{"index": i, "errors": e} for i, e in self.errors],
+        }

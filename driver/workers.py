@@ -158,8 +158,9 @@ class ProcessBackend:
         self.procs = []
         for i in range(workers):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=worker_main, args=(child, scenario, i, workers), daemon=True,
-                            name=f"spikewatch-driver-{i}")
+            p = ctx.Process(
+                target=worker_main, args=(child, scenario, i, workers), daemon=True, name=f"spikewatch-driver-{i}"
+            )
             self.pipes.append(parent)
             self.procs.append(p)
         self.pending: list[Snap] = []
@@ -185,7 +186,7 @@ class ProcessBackend:
             self._event.clear()
             try:
                 await asyncio.wait_for(self._event.wait(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _readable(self, i: int) -> None:
@@ -231,7 +232,7 @@ class ProcessBackend:
             self._event.clear()  # type: ignore[union-attr]
             try:
                 await asyncio.wait_for(self._event.wait(), 0.5)  # type: ignore[union-attr]
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         self.in_flight = [0] * self.workers
         self.in_flight_by = [[0] * len(self.names) for _ in range(self.workers)]

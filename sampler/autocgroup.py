@@ -9,7 +9,7 @@ path — so the loop never needs to learn that anything changed."""
 from __future__ import annotations
 
 import os
-from typing import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from . import cgroup
 from .tree import ProcHandle
@@ -25,8 +25,10 @@ class AutoCgroup:
     def find(self, pid: int) -> cgroup.MemoryCgroup:
         """The memory cgroup ``pid`` lives in (raises CgroupError)."""
         info = cgroup.cgroup_seen_by(pid)
-        self._log(f"spikewatch: --cgroup auto: pid {pid} is in memory cgroup {info.path} "
-                  f"(v{info.version}), read at {info.dir}")
+        self._log(
+            f"spikewatch: --cgroup auto: pid {pid} is in memory cgroup {info.path} "
+            f"(v{info.version}), read at {info.dir}"
+        )
         return cgroup.MemoryCgroup(info)
 
     def attach(self, roots: Collection[int], procs: Mapping[int, ProcHandle]) -> cgroup.MemoryCgroup | None:
@@ -34,8 +36,9 @@ class AutoCgroup:
         (said why) when it cannot be found."""
         pid = _oldest(roots, procs)
         if len(roots) > 1:
-            self._log(f"spikewatch: --cgroup auto: {len(roots)} processes match; "
-                      f"the cgroup is the oldest one's (pid {pid})")
+            self._log(
+                f"spikewatch: --cgroup auto: {len(roots)} processes match; the cgroup is the oldest one's (pid {pid})"
+            )
         try:
             cg = self.find(pid)
         except cgroup.CgroupError as exc:
@@ -46,8 +49,9 @@ class AutoCgroup:
         self.fd = os.dup(cg.usage_fd) if cg.usage_fd >= 0 else -1
         return cg
 
-    def moved(self, roots: Collection[int], procs: Mapping[int, ProcHandle],
-              current: cgroup.MemoryCgroup) -> cgroup.MemoryCgroup | None:
+    def moved(
+        self, roots: Collection[int], procs: Mapping[int, ProcHandle], current: cgroup.MemoryCgroup
+    ) -> cgroup.MemoryCgroup | None:
         """After a tree scan: when the process whose cgroup is sampled is gone and a newly
         matched one lives in another cgroup (a restarted container), that cgroup, with
         :attr:`fd` already re-pointed at it; else None."""
@@ -63,12 +67,16 @@ class AutoCgroup:
                 return None  # restarted within the same cgroup: nothing to change
             new = cgroup.MemoryCgroup(info)
         except (cgroup.CgroupError, OSError) as exc:
-            self._warn(f"spikewatch: --cgroup auto: cannot follow pid {pid} into its cgroup ({exc}); "
-                       f"cg_usage still reads {current.info.dir}")
+            self._warn(
+                f"spikewatch: --cgroup auto: cannot follow pid {pid} into its cgroup ({exc}); "
+                f"cg_usage still reads {current.info.dir}"
+            )
             return None
         os.dup2(new.usage_fd, self.fd)
-        self._log(f"spikewatch: --cgroup auto: pid {pid} (a restart) is in another memory cgroup; "
-                  f"now sampling {new.info.path} at {new.info.dir}")
+        self._log(
+            f"spikewatch: --cgroup auto: pid {pid} (a restart) is in another memory cgroup; "
+            f"now sampling {new.info.path} at {new.info.dir}"
+        )
         return new
 
     def close(self) -> None:

@@ -22,7 +22,8 @@ Use::
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import msgpack
 import zmq
@@ -36,9 +37,14 @@ class BackfillError(Exception):
     """The history endpoint did not answer (in time); the live stream is unaffected."""
 
 
-def fetch_history(endpoint: str, *, since_seq: int | None = None, timeout_ms: int = 5000,
-                  context: zmq.Context | None = None,
-                  socket_options: Mapping[int, Any] | None = None) -> tuple[dict[str, Any], list[Message]]:
+def fetch_history(
+    endpoint: str,
+    *,
+    since_seq: int | None = None,
+    timeout_ms: int = 5000,
+    context: zmq.Context | None = None,
+    socket_options: Mapping[int, Any] | None = None,
+) -> tuple[dict[str, Any], list[Message]]:
     """Ask a sampler's history endpoint for its ring: (meta, [(topic, body), ...] oldest first)."""
     ctx = context or zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
@@ -54,8 +60,10 @@ def fetch_history(endpoint: str, *, since_seq: int | None = None, timeout_ms: in
         while True:
             left = int((deadline - time.monotonic()) * 1000)
             if left <= 0 or not sock.poll(left):
-                raise BackfillError(f"no answer from the history endpoint {endpoint} within {timeout_ms} ms "
-                                    "(wrong endpoint, sampler without --history, or keys not accepted)")
+                raise BackfillError(
+                    f"no answer from the history endpoint {endpoint} within {timeout_ms} ms "
+                    "(wrong endpoint, sampler without --history, or keys not accepted)"
+                )
             frames = sock.recv_multipart()
             if len(frames) != 2 or frames[0] != protocol.HISTORY.encode():
                 raise BackfillError(f"{endpoint} is not a spikewatch history endpoint")
@@ -88,8 +96,14 @@ def _read_ready(sub: zmq.Socket, into: list[Message]) -> None:
 class Backfill:
     """Merge one sampler's history with its live stream (one SUB socket per sampler)."""
 
-    def __init__(self, endpoint: str, *, timeout_ms: int = 5000, context: zmq.Context | None = None,
-                 socket_options: Mapping[int, Any] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout_ms: int = 5000,
+        context: zmq.Context | None = None,
+        socket_options: Mapping[int, Any] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_ms = timeout_ms
         self._ctx = context
@@ -108,8 +122,9 @@ class Backfill:
         live: list[Message] = []
         if sub.poll(first_live_timeout_ms):
             _read_ready(sub, live)
-        meta, history = fetch_history(self.endpoint, timeout_ms=self.timeout_ms, context=self._ctx,
-                                      socket_options=self._opts)
+        meta, history = fetch_history(
+            self.endpoint, timeout_ms=self.timeout_ms, context=self._ctx, socket_options=self._opts
+        )
         self.session = meta.get("session")
         self.trimmed = int(meta.get("trimmed") or 0)
         self.last_seq = meta.get("last_seq")

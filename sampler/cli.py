@@ -18,21 +18,42 @@ MARK_WAIT_MS = 1500  # how long `mark` waits for the sampler to accept its hands
 @click.command()
 @click.argument("text")
 @click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, help="The sampler's inlet endpoint.")
-@click.option("--timeout", default="1500ms", show_default=True, metavar="T",
-              help="Give up (exit 3) when no sampler accepted the note within T.")
+@click.option(
+    "--timeout",
+    default="1500ms",
+    show_default=True,
+    metavar="T",
+    help="Give up (exit 3) when no sampler accepted the note within T.",
+)
 @click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="Attach an attribute (repeatable).")
-@click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (server.key + your *.key_secret) for a sampler started with --keys.")
-@click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client).")
+@click.option(
+    "--keys",
+    "keys",
+    metavar="DIR",
+    help="CURVE keys folder (server.key + your *.key_secret) for a sampler started with --keys.",
+)
+@click.option(
+    "--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client)."
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None, client_key: str | None = None,
-         timeout: str = "1500ms", quiet: bool = False) -> None:
+def mark(
+    text: str,
+    inlet: str,
+    attrs: tuple[str, ...],
+    keys: str | None = None,
+    client_key: str | None = None,
+    timeout: str = "1500ms",
+    quiet: bool = False,
+) -> None:
     """Send a note marker (e.g. "cache warmed") to a running sampler.
 
     Exit status 0 when the sampler accepted the note, 2 for a bad inlet or attribute,
     3 when no sampler accepted it within --timeout."""
     if opt.is_off(inlet):
-        raise click.BadParameter("a note needs somewhere to go: give the sampler's inlet, e.g. "
-                                 f"{protocol.DEFAULT_INLET}", param_hint="--inlet")
+        raise click.BadParameter(
+            f"a note needs somewhere to go: give the sampler's inlet, e.g. {protocol.DEFAULT_INLET}",
+            param_hint="--inlet",
+        )
     inlet = opt.endpoint(inlet, "--inlet")
     wait_ms = max(1, opt.duration_ns(timeout, "--timeout") // 1_000_000)
     fields = {}
@@ -54,8 +75,14 @@ def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None,
     # sampler accepted us (spikewatch.sampler.wire.handshake): wait for that, up to the linger.
     ctx = zmq.Context()
     try:
-        with InletClient(inlet, linger_ms=wait_ms, context=ctx, watch_handshakes=True, keys=keys,
-                         socket_options=client_socket_options(keys, client_key)) as client:
+        with InletClient(
+            inlet,
+            linger_ms=wait_ms,
+            context=ctx,
+            watch_handshakes=True,
+            keys=keys,
+            socket_options=client_socket_options(keys, client_key),
+        ) as client:
             client.send(protocol.MARKER, message)
             assert client.handshake is not None
             problem = client.handshake.wait(wait_ms / 1000)
@@ -64,8 +91,10 @@ def mark(text: str, inlet: str, attrs: tuple[str, ...], keys: str | None = None,
     finally:
         ctx.term()
     if problem == "":
-        raise RuntimeFailure(f"no sampler answered at {inlet} within {wait_ms / 1000:g} s: "
-                             f"the note was not sent (is `spikewatch sample` running with --inlet {inlet}?)")
+        raise RuntimeFailure(
+            f"no sampler answered at {inlet} within {wait_ms / 1000:g} s: "
+            f"the note was not sent (is `spikewatch sample` running with --inlet {inlet}?)"
+        )
     if problem:
         raise RuntimeFailure(f"{problem}; the note was not sent")
     if not quiet:
@@ -90,51 +119,154 @@ def _share(text: str, what: str) -> float:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--pid", type=int, help="Sample this process and its descendants.")
-@click.option("--match", metavar="REGEX", help="Sample the process whose command line matches (waits for it; follows restarts).")
-@click.option("--cgroup", "cgroup_path", metavar="PATH|auto",
-              help="Sample a memory cgroup (absolute, or relative to the memory hierarchy). 'auto' with --pid or "
-                   "--match: the cgroup the process lives in (its container's, reached through /proc/PID/root "
-                   "from a sidecar); with --match it is found at the first match and a restart into another "
-                   "cgroup is followed; exit status 3 if it cannot be found. (A cgroup named auto: ./auto.)")
+@click.option(
+    "--match", metavar="REGEX", help="Sample the process whose command line matches (waits for it; follows restarts)."
+)
+@click.option(
+    "--cgroup",
+    "cgroup_path",
+    metavar="PATH|auto",
+    help="Sample a memory cgroup (absolute, or relative to the memory hierarchy). 'auto' with --pid or "
+    "--match: the cgroup the process lives in (its container's, reached through /proc/PID/root "
+    "from a sidecar); with --match it is found at the first match and a restart into another "
+    "cgroup is followed; exit status 3 if it cannot be found. (A cgroup named auto: ./auto.)",
+)
 @click.option("--unit", metavar="NAME", help="Sample a systemd unit's cgroup.")
 @click.option("--period", default="1ms", show_default=True, help="Sampling period (100us .. 1s), with its unit.")
-@click.option("--detail-period", default="100ms", show_default=True, help="Period of the detail tier (status, cgroup stat, kernel peaks).")
-@click.option("--publish", default=protocol.DEFAULT_PUBLISH, show_default=True, help="ZeroMQ PUB endpoint (tcp:// or ipc://).")
-@click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, help="ZeroMQ PULL endpoint for markers and load telemetry ('off': none).")
-@click.option("--journal", metavar="FILE|off", help="Record everything published to FILE (default with -- CMD or --match: a new spikewatch-DATE-TIME.journal here; 'off': none). An existing FILE is refused unless --append.")
-@click.option("--append", is_flag=True, help="Add this run to an existing --journal FILE (a report then sees one recording with two sessions).")
+@click.option(
+    "--detail-period",
+    default="100ms",
+    show_default=True,
+    help="Period of the detail tier (status, cgroup stat, kernel peaks).",
+)
+@click.option(
+    "--publish", default=protocol.DEFAULT_PUBLISH, show_default=True, help="ZeroMQ PUB endpoint (tcp:// or ipc://)."
+)
+@click.option(
+    "--inlet",
+    default=protocol.DEFAULT_INLET,
+    show_default=True,
+    help="ZeroMQ PULL endpoint for markers and load telemetry ('off': none).",
+)
+@click.option(
+    "--journal",
+    metavar="FILE|off",
+    help="Record everything published to FILE (default with -- CMD or --match: a new spikewatch-DATE-TIME.journal here; 'off': none). An existing FILE is refused unless --append.",
+)
+@click.option(
+    "--append",
+    is_flag=True,
+    help="Add this run to an existing --journal FILE (a report then sees one recording with two sessions).",
+)
 @click.option("--no-journal", is_flag=True, hidden=True, help="Old spelling of --journal off.")
-@click.option("--journal-rotate", metavar="T|SIZE", default=None,
-              help="Start a new journal segment (FILE.000001, FILE.000002…) every T (e.g. 1h) or SIZE (e.g. 256M).")
-@click.option("--journal-keep", metavar="T|SIZE", default=None,
-              help="With --journal-rotate: delete the oldest segments beyond this age (e.g. 7d) or total size (e.g. 10G).")
+@click.option(
+    "--journal-rotate",
+    metavar="T|SIZE",
+    default=None,
+    help="Start a new journal segment (FILE.000001, FILE.000002…) every T (e.g. 1h) or SIZE (e.g. 256M).",
+)
+@click.option(
+    "--journal-keep",
+    metavar="T|SIZE",
+    default=None,
+    help="With --journal-rotate: delete the oldest segments beyond this age (e.g. 7d) or total size (e.g. 10G).",
+)
 @click.option("--limit", metavar="SIZE", help="Run the launched command in a new memory cgroup of SIZE (e.g. 512M).")
 @click.option("--duration", metavar="T", help="Stop after T (with its unit: 30s, 5m); a launched command gets SIGTERM.")
-@click.option("--reset-hwm", is_flag=True, help="Reset an attached process's VmHWM every detail period (visible to it) to catch peaks between samples.")
-@click.option("--pss-budget", default="1%", show_default=True, metavar="PCT",
-              help="CPU (share of one core) for reading the tree's PSS and USS from smaps_rollup, which count shared "
-                   "pages once; the period stretches to stay within it. 0 turns the readings off.")
-@click.option("--realtime/--no-realtime", default=True, show_default=True, help="Run the sampling thread under SCHED_FIFO when permitted (far fewer missed ticks on a busy host).")
-@click.option("--prometheus", "prometheus", metavar="HOST:PORT", help="Also serve /metrics for Prometheus (peaks since each scrape, kernel HWMs included).")
-@click.option("--prometheus-allow-remote", "prometheus_allow_remote", is_flag=True, help="Allow --prometheus on a non-loopback address (HTTP has no CURVE: restrict access by network).")
-@click.option("--keys", "keys", metavar="DIR", envvar="SPIKEWATCH_KEYS_DIR", help="CURVE keys folder (from `spikewatch keys DIR`): encrypt and authenticate stream, inlet and history. Required to bind outside loopback. [env SPIKEWATCH_KEYS_DIR]")
+@click.option(
+    "--reset-hwm",
+    is_flag=True,
+    help="Reset an attached process's VmHWM every detail period (visible to it) to catch peaks between samples.",
+)
+@click.option(
+    "--pss-budget",
+    default="1%",
+    show_default=True,
+    metavar="PCT",
+    help="CPU (share of one core) for reading the tree's PSS and USS from smaps_rollup, which count shared "
+    "pages once; the period stretches to stay within it. 0 turns the readings off.",
+)
+@click.option(
+    "--realtime/--no-realtime",
+    default=True,
+    show_default=True,
+    help="Run the sampling thread under SCHED_FIFO when permitted (far fewer missed ticks on a busy host).",
+)
+@click.option(
+    "--prometheus",
+    "prometheus",
+    metavar="HOST:PORT",
+    help="Also serve /metrics for Prometheus (peaks since each scrape, kernel HWMs included).",
+)
+@click.option(
+    "--prometheus-allow-remote",
+    "prometheus_allow_remote",
+    is_flag=True,
+    help="Allow --prometheus on a non-loopback address (HTTP has no CURVE: restrict access by network).",
+)
+@click.option(
+    "--keys",
+    "keys",
+    metavar="DIR",
+    envvar="SPIKEWATCH_KEYS_DIR",
+    help="CURVE keys folder (from `spikewatch keys DIR`): encrypt and authenticate stream, inlet and history. Required to bind outside loopback. [env SPIKEWATCH_KEYS_DIR]",
+)
 @click.option("--require-keys", is_flag=True, help="Use CURVE even on loopback (fail without --keys).")
-@click.option("--history", "history", default="off", show_default=True, metavar="EP|off", help="ROUTER endpoint answering late joiners with recent history (e.g. tcp://127.0.0.1:7783).")
-@click.option("--history-window", default="5m", show_default=True, metavar="T", help="How much history to keep for --history.")
-@click.option("--history-size", default="64M", show_default=True, metavar="SIZE", help="At most this many bytes of history.")
-@click.option("--heap-metric", "heap_metric", metavar="URL#NAME",
-              help="Also scrape the service's own heap gauge from its Prometheus text at the detail tier, "
-                   "e.g. http://127.0.0.1:8080/metrics#app_heap_bytes (shown beside RSS).")
+@click.option(
+    "--history",
+    "history",
+    default="off",
+    show_default=True,
+    metavar="EP|off",
+    help="ROUTER endpoint answering late joiners with recent history (e.g. tcp://127.0.0.1:7783).",
+)
+@click.option(
+    "--history-window", default="5m", show_default=True, metavar="T", help="How much history to keep for --history."
+)
+@click.option(
+    "--history-size", default="64M", show_default=True, metavar="SIZE", help="At most this many bytes of history."
+)
+@click.option(
+    "--heap-metric",
+    "heap_metric",
+    metavar="URL#NAME",
+    help="Also scrape the service's own heap gauge from its Prometheus text at the detail tier, "
+    "e.g. http://127.0.0.1:8080/metrics#app_heap_bytes (shown beside RSS).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS...]")
 @click.pass_context
-def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: str | None, unit: str | None,
-           period: str, detail_period: str, publish: str, inlet: str, journal: str | None, no_journal: bool,
-           limit: str | None, duration: str | None, reset_hwm: bool, realtime: bool, prometheus: str | None,
-           prometheus_allow_remote: bool, quiet: bool, command: tuple[str, ...], keys: str | None = None,
-           require_keys: bool = False, history: str = "off", history_window: str = "5m", history_size: str = "64M",
-           heap_metric: str | None = None, append: bool = False, journal_rotate: str | None = None,
-           journal_keep: str | None = None, pss_budget: str = "1%") -> None:
+def sample(
+    ctx: click.Context,
+    pid: int | None,
+    match: str | None,
+    cgroup_path: str | None,
+    unit: str | None,
+    period: str,
+    detail_period: str,
+    publish: str,
+    inlet: str,
+    journal: str | None,
+    no_journal: bool,
+    limit: str | None,
+    duration: str | None,
+    reset_hwm: bool,
+    realtime: bool,
+    prometheus: str | None,
+    prometheus_allow_remote: bool,
+    quiet: bool,
+    command: tuple[str, ...],
+    keys: str | None = None,
+    require_keys: bool = False,
+    history: str = "off",
+    history_window: str = "5m",
+    history_size: str = "64M",
+    heap_metric: str | None = None,
+    append: bool = False,
+    journal_rotate: str | None = None,
+    journal_keep: str | None = None,
+    pss_budget: str = "1%",
+) -> None:
     """Sample a service's memory every millisecond and publish it.
 
     \b
@@ -192,9 +324,10 @@ def sample(ctx: click.Context, pid: int | None, match: str | None, cgroup_path: 
         raise click.UsageError("say what to sample: --pid N, --match REGEX, --cgroup PATH, --unit NAME or -- CMD ARGS")
     history_ep = opt.endpoint_or_off(history, "--history", bind=True)
     if history_ep is not None and history_ep in (publish, inlet_ep):
-        raise click.BadParameter("give the history its own endpoint (not --publish's or --inlet's)", param_hint="--history")
-    security = _server_security(ctx, keys, require_keys,
-                                [publish, inlet_ep, history_ep])
+        raise click.BadParameter(
+            "give the history its own endpoint (not --publish's or --inlet's)", param_hint="--history"
+        )
+    security = _server_security(ctx, keys, require_keys, [publish, inlet_ep, history_ep])
     # With a keys folder (even the units' empty default), SIGHUP reloads the client keys
     # instead of ending the run: `systemctl reload` must never stop the sampler.
     hup_reloads = bool(keys)
@@ -316,11 +449,18 @@ def _watch_keys(security, quiet: bool):
         def on_hup(signum, frame) -> None:
             watcher.request_reload()  # sets an event: the reload runs on the watcher's thread
     else:
+
         def on_hup(signum, frame) -> None:
             # Printed from a thread: a write from inside a signal handler could re-enter stderr.
-            threading.Thread(target=warn, daemon=True, args=(
-                "spikewatch: SIGHUP: CURVE is off (no server.key_secret in the keys folder when the sampler "
-                "started), nothing to reload; restart the sampler to turn CURVE on",)).start()
+            threading.Thread(
+                target=warn,
+                daemon=True,
+                args=(
+                    "spikewatch: SIGHUP: CURVE is off (no server.key_secret in the keys folder when the sampler "
+                    "started), nothing to reload; restart the sampler to turn CURVE on",
+                ),
+            ).start()
+
     return signal.signal(signal.SIGHUP, on_hup)
 
 
@@ -329,8 +469,8 @@ def _history_server(security, endpoint: str, window: str, size: str, options: di
 
     from .daemon import SamplerError
     from .history import HistoryServer
-    from .wire.stream import EndpointError
     from .units import parse_size
+    from .wire.stream import EndpointError
 
     window_ns = _duration(window, "--history-window", "s")
     try:
@@ -338,8 +478,13 @@ def _history_server(security, endpoint: str, window: str, size: str, options: di
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--history-size") from None
     try:
-        return HistoryServer(security.context if security else zmq.Context.instance(), endpoint,
-                             window_ns=window_ns, max_bytes=max_bytes, socket_options=options)
+        return HistoryServer(
+            security.context if security else zmq.Context.instance(),
+            endpoint,
+            window_ns=window_ns,
+            max_bytes=max_bytes,
+            socket_options=options,
+        )
     except EndpointError as exc:
         raise SamplerError(str(exc)) from None
 
@@ -388,9 +533,11 @@ def _size_or_age(text: str | None, hint: str) -> tuple[int | None, float | None]
     try:
         s = parse_duration(text)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is neither a size (256M, 1G) nor a time (10m, 1h, 7d)",
-                                 param_hint=hint) from None
+        raise click.BadParameter(
+            f"{text!r} is neither a size (256M, 1G) nor a time (10m, 1h, 7d)", param_hint=hint
+        ) from None
     if s < 1 or text.strip().replace(".", "").isdigit():
-        raise click.BadParameter(f"{text!r}: give a unit and at least 1s (e.g. 10m, 1h, 7d) or a size (256M)",
-                                 param_hint=hint)
+        raise click.BadParameter(
+            f"{text!r}: give a unit and at least 1s (e.g. 10m, 1h, 7d) or a size (256M)", param_hint=hint
+        )
     return (None, s)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .wire import protocol
 
@@ -95,7 +96,9 @@ def check(c: SamplerConfig) -> re.Pattern[str] | None:
     procs = sum(x is not None and x != [] for x in (t.pid, t.match, t.argv))
     cgs = sum(x is not None for x in (t.cgroup, t.unit))
     if procs > 1 or cgs > 1 or procs + cgs == 0:
-        raise SamplerError("give one target: --pid N, --match REGEX or -- CMD (optionally with one of --cgroup PATH / --unit NAME)")
+        raise SamplerError(
+            "give one target: --pid N, --match REGEX or -- CMD (optionally with one of --cgroup PATH / --unit NAME)"
+        )
     if c.limit is not None and not t.argv:
         raise SamplerError("--limit applies to a launched command: spikewatch sample --limit 512M -- CMD ARGS")
     if c.limit is not None and cgs:
@@ -111,13 +114,16 @@ def check(c: SamplerConfig) -> re.Pattern[str] | None:
 def auto_cgroup_misuse(t: Target) -> str:
     """Why ``--cgroup auto`` cannot go with the rest of ``t`` (it needs --pid or --match)."""
     if t.unit is not None:
-        return ("--cgroup auto and --unit both name the cgroup to sample: give one "
-                "(--cgroup auto takes the cgroup of --pid N or --match REGEX)")
+        return (
+            "--cgroup auto and --unit both name the cgroup to sample: give one "
+            "(--cgroup auto takes the cgroup of --pid N or --match REGEX)"
+        )
     if t.argv:
-        return ("--cgroup auto finds the cgroup of an existing process (--pid N or --match REGEX); "
-                "a launched command runs in the sampler's cgroup: use --limit SIZE to give it its own")
-    return ("--cgroup auto samples the cgroup a process lives in: say which process with "
-            "--pid N or --match REGEX")
+        return (
+            "--cgroup auto finds the cgroup of an existing process (--pid N or --match REGEX); "
+            "a launched command runs in the sampler's cgroup: use --limit SIZE to give it its own"
+        )
+    return "--cgroup auto samples the cgroup a process lives in: say which process with --pid N or --match REGEX"
 
 
 def default_journal_path(now: float | None = None) -> str:

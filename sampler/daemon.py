@@ -37,12 +37,12 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
 
 import zmq
 
 from . import __version__, cgroup, procfs
-from .wire import protocol
 from .autocgroup import AutoCgroup
 from .batch import Batch
 from .buildinfo import BuildEvidence, BuildProbe, inspect
@@ -51,11 +51,12 @@ from .detail import DetailTier
 from .launch import Launched
 from .lifecycle import ProcessEvents
 from .membership import Membership
-from .procfs import PAGE_SIZE, ProcHandle, ProcfsError
+from .procfs import PAGE_SIZE, ProcfsError, ProcHandle
 from .pss import PssReader
-from .wire.stream import EndpointError, Inlet, Journal, Listener, Publisher
-from .tree import ProcessTree
 from .ticker import Ticker, reset_scheduling, set_timer_slack, try_realtime
+from .tree import ProcessTree
+from .wire import protocol
+from .wire.stream import EndpointError, Inlet, Journal, Listener, Publisher
 
 __all__ = ["MIN_PERIOD_NS", "Sampler", "SamplerConfig", "SamplerError", "Target", "default_journal_path"]
 
@@ -106,12 +107,14 @@ class Sampler:
         self._build_probe = BuildProbe()
         self._launched_build: BuildEvidence | None = None
         self._heap: Any = None  # sampler.heapmetric.HeapScraper with --heap-metric
-        self.events = ProcessEvents(self.tree, event=self._event, flush=self._flush_samples,
-                                    probe=self._build_probe.submit)
+        self.events = ProcessEvents(
+            self.tree, event=self._event, flush=self._flush_samples, probe=self._build_probe.submit
+        )
         self.membership = Membership(self.tree, self.events, exited=self._proc_exited)
         self.batch = Batch()
-        self.detail = DetailTier(self.tree, None, event=self._event, flush=self._flush_samples,
-                                 headline=self.batch.headline_bytes)
+        self.detail = DetailTier(
+            self.tree, None, event=self._event, flush=self._flush_samples, headline=self.batch.headline_bytes
+        )
         self.series: list[str] = [protocol.SERIES_RSS]
         # PSS/USS of the tree (shared pages counted once), read by a helper process.
         self.pss = PssReader(min_period_ns=self.detail_ns, budget=c.pss_budget)
@@ -199,8 +202,9 @@ class Sampler:
             self.publisher = Publisher(self._ctx, c.publish, socket_options=c.socket_options)
             self.publisher.listeners = self.listeners
             if c.inlet:
-                self.inlet = Inlet(self._ctx, c.inlet, socket_options=c.socket_options,
-                                   sender_allowed=c.inlet_sender_allowed)
+                self.inlet = Inlet(
+                    self._ctx, c.inlet, socket_options=c.socket_options, sender_allowed=c.inlet_sender_allowed
+                )
         except EndpointError as exc:
             self._close_all()
             raise SamplerError(str(exc)) from None
@@ -215,7 +219,9 @@ class Sampler:
                 self.journal = Journal(journal, rotate_bytes=rb, rotate_s=rs, keep_bytes=kb, keep_s=ks)
             except OSError as exc:
                 self._close_all()
-                raise SamplerError(f"cannot open the journal {journal}: {exc.strerror}; pick another path with --journal FILE") from None
+                raise SamplerError(
+                    f"cannot open the journal {journal}: {exc.strerror}; pick another path with --journal FILE"
+                ) from None
             self.publisher.journal = self.journal
         if t.argv:
             self._launch(t.argv)
@@ -269,8 +275,10 @@ class Sampler:
             self._close_all()
             raise
         if not self._child.dies_with_sampler:
-            self._log("spikewatch: no setpriv with --pdeathsig (util-linux): "
-                      "if this sampler is SIGKILLed, the command keeps running")
+            self._log(
+                "spikewatch: no setpriv with --pdeathsig (util-linux): "
+                "if this sampler is SIGKILLed, the command keeps running"
+            )
         try:
             if self.cg is not None and self.cg.owned:
                 cgroup.move_pid(self._child.pid, self.cg)
@@ -292,8 +300,7 @@ class Sampler:
         h = self.tree.procs.get(child.pid)
         if h is not None:
             h.argv, h.start_t = argv, t
-        self.events.launched(child.pid, t, os.getpid(), shutil.which(argv[0]) or argv[0], argv,
-                             self._launched_build)
+        self.events.launched(child.pid, t, os.getpid(), shutil.which(argv[0]) or argv[0], argv, self._launched_build)
 
     # ------------------------------------------------------------ process tree
 
@@ -427,8 +434,12 @@ class Sampler:
             targets.append({"kind": kind, "spec": spec, "pids": pids})
         cg: protocol.CgroupInfo | None = None
         if self.cg is not None:
-            cg = {"version": self.cg.version, "path": self.cg.info.path, "limit": self.detail.limit,
-                  "owned": self.cg.owned}
+            cg = {
+                "version": self.cg.version,
+                "path": self.cg.info.path,
+                "limit": self.detail.limit,
+                "owned": self.cg.owned,
+            }
             lim = self.detail.limits
             if lim is not None:
                 # limit is the effective one; these say whose it is.
@@ -459,8 +470,7 @@ class Sampler:
         h = self._heap
         if h is None:
             return None
-        return {"url": h.url, "name": h.name, "scrapes": h.scrapes, "failures": h.failures,
-                "last_error": h.last_error}
+        return {"url": h.url, "name": h.name, "scrapes": h.scrapes, "failures": h.failures, "last_error": h.last_error}
 
     # ------------------------------------------------------------ slow work
 
@@ -471,6 +481,7 @@ class Sampler:
     def _run_due(self, t: int) -> None:
         due = self._due
         c = self.config
+
         def periodic(name: str, interval: int) -> bool:
             # On the grid of its first due time (a tick a few µs early must not
             # push the work a whole period later), never in a catch-up burst.
@@ -545,8 +556,10 @@ class Sampler:
         self._flush_samples()
         self._drain_inlet()
         for pid, exe, ev in self._build_probe.results():
-            self._event(t, protocol.Build(kind=protocol.EV_BUILD, pid=pid, exe=exe, build=ev.profile,
-                                          build_evidence=ev.evidence))
+            self._event(
+                t,
+                protocol.Build(kind=protocol.EV_BUILD, pid=pid, exe=exe, build=ev.profile, build_evidence=ev.evidence),
+            )
         if self._pattern is None or self.tree.roots:
             self.membership.check_roots(t)
         self.events.churn(t)
@@ -559,8 +572,12 @@ class Sampler:
         if j is not None and j.errors and not self._journal_error_sent:
             self._journal_error_sent = True
             self._log_fn(f"spikewatch: cannot write the journal {j.path}: {j.last_error}; sampling goes on")
-            self._event(t, protocol.JournalError(kind=protocol.EV_JOURNAL_ERROR, path=str(j.path),
-                                                 error=j.last_error, records_lost=j.records_lost))
+            self._event(
+                t,
+                protocol.JournalError(
+                    kind=protocol.EV_JOURNAL_ERROR, path=str(j.path), error=j.last_error, records_lost=j.records_lost
+                ),
+            )
 
     def _overrun(self, missed: int, late_ns: int, t: int) -> None:
         """Out of line: the timer expired ``missed`` extra times before we woke."""
@@ -659,11 +676,14 @@ class Sampler:
                 self.inlet.start()
             if self.journal is not None:
                 size = self._journal_size_at_open
-                self._log(f"spikewatch: journal {self.journal.path}"
-                          + (f" (appending to the {size} bytes already there)" if size else ""))
+                self._log(
+                    f"spikewatch: journal {self.journal.path}"
+                    + (f" (appending to the {size} bytes already there)" if size else "")
+                )
             if self._pattern is not None and not self._wait_for_match():
-                self._stop_reason = (self._stop_reason + ": " if self._stop_reason else "") + \
-                    f"no process matched {self._pattern.pattern!r}, nothing sampled"
+                self._stop_reason = (
+                    self._stop_reason + ": " if self._stop_reason else ""
+                ) + f"no process matched {self._pattern.pattern!r}, nothing sampled"
                 self.exit_status = 3  # spikewatch.exits.EXIT_RUNTIME: a run with no target is no result
                 return self._finish(time.monotonic_ns())
             if self.config.target.auto_cgroup and self.cg is None:
@@ -681,8 +701,12 @@ class Sampler:
             self.origin_t = ticker.start()
             c = self.config
             o = self.origin_t
-            self._due = {"batch": o + c.batch_ns, "detail": o + self.detail_ns, "hello": o,
-                         "tree": o + (10_000_000 if not self._tree_from_cgroup else 0)}
+            self._due = {
+                "batch": o + c.batch_ns,
+                "detail": o + self.detail_ns,
+                "hello": o,
+                "tree": o + (10_000_000 if not self._tree_from_cgroup else 0),
+            }
             if c.duration_ns is not None:
                 self._due["duration"] = o + c.duration_ns
             self._next_due = min(self._due.values())
@@ -840,4 +864,3 @@ class Sampler:
                     self.cg.close()
             except cgroup.CgroupError as exc:
                 self._log_fn(f"spikewatch: {exc}")
-

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any, Callable, Protocol, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from . import cgroup, procfs
-from .wire import protocol
 from .procfs import ProcfsError
 from .tree import ProcessTree
+from .wire import protocol
 
 _HWM_ABS_NOISE = 1 << 20  # VmHWM reads ~0.2 MB low, v1 max_usage ~0.5 MB high (measured over 2000 spikes)
 _HWM_REL_NOISE = 0.02
@@ -48,8 +49,15 @@ class DetailTier:
     (the stream never shows an event ahead of the samples that led to it);
     ``headline`` is the largest recent sample of the headline series."""
 
-    def __init__(self, tree: ProcessTree, cg: cgroup.MemoryCgroup | None, *, event: EventFn,
-                 flush: Callable[[], None], headline: Callable[[], int | None]) -> None:
+    def __init__(
+        self,
+        tree: ProcessTree,
+        cg: cgroup.MemoryCgroup | None,
+        *,
+        event: EventFn,
+        flush: Callable[[], None],
+        headline: Callable[[], int | None],
+    ) -> None:
         self.tree, self.cg = tree, cg
         self._event, self._flush, self._headline = event, flush, headline
         self.reset_hwm = False
@@ -116,8 +124,9 @@ class DetailTier:
                 if prev is not None and hwm > prev:
                     interval_hwms.append(hwm)  # it rose: the new peak lies in this interval
             self._prev_hwm[h.pid] = hwm
-        body: dict[str, Any] = dict(procs=nprocs, pids=sorted(self.tree.procs)[:256], **totals,
-                                    sample_max=imax.get(protocol.SERIES_RSS))
+        body: dict[str, Any] = dict(
+            procs=nprocs, pids=sorted(self.tree.procs)[:256], **totals, sample_max=imax.get(protocol.SERIES_RSS)
+        )
         if interval_hwms and imax.get(protocol.SERIES_RSS) is not None:
             # One process: its HWM is the tree's peak. Several: the largest one
             # is a lower bound (their peaks need not coincide).
@@ -131,16 +140,29 @@ class DetailTier:
         cg = self.cg
         assert cg is not None
         stat = cg.read_stat()
-        body.update(cg_usage=stat.get("usage"), cg_anon=stat.get("anon"), cg_file=stat.get("file"),
-                    cg_inactive_file=stat.get("inactive_file"), cg_working_set=stat.get("working_set"))
+        body.update(
+            cg_usage=stat.get("usage"),
+            cg_anon=stat.get("anon"),
+            cg_file=stat.get("file"),
+            cg_inactive_file=stat.get("inactive_file"),
+            cg_working_set=stat.get("working_set"),
+        )
         # What bites first: a container's own cgroup is often "max" under a limited parent.
         limits = cg.read_limits()
         limit = limits.bytes
         body["cg_limit"] = limit
         self.limits = limits
         if limit != self.limit:
-            self._event(t, protocol.LimitChange(kind=protocol.EV_LIMIT_CHANGE, old=self.limit, new=limit,
-                                                limit_from=limits.source, limit_kind=limits.kind))
+            self._event(
+                t,
+                protocol.LimitChange(
+                    kind=protocol.EV_LIMIT_CHANGE,
+                    old=self.limit,
+                    new=limit,
+                    limit_from=limits.source,
+                    limit_kind=limits.kind,
+                ),
+            )
             self.limit = limit
         sampled = imax.get(protocol.SERIES_CG_USAGE)
         if cg.peak_resettable:
@@ -159,21 +181,28 @@ class DetailTier:
                     self._check_spike(protocol.SERIES_CG_USAGE, peak, sampled, t_from, t)
                 self._cg_peak_prev = peak
         oom = cg.read_oom()
-        body.update(cg_oom_kill=oom.get("oom_kill"), cg_oom=oom.get("oom", oom.get("under_oom")),
-                    cg_failcnt=oom.get("limit_hits"))
+        body.update(
+            cg_oom_kill=oom.get("oom_kill"),
+            cg_oom=oom.get("oom", oom.get("under_oom")),
+            cg_failcnt=oom.get("limit_hits"),
+        )
         count = oom.get("oom_kill", 0)
         if self.oom_prev is not None and count > self.oom_prev:
             self._flush()
-            self._event(t, protocol.OomKill(kind=protocol.EV_OOM_KILL, count=count - self.oom_prev,
-                                            last_bytes=self._headline()))
+            self._event(
+                t, protocol.OomKill(kind=protocol.EV_OOM_KILL, count=count - self.oom_prev, last_bytes=self._headline())
+            )
             self._oom_unclaimed_t = t
         self.oom_prev = count
         self._memory_events(oom, t)
         psi = cg.read_psi()
         if psi:
-            body.update(psi_some_avg10=psi.get("some_avg10"), psi_full_avg10=psi.get("full_avg10"),
-                        psi_some_total_us=int(psi.get("some_total", 0)),
-                        psi_scope="system" if psi.get("system_wide") else "cgroup")
+            body.update(
+                psi_some_avg10=psi.get("some_avg10"),
+                psi_full_avg10=psi.get("full_avg10"),
+                psi_some_total_us=int(psi.get("some_total", 0)),
+                psi_scope="system" if psi.get("system_wide") else "cgroup",
+            )
 
     def _memory_events(self, oom: dict[str, int], t: int) -> None:
         """A ``memory_events`` event when memory.events counters rose (v1: failcnt as
@@ -214,8 +243,12 @@ class DetailTier:
         count = self._oom_count()
         if count is not None and self.oom_prev is not None and count > self.oom_prev:
             self._flush()
-            self._event(t, protocol.OomKill(kind=protocol.EV_OOM_KILL, pid=pid, count=count - self.oom_prev,
-                                            last_bytes=self._headline()))
+            self._event(
+                t,
+                protocol.OomKill(
+                    kind=protocol.EV_OOM_KILL, pid=pid, count=count - self.oom_prev, last_bytes=self._headline()
+                ),
+            )
             self.oom_prev = count
             return True
         if self._oom_unclaimed_t is not None and t - self._oom_unclaimed_t < 1_000_000_000:
@@ -237,5 +270,14 @@ class DetailTier:
         if kernel - sampled > max(_HWM_ABS_NOISE, int(kernel * _HWM_REL_NOISE)):
             self.hwm_spikes += 1
             self._flush()
-            self._event(t_to, protocol.HwmSpike(kind=protocol.EV_HWM_SPIKE, series=series, bytes=kernel,
-                                                t_from=t_from, t_to=t_to, sampled_max=sampled))
+            self._event(
+                t_to,
+                protocol.HwmSpike(
+                    kind=protocol.EV_HWM_SPIKE,
+                    series=series,
+                    bytes=kernel,
+                    t_from=t_from,
+                    t_to=t_to,
+                    sampled_max=sampled,
+                ),
+            )

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import msgpack
 import zmq
@@ -82,8 +83,15 @@ class HistoryRing:
 class HistoryServer(HistoryRing):
     """A :class:`HistoryRing` that answers requests on a ROUTER ``endpoint``."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, *, window_ns: int = DEFAULT_WINDOW_NS,
-                 max_bytes: int = DEFAULT_MAX_BYTES, socket_options: Mapping[int, Any] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        *,
+        window_ns: int = DEFAULT_WINDOW_NS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        socket_options: Mapping[int, Any] | None = None,
+    ) -> None:
         super().__init__(window_ns, max_bytes)
         from .wire.stream import bind
 
@@ -137,8 +145,13 @@ class HistoryServer(HistoryRing):
 
     def _reply(self, envelope: list[bytes], since: int | None) -> None:
         items = self.snapshot(since)
-        meta = {"session": self.session, "window_ns": self.window_ns, "trimmed": self.trimmed,
-                "first_seq": items[0][0] if items else None, "last_seq": items[-1][0] if items else None}
+        meta = {
+            "session": self.session,
+            "window_ns": self.window_ns,
+            "trimmed": self.trimmed,
+            "first_seq": items[0][0] if items else None,
+            "last_seq": items[-1][0] if items else None,
+        }
         chunk: list[list[Any]] = []
         size = 0
         for i, (_seq, _t, topic, packed) in enumerate(items):

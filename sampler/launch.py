@@ -40,8 +40,18 @@ def launch_argv(argv: list[str]) -> tuple[list[str], bool]:
     setpriv = _setpriv()
     if setpriv is None:
         return ["/bin/sh", "-c", _LAUNCH_SHIM, "spikewatch-launch", *argv], False
-    return [setpriv, "--pdeathsig", "TERM", "--", "/bin/sh", "-c", _LAUNCH_SHIM_PDEATH,
-            "spikewatch-launch", str(os.getpid()), *argv], True
+    return [
+        setpriv,
+        "--pdeathsig",
+        "TERM",
+        "--",
+        "/bin/sh",
+        "-c",
+        _LAUNCH_SHIM_PDEATH,
+        "spikewatch-launch",
+        str(os.getpid()),
+        *argv,
+    ], True
 
 
 class Launched:

@@ -4,13 +4,14 @@ muted (over the event budget), and which exit a newcomer is the restart of."""
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .wire import protocol
-from .detail import EventFn
 from .buildinfo import BuildEvidence
+from .detail import EventFn
 from .procfs import ProcHandle
 from .tree import ProcessTree
+from .wire import protocol
 
 _RESTART_WINDOW_NS = 60_000_000_000  # the same command line back within a minute is a restart
 _STARTS_PER_S = 50
@@ -20,8 +21,14 @@ _CHURN_EVERY_NS = 1_000_000_000
 class ProcessEvents:
     """``event`` publishes an event; ``flush`` publishes the open sample batch first."""
 
-    def __init__(self, tree: ProcessTree, *, event: EventFn, flush: Callable[[], None],
-                 probe: Callable[[int, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        tree: ProcessTree,
+        *,
+        event: EventFn,
+        flush: Callable[[], None],
+        probe: Callable[[int, str], None] | None = None,
+    ) -> None:
         self.tree = tree
         self._probe = probe  # reads a newcomer's executable off the hot path (sampler.buildinfo)
         self._event, self._flush = event, flush
@@ -41,13 +48,15 @@ class ProcessEvents:
         """Not announced yet, nor muted."""
         return pid not in self.announced and pid not in self.muted
 
-    def launched(self, pid: int, t: int, ppid: int, exe: str, argv: list[str],
-                 build: BuildEvidence | None = None) -> None:
+    def launched(
+        self, pid: int, t: int, ppid: int, exe: str, argv: list[str], build: BuildEvidence | None = None
+    ) -> None:
         """proc_start for the command we launched, as it is released (``build``: what
         its executable says about its build profile, read before it ran)."""
         self.announced.add(pid)
-        ev = protocol.ProcStart(kind=protocol.EV_PROC_START, pid=pid, ppid=ppid, exe=exe, cmdline=argv,
-                                start_t=t, launched=True)
+        ev = protocol.ProcStart(
+            kind=protocol.EV_PROC_START, pid=pid, ppid=ppid, exe=exe, cmdline=argv, start_t=t, launched=True
+        )
         if build is not None:
             ev["build"], ev["build_evidence"] = build.profile, build.evidence
         self._event(t, ev)
@@ -73,8 +82,9 @@ class ProcessEvents:
                 self._churn_from = t
             return
         self.announced.add(h.pid)
-        ev = protocol.ProcStart(kind=protocol.EV_PROC_START, pid=h.pid, ppid=h.ppid, exe=h.exe, cmdline=h.argv,
-                                launched=False)
+        ev = protocol.ProcStart(
+            kind=protocol.EV_PROC_START, pid=h.pid, ppid=h.ppid, exe=h.exe, cmdline=h.argv, launched=False
+        )
         if h.start_t is not None:
             ev["start_t"] = h.start_t
         self._event(t, ev)
@@ -108,9 +118,16 @@ class ProcessEvents:
         if not (self._churn_started or self._churn_exited) or t - self._churn_sent < _CHURN_EVERY_NS:
             return
         self._flush()
-        self._event(t, protocol.ProcChurn(kind=protocol.EV_PROC_CHURN, started=self._churn_started,
-                                          exited=self._churn_exited, members=len(self.tree.procs),
-                                          t_from=self._churn_from if self._churn_from is not None else t))
+        self._event(
+            t,
+            protocol.ProcChurn(
+                kind=protocol.EV_PROC_CHURN,
+                started=self._churn_started,
+                exited=self._churn_exited,
+                members=len(self.tree.procs),
+                t_from=self._churn_from if self._churn_from is not None else t,
+            ),
+        )
         self._churn_started = self._churn_exited = 0
         self._churn_from = None
         self._churn_sent = t

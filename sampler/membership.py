@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Generator
+from collections.abc import Callable, Generator
 
 from . import cgroup, procfs
 from .lifecycle import ProcessEvents

@@ -34,8 +34,9 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import __version__
@@ -69,8 +70,18 @@ M_INFO = "spikewatch_sampler"  # exposed as spikewatch_sampler_info
 M_LAST = "spikewatch_sampler_last_message_age_seconds"
 M_SCRAPERS = "spikewatch_exporter_scrapers"
 M_OBSERVE_ERRORS = "spikewatch_exporter_observe_errors"
-COUNTERS = (M_OOM_KILLS, M_HWM_SPIKES, M_RESTARTS, M_OVERRUNS, M_DROPPED, M_SAMPLES, M_TICKS_MISSED,
-            M_INLET_REJECTED, M_JOURNAL_ERRORS, M_OBSERVE_ERRORS)
+COUNTERS = (
+    M_OOM_KILLS,
+    M_HWM_SPIKES,
+    M_RESTARTS,
+    M_OVERRUNS,
+    M_DROPPED,
+    M_SAMPLES,
+    M_TICKS_MISSED,
+    M_INLET_REJECTED,
+    M_JOURNAL_ERRORS,
+    M_OBSERVE_ERRORS,
+)
 
 
 def exposed_names() -> set[str]:
@@ -83,8 +94,15 @@ def exposed_names() -> set[str]:
 # ``detail`` fields that are memory sizes in bytes: exposed as series of the
 # memory gauges (their peak is at the detail rate, ~100 ms).
 DETAIL_SERIES: tuple[str, ...] = (
-    "rss_anon", "rss_file", "rss_shmem", "vm_swap",
-    "cg_usage", "cg_anon", "cg_file", "cg_inactive_file", "cg_working_set",
+    "rss_anon",
+    "rss_file",
+    "rss_shmem",
+    "vm_swap",
+    "cg_usage",
+    "cg_anon",
+    "cg_file",
+    "cg_inactive_file",
+    "cg_working_set",
 )
 # ``detail`` fields that are kernel maxima over the interval since the previous
 # detail: folded into the peak of the series they bound. ``vm_hwm`` is left out:
@@ -136,7 +154,7 @@ def _is_loopback(host: str) -> bool:
 
 def _load_client() -> Any:
     try:
-        import prometheus_client  # noqa: F401
+        import prometheus_client
         import prometheus_client.exposition
         import prometheus_client.metrics_core
     except ImportError:
@@ -192,8 +210,9 @@ class PeakExporter:
     >>> publisher.listeners.append(exp)              # doctest: +SKIP
     """
 
-    def __init__(self, bind: str = DEFAULT_BIND, *, allow_remote: bool = False,
-                 max_scrapers: int = MAX_SCRAPERS) -> None:
+    def __init__(
+        self, bind: str = DEFAULT_BIND, *, allow_remote: bool = False, max_scrapers: int = MAX_SCRAPERS
+    ) -> None:
         self._host, self._port = parse_bind(bind, allow_remote=allow_remote)
         self._client = _load_client()
         if max_scrapers < 1:
@@ -307,7 +326,7 @@ class PeakExporter:
 
     # --- scraping -------------------------------------------------------------
 
-    def collect_for(self, scraper: str) -> "_Snapshot":
+    def collect_for(self, scraper: str) -> _Snapshot:
         """Take the scrape for ``scraper``: the metric families, peaks consumed."""
         mc = self._client.metrics_core
         with self._lock:
@@ -329,8 +348,10 @@ class PeakExporter:
         for name in sorted(latest):
             mem.add_metric([name], latest[name])
         peak = mc.GaugeMetricFamily(
-            M_PEAK, "Highest memory since this scraper's previous scrape (samples and kernel "
-            "high-water marks), bytes", labels=["series"])
+            M_PEAK,
+            "Highest memory since this scraper's previous scrape (samples and kernel high-water marks), bytes",
+            labels=["series"],
+        )
         for name in sorted(peaks):
             peak.add_metric([name], peaks[name])
         families += [mem, peak]
@@ -344,31 +365,43 @@ class PeakExporter:
             return max(int(hello.get(key, 0) or 0), events.get(kind, 0))
 
         counter(M_OOM_KILLS, "OOM kills in the sampled cgroup", oom_kills)
-        counter(M_HWM_SPIKES, "Kernel high-water marks above every sample (peaks sampling missed)",
-                hello_or_events("hwm_spikes", protocol.EV_HWM_SPIKE))
+        counter(
+            M_HWM_SPIKES,
+            "Kernel high-water marks above every sample (peaks sampling missed)",
+            hello_or_events("hwm_spikes", protocol.EV_HWM_SPIKE),
+        )
         counter(M_RESTARTS, "Target process restarts", events.get(protocol.EV_RESTART, 0))
-        counter(M_OVERRUNS, "Sampler overruns (ticks late or missed)",
-                hello_or_events("overruns", protocol.EV_OVERRUN))
+        counter(M_OVERRUNS, "Sampler overruns (ticks late or missed)", hello_or_events("overruns", protocol.EV_OVERRUN))
         counter(M_DROPPED, "Messages the sampler dropped (no room to publish)", int(hello.get("dropped", 0) or 0))
         counter(M_SAMPLES, "Samples taken by the sampler", max(int(hello.get("samples", 0) or 0), samples_seen))
-        counter(M_TICKS_MISSED, "Sampling ticks missed (the loop woke too late)", int(hello.get("ticks_missed", 0) or 0))
-        counter(M_INLET_REJECTED, "Malformed messages refused at the sampler's inlet", int(hello.get("inlet_bad", 0) or 0))
+        counter(
+            M_TICKS_MISSED, "Sampling ticks missed (the loop woke too late)", int(hello.get("ticks_missed", 0) or 0)
+        )
+        counter(
+            M_INLET_REJECTED, "Malformed messages refused at the sampler's inlet", int(hello.get("inlet_bad", 0) or 0)
+        )
         counter(M_JOURNAL_ERRORS, "Journal write errors", int(hello.get("journal_errors", 0) or 0))
         counter(M_OBSERVE_ERRORS, "Published messages the exporter could not read", observe_errors)
         if rate is not None:
-            families.append(mc.GaugeMetricFamily(M_RATE, "Achieved sampling rate between the last two hellos, Hz",
-                                                 value=rate))
+            families.append(
+                mc.GaugeMetricFamily(M_RATE, "Achieved sampling rate between the last two hellos, Hz", value=rate)
+            )
         if period_ns:
-            families.append(mc.GaugeMetricFamily(M_PERIOD, "Configured sampling period, seconds",
-                                                 value=period_ns / 1e9))
+            families.append(
+                mc.GaugeMetricFamily(M_PERIOD, "Configured sampling period, seconds", value=period_ns / 1e9)
+            )
         if info:
-            fam = mc.InfoMetricFamily(M_INFO, "The sampler session this endpoint serves",
-                                      labels=["session", "host", "version"])
+            fam = mc.InfoMetricFamily(
+                M_INFO, "The sampler session this endpoint serves", labels=["session", "host", "version"]
+            )
             fam.add_metric([info["session"], info["host"], info["version"]], {})
             families.append(fam)
         if last:
-            families.append(mc.GaugeMetricFamily(M_LAST, "Seconds since the sampler last published",
-                                                 value=max(0.0, time.monotonic() - last)))
+            families.append(
+                mc.GaugeMetricFamily(
+                    M_LAST, "Seconds since the sampler last published", value=max(0.0, time.monotonic() - last)
+                )
+            )
         families.append(mc.GaugeMetricFamily(M_SCRAPERS, "Scrapers whose peaks are tracked", value=n_scrapers))
         return _Snapshot(families)
 
@@ -379,7 +412,7 @@ class PeakExporter:
 
     # --- the server -------------------------------------------------------
 
-    def start(self) -> "PeakExporter":
+    def start(self) -> PeakExporter:
         """Bind and serve in a daemon thread; returns self. Raises :class:`BindError` if it cannot bind."""
         if self._server is not None:
             return self
@@ -388,11 +421,13 @@ class PeakExporter:
         try:
             self._server = server_cls((self._host, self._port), handler)
         except OSError as exc:
-            raise BindError(f"cannot serve /metrics on {self._host}:{self._port}: {exc.strerror or exc} "
-                            "(pick another HOST:PORT)") from None
+            raise BindError(
+                f"cannot serve /metrics on {self._host}:{self._port}: {exc.strerror or exc} (pick another HOST:PORT)"
+            ) from None
         self._port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="spikewatch-prometheus", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="spikewatch-prometheus", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -414,7 +449,7 @@ class PeakExporter:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "PeakExporter":
+    def __enter__(self) -> PeakExporter:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -460,7 +495,7 @@ def _make_handler(exporter: PeakExporter) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"  # keep-alive, as Prometheus scrapes
         timeout = 120  # an idle keep-alive connection (and its thread) goes after 2 min
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             parts = urlsplit(self.path)
             if parts.path == "/":
                 self._send(200, b'spikewatch sampler: see <a href="/metrics">/metrics</a>\n', "text/html")

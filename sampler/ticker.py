@@ -81,7 +81,7 @@ class Ticker:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "Ticker":
+    def __enter__(self) -> Ticker:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,7 +15,7 @@ live, even when re-parented: a daemonizing worker is still the service.
 from __future__ import annotations
 
 import re
-from typing import Callable, Generator
+from collections.abc import Callable, Generator
 
 from . import procfs
 from .procfs import ProcfsError, ProcHandle
@@ -27,8 +27,13 @@ _STEP = 8  # /proc files read per slow-work step
 
 
 class ProcessTree:
-    def __init__(self, *, exclude: set[int], pattern: re.Pattern[str] | None = None,
-                 cgroup_pids: Callable[[], set[int]] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        exclude: set[int],
+        pattern: re.Pattern[str] | None = None,
+        cgroup_pids: Callable[[], set[int]] | None = None,
+    ) -> None:
         self.exclude = exclude  # the sampler and its ancestors: never sampled by a match
         self.pattern = pattern
         self.cgroup_pids = cgroup_pids  # membership from a cgroup instead of /proc

@@ -40,8 +40,7 @@ def parse_size(text: str | int) -> int:
     unit = m.group(2).lower() if m else None
     if not m or unit not in _SIZE_UNITS:
         raise ValueError(
-            f"not a size: {text!r} (use bytes or a suffix: K, M, G, T or KiB, MiB…; "
-            "KB, MB, GB are powers of 1000)"
+            f"not a size: {text!r} (use bytes or a suffix: K, M, G, T or KiB, MiB…; KB, MB, GB are powers of 1000)"
         )
     return int(float(m.group(1)) * _SIZE_UNITS[unit])
 

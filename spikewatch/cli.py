@@ -96,8 +96,10 @@ class MissingDependency(click.ClickException):
 def _version_message() -> str:
     from spikewatch.sampler.wire import protocol, recording
 
-    return (f"spikewatch {__version__} (wire protocol {protocol.PROTOCOL_VERSION}, "
-            f"recording format {recording.FORMAT_VERSION})")
+    return (
+        f"spikewatch {__version__} (wire protocol {protocol.PROTOCOL_VERSION}, "
+        f"recording format {recording.FORMAT_VERSION})"
+    )
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -107,8 +109,14 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
-              help="Show the version, wire protocol and recording format, and exit.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version, wire protocol and recording format, and exit.",
+)
 def main() -> None:
     """Catch the millisecond memory spikes that 15 s scrapes never show.
 

@@ -20,8 +20,8 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.units import format_bytes
+from spikewatch.sampler.wire import protocol
 
 from .session import Outcome, Plan
 
@@ -70,11 +70,10 @@ def service_fate(src: Any, report: dict[str, Any] | None) -> str | None:
 
 def build(plan: Plan) -> tuple[Any, dict[str, Any] | None, str | None]:
     """Load the recording, write report.json and report.html; (source, report, problem)."""
-    from spikewatch.sampler.wire.recording import RecordingError
-
     from spikewatch.analysis.html import write_html
     from spikewatch.analysis.reader import load
     from spikewatch.analysis.report import build_report
+    from spikewatch.sampler.wire.recording import RecordingError
 
     try:
         rec = load(plan.recording)
@@ -117,14 +116,22 @@ def not_evaluated(v: Verdict, why: str) -> Verdict:
     return v
 
 
-def decide(outcome: Outcome, report: dict[str, Any] | None, problem: str | None, drive: dict[str, Any] | None,
-           fail_on_failed: list[str], fate: str | None) -> Verdict:
+def decide(
+    outcome: Outcome,
+    report: dict[str, Any] | None,
+    problem: str | None,
+    drive: dict[str, Any] | None,
+    fail_on_failed: list[str],
+    fate: str | None,
+) -> Verdict:
     """The exit status and the lines that explain it (see the module docstring for the rules)."""
     v = Verdict(EXIT_OK)
     if outcome.service_died and fate is None:
         # No exit of the service on record: the sampler itself may have failed.
-        v.lines.append(f"the sampler ended early (exit status {outcome.sampler_status}; see sampler.log): "
-                       "the scenario was cut short")
+        v.lines.append(
+            f"the sampler ended early (exit status {outcome.sampler_status}; see sampler.log): "
+            "the scenario was cut short"
+        )
         v.failures.append("the sampler or the service ended before the scenario finished")
     elif outcome.service_died:
         v.lines.append(f"service {fate}: the scenario was cut short (the driver stopped early)")

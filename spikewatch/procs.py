@@ -15,8 +15,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 _PR_SET_PDEATHSIG = 1
 
@@ -49,8 +49,15 @@ def _die_with_parent() -> None:
 def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own process group with stdout+stderr going to ``log``."""
     with open(log, "ab") as out:
-        return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env=env, process_group=0, preexec_fn=_die_with_parent)
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            process_group=0,
+            preexec_fn=_die_with_parent,
+        )
 
 
 def send(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -59,7 +59,7 @@ class Request:
     heap_metric: str | None = None
 
 
-def _scenario(path: str):  # noqa: ANN202 - keeps the driver's imports lazy
+def _scenario(path: str):
     from spikewatch.driver import ScenarioError, bundled, load_scenario
 
     p = Path(path)
@@ -115,9 +115,11 @@ def _plan(req: Request) -> tuple[Plan, str | None]:
     except failon.FailOnError as exc:
         raise click.BadParameter(str(exc), param_hint="--fail-on") from None
     if relative:
-        raise click.BadParameter(f"{', '.join(relative)} compare(s) against a baseline, which a run does not have: "
-                                 "gate afterwards with spikewatch compare BASE.json DIR/report.json --fail-on …",
-                                 param_hint="--fail-on")
+        raise click.BadParameter(
+            f"{', '.join(relative)} compare(s) against a baseline, which a run does not have: "
+            "gate afterwards with spikewatch compare BASE.json DIR/report.json --fail-on …",
+            param_hint="--fail-on",
+        )
     period_ns = opt.duration_ns(req.period, "--period")
     if not 100_000 <= period_ns <= 1_000_000_000:
         raise click.BadParameter(f"{req.period!r} is outside 100us .. 1s", param_hint="--period")
@@ -150,15 +152,25 @@ def _plan(req: Request) -> tuple[Plan, str | None]:
         except HeapMetricError as exc:
             raise click.BadParameter(str(exc), param_hint="--heap-metric") from None
     publish, inlet, history = procs.free_ports(3, avoid=(port,))
-    plan = Plan(scenario=scenario_path.resolve(), command=command, url=url, port=port, out_dir=_out_dir(req.out),
-                publish=f"tcp://127.0.0.1:{publish}", inlet=f"tcp://127.0.0.1:{inlet}",
-                history=f"tcp://127.0.0.1:{history}",
-                period=req.period, limit=limit,
-                env={"PORT": str(port), "SPIKEWATCH_PORT": str(port)}, keys=req.keys, heap_metric=heap_metric)
+    plan = Plan(
+        scenario=scenario_path.resolve(),
+        command=command,
+        url=url,
+        port=port,
+        out_dir=_out_dir(req.out),
+        publish=f"tcp://127.0.0.1:{publish}",
+        inlet=f"tcp://127.0.0.1:{inlet}",
+        history=f"tcp://127.0.0.1:{history}",
+        period=req.period,
+        limit=limit,
+        env={"PORT": str(port), "SPIKEWATCH_PORT": str(port)},
+        keys=req.keys,
+        heap_metric=heap_metric,
+    )
     return plan, no_limit_reason
 
 
-def _show_plan(plan: Plan, req: Request, no_limit_reason: str | None, echo) -> None:  # noqa: ANN001
+def _show_plan(plan: Plan, req: Request, no_limit_reason: str | None, echo) -> None:
     echo(f"spikewatch run: {plan.scenario.name} against {plan.url}")
     echo(f"  service   {' '.join(plan.command)}   (PORT={plan.port})")
     if plan.limit:
@@ -174,12 +186,15 @@ def _show_plan(plan: Plan, req: Request, no_limit_reason: str | None, echo) -> N
 def _console(session: Session, plan: Plan, use_tui: bool) -> None:
     """Show the run live until the session is done (or the user stops it)."""
     from spikewatch.analysis.console import ConsoleOptions
-
     from spikewatch.sampler.cli import client_socket_options
 
-    options = ConsoleOptions(inlet=[plan.inlet], title=f"spikewatch run {plan.scenario.name}",
-                             history=[plan.history], socket_options=client_socket_options(plan.keys),
-                             keys=plan.keys)
+    options = ConsoleOptions(
+        inlet=[plan.inlet],
+        title=f"spikewatch run {plan.scenario.name}",
+        history=[plan.history],
+        socket_options=client_socket_options(plan.keys),
+        keys=plan.keys,
+    )
     if use_tui:
         _tui(session, plan, options)
         return
@@ -195,7 +210,7 @@ class _QuietOverruns:
     """stdout without the console's per-event overrun lines: on a busy 2-core host they
     come several a second and bury the progress; the status line still counts them."""
 
-    def __init__(self, out) -> None:  # noqa: ANN001
+    def __init__(self, out) -> None:
         self.out = out
 
     def write(self, text: str) -> int:
@@ -206,7 +221,7 @@ class _QuietOverruns:
         self.out.flush()
 
 
-def _tui(session: Session, plan: Plan, options) -> None:  # noqa: ANN001
+def _tui(session: Session, plan: Plan, options) -> None:
     from textual.binding import Binding
 
     from spikewatch.analysis.console.app import ConsoleApp
@@ -214,9 +229,11 @@ def _tui(session: Session, plan: Plan, options) -> None:  # noqa: ANN001
     class RunConsole(ConsoleApp):
         """The console, where quitting stops the run (cleanly) instead of only the view."""
 
-        BINDINGS = [Binding("q", "stop_run", "stop the run", priority=True),
-                    Binding("ctrl+c", "stop_run", "stop the run", show=False, priority=True),
-                    *[b for b in ConsoleApp.BINDINGS if getattr(b, "action", "") != "quit"]]
+        BINDINGS = [
+            Binding("q", "stop_run", "stop the run", priority=True),
+            Binding("ctrl+c", "stop_run", "stop the run", show=False, priority=True),
+            *[b for b in ConsoleApp.BINDINGS if getattr(b, "action", "") != "quit"],
+        ]
 
         def on_mount(self) -> None:
             # Textual also runs ConsoleApp.on_mount (handlers run along the MRO): no super() here.
@@ -287,8 +304,9 @@ def _finish(plan: Plan, req: Request, session: Session, no_limit_reason: str | N
     o = session.outcome
     # The driver's own start line repeats the plan printed at the start: shown here, at
     # the end, it read as if the driver had only just started.
-    driver_text = "\n".join(line for line in procs.tail(plan.driver_log, 40).splitlines()
-                            if not line.startswith("driving "))
+    driver_text = "\n".join(
+        line for line in procs.tail(plan.driver_log, 40).splitlines() if not line.startswith("driving ")
+    )
     if driver_text.strip():
         echo("")
         echo(driver_text)
@@ -303,11 +321,20 @@ def _finish(plan: Plan, req: Request, session: Session, no_limit_reason: str | N
     drive = outcome_mod.driver_results(plan)
     verdict = outcome_mod.decide(o, report, problem, drive, failed, fate)
     if report is not None:
-        report["run"] = {"command": plan.command, "scenario": str(plan.scenario), "url": plan.url,
-                         "limit": plan.limit, "no_limit_reason": no_limit_reason, "service": fate,
-                         "service_died": o.service_died, "interrupted": o.interrupted,
-                         "thresholds": (drive or {}).get("thresholds"), "fail_on": list(req.fail_on),
-                         "failures": verdict.failures, "exit_status": verdict.status}
+        report["run"] = {
+            "command": plan.command,
+            "scenario": str(plan.scenario),
+            "url": plan.url,
+            "limit": plan.limit,
+            "no_limit_reason": no_limit_reason,
+            "service": fate,
+            "service_died": o.service_died,
+            "interrupted": o.interrupted,
+            "thresholds": (drive or {}).get("thresholds"),
+            "fail_on": list(req.fail_on),
+            "failures": verdict.failures,
+            "exit_status": verdict.status,
+        }
         import json
 
         try:
@@ -341,23 +368,59 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.argument("scenario", metavar="SCENARIO.toml")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD ARGS...")
 @click.option("--limit", metavar="SIZE", help="Run the service in a new memory cgroup of SIZE (e.g. 512M).")
-@click.option("-o", "--out", metavar="DIR", help="A new folder for recording, report.json, report.html (default ./spikewatch-runs/DATE-TIME); a folder holding files is refused.")
-@click.option("--fail-on", "fail_on", multiple=True, metavar="EXPR",
-              help="Exit 1 when a report condition holds: peak>400MiB, oom>0, headroom<20%, scrape_missed>50%… (repeatable).")
-@click.option("--console/--no-console", default=None,
-              help="Full-screen live console (default when on a terminal) or one status line a second.")
+@click.option(
+    "-o",
+    "--out",
+    metavar="DIR",
+    help="A new folder for recording, report.json, report.html (default ./spikewatch-runs/DATE-TIME); a folder holding files is refused.",
+)
+@click.option(
+    "--fail-on",
+    "fail_on",
+    multiple=True,
+    metavar="EXPR",
+    help="Exit 1 when a report condition holds: peak>400MiB, oom>0, headroom<20%, scrape_missed>50%… (repeatable).",
+)
+@click.option(
+    "--console/--no-console",
+    default=None,
+    help="Full-screen live console (default when on a terminal) or one status line a second.",
+)
 @click.option("--period", default="1ms", show_default=True, help="Sampling period, with its unit (500us, 1ms).")
-@click.option("--port", type=click.IntRange(1, 65535),
-              help="The port the service listens on (default: a free one, given to it as PORT / {port}).")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="The port the service listens on (default: a free one, given to it as PORT / {port}).",
+)
 @click.option("--url", help="Aim the driver here instead of the scenario's URL with --port in it.")
-@click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder (from `spikewatch keys DIR`): sampler, driver and console use it.")
-@click.option("--heap-metric", "heap_metric", metavar="URL#NAME",
-              help="The service's own heap gauge in Prometheus text, plotted beside RSS with a retention verdict "
-                   "after each burst, e.g. 'http://127.0.0.1:{port}/metrics#app_heap_bytes' ({port}: the service's).")
+@click.option(
+    "--keys",
+    "keys",
+    metavar="DIR",
+    help="CURVE keys folder (from `spikewatch keys DIR`): sampler, driver and console use it.",
+)
+@click.option(
+    "--heap-metric",
+    "heap_metric",
+    metavar="URL#NAME",
+    help="The service's own heap gauge in Prometheus text, plotted beside RSS with a retention verdict "
+    "after each burst, e.g. 'http://127.0.0.1:{port}/metrics#app_heap_bytes' ({port}: the service's).",
+)
 @click.pass_context
-def run(ctx: click.Context, scenario: str, command: tuple[str, ...], limit: str | None, out: str | None,
-        fail_on: tuple[str, ...], console: bool | None, period: str, port: int | None, url: str | None,
-        keys: str | None = None, heap_metric: str | None = None) -> None:
+def run(
+    ctx: click.Context,
+    scenario: str,
+    command: tuple[str, ...],
+    limit: str | None,
+    out: str | None,
+    fail_on: tuple[str, ...],
+    console: bool | None,
+    period: str,
+    port: int | None,
+    url: str | None,
+    keys: str | None = None,
+    heap_metric: str | None = None,
+) -> None:
     """Load-test a service and catch its memory spikes: sample, drive, record, report.
 
     \b
@@ -376,26 +439,68 @@ def run(ctx: click.Context, scenario: str, command: tuple[str, ...], limit: str 
         from spikewatch.sampler.cli import client_socket_options
 
         client_socket_options(keys)  # a bad folder fails here, before anything starts
-    ctx.exit(execute(Request(scenario, list(command), limit, out, fail_on, console, period, port, url, keys=keys,
-                             heap_metric=heap_metric)))
+    ctx.exit(
+        execute(
+            Request(
+                scenario,
+                list(command),
+                limit,
+                out,
+                fail_on,
+                console,
+                period,
+                port,
+                url,
+                keys=keys,
+                heap_metric=heap_metric,
+            )
+        )
+    )
 
 
 @click.command(context_settings=_CTX)
 @click.option("-o", "--out", metavar="DIR", help="A new folder for the results (default ./spikewatch-runs/DATE-TIME).")
 @click.option("--quick", is_flag=True, help="A ~10 s smoke run instead of the ~90 s demo.")
-@click.option("--limit", default=DEMO_LIMIT, show_default=True, metavar="SIZE",
-              help="Memory limit for the demo service ('off' for no limit).")
+@click.option(
+    "--limit",
+    default=DEMO_LIMIT,
+    show_default=True,
+    metavar="SIZE",
+    help="Memory limit for the demo service ('off' for no limit).",
+)
 @click.option("--console/--no-console", default=None, help="Full-screen live console (default on a terminal).")
-@click.option("--fail-on", "fail_on", multiple=True, metavar="EXPR",
-              help="As for spikewatch run; with --compare, as for spikewatch compare ('peak>+10%').")
-@click.option("--compare", "compare_runs", is_flag=True,
-              help="Run the demo twice, the second time holding --request-memory more per in-flight request, "
-                   "then compare the two runs (DIR/base, DIR/new, DIR/compare.html, compare.md, compare.json).")
-@click.option("--request-memory", default="2MiB", show_default=True, metavar="SIZE",
-              help="With --compare: the extra memory each in-flight request holds in the second run.")
+@click.option(
+    "--fail-on",
+    "fail_on",
+    multiple=True,
+    metavar="EXPR",
+    help="As for spikewatch run; with --compare, as for spikewatch compare ('peak>+10%').",
+)
+@click.option(
+    "--compare",
+    "compare_runs",
+    is_flag=True,
+    help="Run the demo twice, the second time holding --request-memory more per in-flight request, "
+    "then compare the two runs (DIR/base, DIR/new, DIR/compare.html, compare.md, compare.json).",
+)
+@click.option(
+    "--request-memory",
+    default="2MiB",
+    show_default=True,
+    metavar="SIZE",
+    help="With --compare: the extra memory each in-flight request holds in the second run.",
+)
 @click.pass_context
-def demo(ctx: click.Context, out: str | None, quick: bool, limit: str, console: bool | None,
-         fail_on: tuple[str, ...], compare_runs: bool = False, request_memory: str = "2MiB") -> None:
+def demo(
+    ctx: click.Context,
+    out: str | None,
+    quick: bool,
+    limit: str,
+    console: bool | None,
+    fail_on: tuple[str, ...],
+    compare_runs: bool = False,
+    request_memory: str = "2MiB",
+) -> None:
     """The whole load test on a bundled demo service: startup peak, ramp, bursts, idle, soak.
 
     Runs `python -m spikewatch.driver.demo_service` under the bundled demo scenario (~90 s)
@@ -416,8 +521,15 @@ def demo(ctx: click.Context, out: str | None, quick: bool, limit: str, console: 
     ctx.exit(_demo_compare(out, quick, lim, console, fail_on, request_memory, command))
 
 
-def _demo_compare(out: str | None, quick: bool, limit: str | None, console: bool | None,
-                  fail_on: tuple[str, ...], request_memory: str, command: list[str]) -> int:
+def _demo_compare(
+    out: str | None,
+    quick: bool,
+    limit: str | None,
+    console: bool | None,
+    fail_on: tuple[str, ...],
+    request_memory: str,
+    command: list[str],
+) -> int:
     """Two demo runs, the second with more memory per in-flight request, and their comparison."""
     from spikewatch.analysis import failon
     from spikewatch.driver import bundled
@@ -438,8 +550,11 @@ def _demo_compare(out: str | None, quick: bool, limit: str | None, console: bool
     statuses = {}
     for name, mem in (("base", 0), ("new", extra)):
         click.echo(f"\n=== demo --compare: run '{name}', {format_bytes(mem)} extra per in-flight request ===\n")
-        statuses[name] = execute(Request(scenario, [*command, "--request-memory", str(mem)], limit, str(d / name),
-                                         (), console, "1ms", None, None))
+        statuses[name] = execute(
+            Request(
+                scenario, [*command, "--request-memory", str(mem)], limit, str(d / name), (), console, "1ms", None, None
+            )
+        )
         if statuses[name] not in (outcome_mod.EXIT_OK, outcome_mod.EXIT_FAILED):
             click.echo(f"run '{name}' ended with status {statuses[name]}: no comparison", err=True)
             return statuses[name]
@@ -461,8 +576,10 @@ def _demo_compare(out: str | None, quick: bool, limit: str | None, console: bool
     render(c, phases=False)
     row = next((r for r in c.pairs[0].rows if r.metric == "bytes_per_request"), None)
     if row is not None and row.change is not None:
-        click.echo(f"known difference {format_bytes(extra)} per in-flight request; measured "
-                   f"{format_bytes(row.change)} ({row.verdict})")
+        click.echo(
+            f"known difference {format_bytes(extra)} per in-flight request; measured "
+            f"{format_bytes(row.change)} ({row.verdict})"
+        )
     click.echo(f"wrote {d / 'compare.html'}, {d / 'compare.md'}, {d / 'compare.json'}")
     if sys.stdout.isatty():
         try:

@@ -16,9 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -107,8 +107,18 @@ class Session:
 
     def sampler_argv(self) -> list[str]:
         p = self.plan
-        argv = [*_python(), "sample", "--period", p.period, "--publish", p.publish, "--inlet", p.inlet,
-                "--journal", str(p.recording)]
+        argv = [
+            *_python(),
+            "sample",
+            "--period",
+            p.period,
+            "--publish",
+            p.publish,
+            "--inlet",
+            p.inlet,
+            "--journal",
+            str(p.recording),
+        ]
         if p.history:
             argv += ["--history", p.history]
         if p.limit:
@@ -121,8 +131,19 @@ class Session:
 
     def driver_argv(self) -> list[str]:
         p = self.plan
-        return [*_python(), "drive", str(p.scenario), "--inlet", p.inlet, "--url", p.url,
-                "--json", str(p.driver_json), "--quiet", *(["--keys", p.keys] if p.keys else [])]
+        return [
+            *_python(),
+            "drive",
+            str(p.scenario),
+            "--inlet",
+            p.inlet,
+            "--url",
+            p.url,
+            "--json",
+            str(p.driver_json),
+            "--quiet",
+            *(["--keys", p.keys] if p.keys else []),
+        ]
 
     def start(self) -> None:
         """Sampler first (it launches the service, held until sampling runs), the driver once

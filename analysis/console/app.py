@@ -10,25 +10,23 @@ second; the app redraws panels in response, never per sample.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from rich.text import Text
+from spikewatch.sampler.units import format_bytes
+from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.client import InletClient
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Footer, Input, Static
 
-from spikewatch.sampler.wire import protocol
-from spikewatch.sampler.wire.client import InletClient
-from spikewatch.sampler.units import format_bytes
-
 from .fmt import wall_clock, window_label
 from .options import WINDOWS_S, ConsoleOptions
 from .receiver import StreamReceiver
 from .state import CHART_SERIES, StreamState
 from .widgets import Line, SourcePanel, View
-
 
 PANEL_MIN_HEIGHT = 10
 
@@ -73,10 +71,15 @@ class ConsoleApp(App):
         self._banner = ""
         self._sized_for: tuple[int, int] = (0, 0)
         self.updates = 0
-        self._receiver = StreamReceiver(self.endpoints, self.stream,
-                                        lambda: self.post_message(StreamUpdated()), fps=self.options.fps,
-                                        history=self.options.history,
-                                        socket_options=self.options.socket_options, keys=self.options.keys)
+        self._receiver = StreamReceiver(
+            self.endpoints,
+            self.stream,
+            lambda: self.post_message(StreamUpdated()),
+            fps=self.options.fps,
+            history=self.options.history,
+            socket_options=self.options.socket_options,
+            keys=self.options.keys,
+        )
         self._notices_shown = 0
         self._inlets: list[InletClient] = []
         self.title = self.options.title
@@ -110,7 +113,7 @@ class ConsoleApp(App):
         self.updates += 1
         if self._receiver.error is not None:
             self.notify(f"receiver stopped: {self._receiver.error}", severity="error", timeout=30)
-        for notice in self._receiver.notices[self._notices_shown:]:
+        for notice in self._receiver.notices[self._notices_shown :]:
             if notice in self._receiver.handshake_errors:  # a sampler refused us: stays up longer
                 self.notify(notice, severity="error", timeout=60)
             else:
@@ -240,8 +243,9 @@ class ConsoleApp(App):
     def send_note(self, text: str) -> bool:
         """Send a note marker to every configured inlet; say so on screen."""
         if not self._inlets:
-            self._inlets = [InletClient(ep, linger_ms=500, socket_options=self.options.socket_options)
-                            for ep in self.options.inlet]
+            self._inlets = [
+                InletClient(ep, linger_ms=500, socket_options=self.options.socket_options) for ep in self.options.inlet
+            ]
         try:
             ok = all([c.note(text) for c in self._inlets])
         except protocol.ProtocolError as exc:

@@ -73,15 +73,17 @@ def y_range(mins: np.ndarray, maxs: np.ndarray, limit: int | None) -> tuple[floa
     return max(0.0, dmin - 0.05 * span), dmax + 0.05 * span
 
 
-def make_frame(t: np.ndarray, v: np.ndarray, series: str, t_start: int, t_end: int,
-               columns: int, rows: int, limit: int | None) -> Frame:
+def make_frame(
+    t: np.ndarray, v: np.ndarray, series: str, t_start: int, t_end: int, columns: int, rows: int, limit: int | None
+) -> Frame:
     """Envelope of ``(t, v)`` over ``[t_start, t_end]`` for a chart ``columns`` cells wide."""
     mins, maxs = minmax_envelope(t, v, t_start, t_end, max(1, columns))
     return frame_from_envelope(mins, maxs, series, t_start, t_end, rows, limit)
 
 
-def frame_from_envelope(mins: np.ndarray, maxs: np.ndarray, series: str, t_start: int, t_end: int,
-                        rows: int, limit: int | None) -> Frame:
+def frame_from_envelope(
+    mins: np.ndarray, maxs: np.ndarray, series: str, t_start: int, t_end: int, rows: int, limit: int | None
+) -> Frame:
     """A frame from ready-made buckets (one per character column)."""
     lo, hi = y_range(mins, maxs, limit)
     return Frame(series, t_start, t_end, mins, maxs, lo, hi, max(1, rows), limit)

@@ -6,10 +6,10 @@ import signal
 import sys
 
 import click
-
-from spikewatch import options as opt
 from spikewatch.sampler.units import parse_size
 from spikewatch.sampler.wire import protocol
+
+from spikewatch import options as opt
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -33,49 +33,99 @@ def _endpoint(ep: str, what: str) -> str:
 
 @click.command()
 @click.argument("endpoints", nargs=-1, metavar="[EP]...")
-@click.option("--inlet", "inlets", multiple=True, metavar="EP",
-              help=f"Sampler inlet(s) that notes (key n) go to ('off': none); default {protocol.DEFAULT_INLET}.")
-@click.option("--window", "window", default="30s", show_default=True, callback=_duration,
-              help="Chart window (5s, 10s, 30s, 1m, 5m; + and - change it live).")
-@click.option("--series", type=click.Choice(["auto", "rss", "cg_usage", "cg_working_set"]), default="auto",
-              show_default=True, help="Series to chart (key s switches); auto: the one the report's headline uses "
-                                      "(cgroup usage under a limit, else rss).")
-@click.option("--limit", callback=_size, metavar="SIZE",
-              help="Compare with this limit instead of the one the sampler reports.")
-@click.option("--fps", type=click.FloatRange(1, 60), default=15, show_default=True,
-              help="UI refresh rate.")
-@click.option("--plain", "--headless", "plain", is_flag=True,
-              help="Print a status line a second instead of the full-screen view (automatic without a TTY).")
+@click.option(
+    "--inlet",
+    "inlets",
+    multiple=True,
+    metavar="EP",
+    help=f"Sampler inlet(s) that notes (key n) go to ('off': none); default {protocol.DEFAULT_INLET}.",
+)
+@click.option(
+    "--window",
+    "window",
+    default="30s",
+    show_default=True,
+    callback=_duration,
+    help="Chart window (5s, 10s, 30s, 1m, 5m; + and - change it live).",
+)
+@click.option(
+    "--series",
+    type=click.Choice(["auto", "rss", "cg_usage", "cg_working_set"]),
+    default="auto",
+    show_default=True,
+    help="Series to chart (key s switches); auto: the one the report's headline uses "
+    "(cgroup usage under a limit, else rss).",
+)
+@click.option(
+    "--limit", callback=_size, metavar="SIZE", help="Compare with this limit instead of the one the sampler reports."
+)
+@click.option("--fps", type=click.FloatRange(1, 60), default=15, show_default=True, help="UI refresh rate.")
+@click.option(
+    "--plain",
+    "--headless",
+    "plain",
+    is_flag=True,
+    help="Print a status line a second instead of the full-screen view (automatic without a TTY).",
+)
 @click.option("--duration", callback=_duration, metavar="T", help="Stop after T (e.g. 30s).")
-@click.option("--history", "histories", multiple=True, metavar="EP",
-              help="The sampler's --history endpoint (one per EP, same order): start with its recent past.")
-@click.option("--keys", "keys", metavar="DIR",
-              help="CURVE keys folder (server.key + your *.key_secret) for samplers started with --keys.")
+@click.option(
+    "--history",
+    "histories",
+    multiple=True,
+    metavar="EP",
+    help="The sampler's --history endpoint (one per EP, same order): start with its recent past.",
+)
+@click.option(
+    "--keys",
+    "keys",
+    metavar="DIR",
+    help="CURVE keys folder (server.key + your *.key_secret) for samplers started with --keys.",
+)
 @click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use.")
-def console(endpoints: tuple[str, ...], inlets: tuple[str, ...], window: float, series: str,
-            limit: int | None, fps: float, plain: bool, duration: float | None,
-            histories: tuple[str, ...], keys: str | None, client_key: str | None) -> None:
+def console(
+    endpoints: tuple[str, ...],
+    inlets: tuple[str, ...],
+    window: float,
+    series: str,
+    limit: int | None,
+    fps: float,
+    plain: bool,
+    duration: float | None,
+    histories: tuple[str, ...],
+    keys: str | None,
+    client_key: str | None,
+) -> None:
     """Watch one or more samplers live: chart, headroom, phase, load, events.
 
     EP is a sampler's publish endpoint (default tcp://127.0.0.1:7781); give
     several to watch several samplers. Keys: p pause, + / - window, s series,
     n note, z zoom one sampler, q quit.
     """
-    from .options import ConsoleOptions
-
     from spikewatch.sampler.cli import client_socket_options
+
+    from .options import ConsoleOptions
 
     eps = [_endpoint(e, "EP") for e in endpoints] or [protocol.DEFAULT_PUBLISH]
     if len(histories) > len(eps):
-        raise click.BadParameter(f"{len(histories)} history endpoints for {len(eps)} stream endpoint(s); "
-                                 "give at most one per EP, in the same order", param_hint="--history")
+        raise click.BadParameter(
+            f"{len(histories)} history endpoints for {len(eps)} stream endpoint(s); "
+            "give at most one per EP, in the same order",
+            param_hint="--history",
+        )
     note_inlets = [_endpoint(e, "--inlet") for e in inlets if not opt.is_off(e)]
     if not inlets:
         note_inlets = [protocol.DEFAULT_INLET]
-    options = ConsoleOptions(inlet=note_inlets,
-                             window_s=window, series=series, fps=fps, limit=limit, duration_s=duration,
-                             history=[_endpoint(e, "--history") for e in histories],
-                             socket_options=client_socket_options(keys, client_key), keys=keys)
+    options = ConsoleOptions(
+        inlet=note_inlets,
+        window_s=window,
+        series=series,
+        fps=fps,
+        limit=limit,
+        duration_s=duration,
+        history=[_endpoint(e, "--history") for e in histories],
+        socket_options=client_socket_options(keys, client_key),
+        keys=keys,
+    )
     if plain or not (sys.stdout.isatty() and sys.stdin.isatty()):
         from .plain import PlainConsole
 

@@ -8,12 +8,12 @@ or a point sample would shave it off.
 from __future__ import annotations
 
 import numpy as np
-
 from spikewatch.analysis.downsample import bucket_minmax
 
 
-def minmax_envelope(t: np.ndarray, v: np.ndarray, t_start: int, t_end: int,
-                    buckets: int) -> tuple[np.ndarray, np.ndarray]:
+def minmax_envelope(
+    t: np.ndarray, v: np.ndarray, t_start: int, t_end: int, buckets: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Min and max of ``v`` in each of ``buckets`` equal slices of ``[t_start, t_end]``.
 
     ``t`` must be sorted ascending (sampler monotonic ns). Empty buckets are NaN.
@@ -56,8 +56,9 @@ class EnvelopeCache:
         self._mins = np.zeros(0)
         self._maxs = np.zeros(0)
 
-    def envelope(self, fetch, key: object, width_ns: int, k_first: int, k_last: int,
-                 newest_t: int) -> tuple[np.ndarray, np.ndarray]:
+    def envelope(
+        self, fetch, key: object, width_ns: int, k_first: int, k_last: int, newest_t: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Buckets ``k_first..k_last`` (bucket k spans [k·width, (k+1)·width)).
 
         ``fetch(t_from, t_to)`` returns the sorted (t, v) samples in that closed
@@ -73,13 +74,13 @@ class EnvelopeCache:
             # Reuse the overlap of complete buckets from the previous draw.
             lo, hi = max(k_first, self._k0), min(self._final, k_last + 1, self._k0 + len(self._mins))
             if hi > lo:
-                mins[lo - k_first:hi - k_first] = self._mins[lo - self._k0:hi - self._k0]
-                maxs[lo - k_first:hi - k_first] = self._maxs[lo - self._k0:hi - self._k0]
+                mins[lo - k_first : hi - k_first] = self._mins[lo - self._k0 : hi - self._k0]
+                maxs[lo - k_first : hi - k_first] = self._maxs[lo - self._k0 : hi - self._k0]
                 start = hi if lo == k_first else k_first
         if start <= k_last:
             t, v = fetch(start * width_ns, (k_last + 1) * width_ns - 1)
             m, x = minmax_envelope(t, v, start * width_ns, (k_last + 1) * width_ns, k_last - start + 1)
-            mins[start - k_first:], maxs[start - k_first:] = m, x
+            mins[start - k_first :], maxs[start - k_first :] = m, x
         self._key, self._k0, self._mins, self._maxs = key, k_first, mins, maxs
         self._final = min(k_last + 1, (newest_t + 1) // width_ns)
         return mins, maxs

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Sequence, TextIO
+from collections.abc import Sequence
+from typing import TextIO
 
 from spikewatch.sampler.units import format_bytes, format_duration_ns
 
@@ -32,14 +33,17 @@ def status_line(src: SourceState, series: str, now_wall_ns: int) -> str:
     if src.load:
         errors = sum((src.load.get("errors") or {}).values())
         p99 = src.load.get("lat_p99_ns")
-        phase += (f", {src.load.get('rate', 0):.0f} req/s, in flight {src.load.get('in_flight', '-')}, "
-                  f"errors {errors}, p99 {format_duration_ns(p99) if p99 is not None else '-'}")
+        phase += (
+            f", {src.load.get('rate', 0):.0f} req/s, in flight {src.load.get('in_flight', '-')}, "
+            f"errors {errors}, p99 {format_duration_ns(p99) if p99 is not None else '-'}"
+        )
     parts.append(phase)
     hz = f"{src.achieved_hz:.0f} Hz" if src.achieved_hz is not None else "- Hz"
     lag = src.wall_lag_ns(now_wall_ns)
-    parts.append(f"{hz}, overruns {src.counters.get('overruns', 0)}, gaps {src.gaps}, "
-                 f"lag {format_duration_ns(lag) if lag is not None else '-'}"
-                 + (", ended" if src.ended else ""))
+    parts.append(
+        f"{hz}, overruns {src.counters.get('overruns', 0)}, gaps {src.gaps}, "
+        f"lag {format_duration_ns(lag) if lag is not None else '-'}" + (", ended" if src.ended else "")
+    )
     if src.oom_kills:
         parts.append(f"OOM KILLS {len(src.oom_kills)}")
     return " | ".join(parts)
@@ -48,8 +52,13 @@ def status_line(src: SourceState, series: str, now_wall_ns: int) -> str:
 class PlainConsole:
     """Print status lines for ``endpoints`` until :meth:`stop` or ``duration`` ends."""
 
-    def __init__(self, endpoints: Sequence[str], options: ConsoleOptions | None = None,
-                 out: TextIO | None = None, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        options: ConsoleOptions | None = None,
+        out: TextIO | None = None,
+        interval: float = 1.0,
+    ) -> None:
         self.endpoints = list(endpoints)
         self.options = options or ConsoleOptions()
         self.out = out or sys.stdout
@@ -67,8 +76,14 @@ class PlainConsole:
         duration = self.options.duration_s if duration is None else duration
         deadline = None if duration is None else time.monotonic() + duration
         self._print(f"spikewatch console: connecting to {', '.join(self.endpoints)}")
-        with StreamReceiver(self.endpoints, self.stream, fps=4, history=self.options.history,
-                            socket_options=self.options.socket_options, keys=self.options.keys) as receiver:
+        with StreamReceiver(
+            self.endpoints,
+            self.stream,
+            fps=4,
+            history=self.options.history,
+            socket_options=self.options.socket_options,
+            keys=self.options.keys,
+        ) as receiver:
             next_line = time.monotonic() + self.interval
             shown = 0
             while not self._stop.is_set():
@@ -111,8 +126,7 @@ class PlainConsole:
                 seen = self._shown.get(src.key, 0)
                 for ev in src.events:
                     if ev.n > seen:
-                        new.append(f"{wall_clock(src.to_wall(ev.t))} {src.label} "
-                                   f"{'!! ' if ev.alarm else ''}{ev.text}")
+                        new.append(f"{wall_clock(src.to_wall(ev.t))} {src.label} {'!! ' if ev.alarm else ''}{ev.text}")
                         self._shown[src.key] = ev.n
         for line in new:
             self._print(line)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import zmq
-
-from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.backfill import Backfill, BackfillError
+from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.handshake import HandshakeWatch
 
 from .state import StreamState
@@ -25,11 +25,19 @@ from .state import StreamState
 class StreamReceiver:
     """Subscribe to ``endpoints`` and keep ``state`` up to date until :meth:`stop`."""
 
-    def __init__(self, endpoints: Sequence[str], state: StreamState,
-                 notify: Callable[[], object] | None = None, *, fps: float = 15.0,
-                 hwm: int = 100_000, context: zmq.Context | None = None,
-                 history: Sequence[str | None] = (), socket_options: Mapping[int, Any] | None = None,
-                 keys: str | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        state: StreamState,
+        notify: Callable[[], object] | None = None,
+        *,
+        fps: float = 15.0,
+        hwm: int = 100_000,
+        context: zmq.Context | None = None,
+        history: Sequence[str | None] = (),
+        socket_options: Mapping[int, Any] | None = None,
+        keys: str | None = None,
+    ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
         self.endpoints = list(endpoints)
@@ -48,7 +56,7 @@ class StreamReceiver:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
-    def start(self) -> "StreamReceiver":
+    def start(self) -> StreamReceiver:
         # Sockets are made in the thread that uses them (zmq sockets are not thread-safe).
         self._thread = threading.Thread(target=self._run, name="spikewatch-console-rx", daemon=True)
         self._thread.start()
@@ -59,7 +67,7 @@ class StreamReceiver:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def __enter__(self) -> "StreamReceiver":
+    def __enter__(self) -> StreamReceiver:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -99,8 +107,11 @@ class StreamReceiver:
                     else:
                         self._drain(s, socks[s])
                 now = time.monotonic()
-                if self.notify is not None and self.state.version != seen_version \
-                        and now - last_notify >= self.interval:
+                if (
+                    self.notify is not None
+                    and self.state.version != seen_version
+                    and now - last_notify >= self.interval
+                ):
                     seen_version = self.state.version
                     last_notify = now
                     self.notify()

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
-
+from spikewatch.sampler.units import format_bytes, format_duration_ns
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.seqgaps import SeqGaps
-from spikewatch.sampler.units import format_bytes, format_duration_ns
 
 # Series the console can chart; ``cg_working_set`` comes from ``detail`` (~10 Hz).
 SERIES_WORKING_SET = "cg_working_set"
@@ -48,16 +48,16 @@ class Ring:
         if n == 0:
             return
         if n > self.capacity:
-            ts, vs = ts[-self.capacity:], vs[-self.capacity:]
+            ts, vs = ts[-self.capacity :], vs[-self.capacity :]
             self.written += n - self.capacity
             n = self.capacity
         start = self.written % self.capacity
         first = min(n, self.capacity - start)
-        self.t[start:start + first] = ts[:first]
-        self.v[start:start + first] = vs[:first]
+        self.t[start : start + first] = ts[:first]
+        self.v[start : start + first] = vs[:first]
         if first < n:
-            self.t[:n - first] = ts[first:]
-            self.v[:n - first] = vs[first:]
+            self.t[: n - first] = ts[first:]
+            self.v[: n - first] = vs[first:]
         self.written += n
 
     def _segments(self) -> list[slice]:
@@ -179,9 +179,7 @@ class SourceState:
         return wall + (t - at)
 
     def series_names(self) -> list[str]:
-        return [s for s in CHART_SERIES if s in self.rings] + [
-            s for s in self.rings if s not in CHART_SERIES
-        ]
+        return [s for s in CHART_SERIES if s in self.rings] + [s for s in self.rings if s not in CHART_SERIES]
 
     def limit_for(self, series: str) -> int | None:
         """The limit to compare ``series`` with: the user's ``--limit``, else the sampler's."""
@@ -294,8 +292,7 @@ class SourceState:
             self._overruns_held = self._missed_held = 0
         ev = self._event(t, kind, text, alarm)
         if kind == protocol.EV_OOM_KILL or (kind == protocol.EV_PROC_EXIT and body.get("oom")):
-            if not (kind == protocol.EV_PROC_EXIT and self.oom_kills
-                    and t - self.oom_kills[-1].t < 1_000_000_000):
+            if not (kind == protocol.EV_PROC_EXIT and self.oom_kills and t - self.oom_kills[-1].t < 1_000_000_000):
                 self.oom_kills.append(ev)  # one banner per kill, not per report of it
         elif kind == protocol.EV_HWM_SPIKE and isinstance(body.get("bytes"), int):
             self._peak(str(body.get("series", protocol.SERIES_RSS)), body["bytes"])
@@ -357,8 +354,10 @@ def describe_event(body: Mapping[str, Any]) -> tuple[str, bool]:
     if kind == protocol.EV_RESTART:
         return f"restart pid {body.get('old_pid')} → {pid}", True
     if kind == protocol.EV_HWM_SPIKE:
-        return (f"hwm_spike {body.get('series')} {format_bytes(body.get('bytes'))} "
-                f"(samples saw {format_bytes(body.get('sampled_max'))})"), False
+        return (
+            f"hwm_spike {body.get('series')} {format_bytes(body.get('bytes'))} "
+            f"(samples saw {format_bytes(body.get('sampled_max'))})"
+        ), False
     if kind == protocol.EV_LIMIT_CHANGE:
         return f"limit {format_bytes(body.get('old'))} → {format_bytes(body.get('new'))}", False
     if kind == protocol.EV_OVERRUN:
@@ -392,8 +391,7 @@ def _restarted(src: SourceState, seq: Any) -> bool:
 class StreamState:
     """All sources, keyed by endpoint and session, behind one lock."""
 
-    def __init__(self, max_window_s: float = 300.0, max_rate_hz: float = 1000.0,
-                 limit: int | None = None) -> None:
+    def __init__(self, max_window_s: float = 300.0, max_rate_hz: float = 1000.0, limit: int | None = None) -> None:
         self.lock = threading.Lock()
         self.sources: dict[str, SourceState] = {}
         self._by_endpoint: dict[str, SourceState] = {}
@@ -405,8 +403,9 @@ class StreamState:
 
     def _new_source(self, endpoint: str, session: str | None) -> SourceState:
         key = f"{endpoint}#{session or len(self.sources)}"
-        src = SourceState(key=key, endpoint=endpoint, capacity=self.capacity, session=session,
-                          limit_override=self.limit_override)
+        src = SourceState(
+            key=key, endpoint=endpoint, capacity=self.capacity, session=session, limit_override=self.limit_override
+        )
         self.sources[key] = src
         self._by_endpoint[endpoint] = src
         return src

@@ -15,14 +15,13 @@ from rich.markup import escape
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from spikewatch.sampler.units import format_bytes, format_duration_ns
+from spikewatch.sampler.wire import protocol
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import RichLog
-
-from spikewatch.sampler.wire import protocol
-from spikewatch.sampler.units import format_bytes, format_duration_ns
 
 from .chart import GUTTER, Frame, frame_from_envelope, hold_gaps, render_chart
 from .envelope import EnvelopeCache
@@ -39,8 +38,12 @@ class View:
 
 
 # Glyphs under the chart's time axis for events worth lining up with the curve.
-_MARKS = {"phase": ("▲", "cyan"), "note": ("•", "cyan"), protocol.EV_HWM_SPIKE: ("◆", "yellow"),
-          protocol.EV_RESTART: ("↻", "bold red")}
+_MARKS = {
+    "phase": ("▲", "cyan"),
+    "note": ("•", "cyan"),
+    protocol.EV_HWM_SPIKE: ("◆", "yellow"),
+    protocol.EV_RESTART: ("↻", "bold red"),
+}
 
 
 class Line(Widget):
@@ -117,18 +120,21 @@ class Chart(Widget):
             width_ns = max(1, -(-self.view.window_ns // buckets))
             k_last = t_end // width_ns
             k_first = k_last - buckets + 1
-            mins, maxs = self._cache.envelope(ring.window, (series, width_ns, id(ring)), width_ns,
-                                              k_first, k_last, (ring.last() or (t_end, 0))[0])
+            mins, maxs = self._cache.envelope(
+                ring.window, (series, width_ns, id(ring)), width_ns, k_first, k_last, (ring.last() or (t_end, 0))[0]
+            )
             if series == SERIES_WORKING_SET:
                 period = (src.hello or {}).get("detail_period_ns") or 100_000_000
                 mins, maxs = hold_gaps(mins, maxs, 2 * -(-period // width_ns))
             limit = src.limit_for(series)
-            marks = [(e.t, *(("✖", "bold red") if e.alarm else _MARKS[e.kind]))
-                     for e in src.events if e.alarm or e.kind in _MARKS]
+            marks = [
+                (e.t, *(("✖", "bold red") if e.alarm else _MARKS[e.kind]))
+                for e in src.events
+                if e.alarm or e.kind in _MARKS
+            ]
             # Lag of what is drawn; not while paused, nor after the sampler said goodbye.
             lag = src.wall_lag_ns(time.time_ns()) if not (self.frozen or src.ended) else None
-        self.frame = frame_from_envelope(mins, maxs, series, k_first * width_ns, (k_last + 1) * width_ns,
-                                         rows, limit)
+        self.frame = frame_from_envelope(mins, maxs, series, k_first * width_ns, (k_last + 1) * width_ns, rows, limit)
         right = "paused " + wall_clock(src.to_wall(t_end)) if self.frozen else "now"
         if lag is not None:
             src.draw_lag.record(lag)
@@ -148,9 +154,9 @@ def text_strip(text: Text, width: int, base: Style) -> Strip:
     pos = 0
     for span in sorted(text.spans, key=lambda s: s.start):
         if span.start > pos:
-            segments.append(Segment(plain[pos:span.start], base))
+            segments.append(Segment(plain[pos : span.start], base))
         style = span.style if isinstance(span.style, Style) else _style(str(span.style))
-        segments.append(Segment(plain[span.start:span.end], base + style))
+        segments.append(Segment(plain[span.start : span.end], base + style))
         pos = max(pos, span.end)
     if pos < len(plain):
         segments.append(Segment(plain[pos:], base))
@@ -222,8 +228,9 @@ def health_text(src: SourceState) -> Text:
     text.append(str(src.gaps), "bold red" if src.gaps else "")
     lag = src.draw_lag.last
     text.append("  lag ")
-    text.append(format_duration_ns(lag) if lag is not None else "–",
-                "yellow" if lag is not None and lag > 500_000_000 else "")
+    text.append(
+        format_duration_ns(lag) if lag is not None else "–", "yellow" if lag is not None and lag > 500_000_000 else ""
+    )
     if src.ended:
         text.append("  ended", "bold yellow")
     return text

@@ -54,8 +54,9 @@ import sys
 import time
 import zlib
 from array import array
+from collections.abc import Callable, Iterator, Mapping
 from itertools import accumulate
-from typing import Any, BinaryIO, Callable, Iterator, Mapping, TypeGuard
+from typing import Any, BinaryIO, TypeGuard
 
 import msgpack
 
@@ -132,6 +133,8 @@ class Decompressor:
 
             self._zstd = zstandard.ZstdDecompressor(dict_data=_zstd_dict())
         return bytes(self._zstd.decompress(data, max_output_size=MAX_PAYLOAD))
+
+
 _HEAD = struct.Struct("<8sHHI")
 _FRAME = struct.Struct("<4sBBHIqqII")  # up to and without the crc
 _CRC = struct.Struct("<I")
@@ -143,8 +146,12 @@ SAMPLES = "samples"
 _LITTLE = sys.byteorder == "little"
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 # widths for pack_ints: array type code, smallest value (the escape), largest
-_WIDTHS = {1: ("b", -128, 127), 2: ("h", -(1 << 15), (1 << 15) - 1), 4: ("i", -(1 << 31), (1 << 31) - 1),
-           8: ("q", -(1 << 63), (1 << 63) - 1)}
+_WIDTHS = {
+    1: ("b", -128, 127),
+    2: ("h", -(1 << 15), (1 << 15) - 1),
+    4: ("i", -(1 << 31), (1 << 31) - 1),
+    8: ("q", -(1 << 63), (1 << 63) - 1),
+}
 
 
 def is_v2(head: bytes) -> bool:
@@ -152,6 +159,7 @@ def is_v2(head: bytes) -> bool:
 
 
 # ---------------------------------------------------------------- integers
+
 
 def pack_ints(xs: list[int]) -> list[Any]:
     """Small signed integers in the narrowest width that holds 95 % of them;
@@ -199,6 +207,7 @@ def _is_int(x: Any) -> TypeGuard[int]:
 
 
 # ------------------------------------------------------------ generic groups
+
 
 def encode_group(bodies: list[Mapping[Any, Any]]) -> list[Any]:
     """Maps as columns: ``[keys, shapes (key numbers), shape ids, columns (one a key)]``.
@@ -260,6 +269,7 @@ def decode_group(enc: list[Any]) -> list[dict[Any, Any]]:
 
 # ----------------------------------------------------------------- samples
 
+
 def clean_batch(body: Mapping[str, Any]) -> bool:
     """A ``samples`` body the columnar path can hold exactly (else it is stored as is)."""
     dt, series, t = body.get("dt"), body.get("series"), body.get("t")
@@ -278,8 +288,9 @@ def _no_pause() -> None:
     pass
 
 
-def encode_samples(batches: list[Mapping[str, Any]], quantum_ns: int, pause: Callable[[], None] = _no_pause
-                   ) -> tuple[list[Any], list[dict[str, Any]]]:
+def encode_samples(
+    batches: list[Mapping[str, Any]], quantum_ns: int, pause: Callable[[], None] = _no_pause
+) -> tuple[list[Any], list[dict[str, Any]]]:
     """The sample columns of clean batches, and each batch's other fields (its head).
 
     ``pause`` is called between steps of ~50 µs: the sampler's journal thread lets the
@@ -344,8 +355,18 @@ def encode_samples(batches: list[Mapping[str, Any]], quantum_ns: int, pause: Cal
             d = [x // g for x in d]
         series_enc.append([name, vals[0], g, pack_ints(d)])
     pause()
-    enc = [base, q, p, pack_ints(sizes), [list(s) for s in shapes], pack_ints(sids), pack_ints(dk), pack_ints(e),
-           series_enc, pack_ints(ht)]
+    enc = [
+        base,
+        q,
+        p,
+        pack_ints(sizes),
+        [list(s) for s in shapes],
+        pack_ints(sids),
+        pack_ints(dk),
+        pack_ints(e),
+        series_enc,
+        pack_ints(ht),
+    ]
     return enc, heads
 
 
@@ -379,8 +400,9 @@ def decode_samples(enc: list[Any], heads: list[dict[str, Any]]) -> list[dict[str
 QUANTUM_NS = 2000  # sample times kept to ±1 µs; see the module docstring
 
 
-def encode_block(records: list[tuple[str, Mapping[str, Any]]], quantum_ns: int = QUANTUM_NS,
-                 pause: Callable[[], None] = _no_pause) -> bytes:
+def encode_block(
+    records: list[tuple[str, Mapping[str, Any]]], quantum_ns: int = QUANTUM_NS, pause: Callable[[], None] = _no_pause
+) -> bytes:
     """The (uncompressed) msgpack payload of one data block."""
     topics: dict[str, int] = {}
     order = bytearray()
@@ -424,8 +446,10 @@ def _encode_plain(records: list[tuple[str, Mapping[str, Any]]]) -> bytes:
         ti = topics.setdefault(topic, len(topics))
         order.append(ti)
         groups.setdefault(ti, []).append(body)
-    return msgpack.packb({"tp": list(topics), "o": bytes(order),
-                          "g": [[ti, encode_group(b)] for ti, b in groups.items()]}, use_bin_type=True)
+    return msgpack.packb(
+        {"tp": list(topics), "o": bytes(order), "g": [[ti, encode_group(b)] for ti, b in groups.items()]},
+        use_bin_type=True,
+    )
 
 
 def decode_block(payload: bytes) -> list[tuple[str, dict[str, Any]]]:
@@ -441,8 +465,9 @@ def decode_block(payload: bytes) -> list[tuple[str, dict[str, Any]]]:
     return [(names[ti], next(bodies[ti])) for ti in block["o"]]
 
 
-def frame(kind: int, payload: bytes, t_first: int, t_last: int, samples: int, records: int,
-          codec: int = CODEC_DEFLATE) -> bytes:
+def frame(
+    kind: int, payload: bytes, t_first: int, t_last: int, samples: int, records: int, codec: int = CODEC_DEFLATE
+) -> bytes:
     head = _FRAME.pack(SYNC, kind, codec, 0, len(payload), t_first, t_last, samples, records)
     crc = zlib.crc32(payload, zlib.crc32(head[4:]))
     return head + _CRC.pack(crc) + payload
@@ -513,9 +538,17 @@ class BlockWriter:
     :class:`OSError`, sealed blocks wait (up to ``max_pending`` bytes) for a retry.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, quantum_ns: int = QUANTUM_NS,
-                 block_ns: int = 1_000_000_000, block_s: float = 1.0, max_pending: int = 16 * 1024 * 1024,
-                 level: int | None = None, codec: int = CODEC_DEFLATE) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        quantum_ns: int = QUANTUM_NS,
+        block_ns: int = 1_000_000_000,
+        block_s: float = 1.0,
+        max_pending: int = 16 * 1024 * 1024,
+        level: int | None = None,
+        codec: int = CODEC_DEFLATE,
+    ) -> None:
         self.path = os.fspath(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.quantum_ns = quantum_ns
@@ -642,7 +675,9 @@ class BlockWriter:
         try:
             self.seal()
             if self._index or self._phases:
-                idx = self._z.compress(msgpack.packb({"blocks": self._index, "phases": self._phases}, use_bin_type=True))
+                idx = self._z.compress(
+                    msgpack.packb({"blocks": self._index, "phases": self._phases}, use_bin_type=True)
+                )
                 t0 = self._index[0][1] if self._index else 0
                 t1 = self._index[-1][2] if self._index else 0
                 at = self._offset
@@ -654,7 +689,7 @@ class BlockWriter:
         finally:
             os.close(self._fd)
 
-    def __enter__(self) -> "BlockWriter":
+    def __enter__(self) -> BlockWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -662,6 +697,7 @@ class BlockWriter:
 
 
 # ------------------------------------------------------------------ reading
+
 
 class Salvage:
     """What a reader kept of a file and what it could not: said in the report."""
@@ -682,9 +718,16 @@ class Salvage:
             return
         self.skipped.append({"from_byte": start, "to_byte": end, "t_before": self.last_t, "t_after": None})
 
-    def undecodable(self, fr: "RawFrame") -> None:
-        self.skipped.append({"from_byte": fr.offset, "to_byte": fr.offset + fr.size,
-                             "t_before": fr.t_first, "t_after": fr.t_last, "undecodable": True})
+    def undecodable(self, fr: RawFrame) -> None:
+        self.skipped.append(
+            {
+                "from_byte": fr.offset,
+                "to_byte": fr.offset + fr.size,
+                "t_before": fr.t_first,
+                "t_after": fr.t_last,
+                "undecodable": True,
+            }
+        )
         self.blocks -= 1
         self.records -= fr.records
 
@@ -699,8 +742,9 @@ class Salvage:
 class RawFrame:
     __slots__ = ("offset", "kind", "t_first", "t_last", "samples", "records", "payload", "size")
 
-    def __init__(self, offset: int, kind: int, t_first: int, t_last: int, samples: int, records: int,
-                 payload: bytes) -> None:
+    def __init__(
+        self, offset: int, kind: int, t_first: int, t_last: int, samples: int, records: int, payload: bytes
+    ) -> None:
         self.offset, self.kind, self.t_first, self.t_last = offset, kind, t_first, t_last
         self.samples, self.records, self.payload = samples, records, payload
         self.size = 0  # bytes in the file, frame header included
@@ -725,8 +769,9 @@ def read_header(f: BinaryIO) -> dict[str, Any]:
     return header
 
 
-def iter_frames(f: BinaryIO, salvage: Salvage | None = None, *, chunk: int = 4 << 20,
-                payloads: bool = True) -> Iterator[RawFrame]:
+def iter_frames(
+    f: BinaryIO, salvage: Salvage | None = None, *, chunk: int = 4 << 20, payloads: bool = True
+) -> Iterator[RawFrame]:
     """Every frame whose checksum holds, after the header; damage is skipped (found
     again by the next SYNC) and noted in ``salvage``; a torn last frame is noted."""
     s = salvage or Salvage(2)
@@ -758,16 +803,23 @@ def iter_frames(f: BinaryIO, salvage: Salvage | None = None, *, chunk: int = 4 <
             if buf[bpos : bpos + len(MAGIC)] == MAGIC and more(_HEAD.size):
                 # another file's header: two recordings joined end to end (cat a b > c)
                 hn = _HEAD.unpack_from(buf, bpos)[3]
-                if hn < 65536 and more(_HEAD.size + hn + 4) and _CRC.unpack_from(buf, bpos + _HEAD.size + hn)[0] == \
-                        zlib.crc32(buf[bpos : bpos + _HEAD.size + hn]):
+                if (
+                    hn < 65536
+                    and more(_HEAD.size + hn + 4)
+                    and _CRC.unpack_from(buf, bpos + _HEAD.size + hn)[0]
+                    == zlib.crc32(buf[bpos : bpos + _HEAD.size + hn])
+                ):
                     if bad_from is not None:
                         s.skip(bad_from, pos)
                         bad_from = None
                     pos += _HEAD.size + hn + 4
                     bpos += _HEAD.size + hn + 4
                     continue
-            if rest >= _TAIL.size and buf[bpos + 8 : bpos + 12] == TAIL_MAGIC and \
-                    _CRC.unpack_from(buf, bpos + 12)[0] == zlib.crc32(buf[bpos : bpos + 8]):
+            if (
+                rest >= _TAIL.size
+                and buf[bpos + 8 : bpos + 12] == TAIL_MAGIC
+                and _CRC.unpack_from(buf, bpos + 12)[0] == zlib.crc32(buf[bpos : bpos + 8])
+            ):
                 if bad_from is not None:
                     s.skip(bad_from, pos)
                     bad_from = None
@@ -825,8 +877,7 @@ def iter_frames(f: BinaryIO, salvage: Salvage | None = None, *, chunk: int = 4 <
             s.records += records
             s.seen_t(t0)
             s.last_t = t1
-        fr = RawFrame(pos, kind, t0, t1, samples, records, d.decompress(codec, body)
-                      if payloads else b"")
+        fr = RawFrame(pos, kind, t0, t1, samples, records, d.decompress(codec, body) if payloads else b"")
         fr.size = FRAME_BYTES + n
         yield fr
         pos += FRAME_BYTES + n
@@ -867,8 +918,11 @@ def read_index(path: str | os.PathLike[str]) -> dict[str, Any]:
                     idx["complete"] = True
                     return idx
         f.seek(0)
-        blocks = [[fr.offset, fr.t_first, fr.t_last, fr.samples] for fr in iter_frames(f, payloads=False)
-                  if fr.kind == KIND_DATA]
+        blocks = [
+            [fr.offset, fr.t_first, fr.t_last, fr.samples]
+            for fr in iter_frames(f, payloads=False)
+            if fr.kind == KIND_DATA
+        ]
         return {"blocks": blocks, "phases": [], "complete": False}
 
 
@@ -881,6 +935,6 @@ def _frame_at(f: BinaryIO, kind: int) -> bytes | None:
     if k != kind or codec not in CODECS or n > MAX_PAYLOAD:
         return None
     body = f.read(n)
-    if len(body) < n or zlib.crc32(body, zlib.crc32(head[4:_FRAME.size])) != _CRC.unpack_from(head, _FRAME.size)[0]:
+    if len(body) < n or zlib.crc32(body, zlib.crc32(head[4 : _FRAME.size])) != _CRC.unpack_from(head, _FRAME.size)[0]:
         return None
     return Decompressor().decompress(codec, body)

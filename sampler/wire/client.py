@@ -7,7 +7,8 @@ place. Encoding is :mod:`spikewatch.sampler.wire.protocol`'s.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import zmq
 
@@ -22,10 +23,17 @@ class InletClient:
     (counted in :attr:`dropped`); closing waits at most ``linger_ms``.
     """
 
-    def __init__(self, endpoint: str = protocol.DEFAULT_INLET, *, hwm: int = 10_000,
-                 linger_ms: int = 500, context: zmq.Context[Any] | None = None,
-                 socket_options: Mapping[int, Any] | None = None, watch_handshakes: bool = False,
-                 keys: str | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str = protocol.DEFAULT_INLET,
+        *,
+        hwm: int = 10_000,
+        linger_ms: int = 500,
+        context: zmq.Context[Any] | None = None,
+        socket_options: Mapping[int, Any] | None = None,
+        watch_handshakes: bool = False,
+        keys: str | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self._ctx = context or zmq.Context[Any].instance()
         self._sock = self._ctx.socket(zmq.PUSH)
@@ -69,7 +77,7 @@ class InletClient:
             self.handshake.close()
         self._sock.close()
 
-    def __enter__(self) -> "InletClient":
+    def __enter__(self) -> InletClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -79,10 +87,17 @@ class InletClient:
 class StreamSubscriber:
     """A SUB socket on one or more samplers' streams, yielding decoded messages."""
 
-    def __init__(self, endpoints: Sequence[str], topics: Sequence[str] = (), *, hwm: int = 100_000,
-                 context: zmq.Context[Any] | None = None,
-                 socket_options: Mapping[int, Any] | None = None, watch_handshakes: bool = False,
-                 keys: str | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        topics: Sequence[str] = (),
+        *,
+        hwm: int = 100_000,
+        context: zmq.Context[Any] | None = None,
+        socket_options: Mapping[int, Any] | None = None,
+        watch_handshakes: bool = False,
+        keys: str | None = None,
+    ) -> None:
         self._ctx = context or zmq.Context[Any].instance()
         self.sock = self._ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
@@ -118,7 +133,7 @@ class StreamSubscriber:
             self.handshake.close()
         self.sock.close()
 
-    def __enter__(self) -> "StreamSubscriber":
+    def __enter__(self) -> StreamSubscriber:
         return self
 
     def __exit__(self, *exc: object) -> None:

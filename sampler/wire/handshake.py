@@ -32,15 +32,20 @@ from __future__ import annotations
 import os
 import struct
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import zmq
 
 from .protocol import tcp_address
 
-EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-          | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 NO_DETAIL_TIMES = 2  # see the module docstring
 PROBE_TIMEOUT_S = 0.5
 # A ZMTP 3 greeting's signature and major version: a peer answers with its whole greeting.
@@ -69,7 +74,7 @@ def peer_mechanism(endpoint: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | N
         elif endpoint.startswith("ipc://"):
             conn = socket.socket(socket.AF_UNIX)
             conn.settimeout(timeout_s)
-            conn.connect(endpoint[len("ipc://"):])
+            conn.connect(endpoint[len("ipc://") :])
         else:
             return None
         with conn:
@@ -108,8 +113,12 @@ class HandshakeWatch:
     :meth:`poll` it (or register :attr:`monitor` in a poller) and :meth:`close` it
     before the socket."""
 
-    def __init__(self, sock: zmq.Socket[bytes], socket_options: Mapping[int, Any] | None = None,
-                 keys: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        socket_options: Mapping[int, Any] | None = None,
+        keys: str | os.PathLike[str] | None = None,
+    ) -> None:
         opts = dict(socket_options or {})
         self.curve = zmq.CURVE_SERVERKEY in opts
         self.keys = keys
@@ -129,9 +138,11 @@ class HandshakeWatch:
             key = _key_file(self.keys, self._public)
             ours = f"{Path(key).name} is" if key else "our public key is"
             key = key or "your NAME.key (the public half of the NAME.key_secret in --keys)"
-            return (f"{where} refused our key ({ours} not in its authorized_clients/): copy {key} "
-                    f"into authorized_clients/ of its keys folder (or run `spikewatch keys DIR --name NAME` on the "
-                    f"sampler host and use that NAME.key_secret), then restart this command")
+            return (
+                f"{where} refused our key ({ours} not in its authorized_clients/): copy {key} "
+                f"into authorized_clients/ of its keys folder (or run `spikewatch keys DIR --name NAME` on the "
+                f"sampler host and use that NAME.key_secret), then restart this command"
+            )
         mismatch = event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
         curve_there = None  # does the sampler use CURVE? (None: unknown)
         if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
@@ -152,9 +163,11 @@ class HandshakeWatch:
             return f"{where} does not use CURVE: drop --keys"
         if self.curve and event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             server_key = f"{self.keys}/server.key" if self.keys else "the server.key in --keys"
-            return (f"{where} hung up during the CURVE handshake: {server_key} is "
-                    f"{'not' if curve_there else 'probably not'} its key; copy server.key from the sampler's keys folder"
-                    + ("" if curve_there else " (or, if it does not use CURVE, drop --keys)"))
+            return (
+                f"{where} hung up during the CURVE handshake: {server_key} is "
+                f"{'not' if curve_there else 'probably not'} its key; copy server.key from the sampler's keys folder"
+                + ("" if curve_there else " (or, if it does not use CURVE, drop --keys)")
+            )
         if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             return f"the handshake with {endpoint} failed (it hung up): is a spikewatch sampler listening there?"
         try:
@@ -220,5 +233,5 @@ class HandshakeWatch:
 def _protocol_error(value: int) -> str:
     for name in dir(zmq):
         if name.startswith("PROTOCOL_ERROR_") and getattr(zmq, name) == value:
-            return name[len("PROTOCOL_ERROR_"):].lower()
+            return name[len("PROTOCOL_ERROR_") :].lower()
     raise ValueError(value)

@@ -498,7 +498,16 @@ class ProcChurn(TypedDict):
 
 
 EventFields = (
-    ProcStart | ProcExit | OomKill | Restart | HwmSpike | LimitChange | Overrun | JournalError | Build | ProcChurn
+    ProcStart
+    | ProcExit
+    | OomKill
+    | Restart
+    | HwmSpike
+    | LimitChange
+    | Overrun
+    | JournalError
+    | Build
+    | ProcChurn
     | MemoryEvents
 )
 
@@ -646,8 +655,9 @@ def _check_value(value: Any, depth: int, where: str) -> None:
     raise ProtocolError(f"{where}: unsupported type {type(value).__name__}")
 
 
-def marker_message(kind: str, name: str, attrs: Mapping[str, Any] | None = None,
-                   origin_wall_ns: int | None = None) -> dict[str, Any]:
+def marker_message(
+    kind: str, name: str, attrs: Mapping[str, Any] | None = None, origin_wall_ns: int | None = None
+) -> dict[str, Any]:
     """What a sender puts on the inlet for a marker (the sampler adds v/seq/t)."""
     import time
 
@@ -681,28 +691,52 @@ def validate_marker(body: Mapping[str, Any]) -> dict[str, Any]:
 # Fields of a ``load`` message (driver telemetry over one interval). All optional
 # except ``interval_ns``; latencies are ns; ``errors`` maps an error kind to a count.
 LOAD_NUMBER_FIELDS: tuple[str, ...] = (
-    "interval_ns", "rate", "target_rate", "in_flight", "completed", "sent",
-    "bytes_sent", "bytes_recv", "lat_p50_ns", "lat_p90_ns", "lat_p99_ns",
-    "lat_max_ns", "late_sends", "dropped_sends", "schedule_lag_ns", "workers",
+    "interval_ns",
+    "rate",
+    "target_rate",
+    "in_flight",
+    "completed",
+    "sent",
+    "bytes_sent",
+    "bytes_recv",
+    "lat_p50_ns",
+    "lat_p90_ns",
+    "lat_p99_ns",
+    "lat_max_ns",
+    "late_sends",
+    "dropped_sends",
+    "schedule_lag_ns",
+    "workers",
     "loop_lag_ns",  # the driver's own event-loop lag: high means latencies include client queueing
 )
 
 
 # Per request name inside ``load.endpoints`` (same meaning as the totals).
 ENDPOINT_FIELDS: tuple[str, ...] = (
-    "in_flight", "in_flight_mean",  # at the end of the interval; mean over it
-    "completed", "sent", "rate", "lat_p50_ns", "lat_p90_ns", "lat_p99_ns", "lat_max_ns",
+    "in_flight",
+    "in_flight_mean",  # at the end of the interval; mean over it
+    "completed",
+    "sent",
+    "rate",
+    "lat_p50_ns",
+    "lat_p90_ns",
+    "lat_p99_ns",
+    "lat_max_ns",
 )
 
 
 def _number_ok(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and (
-        not isinstance(value, float) or math.isfinite(value))
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and (not isinstance(value, float) or math.isfinite(value))
+    )
 
 
 def _error_counts_ok(value: Any) -> bool:
     return isinstance(value, dict) and all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in value.items())
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in value.items()
+    )
 
 
 def _check_endpoints(value: Any) -> None:
@@ -710,7 +744,9 @@ def _check_endpoints(value: Any) -> None:
         raise ProtocolError(f"load.endpoints must map at most {MAX_ATTRS} request names to their figures")
     for name, fields in value.items():
         if not isinstance(name, str) or not name or len(name) > MAX_NAME_LEN:
-            raise ProtocolError(f"load.endpoints: request names must be non-empty strings of at most {MAX_NAME_LEN} chars")
+            raise ProtocolError(
+                f"load.endpoints: request names must be non-empty strings of at most {MAX_NAME_LEN} chars"
+            )
         if not isinstance(fields, dict):
             raise ProtocolError(f"load.endpoints[{name!r}] must be a map")
         for key, v in fields.items():

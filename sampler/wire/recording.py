@@ -20,8 +20,9 @@ from __future__ import annotations
 import collections
 import os
 import struct
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, BinaryIO
 
 import msgpack
 
@@ -111,14 +112,16 @@ class RecordingWriter:
         finally:
             os.close(self._fd)
 
-    def __enter__(self) -> "RecordingWriter":
+    def __enter__(self) -> RecordingWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def open_writer(path: str | os.PathLike[str], *, format: int | None = None, **options: Any) -> "RecordingWriter | BlockWriter":
+def open_writer(
+    path: str | os.PathLike[str], *, format: int | None = None, **options: Any
+) -> RecordingWriter | BlockWriter:
     """A writer for ``path``: version 2 (:mod:`.blocks`) for a new or version 2 file,
     version 1 when appending to a version 1 file (one file never mixes formats)."""
     if format is None:
@@ -150,8 +153,9 @@ def file_format(path: str | os.PathLike[str]) -> int:
     return 2 if (not head or blocks.is_v2(head)) else 1
 
 
-def iter_records(source: str | os.PathLike[str] | BinaryIO, *, chunk: int = 1 << 20,
-                 salvage: Salvage | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_records(
+    source: str | os.PathLike[str] | BinaryIO, *, chunk: int = 1 << 20, salvage: Salvage | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(topic, body)`` for every whole record, either format.
 
     Works on a file that is still being written: it reads what is there now. What
@@ -228,8 +232,12 @@ def _iter_v1(f: BinaryIO, chunk: int, s: Salvage) -> Iterator[tuple[str, dict[st
                     record = msgpack.unpackb(buf[pos + 4 : pos + 4 + n], raw=False, strict_map_key=False)
                 except Exception:
                     record = None
-                if not (isinstance(record, list) and len(record) == 2 and isinstance(record[0], str)
-                        and isinstance(record[1], dict)):
+                if not (
+                    isinstance(record, list)
+                    and len(record) == 2
+                    and isinstance(record[0], str)
+                    and isinstance(record[1], dict)
+                ):
                     record = None
             if record is None:
                 if good == 0 and bad_from is None and base + pos == 0:
@@ -277,7 +285,7 @@ def segments_of(path: str | os.PathLike[str]) -> list[Path]:
         return []
     prefix = p.name + "."
     for name in names:
-        tail = name[len(prefix):]
+        tail = name[len(prefix) :]
         if name.startswith(prefix) and len(tail) == SEGMENT_DIGITS and tail.isdigit():
             out.append(p.parent / name)
     return sorted(out)

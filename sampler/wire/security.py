@@ -30,9 +30,10 @@ import os
 import shutil
 import socket
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import zmq
 
@@ -213,9 +214,9 @@ class ServerSecurity:
     clients: int = 0
     folder: Path | None = None  # authorized_clients/
     authorized: AuthorizedKeys | None = None
-    watcher: "KeyWatcher | None" = None
+    watcher: KeyWatcher | None = None
 
-    def watch(self, log: Callable[[str], None], warn: Callable[[str], None], interval_s: float = 1.0) -> "KeyWatcher":
+    def watch(self, log: Callable[[str], None], warn: Callable[[str], None], interval_s: float = 1.0) -> KeyWatcher:
         """Follow ``authorized_clients`` from now on (a daemon thread, stopped by close())."""
         if self.watcher is None:
             self.watcher = KeyWatcher(self, log, warn, interval_s).start()
@@ -239,8 +240,9 @@ class KeyWatcher:
     the folder, keeps the keys it had and says so: an operator's slip must neither lock
     every client out silently nor stop the sampler."""
 
-    def __init__(self, security: ServerSecurity, log: Callable[[str], None], warn: Callable[[str], None],
-                 interval_s: float = 1.0) -> None:
+    def __init__(
+        self, security: ServerSecurity, log: Callable[[str], None], warn: Callable[[str], None], interval_s: float = 1.0
+    ) -> None:
         if security.folder is None or security.authorized is None:
             raise ValueError("KeyWatcher needs a ServerSecurity made by server_security()")
         self.security = security
@@ -254,7 +256,7 @@ class KeyWatcher:
         self._thread = threading.Thread(target=self._run, name="spikewatch-keys", daemon=True)
         self.reloads = 0  # reloads done, whatever their outcome
 
-    def start(self) -> "KeyWatcher":
+    def start(self) -> KeyWatcher:
         self._thread.start()
         return self
 
@@ -283,8 +285,9 @@ class KeyWatcher:
                 elif sig != self._signature:
                     self.reload("folder changed", sig)
             except Exception as exc:  # never let the watcher die quietly
-                self._warn(f"spikewatch: warning: client key reload failed ({exc!r}); "
-                           f"still admitting the keys loaded before")
+                self._warn(
+                    f"spikewatch: warning: client key reload failed ({exc!r}); still admitting the keys loaded before"
+                )
 
     def reload(self, why: str, signature: tuple[Any, ...] | None = None) -> None:
         """Read the folder and swap the key set in (or keep the old one, saying why)."""
@@ -296,29 +299,43 @@ class KeyWatcher:
         try:
             new, problems = load_authorized(self.folder)
         except OSError as exc:
-            self._warn(f"spikewatch: warning: client keys not reloaded ({why}): cannot read {self.folder} "
-                       f"({exc.strerror or exc}); still admitting the {_keys(len(old))} loaded before")
+            self._warn(
+                f"spikewatch: warning: client keys not reloaded ({why}): cannot read {self.folder} "
+                f"({exc.strerror or exc}); still admitting the {_keys(len(old))} loaded before"
+            )
             return
         for line in problems:
             self._warn(f"spikewatch: warning: skipped {line}")
         if not new:
-            self._warn(f"spikewatch: warning: client keys not reloaded ({why}): no usable *.key in {self.folder}; "
-                       f"still admitting the {_keys(len(old))} loaded before (nobody could connect otherwise; "
-                       f"to shut every client out, stop the sampler)")
+            self._warn(
+                f"spikewatch: warning: client keys not reloaded ({why}): no usable *.key in {self.folder}; "
+                f"still admitting the {_keys(len(old))} loaded before (nobody could connect otherwise; "
+                f"to shut every client out, stop the sampler)"
+            )
             return
         provider.keys = new
         self.security.clients = len(new)
         added = sorted(new[k] for k in new.keys() - old.keys())
         removed = sorted(old[k] for k in old.keys() - new.keys())
-        parts = ([f"+{len(added)} added ({', '.join(added)})"] if added else []) + \
-                ([f"-{len(removed)} removed ({', '.join(removed)})"] if removed else [])
-        self._log(f"spikewatch: client keys reloaded ({why}): {len(new)} authorized, "
-                  f"{'; '.join(parts) or 'no change'}"
-                  + ("; their open inlet sessions are refused from now on, open subscriptions last until they reconnect" if removed else ""))
+        parts = ([f"+{len(added)} added ({', '.join(added)})"] if added else []) + (
+            [f"-{len(removed)} removed ({', '.join(removed)})"] if removed else []
+        )
+        self._log(
+            f"spikewatch: client keys reloaded ({why}): {len(new)} authorized, "
+            f"{'; '.join(parts) or 'no change'}"
+            + (
+                "; their open inlet sessions are refused from now on, open subscriptions last until they reconnect"
+                if removed
+                else ""
+            )
+        )
 
 
-def server_security(directory: str | os.PathLike[str], context: zmq.Context[Any] | None = None,
-                    warn: Callable[[str], None] | None = None) -> ServerSecurity:
+def server_security(
+    directory: str | os.PathLike[str],
+    context: zmq.Context[Any] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> ServerSecurity:
     """Load ``DIR/server.key_secret`` and ``DIR/authorized_clients``; start the ZAP
     handler (before any socket binds: without one libzmq would admit any client
     that knows the server key)."""
@@ -334,9 +351,10 @@ def server_security(directory: str | os.PathLike[str], context: zmq.Context[Any]
     except OSError:
         keys, problems = {}, []
     if not keys:
-        raise KeysError(f"no client keys in {auth_dir}: nobody could connect; "
-                        f"make one with `spikewatch keys {d} --name NAME`"
-                        + (f" ({'; '.join(problems)})" if problems else ""))
+        raise KeysError(
+            f"no client keys in {auth_dir}: nobody could connect; "
+            f"make one with `spikewatch keys {d} --name NAME`" + (f" ({'; '.join(problems)})" if problems else "")
+        )
     if problems and warn is not None:
         for line in problems:
             warn(f"spikewatch: warning: skipped {line}")
@@ -348,8 +366,12 @@ def server_security(directory: str | os.PathLike[str], context: zmq.Context[Any]
     # finds none, and a file read between our check and its own could differ.)
     provider = AuthorizedKeys(keys)
     auth.configure_curve_callback(domain=ZAP_DOMAIN.decode(), credentials_provider=provider)
-    opts: dict[int, Any] = {zmq.CURVE_SERVER: 1, zmq.CURVE_PUBLICKEY: public, zmq.CURVE_SECRETKEY: secret,
-            zmq.ZAP_DOMAIN: ZAP_DOMAIN}
+    opts: dict[int, Any] = {
+        zmq.CURVE_SERVER: 1,
+        zmq.CURVE_PUBLICKEY: public,
+        zmq.CURVE_SECRETKEY: secret,
+        zmq.ZAP_DOMAIN: ZAP_DOMAIN,
+    }
     return ServerSecurity(ctx, opts, auth, len(keys), auth_dir, provider)
 
 
@@ -367,9 +389,11 @@ def client_options(directory: str | os.PathLike[str], name: str | None = None) -
         else:
             found = [p.name[: -len(".key_secret")] for p in d.glob("*.key_secret") if p.name != f"{SERVER}.key_secret"]
             if len(found) != 1:
-                raise KeysError(f"{'no' if not found else 'several'} client secret keys in {d} "
-                                f"({', '.join(sorted(found)) or 'none'}); "
-                                f"{'pass --client-key NAME' if found else MAKE_KEYS_HINT}")
+                raise KeysError(
+                    f"{'no' if not found else 'several'} client secret keys in {d} "
+                    f"({', '.join(sorted(found)) or 'none'}); "
+                    f"{'pass --client-key NAME' if found else MAKE_KEYS_HINT}"
+                )
             name = found[0]
     public, secret = _load_pair(d / f"{name}.key_secret")
     return {zmq.CURVE_SERVERKEY: server_public, zmq.CURVE_PUBLICKEY: public, zmq.CURVE_SECRETKEY: secret}
@@ -381,6 +405,8 @@ def check_binds(endpoints: Iterable[str | None], keys: str | os.PathLike[str] | 
         return
     open_eps = [ep for ep in endpoints if ep and not is_loopback(ep)]
     if open_eps:
-        raise KeysError(f"refusing to bind {', '.join(open_eps)} without CURVE keys: anyone on the network "
-                        f"could read the stream and inject markers; {MAKE_KEYS_HINT} "
-                        f"(clients then need --keys with server.key and their client.key_secret)")
+        raise KeysError(
+            f"refusing to bind {', '.join(open_eps)} without CURVE keys: anyone on the network "
+            f"could read the stream and inject markers; {MAKE_KEYS_HINT} "
+            f"(clients then need --keys with server.key and their client.key_secret)"
+        )

@@ -20,8 +20,9 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import zmq
 
@@ -45,7 +46,7 @@ def close_endpoint(sock: zmq.Socket[bytes], endpoint: str) -> None:
     sock.close()
     if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
         try:
-            os.unlink(endpoint[len("ipc://"):])
+            os.unlink(endpoint[len("ipc://") :])
         except OSError:
             pass
 
@@ -70,8 +71,16 @@ def _let_go() -> None:
 class Journal:
     """The recording file, written by a background thread at least every ``flush_s``."""
 
-    def __init__(self, path: str | os.PathLike[str], flush_s: float = 0.1, *, rotate_bytes: int | None = None,
-                 rotate_s: float | None = None, keep_bytes: int | None = None, keep_s: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        flush_s: float = 0.1,
+        *,
+        rotate_bytes: int | None = None,
+        rotate_s: float | None = None,
+        keep_bytes: int | None = None,
+        keep_s: float | None = None,
+    ) -> None:
         self.base = Path(path)
         # With rotation the journal is segments PATH.000001, PATH.000002… (a restart goes on
         # numbering after the last one); retention deletes the oldest whole segments.
@@ -120,9 +129,14 @@ class Journal:
                 _let_go()
         try:
             w.flush()
-            if self.rotating and not w.pending and (
+            if (
+                self.rotating
+                and not w.pending
+                and (
                     (self.rotate_bytes and w.bytes_written >= self.rotate_bytes)
-                    or (self.rotate_s and time.monotonic() - self._opened >= self.rotate_s)):
+                    or (self.rotate_s and time.monotonic() - self._opened >= self.rotate_s)
+                )
+            ):
                 self._rotate()
         except OSError as exc:
             self.errors += 1
@@ -191,8 +205,14 @@ class Journal:
 class Publisher:
     """Stamps ``seq`` on every message, packs it once, sends it and journals it."""
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str, *, hwm: int = 10_000,
-                 socket_options: Mapping[int, Any] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        endpoint: str,
+        *,
+        hwm: int = 10_000,
+        socket_options: Mapping[int, Any] | None = None,
+    ) -> None:
         self.sock = ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 500)
@@ -236,8 +256,11 @@ class Publisher:
                     import sys
                     import traceback
 
-                    print(f"spikewatch: a publish listener failed ({exc!r}); it keeps being called, "
-                          "further errors are only counted:\n" + traceback.format_exc().rstrip(), file=sys.stderr)
+                    print(
+                        f"spikewatch: a publish listener failed ({exc!r}); it keeps being called, "
+                        "further errors are only counted:\n" + traceback.format_exc().rstrip(),
+                        file=sys.stderr,
+                    )
 
     def close(self) -> None:
         close_endpoint(self.sock, self.endpoint)
@@ -251,9 +274,14 @@ class Inlet:
     # counted as bad and dropped unread, so validating it cannot starve the sampling.
     MAX_PER_SECOND = 2000
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str, *,
-                 socket_options: Mapping[int, Any] | None = None,
-                 sender_allowed: Callable[[str | None], bool] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        endpoint: str,
+        *,
+        socket_options: Mapping[int, Any] | None = None,
+        sender_allowed: Callable[[str | None], bool] | None = None,
+    ) -> None:
         self.sock = ctx.socket(zmq.PULL)
         # ZAP admits a client once, at the handshake; this asks again per message so a
         # key revoked while its session is open stops getting markers published.

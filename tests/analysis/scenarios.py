@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from spikewatch.analysis.synth import MiB, Synth
 from spikewatch.sampler.wire import protocol
 
@@ -75,8 +74,16 @@ def startup(path) -> Synth:
     rel = (t - t[0]) / 1e9
     v = np.where(rel < 2, 300 * MiB * rel / 2, np.where(rel < 3, 300 * MiB - 180 * MiB * (rel - 2), 120 * MiB))
     s.samples(t, rss=v.astype(np.int64) + 1)
-    s.event(int(t[0]) - 200_000, protocol.EV_PROC_START, pid=4242, ppid=1, exe="/srv/app/target/release/app",
-            cmdline=["/srv/app/target/release/app"], start_t=int(t[0]) - 200_000, launched=True)
+    s.event(
+        int(t[0]) - 200_000,
+        protocol.EV_PROC_START,
+        pid=4242,
+        ppid=1,
+        exe="/srv/app/target/release/app",
+        cmdline=["/srv/app/target/release/app"],
+        start_t=int(t[0]) - 200_000,
+        launched=True,
+    )
     s.marker(int(t[0]), protocol.PHASE_START, "boot", {"kind": "startup"})
     s.marker(int(t[0]) + 3 * S, protocol.PHASE_END, "boot", {"kind": "startup", "time_to_ready_s": 2.95})
     s.marker(int(t[0]) + 3 * S, protocol.PHASE_START, "steady", {"kind": "steady"})
@@ -91,7 +98,13 @@ def spiky(path) -> tuple[Synth, list[tuple[float, int, float]]]:
     t = s.times(60)
     rel = (t - t[0]) / 1e9
     v = 100 * MiB + noise(len(t), 3) + np.where(rel >= 30, 50 * MiB, 0)
-    truth = [(5.0, 40 * MiB, 0.005), (12.0, 100 * MiB, 0.2), (20.0, 20 * MiB, 1.0), (40.0, 60 * MiB, 0.05), (50.0, 200 * MiB, 0.002)]
+    truth = [
+        (5.0, 40 * MiB, 0.005),
+        (12.0, 100 * MiB, 0.2),
+        (20.0, 20 * MiB, 1.0),
+        (40.0, 60 * MiB, 0.05),
+        (50.0, 200 * MiB, 0.002),
+    ]
     for st, h, ln in truth:
         v[(rel >= st) & (rel < st + ln)] += h
     s.samples(t, rss=v)

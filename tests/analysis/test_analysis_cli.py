@@ -15,8 +15,19 @@ from spikewatch.analysis.synth import MiB
 from . import scenarios
 
 DESIGN_KEYS = {
-    "version", "samples", "series", "headline_series", "peak_bytes", "peak_source", "limit_bytes",
-    "recommended_limit_bytes", "scrape_view", "spikes", "phases", "oom_kills", "checklist",
+    "version",
+    "samples",
+    "series",
+    "headline_series",
+    "peak_bytes",
+    "peak_source",
+    "limit_bytes",
+    "recommended_limit_bytes",
+    "scrape_view",
+    "spikes",
+    "phases",
+    "oom_kills",
+    "checklist",
 }
 
 
@@ -91,11 +102,23 @@ def test_terminal_summary_leads_with_the_peak_and_the_scrape(spiky):
     assert first.startswith("true peak 350.") and "a 15s scrape would have shown 150." in first
 
 
-@pytest.mark.parametrize("expr,code", [
-    ("peak>400MiB", 0), ("peak>300MiB", 1), ("oom>0", 0), ("spikes>4", 1), ("spikes>=6", 0),
-    ("scrape_missed>60%", 0), ("scrape_missed>50%", 1), ("scrape_missed_60s>=40%", 1),
-    ("growth>10MiB/h", 1), ("headroom<20%", 1), ("peak>1GiB,oom>0", 0), ("peak>1GiB,spikes>1", 1),
-])
+@pytest.mark.parametrize(
+    "expr,code",
+    [
+        ("peak>400MiB", 0),
+        ("peak>300MiB", 1),
+        ("oom>0", 0),
+        ("spikes>4", 1),
+        ("spikes>=6", 0),
+        ("scrape_missed>60%", 0),
+        ("scrape_missed>50%", 1),
+        ("scrape_missed_60s>=40%", 1),
+        ("growth>10MiB/h", 1),
+        ("headroom<20%", 1),
+        ("peak>1GiB,oom>0", 0),
+        ("peak>1GiB,spikes>1", 1),
+    ],
+)
 def test_fail_on_exit_codes(spiky, expr, code):
     res = CliRunner().invoke(report_cmd, [str(spiky), "-q", "--fail-on", expr])
     assert res.exit_code == code, res.output + res.stderr

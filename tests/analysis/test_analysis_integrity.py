@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from spikewatch.analysis import reader
 from spikewatch.analysis.cli import convert
 from spikewatch.analysis.synth import MiB, Synth
@@ -31,8 +30,12 @@ def _synth(path, seconds=30, fmt=2):
 
 def _report(path, tmp_path):
     out = tmp_path / "r.json"
-    res = subprocess.run([sys.executable, "-m", "spikewatch", "report", str(path), "--json", str(out)],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "spikewatch", "report", str(path), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     return res.stdout, json.loads(out.read_text())
 
@@ -109,8 +112,19 @@ def test_convert_v1_to_v2(tmp_path):
 def test_rotated_journal_is_one_run_and_retention_keeps_the_newest(endpoints, sleeper, tmp_path):
     base = tmp_path / "j" / "soak.journal"
     base.parent.mkdir()
-    p = spawn_sample(endpoints, "--pid", str(sleeper.pid), "--journal", str(base), "--journal-rotate", "1s",
-                     "--journal-keep", "4s", "--duration", "7s")
+    p = spawn_sample(
+        endpoints,
+        "--pid",
+        str(sleeper.pid),
+        "--journal",
+        str(base),
+        "--journal-rotate",
+        "1s",
+        "--journal-keep",
+        "4s",
+        "--duration",
+        "7s",
+    )
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     from spikewatch.sampler.wire.recording import segments_of
@@ -123,16 +137,28 @@ def test_rotated_journal_is_one_run_and_retention_keeps_the_newest(endpoints, sl
         assert rec.integrity["files"] == [str(s) for s in segs]
         assert 2.0 <= rec.main.duration_s <= 6.5
         assert rec.main.series["rss"].t.size > 1500 and np.all(np.diff(rec.main.series["rss"].t) > 0)
-    res = subprocess.run([sys.executable, "-m", "spikewatch", "report", str(base) + ".*", "--json", "-"],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "spikewatch", "report", str(base) + ".*", "--json", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["samples"]["count"] == rec.main.series["rss"].t.size
 
 
 def test_journal_rotate_needs_units(endpoints, sleeper):
-    res = subprocess.run([sys.executable, "-m", "spikewatch", "sample", "--pid", str(sleeper.pid), "--journal-keep", "1h"],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "spikewatch", "sample", "--pid", str(sleeper.pid), "--journal-keep", "1h"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 2 and "--journal-rotate too" in res.stderr
-    res = subprocess.run([sys.executable, "-m", "spikewatch", "sample", "--pid", str(sleeper.pid), "--journal-rotate", "zz"],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "spikewatch", "sample", "--pid", str(sleeper.pid), "--journal-rotate", "zz"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 2 and "neither a size" in res.stderr and "Traceback" not in res.stderr

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from spikewatch.analysis import reader, report, terminal
 from spikewatch.analysis.synth import MiB, Synth
 from spikewatch.sampler.wire import protocol
@@ -102,4 +101,6 @@ def test_phase_without_end_marker_runs_to_the_next(tmp_path):
     s.write(tmp_path / "p.rec")
     rep = report.build_report(reader.load(tmp_path / "p.rec"))
     assert [(p["name"], p["kind"], p["t_end"], p["ended"]) for p in rep["phases"]] == [
-        ("a", "steady", 5.0, False), ("b", "unknown", 9.999, False)]
+        ("a", "steady", 5.0, False),
+        ("b", "unknown", 9.999, False),
+    ]

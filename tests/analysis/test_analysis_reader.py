@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from spikewatch.analysis import reader
 from spikewatch.analysis.synth import MiB, Synth
 from spikewatch.sampler.wire import protocol

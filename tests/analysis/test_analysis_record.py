@@ -5,9 +5,9 @@ import threading
 import time
 
 import zmq
-
 from spikewatch.analysis import reader
 from spikewatch.sampler.wire import protocol
+
 from tests.conftest import free_port
 
 
@@ -54,8 +54,12 @@ def test_two_samplers_gaps_and_duration(tmp_path, spikewatch_cmd):
     for p in pubs:
         p.start()
     out = tmp_path / "two.rec"
-    res = subprocess.run([*spikewatch_cmd, "record", *eps, "-o", str(out), "--duration", "3s"],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [*spikewatch_cmd, "record", *eps, "-o", str(out), "--duration", "3s"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     for p in pubs:
         p.join()
     assert res.returncode == 0, res.stderr
@@ -69,13 +73,21 @@ def test_two_samplers_gaps_and_duration(tmp_path, spikewatch_cmd):
 
 
 def test_record_usage_errors(tmp_path, spikewatch_cmd):
-    res = subprocess.run([*spikewatch_cmd, "record", "localhost:1", "-o", str(tmp_path / "x")], capture_output=True, text=True)
+    res = subprocess.run(
+        [*spikewatch_cmd, "record", "localhost:1", "-o", str(tmp_path / "x")], capture_output=True, text=True
+    )
     assert res.returncode == 2 and "not a ZeroMQ endpoint" in res.stderr
-    res = subprocess.run([*spikewatch_cmd, "record", "tcp://127.0.0.1:1", "-o", str(tmp_path / "no" / "x")],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [*spikewatch_cmd, "record", "tcp://127.0.0.1:1", "-o", str(tmp_path / "no" / "x")],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 3 and "does not exist" in res.stderr  # an I/O failure (README: exit statuses)
-    res = subprocess.run([*spikewatch_cmd, "record", "tcp://127.0.0.1:1", "-o", str(tmp_path / "x"), "--duration", "soon"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [*spikewatch_cmd, "record", "tcp://127.0.0.1:1", "-o", str(tmp_path / "x"), "--duration", "soon"],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "--duration" in res.stderr
 
 

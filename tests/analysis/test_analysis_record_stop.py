@@ -9,15 +9,13 @@ import subprocess
 
 import psutil
 import zmq
-
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.recording import iter_records
+
 from tests.conftest import free_port
 from tests.support.waiting import wait_until
 
 BURST = 1500  # more than the recorder reads in one round (1000): the old stop left the rest
-
-
 
 
 def _seqs(path) -> list[int]:
@@ -31,16 +29,21 @@ def test_sigterm_writes_the_burst_already_waiting(tmp_path, spikewatch_cmd):
     pub = ctx.socket(zmq.XPUB)  # hears the recorder's subscription: no slow joiner
     pub.setsockopt(zmq.SNDHWM, 0)  # the burst waits for the stopped recorder, none dropped
     pub.bind(ep)
-    p = subprocess.Popen([*spikewatch_cmd, "record", ep, "-o", str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [*spikewatch_cmd, "record", ep, "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert pub.poll(30_000), "the recorder never subscribed"
         pub.recv()
         assert "recording" in p.stderr.readline()  # its signal handlers are in place
         hello = {**protocol.header(0, 1_000_000_000), "session": "stop", "period_ns": 1_000_000, "counters": {}}
         pub.send_multipart(protocol.encode(protocol.HELLO, hello))
-        batch = lambda seq: protocol.samples_body(seq, [seq * 10_000_000 + k * 1_000_000 for k in range(10)],
-                                                  {"rss": [seq] * 10})
+
+        def batch(seq: int) -> protocol.Samples:
+            return protocol.samples_body(
+                seq, [seq * 10_000_000 + k * 1_000_000 for k in range(10)], {"rss": [seq] * 10}
+            )
+
         pub.send_multipart(protocol.encode(protocol.SAMPLES, batch(1)))
         # Written (flushed every 0.2 s): the recorder is in its receive loop.
         assert wait_until(lambda: _seqs(out) == [1], 20), _seqs(out)

@@ -9,9 +9,9 @@ import textwrap
 import time
 
 import pytest
-
 from spikewatch.analysis import reader, report
 from spikewatch.sampler.wire.recording import iter_records
+
 from tests.conftest import free_port
 
 MiB = 1 << 20
@@ -39,8 +39,24 @@ def sample(tmp_path, spikewatch_cmd, publish=None):
     journal = tmp_path / "run.journal"
     publish = publish or f"tcp://127.0.0.1:{free_port()}"
     inlet = f"tcp://127.0.0.1:{free_port()}"
-    cmd = [*spikewatch_cmd, "sample", "--journal", str(journal), "--period", "1ms", "--publish", publish,
-           "--inlet", inlet, "-q", "--", sys.executable, "-c", PROGRAM, inlet]
+    cmd = [
+        *spikewatch_cmd,
+        "sample",
+        "--journal",
+        str(journal),
+        "--period",
+        "1ms",
+        "--publish",
+        publish,
+        "--inlet",
+        inlet,
+        "-q",
+        "--",
+        sys.executable,
+        "-c",
+        PROGRAM,
+        inlet,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=os.getcwd())
     assert res.returncode == 0, res.stderr
     return journal
@@ -76,8 +92,22 @@ def test_report_on_a_real_journal(journal):
 
 def test_report_command_on_a_real_journal(journal, tmp_path, spikewatch_cmd):
     out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
-    res = subprocess.run([*spikewatch_cmd, "report", str(journal), "--json", str(out_json), "--html", str(out_html),
-                          "--fail-on", "spikes>2"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            *spikewatch_cmd,
+            "report",
+            str(journal),
+            "--json",
+            str(out_json),
+            "--html",
+            str(out_html),
+            "--fail-on",
+            "spikes>2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1, res.stderr
     assert res.stdout.startswith("true peak ") and "spikes>2: spikes is 3" in res.stderr
     assert json.loads(out_json.read_text())["spikes_total"] == 3
@@ -87,8 +117,9 @@ def test_report_command_on_a_real_journal(journal, tmp_path, spikewatch_cmd):
 def test_record_matches_the_journal(tmp_path, spikewatch_cmd):
     publish = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "rec.rec"
-    rec_proc = subprocess.Popen([*spikewatch_cmd, "record", publish, "-o", str(out)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rec_proc = subprocess.Popen(
+        [*spikewatch_cmd, "record", publish, "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         # the recorder says it is recording once its sockets are set up; give connect a moment more
         assert rec_proc.stderr.readline().startswith("recording ")
@@ -97,8 +128,9 @@ def test_record_matches_the_journal(tmp_path, spikewatch_cmd):
         # SIGTERM ends the recorder with what it has received: wait until the sampler's
         # final hello is on its disk (it writes every 0.2 s), however busy the machine.
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (out.exists() and any(
-                t == "hello" and b.get("final") for t, b in iter_records(out))):
+        while time.monotonic() < deadline and not (
+            out.exists() and any(t == "hello" and b.get("final") for t, b in iter_records(out))
+        ):
             time.sleep(0.1)
     finally:
         rec_proc.send_signal(signal.SIGTERM)
@@ -119,10 +151,31 @@ def test_record_matches_the_journal(tmp_path, spikewatch_cmd):
 @pytest.mark.cgroup
 def test_oom_kill_under_a_limit(tmp_path, spikewatch_cmd):
     journal = tmp_path / "oom.journal"
-    grow = "import time\ntime.sleep(0.3)\nx = []\nfor i in range(60):\n    x.append(b'1' * (4 << 20)); time.sleep(0.01)\n"
-    res = subprocess.run([*spikewatch_cmd, "sample", "--journal", str(journal), "--publish", f"tcp://127.0.0.1:{free_port()}",
-                          "--inlet", "off", "--limit", "64M", "-q", "--", sys.executable, "-c", grow],
-                         capture_output=True, text=True, timeout=60)
+    grow = (
+        "import time\ntime.sleep(0.3)\nx = []\nfor i in range(60):\n    x.append(b'1' * (4 << 20)); time.sleep(0.01)\n"
+    )
+    res = subprocess.run(
+        [
+            *spikewatch_cmd,
+            "sample",
+            "--journal",
+            str(journal),
+            "--publish",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--inlet",
+            "off",
+            "--limit",
+            "64M",
+            "-q",
+            "--",
+            sys.executable,
+            "-c",
+            grow,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode != 0, res.stderr  # the target was killed
     rep = report.build_report(reader.load(journal))
     assert rep["headline_series"] == "cg_usage" and rep["limit_bytes"] == 64 * MiB

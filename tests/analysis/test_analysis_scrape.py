@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from spikewatch.analysis import downsample, scrape
 from spikewatch.analysis.synth import MiB
 

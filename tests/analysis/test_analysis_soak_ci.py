@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from spikewatch.analysis import reader, report
 from spikewatch.analysis.stats import theil_sen
 from spikewatch.analysis.synth import MiB, Synth

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from spikewatch.analysis import reader, report
 from spikewatch.analysis.synth import MiB, Synth
 from spikewatch.sampler.wire import protocol
@@ -30,8 +29,15 @@ def test_hwm_spike_between_samples_is_the_peak(tmp_path):
     s = Synth()
     t = s.times(20)
     s.samples(t, rss=np.full(len(t), 100 * MiB))
-    s.event(int(t[10_000]), protocol.EV_HWM_SPIKE, series="rss", bytes=180 * MiB,
-            t_from=int(t[9_999]), t_to=int(t[10_000]), sampled_max=100 * MiB)
+    s.event(
+        int(t[10_000]),
+        protocol.EV_HWM_SPIKE,
+        series="rss",
+        bytes=180 * MiB,
+        t_from=int(t[9_999]),
+        t_to=int(t[10_000]),
+        sampled_max=100 * MiB,
+    )
     s.write(tmp_path / "h.rec")
     rep = report.build_report(reader.load(tmp_path / "h.rec"))
     assert rep["peak_bytes"] == 180 * MiB and rep["peak_source"] == "hwm"

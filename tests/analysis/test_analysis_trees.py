@@ -14,7 +14,6 @@ import time
 import numpy as np
 import pytest
 from rich.console import Console
-
 from spikewatch.analysis import terminal
 from spikewatch.analysis.html import write_html
 from spikewatch.analysis.reader import load
@@ -22,6 +21,7 @@ from spikewatch.analysis.report import build_report
 from spikewatch.analysis.synth import MiB, Synth
 from spikewatch.sampler import cgroup
 from spikewatch.sampler.wire import protocol
+
 from tests.support.cgroups import needs_cgroup
 from tests.support.forks import FORKER, PREFORK, script
 from tests.support.sampler import Stream, child_stamps, run_sample

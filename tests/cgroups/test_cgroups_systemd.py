@@ -95,10 +95,11 @@ def test_systemd_analyze_verify(tmp_path) -> None:
     for name in NAMES:
         (tmp_path / name).write_text((UNITS / name).read_text().replace(INSTALLED, exe))
     proc = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no",
-         "spikewatch-sampler.service", "spikewatch-sampler@myapp.service"],
+        ["systemd-analyze", "verify", "--man=no", "spikewatch-sampler.service", "spikewatch-sampler@myapp.service"],
         env={"SYSTEMD_UNIT_PATH": f"{tmp_path}:", "PATH": "/usr/bin:/bin", "SYSTEMD_LOG_COLOR": "0"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     # verify returns 0 on unknown keys and bad values and only warns: any
     # output about our units is a failure.
@@ -115,7 +116,9 @@ def test_verify_catches_a_broken_unit(tmp_path) -> None:
     proc = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", NAMES[0]],
         env={"SYSTEMD_UNIT_PATH": f"{tmp_path}:", "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert "ProtectSytem" in proc.stdout + proc.stderr
 

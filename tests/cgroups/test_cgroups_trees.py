@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from spikewatch.sampler import cgroup as cgm
 
 TREES = Path(__file__).parent / "trees"
@@ -38,7 +37,9 @@ def test_v2_discovery_and_pid_cgroup(tree) -> None:
     assert cgm.resolve("system.slice/app.service", root=root) == info
     assert cgm.resolve("/system.slice/app.service", root=root) == info  # systemd's ControlGroup form
     assert cgm.resolve(str(info.dir), root=root) == info
-    with pytest.raises(cgm.CgroupError, match=r"no memory cgroup at .*nope\.service; list them with ls .*sys/fs/cgroup"):
+    with pytest.raises(
+        cgm.CgroupError, match=r"no memory cgroup at .*nope\.service; list them with ls .*sys/fs/cgroup"
+    ):
         cgm.resolve("system.slice/nope.service", root=root)
 
 

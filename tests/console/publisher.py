@@ -16,14 +16,21 @@ import uuid
 from typing import Any
 
 import zmq
-
 from spikewatch.sampler.wire import protocol
 
 
 class Publisher:
-    def __init__(self, endpoint: str, *, period_ns: int = 1_000_000, batch_ns: int = 20_000_000,
-                 baseline: int = 100 << 20, limit: int | None = 256 << 20,
-                 series: tuple[str, ...] = ("rss", "cg_usage"), prefill_ns: int = 0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        period_ns: int = 1_000_000,
+        batch_ns: int = 20_000_000,
+        baseline: int = 100 << 20,
+        limit: int | None = 256 << 20,
+        series: tuple[str, ...] = ("rss", "cg_usage"),
+        prefill_ns: int = 0,
+    ) -> None:
         self.endpoint = endpoint
         self.period_ns, self.batch_ns = period_ns, batch_ns
         self.baseline, self.limit, self.series = baseline, limit, series
@@ -39,7 +46,7 @@ class Publisher:
 
     # --- commands (any thread) --------------------------------------------
 
-    def start(self) -> "Publisher":
+    def start(self) -> Publisher:
         self._thread.start()
         self._ready.wait(5)
         return self
@@ -48,7 +55,7 @@ class Publisher:
         self._stop.set()
         self._thread.join(5)
 
-    def __enter__(self) -> "Publisher":
+    def __enter__(self) -> Publisher:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -85,13 +92,26 @@ class Publisher:
     def _hello(self, sock: zmq.Socket, started: int) -> None:
         t = time.monotonic_ns()
         body = protocol.header(self._next_seq(), t) | {
-            "session": self.session, "host": socket.gethostname(), "sampler_version": "test",
-            "pid": 0, "wall_ns": time.time_ns(), "period_ns": self.period_ns,
-            "detail_period_ns": 100_000_000, "series": list(self.series),
-            "targets": [], "started_t": started, "journal": None, "final": False,
+            "session": self.session,
+            "host": socket.gethostname(),
+            "sampler_version": "test",
+            "pid": 0,
+            "wall_ns": time.time_ns(),
+            "period_ns": self.period_ns,
+            "detail_period_ns": 100_000_000,
+            "series": list(self.series),
+            "targets": [],
+            "started_t": started,
+            "journal": None,
+            "final": False,
             "cgroup": {"version": 1, "path": "/test", "limit": self.limit} if self.limit else None,
-            "counters": {"samples": self.samples_sent, "ticks_missed": 0, "overruns": 0,
-                         "published": self.seq, "dropped": 0},
+            "counters": {
+                "samples": self.samples_sent,
+                "ticks_missed": 0,
+                "overruns": 0,
+                "published": self.seq,
+                "dropped": 0,
+            },
         }
         sock.send_multipart(protocol.encode(protocol.HELLO, body))
 
@@ -150,8 +170,9 @@ class Publisher:
                     next_t = times[-1] + self.period_ns
                     values = [self._value(t) for t in times]
                     cols = {name: values for name in self.series}
-                    sock.send_multipart(protocol.encode(
-                        protocol.SAMPLES, protocol.samples_body(self._next_seq(), times, cols)))
+                    sock.send_multipart(
+                        protocol.encode(protocol.SAMPLES, protocol.samples_body(self._next_seq(), times, cols))
+                    )
                     self.samples_sent += len(times)
                     self._spikes = [s for s in self._spikes if s[1] > next_t - 60_000_000_000]
                     if now - next_t >= self.batch_ns:

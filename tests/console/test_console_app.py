@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -43,8 +43,7 @@ def only_panel(app: ConsoleApp):
 
 def ready(app: ConsoleApp) -> bool:
     """A panel exists, its sampler's hello arrived (up to 1 s after joining) and it has drawn."""
-    return bool(app.panels) and only_panel(app).src.session is not None \
-        and only_panel(app).chart.frame is not None
+    return bool(app.panels) and only_panel(app).src.session is not None and only_panel(app).chart.frame is not None
 
 
 async def test_a_2ms_spike_reaches_full_height_in_its_column() -> None:
@@ -58,8 +57,13 @@ async def test_a_2ms_spike_reaches_full_height_in_its_column() -> None:
             chart = only_panel(app).chart
             # A frame ends at its last bucket's end, up to one bucket past the newest sample:
             # wait for a frame drawn once the newest sample is past the spike.
-            await until(pilot, lambda: chart.frame.t_end - (chart.frame.t_end - chart.frame.t_start)
-                        // len(chart.frame.maxs) > b + 50_000_000)
+            await until(
+                pilot,
+                lambda: (
+                    chart.frame.t_end - (chart.frame.t_end - chart.frame.t_start) // len(chart.frame.maxs)
+                    > b + 50_000_000
+                ),
+            )
             frame = chart.frame
             assert np.nanmax(frame.maxs) == 180 * MiB
             spike_cols = np.flatnonzero(frame.maxs == 180 * MiB)
@@ -93,10 +97,15 @@ async def test_oom_kill_shows_a_banner_and_events_are_listed() -> None:
             await until(pilot, lambda: bool(app.panels))
             assert not app.query_one("#oom").has_class("shown")
             pub.marker(protocol.PHASE_START, "burst")
-            pub.send(protocol.LOAD, interval_ns=1_000_000_000, rate=1234.0, in_flight=17,
-                     errors={"timeout": 3}, lat_p99_ns=42_000_000)
-            pub.event(protocol.EV_HWM_SPIKE, series="rss", bytes=300 * MiB, t_from=0, t_to=1,
-                      sampled_max=100 * MiB)
+            pub.send(
+                protocol.LOAD,
+                interval_ns=1_000_000_000,
+                rate=1234.0,
+                in_flight=17,
+                errors={"timeout": 3},
+                lat_p99_ns=42_000_000,
+            )
+            pub.event(protocol.EV_HWM_SPIKE, series="rss", bytes=300 * MiB, t_from=0, t_to=1, sampled_max=100 * MiB)
             pub.event(protocol.EV_OOM_KILL, pid=4242, count=1, last_bytes=256 * MiB)
             await until(pilot, lambda: app.query_one("#oom").has_class("shown"))
             await until(pilot, lambda: "in flight 17" in screen_text(app))
@@ -132,8 +141,7 @@ async def test_pause_freezes_the_chart_until_resumed() -> None:
             assert chart.frame.t_end == frozen_end
             assert 5_000_000_000 <= chart.frame.t_end - chart.frame.t_start < 5_100_000_000  # 5 s is the shortest
             await pilot.press("p")
-            await until(pilot, lambda: chart.frame.t_end > frozen_end
-                        and np.nanmax(chart.frame.maxs) == 500 * MiB)
+            await until(pilot, lambda: chart.frame.t_end > frozen_end and np.nanmax(chart.frame.maxs) == 500 * MiB)
 
 
 async def test_window_and_series_keys() -> None:
@@ -156,8 +164,13 @@ async def test_window_and_series_keys() -> None:
                 await pilot.pause(0.1)
             await pilot.press("s")
             assert app.view.series == "cg_working_set"
-            await until(pilot, lambda: only_panel(app).chart.frame.series == "cg_working_set"
-                        and np.nanmax(only_panel(app).chart.frame.maxs) == 99 * MiB)
+            await until(
+                pilot,
+                lambda: (
+                    only_panel(app).chart.frame.series == "cg_working_set"
+                    and np.nanmax(only_panel(app).chart.frame.maxs) == 99 * MiB
+                ),
+            )
             frame = only_panel(app).chart.frame
             drawn = np.flatnonzero(~np.isnan(frame.maxs))
             assert len(drawn) > 10 and np.all(np.diff(drawn) == 1)  # ~1 s of a 5 s window: continuous, not dots
@@ -195,8 +208,7 @@ async def test_several_samplers_get_a_panel_each() -> None:
     try:
         app = ConsoleApp(eps)
         async with app.run_test(size=(120, 45)) as pilot:
-            await until(pilot, lambda: len(app.panels) == 3
-                        and all(p.src.session for p in app.panels.values()))
+            await until(pilot, lambda: len(app.panels) == 3 and all(p.src.session for p in app.panels.values()))
             sessions = {p.src.session for p in app.panels.values()}
             assert sessions == {p.session for p in pubs}
             await until(pilot, lambda: all(p.chart.frame is not None for p in app.panels.values()))

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from spikewatch.analysis.console.chart import (
     BAND,
     EIGHTHS,
@@ -96,7 +95,10 @@ def test_the_spike_column_is_filled_up_to_the_spike_level() -> None:
     # In characters: no blank cell from the bottom row up to the spike's top cell, then blanks.
     column = "".join(line.plain[col] for line in lines)[::-1]
     full = top // EIGHTHS
-    assert " " not in column[:full] and column[full:].replace(LIMIT_GLYPH, " ").strip() in ("", "▁▂▃▄▅▆▇"[top % EIGHTHS - 1])
+    assert " " not in column[:full] and column[full:].replace(LIMIT_GLYPH, " ").strip() in (
+        "",
+        "▁▂▃▄▅▆▇"[top % EIGHTHS - 1],
+    )
 
 
 def test_a_thin_band_is_never_an_empty_column() -> None:
@@ -126,7 +128,7 @@ def test_cached_envelope_equals_a_fresh_one_while_the_window_slides() -> None:
     ring = Ring(50_000)
     cache = EnvelopeCache()
     width, buckets, t = 37 * MS, 64, 0
-    for step in range(60):
+    for _ in range(60):
         n = int(rng.integers(1, 80))
         ts = t + np.cumsum(rng.integers(1, 3 * MS, n))
         ring.extend(ts, rng.integers(0, 1 << 30, n))
@@ -146,8 +148,9 @@ def test_overrun_events_are_coalesced_so_they_cannot_bury_markers() -> None:
 
     src = SourceState(key="k", endpoint="e", capacity=16)
     for i in range(50):  # 50 overruns over 10 s
-        src.ingest(protocol.EVENT, {"v": 1, "seq": i, "t": i * 200 * MS, "kind": "overrun",
-                                    "missed": 2, "late_ns": 3 * MS}, 0)
+        src.ingest(
+            protocol.EVENT, {"v": 1, "seq": i, "t": i * 200 * MS, "kind": "overrun", "missed": 2, "late_ns": 3 * MS}, 0
+        )
     listed = [e for e in src.events if e.kind == "overrun"]
     assert len(listed) == 2  # at 0 s and 5 s
     assert "+24 more overruns, 50 ticks in all" in listed[1].text

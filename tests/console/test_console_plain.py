@@ -9,10 +9,10 @@ import threading
 import time
 
 import pytest
-
 from spikewatch.analysis.console.options import ConsoleOptions
 from spikewatch.analysis.console.plain import PlainConsole
 from spikewatch.sampler.wire import protocol
+
 from tests.conftest import free_port
 
 from .publisher import Publisher
@@ -52,23 +52,32 @@ def test_plain_prints_status_lines_and_events() -> None:
 def test_cli_without_a_tty_falls_back_to_plain_and_stops_after_duration(spikewatch_cmd) -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     with Publisher(endpoint, limit=None):
-        proc = subprocess.run([*spikewatch_cmd, "console", endpoint, "--duration", "4s",
-                               "--limit", "1G"], capture_output=True, text=True, timeout=30,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [*spikewatch_cmd, "console", endpoint, "--duration", "4s", "--limit", "1G"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
     assert proc.returncode == 0, proc.stderr
     assert "limit 1.0 GiB" in proc.stdout and "rss 100.0 MiB" in proc.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["localhost:7781"], "is not a ZeroMQ endpoint"),
-    (["--inlet", "nope", "tcp://127.0.0.1:1"], "is not a ZeroMQ endpoint"),
-    (["--window", "soon"], "not a duration"),
-    (["--limit", "lots"], "not a size"),
-    (["tcp://127.0.0.1:port"], "is not a number from 1 to 65535"),
-    (["--keys", "/nonexistent/keys", "tcp://127.0.0.1:1"], "no keys folder"),
-    (["--history", "tcp://127.0.0.1:1", "--history", "tcp://127.0.0.1:2", "tcp://127.0.0.1:3"],
-     "2 history endpoints for 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["localhost:7781"], "is not a ZeroMQ endpoint"),
+        (["--inlet", "nope", "tcp://127.0.0.1:1"], "is not a ZeroMQ endpoint"),
+        (["--window", "soon"], "not a duration"),
+        (["--limit", "lots"], "not a size"),
+        (["tcp://127.0.0.1:port"], "is not a number from 1 to 65535"),
+        (["--keys", "/nonexistent/keys", "tcp://127.0.0.1:1"], "no keys folder"),
+        (
+            ["--history", "tcp://127.0.0.1:1", "--history", "tcp://127.0.0.1:2", "tcp://127.0.0.1:3"],
+            "2 history endpoints for 1",
+        ),
+    ],
+)
 def test_cli_bad_input_is_a_clear_error(spikewatch_cmd, args: list[str], message: str) -> None:
     proc = subprocess.run([*spikewatch_cmd, "console", *args], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
@@ -95,8 +104,14 @@ def test_events_before_the_first_hello_wait_for_its_clock_anchor() -> None:
         sock.send_multipart(protocol.encode(protocol.MARKER, marker))
         time.sleep(0.6)  # a few status intervals pass without a hello
         assert "▶ phase boot" not in out.getvalue()  # the event line waits
-        hello = protocol.header(1, t) | {"session": "s" * 32, "host": "h", "wall_ns": time.time_ns(),
-                                         "period_ns": 1_000_000, "series": ["rss"], "counters": {}}
+        hello = protocol.header(1, t) | {
+            "session": "s" * 32,
+            "host": "h",
+            "wall_ns": time.time_ns(),
+            "period_ns": 1_000_000,
+            "series": ["rss"],
+            "counters": {},
+        }
         sock.send_multipart(protocol.encode(protocol.HELLO, hello))
         deadline = time.monotonic() + 10
         while "▶ phase boot" not in out.getvalue():

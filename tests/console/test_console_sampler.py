@@ -37,24 +37,35 @@ time.sleep(30)
 
 
 async def test_console_shows_a_real_spike_notes_and_a_marker_from_mark(
-        endpoints, spikewatch_cmd, tmp_path: Path) -> None:
+    endpoints, spikewatch_cmd, tmp_path: Path
+) -> None:
     trigger = tmp_path / "go"
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(CHILD))
     app = ConsoleApp([endpoints["publish"]], ConsoleOptions(inlet=[endpoints["inlet"]], window_s=10))
-    sampler = spawn_sample(endpoints, "--no-journal", "--quiet", "--duration", "60s", "--",
-                           sys.executable, str(script), str(trigger))
+    sampler = spawn_sample(
+        endpoints, "--no-journal", "--quiet", "--duration", "60s", "--", sys.executable, str(script), str(trigger)
+    )
     try:
         async with app.run_test(size=(130, 32)) as pilot:
-            await until(pilot, lambda: bool(app.panels) and next(iter(app.panels.values())).src.session
-                        is not None and next(iter(app.panels.values())).src.current.get("rss", 0) > 0,
-                        timeout=30)
+            await until(
+                pilot,
+                lambda: (
+                    bool(app.panels)
+                    and next(iter(app.panels.values())).src.session is not None
+                    and next(iter(app.panels.values())).src.current.get("rss", 0) > 0
+                ),
+                timeout=30,
+            )
             panel = next(iter(app.panels.values()))
             baseline = panel.src.current["rss"]
             trigger.touch()
             await until(pilot, lambda: (tmp_path / "go.done").exists(), timeout=30)
-            await until(pilot, lambda: panel.chart.frame is not None
-                        and np.nanmax(panel.chart.frame.maxs) >= baseline + 75 * MiB, timeout=15)
+            await until(
+                pilot,
+                lambda: panel.chart.frame is not None and np.nanmax(panel.chart.frame.maxs) >= baseline + 75 * MiB,
+                timeout=15,
+            )
             frame = panel.chart.frame
             top = np.nanmax(frame.maxs)
             # The spike stays narrow (touching 80 MiB takes ~35 ms, longer on a busy host;
@@ -64,8 +75,12 @@ async def test_console_shows_a_real_spike_notes_and_a_marker_from_mark(
             assert panel.src.peaks["rss"] >= top
             # A note from the n key goes to the sampler's inlet and comes back stamped.
             await pilot.press("n", *"warm", "enter")
-            subprocess.run([*spikewatch_cmd, "mark", "cache warmed", "--inlet", endpoints["inlet"]],
-                           check=True, capture_output=True, timeout=30)
+            subprocess.run(
+                [*spikewatch_cmd, "mark", "cache warmed", "--inlet", endpoints["inlet"]],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
             notes = lambda: {e.text for e in panel.src.events if e.kind == "note"}  # noqa: E731
             await until(pilot, lambda: {"✎ warm", "✎ cache warmed"} <= notes())
             await until(pilot, lambda: "✎ warm" in screen_text(app))  # (long lines may wrap)
@@ -97,12 +112,24 @@ async def test_oom_kill_under_a_real_limit_raises_the_banner(endpoints, tmp_path
     script = tmp_path / "grow.py"
     script.write_text(textwrap.dedent(GROW))
     app = ConsoleApp([endpoints["publish"]], ConsoleOptions(inlet=[endpoints["inlet"]], series="cg_usage"))
-    sampler = spawn_sample(endpoints, "--no-journal", "--quiet", "--limit", "64M", "--duration", "60s", "--",
-                           sys.executable, str(script), str(trigger))
+    sampler = spawn_sample(
+        endpoints,
+        "--no-journal",
+        "--quiet",
+        "--limit",
+        "64M",
+        "--duration",
+        "60s",
+        "--",
+        sys.executable,
+        str(script),
+        str(trigger),
+    )
     try:
         async with app.run_test(size=(130, 32)) as pilot:
-            await until(pilot, lambda: bool(app.panels) and next(iter(app.panels.values())).src.session
-                        is not None, timeout=30)
+            await until(
+                pilot, lambda: bool(app.panels) and next(iter(app.panels.values())).src.session is not None, timeout=30
+            )
             panel = next(iter(app.panels.values()))
             assert panel.src.limit == 64 * MiB  # from the sampler's hello
             trigger.touch()
@@ -125,8 +152,21 @@ async def test_console_starts_from_history_and_speaks_curve(endpoints, spikewatc
     keys = tmp_path / "keys"
     made = subprocess.run([*spikewatch_cmd, "keys", str(keys)], capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stderr
-    sampler = spawn_sample(endpoints, "--history", endpoints["history"], "--keys", str(keys), "--no-journal", "--quiet",
-                           "--duration", "60s", "--", sys.executable, "-c", "import time; time.sleep(60)")
+    sampler = spawn_sample(
+        endpoints,
+        "--history",
+        endpoints["history"],
+        "--keys",
+        str(keys),
+        "--no-journal",
+        "--quiet",
+        "--duration",
+        "60s",
+        "--",
+        sys.executable,
+        "-c",
+        "import time; time.sleep(60)",
+    )
     try:
         from spikewatch.sampler.wire.client import StreamSubscriber
 
@@ -141,12 +181,19 @@ async def test_console_starts_from_history_and_speaks_curve(endpoints, spikewatc
             await pilot.pause(1.5)
             assert not stranger.panels
         joined_wall = time.time_ns()
-        app = ConsoleApp([endpoints["publish"]], ConsoleOptions(
-            inlet=[endpoints["inlet"]], history=[endpoints["history"]],
-            socket_options=client_options(keys), window_s=10))
+        app = ConsoleApp(
+            [endpoints["publish"]],
+            ConsoleOptions(
+                inlet=[endpoints["inlet"]],
+                history=[endpoints["history"]],
+                socket_options=client_options(keys),
+                window_s=10,
+            ),
+        )
         async with app.run_test(size=(120, 30)) as pilot:
-            await until(pilot, lambda: bool(app.panels) and next(iter(app.panels.values())).src.anchor
-                        is not None, timeout=30)
+            await until(
+                pilot, lambda: bool(app.panels) and next(iter(app.panels.values())).src.anchor is not None, timeout=30
+            )
             src = next(iter(app.panels.values())).src
             with app.stream.lock:
                 first_t = int(src.rings["rss"].window(0, 1 << 62)[0][0])

@@ -17,16 +17,20 @@ def test_version_names_the_wire_protocol_and_recording_format() -> None:
 
 def _without(module: str, *argv: str) -> subprocess.CompletedProcess[str]:
     # ``sys.modules[name] = None`` makes every import of it fail as if it were not installed.
-    code = f"import sys; sys.modules[{module!r}] = None; sys.argv = ['spikewatch', *{list(argv)!r}]; " \
-           "from spikewatch.cli import main; main()"
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; sys.argv = ['spikewatch', *{list(argv)!r}]; "
+        "from spikewatch.cli import main; main()"
+    )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 
 
 def test_a_missing_dependency_is_one_line_and_exit_2(tmp_path) -> None:
     (tmp_path / "empty.journal").write_bytes(b"")
-    for module, argv, dist in [("numpy", ["report", str(tmp_path / "empty.journal")], "numpy"),
-                               ("hdrh", ["drive", str(tmp_path / "x.toml")], "hdrhistogram"),
-                               ("numpy", ["console", "--plain", "tcp://127.0.0.1:1"], "numpy")]:
+    for module, argv, dist in [
+        ("numpy", ["report", str(tmp_path / "empty.journal")], "numpy"),
+        ("hdrh", ["drive", str(tmp_path / "x.toml")], "hdrhistogram"),
+        ("numpy", ["console", "--plain", "tcp://127.0.0.1:1"], "numpy"),
+    ]:
         res = _without(module, *argv)
         assert res.returncode == 2, (argv, res.stderr)
         assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

@@ -1,6 +1,5 @@
 import msgpack
 import pytest
-
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.protocol import ProtocolError
 
@@ -9,8 +8,13 @@ def test_encode_decode_roundtrip():
     body = protocol.samples_body(7, [100, 1100, 2100], {"rss": [1, 2, 3], "cg_usage": [4, 5, 6]})
     topic, back = protocol.decode(protocol.encode(protocol.SAMPLES, body))
     assert topic == "samples"
-    assert back == {"v": 1, "seq": 7, "t": 100, "dt": [0, 1000, 2000],
-                    "series": {"rss": [1, 2, 3], "cg_usage": [4, 5, 6]}}
+    assert back == {
+        "v": 1,
+        "seq": 7,
+        "t": 100,
+        "dt": [0, 1000, 2000],
+        "series": {"rss": [1, 2, 3], "cg_usage": [4, 5, 6]},
+    }
     assert protocol.sample_times(back) == [100, 1100, 2100]
 
 

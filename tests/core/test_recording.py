@@ -5,7 +5,6 @@ import sys
 import textwrap
 
 import pytest
-
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.recording import RecordingError, RecordingWriter, frame, iter_records
 

@@ -9,15 +9,23 @@ import textwrap
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from spikewatch.sampler.wire import blocks, protocol
-from spikewatch.sampler.wire.recording import (RecordingError, RecordingWriter, Salvage, file_format, iter_records,
-                                               open_writer)
+from spikewatch.sampler.wire.recording import (
+    RecordingError,
+    RecordingWriter,
+    Salvage,
+    file_format,
+    iter_records,
+    open_writer,
+)
 
 INT64 = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
 SCALAR = st.one_of(st.none(), st.booleans(), INT64, st.floats(allow_nan=False), st.text(max_size=8))
-VALUE = st.recursive(SCALAR, lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=4), c, max_size=3)),
-                     max_leaves=6)
+VALUE = st.recursive(
+    SCALAR,
+    lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=4), c, max_size=3)),
+    max_leaves=6,
+)
 
 
 @st.composite
@@ -33,8 +41,10 @@ def batches(draw):
 RECORD = st.one_of(
     st.tuples(st.just("samples"), batches()),
     st.tuples(st.just("samples"), st.dictionaries(st.sampled_from(["t", "dt", "series", "seq"]), VALUE, max_size=4)),
-    st.tuples(st.sampled_from(["detail", "event", "marker", "load", "hello", "other"]),
-              st.dictionaries(st.sampled_from(["t", "seq", "kind", "name", "rss_anon", "x"]), VALUE, max_size=6)),
+    st.tuples(
+        st.sampled_from(["detail", "event", "marker", "load", "hello", "other"]),
+        st.dictionaries(st.sampled_from(["t", "seq", "kind", "name", "rss_anon", "x"]), VALUE, max_size=6),
+    ),
 )
 
 
@@ -124,7 +134,7 @@ def test_garbage_mid_file_both_sides_read(tmp_path, fmt):
         _write(p, recs)
     data = p.read_bytes()
     mid = len(data) // 2
-    p.write_bytes(data[:mid] + os.urandom(1024) + data[mid + 10:])
+    p.write_bytes(data[:mid] + os.urandom(1024) + data[mid + 10 :])
     s = Salvage()
     out = list(iter_records(p, salvage=s))
     assert s.format == fmt and len(s.skipped) == 1
@@ -208,9 +218,23 @@ def test_v2_full_disk_counts_records():
 
 
 def _hellos(n, t0=5_000_000_000):
-    return [("hello", {"v": 1, "seq": i, "t": t0 + i * 1_000_000_000, "session": "s1", "host": "h", "period_ns": 1_000_000,
-                       "targets": [{"kind": "pid", "spec": "1", "pids": [1]}], "final": i == n - 1,
-                       "counters": {"samples": i * 1000, "overruns": 0}}) for i in range(n)]
+    return [
+        (
+            "hello",
+            {
+                "v": 1,
+                "seq": i,
+                "t": t0 + i * 1_000_000_000,
+                "session": "s1",
+                "host": "h",
+                "period_ns": 1_000_000,
+                "targets": [{"kind": "pid", "spec": "1", "pids": [1]}],
+                "final": i == n - 1,
+                "counters": {"samples": i * 1000, "overruns": 0},
+            },
+        )
+        for i in range(n)
+    ]
 
 
 def test_hellos_between_keyframes_round_trip_and_degrade(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from spikewatch.sampler.wire.seqgaps import SeqGaps
 
 

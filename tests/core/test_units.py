@@ -1,12 +1,19 @@
 import pytest
-
 from spikewatch.sampler.units import format_bytes, format_duration_ns, parse_duration, parse_duration_ns, parse_size
 
 
 @pytest.mark.parametrize(
     "text,expected",
-    [("4096", 4096), ("64M", 64 << 20), ("2GiB", 2 << 30), ("512Mi", 512 << 20), ("1.5G", 3 << 29),
-     ("10MB", 10_000_000), ("1k", 1024), (" 7 KiB ", 7168)],
+    [
+        ("4096", 4096),
+        ("64M", 64 << 20),
+        ("2GiB", 2 << 30),
+        ("512Mi", 512 << 20),
+        ("1.5G", 3 << 29),
+        ("10MB", 10_000_000),
+        ("1k", 1024),
+        (" 7 KiB ", 7168),
+    ],
 )
 def test_parse_size(text, expected):
     assert parse_size(text) == expected
@@ -19,8 +26,17 @@ def test_parse_size_rejects(text):
 
 
 @pytest.mark.parametrize(
-    "text,ns", [("500us", 500_000), ("2ms", 2_000_000), ("30s", 30 * 10**9), ("5m", 300 * 10**9),
-                ("1h", 3600 * 10**9), ("1.5s", 1_500_000_000), ("100µs", 100_000), ("20", 20 * 10**9)],
+    "text,ns",
+    [
+        ("500us", 500_000),
+        ("2ms", 2_000_000),
+        ("30s", 30 * 10**9),
+        ("5m", 300 * 10**9),
+        ("1h", 3600 * 10**9),
+        ("1.5s", 1_500_000_000),
+        ("100µs", 100_000),
+        ("20", 20 * 10**9),
+    ],
 )
 def test_parse_duration(text, ns):
     assert parse_duration_ns(text) == ns

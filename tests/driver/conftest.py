@@ -7,12 +7,13 @@ import subprocess
 import sys
 import tomllib
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from spikewatch.driver.scenario import Scenario, parse_scenario
+
 from tests.conftest import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -26,7 +27,9 @@ class Recorder:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "recorder_server.py"), "--port", str(self.port), *args],
-            stdout=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         assert line.strip() == "ready", f"recorder server did not start: {line!r}"
 

@@ -85,6 +85,7 @@ def main() -> None:
 
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass
@@ -92,6 +93,7 @@ def main() -> None:
         asyncio.run(serve())
     except KeyboardInterrupt:
         pass
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from spikewatch.driver.profile import Arrivals
 from spikewatch.driver.scenario import Phase
 

@@ -21,8 +21,11 @@ MiB = 1 << 20
 
 def _start(*args: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "spikewatch.driver.demo_service", "--port", str(port), *args],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spikewatch.driver.demo_service", "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -54,8 +57,18 @@ class PeakWatcher(threading.Thread):
 
 
 def test_startup_peak_then_ready_and_buffers_scale_with_load() -> None:
-    proc, url = _start("--startup-peak", "48M", "--startup-keep", "0.25", "--startup-time", "0.3",
-                       "--cache-size", "4M", "--hold", "200ms")
+    proc, url = _start(
+        "--startup-peak",
+        "48M",
+        "--startup-keep",
+        "0.25",
+        "--startup-time",
+        "0.3",
+        "--cache-size",
+        "4M",
+        "--hold",
+        "200ms",
+    )
     w = PeakWatcher(proc.pid)
     w.start()
     try:
@@ -67,7 +80,8 @@ def test_startup_peak_then_ready_and_buffers_scale_with_load() -> None:
         settled = psutil.Process(proc.pid).memory_info().rss
         assert w.peak - settled > 30 * MiB  # most of the 48 MiB structure was freed after startup
         w.peak = 0
-        sc = make_scenario("""
+        sc = make_scenario(
+            """
             [[requests]]
             method = "POST"
             path = "/ingest"
@@ -76,7 +90,9 @@ def test_startup_peak_then_ready_and_buffers_scale_with_load() -> None:
             kind = "steady"
             concurrency = 12
             duration = "1200ms"
-        """, url)
+        """,
+            url,
+        )
         res = quiet_run(sc)
         assert res.total.error_count == 0 and res.total.completed > 20
         assert w.peak - settled > 20 * MiB  # 12 in flight x 1 MiB x copies, held 200 ms
@@ -90,12 +106,25 @@ def test_startup_peak_then_ready_and_buffers_scale_with_load() -> None:
 
 def test_the_ceiling_is_never_passed_and_excess_is_refused_with_503() -> None:
     ceiling = 110 * MiB
-    proc, url = _start("--ceiling", "110M", "--startup-peak", "200M", "--hold", "300ms", "--copies", "3",
-                       "--leak-per-request", "256K", "--leak-max", "8M")
+    proc, url = _start(
+        "--ceiling",
+        "110M",
+        "--startup-peak",
+        "200M",
+        "--hold",
+        "300ms",
+        "--copies",
+        "3",
+        "--leak-per-request",
+        "256K",
+        "--leak-max",
+        "8M",
+    )
     w = PeakWatcher(proc.pid)
     w.start()
     try:
-        sc = make_scenario("""
+        sc = make_scenario(
+            """
             [target]
             ready = "/health"
             [[requests]]
@@ -109,7 +138,9 @@ def test_the_ceiling_is_never_passed_and_excess_is_refused_with_503() -> None:
             kind = "steady"
             concurrency = 24
             duration = "1500ms"
-        """, url)
+        """,
+            url,
+        )
         res = quiet_run(sc)
         assert res.phases[0].ready
         errors = res.total.errors

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import zmq
-
 from spikewatch.sampler.wire import protocol
+
 from tests.conftest import free_port
 
 from .conftest import Recorder
@@ -53,8 +53,13 @@ print(json.dumps({"completed": res.total.completed, "reachable": res.sampler_rea
 
 def test_a_sampler_bound_after_the_start_gets_the_final_phase_end(server: Recorder) -> None:
     inlet = f"tcp://127.0.0.1:{free_port()}"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, inlet, server.url], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, inlet, server.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pull.setsockopt(zmq.LINGER, 0)
@@ -79,9 +84,7 @@ def test_a_sampler_bound_after_the_start_gets_the_final_phase_end(server: Record
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["reachable"] is False
     markers = [(b["kind"], b["name"]) for topic, b in got if topic == protocol.MARKER]
-    assert markers == [("phase_start", "warm"), ("phase_end", "warm"), ("phase_start", "last"),
-                       ("phase_end", "last")]
+    assert markers == [("phase_start", "warm"), ("phase_end", "warm"), ("phase_start", "last"), ("phase_end", "last")]
     loads = [b for topic, b in got if topic == protocol.LOAD]
     assert summary["completed"] > 0
     assert sum(b["completed"] for b in loads) == summary["completed"], "the last load message is there too"
-

@@ -6,9 +6,9 @@ import threading
 import time
 
 import zmq
-
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import StreamSubscriber
+
 from tests.conftest import free_port
 from tests.support.sampler import spawn_sample, stop_sampler
 
@@ -61,8 +61,14 @@ def test_markers_in_phase_order_and_load_every_100ms(server: Recorder) -> None:
         pull.close()
     assert res.sampler_reachable and not any("markers go nowhere" in m for m in logs)
     markers = [(b["kind"], b["name"]) for topic, b in got if topic == protocol.MARKER]
-    assert markers == [("phase_start", "climb"), ("phase_end", "climb"), ("phase_start", "flat"),
-                       ("phase_end", "flat"), ("phase_start", "rest"), ("phase_end", "rest")]
+    assert markers == [
+        ("phase_start", "climb"),
+        ("phase_end", "climb"),
+        ("phase_start", "flat"),
+        ("phase_end", "flat"),
+        ("phase_start", "rest"),
+        ("phase_end", "rest"),
+    ]
     starts = {b["name"]: b["attrs"] for topic, b in got if topic == protocol.MARKER and b["kind"] == "phase_start"}
     assert starts["climb"]["concurrency"] == [1, 3] and starts["climb"]["steps"] == 2
     assert starts["flat"]["rate"] == 100 and starts["flat"]["duration_s"] == 0.5
@@ -75,7 +81,10 @@ def test_markers_in_phase_order_and_load_every_100ms(server: Recorder) -> None:
     flat = [b for b in loads if b["phase"] == "flat"]
     assert any(b.get("target_rate") == 100 for b in flat)
     assert sum(b["completed"] for b in loads) == res.total.completed
-    assert all(set(b) <= set(protocol.LOAD_NUMBER_FIELDS) | {"errors", "phase", "origin_wall_ns", "endpoints", "source"} for b in loads)
+    assert all(
+        set(b) <= set(protocol.LOAD_NUMBER_FIELDS) | {"errors", "phase", "origin_wall_ns", "endpoints", "source"}
+        for b in loads
+    )
 
 
 def test_markers_land_between_the_right_samples_on_a_real_sampler(server: Recorder, endpoints) -> None:
@@ -106,10 +115,12 @@ def test_markers_land_between_the_right_samples_on_a_real_sampler(server: Record
 
         def samples_after_last_marker() -> bool:
             snapshot = list(got)
-            ends = [b["t"] for topic, b in snapshot if topic == protocol.MARKER and b["name"] == "rest"
-                    and b["kind"] == "phase_end"]
-            last = max((protocol.sample_times(b)[-1] for topic, b in snapshot if topic == protocol.SAMPLES),
-                       default=0)
+            ends = [
+                b["t"]
+                for topic, b in snapshot
+                if topic == protocol.MARKER and b["name"] == "rest" and b["kind"] == "phase_end"
+            ]
+            last = max((protocol.sample_times(b)[-1] for topic, b in snapshot if topic == protocol.SAMPLES), default=0)
             return bool(ends) and last > ends[0]
 
         deadline = time.monotonic() + 10  # the sampler may lag on a busy machine: wait for it
@@ -123,8 +134,13 @@ def test_markers_land_between_the_right_samples_on_a_real_sampler(server: Record
     assert res.sampler_reachable
     markers = [b for topic, b in got if topic == protocol.MARKER]
     assert [(b["kind"], b["name"]) for b in markers] == [  # in phase order, none lost
-        ("phase_start", "climb"), ("phase_end", "climb"), ("phase_start", "flat"),
-        ("phase_end", "flat"), ("phase_start", "rest"), ("phase_end", "rest")]
+        ("phase_start", "climb"),
+        ("phase_end", "climb"),
+        ("phase_start", "flat"),
+        ("phase_end", "flat"),
+        ("phase_start", "rest"),
+        ("phase_end", "rest"),
+    ]
     sample_times = sorted(t for topic, b in got if topic == protocol.SAMPLES for t in protocol.sample_times(b))
     mt = [b["t"] for b in markers]
     assert mt == sorted(mt)

@@ -29,7 +29,8 @@ def busy(arrivals, t0: int, a: float, b: float) -> list[int]:
 
 
 def test_closed_ramp_keeps_exactly_n_in_flight(server: Recorder) -> None:
-    sc = make_scenario("""
+    sc = make_scenario(
+        """
         [[requests]]
         path = "/work?delay=40"
         [[phases]]
@@ -38,7 +39,9 @@ def test_closed_ramp_keeps_exactly_n_in_flight(server: Recorder) -> None:
         concurrency = [2, 6]
         steps = 2
         duration = "2s"
-    """, server.url)
+    """,
+        server.url,
+    )
     res = quiet_run(sc)
     arr = server.arrivals("/work")
     t0 = res.phases[0].t_start_ns
@@ -52,7 +55,8 @@ def test_closed_ramp_keeps_exactly_n_in_flight(server: Recorder) -> None:
 
 
 def test_open_steady_rate_is_exact_on_an_absolute_schedule(server: Recorder) -> None:
-    sc = make_scenario("""
+    sc = make_scenario(
+        """
         [[requests]]
         path = "/steady"
         [[phases]]
@@ -60,7 +64,9 @@ def test_open_steady_rate_is_exact_on_an_absolute_schedule(server: Recorder) -> 
         kind = "steady"
         rate = 300
         duration = "2s"
-    """, server.url)
+    """,
+        server.url,
+    )
     res = quiet_run(sc)
     arr = server.arrivals("/steady")
     t0 = res.phases[0].t_start_ns
@@ -74,7 +80,8 @@ def test_open_steady_rate_is_exact_on_an_absolute_schedule(server: Recorder) -> 
 
 
 def test_bursts_start_on_time_with_the_burst_rate(server: Recorder) -> None:
-    sc = make_scenario("""
+    sc = make_scenario(
+        """
         [[requests]]
         path = "/burst"
         [[phases]]
@@ -83,7 +90,9 @@ def test_bursts_start_on_time_with_the_burst_rate(server: Recorder) -> None:
         rate = 20
         burst = { every = "800ms", length = "200ms", rate = 500 }
         duration = "2s"
-    """, server.url)
+    """,
+        server.url,
+    )
     res = quiet_run(sc)
     arr = server.arrivals("/burst")
     t0 = res.phases[0].t_start_ns
@@ -97,7 +106,8 @@ def test_bursts_start_on_time_with_the_burst_rate(server: Recorder) -> None:
 
 
 def test_spike_multiplies_a_closed_baseline_once(server: Recorder) -> None:
-    sc = make_scenario("""
+    sc = make_scenario(
+        """
         [[requests]]
         path = "/spike?delay=40"
         [[phases]]
@@ -106,7 +116,9 @@ def test_spike_multiplies_a_closed_baseline_once(server: Recorder) -> None:
         concurrency = 1
         burst = { at = "500ms", length = "500ms", multiplier = 4 }
         duration = "1500ms"
-    """, server.url)
+    """,
+        server.url,
+    )
     res = quiet_run(sc)
     arr = server.arrivals("/spike")
     t0 = res.phases[0].t_start_ns
@@ -118,7 +130,8 @@ def test_spike_multiplies_a_closed_baseline_once(server: Recorder) -> None:
 
 
 def test_poisson_and_gamma_arrivals(server: Recorder) -> None:
-    sc = make_scenario("""
+    sc = make_scenario(
+        """
         [[requests]]
         path = "/poisson"
         [[phases]]
@@ -133,7 +146,9 @@ def test_poisson_and_gamma_arrivals(server: Recorder) -> None:
         rate = 400
         arrivals = { kind = "gamma", cv = 3.0 }
         duration = "1500ms"
-    """, server.url)
+    """,
+        server.url,
+    )
     res = quiet_run(sc)
     arr = server.arrivals("/poisson")
     p, g = res.phases
@@ -150,7 +165,8 @@ def test_poisson_and_gamma_arrivals(server: Recorder) -> None:
 def test_startup_waits_for_readiness_and_idle_sends_nothing() -> None:
     late = Recorder("--ready-after", "0.8")
     try:
-        sc = make_scenario("""
+        sc = make_scenario(
+            """
             [target]
             ready = "/health"
             [[requests]]
@@ -173,7 +189,9 @@ def test_startup_waits_for_readiness_and_idle_sends_nothing() -> None:
             kind = "steady"
             concurrency = 2
             duration = "300ms"
-        """, late.url)
+        """,
+            late.url,
+        )
         res = quiet_run(sc)
         boot, a, rest, b = res.phases
         assert boot.ready is True and 0.4 <= boot.time_to_ready_s <= 10
@@ -187,7 +205,8 @@ def test_startup_waits_for_readiness_and_idle_sends_nothing() -> None:
 
 
 def test_startup_timeout_aborts_the_run() -> None:
-    sc = make_scenario("""
+    sc = make_scenario(
+        """
         [target]
         ready = "/health"
         [[phases]]
@@ -197,7 +216,9 @@ def test_startup_timeout_aborts_the_run() -> None:
         kind = "steady"
         rate = 10
         duration = "5s"
-    """, f"http://127.0.0.1:{free_port()}")
+    """,
+        f"http://127.0.0.1:{free_port()}",
+    )
     res = quiet_run(sc)
     assert res.exit_code == 3 and "did not answer 2xx within 0.5s" in res.aborted
     assert res.phases[0].ready is False and res.phases[1].sent == 0
@@ -228,7 +249,8 @@ def test_payload_sizes_at_the_server_follow_the_seeded_distribution(server: Reco
 
 
 def test_bounded_pool_counts_late_and_drops_instead_of_queueing(server: Recorder) -> None:
-    sc = make_scenario("""
+    sc = make_scenario(
+        """
         [client]
         connections = 4
         max_lag = "300ms"
@@ -238,7 +260,9 @@ def test_bounded_pool_counts_late_and_drops_instead_of_queueing(server: Recorder
         kind = "steady"
         rate = 100
         duration = "1500ms"
-    """, server.url)
+    """,
+        server.url,
+    )
     res = quiet_run(sc)
     ph = res.phases[0].summary()
     arr = server.arrivals("/slow")
@@ -250,7 +274,8 @@ def test_bounded_pool_counts_late_and_drops_instead_of_queueing(server: Recorder
 
 
 def test_timeouts_and_connection_errors_are_counted(server: Recorder) -> None:
-    sc = make_scenario("""
+    sc = make_scenario(
+        """
         [client]
         timeout = "200ms"
         [[requests]]
@@ -259,18 +284,22 @@ def test_timeouts_and_connection_errors_are_counted(server: Recorder) -> None:
         kind = "steady"
         concurrency = 2
         duration = "700ms"
-    """, server.url)
+    """,
+        server.url,
+    )
     res = quiet_run(sc)
     assert res.total.errors.get("timeout", 0) >= 4
-    dead = make_scenario('[[phases]]\nkind = "steady"\nrate = 40\nduration = "500ms"\n',
-                         f"http://127.0.0.1:{free_port()}")
+    dead = make_scenario(
+        '[[phases]]\nkind = "steady"\nrate = 40\nduration = "500ms"\n', f"http://127.0.0.1:{free_port()}"
+    )
     res = quiet_run(dead)
     assert 15 <= res.total.errors.get("connect", 0) <= 25
     assert res.total.completed == res.total.errors["connect"]
 
 
 def test_two_workers_split_rate_and_concurrency(server: Recorder) -> None:
-    sc = make_scenario("""
+    sc = make_scenario(
+        """
         [[requests]]
         path = "/w?delay=40"
         [[phases]]
@@ -283,7 +312,9 @@ def test_two_workers_split_rate_and_concurrency(server: Recorder) -> None:
         kind = "steady"
         rate = 200
         duration = "1s"
-    """, server.url)
+    """,
+        server.url,
+    )
     res = quiet_run(sc, workers=2)
     closed, opened = res.phases
     arr = server.arrivals("/w")
@@ -312,8 +343,12 @@ def test_cli_thresholds_fail_the_run_and_json_has_the_series(server: Recorder, t
     """)
     out_json = tmp_path / "out.json"
     inlet = f"tcp://127.0.0.1:{free_port()}"
-    out = subprocess.run([*spikewatch_cmd, "drive", str(sc), "--inlet", inlet, "--json", str(out_json)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*spikewatch_cmd, "drive", str(sc), "--inlet", inlet, "--json", str(out_json)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1, out.stdout + out.stderr
     assert "✗ error_rate < 1%  (observed 100%)" in out.stdout
     assert "✓ p99 < 10s" in out.stdout
@@ -329,14 +364,17 @@ def test_cli_thresholds_fail_the_run_and_json_has_the_series(server: Recorder, t
 
 @pytest.mark.parametrize("path", ["/chunked", "/close"])
 def test_chunked_answers_and_closed_connections_are_handled(server: Recorder, path: str) -> None:
-    sc = make_scenario(f"""
+    sc = make_scenario(
+        f"""
         [[requests]]
         path = "{path}"
         [[phases]]
         kind = "steady"
         concurrency = 2
         duration = "400ms"
-    """, server.url)
+    """,
+        server.url,
+    )
     res = quiet_run(sc)
     assert res.total.completed > 20 and res.total.error_count == 0
     assert len(server.arrivals(path)) == res.total.completed
@@ -346,14 +384,17 @@ def test_chunked_answers_and_closed_connections_are_handled(server: Recorder, pa
 
 def test_a_stalled_driver_loop_is_reported_as_saturation(server: Recorder) -> None:
     """Latency measured by a stalled client includes its own queueing: the run must say so."""
-    sc = make_scenario("""
+    sc = make_scenario(
+        """
         [[requests]]
         path = "/sat"
         [[phases]]
         kind = "steady"
         rate = 50
         duration = "800ms"
-    """, server.url)
+    """,
+        server.url,
+    )
     import asyncio
 
     def stall(p) -> None:  # block the driver's loop for 80 ms in the middle of every tick interval

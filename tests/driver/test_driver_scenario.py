@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import tomllib
 
 import pytest
-
 from spikewatch.driver.scenario import ScenarioError, bundled, load_scenario, parse_scenario
 
 DESIGN_EXAMPLE = """
@@ -87,43 +85,85 @@ def test_bundled_scenarios_are_valid() -> None:
 BASE = 'phases = [{ name = "s", kind = "steady", rate = 10, duration = "1s" }]\n[target]\nurl = "http://127.0.0.1:1"\n'
 
 
-@pytest.mark.parametrize("text, message", [
-    ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "burst"\nrate = 10\nduration = "1m"\n'
-     'burst = { every = 5, length = "1s", rate = 100 }',
-     'phases[0].burst.every: expected a duration like "20s", got 5'),
-    ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "steady"\nrate = 10\nconcurrency = 3\nduration = "1s"',
-     "phases[0]: give exactly one of rate"),
-    ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "sprint"\nduration = "1s"',
-     "phases[0].kind: expected one of startup, ramp"),
-    ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "steady"\nrate = 10\nduration = "1s"\nrat = 3',
-     "phases[0].rat: unknown field (allowed here:"),
-    ('[target]\nurl = "ftp://x"\n[[phases]]\nkind = "idle"\nduration = "1s"', "target.url: expected http://"),
-    ('[[phases]]\nkind = "idle"\nduration = "1s"', "target: missing"),
-    ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "startup"', "phases[0]: a startup phase needs target.ready"),
-    ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "steady"\nrate = [1, 5]\nduration = "1s"',
-     "phases[0].rate: a steady phase takes one rate"),
-    ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "steady"\nconcurrency = 4\narrivals = "poisson"\n'
-     'duration = "1s"', "phases[0].arrivals: arrivals shape an open model"),
-    ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "burst"\nconcurrency = 4\nduration = "1m"\n'
-     'burst = { every = "10s", length = "1s", rate = 100 }', "phases[0].burst.rate: the phase has a concurrency"),
-    ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "burst"\nrate = 4\nduration = "1m"\n'
-     'burst = { every = "10s", length = "10s", rate = 100 }', "phases[0].burst.length: must be shorter than every"),
-    ('[target]\nurl = "http://x:1"\n[[requests]]\nbody = { size = "lognormal", median = "1M" }\n'
-     '[[phases]]\nkind = "idle"\nduration = "1s"', 'requests[0].body.sigma: missing: size = "lognormal" needs'),
-    ('[target]\nurl = "http://x:1"\n[[requests]]\nbody = { size = "fixed", value = "12 parsecs" }\n'
-     '[[phases]]\nkind = "idle"\nduration = "1s"', 'requests[0].body.value: expected a size like'),
-    ('[target]\nurl = "http://x:1"\n[[requests]]\nbody = { size = "empirical", file = "/nonexistent/sizes" }\n'
-     '[[phases]]\nkind = "idle"\nduration = "1s"', "requests[0].body.file: cannot read the sizes file"),
-    (BASE + '[thresholds]\np99 = "500ms"', 'thresholds.p99: expected a condition starting with <'),
-    (BASE + '[thresholds]\np42 = "<5ms"', "thresholds.p42: unknown field"),
-    ('[target]\nurl = "http://x:1"\n[[phases]]\nname = "a"\nkind = "idle"\nduration = "1s"\n'
-     '[[phases]]\nname = "a"\nkind = "idle"\nduration = "1s"', "phases[1].name: 'a' is already the name"),
-    ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "idle"\nduration = "0s"', "phases[0].duration: must be longer"),
-    ('[target]\nurl = "http://x:1"\n[[requests]]\nname = "a"\n[[phases]]\nkind = "steady"\nrate = 1\n'
-     'duration = "1s"\nrequests = ["b"]', "phases[0].requests: no [[requests]] named 'b' (there are: a)"),
-    ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "steady"\nrate = 1\nduration = "1s"\nrequests = "a"',
-     "phases[0].requests: expected a list of request names"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            '[target]\nurl = "http://x:1"\n[[phases]]\nkind = "burst"\nrate = 10\nduration = "1m"\n'
+            'burst = { every = 5, length = "1s", rate = 100 }',
+            'phases[0].burst.every: expected a duration like "20s", got 5',
+        ),
+        (
+            '[target]\nurl = "http://x:1"\n[[phases]]\nkind = "steady"\nrate = 10\nconcurrency = 3\nduration = "1s"',
+            "phases[0]: give exactly one of rate",
+        ),
+        (
+            '[target]\nurl = "http://x:1"\n[[phases]]\nkind = "sprint"\nduration = "1s"',
+            "phases[0].kind: expected one of startup, ramp",
+        ),
+        (
+            '[target]\nurl = "http://x:1"\n[[phases]]\nkind = "steady"\nrate = 10\nduration = "1s"\nrat = 3',
+            "phases[0].rat: unknown field (allowed here:",
+        ),
+        ('[target]\nurl = "ftp://x"\n[[phases]]\nkind = "idle"\nduration = "1s"', "target.url: expected http://"),
+        ('[[phases]]\nkind = "idle"\nduration = "1s"', "target: missing"),
+        ('[target]\nurl = "http://x:1"\n[[phases]]\nkind = "startup"', "phases[0]: a startup phase needs target.ready"),
+        (
+            '[target]\nurl = "http://x:1"\n[[phases]]\nkind = "steady"\nrate = [1, 5]\nduration = "1s"',
+            "phases[0].rate: a steady phase takes one rate",
+        ),
+        (
+            '[target]\nurl = "http://x:1"\n[[phases]]\nkind = "steady"\nconcurrency = 4\narrivals = "poisson"\n'
+            'duration = "1s"',
+            "phases[0].arrivals: arrivals shape an open model",
+        ),
+        (
+            '[target]\nurl = "http://x:1"\n[[phases]]\nkind = "burst"\nconcurrency = 4\nduration = "1m"\n'
+            'burst = { every = "10s", length = "1s", rate = 100 }',
+            "phases[0].burst.rate: the phase has a concurrency",
+        ),
+        (
+            '[target]\nurl = "http://x:1"\n[[phases]]\nkind = "burst"\nrate = 4\nduration = "1m"\n'
+            'burst = { every = "10s", length = "10s", rate = 100 }',
+            "phases[0].burst.length: must be shorter than every",
+        ),
+        (
+            '[target]\nurl = "http://x:1"\n[[requests]]\nbody = { size = "lognormal", median = "1M" }\n'
+            '[[phases]]\nkind = "idle"\nduration = "1s"',
+            'requests[0].body.sigma: missing: size = "lognormal" needs',
+        ),
+        (
+            '[target]\nurl = "http://x:1"\n[[requests]]\nbody = { size = "fixed", value = "12 parsecs" }\n'
+            '[[phases]]\nkind = "idle"\nduration = "1s"',
+            "requests[0].body.value: expected a size like",
+        ),
+        (
+            '[target]\nurl = "http://x:1"\n[[requests]]\nbody = { size = "empirical", file = "/nonexistent/sizes" }\n'
+            '[[phases]]\nkind = "idle"\nduration = "1s"',
+            "requests[0].body.file: cannot read the sizes file",
+        ),
+        (BASE + '[thresholds]\np99 = "500ms"', "thresholds.p99: expected a condition starting with <"),
+        (BASE + '[thresholds]\np42 = "<5ms"', "thresholds.p42: unknown field"),
+        (
+            '[target]\nurl = "http://x:1"\n[[phases]]\nname = "a"\nkind = "idle"\nduration = "1s"\n'
+            '[[phases]]\nname = "a"\nkind = "idle"\nduration = "1s"',
+            "phases[1].name: 'a' is already the name",
+        ),
+        (
+            '[target]\nurl = "http://x:1"\n[[phases]]\nkind = "idle"\nduration = "0s"',
+            "phases[0].duration: must be longer",
+        ),
+        (
+            '[target]\nurl = "http://x:1"\n[[requests]]\nname = "a"\n[[phases]]\nkind = "steady"\nrate = 1\n'
+            'duration = "1s"\nrequests = ["b"]',
+            "phases[0].requests: no [[requests]] named 'b' (there are: a)",
+        ),
+        (
+            '[target]\nurl = "http://x:1"\n[[phases]]\nkind = "steady"\nrate = 1\nduration = "1s"\nrequests = "a"',
+            "phases[0].requests: expected a list of request names",
+        ),
+    ],
+)
 def test_bad_scenarios_name_the_field_and_what_is_allowed(text: str, message: str) -> None:
     with pytest.raises(ScenarioError) as info:
         parse(text)
@@ -134,15 +174,18 @@ def test_empirical_sizes_file_relative_to_the_scenario(tmp_path) -> None:
     (tmp_path / "sizes.txt").write_text("# observed in production\n1024\n2KiB\n\n300000, from march\n")
     (tmp_path / "s.toml").write_text(
         '[target]\nurl = "http://127.0.0.1:1"\n[[requests]]\nmethod = "POST"\n'
-        'body = { size = "empirical", file = "sizes.txt" }\n[[phases]]\nkind = "idle"\nduration = "1s"\n')
+        'body = { size = "empirical", file = "sizes.txt" }\n[[phases]]\nkind = "idle"\nduration = "1s"\n'
+    )
     sc = load_scenario(tmp_path / "s.toml")
     assert sc.requests[0].body.sizes == (1024, 2048, 300000)
 
 
 def test_cli_rejects_a_bad_scenario_cleanly(tmp_path, spikewatch_cmd) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[target]\nurl = "http://127.0.0.1:1"\n[[phases]]\nkind = "burst"\nrate = 1\n'
-                   'duration = "1m"\nburst = { every = 5, length = "1s", rate = 9 }\n')
+    bad.write_text(
+        '[target]\nurl = "http://127.0.0.1:1"\n[[phases]]\nkind = "burst"\nrate = 1\n'
+        'duration = "1m"\nburst = { every = 5, length = "1s", rate = 9 }\n'
+    )
     out = subprocess.run([*spikewatch_cmd, "drive", str(bad)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2  # bad input (README: exit statuses)
     assert 'phases[0].burst.every: expected a duration like "20s", got 5' in out.stderr

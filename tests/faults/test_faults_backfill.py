@@ -28,15 +28,52 @@ def _seqs(path) -> list[int]:
 def test_late_recorder_backfills_the_startup_peak(endpoints, tmp_path):
     journal, rec = tmp_path / "s.journal", tmp_path / "late.rec"
     sampler = subprocess.Popen(
-        [sys.executable, "-m", "spikewatch", "sample", "--publish", endpoints["publish"], "--inlet", endpoints["inlet"],
-         "--history", endpoints["history"], "--history-window", "60s", "--journal", str(journal),
-         "--duration", "60s", "--", sys.executable, "-c", STARTUP_PEAK],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "spikewatch",
+            "sample",
+            "--publish",
+            endpoints["publish"],
+            "--inlet",
+            endpoints["inlet"],
+            "--history",
+            endpoints["history"],
+            "--history-window",
+            "60s",
+            "--journal",
+            str(journal),
+            "--duration",
+            "60s",
+            "--",
+            sys.executable,
+            "-c",
+            STARTUP_PEAK,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(5)  # the startup peak is long over
-        res = subprocess.run([sys.executable, "-m", "spikewatch", "record", endpoints["publish"], "--history",
-                              endpoints["history"], "-o", str(rec), "--duration", "3s"],
-                             capture_output=True, text=True, timeout=60)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "spikewatch",
+                "record",
+                endpoints["publish"],
+                "--history",
+                endpoints["history"],
+                "-o",
+                str(rec),
+                "--duration",
+                "3s",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert res.returncode == 0, res.stderr
         assert "no backfill" not in res.stderr
         sampler.terminate()  # ends cleanly: the journal is complete for the comparison below

@@ -131,10 +131,14 @@ def test_proc_entries_vanishing_mid_read(tmp_path, endpoints):
     """Short-lived children churn in the tree (hundreds a second, most gone before the
     sampler can read them). Outcome: sampling goes on at rate, no internal error; the
     churn is summarised (proc events capped at 50/s), the run ends cleanly."""
-    churn = write_script(tmp_path, "churn.sh", """
+    churn = write_script(
+        tmp_path,
+        "churn.sh",
+        """
         end=$(( $(date +%s) + 4 ))
         while [ $(date +%s) -lt $end ]; do /bin/true & /bin/true; wait; done
-    """)
+    """,
+    )
     journal = tmp_path / "churn.journal"
     p = spawn_sample(endpoints, "--journal", str(journal), "--", "sh", str(churn))
     out, err = p.communicate(timeout=60)
@@ -165,11 +169,18 @@ def test_slow_subscriber_never_blocks_the_sampler(endpoints):
     victim = subprocess.Popen(["sleep", "60"])
     ctx = zmq.Context()
     opts = {zmq.SNDHWM: 20, zmq.SNDBUF: 4096}  # small queues: drops come in seconds, not minutes
-    config = SamplerConfig(Target(pid=victim.pid), publish=endpoints["publish"], inlet=None, journal="",
-                           duration_ns=4_000_000_000, quiet=True, socket_options=opts, realtime=False)
+    config = SamplerConfig(
+        Target(pid=victim.pid),
+        publish=endpoints["publish"],
+        inlet=None,
+        journal="",
+        duration_ns=4_000_000_000,
+        quiet=True,
+        socket_options=opts,
+        realtime=False,
+    )
     sampler = Sampler(config, context=ctx)
-    slow = StreamSubscriber([endpoints["publish"]], context=ctx, hwm=5,
-                            socket_options={zmq.RCVBUF: 4096})
+    slow = StreamSubscriber([endpoints["publish"]], context=ctx, hwm=5, socket_options={zmq.RCVBUF: 4096})
     fast = StreamSubscriber([endpoints["publish"]], context=ctx)
     published: list[int] = []
     sampler.listeners.append(lambda topic, body, packed: published.append(body["seq"]))
@@ -238,9 +249,14 @@ def test_subscriber_gone_and_back_fills_the_gap_from_history(endpoints, tmp_path
     history ring gives exactly those (no duplicates, no holes); without history the gap
     would be counted by seq."""
     victim = subprocess.Popen(["sleep", "60"])
-    p = subprocess.Popen(sample_cmd(endpoints, "--no-journal", "--pid", str(victim.pid), "--duration", "6s",
-                                    "--history", endpoints["history"]),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        sample_cmd(
+            endpoints, "--no-journal", "--pid", str(victim.pid), "--duration", "6s", "--history", endpoints["history"]
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ctx = zmq.Context()
     try:
         sub = StreamSubscriber([endpoints["publish"]], context=ctx)
@@ -255,7 +271,6 @@ def test_subscriber_gone_and_back_fills_the_gap_from_history(endpoints, tmp_path
         sub = StreamSubscriber([endpoints["publish"]], context=ctx)  # back
         merge = Backfill(endpoints["history"], context=ctx)
         second = [b["seq"] for t, b in merge.attach(sub.sock)]
-        live_gap = None
         end = time.monotonic() + 3
         while time.monotonic() < end:
             m = sub.recv(timeout_ms=200)
@@ -299,8 +314,9 @@ def _same(sent: tuple[str, dict], kept: tuple[str, dict]) -> bool:
     if ts != protocol.SAMPLES:
         return a == b
     rest = ("t", "dt")
-    return ({k: v for k, v in a.items() if k not in rest} == {k: v for k, v in b.items() if k not in rest}
-            and all(abs(x - y) <= 1000 for x, y in zip(protocol.sample_times(a), protocol.sample_times(b))))
+    return {k: v for k, v in a.items() if k not in rest} == {k: v for k, v in b.items() if k not in rest} and all(
+        abs(x - y) <= 1000 for x, y in zip(protocol.sample_times(a), protocol.sample_times(b))
+    )
 
 
 def test_journal_disk_full(endpoints, tiny_tmpfs):
@@ -353,7 +369,10 @@ def test_sigterm_during_a_burst(tmp_path, endpoints):
     the sampler gets SIGTERM mid-burst. Outcome: the target gets SIGTERM and its exit is an
     event; the run ends cleanly (final hello last); every marker the inlet accepted was
     published (markers == inlet_ok), the rest counted in inlet_bad."""
-    burst = write_script(tmp_path, "burst.py", """
+    burst = write_script(
+        tmp_path,
+        "burst.py",
+        """
         import signal, sys, time
         signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))
         print("bursting", flush=True)
@@ -361,10 +380,15 @@ def test_sigterm_during_a_burst(tmp_path, endpoints):
             x = bytearray(50 << 20)
             for i in range(0, len(x), 4096): x[i] = 1
             del x
-    """)
+    """,
+    )
     journal = tmp_path / "burst.journal"
-    p = subprocess.Popen(sample_cmd(endpoints, "--journal", str(journal), "--", sys.executable, str(burst)),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        sample_cmd(endpoints, "--journal", str(journal), "--", sys.executable, str(burst)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     sent = 0
     try:
         assert p.stdout.readline().startswith("bursting")

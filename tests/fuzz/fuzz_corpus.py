@@ -11,17 +11,24 @@ from __future__ import annotations
 import os
 import random
 import struct
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import msgpack
-
 from spikewatch.sampler.wire import protocol
 
 Frames = list[bytes]
-KINDS = ("random", "wrong_type", "bad_marker", "bad_load", "oversize", "deep", "frame_count", "topic", "truncated", "exotic")
+KINDS = (
+    "random",
+    "wrong_type",
+    "bad_marker",
+    "bad_load",
+    "oversize",
+    "deep",
+    "frame_count",
+    "topic",
+    "truncated",
+    "exotic",
+)
 
 
 def _deep_list(depth: int) -> bytes:
@@ -72,9 +79,17 @@ def _one(rng: random.Random, kind: str) -> Frames:
             del bad["kind"]
         return [M, pack(bad)]
     if kind == "bad_load":
-        body = rng.choice([{}, {"interval_ns": "1s"}, {"interval_ns": 1, "rate": "fast"},
-                           {"interval_ns": 1, "bogus": 1}, {"interval_ns": 1, "errors": {"e": "x"}},
-                           {"interval_ns": 1, "rate": float("nan")}, {"interval_ns": True}])
+        body = rng.choice(
+            [
+                {},
+                {"interval_ns": "1s"},
+                {"interval_ns": 1, "rate": "fast"},
+                {"interval_ns": 1, "bogus": 1},
+                {"interval_ns": 1, "errors": {"e": "x"}},
+                {"interval_ns": 1, "rate": float("nan")},
+                {"interval_ns": True},
+            ]
+        )
         return [L, pack(body)]
     if kind == "oversize":
         # Above the 64 KiB protocol limit, below libzmq's MAXMSGSIZE (4x), so the
@@ -87,22 +102,29 @@ def _one(rng: random.Random, kind: str) -> Frames:
         body = pack({"kind": "note", "name": "x"})
         return rng.choice([[M], [M, body, body], [M, b"", body], [b""] * rng.randint(3, 20), [body]])
     if kind == "topic":
-        return [rng.choice([b"\xff\xfe", b"hello", b"samples", b"MARKER", b"marker\x00", b"x" * 1000]),
-                pack({"kind": "note", "name": "x"})]
+        return [
+            rng.choice([b"\xff\xfe", b"hello", b"samples", b"MARKER", b"marker\x00", b"x" * 1000]),
+            pack({"kind": "note", "name": "x"}),
+        ]
     if kind == "truncated":
         full = pack({"kind": "note", "name": "truncated name", "attrs": {"a": [1, 2, 3]}})
         return [M, full[: rng.randint(0, len(full) - 1)]]
     # exotic msgpack: ext types, non-string keys, bin where str is expected, huge declared lengths
-    return [M, rng.choice([
-        pack({1: "int key"}),
-        pack({b"kind": b"note", b"name": b"x"}),
-        msgpack.packb(msgpack.ExtType(5, b"xx")),
-        pack({"kind": "note", "name": "x", "attrs": {"t": msgpack.Timestamp(1, 0)}}),
-        b"\xdb" + struct.pack(">I", 0xFFFFFFF0) + b"abc",  # str32 claiming 4 GiB
-        b"\xdd" + struct.pack(">I", 0xFFFFFFF0),  # array32 claiming 4 G items
-        b"\xdf" + struct.pack(">I", 0x7FFFFFFF),  # map32 claiming 2 G pairs
-        pack({"kind": "note", "name": "x"}) + b"trailing",
-    ])]
+    return [
+        M,
+        rng.choice(
+            [
+                pack({1: "int key"}),
+                pack({b"kind": b"note", b"name": b"x"}),
+                msgpack.packb(msgpack.ExtType(5, b"xx")),
+                pack({"kind": "note", "name": "x", "attrs": {"t": msgpack.Timestamp(1, 0)}}),
+                b"\xdb" + struct.pack(">I", 0xFFFFFFF0) + b"abc",  # str32 claiming 4 GiB
+                b"\xdd" + struct.pack(">I", 0xFFFFFFF0),  # array32 claiming 4 G items
+                b"\xdf" + struct.pack(">I", 0x7FFFFFFF),  # map32 claiming 2 G pairs
+                pack({"kind": "note", "name": "x"}) + b"trailing",
+            ]
+        ),
+    ]
 
 
 def corpus(size: int = 4000, seed: int = 6) -> list[Frames]:

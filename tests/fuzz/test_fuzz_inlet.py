@@ -18,17 +18,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import msgpack
-import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import InletClient, StreamSubscriber
+
 from tests.fuzz.fuzz_corpus import corpus, rss_bytes
 from tests.support.sampler import Stream, collect_until_final, spawn_sample
 
@@ -108,9 +106,19 @@ def run_fuzz(endpoints, tmp_path, n: int, pace_per_s: float | None = None) -> di
     c = final["counters"]
     span_ns = s.times[-1] - s.times[0]
     due = span_ns // 1_000_000 + 1
-    return {"sent": sent, "send_s": send_s, "returncode": p.returncode, "stderr": err, "final": final,
-            "counters": c, "markers": [b["name"] for b in s.topic(protocol.MARKER)], "rss0": rss0, "rss1": rss1,
-            "due": due, "seen_counters": counters}
+    return {
+        "sent": sent,
+        "send_s": send_s,
+        "returncode": p.returncode,
+        "stderr": err,
+        "final": final,
+        "counters": c,
+        "markers": [b["name"] for b in s.topic(protocol.MARKER)],
+        "rss0": rss0,
+        "rss1": rss1,
+        "due": due,
+        "seen_counters": counters,
+    }
 
 
 def test_inlet_survives_100k_malformed_messages(endpoints, tmp_path):
@@ -164,17 +172,31 @@ def test_frames_beyond_maxmsgsize_cost_the_sender_its_connection_only(endpoints)
 
 # --- the decoding path, in-process ----------------------------------------
 
-_scalar = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1), st.floats(), st.text(max_size=50), st.binary(max_size=50))
-_values = st.recursive(_scalar, lambda inner: st.one_of(st.lists(inner, max_size=8),
-                                                         st.dictionaries(st.one_of(st.text(max_size=10), st.integers(-1000, 1000)), inner, max_size=8)),
-                       max_leaves=40)
+_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1),
+    st.floats(),
+    st.text(max_size=50),
+    st.binary(max_size=50),
+)
+_values = st.recursive(
+    _scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=8),
+        st.dictionaries(st.one_of(st.text(max_size=10), st.integers(-1000, 1000)), inner, max_size=8),
+    ),
+    max_leaves=40,
+)
 _bodies = st.one_of(
     st.binary(max_size=400).map(lambda b: b),
     _values.map(lambda v: msgpack.packb(v, use_bin_type=True)),
-    st.fixed_dictionaries({"kind": _values, "name": _values}, optional={"attrs": _values, "origin_wall_ns": _values})
-      .map(lambda v: msgpack.packb(v, use_bin_type=True)),
-    st.fixed_dictionaries({"interval_ns": _values}, optional={"rate": _values, "errors": _values, "zzz": _values})
-      .map(lambda v: msgpack.packb(v, use_bin_type=True)),
+    st.fixed_dictionaries(
+        {"kind": _values, "name": _values}, optional={"attrs": _values, "origin_wall_ns": _values}
+    ).map(lambda v: msgpack.packb(v, use_bin_type=True)),
+    st.fixed_dictionaries({"interval_ns": _values}, optional={"rate": _values, "errors": _values, "zzz": _values}).map(
+        lambda v: msgpack.packb(v, use_bin_type=True)
+    ),
 )
 _frames = st.one_of(
     st.tuples(st.sampled_from([b"marker", b"load", b"", b"\xff", b"hello"]), _bodies).map(list),

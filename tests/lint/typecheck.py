@@ -32,8 +32,18 @@ def link_tree(dest: Path) -> Path:
 
 def main() -> int:
     tree = link_tree(ROOT / "build" / "typecheck")
-    cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-           "--cache-dir", str(ROOT / "build" / "mypy-cache"), "-p", "spikewatch", *sys.argv[1:]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(ROOT / "pyproject.toml"),
+        "--cache-dir",
+        str(ROOT / "build" / "mypy-cache"),
+        "-p",
+        "spikewatch",
+        *sys.argv[1:],
+    ]
     return subprocess.call(cmd, cwd=tree, env={**os.environ, "MYPYPATH": str(tree)})
 
 

@@ -12,9 +12,10 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from spikewatch.sampler.prometheus import CLI_ALLOW_REMOTE, CLI_OPTION, M_MEMORY, M_PEAK  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
-from tests.prometheus.prometheus_helpers import scrape_values  # noqa: E402
+from spikewatch.sampler.prometheus import CLI_ALLOW_REMOTE, CLI_OPTION, M_MEMORY, M_PEAK
+
+from tests.conftest import free_port
+from tests.prometheus.prometheus_helpers import scrape_values
 
 MiB = 1 << 20
 SPIKE = 80 * MiB
@@ -36,16 +37,30 @@ def test_sample_has_the_prometheus_options() -> None:
 
 
 def _sample_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "spikewatch", "sample", "--no-journal", "--inlet", "off",
-            "--publish", f"tcp://127.0.0.1:{free_port()}", *args]
+    return [
+        sys.executable,
+        "-m",
+        "spikewatch",
+        "sample",
+        "--no-journal",
+        "--inlet",
+        "off",
+        "--publish",
+        f"tcp://127.0.0.1:{free_port()}",
+        *args,
+    ]
 
 
 @pytest.mark.timeout(120)
 def test_scrapes_every_second_see_an_80mib_50ms_spike_at_full_height() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    proc = subprocess.Popen(_sample_cmd(CLI_OPTION, f"127.0.0.1:{port}", "--", sys.executable, "-c", TARGET),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _sample_cmd(CLI_OPTION, f"127.0.0.1:{port}", "--", sys.executable, "-c", TARGET),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     scrapes = []
     try:
         deadline = time.monotonic() + 60
@@ -71,8 +86,7 @@ def test_scrapes_every_second_see_an_80mib_50ms_spike_at_full_height() -> None:
 
 
 def test_non_loopback_bind_is_refused_with_advice() -> None:
-    out = subprocess.run(_sample_cmd(CLI_OPTION, "0.0.0.0:9", "--", "true"),
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(_sample_cmd(CLI_OPTION, "0.0.0.0:9", "--", "true"), capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out
     assert "loopback" in out.stderr and CLI_ALLOW_REMOTE in out.stderr
     assert "Traceback" not in out.stderr
@@ -83,15 +97,35 @@ def test_missing_prometheus_client_names_the_extra(tmp_path: Path) -> None:
     fake.mkdir()
     (fake / "__init__.py").write_text("raise ImportError('No module named prometheus_client')\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    out = subprocess.run(_sample_cmd(CLI_OPTION, f"127.0.0.1:{free_port()}", "--", "true"),
-                         capture_output=True, text=True, timeout=60, env=env)
+    out = subprocess.run(
+        _sample_cmd(CLI_OPTION, f"127.0.0.1:{free_port()}", "--", "true"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert out.returncode != 0
     assert "spikewatch[prometheus]" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_sample_without_prometheus_never_imports_it() -> None:
-    cmd = [sys.executable, "-X", "importtime", "-m", "spikewatch", "sample", "--no-journal", "--inlet", "off",
-           "--publish", f"tcp://127.0.0.1:{free_port()}", "--", sys.executable, "-c", "pass"]
+    cmd = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "spikewatch",
+        "sample",
+        "--no-journal",
+        "--inlet",
+        "off",
+        "--publish",
+        f"tcp://127.0.0.1:{free_port()}",
+        "--",
+        sys.executable,
+        "-c",
+        "pass",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     imported = [line for line in out.stderr.splitlines() if line.startswith("import time:")]

@@ -9,9 +9,10 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from spikewatch.sampler.prometheus import M_MEMORY, M_PEAK, PeakExporter  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
-from tests.prometheus.prometheus_helpers import scrape_values  # noqa: E402
+from spikewatch.sampler.prometheus import M_MEMORY, M_PEAK, PeakExporter
+
+from tests.conftest import free_port
+from tests.prometheus.prometheus_helpers import scrape_values
 
 MiB = 1 << 20
 SPIKE = 80 * MiB
@@ -44,7 +45,10 @@ def test_real_sampler_feeds_the_peak_gauge() -> None:
     exporter = PeakExporter(f"127.0.0.1:{free_port()}").start()
     config = daemon.SamplerConfig(
         target=daemon.Target(argv=[sys.executable, "-c", TARGET]),
-        publish=f"tcp://127.0.0.1:{free_port()}", inlet=None, journal="", quiet=True,
+        publish=f"tcp://127.0.0.1:{free_port()}",
+        inlet=None,
+        journal="",
+        quiet=True,
         log=lambda _msg: None,
     )
     sampler = daemon.Sampler(config)
@@ -69,8 +73,12 @@ def test_real_sampler_feeds_the_peak_gauge() -> None:
     # The spike shows at full height (within a few MiB) in exactly the scrapes after it.
     assert max(rss_peaks) >= baseline + SPIKE - 4 * MiB, (baseline, rss_peaks)
     assert max(rss_peaks) <= baseline + SPIKE + 16 * MiB
-    print(f"baseline {baseline / MiB:.1f} MiB, peaks per scrape (MiB):", [round(p / MiB, 1) for p in rss_peaks],
-          "now:", [round(v / MiB, 1) for v in rss_now])
+    print(
+        f"baseline {baseline / MiB:.1f} MiB, peaks per scrape (MiB):",
+        [round(p / MiB, 1) for p in rss_peaks],
+        "now:",
+        [round(v / MiB, 1) for v in rss_now],
+    )
     # It belongs to the interval it happened in (two if a scrape fell inside the
     # spike): the other scrapes show about the baseline.
     high = [i for i, p in enumerate(rss_peaks) if p > baseline + SPIKE / 2]

@@ -13,8 +13,6 @@ import pytest
 prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-from spikewatch.sampler.wire import protocol  # noqa: E402
 from spikewatch.sampler.prometheus import (  # noqa: E402
     M_MEMORY,
     M_PEAK,
@@ -24,6 +22,7 @@ from spikewatch.sampler.prometheus import (  # noqa: E402
     exposed_names,
     parse_bind,
 )
+from spikewatch.sampler.wire import protocol  # noqa: E402
 
 MiB = 1 << 20
 BASE = 40 * MiB
@@ -42,13 +41,17 @@ class Feed:
 
     def run(self, values: list[int], cg_offset: int = 3 * MiB) -> None:
         for i in range(0, len(values), BATCH):
-            chunk = values[i:i + BATCH]
+            chunk = values[i : i + BATCH]
             times = [self.t + k * PERIOD_NS for k in range(len(chunk))]
             self.t += len(chunk) * PERIOD_NS
-            body = protocol.samples_body(self.seq, times, {
-                protocol.SERIES_RSS: chunk,
-                protocol.SERIES_CG_USAGE: [v + cg_offset for v in chunk],
-            })
+            body = protocol.samples_body(
+                self.seq,
+                times,
+                {
+                    protocol.SERIES_RSS: chunk,
+                    protocol.SERIES_CG_USAGE: [v + cg_offset for v in chunk],
+                },
+            )
             self.seq += 1
             self.exp.observe(protocol.SAMPLES, body)
 
@@ -58,8 +61,7 @@ class Feed:
         self.exp.observe(topic, body)
 
 
-def scrape(exp: PeakExporter, scraper: str | None = None, ua: str = "test-scraper/1",
-           accept: str | None = None) -> str:
+def scrape(exp: PeakExporter, scraper: str | None = None, ua: str = "test-scraper/1", accept: str | None = None) -> str:
     url = exp.url + (f"?scraper={scraper}" if scraper else "")
     headers = {"User-Agent": ua}
     if accept:
@@ -133,11 +135,25 @@ def test_kernel_high_water_marks_count_even_when_late(exp: PeakExporter) -> None
     feed.run([BASE] * 40)
     scrape(exp)
     # A spike no sample saw: the sampler reports the kernel's HWM as an event...
-    feed.send(protocol.EVENT, kind=protocol.EV_HWM_SPIKE, series="rss", bytes=BASE + 123 * MiB,
-              t_from=feed.t - 50 * PERIOD_NS, t_to=feed.t, sampled_max=BASE)
+    feed.send(
+        protocol.EVENT,
+        kind=protocol.EV_HWM_SPIKE,
+        series="rss",
+        bytes=BASE + 123 * MiB,
+        t_from=feed.t - 50 * PERIOD_NS,
+        t_to=feed.t,
+        sampled_max=BASE,
+    )
     # ...and the cgroup's own max since the previous detail.
-    feed.send(protocol.DETAIL, cg_usage=BASE, cg_working_set=BASE - MiB, cg_inactive_file=MiB,
-              cg_peak=BASE + 150 * MiB, cg_limit=512 * MiB, rss_anon=BASE - 2 * MiB)
+    feed.send(
+        protocol.DETAIL,
+        cg_usage=BASE,
+        cg_working_set=BASE - MiB,
+        cg_inactive_file=MiB,
+        cg_peak=BASE + 150 * MiB,
+        cg_limit=512 * MiB,
+        rss_anon=BASE - 2 * MiB,
+    )
     got = values(scrape(exp))
     assert got[(M_PEAK, "rss")] == BASE + 123 * MiB
     assert got[(M_PEAK, "cg_usage")] == BASE + 150 * MiB
@@ -151,17 +167,34 @@ def test_kernel_high_water_marks_count_even_when_late(exp: PeakExporter) -> None
 
 def test_counters_health_and_info(exp: PeakExporter) -> None:
     feed = Feed(exp)
-    hello = dict(session="s-42", host="stage-3", sampler_version="0.1.0", period_ns=PERIOD_NS,
-                 cgroup={"version": 1, "path": "/x", "limit": 256 * MiB})
+    hello = dict(
+        session="s-42",
+        host="stage-3",
+        sampler_version="0.1.0",
+        period_ns=PERIOD_NS,
+        cgroup={"version": 1, "path": "/x", "limit": 256 * MiB},
+    )
     feed.send(protocol.HELLO, **hello, counters={"samples": 0, "overruns": 0, "dropped": 0})
     feed.run([BASE] * 1000)  # one second at 1 kHz
-    feed.send(protocol.HELLO, **hello, counters={"samples": 1000, "overruns": 2, "dropped": 5,
-                                                 "hwm_spikes": 0, "ticks_missed": 7, "inlet_bad": 3,
-                                                 "journal_errors": 1})
-    for kind, extra in [(protocol.EV_OOM_KILL, {"pid": 9, "count": 2, "last_bytes": 256 * MiB}),
-                        (protocol.EV_OOM_KILL, {"last_bytes": 256 * MiB}),
-                        (protocol.EV_RESTART, {"pid": 10, "old_pid": 9}),
-                        (protocol.EV_RESTART, {"pid": 11, "old_pid": 10})]:
+    feed.send(
+        protocol.HELLO,
+        **hello,
+        counters={
+            "samples": 1000,
+            "overruns": 2,
+            "dropped": 5,
+            "hwm_spikes": 0,
+            "ticks_missed": 7,
+            "inlet_bad": 3,
+            "journal_errors": 1,
+        },
+    )
+    for kind, extra in [
+        (protocol.EV_OOM_KILL, {"pid": 9, "count": 2, "last_bytes": 256 * MiB}),
+        (protocol.EV_OOM_KILL, {"last_bytes": 256 * MiB}),
+        (protocol.EV_RESTART, {"pid": 10, "old_pid": 9}),
+        (protocol.EV_RESTART, {"pid": 11, "old_pid": 10}),
+    ]:
         feed.send(protocol.EVENT, kind=kind, **extra)
     text = scrape(exp)
     got = values(text)
@@ -176,15 +209,15 @@ def test_counters_health_and_info(exp: PeakExporter) -> None:
     assert got[("spikewatch_sampler_rate_hz", "")] == pytest.approx(1000, rel=0.01)
     assert got[("spikewatch_sampler_period_seconds", "")] == pytest.approx(0.001)
     assert got[("spikewatch_memory_limit_bytes", "")] == 256 * MiB
-    info = [s for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name == "spikewatch_sampler_info"]
+    info = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == "spikewatch_sampler_info"]
     assert info[0].labels == {"session": "s-42", "host": "stage-3", "version": "0.1.0"}
 
 
 def test_exposition_parses_in_both_formats_and_names_match(exp: PeakExporter) -> None:
     feed = Feed(exp)
-    feed.send(protocol.HELLO, session="s", host="h", sampler_version="0.1.0", period_ns=PERIOD_NS,
-              counters={"samples": 0})
+    feed.send(
+        protocol.HELLO, session="s", host="h", sampler_version="0.1.0", period_ns=PERIOD_NS, counters={"samples": 0}
+    )
     feed.run(spike_run())
     feed.send(protocol.DETAIL, cg_limit=1 << 30)
     text = scrape(exp)
@@ -272,8 +305,9 @@ def test_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPat
 
 
 def test_module_import_does_not_load_prometheus_client() -> None:
-    code = ("import sys, spikewatch.sampler.prometheus; "
-            "print(any(m.startswith('prometheus_client') for m in sys.modules))")
+    code = (
+        "import sys, spikewatch.sampler.prometheus; print(any(m.startswith('prometheus_client') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

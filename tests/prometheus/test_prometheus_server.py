@@ -21,9 +21,10 @@ import pytest
 import yaml
 
 pytest.importorskip("prometheus_client")
-from spikewatch.sampler.wire import protocol  # noqa: E402
-from spikewatch.sampler.prometheus import PeakExporter  # noqa: E402
-from tests.conftest import ROOT, free_port  # noqa: E402
+from spikewatch.sampler.prometheus import PeakExporter
+from spikewatch.sampler.wire import protocol
+
+from tests.conftest import ROOT, free_port
 
 PROMETHEUS = shutil.which("prometheus")
 RECIPES = ROOT / "docs" / "recipes" / "prometheus"
@@ -89,17 +90,27 @@ def test_prometheus_stores_the_spike_and_fires_the_alert(tmp_path: Path) -> None
     base = f"http://127.0.0.1:{port}"
     cfg = config_from_recipe(tmp_path, f"127.0.0.1:{exporter.address[1]}")
     proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            PROMETHEUS,
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_for(lambda: api(base, 'up{job="spikewatch"} == 1'), 40, "Prometheus to scrape the exporter")
         # The spike: 50 ms at 470 MiB then back to 300 MiB, published as one batch,
         # so no scrape can catch it in the "now" gauge.
         feed([BASE] * 5 + [PEAK] * 50 + [BASE] * 5)
-        peak = wait_for(lambda: api(base, 'max_over_time(spikewatch_memory_peak_bytes{series="cg_usage"}[5m]) > 400e6'),
-                        20, "the peak in Prometheus")
+        peak = wait_for(
+            lambda: api(base, 'max_over_time(spikewatch_memory_peak_bytes{series="cg_usage"}[5m]) > 400e6'),
+            20,
+            "the peak in Prometheus",
+        )
         assert float(peak[0]["value"][1]) == PEAK
         assert peak[0]["metric"]["env"] == "test"
         now = api(base, 'max_over_time(spikewatch_memory_bytes{series="cg_usage"}[5m])')

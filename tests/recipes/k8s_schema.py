@@ -15,8 +15,14 @@ from kubernetes import client
 _LIST = re.compile(r"^(?:List|list)\[(.+)\]$")
 _DICT = re.compile(r"^(?:Dict|dict)\[str, ?(.+)\]$|^dict\(str, ?(.+)\)$")
 _SCALARS: dict[str, tuple[type, ...]] = {
-    "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "datetime": (str,),
-    "date": (str,), "bytearray": (str,), "object": (object,),
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "datetime": (str,),
+    "date": (str,),
+    "bytearray": (str,),
+    "object": (object,),
 }
 
 
@@ -66,4 +72,4 @@ def validate(doc: dict[str, Any]) -> Any:
     name = model_for(doc)
     errors = unknown_fields(doc, name, doc.get("kind", "?"))
     assert not errors, "\n".join(errors)
-    return client.ApiClient()._ApiClient__deserialize(doc, name)  # noqa: SLF001 (the client's own decoder)
+    return client.ApiClient()._ApiClient__deserialize(doc, name)

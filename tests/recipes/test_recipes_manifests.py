@@ -14,18 +14,19 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
-
 from spikewatch.sampler.prometheus import (
     CLI_ALLOW_REMOTE,
     CLI_OPTION,
     DETAIL_SERIES,
     exposed_names,
 )
+
 from tests.conftest import ROOT
 
 RECIPES = ROOT / "docs" / "recipes"
@@ -161,9 +162,12 @@ def test_recorder_job_is_plausible() -> None:
     # ...which the sampler's NetworkPolicy admits for the Job's pods.
     netpol = pod_docs["NetworkPolicy"]
     job_labels = tpl["metadata"]["labels"]
-    admitted = [rule for rule in netpol["spec"]["ingress"]
-                for peer in rule.get("from", []) if "podSelector" in peer
-                and all(job_labels.get(k) == v for k, v in peer["podSelector"]["matchLabels"].items())]
+    admitted = [
+        rule
+        for rule in netpol["spec"]["ingress"]
+        for peer in rule.get("from", [])
+        if "podSelector" in peer and all(job_labels.get(k) == v for k, v in peer["podSelector"]["matchLabels"].items())
+    ]
     assert admitted and int(m.group(2)) in {p["port"] for p in admitted[0]["ports"]}
     # The report reads what the recorder wrote, on the claimed volume.
     out = record["args"][record["args"].index("-o") + 1]
@@ -288,8 +292,12 @@ def test_promql_uses_only_metrics_the_exporter_exposes() -> None:
             assert rec in recorded, f"recording rule {rec} is used but not defined"
         for series in re.findall(r'series="([^"]+)"', expr):
             assert series in KNOWN_SERIES, f"no series {series!r} in {expr!r}"
-    assert {"spikewatch_memory_peak_bytes", "spikewatch_memory_limit_bytes",
-            "spikewatch_oom_kills_total", "container_memory_working_set_bytes"} <= used
+    assert {
+        "spikewatch_memory_peak_bytes",
+        "spikewatch_memory_limit_bytes",
+        "spikewatch_oom_kills_total",
+        "container_memory_working_set_bytes",
+    } <= used
 
 
 def test_rules_come_after_the_recording_rules_they_use() -> None:
@@ -331,8 +339,9 @@ def test_kubernetes_relabelling_points_at_the_annotated_port() -> None:
     m = re.fullmatch(rule["regex"], "10.1.2.3;9464")
     assert m and m.expand(rule["replacement"].replace("$", "\\")) == "10.1.2.3:9464"
     pod = by_kind(K8S / "sidecar-pod.yaml")["Pod"]
-    keep = next(r for r in job["relabel_configs"]
-                if r.get("source_labels") == ["__meta_kubernetes_pod_container_port_name"])
+    keep = next(
+        r for r in job["relabel_configs"] if r.get("source_labels") == ["__meta_kubernetes_pod_container_port_name"]
+    )
     assert any(re.fullmatch(keep["regex"], p["name"]) for p in _container(pod, "spikewatch")["ports"])
 
 
@@ -341,8 +350,11 @@ def test_promtool_accepts_config_and_rules(tmp_path: Path) -> None:
     def promtool(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, cwd=PROM)
 
-    for args in (("check", "config", "prometheus.yml"), ("check", "rules", "spikewatch-rules.yml"),
-                 ("test", "rules", "spikewatch-rules.test.yml")):
+    for args in (
+        ("check", "config", "prometheus.yml"),
+        ("check", "rules", "spikewatch-rules.yml"),
+        ("test", "rules", "spikewatch-rules.test.yml"),
+    ):
         out = promtool(*args)
         assert out.returncode == 0, f"promtool {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
     out = promtool("check", "config", "prometheus-kubernetes.yml")
@@ -357,8 +369,13 @@ def test_promtool_rule_tests_can_fail(tmp_path: Path) -> None:
     rules = (PROM / "spikewatch-rules.yml").read_text().replace("> 0.9", "> 0.95")
     (tmp_path / "spikewatch-rules.yml").write_text(rules)
     shutil.copy(PROM / "spikewatch-rules.test.yml", tmp_path)
-    out = subprocess.run([PROMTOOL, "test", "rules", "spikewatch-rules.test.yml"], capture_output=True,
-                         text=True, timeout=60, cwd=tmp_path)
+    out = subprocess.run(
+        [PROMTOOL, "test", "rules", "spikewatch-rules.test.yml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert out.returncode != 0 and "SpikewatchPeakNearLimit" in out.stdout + out.stderr
 
 
@@ -374,8 +391,7 @@ def test_grafana_panel_plots_the_peak_next_to_the_working_set_and_limit() -> Non
     targets = panel["targets"]
     assert len({t["refId"] for t in targets}) == len(targets)
     exprs = " ".join(t["expr"] for t in targets)
-    for name in ("spikewatch_memory_peak_bytes", "container_memory_working_set_bytes",
-                 "spikewatch_memory_limit_bytes"):
+    for name in ("spikewatch_memory_peak_bytes", "container_memory_working_set_bytes", "spikewatch_memory_limit_bytes"):
         assert name in exprs
     peak = next(t["expr"] for t in targets if "spikewatch_memory_peak_bytes" in t["expr"])
     # Zoomed out, each point must be the max of its step, never a point sample or an average.

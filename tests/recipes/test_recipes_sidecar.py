@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from spikewatch.sampler import cgroup as cgm
 from spikewatch.sampler.wire import protocol
+
 from tests.conftest import free_port
 from tests.support.privileges import why_nobody_cannot_run
 from tests.support.sampler import Stream
@@ -29,8 +29,15 @@ from tests.support.sampler import Stream
 MiB = 1 << 20
 
 
-def fake_root(tmp: Path, pid: int, cgroup: str, mountinfo: list[str], files: dict[str, str],
-              own_mountinfo: list[str], own_files: dict[str, str] | None = None) -> Path:
+def fake_root(
+    tmp: Path,
+    pid: int,
+    cgroup: str,
+    mountinfo: list[str],
+    files: dict[str, str],
+    own_mountinfo: list[str],
+    own_files: dict[str, str] | None = None,
+) -> Path:
     """A captured tree: the sidecar's own view (proc/self, its mounts) and the app's
     (proc/PID/cgroup, proc/PID/mountinfo, files under proc/PID/root)."""
     d = tmp / "proc" / str(pid)
@@ -55,9 +62,15 @@ def test_cgroup_v2_pod_with_cgroup_namespaces(tmp_path: Path) -> None:
     app = "/../cri-containerd-3f9a.scope"
     v2 = "1201 1180 0:29 {root} /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate"
     root = fake_root(
-        tmp_path, 4242, f"0::{app}\n", [v2.format(root=app)],
-        {"sys/fs/cgroup/cgroup.controllers": "cpu io memory pids\n",
-         "sys/fs/cgroup/memory.current": "314572800\n", "sys/fs/cgroup/memory.max": "536870912\n"},
+        tmp_path,
+        4242,
+        f"0::{app}\n",
+        [v2.format(root=app)],
+        {
+            "sys/fs/cgroup/cgroup.controllers": "cpu io memory pids\n",
+            "sys/fs/cgroup/memory.current": "314572800\n",
+            "sys/fs/cgroup/memory.max": "536870912\n",
+        },
         [v2.format(root="/")],
         {"sys/fs/cgroup/cgroup.controllers": "cpu io memory pids\n", "sys/fs/cgroup/memory.current": "1\n"},
     )
@@ -72,9 +85,13 @@ def test_cgroup_v1_pod_and_a_process_in_a_sub_cgroup(tmp_path: Path) -> None:
     pod = "/kubepods/burstable/pod7c1e"
     container = f"{pod}/9d2b"
     root = fake_root(
-        tmp_path, 77, f"12:pids:{container}\n4:memory:{container}/worker\n1:name=systemd:/x\n",
-        [f"900 880 0:33 {container} /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory",
-         f"901 880 0:34 {container} /sys/fs/cgroup/pids ro,nosuid - cgroup cgroup rw,pids"],
+        tmp_path,
+        77,
+        f"12:pids:{container}\n4:memory:{container}/worker\n1:name=systemd:/x\n",
+        [
+            f"900 880 0:33 {container} /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory",
+            f"901 880 0:34 {container} /sys/fs/cgroup/pids ro,nosuid - cgroup cgroup rw,pids",
+        ],
         {"sys/fs/cgroup/memory/worker/memory.usage_in_bytes": "1\n"},
         # The sidecar's own mount shows only its own container's subtree.
         [f"700 680 0:33 {pod}/5e6f /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory"],
@@ -87,7 +104,9 @@ def test_cgroup_v1_pod_and_a_process_in_a_sub_cgroup(tmp_path: Path) -> None:
 def test_the_samplers_own_mounts_come_first(tmp_path: Path) -> None:
     """On the host (a Docker container seen from outside): the host's own directory, no /proc/PID/root."""
     root = fake_root(
-        tmp_path, 91, "4:memory:/docker/abc\n",
+        tmp_path,
+        91,
+        "4:memory:/docker/abc\n",
         ["900 880 0:33 /docker/abc /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory"],
         {"sys/fs/cgroup/memory/memory.usage_in_bytes": "1\n"},
         ["35 31 0:33 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory"],
@@ -99,10 +118,15 @@ def test_the_samplers_own_mounts_come_first(tmp_path: Path) -> None:
 
 
 def test_unreachable_cgroup_and_missing_process_say_what_to_check(tmp_path: Path) -> None:
-    root = fake_root(tmp_path, 5, "0::/../other\n", ["1 1 0:29 /../mine /sys/fs/cgroup rw - cgroup2 cgroup rw"],
-                     {"sys/fs/cgroup/cgroup.controllers": "memory\n"},
-                     ["1 1 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup rw"],
-                     {"sys/fs/cgroup/cgroup.controllers": "memory\n"})
+    root = fake_root(
+        tmp_path,
+        5,
+        "0::/../other\n",
+        ["1 1 0:29 /../mine /sys/fs/cgroup rw - cgroup2 cgroup rw"],
+        {"sys/fs/cgroup/cgroup.controllers": "memory\n"},
+        ["1 1 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup rw"],
+        {"sys/fs/cgroup/cgroup.controllers": "memory\n"},
+    )
     with pytest.raises(cgm.CgroupError, match=r"not reachable") as err:
         cgm.cgroup_seen_by(5, root=root)
     assert "0::/../other" in str(err.value) and "--cgroup PATH" in str(err.value)
@@ -111,10 +135,15 @@ def test_unreachable_cgroup_and_missing_process_say_what_to_check(tmp_path: Path
 
 
 def test_no_memory_controller_anywhere(tmp_path: Path) -> None:
-    root = fake_root(tmp_path, 5, "0::/x\n", ["1 1 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup rw"],
-                     {"sys/fs/cgroup/cgroup.controllers": "cpu io\n"},
-                     ["1 1 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup rw"],
-                     {"sys/fs/cgroup/cgroup.controllers": "cpu io\n"})
+    root = fake_root(
+        tmp_path,
+        5,
+        "0::/x\n",
+        ["1 1 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup rw"],
+        {"sys/fs/cgroup/cgroup.controllers": "cpu io\n"},
+        ["1 1 0:29 / /sys/fs/cgroup rw - cgroup2 cgroup rw"],
+        {"sys/fs/cgroup/cgroup.controllers": "cpu io\n"},
+    )
     with pytest.raises(cgm.CgroupError, match=r"no memory cgroup controller"):
         cgm.cgroup_seen_by(5, root=root)
 
@@ -163,8 +192,10 @@ def app_container(tmp_path: Path):  # type: ignore[no-untyped-def]
         while True:
             try:
                 cmd = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
-                if cmd.startswith(sys.executable.encode()) and \
-                        int((app_cg / "memory.usage_in_bytes").read_text()) > 30 * MiB:
+                if (
+                    cmd.startswith(sys.executable.encode())
+                    and int((app_cg / "memory.usage_in_bytes").read_text()) > 30 * MiB
+                ):
                     break
             except OSError:
                 pass
@@ -186,15 +217,18 @@ def app_container(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("target", ["--pid", "--match"])
 def test_sidecar_finds_the_app_containers_cgroup_through_its_mount_namespace(
-        app_container: dict, tmp_path: Path, target: str) -> None:
+    app_container: dict, tmp_path: Path, target: str
+) -> None:
     """The whole sidecar path: `spikewatch sample ... --cgroup auto` in a sibling cgroup with
     its own cgroup namespace, like a second container of the pod."""
     c = app_container
     journal = tmp_path / "sidecar.journal"
     which = str(c["pid"]) if target == "--pid" else c["marker"]
-    side = (f'echo $$ > {c["side_cg"]}/cgroup.procs && exec unshare --cgroup '
-            f'{sys.executable} -m spikewatch sample {target} {which} --cgroup auto --duration 1s '
-            f'--journal {journal} --inlet off --publish tcp://127.0.0.1:{free_port()}')
+    side = (
+        f"echo $$ > {c['side_cg']}/cgroup.procs && exec unshare --cgroup "
+        f"{sys.executable} -m spikewatch sample {target} {which} --cgroup auto --duration 1s "
+        f"--journal {journal} --inlet off --publish tcp://127.0.0.1:{free_port()}"
+    )
     out = subprocess.run(["sh", "-c", side], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     # From inside its cgroup namespace the app's cgroup is "/../…": the case a pod has. It is
@@ -215,9 +249,11 @@ def test_sidecar_without_ptrace_rights_says_which_capability(app_container: dict
     if (why := why_nobody_cannot_run()) is not None:
         pytest.skip(why)
     c = app_container
-    side = (f'echo $$ > {c["side_cg"]}/cgroup.procs && exec unshare --cgroup setpriv --reuid 65534 '
-            f'--regid 65534 --clear-groups --inh-caps=-all --bounding-set=-all {sys.executable} -m spikewatch '
-            f'sample --pid {c["pid"]} --cgroup auto --no-journal --inlet off --publish tcp://127.0.0.1:{free_port()}')
+    side = (
+        f"echo $$ > {c['side_cg']}/cgroup.procs && exec unshare --cgroup setpriv --reuid 65534 "
+        f"--regid 65534 --clear-groups --inh-caps=-all --bounding-set=-all {sys.executable} -m spikewatch "
+        f"sample --pid {c['pid']} --cgroup auto --no-journal --inlet off --publish tcp://127.0.0.1:{free_port()}"
+    )
     out = subprocess.run(["sh", "-c", side], capture_output=True, text=True, timeout=60, cwd="/")
     assert out.returncode == 3, out.stderr
     assert "Traceback" not in out.stderr

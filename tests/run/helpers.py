@@ -8,9 +8,7 @@ import textwrap
 from pathlib import Path
 
 import psutil
-
 from spikewatch.sampler import cgroup as cgm
-
 
 SMALL_SCENARIO = """\
 seed = 3
@@ -99,8 +97,17 @@ def write(tmp: Path, name: str, text: str) -> Path:
 
 
 def demo_service() -> list[str]:
-    return [sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{port}", "--startup-peak", "24M",
-            "--startup-time", "0.2"]
+    return [
+        sys.executable,
+        "-m",
+        "spikewatch.driver.demo_service",
+        "--port",
+        "{port}",
+        "--startup-peak",
+        "24M",
+        "--startup-time",
+        "0.2",
+    ]
 
 
 def tree(pid: int) -> list[psutil.Process]:

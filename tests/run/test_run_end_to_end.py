@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 from click.testing import CliRunner
-
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.recording import iter_records
+
 from spikewatch.cli import main
 from tests.support.cgroups import needs_cgroup
 
@@ -28,8 +28,12 @@ class Watched:
     """``spikewatch run`` as a child, with every process it ever had under it remembered."""
 
     def __init__(self, args: list[str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "spikewatch", "run", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "spikewatch", "run", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.seen: dict[int, psutil.Process] = {}
         self.cmd: dict[int, str] = {}
         self.output = ""
@@ -103,8 +107,21 @@ def test_run_writes_recording_and_reports_with_phases(tmp_path: Path) -> None:
 def test_run_fail_on_exits_1_and_still_writes_the_report(tmp_path: Path) -> None:
     scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
     out = tmp_path / "out"
-    run = Watched([str(scenario), "--limit", "256M", "--out", str(out), "--fail-on", "peak>1MiB",
-                   "--fail-on", "oom>0", "--", *demo_service()])
+    run = Watched(
+        [
+            str(scenario),
+            "--limit",
+            "256M",
+            "--out",
+            str(out),
+            "--fail-on",
+            "peak>1MiB",
+            "--fail-on",
+            "oom>0",
+            "--",
+            *demo_service(),
+        ]
+    )
     rc = run.wait(60)
     assert rc == 1, run.output[-3000:]
     assert "FAIL --fail-on peak>1MiB" in run.output
@@ -124,18 +141,24 @@ def test_sigint_mid_run_stops_everything_and_reports(tmp_path: Path) -> None:
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline and run.proc.poll() is None:
         run.look()
-        if (out / "sampler.log").exists() and "demo service ready" in (out / "sampler.log").read_text() \
-                and len(run.seen) >= 3:
+        if (
+            (out / "sampler.log").exists()
+            and "demo service ready" in (out / "sampler.log").read_text()
+            and len(run.seen) >= 3
+        ):
             break
         time.sleep(0.1)
     else:
         pytest.fail(f"the service never became ready: {run.proc.poll()}")
+
     # Into the steady phase: its start marker is on the recording (the driver may still be
     # starting its Python when the service is ready, so no fixed delay is enough).
     def steady_started() -> bool:
         rec = out / "recording"
-        return rec.exists() and any(t == protocol.MARKER and b["kind"] == protocol.PHASE_START
-                                    and b["name"] == "long" for t, b in iter_records(rec))
+        return rec.exists() and any(
+            t == protocol.MARKER and b["kind"] == protocol.PHASE_START and b["name"] == "long"
+            for t, b in iter_records(rec)
+        )
 
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline and run.proc.poll() is None and not steady_started():
@@ -191,8 +214,12 @@ def test_run_needs_a_command_and_a_valid_scenario(tmp_path: Path) -> None:
 def test_a_command_that_cannot_start_is_reported_not_run(tmp_path: Path) -> None:
     scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "spikewatch", "run", str(scenario), "--out", str(out), "--",
-                        "/nonexistent/service"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "spikewatch", "run", str(scenario), "--out", str(out), "--", "/nonexistent/service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 3, r.stdout + r.stderr
     assert "command not found" in r.stderr and "Traceback" not in r.stderr
 
@@ -216,12 +243,30 @@ def test_without_a_usable_cgroup_it_runs_without_a_limit_and_says_why(tmp_path: 
     scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
     out = tmp_path / "out"
     mount = cgm.memory_hierarchy()[1]  # type: ignore[index]
-    inner = " ".join(["exec", sys.executable, "-m", "spikewatch", "run", str(scenario), "--limit", "64M",
-                      "--out", str(out), "--", *[f"'{a}'" for a in demo_service()]])
+    inner = " ".join(
+        [
+            "exec",
+            sys.executable,
+            "-m",
+            "spikewatch",
+            "run",
+            str(scenario),
+            "--limit",
+            "64M",
+            "--out",
+            str(out),
+            "--",
+            *[f"'{a}'" for a in demo_service()],
+        ]
+    )
     # A private mount namespace where the memory hierarchy is read-only: like a container
     # without cgroup delegation, for this process tree only.
-    r = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -o remount,bind,ro {mount} && {inner}"],
-                       capture_output=True, text=True, timeout=90)
+    r = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -o remount,bind,ro {mount} && {inner}"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "running WITHOUT a memory limit, because" in r.stdout and "read-only" in r.stdout
     assert "NOTE: ran WITHOUT a memory limit" in r.stdout
@@ -234,8 +279,12 @@ def test_without_a_usable_cgroup_it_runs_without_a_limit_and_says_why(tmp_path: 
 @needs_cgroup
 def test_demo_quick_runs_the_bundled_service_and_scenario(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "spikewatch", "demo", "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=90)
+    r = subprocess.run(
+        [sys.executable, "-m", "spikewatch", "demo", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     rep = _report(out)
     assert [p["kind"] for p in rep["phases"]][0] == "startup"
@@ -298,8 +347,9 @@ def test_a_service_that_never_gets_ready_is_not_evaluated(tmp_path: Path) -> Non
     scenario = write(tmp_path, "never.toml", NEVER_READY)
     out = tmp_path / "out"
     # http.server answers 404 for /health: up, but never ready.
-    run = Watched([str(scenario), "--out", str(out), "--", sys.executable, "-m", "http.server", "{port}",
-                   "--bind", "127.0.0.1"])
+    run = Watched(
+        [str(scenario), "--out", str(out), "--", sys.executable, "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+    )
     rc = run.wait(60)
     assert rc == 3, run.output[-3000:]
     assert "the driver gave up" in run.output and "did not answer 2xx within 2s" in run.output

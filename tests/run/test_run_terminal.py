@@ -63,8 +63,21 @@ class Terminal:
 def test_console_on_a_terminal_and_q_stops_the_run(tmp_path: Path) -> None:
     scenario = write(tmp_path, "long.toml", LONG_SCENARIO)
     out = tmp_path / "out"
-    term = Terminal([sys.executable, "-m", "spikewatch", "run", str(scenario), "--limit", "256M", "--out", str(out),
-                     "--", *demo_service()])
+    term = Terminal(
+        [
+            sys.executable,
+            "-m",
+            "spikewatch",
+            "run",
+            str(scenario),
+            "--limit",
+            "256M",
+            "--out",
+            str(out),
+            "--",
+            *demo_service(),
+        ]
+    )
     try:
         # The console's title bar and its phase events: the full-screen view is up.
         assert term.wait_for("spikewatch run long.toml", 40), term.text()[-2000:]

@@ -80,8 +80,9 @@ def _kill(p: subprocess.Popen) -> None:
 def test_pid_auto_samples_the_cgroup_the_process_was_moved_into(tmp_path: Path, endpoints) -> None:
     script = write_script(tmp_path, "hold.py", HOLD)
     cg = _child_cgroup("pid")
-    app = subprocess.Popen([sys.executable, str(script), "48", "wait"], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, text=True)
+    app = subprocess.Popen(
+        [sys.executable, str(script), "48", "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     p = None
     try:
         cgm.move_pid(app.pid, cg)
@@ -120,7 +121,8 @@ def test_pid_auto_samples_the_cgroup_the_process_was_moved_into(tmp_path: Path, 
 
 @needs_cgroup
 def test_match_auto_finds_the_cgroup_at_the_first_match_and_follows_a_restart_into_another(
-        tmp_path: Path, endpoints) -> None:
+    tmp_path: Path, endpoints
+) -> None:
     script = write_script(tmp_path, "hold.py", HOLD)
     marker = f"swauto-app-{os.getpid()}-{time.monotonic_ns()}"
     # The python command line only: the joining shell (/bin/sh -c ...) must not match.
@@ -132,14 +134,16 @@ def test_match_auto_finds_the_cgroup_at_the_first_match_and_follows_a_restart_in
     apps: list[subprocess.Popen] = []
     try:
         err.wait_for("waiting for a process matching")
-        apps.append(cgm.spawn_in(cg_a, [sys.executable, str(script), "24", "now", marker],
-                                 stdout=subprocess.PIPE, text=True))
+        apps.append(
+            cgm.spawn_in(cg_a, [sys.executable, str(script), "24", "now", marker], stdout=subprocess.PIPE, text=True)
+        )
         assert apps[0].stdout.readline().startswith("have 24")
         assert str(cg_a.info.dir) in err.wait_for(r"--cgroup auto: pid")
         time.sleep(0.4)
         _kill(apps[0])  # the "container" dies; its restart comes up in a new cgroup
-        apps.append(cgm.spawn_in(cg_b, [sys.executable, str(script), "72", "now", marker],
-                                 stdout=subprocess.PIPE, text=True))
+        apps.append(
+            cgm.spawn_in(cg_b, [sys.executable, str(script), "72", "now", marker], stdout=subprocess.PIPE, text=True)
+        )
         have = apps[1].stdout.readline()
         assert have.startswith("have 72")
         t_allocated = int(have.split()[2])
@@ -168,16 +172,22 @@ def test_match_auto_finds_the_cgroup_at_the_first_match_and_follows_a_restart_in
     # From when the restart had allocated its 72 MiB and the sampler read its cgroup.
     after = s.values("cg_usage", max(t_allocated, t_followed))
     assert before and 24 * MiB <= max(before) < 48 * MiB, max(before, default=None)
-    assert after and min(after) >= 72 * MiB and max(after) < 100 * MiB, (min(after, default=None), max(after, default=None))
+    assert after and min(after) >= 72 * MiB and max(after) < 100 * MiB, (
+        min(after, default=None),
+        max(after, default=None),
+    )
     # The new cgroup's OOM counter and peak are a fresh baseline, not news.
     assert not s.events(protocol.EV_OOM_KILL)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--cgroup", "auto"], r"say which process with\s+--pid N or --match REGEX"),
-    (["--cgroup", "auto", "--unit", "x.service"], r"--cgroup auto and --unit both name"),
-    (["--cgroup", "auto", "--", "sleep", "1"], r"a launched command runs in the\s+sampler's cgroup"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cgroup", "auto"], r"say which process with\s+--pid N or --match REGEX"),
+        (["--cgroup", "auto", "--unit", "x.service"], r"--cgroup auto and --unit both name"),
+        (["--cgroup", "auto", "--", "sleep", "1"], r"a launched command runs in the\s+sampler's cgroup"),
+    ],
+)
 def test_auto_without_a_process_target_is_a_usage_error(args: list[str], message: str) -> None:
     res = CliRunner().invoke(sample, ["--inlet", "off", "--no-journal", *args])
     assert res.exit_code == 2, res.output

@@ -60,12 +60,16 @@ def test_limit_oom_kill(tmp_path, endpoints):
 
 
 def test_cgroup_target_and_cg_usage(tmp_path, endpoints):
-    script = write_script(tmp_path, "hold.py", """
+    script = write_script(
+        tmp_path,
+        "hold.py",
+        """
         import sys, time
         x = b"\\x01" * (30 << 20)
         print("held", time.monotonic_ns(), flush=True)
         time.sleep(600)  # until killed: the sampler may take seconds to start on a slow machine
-    """)
+    """,
+    )
     cg = cgroup.create_limited(256 * MiB, f"swtest-target-{time.monotonic_ns()}")
     child = cgroup.spawn_in(cg, [sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
@@ -101,7 +105,10 @@ def _per_fd_peak_reset() -> bool:
 
 
 def test_watched_cgroup_peak_rise_is_a_spike_without_resetting_it(tmp_path, endpoints):
-    script = write_script(tmp_path, "cgspike.py", """
+    script = write_script(
+        tmp_path,
+        "cgspike.py",
+        """
         import sys, time
         x = b"\\x01" * (20 << 20)
         print("held", time.monotonic_ns(), flush=True)
@@ -112,14 +119,16 @@ def test_watched_cgroup_peak_rise_is_a_spike_without_resetting_it(tmp_path, endp
         del y
         print("spike", t0, time.monotonic_ns(), flush=True)
         time.sleep(0.6)
-    """)
+    """,
+    )
     cg = cgroup.create_limited(512 * MiB, f"swtest-peak-{time.monotonic_ns()}")
     child = cgroup.spawn_in(cg, [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     journal = tmp_path / "cgpeak.journal"
     try:
         assert child.stdout.readline().startswith("held")
-        p = spawn_sample(endpoints, "--cgroup", cg.info.path, "--period", "250ms", "--duration", "1.6s",
-                                        "--journal", str(journal))
+        p = spawn_sample(
+            endpoints, "--cgroup", cg.info.path, "--period", "250ms", "--duration", "1.6s", "--journal", str(journal)
+        )
         assert "journal" in p.stderr.readline()
         time.sleep(0.3)
         child.stdin.write("go\n")
@@ -147,20 +156,25 @@ def test_watched_cgroup_peak_rise_is_a_spike_without_resetting_it(tmp_path, endp
 
 
 def test_pid_with_its_cgroup(tmp_path, endpoints):
-    script = write_script(tmp_path, "two.py", """
+    script = write_script(
+        tmp_path,
+        "two.py",
+        """
         import time
         x = b"\\x01" * (24 << 20)
         print("held", time.monotonic_ns(), flush=True)
         time.sleep(600)  # until killed: the sampler may take seconds to start on a slow machine
-    """)
+    """,
+    )
     cg = cgroup.create_limited(256 * MiB, f"swtest-pidcg-{time.monotonic_ns()}")
     a = cgroup.spawn_in(cg, [sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     b = cgroup.spawn_in(cg, [sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         assert a.stdout.readline().startswith("held") and b.stdout.readline().startswith("held")
         journal = tmp_path / "pidcg.journal"
-        res = run_sample(endpoints, "--pid", str(a.pid), "--cgroup", cg.info.path, "--duration", "0.6s",
-                         "--journal", str(journal))
+        res = run_sample(
+            endpoints, "--pid", str(a.pid), "--cgroup", cg.info.path, "--duration", "0.6s", "--journal", str(journal)
+        )
         assert res.returncode == 0, res.stderr
     finally:
         for p in (a, b):

@@ -10,12 +10,11 @@ import time
 
 import pytest
 import zmq
-
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import InletClient, StreamSubscriber
+
 from tests.support.privileges import AS_NOBODY, why_nobody_cannot_run
 from tests.support.sampler import Stream, collect_until_final, run_sample, sample_cmd, spawn_sample
-
 
 
 def _gone_pid() -> int:
@@ -24,18 +23,21 @@ def _gone_pid() -> int:
     return p.pid
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--pid", "GONE"], r"no process \d+"),
-    (["--cgroup", "/no/such/cgroup/here"], r"no memory cgroup at"),
-    (["--period", "10us", "--pid", "1"], r"outside 100us"),
-    (["--period", "fast", "--pid", "1"], r"not a duration"),
-    (["--limit", "64M", "--pid", "1"], r"--limit applies to a launched command"),
-    (["--limit", "lots", "--", "true"], r"not a size"),
-    (["--match", "(unclosed"], r"not a regular expression"),
-    (["--", "no-such-command-swtest"], r"command not found"),
-    (["--unit", "no-such-unit-swtest.service"], r"systemd|systemctl"),
-    ([], r"say what to sample"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--pid", "GONE"], r"no process \d+"),
+        (["--cgroup", "/no/such/cgroup/here"], r"no memory cgroup at"),
+        (["--period", "10us", "--pid", "1"], r"outside 100us"),
+        (["--period", "fast", "--pid", "1"], r"not a duration"),
+        (["--limit", "64M", "--pid", "1"], r"--limit applies to a launched command"),
+        (["--limit", "lots", "--", "true"], r"not a size"),
+        (["--match", "(unclosed"], r"not a regular expression"),
+        (["--", "no-such-command-swtest"], r"command not found"),
+        (["--unit", "no-such-unit-swtest.service"], r"systemd|systemctl"),
+        ([], r"say what to sample"),
+    ],
+)
 def test_cli_errors_are_clear(endpoints, tmp_path, args, message):
     args = [str(_gone_pid()) if a == "GONE" else a for a in args]
     res = run_sample(endpoints, "--journal", str(tmp_path / "j"), *args, timeout=30)
@@ -119,8 +121,14 @@ def test_journal_write_error_is_reported_once(endpoints, sleeper):
     from spikewatch.sampler.daemon import Sampler, SamplerConfig, Target
 
     logged: list[str] = []
-    config = SamplerConfig(Target(pid=sleeper.pid), publish=endpoints["publish"], inlet=endpoints["inlet"],
-                           journal="/dev/full", duration_ns=1_500_000_000, log=logged.append)
+    config = SamplerConfig(
+        Target(pid=sleeper.pid),
+        publish=endpoints["publish"],
+        inlet=endpoints["inlet"],
+        journal="/dev/full",
+        duration_ns=1_500_000_000,
+        log=logged.append,
+    )
     sampler = Sampler(config)
     msgs: list[tuple[str, dict]] = []
     sampler.listeners.append(lambda topic, body, packed: msgs.append((topic, body)))
@@ -139,8 +147,14 @@ def test_journal_write_error_is_reported_once(endpoints, sleeper):
 def test_in_process_listener_errors_do_not_stop_sampling(endpoints, sleeper, capfd):
     from spikewatch.sampler.daemon import Sampler, SamplerConfig, Target
 
-    config = SamplerConfig(Target(pid=sleeper.pid), publish=endpoints["publish"], inlet=None, journal="",
-                           duration_ns=600_000_000, quiet=True)
+    config = SamplerConfig(
+        Target(pid=sleeper.pid),
+        publish=endpoints["publish"],
+        inlet=None,
+        journal="",
+        duration_ns=600_000_000,
+        quiet=True,
+    )
     sampler = Sampler(config)
     seen: list[str] = []
 
@@ -173,11 +187,19 @@ def test_ipc_endpoints(tmp_path, sleeper):
     assert msgs[-1][1]["final"] and not list(tmp_path.glob("*.sock"))  # socket files removed
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to drop to nobody")
-@pytest.mark.parametrize("args, message", [
-    (["--limit", "64M", "--no-journal", "--", "true"], r"no permission to create a memory cgroup .* run as root"),
-    (["--pid", "1", "--journal", "/proc/1/nope.journal", "--duration", "0.2s"], r"cannot open the journal .*--journal FILE"),
-])
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to drop to nobody"
+)
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--limit", "64M", "--no-journal", "--", "true"], r"no permission to create a memory cgroup .* run as root"),
+        (
+            ["--pid", "1", "--journal", "/proc/1/nope.journal", "--duration", "0.2s"],
+            r"cannot open the journal .*--journal FILE",
+        ),
+    ],
+)
 def test_permission_errors_say_what_to_do(endpoints, args, message):
     if (why := why_nobody_cannot_run()) is not None:
         pytest.skip(why)

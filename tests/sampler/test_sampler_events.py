@@ -7,22 +7,25 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
 from spikewatch.sampler import cgroup
 from spikewatch.sampler.wire import protocol
+
 from tests.support.sampler import MiB, Stream, child_stamps, run_sample, sample_attached, spawn_sample, write_script
 
 
 def test_restart_under_launched_supervisor_and_default_journal(tmp_path, endpoints):
-    svc = write_script(tmp_path, "svc.py", """
+    svc = write_script(
+        tmp_path,
+        "svc.py",
+        """
         import os, time
         x = b"\\x01" * (16 << 20)
         print("svc", os.getpid(), time.monotonic_ns(), flush=True)
         time.sleep(0.5)
-    """)
+    """,
+    )
     sup = f"{sys.executable} {svc}; {sys.executable} {svc}"
     res = run_sample(endpoints, "--", "sh", "-c", sup, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -39,11 +42,15 @@ def test_restart_under_launched_supervisor_and_default_journal(tmp_path, endpoin
 
 @pytest.mark.cgroup
 def test_limit_change_event(tmp_path, endpoints):
-    script = write_script(tmp_path, "hold.py", """
+    script = write_script(
+        tmp_path,
+        "hold.py",
+        """
         import os, time
         print("pid", os.getpid(), flush=True)
         time.sleep(1.5)
-    """)
+    """,
+    )
     journal = tmp_path / "lim.journal"
     p = spawn_sample(endpoints, "--limit", "256M", "--journal", str(journal), "--", sys.executable, str(script))
     try:
@@ -64,7 +71,10 @@ def test_limit_change_event(tmp_path, endpoints):
 
 
 def test_attached_reset_hwm_catches_repeated_spikes(tmp_path, endpoints):
-    script = write_script(tmp_path, "rep.py", """
+    script = write_script(
+        tmp_path,
+        "rep.py",
+        """
         import sys, time
         sys.stdin.readline()
         for i in range(3):
@@ -74,7 +84,8 @@ def test_attached_reset_hwm_catches_repeated_spikes(tmp_path, endpoints):
             del x
             print(f"spike{i}", t0, time.monotonic_ns(), flush=True)
         time.sleep(0.4)
-    """)
+    """,
+    )
     child = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     journal = tmp_path / "rep.journal"
     out, err, rc = sample_attached(endpoints, child, "--period", "250ms", "--reset-hwm", "--journal", str(journal))

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import zmq
-
 from spikewatch.sampler.wire import protocol
 
 
@@ -24,8 +23,12 @@ def test_mark_waits_for_a_late_inlet(endpoints, spikewatch_cmd) -> None:
     pull = ctx.socket(zmq.PULL)
     pull.setsockopt(zmq.LINGER, 0)
     try:
-        proc = subprocess.Popen([*spikewatch_cmd, "mark", "late inlet", "--inlet", endpoints["inlet"]],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [*spikewatch_cmd, "mark", "late inlet", "--inlet", endpoints["inlet"]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         # Bind once the command has its ZeroMQ I/O thread (it queues the note a moment
         # later, then waits out its linger): its PUSH is retrying to connect by then.
         deadline = time.monotonic() + 30

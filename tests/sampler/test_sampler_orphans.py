@@ -72,7 +72,7 @@ def _remove_dirs(dirs: list[Path]) -> None:
                     _kill_quietly(int(pid))
             except OSError:
                 pass
-            wait_until(lambda: not (d / "cgroup.procs").read_text().split() if d.is_dir() else True, 5)
+            wait_until(lambda d=d: not (d / "cgroup.procs").read_text().split() if d.is_dir() else True, 5)
             try:
                 os.rmdir(d)
             except OSError:

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from spikewatch.sampler import procfs
 from spikewatch.sampler.ticker import Ticker
 from spikewatch.sampler.tree import ProcessTree, outermost
@@ -25,8 +24,9 @@ def test_stat_parsing_survives_odd_command_names():
 
 def test_statm_kept_open_zombie_then_gone():
     # Holds its 30 MiB until told (a fixed 0.3 s could pass before a busy test thread looks).
-    child = subprocess.Popen([sys.executable, "-c", "import sys; x = b'1' * (30 << 20); sys.stdin.read()"],
-                             stdin=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; x = b'1' * (30 << 20); sys.stdin.read()"], stdin=subprocess.PIPE
+    )
     h = procfs.ProcHandle(child.pid)
     try:
         deadline = time.monotonic() + 10
@@ -52,9 +52,16 @@ def test_statm_kept_open_zombie_then_gone():
 
 def test_start_time_on_the_monotonic_clock_and_hwm_reset():
     before = time.monotonic_ns()
-    child = subprocess.Popen([sys.executable, "-c",
-                              "import sys, time; x = b'1' * (40 << 20); del x; print(1, flush=True); sys.stdin.readline()"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; x = b'1' * (40 << 20); del x; print(1, flush=True); sys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         child.stdout.readline()
         st = procfs.read_stat(child.pid)

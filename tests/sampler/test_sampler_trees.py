@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
-
 from spikewatch.sampler import pss as pssmod
 from spikewatch.sampler import smaps
 from spikewatch.sampler.wire import protocol
+
 from tests.support.cgroups import needs_cgroup
 from tests.support.forks import FORKER, script
 from tests.support.sampler import MiB, Stream, child_stamps, run_sample, sample_cmd, spawn_sample, write_script

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
 
 import pytest
 import zmq
-
-from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.backfill import BackfillError, fetch_history
+from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import InletClient, StreamSubscriber
 from spikewatch.sampler.wire.recording import iter_records
 from spikewatch.sampler.wire.security import client_options, create_keys, is_loopback
@@ -35,8 +33,13 @@ def keys(tmp_path_factory):
 
 def test_keys_command_layout_and_modes(keys):
     d, _ = keys
-    assert {p.name for p in d.iterdir()} >= {"server.key", "server.key_secret", "client.key", "client.key_secret",
-                                             "authorized_clients"}
+    assert {p.name for p in d.iterdir()} >= {
+        "server.key",
+        "server.key_secret",
+        "client.key",
+        "client.key_secret",
+        "authorized_clients",
+    }
     assert [p.name for p in (d / "authorized_clients").iterdir()] == ["client.key"]
     assert (d / "server.key_secret").stat().st_mode & 0o077 == 0
     assert (d / "client.key_secret").stat().st_mode & 0o077 == 0
@@ -49,11 +52,22 @@ def test_keys_command_layout_and_modes(keys):
     (d / "ci.key_secret").unlink()
 
 
-@pytest.mark.parametrize("ep, loop", [
-    ("tcp://127.0.0.1:1", True), ("tcp://127.3.4.5:1", True), ("tcp://localhost:1", True), ("tcp://[::1]:1", True),
-    ("ipc:///run/x.sock", True), ("inproc://x", True), ("tcp://0.0.0.0:1", False), ("tcp://*:1", False),
-    ("tcp://10.1.2.3:1", False), ("tcp://eth0:1", False), ("tcp://[::]:1", False),
-])
+@pytest.mark.parametrize(
+    "ep, loop",
+    [
+        ("tcp://127.0.0.1:1", True),
+        ("tcp://127.3.4.5:1", True),
+        ("tcp://localhost:1", True),
+        ("tcp://[::1]:1", True),
+        ("ipc:///run/x.sock", True),
+        ("inproc://x", True),
+        ("tcp://0.0.0.0:1", False),
+        ("tcp://*:1", False),
+        ("tcp://10.1.2.3:1", False),
+        ("tcp://eth0:1", False),
+        ("tcp://[::]:1", False),
+    ],
+)
 def test_is_loopback(ep, loop):
     assert is_loopback(ep) is loop
 
@@ -61,8 +75,18 @@ def test_is_loopback(ep, loop):
 @pytest.mark.parametrize("flag", ["--publish", "--inlet", "--history"])
 def test_non_loopback_bind_without_keys_is_refused(endpoints, flag):
     """Nothing is launched or bound: the check comes first (and we never serve on 0.0.0.0 here)."""
-    args = ["sample", "--publish", endpoints["publish"], "--inlet", endpoints["inlet"], "--no-journal",
-            "--duration", "1s", "--pid", "1"]
+    args = [
+        "sample",
+        "--publish",
+        endpoints["publish"],
+        "--inlet",
+        endpoints["inlet"],
+        "--no-journal",
+        "--duration",
+        "1s",
+        "--pid",
+        "1",
+    ]
     args += [flag, "tcp://0.0.0.0:1"]  # port 1: even a bug could not serve anything there
     res = spikewatch(*args)
     assert res.returncode != 0 and "Traceback" not in res.stderr
@@ -72,8 +96,9 @@ def test_non_loopback_bind_without_keys_is_refused(endpoints, flag):
 def test_require_keys_without_keys_and_missing_folder(endpoints, tmp_path):
     res = spikewatch("sample", "--publish", endpoints["publish"], "--require-keys", "--pid", "1", "--no-journal")
     assert res.returncode != 0 and "spikewatch keys DIR" in res.stderr
-    res = spikewatch("sample", "--publish", endpoints["publish"], "--keys", str(tmp_path / "none"), "--pid", "1",
-                     "--no-journal")
+    res = spikewatch(
+        "sample", "--publish", endpoints["publish"], "--keys", str(tmp_path / "none"), "--pid", "1", "--no-journal"
+    )
     assert res.returncode != 0 and "no keys folder" in res.stderr and "Traceback" not in res.stderr
     res = spikewatch("mark", "hi", "--inlet", endpoints["inlet"], "--keys", str(tmp_path / "none"))
     assert res.returncode != 0 and "no keys folder" in res.stderr and "Traceback" not in res.stderr
@@ -99,16 +124,40 @@ def test_curve_stream_inlet_and_history(endpoints, keys, tmp_path):
     wrong = StreamSubscriber([endpoints["publish"]], context=ctx, socket_options=bad)
     ok = StreamSubscriber([endpoints["publish"]], context=ctx, socket_options=good)
     sleeper = subprocess.Popen(["sleep", "60"])
-    p = subprocess.Popen([sys.executable, "-m", "spikewatch", "sample", "--keys", str(d), "--require-keys",
-                          "--publish", endpoints["publish"], "--inlet", endpoints["inlet"], "--history", endpoints["history"],
-                          "--journal", str(journal), "--pid", str(sleeper.pid), "--duration", "6s"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spikewatch",
+            "sample",
+            "--keys",
+            str(d),
+            "--require-keys",
+            "--publish",
+            endpoints["publish"],
+            "--inlet",
+            endpoints["inlet"],
+            "--history",
+            endpoints["history"],
+            "--journal",
+            str(journal),
+            "--pid",
+            str(sleeper.pid),
+            "--duration",
+            "6s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = ok.recv(timeout_ms=15_000)
         assert first is not None, "an authorized subscriber gets the stream"
-        with InletClient(endpoints["inlet"], context=ctx, linger_ms=2000) as plain_in, \
-                InletClient(endpoints["inlet"], context=ctx, linger_ms=2000, socket_options=bad) as rogue_in, \
-                InletClient(endpoints["inlet"], context=ctx, linger_ms=2000, socket_options=good) as good_in:
+        with (
+            InletClient(endpoints["inlet"], context=ctx, linger_ms=2000) as plain_in,
+            InletClient(endpoints["inlet"], context=ctx, linger_ms=2000, socket_options=bad) as rogue_in,
+            InletClient(endpoints["inlet"], context=ctx, linger_ms=2000, socket_options=good) as good_in,
+        ):
             for _ in range(3):
                 plain_in.note("plain intruder")
                 rogue_in.note("rogue intruder")
@@ -143,13 +192,33 @@ def test_mark_and_drive_with_keys(endpoints, keys, tmp_path):
     """The command-line senders: `mark --keys` and `drive --keys` reach a CURVE inlet."""
     d, _ = keys
     scenario = tmp_path / "idle.toml"
-    scenario.write_text('[target]\nurl = "http://127.0.0.1:9"\n\n[[requests]]\nname = "x"\npath = "/"\n\n'
-                        '[[phases]]\nname = "quiet"\nkind = "idle"\nduration = "0.5s"\n')
+    scenario.write_text(
+        '[target]\nurl = "http://127.0.0.1:9"\n\n[[requests]]\nname = "x"\npath = "/"\n\n'
+        '[[phases]]\nname = "quiet"\nkind = "idle"\nduration = "0.5s"\n'
+    )
     journal = tmp_path / "senders.journal"
     sleeper = subprocess.Popen(["sleep", "60"])
-    p = subprocess.Popen([sys.executable, "-m", "spikewatch", "sample", "--keys", str(d), "--publish", endpoints["publish"],
-                          "--inlet", endpoints["inlet"], "--journal", str(journal), "--pid", str(sleeper.pid)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spikewatch",
+            "sample",
+            "--keys",
+            str(d),
+            "--publish",
+            endpoints["publish"],
+            "--inlet",
+            endpoints["inlet"],
+            "--journal",
+            str(journal),
+            "--pid",
+            str(sleeper.pid),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "journal" in p.stderr.readline()
         res = spikewatch("mark", "with keys", "--inlet", endpoints["inlet"], "--keys", str(d))
@@ -167,7 +236,9 @@ def test_mark_and_drive_with_keys(endpoints, keys, tmp_path):
         sleeper.kill()
         sleeper.wait()
     markers = [(b["kind"], b["name"]) for t, b in iter_records(journal) if t == protocol.MARKER]
-    assert ("note", "with keys") in markers and ("phase_start", "quiet") in markers and ("phase_end", "quiet") in markers
+    assert (
+        ("note", "with keys") in markers and ("phase_start", "quiet") in markers and ("phase_end", "quiet") in markers
+    )
     assert ("note", "without keys") not in markers
 
 
@@ -178,15 +249,40 @@ def test_run_with_keys_end_to_end(keys, tmp_path):
 
     d, _ = keys
     out = tmp_path / "run"
-    res = spikewatch("run", str(bundled("quick")), "--keys", str(d), "--no-console", "--out", str(out), "--",
-                     sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{port}", timeout=120)
+    res = spikewatch(
+        "run",
+        str(bundled("quick")),
+        "--keys",
+        str(d),
+        "--no-console",
+        "--out",
+        str(out),
+        "--",
+        sys.executable,
+        "-m",
+        "spikewatch.driver.demo_service",
+        "--port",
+        "{port}",
+        timeout=120,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     recs = list(iter_records(out / "recording"))
     phases = [b["name"] for t, b in recs if t == protocol.MARKER and b["kind"] == protocol.PHASE_START]
     assert len(phases) >= 3 and any(t == protocol.LOAD for t, _ in recs)
     assert (out / "report.json").exists()
-    res = spikewatch("run", str(bundled("quick")), "--keys", str(tmp_path / "none"), "--no-console", "--",
-                     sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{port}")
+    res = spikewatch(
+        "run",
+        str(bundled("quick")),
+        "--keys",
+        str(tmp_path / "none"),
+        "--no-console",
+        "--",
+        sys.executable,
+        "-m",
+        "spikewatch.driver.demo_service",
+        "--port",
+        "{port}",
+    )
     assert res.returncode != 0 and "no keys folder" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -201,14 +297,23 @@ def test_keys_from_the_units_environment(endpoints, keys, tmp_path):
 
     def sample_env(keys_dir, *extra, seconds="1.5s"):
         env = {**os.environ, "SPIKEWATCH_KEYS_DIR": str(keys_dir)}
-        return subprocess.Popen([sys.executable, "-m", "spikewatch", *base, "--duration", seconds, *extra], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "spikewatch", *base, "--duration", seconds, *extra],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     ctx = zmq.Context()
     try:
         (tmp_path / "empty").mkdir()  # the install steps make the folder before any keys
-        for keys_dir, opts, expect in ((d, {}, False), (d, client_options(d), True), (tmp_path / "never-made", {}, True),
-                                       (tmp_path / "empty", {}, True)):
+        for keys_dir, opts, expect in (
+            (d, {}, False),
+            (d, client_options(d), True),
+            (tmp_path / "never-made", {}, True),
+            (tmp_path / "empty", {}, True),
+        ):
             sub = StreamSubscriber([endpoints["publish"]], context=ctx, socket_options=opts)
             p = sample_env(keys_dir)
             # Anything over the sampler's whole run (not within 2.5 s of the spawn, which a

@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
-
 from spikewatch.analysis.console.receiver import StreamReceiver
 from spikewatch.analysis.console.state import StreamState
 from spikewatch.sampler.wire.security import create_keys
+
 from tests.conftest import free_port
 from tests.support.sampler import spawn_sample, stop_sampler
 
@@ -22,7 +22,11 @@ CASES = {
     "unauthorized": ("curve", "rogue", "is not in its authorized_clients/): copy "),
     "no_keys": ("curve", None, "requires CURVE keys: pass --keys DIR"),
     "keys_vs_plain": ("plain", "good", "does not use CURVE: drop --keys"),
-    "wrong_server_key": ("curve", "wrong", "server.key in --keys is not its key; copy server.key from the sampler's keys folder"),
+    "wrong_server_key": (
+        "curve",
+        "wrong",
+        "server.key in --keys is not its key; copy server.key from the sampler's keys folder",
+    ),
 }
 
 
@@ -101,10 +105,26 @@ def test_record_prints_why_on_stderr(setup, tmp_path):
     """Every case and an authorized client, recorded side by side (2 s each, at once)."""
     runs = {case: (setup["samplers"][s]["publish"], setup["keys"][k]) for case, (s, k, _) in CASES.items()}
     runs["authorized"] = (setup["samplers"]["curve"]["publish"], setup["keys"]["good"])
-    procs = {case: subprocess.Popen([sys.executable, "-m", "spikewatch", "record", ep, "--duration", "2s",
-                                     "-o", str(tmp_path / f"{case}.rec"), *_keys_args(keys)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for case, (ep, keys) in runs.items()}
+    procs = {
+        case: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "spikewatch",
+                "record",
+                ep,
+                "--duration",
+                "2s",
+                "-o",
+                str(tmp_path / f"{case}.rec"),
+                *_keys_args(keys),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for case, (ep, keys) in runs.items()
+    }
     out = {case: p.communicate(timeout=60) for case, p in procs.items()}
     for case, (_, _, sentence) in CASES.items():
         stdout, stderr = out[case]

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import zmq
-
-from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.backfill import BackfillError, fetch_history
+from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import InletClient, StreamSubscriber
 from spikewatch.sampler.wire.recording import iter_records
 from spikewatch.sampler.wire.security import AUTHORIZED, client_options, create_keys, load_authorized
+
 from tests.support.sampler import spawn_sample
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
@@ -79,7 +79,6 @@ def keys(tmp_path):
     create_keys(d, "bob")
     (d / AUTHORIZED / "bob.key").unlink()
     return d
-
 
 
 def _start(endpoints, keys_dir: Path, journal: Path, pid: int, *args: str) -> tuple[subprocess.Popen[str], Log]:
@@ -231,9 +230,25 @@ def test_sighup_with_the_units_empty_keys_folder_does_not_stop(endpoints, sleepe
     loopback without CURVE. `systemctl reload` (SIGHUP) must still not stop it."""
     (tmp_path / "empty").mkdir()
     env = {**os.environ, "SPIKEWATCH_KEYS_DIR": str(tmp_path / "empty")}
-    p = subprocess.Popen([sys.executable, "-m", "spikewatch", "sample", "--publish", endpoints["publish"],
-                          "--inlet", endpoints["inlet"], "--no-journal", "--pid", str(sleeper.pid)],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spikewatch",
+            "sample",
+            "--publish",
+            endpoints["publish"],
+            "--inlet",
+            endpoints["inlet"],
+            "--no-journal",
+            "--pid",
+            str(sleeper.pid),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = Log(p)
     try:
         with zmq.Context() as ctx, StreamSubscriber([endpoints["publish"]], context=ctx) as s:

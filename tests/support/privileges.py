@@ -20,9 +20,16 @@ def why_nobody_cannot_run() -> str | None:
     (overlay file systems, ACLs)."""
     if shutil.which("setpriv") is None:
         return "needs setpriv (util-linux) to drop to uid 65534"
-    res = subprocess.run([*AS_NOBODY, sys.executable, "-c", "import spikewatch.sampler.daemon"],
-                         capture_output=True, text=True, timeout=60, cwd="/")
+    res = subprocess.run(
+        [*AS_NOBODY, sys.executable, "-c", "import spikewatch.sampler.daemon"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
     if res.returncode != 0:
-        return (f"uid 65534 cannot import spikewatch from this checkout ({res.stderr.strip()[-200:]}): "
-                "clone to a world-readable place to run this test")
+        return (
+            f"uid 65534 cannot import spikewatch from this checkout ({res.stderr.strip()[-200:]}): "
+            "clone to a world-readable place to run this test"
+        )
     return None

@@ -21,8 +21,17 @@ MiB = 1 << 20
 
 
 def sample_cmd(endpoints: dict[str, str], *args: str) -> list[str]:
-    return [sys.executable, "-m", "spikewatch", "sample", "--publish", endpoints["publish"],
-            "--inlet", endpoints["inlet"], *args]
+    return [
+        sys.executable,
+        "-m",
+        "spikewatch",
+        "sample",
+        "--publish",
+        endpoints["publish"],
+        "--inlet",
+        endpoints["inlet"],
+        *args,
+    ]
 
 
 def write_script(tmp_path: Path, name: str, code: str) -> Path:
@@ -46,8 +55,9 @@ def stop_sampler(p: subprocess.Popen[str]) -> tuple[str, str]:
         return p.communicate(timeout=5)
 
 
-def sample_attached(endpoints: dict[str, str], child: subprocess.Popen[str], *args: str,
-                    settle_s: float = 0.0) -> tuple[str, str, int]:
+def sample_attached(
+    endpoints: dict[str, str], child: subprocess.Popen[str], *args: str, settle_s: float = 0.0
+) -> tuple[str, str, int]:
     """Sample ``child`` by pid; once sampling has begun, send it "go" and read it to the end.
 
     ``child`` has its stdin and stdout piped and waits for a line before it acts, so
@@ -83,7 +93,9 @@ def collect_until_final(sub: StreamSubscriber, timeout: float = 20.0) -> list[tu
     return out
 
 
-def run_sample(endpoints: dict[str, str], *args: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
+def run_sample(
+    endpoints: dict[str, str], *args: str, timeout: float = 60, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(sample_cmd(endpoints, *args), capture_output=True, text=True, timeout=scaled(timeout), **kw)
 
 
@@ -103,7 +115,7 @@ class Stream:
                     self.series.setdefault(name, []).extend(col)
 
     @classmethod
-    def from_journal(cls, path: str | os.PathLike[str]) -> "Stream":
+    def from_journal(cls, path: str | os.PathLike[str]) -> Stream:
         return cls(list(iter_records(path)))
 
     def topic(self, name: str) -> list[dict[str, Any]]:

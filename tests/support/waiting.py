@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # The live cgroup v2 lane (make test-cgroup2) runs tests in an emulated guest, many
 # times slower than the host: there, deadlines for something to happen stretch by
