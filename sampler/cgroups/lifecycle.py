@@ -348,23 +348,6 @@ def wait_stopped(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def preexec_join(cg: MemoryCgroup | CgroupInfo) -> Callable[[], None]:
-    """A ``preexec_fn`` that moves the forked child into ``cg`` (writing 0 means
-    "the writer itself"). Not for threaded parents (pyzmq has threads): prefer
-    :func:`join_argv`."""
-    info = cg.info if isinstance(cg, MemoryCgroup) else cg
-    procs = str(info.dir / "cgroup.procs")
-
-    def _join() -> None:
-        fd = os.open(procs, os.O_WRONLY)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
-
-    return _join
-
-
 def spawn_in(
     cg: MemoryCgroup | CgroupInfo, argv: Sequence[str], *, stop_before_exec: bool = False, **popen_kwargs: Any
 ) -> subprocess.Popen[Any]:

@@ -321,41 +321,6 @@ class Samples(Header):
     series: dict[str, list[int]]
 
 
-class Detail(Header, total=False):
-    procs: int
-    pids: list[int]
-    threads: int
-    rss_anon: int
-    rss_file: int
-    rss_shmem: int
-    vm_hwm: int
-    vm_swap: int
-    sample_max: dict[str, int]
-    cg_usage: int | None
-    cg_anon: int | None
-    cg_file: int | None
-    cg_inactive_file: int | None
-    cg_working_set: int | None
-    cg_limit: int | None
-    cg_peak: int
-    cg_oom_kill: int | None
-    cg_oom: int | None
-    cg_failcnt: int | None
-    psi_some_avg10: float | None
-    psi_full_avg10: float | None
-    psi_some_total_us: int | None
-    psi_scope: str
-    heap: int  # the service's own heap gauge (--heap-metric), when a fresh scrape exists
-    pss: int
-    uss: int
-    pss_rss: int
-    pss_swap: int
-    pss_procs: int
-    pss_t: int
-    pss_period_ns: int
-    src: str
-
-
 class DetailFields(TypedDict, total=False):
     """What the detail tier reads, before the header is put on."""
 
@@ -390,6 +355,12 @@ class DetailFields(TypedDict, total=False):
     pss_procs: int
     pss_t: int
     pss_period_ns: int
+
+
+class Detail(Header, DetailFields, total=False):
+    """A ``detail`` as it travels: the header and the detail tier's fields."""
+
+    src: str  # added by a recorder that merges several samplers
 
 
 def detail_body(seq: int, t: int, fields: DetailFields) -> Detail:
