@@ -799,7 +799,12 @@ def _fast_block(block: dict[str, Any], b: _Builder, expand: Any) -> bool:
             continue
         bodies = blocks.decode_group(block["g"][[g[0] for g in block["g"]].index(ti)][1])
         for body in bodies:
-            b.add_plain(topic, expand(topic, body) if topic == protocol.HELLO else body)
+            if topic == protocol.HELLO:
+                body = expand(topic, body)
+                if not b.src.src and body.get("session"):
+                    # a recording that began between hellos: its session comes from the first one
+                    b.src.src = str(body["session"])
+            b.add_plain(topic, body)
     return True
 
 

@@ -96,3 +96,26 @@ def test_torn_tail_and_junk(tmp_path):
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(RecordingError):
         reader.load(tmp_path / "empty")
+
+
+def test_a_v2_recording_that_began_between_hellos_takes_its_session_from_the_first(tmp_path):
+    """A recorder that joins between two hellos writes sample blocks first; the
+    reader's fast path must still name the source after the hello that follows
+    (it once stayed "main", and a journal and its recording no longer matched)."""
+    from spikewatch.sampler.wire import blocks, protocol
+
+    path = tmp_path / "late.rec"
+    seq, t = 0, 1_000_000_000
+    with blocks.BlockWriter(path) as w:
+        for i in range(300):  # 6 s of samples, several blocks, a hello only after 2 s
+            if i == 100:
+                hello = {**protocol.header(seq, t), "session": "the-session", "period_ns": 1_000_000, "counters": {}}
+                w.write(protocol.HELLO, hello)
+                seq += 1
+            body = protocol.samples_body(seq, [t + k * 1_000_000 for k in range(20)], {"rss": [4096 * (i % 7)] * 20})
+            w.write(protocol.SAMPLES, dict(body))
+            seq += 1
+            t += 20_000_000
+    rec = reader.load(path)
+    assert list(rec.sources) == ["the-session"]
+    assert len(rec.main.series["rss"].t) == 300 * 20
