@@ -97,7 +97,5 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Importing locust monkey-patches the process with gevent: every test after it
     would run on gevent's hub (and the console and sampler tests hung). Locust runs
     in its own processes only; a test module that imports it in here is refused."""
-    import sys
-
     if "gevent" in sys.modules:
         raise pytest.UsageError("a test module imported gevent (locust?) into the test process: run it in a subprocess")
