@@ -413,6 +413,20 @@ def columns(bodies: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     return out
 
 
+def _finish(default: _Builder | None, builders: dict[str, _Builder]) -> dict[str, Source]:
+    """The sources a recording holds: a journal's own (named by its first hello, or
+    "main"), then one per ``src`` a recorder added."""
+    sources: dict[str, Source] = {}
+    if default is not None:
+        if not default.src.src:
+            default.src.src = "main"
+        sources[default.src.src] = default.finish()
+    for bld in builders.values():
+        s = bld.finish()
+        sources[s.src if s.src not in sources else s.src + "+"] = s
+    return sources
+
+
 def load_records(records: Iterable[tuple[str, dict[str, Any]]], path: str | os.PathLike[str] = "<stream>") -> Recording:
     """Build a :class:`Recording` from ``(topic, body)`` pairs (e.g. live, from a subscriber)."""
     builders: dict[str, _Builder] = {}
@@ -434,15 +448,7 @@ def load_records(records: Iterable[tuple[str, dict[str, Any]]], path: str | os.P
         if b is None:
             b = builders[src] = _Builder(str(src))
         b.add(topic, body)
-    sources: dict[str, Source] = {}
-    if default is not None:
-        if not default.src.src:
-            default.src.src = "main"
-        sources[default.src.src] = default.finish()
-    for bld in builders.values():
-        s = bld.finish()
-        sources[s.src if s.src not in sources else s.src + "+"] = s
-    return Recording(Path(path), sources)
+    return Recording(Path(path), _finish(default, builders))
 
 
 def load(path: str | os.PathLike[str]) -> Recording:
@@ -545,15 +551,7 @@ def _load_files(paths: list[Path], salvages: list[Salvage]) -> Recording:
                         builder(b, tp).add(tp, b)
                 continue
             _v2_blocks(f, path, salvage, expand, builder, lambda: not builders and default is not None, lambda: default)
-    sources: dict[str, Source] = {}
-    if default is not None:
-        if not default.src.src:
-            default.src.src = "main"
-        sources[default.src.src] = default.finish()
-    for bld in builders.values():
-        s = bld.finish()
-        sources[s.src if s.src not in sources else s.src + "+"] = s
-    return Recording(paths[0] if len(paths) == 1 else paths[0].parent, sources)
+    return Recording(paths[0] if len(paths) == 1 else paths[0].parent, _finish(default, builders))
 
 
 def _v2_blocks(

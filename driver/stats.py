@@ -12,30 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
+from spikewatch.sampler.wire import protocol
 
 from .engine import new_histogram
 
 SATURATION_LAG_NS = 20_000_000  # loop lag above this: the driver, not the service, is queueing
 
-SERIES_FIELDS = (
-    "t_s",
-    "interval_ns",
-    "rate",
-    "target_rate",
-    "in_flight",
-    "completed",
-    "sent",
-    "bytes_sent",
-    "bytes_recv",
-    "lat_p50_ns",
-    "lat_p90_ns",
-    "lat_p99_ns",
-    "lat_max_ns",
-    "late_sends",
-    "dropped_sends",
-    "schedule_lag_ns",
-    "loop_lag_ns",
-)
+# The per-interval columns of driver.json: the load message's numbers (one
+# definition, in the wire) less the worker count, after the interval's time.
+SERIES_FIELDS = ("t_s", *(f for f in protocol.LOAD_NUMBER_FIELDS if f != "workers"))
 
 
 def percentiles(h: HdrHistogram) -> dict[str, int]:
