@@ -22,7 +22,8 @@ Modules:
 * :mod:`spikewatch.sampler.ticker` — timerfd on absolute monotonic deadlines, timer slack, SCHED_FIFO.
 * :mod:`spikewatch.sampler.wire.stream` — PUB publisher (pack once, journal, listeners), inlet, journal thread.
 * :mod:`spikewatch.sampler.cgroup` — memory cgroups v1/v2 (code in :mod:`spikewatch.sampler.cgroups`). :mod:`spikewatch.sampler.wire.protocol` — the wire protocol.
-* :mod:`spikewatch.sampler.cli` — ``spikewatch sample``, ``spikewatch mark`` and ``spikewatch keys``.
+* :mod:`spikewatch.sampler.cli` — ``spikewatch sample`` and ``spikewatch mark``;
+  :mod:`spikewatch.sampler.cli_keys` — ``spikewatch keys`` and the ``--keys`` client options.
 * :mod:`spikewatch.sampler.wire.security` — CURVE keys, the ZAP authenticator, the loopback rule (docs/security.md).
 * :mod:`spikewatch.sampler.history` — the backfill ring (a publish listener) and its ROUTER endpoint.
 * :mod:`spikewatch.sampler.backfill` — consumer side: history + live merged by ``seq`` (clone pattern).

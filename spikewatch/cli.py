@@ -19,7 +19,7 @@ from .exits import io_failure
 COMMANDS: dict[str, str] = {
     "sample": "spikewatch.sampler.cli:sample",
     "mark": "spikewatch.sampler.cli:mark",
-    "keys": "spikewatch.sampler.cli:keys",
+    "keys": "spikewatch.sampler.cli_keys:keys",
     "drive": "spikewatch.driver.cli:drive",
     "record": "spikewatch.analysis.cli:record",
     "report": "spikewatch.analysis.cli:report",
