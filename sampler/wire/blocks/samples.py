@@ -1,0 +1,137 @@
+"""The sample columns of ``samples`` batches: times on the tick grid, series as
+deltas over their common step (see the package docstring)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from itertools import accumulate
+from typing import Any
+
+from .columns import is_int as _is_int
+from .columns import pack_ints, unpack_ints
+
+
+def clean_batch(body: Mapping[str, Any]) -> bool:
+    """A ``samples`` body the columnar path can hold exactly (else it is stored as is)."""
+    dt, series, t = body.get("dt"), body.get("series"), body.get("t")
+    if not _is_int(t) or type(dt) is not list or not dt or type(series) is not dict:
+        return False
+    n = len(dt)
+    if not all(_is_int(x) for x in dt) or not _is_int(t + dt[-1]) or not _is_int(t + min(dt)):
+        return False
+    for name, col in series.items():
+        if type(name) is not str or type(col) is not list or len(col) != n or not all(_is_int(x) for x in col):
+            return False
+    return True
+
+
+def no_pause() -> None:
+    pass
+
+
+def encode_samples(
+    batches: list[Mapping[str, Any]], quantum_ns: int, pause: Callable[[], None] = no_pause
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The sample columns of clean batches, and each batch's other fields (its head).
+
+    ``pause`` is called between steps of ~50 µs: the sampler's journal thread lets the
+    GIL go there, so the sampling thread never waits for a whole block's encoding."""
+    q = quantum_ns
+    times: list[int] = []
+    sizes: list[int] = []
+    shapes: dict[tuple[str, ...], int] = {}
+    sids: list[int] = []
+    cols: dict[str, list[int]] = {}
+    heads: list[dict[str, Any]] = []
+    half = q // 2
+    # quantised on the absolute grid of q, so two files of one stream (journal and
+    # recording) hold the very same times whatever their block boundaries
+    base = (batches[0]["t"] + batches[0]["dt"][0] + half) // q * q
+    ht: list[int] = []
+    for b in batches:
+        t = b["t"]
+        head = {k: v for k, v in b.items() if k != "dt" and k != "series"}
+        # the batch time is quantised like its samples (so dt[0] stays 0) and kept as
+        # its offset from the first sample, almost always 0: it costs nothing
+        tq = (t + half) // q * q
+        del head["t"]
+        heads.append(head)
+        first = (t + b["dt"][0] + half) // q * q
+        ht.append((tq - first) // q)
+        times.extend([t + d for d in b["dt"]])
+        sizes.append(len(b["dt"]))
+        series = b["series"]
+        ks = tuple(series)
+        sid = shapes.get(ks)
+        if sid is None:
+            sid = shapes[ks] = len(shapes)
+        sids.append(sid)
+        for name, col in series.items():
+            c = cols.get(name)
+            if c is None:
+                cols[name] = list(col)
+            else:
+                c.extend(col)
+    pause()
+    # times: quanta from the block's first sample, then the tick grid: u = k*p + e
+    u = [(x + half) // q * q - base for x in times] if q > 1 else [x - base for x in times]
+    if q > 1:
+        u = [x // q for x in u]
+    if len(u) > 1:
+        steps = sorted(b - a for a, b in zip(u, u[1:]) if b > a)
+        p = steps[len(steps) // 2] if steps else 1
+    else:
+        p = 1
+    pause()
+    k = [(x + p // 2) // p for x in u]
+    e = [x - kk * p for x, kk in zip(u, k)]
+    pause()
+    dk = [b - a for a, b in zip(k, k[1:])]
+    series_enc = []
+    for name, vals in cols.items():
+        pause()
+        d = [b - a for a, b in zip(vals, vals[1:])]
+        g = math.gcd(*d) or 1 if d else 1
+        if g > 1:
+            d = [x // g for x in d]
+        series_enc.append([name, vals[0], g, pack_ints(d)])
+    pause()
+    enc = [
+        base,
+        q,
+        p,
+        pack_ints(sizes),
+        [list(s) for s in shapes],
+        pack_ints(sids),
+        pack_ints(dk),
+        pack_ints(e),
+        series_enc,
+        pack_ints(ht),
+    ]
+    return enc, heads
+
+
+def decode_samples(enc: list[Any], heads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    base, q, p, sizes_p, shapes, sids_p, dk_p, e_p, series_enc, ht_p = enc
+    sizes = unpack_ints(sizes_p)
+    k = list(accumulate(unpack_ints(dk_p), initial=0))
+    times = [base + (kk * p + e) * q for kk, e in zip(k, unpack_ints(e_p))]
+    cols = {}
+    for name, first, g, d_p in series_enc:
+        d = unpack_ints(d_p)
+        if g != 1:
+            d = [x * g for x in d]
+        cols[name] = iter(accumulate(d, initial=first))
+    sids = unpack_ints(sids_p)
+    out = []
+    pos = 0
+    for head, n, sid, h in zip(heads, sizes, sids, unpack_ints(ht_p)):
+        t = times[pos] + h * q
+        body = dict(head)
+        body["t"] = t
+        body["dt"] = [x - t for x in times[pos : pos + n]]
+        body["series"] = {name: [next(cols[name]) for _ in range(n)] for name in shapes[sid]}
+        out.append(body)
+        pos += n
+    return out
