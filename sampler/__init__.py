@@ -5,8 +5,11 @@ Imports only the standard library, psutil, pyzmq and msgpack.
 Modules:
 
 * :mod:`spikewatch.sampler.daemon` — :class:`~spikewatch.sampler.daemon.Sampler` (one session: setup,
-  the hot loop, the slow work in its slack, publishing, hello, shutdown); it
-  re-exports what it is configured with.
+  run, signals, shutdown); it re-exports what it is configured with. Its layers, one job a module:
+  :mod:`~spikewatch.sampler.state` (what a session holds), :mod:`~spikewatch.sampler.publishing`
+  (messages out, hello), :mod:`~spikewatch.sampler.targets` (cgroup, launched command, exits),
+  :mod:`~spikewatch.sampler.slack` (slow work between ticks, stopping).
+* :mod:`spikewatch.sampler.hotloop` — the hot loop: timerfd wake-up, kept-open reads, appends.
 * :mod:`spikewatch.sampler.config` — :class:`~spikewatch.sampler.config.SamplerConfig`, :class:`~spikewatch.sampler.config.Target`,
   :class:`~spikewatch.sampler.config.SamplerError`, the default journal name.
 * :mod:`spikewatch.sampler.launch` — the launched command: held before exec, released, reaped, signalled.

@@ -1,0 +1,193 @@
+"""Slow work in the slack of the hot loop: what is due (batches, detail tier, hello,
+tree refresh, the end of the run) is queued as small steps (generators) that run after
+a tick while time is left before the next deadline; at least one step runs per tick so
+nothing starves."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import cgroup
+from .state import Task
+from .targets import Targets
+from .wire import protocol
+
+
+def once(fn: Callable[[], None]) -> Task:
+    fn()
+    return
+    yield  # pragma: no cover - makes this a generator
+
+
+class SlackWork(Targets):
+    def _run_due(self, t: int) -> None:
+        due = self._due
+        c = self.config
+
+        def periodic(name: str, interval: int) -> bool:
+            # On the grid of its first due time (a tick a few µs early must not
+            # push the work a whole period later), never in a catch-up burst.
+            at = due.get(name)
+            if at is None or t < at:
+                return False
+            at += interval
+            due[name] = at if at > t else t + interval
+            return True
+
+        if periodic("batch", c.batch_ns):
+            self._tasks.appendleft(once(lambda: self._batch_work(t)))
+        if periodic("detail", self.detail_ns):
+            self._tasks.append(once(lambda: self._detail(time.monotonic_ns())))
+        if periodic("hello", c.hello_ns):
+            self._tasks.append(once(lambda: self._hello(time.monotonic_ns())))
+        if periodic("tree", min(c.tree_ns, 100_000_000) if self.membership.cheap else c.tree_ns):
+            if not self.membership.scan_running:
+                self._tasks.append(self.membership.scan())
+                if self.auto.fd >= 0:
+                    self._tasks.append(once(self._follow_auto_cgroup))
+        if t >= due.get("end", 1 << 62):
+            due.pop("end")
+            self._stop = True
+        if t >= due.get("duration", 1 << 62):
+            due.pop("duration")
+            self._our_signals = {signal.SIGTERM, signal.SIGKILL}
+            self.request_stop("duration reached", signal.SIGTERM)
+        if t >= due.get("grace", 1 << 62):
+            due.pop("grace")
+            if self._child is not None and self._child.running:
+                self._log("spikewatch: the command did not exit in time; killing it")
+                self._signal_child(signal.SIGKILL)
+                self._schedule("grace", t + 2_000_000_000)
+            else:
+                self._stop = True
+        self._next_due = min(due.values())
+
+    def _slack(self, t: int, next_deadline: int) -> None:
+        if self.first_t is None and self.batch.times:
+            self.first_t = self.batch.times[0]
+        if t >= self._next_due:
+            self._run_due(t)
+        tasks = self._tasks
+        limit = next_deadline - self.period_ns // 4
+        mono = time.monotonic_ns
+        while tasks:
+            try:
+                next(tasks[0])
+            except StopIteration:
+                tasks.popleft()
+            except Exception:
+                # A bug in the slow work must not stop the sampling: report it
+                # (with its traceback, once per place) and drop that step.
+                tasks.popleft()
+                self._internal_error()
+            if mono() >= limit:
+                break
+
+    def _batch_work(self, t: int) -> None:
+        self._reap_child(t)
+        self._flush_samples()
+        self._drain_inlet()
+        for pid, exe, ev in self._build_probe.results():
+            self._event(
+                t,
+                protocol.Build(kind=protocol.EV_BUILD, pid=pid, exe=exe, build=ev.profile, build_evidence=ev.evidence),
+            )
+        if self._pattern is None or self.tree.roots:
+            self.membership.check_roots(t)
+        self.events.churn(t)
+        w = self._ov_window
+        if w is not None and t - self._ov_last_pub >= 100_000_000:
+            self._ov_window = None
+            self._ov_last_pub = t
+            self._event(w[0], protocol.Overrun(kind=protocol.EV_OVERRUN, missed=w[2], late_ns=w[3], count=w[1]))
+        j = self.journal
+        if j is not None and j.errors and not self._journal_error_sent:
+            self._journal_error_sent = True
+            self._log_fn(f"spikewatch: cannot write the journal {j.path}: {j.last_error}; sampling goes on")
+            self._event(
+                t,
+                protocol.JournalError(
+                    kind=protocol.EV_JOURNAL_ERROR, path=str(j.path), error=j.last_error, records_lost=j.records_lost
+                ),
+            )
+
+    def _overrun(self, missed: int, late_ns: int, t: int) -> None:
+        """Out of line: the timer expired ``missed`` extra times before we woke."""
+        self.ticks_missed += missed
+        self.overruns += 1
+        w = self._ov_window
+        if w is None:
+            self._ov_window = [t, 1, missed, late_ns]
+        else:
+            w[1] += 1
+            w[2] += missed
+            if late_ns > w[3]:
+                w[3] = late_ns
+
+    def _detail(self, t: int) -> None:
+        """The ~100 ms tier (:class:`~spikewatch.sampler.detail.DetailTier`), one message per interval."""
+        assert self.publisher is not None
+        # A launched command killed just now is reaped first, so that an OOM kill
+        # seen below is attributed to its pid.
+        self._reap_child(t)
+        # Largest samples of the interval: publish the open batch first, so that
+        # every sample belongs to exactly one interval.
+        self._flush_samples()
+        imax = self.batch.imax
+        t_from = self._detail_t or self.first_t or t
+        body = self.detail.read_procs(imax, t_from, t)
+        self._take_pss(body, imax.get(protocol.SERIES_RSS))
+        cg = self.cg
+        if cg is not None:
+            try:
+                self.detail.read_cgroup(body, imax, t_from, t)
+            except cgroup.CgroupGone:
+                if self._tree_from_cgroup and not cg.owned:
+                    self._log(f"spikewatch: cgroup {cg.info.dir} was removed")
+                    self._end_after_tail(t, "the cgroup was removed")
+            except OSError:
+                pass
+        else:
+            self.detail.refresh_host_oom()
+        if self._heap is not None:
+            # The service's own heap figure, if one arrived within two detail periods.
+            heap = self._heap.latest(2 * self.detail_ns)
+            if heap is not None:
+                body["heap"] = heap
+        self.batch.next_interval()
+        self._detail_t = t
+        # The header (and so the seq) is taken now, after the samples and events
+        # published above: seq stays in order.
+        self._publish(protocol.DETAIL, {**protocol.header(self.publisher.next_seq(), t), **body})
+
+    def _take_pss(self, body: dict[str, Any], rss: int | None) -> None:
+        """A PSS reading that arrived since the last detail goes into this one; the
+        next sweep is asked for when due (never waited for)."""
+        r = self.pss.poll(time.monotonic_ns(), tuple(self.tree.procs), rss)
+        if r is not None:
+            body.update(r.detail_fields())
+            if self.pss_peak is None or r.pss > self.pss_peak:
+                self.pss_peak = r.pss
+
+    def _signal_child(self, sig: int) -> None:
+        if self._child is not None:
+            self._child.signal(sig)
+
+    def request_stop(self, reason: str = "stop requested", sig: int = signal.SIGTERM) -> None:
+        """End the run: a launched command gets ``sig`` and is waited for (then
+        killed after the grace period); otherwise the loop ends at the next tick."""
+        self._signal_count += 1
+        if self._child is not None and self._child.running and self._signal_count <= 2:
+            self._stop_reason = reason
+            self._signal_child(sig)
+            if self._signal_count == 1:
+                self._schedule("grace", time.monotonic_ns() + self.config.stop_grace_ns)
+            else:
+                self._schedule("grace", time.monotonic_ns())
+            return
+        self._stop_reason = self._stop_reason or reason
+        self._stop = True
+        self._end_requested.set()
