@@ -12,6 +12,8 @@
    DIR/report.html, prints the summary and exits with the status that
    :mod:`spikewatch.outcome` documents.
 
+The plan (options checked, ports, output folder) is :mod:`spikewatch.runplan`, the live
+view :mod:`spikewatch.runview`, ``demo --compare`` :mod:`spikewatch.democompare`.
 The service learns its port from ``PORT`` / ``SPIKEWATCH_PORT`` in its environment
 or ``{port}`` in CMD's arguments; the driver aims at the scenario's URL with that port.
 """
@@ -21,17 +23,15 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 
 from . import options as opt
 from . import outcome as outcome_mod
 from . import procs
-from .exits import BadInput, RuntimeFailure, io_failure, refuse_existing, write_text_atomic
+from .exits import RuntimeFailure, write_text_atomic
+from .runplan import Request, make_plan, show_plan
+from .runview import watch
 from .session import Plan, RunError, Session
 
 DEMO_LIMIT = "256M"
@@ -43,217 +43,10 @@ class NotRun(click.ClickException):
     exit_code = outcome_mod.EXIT_NOT_EVALUATED
 
 
-@dataclass
-class Request:
-    scenario: str
-    command: list[str]
-    limit: str | None
-    out: str | None
-    fail_on: tuple[str, ...]
-    console: bool | None
-    period: str
-    port: int | None
-    url: str | None
-    limit_param: str = "--limit"
-    keys: str | None = None
-    heap_metric: str | None = None
-
-
-def _scenario(path: str):
-    from spikewatch.driver import ScenarioError, bundled, load_scenario
-
-    p = Path(path)
-    if not p.exists() and "/" not in path and bundled(path.removesuffix(".toml")).exists():
-        p = bundled(path.removesuffix(".toml"))
-    try:
-        scenario = load_scenario(p)
-        scenario.check_capacity(1)  # run drives with one worker
-        return p, scenario
-    except ScenarioError as exc:
-        raise click.BadParameter(str(exc), param_hint="SCENARIO.toml") from None
-
-
-def _aim(scenario_url: str, port: int) -> str:
-    """The scenario's URL with the service's port in it (host and base path kept)."""
-    parts = urlsplit(scenario_url)
-    host = parts.hostname or "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return urlunsplit((parts.scheme, f"{host}:{port}", parts.path, parts.query, parts.fragment))
-
-
-def _out_dir(out: str | None) -> Path:
-    if out is None:
-        base = Path("spikewatch-runs") / time.strftime("%Y%m%d-%H%M%S")
-        d, n = base, 1
-        while d.exists():
-            n += 1
-            d = base.with_name(f"{base.name}-{n}")
-    else:
-        d = Path(out)
-        if (d / "recording").exists():
-            raise BadInput(f"--out: {d} already holds a run (recording); give a new folder")
-        refuse_existing(d, "--out", "empty it")
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise io_failure("create", d, exc) from None
-    return d
-
-
-def _plan(req: Request) -> tuple[Plan, str | None]:
-    from spikewatch.analysis import failon
-    from spikewatch.sampler.units import parse_size
-
-    from .limits import limit_unavailable
-
-    if not req.command:
-        raise click.UsageError("say which service to launch after --, e.g. spikewatch run s.toml -- ./my-service")
-    scenario_path, scenario = _scenario(req.scenario)
-    try:
-        relative = failon.needs_baseline(failon.parse_all(req.fail_on))
-    except failon.FailOnError as exc:
-        raise click.BadParameter(str(exc), param_hint="--fail-on") from None
-    if relative:
-        raise click.BadParameter(
-            f"{', '.join(relative)} compare(s) against a baseline, which a run does not have: "
-            "gate afterwards with spikewatch compare BASE.json DIR/report.json --fail-on …",
-            param_hint="--fail-on",
-        )
-    period_ns = opt.duration_ns(req.period, "--period")
-    if not 100_000 <= period_ns <= 1_000_000_000:
-        raise click.BadParameter(f"{req.period!r} is outside 100us .. 1s", param_hint="--period")
-    limit, no_limit_reason = req.limit, None
-    if limit is not None:
-        try:
-            limit_bytes = parse_size(limit)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint=req.limit_param) from None
-        if limit_bytes < 1 << 20:
-            raise click.BadParameter("a limit below 1 MiB cannot run anything", param_hint=req.limit_param)
-        no_limit_reason = limit_unavailable(limit_bytes)
-        if no_limit_reason is not None:
-            limit = None
-    if req.url:
-        parts = urlsplit(req.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise click.BadParameter(f"expected http://HOST:PORT[/base], got {req.url!r}", param_hint="--url")
-    port = req.port or (urlsplit(req.url).port if req.url else None)
-    if port is None:
-        port = procs.free_ports(1)[0]
-    url = req.url or _aim(scenario.target.url, port)
-    command = [arg.replace("{port}", str(port)) for arg in req.command]
-    heap_metric = req.heap_metric.replace("{port}", str(port)) if req.heap_metric else None
-    if heap_metric is not None:
-        from spikewatch.sampler.heapmetric import HeapMetricError, parse_spec
-
-        try:
-            parse_spec(heap_metric)
-        except HeapMetricError as exc:
-            raise click.BadParameter(str(exc), param_hint="--heap-metric") from None
-    publish, inlet, history = procs.free_ports(3, avoid=(port,))
-    plan = Plan(
-        scenario=scenario_path.resolve(),
-        command=command,
-        url=url,
-        port=port,
-        out_dir=_out_dir(req.out),
-        publish=f"tcp://127.0.0.1:{publish}",
-        inlet=f"tcp://127.0.0.1:{inlet}",
-        history=f"tcp://127.0.0.1:{history}",
-        period=req.period,
-        limit=limit,
-        env={"PORT": str(port), "SPIKEWATCH_PORT": str(port)},
-        keys=req.keys,
-        heap_metric=heap_metric,
-    )
-    return plan, no_limit_reason
-
-
-def _show_plan(plan: Plan, req: Request, no_limit_reason: str | None, echo) -> None:
-    echo(f"spikewatch run: {plan.scenario.name} against {plan.url}")
-    echo(f"  service   {' '.join(plan.command)}   (PORT={plan.port})")
-    if plan.limit:
-        echo(f"  limit     {plan.limit} (a new memory cgroup)")
-    elif no_limit_reason:
-        echo(f"  limit     NONE: running WITHOUT a memory limit, because {no_limit_reason}")
-    else:
-        echo("  limit     none (give --limit SIZE to test inside one)")
-    echo(f"  sampler   every {plan.period}, publishing on {plan.publish}, inlet {plan.inlet}, history {plan.history}")
-    echo(f"  output    {plan.out_dir}/  (recording, report.json, report.html; logs: sampler.log, driver.log)")
-
-
-def _console(session: Session, plan: Plan, use_tui: bool) -> None:
-    """Show the run live until the session is done (or the user stops it)."""
-    from spikewatch.analysis.console import ConsoleOptions
-    from spikewatch.sampler.cli import client_socket_options
-
-    options = ConsoleOptions(
-        inlet=[plan.inlet],
-        title=f"spikewatch run {plan.scenario.name}",
-        history=[plan.history],
-        socket_options=client_socket_options(plan.keys),
-        keys=plan.keys,
-    )
-    if use_tui:
-        _tui(session, plan, options)
-        return
-    from spikewatch.analysis.console import PlainConsole
-
-    printer = PlainConsole([plan.publish], options, out=_QuietOverruns(sys.stdout))
-    watcher = threading.Thread(target=lambda: (session.done.wait(), printer.stop()), daemon=True)
-    watcher.start()
-    printer.run()
-
-
-class _QuietOverruns:
-    """stdout without the console's per-event overrun lines: on a busy 2-core host they
-    come several a second and bury the progress; the status line still counts them."""
-
-    def __init__(self, out) -> None:
-        self.out = out
-
-    def write(self, text: str) -> int:
-        kept = "".join(line for line in text.splitlines(keepends=True) if ") overrun: " not in line)
-        return self.out.write(kept)
-
-    def flush(self) -> None:
-        self.out.flush()
-
-
-def _tui(session: Session, plan: Plan, options) -> None:
-    from textual.binding import Binding
-
-    from spikewatch.analysis.console.app import ConsoleApp
-
-    class RunConsole(ConsoleApp):
-        """The console, where quitting stops the run (cleanly) instead of only the view."""
-
-        BINDINGS = [
-            Binding("q", "stop_run", "stop the run", priority=True),
-            Binding("ctrl+c", "stop_run", "stop the run", show=False, priority=True),
-            *[b for b in ConsoleApp.BINDINGS if getattr(b, "action", "") != "quit"],
-        ]
-
-        def on_mount(self) -> None:
-            # Textual also runs ConsoleApp.on_mount (handlers run along the MRO): no super() here.
-            self.set_interval(0.25, self._check_done)
-
-        def _check_done(self) -> None:
-            if session.done.is_set():
-                self.exit()
-
-        def action_stop_run(self) -> None:
-            session.request_stop()
-            self.notify("stopping: ending the phase, stopping the service, writing the report…", timeout=30)
-
-    RunConsole([plan.publish], options).run()
-
-
 def execute(req: Request) -> int:
     echo = click.echo
-    plan, no_limit_reason = _plan(req)
-    _show_plan(plan, req, no_limit_reason, echo)
+    plan, no_limit_reason = make_plan(req)
+    show_plan(plan, req, no_limit_reason, echo)
     use_tui = req.console if req.console is not None else (sys.stdout.isatty() and sys.stdin.isatty())
     session = Session(plan, log=echo)
     try:
@@ -274,7 +67,7 @@ def execute(req: Request) -> int:
     supervisor = threading.Thread(target=session.supervise, name="spikewatch-run", daemon=True)
     try:
         supervisor.start()
-        _console(session, plan, use_tui)
+        watch(session, plan, use_tui)
         if not session.done.is_set():  # the view ended first (e.g. the console closed)
             session.request_stop()
         while supervisor.is_alive():  # short waits, so a second Ctrl-C is handled promptly
@@ -518,76 +311,6 @@ def demo(
     if not compare_runs:
         scenario = str(bundled("quick" if quick else "demo"))
         ctx.exit(execute(Request(scenario, command, lim, out, fail_on, console, "1ms", None, None)))
-    ctx.exit(_demo_compare(out, quick, lim, console, fail_on, request_memory, command))
+    from .democompare import demo_compare
 
-
-def _demo_compare(
-    out: str | None,
-    quick: bool,
-    limit: str | None,
-    console: bool | None,
-    fail_on: tuple[str, ...],
-    request_memory: str,
-    command: list[str],
-) -> int:
-    """Two demo runs, the second with more memory per in-flight request, and their comparison."""
-    from spikewatch.analysis import failon
-    from spikewatch.driver import bundled
-    from spikewatch.sampler.units import format_bytes, parse_size
-
-    try:
-        extra = parse_size(request_memory)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--request-memory") from None
-    try:
-        failon.parse_all(fail_on)
-    except failon.FailOnError as exc:
-        raise click.BadParameter(str(exc), param_hint="--fail-on") from None
-    d = _out_dir(out)
-    if (d / "base").exists() or (d / "new").exists():
-        raise click.BadParameter(f"{d} already holds a comparison; give a new folder", param_hint="--out")
-    scenario = str(bundled("compare" if quick else "demo"))
-    statuses = {}
-    for name, mem in (("base", 0), ("new", extra)):
-        click.echo(f"\n=== demo --compare: run '{name}', {format_bytes(mem)} extra per in-flight request ===\n")
-        statuses[name] = execute(
-            Request(
-                scenario, [*command, "--request-memory", str(mem)], limit, str(d / name), (), console, "1ms", None, None
-            )
-        )
-        if statuses[name] not in (outcome_mod.EXIT_OK, outcome_mod.EXIT_FAILED):
-            click.echo(f"run '{name}' ended with status {statuses[name]}: no comparison", err=True)
-            return statuses[name]
-
-    from spikewatch.analysis.compare import CompareError, compare, load_run
-    from spikewatch.analysis.compare_html import write_html
-    from spikewatch.analysis.compare_render import markdown, render, write_json
-
-    try:
-        base, new = load_run(d / "base" / "report.json", "base"), load_run(d / "new" / "report.json", "new")
-    except CompareError as exc:
-        click.echo(f"no comparison: {exc}", err=True)
-        return outcome_mod.EXIT_NOT_EVALUATED
-    c = compare(base, [new], list(fail_on))
-    write_json(c, d / "compare.json")
-    (d / "compare.md").write_text(markdown(c), encoding="utf-8")
-    write_html(c, d / "compare.html")
-    click.echo("")
-    render(c, phases=False)
-    row = next((r for r in c.pairs[0].rows if r.metric == "bytes_per_request"), None)
-    if row is not None and row.change is not None:
-        click.echo(
-            f"known difference {format_bytes(extra)} per in-flight request; measured "
-            f"{format_bytes(row.change)} ({row.verdict})"
-        )
-    click.echo(f"wrote {d / 'compare.html'}, {d / 'compare.md'}, {d / 'compare.json'}")
-    if sys.stdout.isatty():
-        try:
-            click.launch(str(d / "compare.html"))
-        except OSError:
-            pass  # no browser here: the path above is enough
-    for line in c.pairs[0].failures:
-        click.echo(f"FAIL --fail-on {line}")
-    if c.failed:
-        return outcome_mod.EXIT_FAILED
-    return max(statuses.values())
+    ctx.exit(demo_compare(out, quick, lim, console, fail_on, request_memory, command))
