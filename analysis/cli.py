@@ -52,33 +52,14 @@ def _load(path: str):
 )
 @click.option("--output", "output_old", type=click.Path(dir_okay=False), hidden=True, help="Old spelling of --out.")
 @click.option("--append", is_flag=True, help="Add to an existing FILE (the report then sees every session in it).")
-@click.option(
-    "--duration",
-    default=None,
-    metavar="T",
-    help="Stop after T (with its unit: 30s, 5m); default: until Ctrl-C/SIGTERM.",
-)
+@opt.stop_after
 @click.option("-q", "--quiet", is_flag=True, help="Only print the summary.")
-@click.option(
-    "--history",
-    "history",
-    multiple=True,
-    metavar="EP",
-    help="Sampler's history endpoint (sample --history): backfill what happened before attaching. One per EP, in order.",
-)
-@click.option(
-    "--keys",
-    "keys",
-    metavar="DIR",
-    help="CURVE keys folder (server.key + your *.key_secret) for samplers started with --keys.",
-)
-@click.option(
-    "--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client)."
-)
+@opt.history_sources
+@opt.client_keys
 def record(
     endpoints: tuple[str, ...],
     output: str | None,
-    duration: str | None,
+    duration: float | None,
     quiet: bool,
     history: tuple[str, ...] = (),
     keys: str | None = None,
@@ -98,9 +79,8 @@ def record(
     output = output or output_old
     if not output:
         raise click.UsageError("say where the recording goes: -o FILE")
-    dur = opt.duration_s(duration, "--duration") if duration is not None else None
     eps = [opt.endpoint(ep, "EP") for ep in endpoints]
-    hist = [opt.endpoint(ep, "--history") for ep in history]
+    hist = opt.history_endpoints(history, eps)
     check_output(output, "-o")
     if not append:
         refuse_existing(output, "-o", "add --append to add to it")
@@ -110,17 +90,13 @@ def record(
         if not quiet:
             click.echo(f"missed {lost} message(s) from {src}", err=True)
 
-    from spikewatch.sampler.cli import client_socket_options
-
-    if len(hist) > len(eps):
-        raise click.BadParameter("give at most one --history per EP", param_hint="--history")
     try:
         rec = Recorder(
             eps,
             output,
             on_gap=gap,
             history=hist or None,
-            socket_options=client_socket_options(keys, client_key) or None,
+            socket_options=opt.client_socket_options(keys, client_key) or None,
             keys=keys,
         )
     except OSError as exc:
@@ -128,10 +104,10 @@ def record(
     rec.install_signal_handlers()
     if not quiet:
         click.echo(
-            f"recording {', '.join(eps)} -> {output}" + (f" for {duration}" if duration else " (Ctrl-C to stop)"),
+            f"recording {', '.join(eps)} -> {output}" + (f" for {duration:g}s" if duration else " (Ctrl-C to stop)"),
             err=True,
         )
-    stats = rec.run(dur)
+    stats = rec.run(duration)
     for err in rec.backfill_errors:
         click.echo(f"warning: no backfill: {err}", err=True)
     msgs = ", ".join(f"{k} {v}" for k, v in sorted(stats.messages.items())) or "nothing"

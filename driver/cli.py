@@ -202,15 +202,7 @@ def _enough_file_descriptors(sc: Any, workers: int) -> None:
 @click.option("--url", help="Aim at this base URL instead of the scenario's target.url.")
 @click.option("--seed", type=int, help="Override the scenario's seed (payloads and arrivals repeat).")
 @click.option("--quiet", "-q", is_flag=True, help="No live progress; only the summary.")
-@click.option(
-    "--keys",
-    "keys",
-    metavar="DIR",
-    help="CURVE keys folder (server.key + your *.key_secret) for a sampler started with --keys.",
-)
-@click.option(
-    "--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client)."
-)
+@opt.client_keys
 def drive(
     scenario: str,
     inlet: str,
@@ -232,12 +224,10 @@ def drive(
     """
     import dataclasses
 
-    from spikewatch.sampler.cli import client_socket_options
-
     from .run import run_scenario
 
     inlet_ep = opt.endpoint_or_off(inlet, "--inlet")
-    socket_options = client_socket_options(keys, client_key)
+    socket_options = opt.client_socket_options(keys, client_key)
 
     try:
         sc = load_scenario(_resolve(scenario))

@@ -20,7 +20,7 @@ MARK_WAIT_MS = 1500  # how long `mark` waits for the sampler to accept its hands
 
 @click.command()
 @click.argument("text")
-@click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, help="The sampler's inlet endpoint.")
+@opt.inlet
 @click.option(
     "--timeout",
     default="1500ms",
@@ -29,16 +29,8 @@ MARK_WAIT_MS = 1500  # how long `mark` waits for the sampler to accept its hands
     help="Give up (exit 3) when no sampler accepted the note within T.",
 )
 @click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="Attach an attribute (repeatable).")
-@click.option(
-    "--keys",
-    "keys",
-    metavar="DIR",
-    help="CURVE keys folder (server.key + your *.key_secret) for a sampler started with --keys.",
-)
-@click.option(
-    "--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use (default: client)."
-)
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@opt.client_keys
+@opt.quiet
 def mark(
     text: str,
     inlet: str,
@@ -236,7 +228,7 @@ def _share(text: str, what: str) -> float:
     help="Also scrape the service's own heap gauge from its Prometheus text at the detail tier, "
     "e.g. http://127.0.0.1:8080/metrics#app_heap_bytes (shown beside RSS).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@opt.quiet
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS...]")
 @click.pass_context
 def sample(

@@ -12,18 +12,7 @@ import signal
 import click
 
 from spikewatch.exits import BadInput, io_failure
-
-
-def client_socket_options(keys: str | None, name: str | None = None) -> dict:
-    """CURVE client options from a keys folder ({} without one); a click error when unusable."""
-    if not keys:
-        return {}
-    from .wire.security import KeysError, client_options
-
-    try:
-        return client_options(keys, name)
-    except KeysError as exc:
-        raise click.BadParameter(str(exc), param_hint="--keys") from None
+from spikewatch.options import client_socket_options as client_socket_options  # defined once, for every command
 
 
 def _server_security(ctx: click.Context, keys: str | None, require: bool, endpoints: list):

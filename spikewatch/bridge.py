@@ -27,7 +27,7 @@ from typing import Any
 
 import click
 
-from spikewatch.sampler.cli import client_socket_options
+from spikewatch import options as opt
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import InletClient
 
@@ -209,15 +209,14 @@ def _loopback(host: str) -> bool:
     metavar="HOST:PORT",
     help="Where to listen for POST /mark and POST /load (port 0: any free one).",
 )
-@click.option("--inlet", default=protocol.DEFAULT_INLET, show_default=True, help="The sampler's inlet endpoint.")
+@opt.inlet
 @click.option(
     "--allow-remote",
     is_flag=True,
     help="Listen on an address other than loopback: anyone who reaches it can write markers.",
 )
-@click.option("--keys", "keys", metavar="DIR", help="CURVE keys folder for a sampler started with --keys.")
-@click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use.")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@opt.client_keys
+@opt.quiet
 def bridge(
     http_addr: str, inlet: str, allow_remote: bool, keys: str | None, client_key: str | None, quiet: bool
 ) -> None:
@@ -237,7 +236,7 @@ def bridge(
             f"--http {http_addr} is not a loopback address: anyone who reaches it could write "
             "markers to the sampler; pass --allow-remote to listen there anyway"
         )
-    options = client_socket_options(keys, client_key)
+    options = opt.client_socket_options(keys, client_key)
     import zmq
 
     ctx = zmq.Context()

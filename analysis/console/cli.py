@@ -67,21 +67,9 @@ def _endpoint(ep: str, what: str) -> str:
     is_flag=True,
     help="Print a status line a second instead of the full-screen view (automatic without a TTY).",
 )
-@click.option("--duration", callback=_duration, metavar="T", help="Stop after T (e.g. 30s).")
-@click.option(
-    "--history",
-    "histories",
-    multiple=True,
-    metavar="EP",
-    help="The sampler's --history endpoint (one per EP, same order): start with its recent past.",
-)
-@click.option(
-    "--keys",
-    "keys",
-    metavar="DIR",
-    help="CURVE keys folder (server.key + your *.key_secret) for samplers started with --keys.",
-)
-@click.option("--client-key", "client_key", metavar="NAME", help="Which NAME.key_secret in --keys to use.")
+@opt.stop_after
+@opt.history_sources
+@opt.client_keys
 def console(
     endpoints: tuple[str, ...],
     inlets: tuple[str, ...],
@@ -91,7 +79,7 @@ def console(
     fps: float,
     plain: bool,
     duration: float | None,
-    histories: tuple[str, ...],
+    history: tuple[str, ...],
     keys: str | None,
     client_key: str | None,
 ) -> None:
@@ -101,17 +89,10 @@ def console(
     several to watch several samplers. Keys: p pause, + / - window, s series,
     n note, z zoom one sampler, q quit.
     """
-    from spikewatch.sampler.cli import client_socket_options
-
     from .options import ConsoleOptions
 
     eps = [_endpoint(e, "EP") for e in endpoints] or [protocol.DEFAULT_PUBLISH]
-    if len(histories) > len(eps):
-        raise click.BadParameter(
-            f"{len(histories)} history endpoints for {len(eps)} stream endpoint(s); "
-            "give at most one per EP, in the same order",
-            param_hint="--history",
-        )
+    history_eps = opt.history_endpoints(history, eps)
     note_inlets = [_endpoint(e, "--inlet") for e in inlets if not opt.is_off(e)]
     if not inlets:
         note_inlets = [protocol.DEFAULT_INLET]
@@ -122,8 +103,8 @@ def console(
         fps=fps,
         limit=limit,
         duration_s=duration,
-        history=[_endpoint(e, "--history") for e in histories],
-        socket_options=client_socket_options(keys, client_key),
+        history=history_eps,
+        socket_options=opt.client_socket_options(keys, client_key),
         keys=keys,
     )
     if plain or not (sys.stdout.isatty() and sys.stdin.isatty()):
