@@ -132,8 +132,15 @@ class Recorder:
             self.stats.samples += len(body.get("dt") or ())
 
     def _handle(self, st: EndpointState, topic: str, body: dict[str, Any]) -> None:
+        # Live and backfilled messages alike enter here: a malformed one is counted
+        # (bad_messages) and kept out of the recording, where the report would trip on it.
+        try:
+            protocol.as_message(topic, body)
+        except protocol.ProtocolError:
+            self.stats.bad_messages += 1
+            return
         st.messages += 1
-        if topic == protocol.HELLO and body.get("session"):
+        if topic == protocol.HELLO and body["session"]:
             if st.session != body["session"]:
                 st.session = str(body["session"])
                 if st.session not in self.stats.sessions:

@@ -130,6 +130,10 @@ DETAIL_SERIES: tuple[str, ...] = (
     "cg_file",
     "cg_inactive_file",
     "cg_working_set",
+    # the tree's PSS and USS from smaps_rollup (shared pages counted once), after each
+    # sweep: every 0.1 .. 10 s as --pss-budget allows, so their peaks are at that rate
+    "pss",
+    "uss",
 )
 # ``detail`` fields that are kernel maxima over the interval since the previous
 # detail: folded into the peak of the series they bound. ``vm_hwm`` is left out:

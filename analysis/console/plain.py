@@ -17,7 +17,7 @@ from spikewatch.sampler.units import format_bytes, format_duration_ns
 from .fmt import wall_clock
 from .options import ConsoleOptions
 from .receiver import StreamReceiver
-from .state import SERIES_HEAP, SourceState, StreamState, pick_series
+from .state import SERIES_HEAP, SourceState, StreamState, pick_series, tree_pss_text
 
 
 def status_line(src: SourceState, series: str, now_wall_ns: int) -> str:
@@ -29,6 +29,9 @@ def status_line(src: SourceState, series: str, now_wall_ns: int) -> str:
         parts[0] += f" limit {format_bytes(limit)} ({(1 - (peak or 0) / limit) * 100:.0f}% headroom)"
     if SERIES_HEAP in src.current:
         parts[0] += f" heap {format_bytes(src.current[SERIES_HEAP])} peak {format_bytes(src.peaks.get(SERIES_HEAP))}"
+    pss = tree_pss_text(src)
+    if pss is not None:
+        parts[0] += f" {pss}"
     phase = f"phase {src.phase or '-'}"
     if src.load:
         errors = sum((src.load.get("errors") or {}).values())

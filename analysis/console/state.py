@@ -22,6 +22,10 @@ from spikewatch.sampler.wire.seqgaps import SeqGaps
 # Series the console can chart; ``cg_working_set`` comes from ``detail`` (~10 Hz).
 SERIES_WORKING_SET = "cg_working_set"
 SERIES_HEAP = "heap"  # from ``detail`` with --heap-metric: a number shown, not charted
+# The tree's PSS and USS (shared pages counted once; private only), from the ``detail``
+# that follows each smaps_rollup sweep (every 0.1 .. 10 s): numbers shown, not charted.
+SERIES_PSS = "pss"
+SERIES_USS = "uss"
 CHART_SERIES: tuple[str, ...] = (protocol.SERIES_RSS, protocol.SERIES_CG_USAGE, SERIES_WORKING_SET)
 # Series the cgroup limit applies to (for rss it is only a guide).
 LIMITED_SERIES = (protocol.SERIES_CG_USAGE, SERIES_WORKING_SET)
@@ -211,22 +215,23 @@ class SourceState:
             self.peaks[series] = value
 
     def ingest(self, topic: str, body: Mapping[str, Any], recv_wall_ns: int | None) -> None:
-        """Apply one message; ``recv_wall_ns`` is when it arrived (None for replayed history)."""
+        """Apply one message taken through ``protocol.as_message`` (StreamState.ingest);
+        ``recv_wall_ns`` is when it arrived (None for replayed history)."""
         self.messages += 1
         seq, t = body.get("seq"), body.get("t")
-        if isinstance(seq, int):
-            lost = self.seq.see(seq)
-            if lost and isinstance(t, int):
-                self._event(t, "stream_gap", f"stream gap: {lost} message(s) missed", alarm=True)
         if not isinstance(t, int):
-            return
+            return  # a topic this version does not know, without a time
+        if seq is not None:
+            lost = self.seq.see(seq)
+            if lost:
+                self._event(t, "stream_gap", f"stream gap: {lost} message(s) missed", alarm=True)
         handler = _HANDLERS.get(topic)
         if handler is not None:
             handler(self, body, t, recv_wall_ns or 0)
 
     def _on_hello(self, body: Mapping[str, Any], t: int, recv: int) -> None:
         self.hello = dict(body)
-        self.session = body.get("session", self.session)
+        self.session = body["session"]
         self.host = body.get("host", self.host)
         if isinstance(body.get("wall_ns"), int):
             self.anchor = (t, body["wall_ns"])
@@ -246,13 +251,11 @@ class SourceState:
             self.ended = True
 
     def _on_samples(self, body: Mapping[str, Any], t: int, recv: int) -> None:
-        ts = t + np.asarray(body.get("dt", ()), dtype=np.int64)
+        ts = t + np.asarray(body["dt"], dtype=np.int64)
         if len(ts) == 0:
             return
-        for name, col in (body.get("series") or {}).items():
+        for name, col in body["series"].items():  # as_samples: one value per dt in each
             vs = np.asarray(col, dtype=np.int64)
-            if len(vs) != len(ts):
-                continue  # malformed batch: skip the column, keep the others
             self._ring(name).extend(ts, vs)
             self.current[name] = int(vs[-1])
             self._peak(name, int(vs.max()))
@@ -270,6 +273,11 @@ class SourceState:
         if isinstance(heap, int):  # the service's own heap gauge (--heap-metric), shown beside RSS
             self.current[SERIES_HEAP] = heap
             self._peak(SERIES_HEAP, heap)
+        for name in (SERIES_PSS, SERIES_USS):
+            v = body.get(name)
+            if isinstance(v, int):
+                self.current[name] = v
+                self._peak(name, v)
         ws = body.get(SERIES_WORKING_SET)
         if isinstance(ws, int):
             self._ring(SERIES_WORKING_SET).extend(np.array([t], np.int64), np.array([ws], np.int64))
@@ -282,7 +290,7 @@ class SourceState:
             self._peak(protocol.SERIES_CG_USAGE, body["cg_peak"])
 
     def _on_event(self, body: Mapping[str, Any], t: int, recv: int) -> None:
-        kind = str(body.get("kind"))
+        kind = body["kind"]
         if kind == protocol.EV_OVERRUN and not self._overrun_due(body, t):
             return
         text, alarm = describe_event(body)
@@ -313,7 +321,7 @@ class SourceState:
         return True
 
     def _on_marker(self, body: Mapping[str, Any], t: int, recv: int) -> None:
-        kind, name = body.get("kind"), str(body.get("name", ""))
+        kind, name = body["kind"], body["name"]
         if kind == protocol.PHASE_START:
             self.phase = name
             self._event(t, "phase", f"▶ phase {name}")
@@ -370,6 +378,15 @@ def describe_event(body: Mapping[str, Any]) -> tuple[str, bool]:
 AUTO_SERIES = "auto"
 
 
+def tree_pss_text(src: SourceState) -> str | None:
+    """``tree pss 120 MiB (peak 150 MiB) uss 90 MiB``, or None before the first sweep."""
+    pss, uss = src.current.get(SERIES_PSS), src.current.get(SERIES_USS)
+    if pss is None:
+        return None
+    text = f"tree pss {format_bytes(pss)} (peak {format_bytes(src.peaks.get(SERIES_PSS))})"
+    return text + (f" uss {format_bytes(uss)}" if uss is not None else "")
+
+
 def pick_series(src: SourceState, wanted: str) -> str:
     """``wanted`` if this source has it, else the first series it has. ``auto``: the series
     the report's headline uses (spikewatch.analysis.peaks.headline_series): the cgroup's
@@ -411,7 +428,14 @@ class StreamState:
         return src
 
     def ingest(self, endpoint: str, topic: str, body: Mapping[str, Any], recv_wall_ns: int | None) -> None:
-        """Apply one decoded message that arrived on ``endpoint`` (caller holds the lock)."""
+        """Apply one decoded message that arrived on ``endpoint`` (caller holds the lock).
+        A malformed body (``protocol.as_message`` refuses it) is counted in
+        :attr:`bad_messages` and goes no further."""
+        try:
+            body = protocol.as_message(topic, body)
+        except protocol.ProtocolError:
+            self.bad_messages += 1
+            return
         src = self._by_endpoint.get(endpoint)
         if topic == protocol.HELLO:
             session = body.get("session")

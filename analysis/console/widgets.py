@@ -26,7 +26,7 @@ from textual.widgets import RichLog
 from .chart import GUTTER, Frame, frame_from_envelope, hold_gaps, render_chart
 from .envelope import EnvelopeCache
 from .fmt import wall_clock, window_label
-from .state import SERIES_HEAP, SERIES_WORKING_SET, SourceState, StreamState, pick_series
+from .state import SERIES_HEAP, SERIES_WORKING_SET, SourceState, StreamState, pick_series, tree_pss_text
 
 
 @dataclass
@@ -172,6 +172,9 @@ def headroom_text(src: SourceState, series: str, width: int) -> Text:
     heap = src.current.get(SERIES_HEAP)
     if heap is not None:
         text.append(f"  heap {format_bytes(heap)} (peak {format_bytes(src.peaks.get(SERIES_HEAP))})", "green")
+    pss = tree_pss_text(src)
+    if pss is not None:
+        text.append(f"  {pss}", "cyan")
     if limit:
         headroom = 1 - (peak or 0) / limit
         style = "red" if headroom < 0.1 else ("yellow" if headroom < 0.25 else "green")

@@ -5,7 +5,7 @@ describes every body)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypedDict, cast
 
 from .framing import ProtocolError
@@ -301,42 +301,81 @@ def inlet_body(seq: int, t: int, fields: Mapping[str, Any]) -> Marker | Load:
     return cast("Marker | Load", body)
 
 
-def _need(body: Mapping[str, Any], topic: str, *keys: str) -> None:
-    for k in keys:
-        if k not in body:
-            raise ProtocolError(f"{topic} without {k!r}")
+_INT = (int,)
+_STR = (str,)
+
+
+def _check(body: Mapping[str, Any], topic: str, required: Mapping[str, tuple[type, ...]]) -> None:
+    """The keys a consumer relies on are there, with their types; ``seq`` is an integer
+    where present. One :class:`ProtocolError` naming the message and the key otherwise."""
+    if not isinstance(body, Mapping):
+        raise ProtocolError(f"{topic} body is {type(body).__name__}, expected a map")
+    for key, types in required.items():
+        if key not in body:
+            raise ProtocolError(f"{topic} without {key!r}")
+        _type(body[key], types, f"{topic}.{key}")
+    if "seq" in body:
+        _type(body["seq"], _INT, f"{topic}.seq")
+
+
+def _type(value: Any, types: tuple[type, ...], where: str) -> None:
+    # bool is an int to Python, never to the protocol
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        expected = " or ".join(t.__name__ for t in types)
+        raise ProtocolError(f"{where} is {type(value).__name__}, expected {expected}")
 
 
 def as_hello(body: Mapping[str, Any]) -> Hello:
-    _need(body, HELLO, "seq", "t", "session")
+    _check(body, HELLO, {"seq": _INT, "t": _INT, "session": _STR})
     return cast(Hello, body)
 
 
 def as_samples(body: Mapping[str, Any]) -> Samples:
-    _need(body, SAMPLES, "t", "dt", "series")
-    if not isinstance(body["series"], dict):
-        raise ProtocolError("samples.series is not a map")
+    _check(body, SAMPLES, {"t": _INT, "dt": (list,), "series": (dict,)})
+    n = len(body["dt"])
+    for name, col in body["series"].items():
+        if not isinstance(col, list) or len(col) != n:
+            raise ProtocolError(f"samples.series[{name!r}] is not a list of {n} values (one per dt)")
     return cast(Samples, body)
 
 
 def as_detail(body: Mapping[str, Any]) -> Detail:
-    _need(body, DETAIL, "t")
+    _check(body, DETAIL, {"t": _INT})
     return cast(Detail, body)
 
 
 def as_event(body: Mapping[str, Any]) -> Event:
-    _need(body, EVENT, "t", "kind")
+    _check(body, EVENT, {"t": _INT, "kind": _STR})
     return cast(Event, body)
 
 
 def as_marker(body: Mapping[str, Any]) -> Marker:
-    _need(body, MARKER, "t", "kind", "name")
+    _check(body, MARKER, {"t": _INT, "kind": _STR, "name": _STR})
     return cast(Marker, body)
 
 
 def as_load(body: Mapping[str, Any]) -> Load:
-    _need(body, LOAD, "t")
+    _check(body, LOAD, {"t": _INT})
     return cast(Load, body)
+
+
+Message = Hello | Samples | Detail | Event | Marker | Load
+_DECODERS: dict[str, Callable[[Mapping[str, Any]], Message]] = {
+    HELLO: as_hello,
+    SAMPLES: as_samples,
+    DETAIL: as_detail,
+    EVENT: as_event,
+    MARKER: as_marker,
+    LOAD: as_load,
+}
+
+
+def as_message(topic: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The one door a consumer takes a stream message through: ``body`` checked by its
+    topic's ``as_*`` decoder (:class:`ProtocolError` when malformed). A topic this
+    version does not know passes unchecked: a newer sampler's message is not a bad one."""
+    decoder = _DECODERS.get(topic)
+    return body if decoder is None else decoder(body)
 
 
 # --- samples batches -------------------------------------------------------
