@@ -135,6 +135,7 @@ DETAIL_SERIES: tuple[str, ...] = (
     "pss",
     "uss",
 )
+TREE_SWEEP_SERIES: tuple[str, ...] = ("pss", "uss")
 # ``detail`` fields that are kernel maxima over the interval since the previous
 # detail: folded into the peak of the series they bound. ``vm_hwm`` is left out:
 # it is a sum of per-process lifetime maxima, above any instantaneous RSS of a
@@ -273,6 +274,10 @@ class PeakExporter:
             state.bump(name, v)
             if name not in state.sample_series:  # samples are fresher than details
                 state.latest[name] = v
+        if body.get("procs") == 0:  # the tree is gone: its last PSS sweep is not "now"
+            for name in TREE_SWEEP_SERIES:
+                if name not in body:
+                    state.latest.pop(name, None)
         for field, series in DETAIL_PEAKS.items():
             v = body.get(field)
             if v is not None:

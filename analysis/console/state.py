@@ -278,6 +278,8 @@ class SourceState:
             if isinstance(v, int):
                 self.current[name] = v
                 self._peak(name, v)
+            elif body.get("procs") == 0:
+                self.current.pop(name, None)  # the tree is gone: its last sweep is not "now"
         ws = body.get(SERIES_WORKING_SET)
         if isinstance(ws, int):
             self._ring(SERIES_WORKING_SET).extend(np.array([t], np.int64), np.array([ws], np.int64))

@@ -172,16 +172,17 @@ def headroom_text(src: SourceState, series: str, width: int) -> Text:
     heap = src.current.get(SERIES_HEAP)
     if heap is not None:
         text.append(f"  heap {format_bytes(heap)} (peak {format_bytes(src.peaks.get(SERIES_HEAP))})", "green")
+    # The tree's PSS/USS goes last: on a narrow panel the ellipsis takes it, never the
+    # limit and headroom before it.
     pss = tree_pss_text(src)
-    if pss is not None:
-        text.append(f"  {pss}", "cyan")
+    extra = f"  {pss}" if pss is not None else ""
     if limit:
         headroom = 1 - (peak or 0) / limit
         style = "red" if headroom < 0.1 else ("yellow" if headroom < 0.25 else "green")
         tail = f"peak {format_bytes(peak)} / limit {format_bytes(limit)}  "
         verdict = f"headroom {headroom * 100:.0f} %"
         # The bar takes what the numbers leave (none on a narrow panel: numbers first).
-        bar_w = min(60, width - len(text.plain) - len(tail) - len(verdict) - 5)
+        bar_w = min(60, width - len(text.plain) - len(tail) - len(verdict) - len(extra) - 5)
         if bar_w >= 6:
             fill = min(bar_w, round(bar_w * (cur or 0) / limit))
             pk = min(bar_w, max(fill, round(bar_w * (peak or 0) / limit)))
@@ -196,6 +197,7 @@ def headroom_text(src: SourceState, series: str, width: int) -> Text:
         text.append(verdict, f"bold {style}")
     else:
         text.append(f"   peak {format_bytes(peak)}   no limit known (pass --limit to compare)", "dim")
+    text.append(extra, "cyan")
     return text
 
 

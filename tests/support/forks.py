@@ -70,3 +70,29 @@ time.sleep(0.3)
 
 def script(tmp_path: Path, name: str, code: str) -> Path:
     return write_script(tmp_path, name, code)
+
+
+def sample_forker_in_process(tmp_path: Path, listeners: list, parent: int, child: int, hold: float) -> int:
+    """Sample FORKER (``parent`` MiB shared after the fork, the child's own ``child`` MiB,
+    held ``hold`` s) to its end with a real sampler in this process, ``listeners`` on its
+    publish path; PSS swept at every detail period. Returns the sampler's exit status."""
+    import sys
+
+    from spikewatch.sampler import daemon
+
+    from tests.conftest import free_port
+
+    f = script(tmp_path, "forker.py", FORKER)
+    config = daemon.SamplerConfig(
+        target=daemon.Target(argv=[sys.executable, str(f), str(parent), str(child), "0", str(hold)]),
+        publish=f"tcp://127.0.0.1:{free_port()}",
+        inlet=None,
+        journal="",
+        quiet=True,
+        pss_budget=0.5,  # a sweep every detail period: several while the child lives
+        log=lambda _msg: None,
+    )
+    sampler = daemon.Sampler(config)
+    sampler.setup()
+    sampler.listeners += listeners
+    return sampler.run()
