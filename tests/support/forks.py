@@ -72,8 +72,25 @@ def script(tmp_path: Path, name: str, code: str) -> Path:
     return write_script(tmp_path, name, code)
 
 
+# argv: parent heap MiB (shared after the fork), child's own MiB, seconds the child holds.
+# No pauses around the fork (FORKER has them for the proc_start/exit stamps): short runs.
+QUICK_FORKER = (
+    _HEAP
+    + """
+P, C, HOLD = (float(x) for x in sys.argv[1:4])
+parent = heap(P)
+pid = os.fork()
+if pid == 0:
+    own = heap(C)
+    time.sleep(HOLD)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+)
+
+
 def sample_forker_in_process(tmp_path: Path, listeners: list, parent: int, child: int, hold: float) -> int:
-    """Sample FORKER (``parent`` MiB shared after the fork, the child's own ``child`` MiB,
+    """Sample QUICK_FORKER (``parent`` MiB shared after the fork, the child's own ``child`` MiB,
     held ``hold`` s) to its end with a real sampler in this process, ``listeners`` on its
     publish path; PSS swept at every detail period. Returns the sampler's exit status."""
     import sys
@@ -82,9 +99,9 @@ def sample_forker_in_process(tmp_path: Path, listeners: list, parent: int, child
 
     from tests.conftest import free_port
 
-    f = script(tmp_path, "forker.py", FORKER)
+    f = script(tmp_path, "quick_forker.py", QUICK_FORKER)
     config = daemon.SamplerConfig(
-        target=daemon.Target(argv=[sys.executable, str(f), str(parent), str(child), "0", str(hold)]),
+        target=daemon.Target(argv=[sys.executable, str(f), str(parent), str(child), str(hold)]),
         publish=f"tcp://127.0.0.1:{free_port()}",
         inlet=None,
         journal="",
