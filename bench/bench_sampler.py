@@ -1,22 +1,29 @@
-"""Sampler footprint and timing: CPU % of one core, RSS, tick lateness, missed ticks.
+"""The sampler beside the bare loop, in one run: CPU ratio, missed ticks, RSS, lateness.
 
 One target (a Python process holding 64 MiB) launched by ``spikewatch sample``
-inside its own memory cgroup (``--limit``), so every tick reads the target's
-statm and the cgroup's usage; publishing on (with a live subscriber, so the
-messages really go out) and the journal on. Run::
+inside its own memory cgroup (``--limit``: a v1 or v2 cgroup under ours), so every
+tick reads the target's statm and the cgroup's usage; publishing on (with a live
+subscriber, so the messages really go out) and the journal on. Beside it, in the same
+run and alternating round by round, ``bench_bare_loop.py``: a timerfd loop doing two
+preads of the same two kinds of file and nothing else. Run::
 
-    .venv/bin/python bench/bench_sampler.py [--seconds 10] [--periods 1ms,200us,100us]
+    .venv/bin/python bench/bench_sampler.py [--seconds 10] [--rounds 3] [--period 1ms]
 
-CPU is the sampler process's utime+stime over the measured window (after a
-1 s warm-up), RSS its VmRSS at the end. Lateness is each sample's time minus
-the timer deadline it answered (deadlines are ``tick_origin_t + k * period``,
-published in ``hello``); missed ticks are the timerfd's extra expirations.
+CPU is measured the same way for both: the on-CPU time of every thread of the
+process and of its helper processes (the target excepted), from
+``/proc/PID/task/TID/schedstat`` (nanoseconds), over the same window length after
+a warm-up. The ratio is sampler CPU s / bare CPU s of the same round; the medians
+are the headline. Missed ticks are the timerfd's extra expirations over each whole
+run (``ticks_missed`` of the sampler's final hello). The load average is printed with
+every round: missed ticks depend on what else runs on the host, the ratio much less.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +40,7 @@ from spikewatch.sampler.wire.client import StreamSubscriber  # noqa: E402
 from spikewatch.sampler.wire.recording import iter_records  # noqa: E402
 
 TARGET = "import time; x = b'\\x01' * (64 << 20); time.sleep(3600)"
+WARMUP_S = 1.0
 
 
 def _free_port() -> int:
@@ -40,27 +48,56 @@ def _free_port() -> int:
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-def _cpu_ticks(pid: int) -> int:
-    data = Path(f"/proc/{pid}/stat").read_bytes()
-    fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _thread_ticks(pid: int) -> dict[str, int]:
-    """CPU ticks per thread name (the sampling thread is the process's own name)."""
+def _ppids() -> dict[int, int]:
+    out: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                data = Path(f"/proc/{name}/stat").read_bytes()
+            except OSError:
+                continue
+            out[int(name)] = int(data[data.rindex(b")") + 2 :].split()[1])
+    return out
+
+
+def _helpers(pid: int, exclude: set[int]) -> list[int]:
+    """``pid`` and its descendants, without ``exclude`` and their own descendants."""
+    ppids = _ppids()
+    found, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for p, pp in ppids.items():
+            if pp == parent and p not in exclude:
+                found.append(p)
+                frontier.append(p)
+    return found
+
+
+def _cpu_ns(pids: list[int]) -> dict[str, int]:
+    """On-CPU ns per thread name over ``pids`` (the main thread of the first is "sampling")."""
     out: dict[str, int] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for pid in pids:
         try:
-            data = Path(f"/proc/{pid}/task/{tid}/stat").read_bytes()
+            tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
-        name = data[data.index(b"(") + 1 : data.rindex(b")")].decode()
-        fields = data[data.rindex(b")") + 2 :].split()
-        name = "sampling" if tid == str(pid) else name
-        out[name] = out.get(name, 0) + int(fields[11]) + int(fields[12])
+        for tid in tids:
+            try:
+                ns = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+                comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            except OSError:
+                continue
+            name = "main" if tid == str(pid) else comm
+            if pid != pids[0]:
+                name = f"helper {pid}"
+            out[name] = out.get(name, 0) + ns
     return out
 
 
@@ -77,33 +114,49 @@ def _pct(sorted_vals: list[int], q: float) -> int:
     return sorted_vals[min(len(sorted_vals) - 1, int(q * len(sorted_vals)))]
 
 
-def run_one(period: str, seconds: float, tmp: Path, extra: tuple[str, ...] = ()) -> dict[str, float]:
+def _window(pid: int, exclude: set[int], seconds: float) -> tuple[dict[str, int], float, list[int]]:
+    """CPU ns by thread over ``seconds`` of wall time (per-thread deltas), the wall time, the pids."""
+    pids = _helpers(pid, exclude)
+    c0, w0 = _cpu_ns(pids), time.monotonic()
+    time.sleep(seconds)
+    pids = _helpers(pid, exclude)
+    c1, w1 = _cpu_ns(pids), time.monotonic()
+    return {k: v - c0.get(k, 0) for k, v in c1.items()}, w1 - w0, pids
+
+
+def run_bare(seconds: float, period_ns: int, extra: tuple[str, ...]) -> dict[str, float | str]:
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_bare_loop.py"), "--json"]
+    cmd += ["--seconds", str(WARMUP_S + seconds + 0.5), "--period-us", str(period_ns // 1000), *extra]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    assert p.stdout.readline().strip() == "looping"
+    target = {pp for pp, parent in _ppids().items() if parent == p.pid}
+    time.sleep(WARMUP_S)
+    load0 = _load()
+    cpu, wall, _ = _window(p.pid, target, seconds)
+    out, _ = p.communicate(timeout=60)
+    r = json.loads(out)
+    total = r["ticks"] + r["missed"]
+    return {
+        "cpu_s": sum(cpu.values()) / 1e9,
+        "cpu_pct": 100.0 * sum(cpu.values()) / 1e9 / wall,
+        "missed_pct": 100.0 * r["missed"] / total if total else 0.0,
+        "missed": r["missed"],
+        "ticks": total,
+        "load": f"{load0} -> {_load()}",
+        "sched": r["sched"],
+        "second_file": r["second_file"],
+    }
+
+
+def run_sampler(period: str, seconds: float, tmp: Path, extra: tuple[str, ...]) -> dict[str, object]:
     period_ns = parse_duration_ns(period)
     pub = f"tcp://127.0.0.1:{_free_port()}"
     inlet = f"tcp://127.0.0.1:{_free_port()}"
-    journal = tmp / f"bench-{period}.journal"
-    cmd = [
-        sys.executable,
-        "-m",
-        "spikewatch",
-        "sample",
-        "--period",
-        period,
-        "--publish",
-        pub,
-        "--inlet",
-        inlet,
-        "--journal",
-        str(journal),
-        "--limit",
-        "1G",
-        "-q",
-        *extra,
-        "--",
-        sys.executable,
-        "-c",
-        TARGET,
-    ]
+    journal = tmp / f"bench-{period}-{time.monotonic_ns()}.journal"
+    cmd = [sys.executable, "-m", "spikewatch", "sample", "--period", period, "--publish", pub]
+    cmd += ["--inlet", inlet, "--journal", str(journal), "--limit", "1G", "-q", *extra]
+    cmd += ["--", sys.executable, "-c", TARGET]
     received = [0]
     stop = threading.Event()
 
@@ -116,13 +169,17 @@ def run_one(period: str, seconds: float, tmp: Path, extra: tuple[str, ...] = ())
     th = threading.Thread(target=subscribe, daemon=True)
     th.start()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # warm-up: imports, launch, first tree scan
-    hz = os.sysconf("SC_CLK_TCK")
-    c0, w0, th0 = _cpu_ticks(p.pid), time.monotonic(), _thread_ticks(p.pid)
-    time.sleep(seconds)
-    c1, w1, th1 = _cpu_ticks(p.pid), time.monotonic(), _thread_ticks(p.pid)
+    targets: set[int] = set()
+    end = time.monotonic() + 30
+    while not targets and time.monotonic() < end:  # imports, launch, the command's exec
+        time.sleep(0.05)
+        targets = {pp for pp, parent in _ppids().items() if parent == p.pid and TARGET in _cmdline(pp)}
+    assert targets, "the target did not start"
+    time.sleep(WARMUP_S)  # the first tree scan, the first detail and PSS sweep
+    load0 = _load()
+    cpu, wall, pids = _window(p.pid, targets, seconds)
     rss_kb = _status_kb(p.pid, "VmRSS")
-    hwm_kb = _status_kb(p.pid, "VmHWM")
+    helpers_kb = sum(_status_kb(h, "VmRSS") for h in pids[1:])
     p.terminate()
     _, err = p.communicate(timeout=30)
     stop.set()
@@ -130,65 +187,99 @@ def run_one(period: str, seconds: float, tmp: Path, extra: tuple[str, ...] = ())
 
     hello = None
     times: list[int] = []
+    short_cols = 0
+    body_series: set[str] = set()
     for topic, body in iter_records(journal):
         if topic == protocol.HELLO:
             hello = body
         elif topic == protocol.SAMPLES:
-            times.extend(protocol.sample_times(body))
+            ts = protocol.sample_times(body)
+            times.extend(ts)
+            body_series = set(body["series"])
+            short_cols += sum(len(col) != len(ts) for col in body["series"].values())
     assert hello is not None, err
+    c = hello["counters"]
     origin = hello["tick_origin_t"]
-    lo = times[0] + 1_000_000_000  # the measured window only
-    window = [t for t in times if lo <= t <= lo + int(seconds * 1e9)]
-    late = sorted((t - origin) % period_ns for t in window)
-    expected = (window[-1] - window[0]) // period_ns + 1 if window else 0
+    late = sorted((t - origin) % period_ns for t in times)
+    total = c["samples"] + c["ticks_missed"]
     return {
-        "period": period,
-        "cpu_pct": 100.0 * (c1 - c0) / hz / (w1 - w0),
+        "cpu_s": sum(cpu.values()) / 1e9,
+        "cpu_pct": 100.0 * sum(cpu.values()) / 1e9 / wall,
+        "threads": {k: 100.0 * v / 1e9 / wall for k, v in cpu.items()},
         "rss_mib": rss_kb / 1024,
-        "hwm_mib": hwm_kb / 1024,
+        "helpers_mib": helpers_kb / 1024,
         "p50_us": _pct(late, 0.50) / 1e3,
         "p99_us": _pct(late, 0.99) / 1e3,
-        "max_us": (late[-1] if late else 0) / 1e3,
-        "samples": len(window),
-        "missed_pct": max(0.0, 100.0 * (expected - len(window)) / expected) if expected else 0.0,
-        "missed_total": hello["counters"]["ticks_missed"],
+        "missed_pct": 100.0 * c["ticks_missed"] / total if total else 0.0,
+        "missed": c["ticks_missed"],
+        "ticks": total,
+        # Every tick the sampler counted is in the journal, with a value in every series.
+        "recorded": len(times) == c["samples"] and not short_cols and len(body_series) == 2,
         "received": received[0],
-        "threads": {k: 100.0 * (v - th0.get(k, 0)) / hz / (w1 - w0) for k, v in th1.items()},
-        "summary": err.strip().splitlines()[-1] if err.strip() else "",
+        "load": f"{load0} -> {_load()}",
         "journal_bytes_per_sample": journal.stat().st_size / max(len(times), 1),
-        "journal_format": 2 if journal.read_bytes()[:1] == b"\x89" else 1,
     }
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--periods", default="1ms,200us,100us")
-    ap.add_argument("--no-realtime", action="store_true", help="sample under the normal scheduler policy")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--period", default="1ms")
+    ap.add_argument("--no-realtime", action="store_true", help="both loops under the normal scheduler policy")
     args = ap.parse_args()
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[:3]
+    extra = ("--no-realtime",) if args.no_realtime else ()
+    period_ns = parse_duration_ns(args.period)
     policy = "SCHED_OTHER (--no-realtime)" if args.no_realtime else "SCHED_FIFO when permitted (default)"
-    print(f"# {os.cpu_count()} CPUs, load average {' '.join(load)} at start; {args.seconds:.0f} s per period; {policy}")
     print(
-        f"{'period':>7} {'CPU %':>6} {'RSS MiB':>8} {'HWM MiB':>8} {'p50 us':>7} {'p99 us':>7} {'max us':>8} "
-        f"{'samples':>8} {'missed %':>9} {'msgs':>6}"
+        f"# {os.cpu_count()} CPUs, load average {_load()} at start; period {args.period}; "
+        f"{args.rounds} rounds of {args.seconds:g} s each (bare loop, then sampler); {policy}"
     )
+    print(
+        f"{'round':>5} {'bare CPU %':>10} {'sampler CPU %':>13} {'ratio':>6} {'bare missed %':>13} "
+        f"{'sampler missed %':>16} {'RSS MiB':>8} {'p99 us':>7} {'recorded':>8}  load (start -> end)"
+    )
+    ratios: list[float] = []
+    bare_missed: list[float] = []
+    smp_missed: list[float] = []
+    rss: list[float] = []
     with tempfile.TemporaryDirectory() as d:
-        for period in args.periods.split(","):
-            r = run_one(period.strip(), args.seconds, Path(d), ("--no-realtime",) if args.no_realtime else ())
+        for i in range(args.rounds):
+            b = run_bare(args.seconds, period_ns, extra)
+            s = run_sampler(args.period, args.seconds, Path(d), extra)
+            ratio = float(s["cpu_s"]) / float(b["cpu_s"])  # type: ignore[arg-type]
+            ratios.append(ratio)
+            bare_missed.append(float(b["missed_pct"]))
+            smp_missed.append(float(s["missed_pct"]))  # type: ignore[arg-type]
+            rss.append(float(s["rss_mib"]))  # type: ignore[arg-type]
             print(
-                f"{r['period']:>7} {r['cpu_pct']:6.1f} {r['rss_mib']:8.1f} {r['hwm_mib']:8.1f} {r['p50_us']:7.0f} "
-                f"{r['p99_us']:7.0f} {r['max_us']:8.0f} {r['samples']:8d} {r['missed_pct']:9.3f} {r['received']:6d}",
+                f"{i + 1:>5} {b['cpu_pct']:10.2f} {s['cpu_pct']:13.2f} {ratio:6.3f} {b['missed_pct']:13.3f} "
+                f"{s['missed_pct']:16.3f} {s['rss_mib']:8.1f} {s['p99_us']:7.0f} {'yes' if s['recorded'] else 'NO':>8}"
+                f"  bare {b['load']}, sampler {s['load']}",
                 flush=True,
             )
-            threads = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["threads"].items(), key=lambda kv: -kv[1]) if v > 0)
-            print(f"{'':>7} CPU % by thread: {threads}", flush=True)
+            threads = ", ".join(
+                f"{k} {v:.2f}"
+                for k, v in sorted(s["threads"].items(), key=lambda kv: -kv[1])  # type: ignore[attr-defined]
+                if v >= 0.005
+            )
             print(
-                f"{'':>7} journal: {r['journal_bytes_per_sample']:.2f} bytes a sample (format {r['journal_format']}, "
-                "everything in it over its samples)",
+                f"{'':>5} sampler CPU % by thread: {threads}; helpers' RSS {s['helpers_mib']:.1f} MiB; "
+                f"{s['received']} messages received; journal {s['journal_bytes_per_sample']:.2f} bytes a sample",
                 flush=True,
             )
+    print(
+        f"median: CPU ratio sampler/bare {statistics.median(ratios):.3f} (goal <= 1.15); missed ticks: "
+        f"bare {statistics.median(bare_missed):.3f} %, sampler {statistics.median(smp_missed):.3f} % "
+        f"(goal <= 0.1 % on an idle host); sampler RSS {statistics.median(rss):.1f} MiB; load now {_load()}"
+    )
 
 
 if __name__ == "__main__":
