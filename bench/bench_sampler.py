@@ -149,12 +149,14 @@ def run_bare(seconds: float, period_ns: int, extra: tuple[str, ...]) -> dict[str
     }
 
 
-def run_sampler(period: str, seconds: float, tmp: Path, extra: tuple[str, ...]) -> dict[str, object]:
+def run_sampler(
+    period: str, seconds: float, tmp: Path, extra: tuple[str, ...], python: str = sys.executable
+) -> dict[str, object]:
     period_ns = parse_duration_ns(period)
     pub = f"tcp://127.0.0.1:{_free_port()}"
     inlet = f"tcp://127.0.0.1:{_free_port()}"
     journal = tmp / f"bench-{period}-{time.monotonic_ns()}.journal"
-    cmd = [sys.executable, "-m", "spikewatch", "sample", "--period", period, "--publish", pub]
+    cmd = [python, "-m", "spikewatch", "sample", "--period", period, "--publish", pub]
     cmd += ["--inlet", inlet, "--journal", str(journal), "--limit", "1G", "-q", *extra]
     cmd += ["--", sys.executable, "-c", TARGET]
     received = [0]
@@ -234,52 +236,66 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--period", default="1ms")
     ap.add_argument("--no-realtime", action="store_true", help="both loops under the normal scheduler policy")
+    ap.add_argument(
+        "--sampler-args",
+        default="",
+        help="more options for `spikewatch sample`, e.g. '--detail-period 1s' (where does the CPU go?)",
+    )
+    ap.add_argument(
+        "--compare",
+        metavar="PYTHON",
+        help="also run the sampler of another install in every round (e.g. main's .venv/bin/python): before vs after",
+    )
     args = ap.parse_args()
     extra = ("--no-realtime",) if args.no_realtime else ()
     period_ns = parse_duration_ns(args.period)
     policy = "SCHED_OTHER (--no-realtime)" if args.no_realtime else "SCHED_FIFO when permitted (default)"
+    runs = [("this", sys.executable)] + ([("compare", args.compare)] if args.compare else [])
     print(
-        f"# {os.cpu_count()} CPUs, load average {_load()} at start; period {args.period}; "
-        f"{args.rounds} rounds of {args.seconds:g} s each (bare loop, then sampler); {policy}"
+        f"# {os.cpu_count()} CPUs, load average {_load()} at start; period {args.period}; {args.rounds} rounds of "
+        f"{args.seconds:g} s each (bare loop, then {' then '.join(n for n, _ in runs)} sampler); {policy}"
     )
     print(
-        f"{'round':>5} {'bare CPU %':>10} {'sampler CPU %':>13} {'ratio':>6} {'bare missed %':>13} "
+        f"{'round':>5} {'sampler':>8} {'bare CPU %':>10} {'sampler CPU %':>13} {'ratio':>6} {'bare missed %':>13} "
         f"{'sampler missed %':>16} {'RSS MiB':>8} {'p99 us':>7} {'recorded':>8}  load (start -> end)"
     )
-    ratios: list[float] = []
+    ratios: dict[str, list[float]] = {n: [] for n, _ in runs}
+    missed: dict[str, list[float]] = {n: [] for n, _ in runs}
+    rss: dict[str, list[float]] = {n: [] for n, _ in runs}
     bare_missed: list[float] = []
-    smp_missed: list[float] = []
-    rss: list[float] = []
     with tempfile.TemporaryDirectory() as d:
         for i in range(args.rounds):
             b = run_bare(args.seconds, period_ns, extra)
-            s = run_sampler(args.period, args.seconds, Path(d), extra)
-            ratio = float(s["cpu_s"]) / float(b["cpu_s"])  # type: ignore[arg-type]
-            ratios.append(ratio)
             bare_missed.append(float(b["missed_pct"]))
-            smp_missed.append(float(s["missed_pct"]))  # type: ignore[arg-type]
-            rss.append(float(s["rss_mib"]))  # type: ignore[arg-type]
-            print(
-                f"{i + 1:>5} {b['cpu_pct']:10.2f} {s['cpu_pct']:13.2f} {ratio:6.3f} {b['missed_pct']:13.3f} "
-                f"{s['missed_pct']:16.3f} {s['rss_mib']:8.1f} {s['p99_us']:7.0f} {'yes' if s['recorded'] else 'NO':>8}"
-                f"  bare {b['load']}, sampler {s['load']}",
-                flush=True,
-            )
-            threads = ", ".join(
-                f"{k} {v:.2f}"
-                for k, v in sorted(s["threads"].items(), key=lambda kv: -kv[1])  # type: ignore[attr-defined]
-                if v >= 0.005
-            )
-            print(
-                f"{'':>5} sampler CPU % by thread: {threads}; helpers' RSS {s['helpers_mib']:.1f} MiB; "
-                f"{s['received']} messages received; journal {s['journal_bytes_per_sample']:.2f} bytes a sample",
-                flush=True,
-            )
-    print(
-        f"median: CPU ratio sampler/bare {statistics.median(ratios):.3f} (goal <= 1.15); missed ticks: "
-        f"bare {statistics.median(bare_missed):.3f} %, sampler {statistics.median(smp_missed):.3f} % "
-        f"(goal <= 0.1 % on an idle host); sampler RSS {statistics.median(rss):.1f} MiB; load now {_load()}"
-    )
+            for name, python in runs:
+                s = run_sampler(args.period, args.seconds, Path(d), (*extra, *args.sampler_args.split()), python)
+                ratio = float(s["cpu_s"]) / float(b["cpu_s"])  # type: ignore[arg-type]
+                ratios[name].append(ratio)
+                missed[name].append(float(s["missed_pct"]))  # type: ignore[arg-type]
+                rss[name].append(float(s["rss_mib"]))  # type: ignore[arg-type]
+                print(
+                    f"{i + 1:>5} {name:>8} {b['cpu_pct']:10.2f} {s['cpu_pct']:13.2f} {ratio:6.3f} "
+                    f"{b['missed_pct']:13.3f} {s['missed_pct']:16.3f} {s['rss_mib']:8.1f} {s['p99_us']:7.0f} "
+                    f"{'yes' if s['recorded'] else 'NO':>8}  bare {b['load']}, sampler {s['load']}",
+                    flush=True,
+                )
+                threads = ", ".join(
+                    f"{k} {v:.2f}"
+                    for k, v in sorted(s["threads"].items(), key=lambda kv: -kv[1])  # type: ignore[attr-defined]
+                    if v >= 0.005
+                )
+                print(
+                    f"{'':>14} CPU % by thread: {threads}; helpers' RSS {s['helpers_mib']:.1f} MiB; "
+                    f"{s['received']} messages received; journal {s['journal_bytes_per_sample']:.2f} bytes a sample",
+                    flush=True,
+                )
+    for name, _ in runs:
+        print(
+            f"median ({name}): CPU ratio sampler/bare {statistics.median(ratios[name]):.3f} (goal <= 1.15); "
+            f"missed ticks: bare {statistics.median(bare_missed):.3f} %, sampler {statistics.median(missed[name]):.3f} % "
+            f"(goal <= 0.1 % on an idle host); sampler RSS {statistics.median(rss[name]):.1f} MiB"
+        )
+    print(f"load average at the end {_load()}")
 
 
 if __name__ == "__main__":

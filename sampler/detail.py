@@ -148,7 +148,7 @@ class DetailTier:
             cg_working_set=stat.get("working_set"),
         )
         # What bites first: a container's own cgroup is often "max" under a limited parent.
-        limits = cg.read_limits()
+        limits = cg.read_limits(after_stat=True)
         limit = limits.bytes
         body["cg_limit"] = limit
         self.limits = limits

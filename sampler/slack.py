@@ -23,27 +23,28 @@ def once(fn: Callable[[], None]) -> Task:
 
 
 class SlackWork(Targets):
-    def _run_due(self, t: int) -> None:
+    def _periodic(self, name: str, interval: int, t: int) -> bool:
+        """Due now? Then the next time is on the grid of its first one (a tick a few
+        µs early must not push the work a whole period later), never a catch-up burst."""
+        due = self._due
+        at = due.get(name)
+        if at is None or t < at:
+            return False
+        at += interval
+        due[name] = at if at > t else t + interval
+        return True
+
+    def _run_due(self, t: int) -> bool:
+        """Queue what is due; True when the batch work is (the caller runs it first)."""
         due = self._due
         c = self.config
-
-        def periodic(name: str, interval: int) -> bool:
-            # On the grid of its first due time (a tick a few µs early must not
-            # push the work a whole period later), never in a catch-up burst.
-            at = due.get(name)
-            if at is None or t < at:
-                return False
-            at += interval
-            due[name] = at if at > t else t + interval
-            return True
-
-        if periodic("batch", c.batch_ns):
-            self._tasks.appendleft(once(lambda: self._batch_work(t)))
-        if periodic("detail", self.detail_ns):
+        periodic = self._periodic
+        batch = periodic("batch", c.batch_ns, t)
+        if periodic("detail", self.detail_ns, t):
             self._tasks.append(once(lambda: self._detail(time.monotonic_ns())))
-        if periodic("hello", c.hello_ns):
+        if periodic("hello", c.hello_ns, t):
             self._tasks.append(once(lambda: self._hello(time.monotonic_ns())))
-        if periodic("tree", min(c.tree_ns, 100_000_000) if self.membership.cheap else c.tree_ns):
+        if periodic("tree", min(c.tree_ns, 100_000_000) if self.membership.cheap else c.tree_ns, t):
             if not self.membership.scan_running:
                 self._tasks.append(self.membership.scan())
                 if self.auto.fd >= 0:
@@ -64,15 +65,23 @@ class SlackWork(Targets):
             else:
                 self._stop = True
         self._next_due = min(due.values())
+        return batch
 
     def _slack(self, t: int, next_deadline: int) -> None:
         if self.first_t is None and self.batch.times:
             self.first_t = self.batch.times[0]
-        if t >= self._next_due:
-            self._run_due(t)
         tasks = self._tasks
         limit = next_deadline - self.period_ns // 4
         mono = time.monotonic_ns
+        # The batch work (every ~20 ms) is called directly, not queued: it is the
+        # most frequent slow work, and a queued step costs a generator and a closure.
+        if t >= self._next_due and self._run_due(t):
+            try:
+                self._batch_work(t)
+            except Exception:
+                self._internal_error()  # reported once per place; sampling goes on
+            if mono() >= limit:
+                return  # it was this tick's step; the queue waits for the next
         while tasks:
             try:
                 next(tasks[0])

@@ -54,6 +54,7 @@ class MemoryCgroup:
         self.version = info.version
         self._root = Path(root)
         self._fds: dict[str, int] = {}
+        self._stat_raw: dict[str, int] | None = None
         self._v1_source: tuple[int, str | None] | None = None  # (limit, whose): found once per value
         names = _FILES[info.version]
         self.v2_root = info.v2_root
@@ -162,6 +163,7 @@ class MemoryCgroup:
         plus ``usage`` and ``working_set`` (usage - inactive_file, floored at 0:
         what the kubelet evicts on)."""
         raw = _parse_kv(self._read("stat") or b"")
+        self._stat_raw = raw  # read_limits(after_stat=True) on v1 reads no second memory.stat
         usage = _root_usage(raw) if self.v2_root else self.read_usage()
         if self.version == 1:
             # total_* include descendants (use_hierarchy=1); plain keys do not.
@@ -189,12 +191,15 @@ class MemoryCgroup:
         """The tightest limit of this cgroup and its ancestors (what will actually bite)."""
         return self.read_limits().bytes
 
-    def read_limits(self) -> Limit:
+    def read_limits(self, *, after_stat: bool = False) -> Limit:
         """The effective limit: v2 the lowest memory.max or memory.high of this cgroup
-        and its ancestors, v1 the kernel's hierarchical_memory_limit. Raises CgroupGone."""
+        and its ancestors, v1 the kernel's hierarchical_memory_limit (``after_stat``:
+        from the memory.stat that :meth:`read_stat` has just read). Raises CgroupGone."""
         own = self.read_limit()
         if self.version == 1:
-            raw = _parse_kv(self._read("stat") or b"")
+            raw = self._stat_raw if after_stat and self._stat_raw is not None else None
+            if raw is None:
+                raw = _parse_kv(self._read("stat") or b"")
             hier = raw.get("hierarchical_memory_limit")
             value = None if hier is None or hier >= _V1_UNLIMITED else hier
             if value is None or value == own:

@@ -4,7 +4,7 @@ message raises. Part of the wire's public face (re-exported by
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -17,6 +17,12 @@ class ProtocolError(ValueError):
 def pack(body: Mapping[str, Any]) -> bytes:
     """msgpack-encode one message body."""
     return msgpack.packb(body, use_bin_type=True)
+
+
+def packer() -> Callable[[Mapping[str, Any]], bytes]:
+    """:func:`pack` for one thread that packs often (the sampler's publisher): one
+    Packer kept, instead of one made (with its buffer) for every message."""
+    return msgpack.Packer(use_bin_type=True).pack
 
 
 def unpack(data: bytes, max_size: int | None = None) -> dict[str, Any]:

@@ -90,6 +90,7 @@ from .framing import (
     decode,
     encode,
     pack,
+    packer,
     unpack,
 )
 from .inlet import (
@@ -253,6 +254,7 @@ __all__ = [
     "is_off",
     "marker_message",
     "pack",
+    "packer",
     "parse_endpoint",
     "sample_times",
     "samples_body",

@@ -226,6 +226,7 @@ class Publisher:
         self.journal: Journal | None = None
         self.listeners: list[Listener] = []
         self.listener_errors = 0
+        self._pack = protocol.packer()  # publish() runs on the sampling thread only
 
     def next_seq(self) -> int:
         s = self.seq
@@ -234,7 +235,7 @@ class Publisher:
 
     def publish(self, topic: str, body: Mapping[str, Any]) -> None:
         """Send ``body`` (which must already carry v/seq/t) on ``topic``."""
-        packed = protocol.pack(body)
+        packed = self._pack(body)
         sock = self.sock
         try:
             # Two sends instead of send_multipart: less Python per message. A PUB
