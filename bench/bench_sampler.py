@@ -41,6 +41,17 @@ from spikewatch.sampler.wire.recording import iter_records  # noqa: E402
 
 TARGET = "import time; x = b'\\x01' * (64 << 20); time.sleep(3600)"
 WARMUP_S = 1.0
+# --batch-ms: the sampler with another batch period (no CLI option sets it; an experiment only).
+BATCH_RUNNER = """import dataclasses, sys
+from spikewatch.sampler import state
+init = state.SamplerState.__init__
+def with_batch(self, config, **kw):
+    init(self, dataclasses.replace(config, batch_ns={ns}), **kw)
+state.SamplerState.__init__ = with_batch
+from spikewatch.cli import main
+sys.argv[0] = "spikewatch"
+main()
+"""
 
 
 def _free_port() -> int:
@@ -150,13 +161,19 @@ def run_bare(seconds: float, period_ns: int, extra: tuple[str, ...]) -> dict[str
 
 
 def run_sampler(
-    period: str, seconds: float, tmp: Path, extra: tuple[str, ...], python: str = sys.executable
+    period: str,
+    seconds: float,
+    tmp: Path,
+    extra: tuple[str, ...],
+    python: str = sys.executable,
+    batch_ns: int | None = None,
 ) -> dict[str, object]:
     period_ns = parse_duration_ns(period)
     pub = f"tcp://127.0.0.1:{_free_port()}"
     inlet = f"tcp://127.0.0.1:{_free_port()}"
     journal = tmp / f"bench-{period}-{time.monotonic_ns()}.journal"
-    cmd = [python, "-m", "spikewatch", "sample", "--period", period, "--publish", pub]
+    run = ["-m", "spikewatch"] if batch_ns is None else ["-c", BATCH_RUNNER.format(ns=batch_ns)]
+    cmd = [python, *run, "sample", "--period", period, "--publish", pub]
     cmd += ["--inlet", inlet, "--journal", str(journal), "--limit", "1G", "-q", *extra]
     cmd += ["--", sys.executable, "-c", TARGET]
     received = [0]
@@ -246,14 +263,17 @@ def main() -> None:
         metavar="PYTHON",
         help="also run the sampler of another install in every round (e.g. main's .venv/bin/python): before vs after",
     )
+    ap.add_argument("--batch-ms", type=float, help="experiment: publish sample batches every this many ms (default 20)")
     args = ap.parse_args()
     extra = ("--no-realtime",) if args.no_realtime else ()
+    batch_ns = None if args.batch_ms is None else int(args.batch_ms * 1e6)
     period_ns = parse_duration_ns(args.period)
     policy = "SCHED_OTHER (--no-realtime)" if args.no_realtime else "SCHED_FIFO when permitted (default)"
     runs = [("this", sys.executable)] + ([("compare", args.compare)] if args.compare else [])
     print(
         f"# {os.cpu_count()} CPUs, load average {_load()} at start; period {args.period}; {args.rounds} rounds of "
         f"{args.seconds:g} s each (bare loop, then {' then '.join(n for n, _ in runs)} sampler); {policy}"
+        + (f"; sample batches every {args.batch_ms:g} ms (experiment)" if batch_ns else "")
     )
     print(
         f"{'round':>5} {'sampler':>8} {'bare CPU %':>10} {'sampler CPU %':>13} {'ratio':>6} {'bare missed %':>13} "
@@ -268,7 +288,9 @@ def main() -> None:
             b = run_bare(args.seconds, period_ns, extra)
             bare_missed.append(float(b["missed_pct"]))
             for name, python in runs:
-                s = run_sampler(args.period, args.seconds, Path(d), (*extra, *args.sampler_args.split()), python)
+                s = run_sampler(
+                    args.period, args.seconds, Path(d), (*extra, *args.sampler_args.split()), python, batch_ns
+                )
                 ratio = float(s["cpu_s"]) / float(b["cpu_s"])  # type: ignore[arg-type]
                 ratios[name].append(ratio)
                 missed[name].append(float(s["missed_pct"]))  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from typing import Any
 import zmq
 
 from . import protocol
+from .blocks import BlockWriter
 from .recording import open_writer, segment_path, segments_of
 
 # (topic, body, packed body): called for every published message, on the
@@ -97,7 +98,7 @@ class Journal:
         # version 2 blocks (or version 1 when appending to an old journal): encoded here, off the hot loop
         self._writer = self._open(self.path)
         self._opened = time.monotonic()
-        self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._queue: collections.deque[tuple[str, bytes, Mapping[str, Any] | None]] = collections.deque()
         self._flush_s = flush_s
         self._wake = threading.Event()
         self._stop = False
@@ -107,8 +108,10 @@ class Journal:
         self._thread = threading.Thread(target=self._run, name="spikewatch-journal", daemon=True)
         self._thread.start()
 
-    def put(self, topic: str, packed: bytes) -> None:
-        self._queue.append((topic, packed))
+    def put(self, topic: str, packed: bytes, body: Mapping[str, Any] | None = None) -> None:
+        """Queue one message. ``body`` (what was packed, never changed afterwards) spares
+        a version 2 writer unpacking ``packed`` again: ~15 µs a message on this thread."""
+        self._queue.append((topic, packed, body))
 
     @property
     def records_lost(self) -> int:
@@ -121,9 +124,13 @@ class Journal:
         q = self._queue
         w = self._writer
         n = 0
+        as_body = isinstance(w, BlockWriter)  # version 1 stores the packed bytes as they are
         while q:
-            topic, packed = q.popleft()
-            w.write_packed(topic, packed)
+            topic, packed, body = q.popleft()
+            if as_body and body is not None:
+                w.write(topic, body)
+            else:
+                w.write_packed(topic, packed)
             n += 1
             if n % 8 == 0:
                 _let_go()
@@ -247,7 +254,7 @@ class Publisher:
         except zmq.Again:
             self.dropped += 1
         if self.journal is not None:
-            self.journal.put(topic, packed)
+            self.journal.put(topic, packed, body)
         for listener in self.listeners:
             try:
                 listener(topic, body, packed)
