@@ -287,7 +287,7 @@ def main() -> None:
         for i in range(args.rounds):
             b = run_bare(args.seconds, period_ns, extra)
             bare_missed.append(float(b["missed_pct"]))
-            for name, python in runs:
+            for name, python in runs if i % 2 == 0 else runs[::-1]:  # neither always runs first
                 s = run_sampler(
                     args.period, args.seconds, Path(d), (*extra, *args.sampler_args.split()), python, batch_ns
                 )
