@@ -85,7 +85,7 @@ def _helpers(pid: int, exclude: set[int]) -> list[int]:
     while frontier:
         parent = frontier.pop()
         for p, pp in ppids.items():
-            if pp == parent and p not in exclude:
+            if pp == parent and p not in exclude and TARGET not in _cmdline(p):
                 found.append(p)
                 frontier.append(p)
     return found
