@@ -187,13 +187,16 @@ def run_sampler(
 
     th = threading.Thread(target=subscribe, daemon=True)
     th.start()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Not from the checkout: `-m spikewatch` must find the package `python` has installed.
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp)
     targets: set[int] = set()
     end = time.monotonic() + 30
     while not targets and time.monotonic() < end:  # imports, launch, the command's exec
         time.sleep(0.05)
         targets = {pp for pp, parent in _ppids().items() if parent == p.pid and TARGET in _cmdline(pp)}
-    assert targets, "the target did not start"
+    if not targets:
+        p.kill()
+        raise SystemExit(f"the target did not start: {' '.join(cmd)}\n{p.communicate()[1]}")
     time.sleep(WARMUP_S)  # the first tree scan, the first detail and PSS sweep
     load0 = _load()
     cpu, wall, pids = _window(p.pid, targets, seconds)
