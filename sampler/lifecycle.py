@@ -67,6 +67,15 @@ class ProcessEvents:
         if h.pid in self.announced or h.pid in self.muted or h.gone:
             return
         h.refresh_identity()
+        # A descendant that looks like a restart (same command line as one that just
+        # exited) still counts against the budget: a prefork server respawning the
+        # same worker is exactly the storm the cap exists for.
+        if h.pid not in self.tree.roots and not self._budget(t):
+            self.muted.add(h.pid)  # sampled all the same; counted in the next proc_churn
+            self._churn_started += 1
+            if self._churn_from is None:
+                self._churn_from = t
+            return
         restart_of = None
         for i, (argv, old_pid, t_exit) in enumerate(self._recent_exits):
             if argv == h.argv and h.argv and t - t_exit < _RESTART_WINDOW_NS:
@@ -75,12 +84,6 @@ class ProcessEvents:
                 break
         if restart_of is None and h.pid in self.tree.roots and self._root_exits:
             restart_of = self._root_exits.popleft()  # a matched target came back
-        if h.pid not in self.tree.roots and restart_of is None and not self._budget(t):
-            self.muted.add(h.pid)  # sampled all the same; counted in the next proc_churn
-            self._churn_started += 1
-            if self._churn_from is None:
-                self._churn_from = t
-            return
         self.announced.add(h.pid)
         ev = protocol.ProcStart(
             kind=protocol.EV_PROC_START, pid=h.pid, ppid=h.ppid, exe=h.exe, cmdline=h.argv, launched=False

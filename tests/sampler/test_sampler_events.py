@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 from spikewatch.sampler import cgroup
@@ -159,5 +160,9 @@ def test_many_children_are_sampled_but_their_events_capped(tmp_path, endpoints):
     assert max(d["procs"] for d in s.topic(protocol.DETAIL)) >= 100  # every child counted
     starts = s.events(protocol.EV_PROC_START)
     exits = s.events(protocol.EV_PROC_EXIT)
-    assert 20 <= len(starts) <= 1 + 50 * 2  # at most 50 a second for descendants
+    assert len(starts) >= 20
+    # At most 50 a second for descendants, per the sampler's own whole-second windows
+    # (a slow shell under load spreads the 120 forks over more than two of them).
+    per_window = Counter(e["t"] // 1_000_000_000 for e in starts if not e.get("launched"))
+    assert max(per_window.values()) <= 50, per_window
     assert {e["pid"] for e in exits} <= {e["pid"] for e in starts}  # no exit without its start
