@@ -68,7 +68,7 @@ from .codec import (
     encode_block,
     hello_delta,
 )
-from .columns import decode_group, encode_group, is_int, pack_ints, unpack_ints
+from .columns import decode_group, encode_group, group_columns, is_int, pack_ints, unpack_ints
 from .framing import (
     CODEC_DEFLATE,
     CODEC_ZSTD,
@@ -82,6 +82,7 @@ from .framing import (
     SYNC,
     TAIL_MAGIC,
     VERSION,
+    VERSIONS,
     Compressor,
     Decompressor,
     FormatError,
@@ -116,6 +117,8 @@ __all__ = [
     "SYNC",
     "TAIL_MAGIC",
     "VERSION",
+    "VERSIONS",
+    "group_columns",
     "BlockWriter",
     "Compressor",
     "Decompressor",
