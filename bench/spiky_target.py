@@ -1,6 +1,6 @@
 """A target for journal-size runs: 5-40 MiB bursts held 5-200 ms, a few a second.
 
-spikewatch sample --limit 512M --journal /tmp/spiky.journal --duration 60 -- python bench/spiky_target.py
+spikewatch sample --limit 512M --journal /tmp/spiky.journal --duration 60s -- python bench/spiky_target.py
 """
 
 from __future__ import annotations
