@@ -11,6 +11,7 @@ reader takes PATH (or the folder, or a glob) as one run
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,7 +30,7 @@ class RotatingWriter:
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | os.PathLike[str],
         *,
         rotate_bytes: int | None = None,
         rotate_s: float | None = None,
