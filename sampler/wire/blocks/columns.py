@@ -13,6 +13,7 @@ from typing import Any, TypeGuard
 
 _LITTLE = sys.byteorder == "little"
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+_INT_ONLY = {int}
 # widths for pack_ints: array type code, smallest value (the escape), largest
 _WIDTHS = {
     1: ("b", -128, 127),
@@ -99,9 +100,10 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: bool = False) -> list[Any
         return [keys, [[at[k] for k in s] for s in shapes], pack_ints(ids), [_encode_column(v) for v in vals]]
     # relative integer columns only where every body has every key, so two
     # columns line up body for body; a column referred to stays self-contained
-    enc = [_encode_column_ext(v) for v in vals]
+    ints = [_all_ints(v) for v in vals]
+    own = [_int_modes(v, -1, v) if ints[i] else None for i, v in enumerate(vals)]
+    enc = [_encode_column_ext(v, own[i]) for i, v in enumerate(vals)]
     if len(shapes) == 1:
-        ints = [_all_ints(v) for v in vals]
         t_at = at.get("t")
         relative: set[int] = set()
         used: set[int] = set()
@@ -113,7 +115,7 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: bool = False) -> list[Any
             last_int = i
             if i in used or not refs:
                 continue
-            best = _int_modes(v, -1, v)
+            best = own[i]
             for r in dict.fromkeys(refs):
                 c = _int_modes(v, r, vals[r])
                 if c is not None and (best is None or c[0] < best[0]):
@@ -127,8 +129,13 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: bool = False) -> list[Any
     return [keys, [[at[k] for k in s] for s in shapes], pack_ints(ids), enc]
 
 
+def all_int64(vals: list[Any]) -> bool:
+    """Every value an int (not a bool) within int64: at C speed (the journal thread runs it a lot)."""
+    return bool(vals) and set(map(type, vals)) == _INT_ONLY and _INT64[0] <= min(vals) and max(vals) <= _INT64[1]
+
+
 def _all_ints(vals: list[Any]) -> bool:
-    return len(vals) > 1 and all(is_int(x) for x in vals)
+    return len(vals) > 1 and all_int64(vals)
 
 
 def _encode_column(vals: list[Any]) -> list[Any]:
@@ -145,14 +152,14 @@ def _encode_column(vals: list[Any]) -> list[Any]:
 
 
 def _bits(d: list[int]) -> int:
-    return sum(abs(x).bit_length() for x in d)
+    return sum(map(int.bit_length, map(abs, d)))
 
 
 def _int_modes(vals: list[int], ref: int, rv: list[int]) -> tuple[int, int, int, list[int]] | None:
     """The cheaper of deltas (mode 0) and offsets from the first (mode 1) of
     ``vals`` less the column ``ref`` (-1: none): (bits, ref, mode, y)."""
     y = vals if ref < 0 else [a - b for a, b in zip(vals, rv)]
-    if ref >= 0 and not all(is_int(x) for x in y):
+    if ref >= 0 and not (_INT64[0] <= min(y) and max(y) <= _INT64[1]):
         return None
     b0 = _bits([b - a for a, b in zip(y, y[1:])])
     b1 = _bits([x - y[0] for x in y[1:]])
@@ -169,7 +176,7 @@ def _int_column(ref: int, mode: int, y: list[int]) -> list[Any] | None:
     return [5, ref, mode, y[0], pack_ints(d), g]
 
 
-def _encode_column_ext(vals: list[Any]) -> list[Any]:
+def _encode_column_ext(vals: list[Any], own: tuple[int, int, int, list[int]] | None) -> list[Any]:
     """Version 3's columns: integers also as offsets from their first value (a
     noisy figure: latencies) or (see :func:`encode_group`) relative to another
     column (a wall clock beside ``t``, a p99 beside its p90), whichever takes the
@@ -178,9 +185,8 @@ def _encode_column_ext(vals: list[Any]) -> list[Any]:
     n = len(vals)
     if n > 1:
         v0 = vals[0]
-        if _all_ints(vals):
-            best = _int_modes(vals, -1, vals)
-            if best is not None and best[2] == 1:
+        if own is not None:  # integers: own is their _int_modes
+            if own[2] == 1:
                 col = _int_column(-1, 1, vals)
                 if col is not None:
                     return col

@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping
 from itertools import accumulate
 from typing import Any
 
+from .columns import all_int64, pack_ints, unpack_ints
 from .columns import is_int as _is_int
-from .columns import pack_ints, unpack_ints
 
 
 def clean_batch(body: Mapping[str, Any]) -> bool:
@@ -19,10 +19,10 @@ def clean_batch(body: Mapping[str, Any]) -> bool:
     if not _is_int(t) or type(dt) is not list or not dt or type(series) is not dict:
         return False
     n = len(dt)
-    if not all(_is_int(x) for x in dt) or not _is_int(t + dt[-1]) or not _is_int(t + min(dt)):
+    if not all_int64(dt) or not _is_int(t + dt[-1]) or not _is_int(t + min(dt)):
         return False
     for name, col in series.items():
-        if type(name) is not str or type(col) is not list or len(col) != n or not all(_is_int(x) for x in col):
+        if type(name) is not str or type(col) is not list or len(col) != n or not all_int64(col):
             return False
     return True
 
@@ -126,7 +126,11 @@ def encode_samples(
 
 
 def _deflated(packed: list[Any]) -> int:
-    return len(zlib.compress(packed[1], 6)) + 9 * len(packed[2])
+    # a 4 KiB window and the smallest hash: the state is a few KiB, not deflate's
+    # ~270 KiB (the journal thread must not grow the sampler's RSS); a block's
+    # deviations are ~1 KiB a second, so the judgement is the same
+    c = zlib.compressobj(6, zlib.DEFLATED, -12, 1)
+    return len(c.compress(packed[1]) + c.flush()) + 9 * len(packed[2])
 
 
 def decode_samples(enc: list[Any], heads: list[dict[str, Any]]) -> list[dict[str, Any]]:
