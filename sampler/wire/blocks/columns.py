@@ -101,7 +101,10 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: bool = False) -> list[Any
     # relative integer columns only where every body has every key, so two
     # columns line up body for body; a column referred to stays self-contained
     ints = [_all_ints(v) for v in vals]
-    own = [_int_modes(v, -1, v) if ints[i] else None for i, v in enumerate(vals)]
+    # a column whose steps fit a byte (seq, counters, memory in pages) stays plain
+    # deltas: nothing cheaper exists, and the journal thread saves the search
+    wide = [ints[i] and not _narrow(v) for i, v in enumerate(vals)]
+    own = [_int_modes(v, -1, v) if wide[i] else None for i, v in enumerate(vals)]
     enc = [_encode_column_ext(v, own[i]) for i, v in enumerate(vals)]
     if len(shapes) == 1:
         t_at = at.get("t")
@@ -113,7 +116,7 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: bool = False) -> list[Any
                 continue
             refs = [r for r in (t_at, last_int) if r is not None and r != i and ints[r] and r not in relative]
             last_int = i
-            if i in used or not refs:
+            if i in used or not refs or not wide[i]:
                 continue
             best = own[i]
             for r in dict.fromkeys(refs):
@@ -151,6 +154,12 @@ def _encode_column(vals: list[Any]) -> list[Any]:
     return [0, vals]
 
 
+def _narrow(vals: list[int]) -> bool:
+    d = [b - a for a, b in zip(vals, vals[1:])]
+    g = math.gcd(*d) or 1
+    return max(map(abs, d)) // g < 128
+
+
 def _bits(d: list[int]) -> int:
     return sum(map(int.bit_length, map(abs, d)))
 
@@ -185,7 +194,7 @@ def _encode_column_ext(vals: list[Any], own: tuple[int, int, int, list[int]] | N
     n = len(vals)
     if n > 1:
         v0 = vals[0]
-        if own is not None:  # integers: own is their _int_modes
+        if own is not None:  # wide integers: own is their _int_modes
             if own[2] == 1:
                 col = _int_column(-1, 1, vals)
                 if col is not None:
