@@ -100,12 +100,28 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: bool = False) -> list[Any
         return [keys, [[at[k] for k in s] for s in shapes], pack_ints(ids), [_encode_column(v) for v in vals]]
     # relative integer columns only where every body has every key, so two
     # columns line up body for body; a column referred to stays self-contained
-    ints = [_all_ints(v) for v in vals]
-    # a column whose steps fit a byte (seq, counters, memory in pages) stays plain
-    # deltas: nothing cheaper exists, and the journal thread saves the search
-    wide = [ints[i] and not _narrow(v) for i, v in enumerate(vals)]
-    own = [_int_modes(v, -1, v) if wide[i] else None for i, v in enumerate(vals)]
-    enc = [_encode_column_ext(v, own[i]) for i, v in enumerate(vals)]
+    n = len(vals)
+    ints = [False] * n
+    wide = [False] * n
+    own: list[tuple[int, int, int, list[int]] | None] = [None] * n
+    enc: list[list[Any]] = []
+    for i, v in enumerate(vals):
+        if not _all_ints(v):
+            enc.append(_encode_column_ext(v, None))
+            continue
+        ints[i] = True
+        d = list(map(operator.sub, v[1:], v[:-1]))
+        g = math.gcd(*d)
+        if g == 0:
+            enc.append([2, v[0], len(v)])
+        elif max(map(abs, d)) // g < 128 or not (_INT64[0] <= min(d) and max(d) <= _INT64[1]):
+            # steps that fit a byte (seq, counters, memory in pages) stay plain deltas:
+            # nothing is cheaper, and the journal thread saves the search
+            enc.append(_encode_column(v))
+        else:
+            wide[i] = True
+            own[i] = _int_modes(v, -1, v)
+            enc.append(_encode_column_ext(v, own[i]))
     if len(shapes) == 1:
         t_at = at.get("t")
         relative: set[int] = set()
@@ -152,12 +168,6 @@ def _encode_column(vals: list[Any]) -> list[Any]:
                 d = [x // g for x in d]
             return [1, vals[0], pack_ints(d), g]
     return [0, vals]
-
-
-def _narrow(vals: list[int]) -> bool:
-    d = [b - a for a, b in zip(vals, vals[1:])]
-    g = math.gcd(*d) or 1
-    return max(map(abs, d)) // g < 128
 
 
 def _bits(d: list[int]) -> int:
