@@ -46,7 +46,7 @@ def uniform_bodies(draw):
     return [{k: cols[k][i] for k in kinds} for i in range(n)]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(uniform_bodies())
 def test_group_columns_round_trip_exactly(bodies):
     enc = blocks.encode_group(bodies, ext=True)
