@@ -52,6 +52,19 @@ def _load(path: str):
 )
 @click.option("--output", "output_old", type=click.Path(dir_okay=False), hidden=True, help="Old spelling of --out.")
 @click.option("--append", is_flag=True, help="Add to an existing FILE (the report then sees every session in it).")
+@click.option(
+    "--rotate",
+    metavar="T|SIZE",
+    default=None,
+    help="Start a new segment (FILE.000001, FILE.000002…) every T (e.g. 1h) or SIZE (e.g. 256M); "
+    "report, compare, export and convert read FILE as one run.",
+)
+@click.option(
+    "--keep",
+    metavar="T|SIZE",
+    default=None,
+    help="With --rotate: delete the oldest segments beyond this age (e.g. 7d) or total size (e.g. 10G).",
+)
 @opt.stop_after
 @click.option("-q", "--quiet", is_flag=True, help="Only print the summary.")
 @opt.history_sources
@@ -66,6 +79,8 @@ def record(
     client_key: str | None = None,
     append: bool = False,
     output_old: str | None = None,
+    rotate: str | None = None,
+    keep: str | None = None,
 ) -> None:
     """Subscribe to samplers' streams (EP, e.g. tcp://127.0.0.1:7781) and write a recording.
 
@@ -82,6 +97,14 @@ def record(
     eps = [opt.endpoint(ep, "EP") for ep in endpoints]
     hist = opt.history_endpoints(history, eps)
     check_output(output, "-o")
+    from spikewatch.sampler.cli import size_or_age
+
+    rotate_at = size_or_age(rotate, "--rotate")
+    keep_for = size_or_age(keep, "--keep")
+    if keep and not rotate:
+        raise click.UsageError("--keep deletes whole segments: give --rotate too")
+    if rotate and append:
+        raise click.UsageError("--rotate goes on numbering after the last segment: --append is not needed")
     if not append:
         refuse_existing(output, "-o", "add --append to add to it")
     existed = os.path.exists(output)
@@ -98,6 +121,8 @@ def record(
             history=hist or None,
             socket_options=opt.client_socket_options(keys, client_key) or None,
             keys=keys,
+            rotate=rotate_at,
+            keep=keep_for,
         )
     except OSError as exc:
         raise io_failure("write", output, exc) from None
@@ -118,6 +143,7 @@ def record(
     click.echo(
         f"missed {stats.missed} message(s) in {len(stats.gaps)} gap(s); {stats.bad_messages} undecodable; "
         f"{format_bytes(stats.bytes_written)} written to {output}"
+        + (f" in segments {output}.NNNNNN ({rec.writer.segments_deleted} deleted by --keep)" if rotate else "")
     )
     if stats.write_error is not None:
         raise RuntimeFailure(
@@ -129,7 +155,7 @@ def record(
     if not stats.messages:
         if not existed:
             with contextlib.suppress(OSError):
-                os.unlink(output)
+                os.unlink(rec.writer.path)  # FILE, or with --rotate its empty segment
         raise RuntimeFailure(
             "nothing arrived from "
             + ", ".join(eps)

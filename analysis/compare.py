@@ -181,16 +181,15 @@ def compare(base: Run, news: list[Run], fail_on: list[str] | None = None) -> Com
 def load_run(path: str | os.PathLike[str], label: str | None = None, **report_options: Any) -> Run:
     """A report JSON as it is, or a recording (its report is built first)."""
     p = Path(path)
-    if not p.exists():
-        raise CompareError(f"{p}: no such file")
     if p.is_dir():  # a `spikewatch run --out` folder
         for name in ("report.json", "recording"):
             if (p / name).exists():
                 return load_run(p / name, label or p.name, **report_options)
-        raise CompareError(f"{p}: a folder without report.json or recording")
     label = label or (p.parent.name if p.name in ("report.json", "recording") else p.name)
-    with open(p, "rb") as f:
-        head = f.read(1)
+    head = b""
+    if p.is_file():  # else a rotated run: its segments' base name, their folder or a glob
+        with open(p, "rb") as f:
+            head = f.read(1)
     if head in (b"{", b" ", b"\n"):
         try:
             rep = json.loads(p.read_text())
@@ -211,6 +210,8 @@ def load_run(path: str | os.PathLike[str], label: str | None = None, **report_op
 
     try:
         rec = load(p)
+    except FileNotFoundError as exc:
+        raise CompareError(f"{p}: no such file, nor a run folder or segments ({exc})") from None
     except (RecordingError, OSError) as exc:
         raise CompareError(f"{p}: neither a report JSON nor a readable recording ({exc})") from None
     src = rec.main

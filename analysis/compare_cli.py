@@ -8,8 +8,9 @@ import click
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("base", type=click.Path(exists=True))
-@click.argument("new", nargs=-1, required=True, type=click.Path(exists=True))
+# not click.Path(exists=True): a rotated run is named by its segments' base name, a folder or a glob
+@click.argument("base")
+@click.argument("new", nargs=-1, required=True)
 @click.option(
     "--fail-on",
     "fail_on",

@@ -500,9 +500,10 @@ def block_columns(
     records = [(names[ti], next(groups[ti])) for ti in block["o"]]
     if enc is None:
         return records, None, {}, [], True
-    base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc, ht_p = enc
+    base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc, ht_p = enc[:10]
     k = np.concatenate(([0], np.cumsum(np_ints(dk_p))))
-    t = base + (k * p + np_ints(e_p)) * q
+    e = np_ints(e_p)
+    t = base + (k * p + (np.cumsum(e) if len(enc) > 10 and enc[10] else e)) * q  # v3: deviations may be deltas
     sizes = np_ints(sizes_p)
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     head_t = iter((t[starts] + np_ints(ht_p) * q).tolist())
@@ -719,6 +720,8 @@ def _concat_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
 def _group_columns(enc: list[Any]) -> tuple[list[Any], list[list[int]], list[int], list[Any]]:
     """A v2 group as (keys, shapes, shape ids, values per key) without building a map per body."""
     keys, shapes, ids_p, cols = enc
+    if any(col[0] > 2 for col in cols):  # version 3's column kinds: a few bodies a second, decoded in Python
+        return keys, shapes, blocks.unpack_ints(ids_p), blocks.group_columns(enc)
     values: list[Any] = []
     for col in cols:
         if col[0] == 1:
@@ -807,9 +810,10 @@ def _fast_block(block: dict[str, Any], b: _Builder, expand: Any) -> bool:
 
 
 def _fast_samples(b: _Builder, enc: list[Any], n_batches: int) -> None:
-    base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc, ht_p = enc
+    base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc, ht_p = enc[:10]
     k = np.concatenate(([0], np.cumsum(np_ints(dk_p))))
-    t = base + (k * p + np_ints(e_p)) * q
+    e = np_ints(e_p)
+    t = base + (k * p + (np.cumsum(e) if len(enc) > 10 and enc[10] else e)) * q  # v3: deviations may be deltas
     sizes = np_ints(sizes_p)
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     head_t = t[starts] + np_ints(ht_p) * q

@@ -21,7 +21,7 @@ from typing import Any
 import zmq
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import StreamSubscriber
-from spikewatch.sampler.wire.recording import open_writer
+from spikewatch.sampler.wire.rotation import RotatingWriter
 from spikewatch.sampler.wire.seqgaps import SeqGaps
 
 HELLO_WAIT_S = 3.0
@@ -74,12 +74,17 @@ class Recorder:
         socket_options: dict[int, Any] | None = None,
         warn: Callable[[str], None] | None = None,
         keys: str | None = None,
+        rotate: tuple[int | None, float | None] = (None, None),
+        keep: tuple[int | None, float | None] = (None, None),
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
         self.endpoints = list(endpoints)
         self.multi = len(self.endpoints) > 1
-        self.writer = open_writer(path)
+        # segments PATH.000001… with --rotate: the sampler's journal rotation, one implementation
+        self.writer = RotatingWriter(
+            path, rotate_bytes=rotate[0], rotate_s=rotate[1], keep_bytes=keep[0], keep_s=keep[1]
+        )
         # Each socket's handshakes are watched: a sampler that refuses our keys would
         # otherwise just look silent (spikewatch.sampler.wire.handshake). ``warn`` says it (stderr by default).
         self.warn = warn or _stderr

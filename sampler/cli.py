@@ -305,8 +305,8 @@ def sample(
             heap = parse_spec(heap_metric)
         except HeapMetricError as exc:
             raise click.BadParameter(str(exc), param_hint="--heap-metric") from None
-    rotate = _size_or_age(journal_rotate, "--journal-rotate")
-    keep = _size_or_age(journal_keep, "--journal-keep")
+    rotate = size_or_age(journal_rotate, "--journal-rotate")
+    keep = size_or_age(journal_keep, "--journal-keep")
     if journal_keep and not journal_rotate:
         raise click.UsageError("--journal-keep deletes whole segments: give --journal-rotate too")
     if journal_rotate and no_journal:
@@ -418,7 +418,7 @@ def _history_server(security, endpoint: str, window: str, size: str, options: di
         raise SamplerError(str(exc)) from None
 
 
-def _size_or_age(text: str | None, hint: str) -> tuple[int | None, float | None]:
+def size_or_age(text: str | None, hint: str) -> tuple[int | None, float | None]:
     """``(bytes, None)`` for a size such as 256M, ``(None, seconds)`` for an age such as 1h."""
     from .units import parse_duration, parse_size
 

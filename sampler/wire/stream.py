@@ -27,8 +27,8 @@ from typing import Any
 import zmq
 
 from . import protocol
-from .blocks import BlockWriter
-from .recording import open_writer, segment_path, segments_of
+from .recording import open_writer
+from .rotation import RotatingWriter
 
 # (topic, body, packed body): called for every published message, on the
 # sampling thread but off its hot path. Keep them quick (e.g. update a gauge).
@@ -83,21 +83,17 @@ class Journal:
         keep_s: float | None = None,
     ) -> None:
         self.base = Path(path)
-        # With rotation the journal is segments PATH.000001, PATH.000002… (a restart goes on
-        # numbering after the last one); retention deletes the oldest whole segments.
-        self.rotating = bool(rotate_bytes or rotate_s)
-        self.rotate_bytes, self.rotate_s = rotate_bytes, rotate_s
-        self.keep_bytes, self.keep_s = keep_bytes, keep_s
-        self.segments_deleted = 0
-        if self.rotating:
-            old = segments_of(self.base)
-            self._segment = int(old[-1].name.rsplit(".", 1)[1]) + 1 if old else 1
-            self.path = segment_path(self.base, self._segment)
-        else:
-            self.path = self.base
-        # version 2 blocks (or version 1 when appending to an old journal): encoded here, off the hot loop
-        self._writer = self._open(self.path)
-        self._opened = time.monotonic()
+        # With rotation the journal is segments PATH.000001, PATH.000002…: the one
+        # implementation that `spikewatch record --rotate` uses too (.rotation).
+        # Version 2 blocks (or version 1 when appending to an old journal): encoded here, off the hot loop.
+        self._writer = RotatingWriter(
+            self.base,
+            rotate_bytes=rotate_bytes,
+            rotate_s=rotate_s,
+            keep_bytes=keep_bytes,
+            keep_s=keep_s,
+            opener=self._open,
+        )
         self._queue: collections.deque[tuple[str, bytes, Mapping[str, Any] | None]] = collections.deque()
         self._flush_s = flush_s
         self._wake = threading.Event()
@@ -124,7 +120,7 @@ class Journal:
         q = self._queue
         w = self._writer
         n = 0
-        as_body = isinstance(w, BlockWriter)  # version 1 stores the packed bytes as they are
+        as_body = w.takes_bodies  # version 1 stores the packed bytes as they are
         while q:
             topic, packed, body = q.popleft()
             if as_body and body is not None:
@@ -135,28 +131,23 @@ class Journal:
             if n % 8 == 0:
                 _let_go()
         try:
-            w.flush()
-            if (
-                self.rotating
-                and not w.pending
-                and (
-                    (self.rotate_bytes and w.bytes_written >= self.rotate_bytes)
-                    or (self.rotate_s and time.monotonic() - self._opened >= self.rotate_s)
-                )
-            ):
-                self._rotate()
+            w.flush()  # and a new segment when one is due
         except OSError as exc:
             self.errors += 1
             self.last_error = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')})"
 
-    def _rotate(self) -> None:
-        """Close this segment (its index written), open the next, apply retention."""
-        self._writer.close()
-        self._segment += 1
-        self.path = segment_path(self.base, self._segment)
-        self._writer = self._open(self.path)
-        self._opened = time.monotonic()
-        self._retain()
+    @property
+    def path(self) -> Path:
+        """The segment being written (the journal's path without rotation)."""
+        return self._writer.path
+
+    @property
+    def rotating(self) -> bool:
+        return self._writer.rotating
+
+    @property
+    def segments_deleted(self) -> int:
+        return self._writer.segments_deleted
 
     @staticmethod
     def _open(path: Path):  # type: ignore[no-untyped-def]
@@ -166,31 +157,6 @@ class Journal:
             # sampling thread, waking for a tick, could wait up to the 5 ms switch interval.
             w.pause = _let_go
         return w
-
-    def _retain(self) -> None:
-        if not (self.keep_bytes or self.keep_s):
-            return
-        segs = [s for s in segments_of(self.base) if s != self.path]
-        now = time.time()
-        sizes = {}
-        for s in segs:
-            try:
-                st = s.stat()
-            except OSError:
-                continue
-            sizes[s] = (st.st_size, st.st_mtime)
-        total = sum(v[0] for v in sizes.values()) + self._writer.bytes_written
-        for s in segs:  # oldest first
-            if s not in sizes:
-                continue
-            size, mtime = sizes[s]
-            if (self.keep_bytes and total > self.keep_bytes) or (self.keep_s and now - mtime > self.keep_s):
-                try:
-                    s.unlink()
-                except OSError:
-                    continue
-                total -= size
-                self.segments_deleted += 1
 
     def _run(self) -> None:
         while not self._stop:

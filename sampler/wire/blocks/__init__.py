@@ -40,6 +40,12 @@ column: measured on a 1 kHz journal, at 1 ns they cost ~2.2 bytes a sample, at
 a sample). ``quantum_ns=1`` is lossless. Every other
 field round-trips exactly.
 
+Version 3 (written now) is version 2 with more column kinds in ``g`` (maps as
+nested groups, floats exact, integers relative to another column or as offsets,
+short decimals; :mod:`.columns`) and the sample deviations optionally as deltas
+(``s[10]``); the header's version field tells them apart, and a block appended
+to a version 2 file keeps to version 2's kinds. docs/recording.md has the table.
+
 The package, one job a module; this face re-exports what readers and writers use:
 
 * :mod:`.columns` — integers packed narrow, maps as columns (``g``);
@@ -68,7 +74,7 @@ from .codec import (
     encode_block,
     hello_delta,
 )
-from .columns import decode_group, encode_group, is_int, pack_ints, unpack_ints
+from .columns import decode_group, encode_group, group_columns, is_int, pack_ints, unpack_ints
 from .framing import (
     CODEC_DEFLATE,
     CODEC_ZSTD,
@@ -82,6 +88,7 @@ from .framing import (
     SYNC,
     TAIL_MAGIC,
     VERSION,
+    VERSIONS,
     Compressor,
     Decompressor,
     FormatError,
@@ -116,6 +123,8 @@ __all__ = [
     "SYNC",
     "TAIL_MAGIC",
     "VERSION",
+    "VERSIONS",
+    "group_columns",
     "BlockWriter",
     "Compressor",
     "Decompressor",

@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 
 from .columns import decode_group, encode_group
+from .framing import VERSION
 from .samples import clean_batch, decode_samples, encode_samples, no_pause
 
 SAMPLES = "samples"
@@ -16,9 +17,14 @@ QUANTUM_NS = 2000  # sample times kept to ±1 µs; see the module docstring
 
 
 def encode_block(
-    records: list[tuple[str, Mapping[str, Any]]], quantum_ns: int = QUANTUM_NS, pause: Callable[[], None] = no_pause
+    records: list[tuple[str, Mapping[str, Any]]],
+    quantum_ns: int = QUANTUM_NS,
+    pause: Callable[[], None] = no_pause,
+    version: int = VERSION,
 ) -> bytes:
-    """The (uncompressed) msgpack payload of one data block."""
+    """The (uncompressed) msgpack payload of one data block; ``version`` 2 uses only
+    the column kinds a version 2 reader knows (a block appended to a version 2 file)."""
+    ext = version >= 3
     topics: dict[str, int] = {}
     order = bytearray()
     groups: dict[int, list[Mapping[str, Any]]] = {}
@@ -38,9 +44,9 @@ def encode_block(
             groups.setdefault(ti, []).append(body)
     if batches:
         try:
-            s, heads = encode_samples(batches, quantum_ns, pause)
+            s, heads = encode_samples(batches, quantum_ns, pause, ext)
         except OverflowError:  # differences beyond int64 (never from a sampler): store the batches as they are
-            return _encode_plain(records)
+            return _encode_plain(records, ext)
     block: dict[str, Any] = {"tp": list(topics), "o": bytes(order)}
     if batches:
         block["s"] = s
@@ -48,12 +54,12 @@ def encode_block(
     g = []
     for ti, bodies in groups.items():
         pause()
-        g.append([ti, encode_group(bodies)])
+        g.append([ti, encode_group(bodies, ext)])
     block["g"] = g
     return msgpack.packb(block, use_bin_type=True)
 
 
-def _encode_plain(records: list[tuple[str, Mapping[str, Any]]]) -> bytes:
+def _encode_plain(records: list[tuple[str, Mapping[str, Any]]], ext: bool) -> bytes:
     topics: dict[str, int] = {}
     order = bytearray()
     groups: dict[int, list[Mapping[str, Any]]] = {}
@@ -62,7 +68,7 @@ def _encode_plain(records: list[tuple[str, Mapping[str, Any]]]) -> bytes:
         order.append(ti)
         groups.setdefault(ti, []).append(body)
     return msgpack.packb(
-        {"tp": list(topics), "o": bytes(order), "g": [[ti, encode_group(b)] for ti, b in groups.items()]},
+        {"tp": list(topics), "o": bytes(order), "g": [[ti, encode_group(b, ext)] for ti, b in groups.items()]},
         use_bin_type=True,
     )
 

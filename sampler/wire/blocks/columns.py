@@ -4,14 +4,16 @@ maps as columns (:func:`encode_group`), integers among them as deltas."""
 from __future__ import annotations
 
 import math
+import operator
 import sys
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from itertools import accumulate
 from typing import Any, TypeGuard
 
 _LITTLE = sys.byteorder == "little"
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+_INT_ONLY = {int}
 # widths for pack_ints: array type code, smallest value (the escape), largest
 _WIDTHS = {
     1: ("b", -128, 127),
@@ -69,7 +71,7 @@ def is_int(x: Any) -> TypeGuard[int]:
 # ------------------------------------------------------------ generic groups
 
 
-def encode_group(bodies: list[Mapping[Any, Any]]) -> list[Any]:
+def encode_group(bodies: list[Mapping[Any, Any]], ext: bool = False) -> list[Any]:
     """Maps as columns: ``[keys, shapes (key numbers), shape ids, columns (one a key)]``.
 
     A column is ``[0, values]`` or, when every value is an int64, ``[1, first,
@@ -93,11 +95,70 @@ def encode_group(bodies: list[Mapping[Any, Any]]) -> list[Any]:
                 col.append(v)
     keys = list(cols)
     at = {k: i for i, k in enumerate(keys)}
-    return [keys, [[at[k] for k in s] for s in shapes], pack_ints(ids), [_encode_column(v) for v in cols.values()]]
+    vals = list(cols.values())
+    if not ext:
+        return [keys, [[at[k] for k in s] for s in shapes], pack_ints(ids), [_encode_column(v) for v in vals]]
+    # relative integer columns only where every body has every key, so two
+    # columns line up body for body; a column referred to stays self-contained
+    n = len(vals)
+    ints = [False] * n
+    wide = [False] * n
+    own: list[tuple[int, int, int, list[int]] | None] = [None] * n
+    enc: list[list[Any]] = []
+    for i, v in enumerate(vals):
+        if not _all_ints(v):
+            enc.append(_encode_column_ext(v, None))
+            continue
+        ints[i] = True
+        d = list(map(operator.sub, v[1:], v[:-1]))
+        g = math.gcd(*d)
+        if g == 0:
+            enc.append([2, v[0], len(v)])
+        elif max(map(abs, d)) // g < 128 or not (_INT64[0] <= min(d) and max(d) <= _INT64[1]):
+            # steps that fit a byte (seq, counters, memory in pages) stay plain deltas:
+            # nothing is cheaper, and the journal thread saves the search
+            enc.append(_encode_column(v))
+        else:
+            wide[i] = True
+            own[i] = _int_modes(v, -1, v)
+            enc.append(_encode_column_ext(v, own[i]))
+    if len(shapes) == 1:
+        t_at = at.get("t")
+        relative: set[int] = set()
+        used: set[int] = set()
+        last_int: int | None = None
+        for i, v in enumerate(vals):
+            if not ints[i]:
+                continue
+            refs = [r for r in (t_at, last_int) if r is not None and r != i and ints[r] and r not in relative]
+            last_int = i
+            if i in used or not refs or not wide[i]:
+                continue
+            best = own[i]
+            for r in dict.fromkeys(refs):
+                c = _int_modes(v, r, vals[r])
+                if c is not None and (best is None or c[0] < best[0]):
+                    best = c
+            if best is not None and best[1] >= 0:
+                col = _int_column(*best[1:])
+                if col is not None:
+                    enc[i] = col
+                    relative.add(i)
+                    used.add(best[1])
+    return [keys, [[at[k] for k in s] for s in shapes], pack_ints(ids), enc]
+
+
+def all_int64(vals: list[Any]) -> bool:
+    """Every value an int (not a bool) within int64: at C speed (the journal thread runs it a lot)."""
+    return bool(vals) and set(map(type, vals)) == _INT_ONLY and _INT64[0] <= min(vals) and max(vals) <= _INT64[1]
+
+
+def _all_ints(vals: list[Any]) -> bool:
+    return len(vals) > 1 and all_int64(vals)
 
 
 def _encode_column(vals: list[Any]) -> list[Any]:
-    if len(vals) > 1 and all(is_int(x) for x in vals):
+    if _all_ints(vals):
         d = [b - a for a, b in zip(vals, vals[1:])]
         if _INT64[0] <= min(d) and max(d) <= _INT64[1]:
             g = math.gcd(*d)
@@ -109,19 +170,153 @@ def _encode_column(vals: list[Any]) -> list[Any]:
     return [0, vals]
 
 
-def decode_group(enc: list[Any]) -> list[dict[Any, Any]]:
-    keys, shapes, ids_packed, cols = enc
-    ids = unpack_ints(ids_packed)
-    values: list[Iterator[Any]] = []
-    for col in cols:
-        if col[0] == 1:
+def _bits(d: list[int]) -> int:
+    return sum(map(int.bit_length, map(abs, d)))
+
+
+def _int_modes(vals: list[int], ref: int, rv: list[int]) -> tuple[int, int, int, list[int]] | None:
+    """The cheaper of deltas (mode 0) and offsets from the first (mode 1) of
+    ``vals`` less the column ``ref`` (-1: none): (bits, ref, mode, y)."""
+    y = vals if ref < 0 else [a - b for a, b in zip(vals, rv)]
+    if ref >= 0 and not (_INT64[0] <= min(y) and max(y) <= _INT64[1]):
+        return None
+    b0 = _bits([b - a for a, b in zip(y, y[1:])])
+    b1 = _bits([x - y[0] for x in y[1:]])
+    return (b0, ref, 0, y) if b0 <= b1 else (b1, ref, 1, y)
+
+
+def _int_column(ref: int, mode: int, y: list[int]) -> list[Any] | None:
+    d = [b - a for a, b in zip(y, y[1:])] if mode == 0 else [x - y[0] for x in y[1:]]
+    if not (_INT64[0] <= min(d) and max(d) <= _INT64[1]):
+        return None
+    g = math.gcd(*d) or 1
+    if g > 1:
+        d = [x // g for x in d]
+    return [5, ref, mode, y[0], pack_ints(d), g]
+
+
+def _encode_column_ext(vals: list[Any], own: tuple[int, int, int, list[int]] | None) -> list[Any]:
+    """Version 3's columns: integers also as offsets from their first value (a
+    noisy figure: latencies) or (see :func:`encode_group`) relative to another
+    column (a wall clock beside ``t``, a p99 beside its p90), whichever takes the
+    fewest bits; floats as XOR with the previous value, bytes transposed; maps as
+    a nested group; an unchanging string, bool or nil once."""
+    n = len(vals)
+    if n > 1:
+        v0 = vals[0]
+        if own is not None:  # wide integers: own is their _int_modes
+            if own[2] == 1:
+                col = _int_column(-1, 1, vals)
+                if col is not None:
+                    return col
+            return _encode_column(vals)
+        t0 = type(v0)
+        if t0 is float and all(type(x) is float for x in vals):
+            return _decimal_column(vals) or [4, _pack_floats(vals)]
+        if t0 is dict and all(type(x) is dict for x in vals):
+            return [3, encode_group(vals, ext=True)]
+        if (v0 is None or t0 in (str, bool)) and all(type(x) is t0 and x == v0 for x in vals):
+            return [2, v0, n]
+    return _encode_column(vals)
+
+
+def _decimal_column(vals: list[float]) -> list[Any] | None:
+    """Floats that are short decimals (a mean rounded to 3 places): ``[6, places,
+    first, packed deltas]`` of the integers ``m`` with ``m / 10**places`` the very
+    float (the decoder divides the same way, so this is exact)."""
+    if not all(math.isfinite(x) and abs(x) < 1e15 for x in vals):
+        return None
+    for places in range(7):
+        scale = 10**places
+        ms = [round(x * scale) for x in vals]
+        if all(m / scale == x and (x != 0 or math.copysign(1.0, x) > 0) for m, x in zip(ms, vals)):
+            d = [b - a for a, b in zip(ms, ms[1:])]
+            if _INT64[0] <= min(ms) and max(ms) <= _INT64[1] and _INT64[0] <= min(d) and max(d) <= _INT64[1]:
+                return [6, places, ms[0], pack_ints(d)]
+            return None
+    return None
+
+
+def _pack_floats(vals: list[float]) -> bytes:
+    """Exact float64 bits, each XORed with the one before (a slowly moving figure
+    shares its sign, exponent and top mantissa bits), bytes transposed so the
+    compressor sees the zero planes as runs."""
+    u = array("Q")
+    u.frombytes(array("d", vals).tobytes())
+    x = array("Q", [u[0]])
+    x.extend(b ^ a for a, b in zip(u, u[1:]))
+    if not _LITTLE:
+        x.byteswap()
+    raw = x.tobytes()
+    return b"".join(raw[i::8] for i in range(8))
+
+
+def _unpack_floats(raw: bytes) -> list[float]:
+    n = len(raw) // 8
+    if n * 8 != len(raw):
+        raise ValueError("float column of a length not a multiple of 8")
+    inter = bytearray(len(raw))
+    for i in range(8):
+        inter[i::8] = raw[i * n : (i + 1) * n]
+    x = array("Q")
+    x.frombytes(bytes(inter))
+    if not _LITTLE:
+        x.byteswap()
+    u = array("Q", accumulate(x, operator.xor))
+    d = array("d")
+    d.frombytes(u.tobytes())
+    return d.tolist()
+
+
+def group_columns(enc: list[Any]) -> list[list[Any]]:
+    """A group's values, one list a key (every column kind, versions 2 and 3)."""
+    cols = enc[3]
+    out: list[list[Any]] = [[] for _ in cols]
+    later = []
+    for i, col in enumerate(cols):
+        kind = col[0]
+        if kind == 1:
             d = unpack_ints(col[2])
             if col[3] != 1:
                 d = [x * col[3] for x in d]
-            values.append(iter(accumulate(d, initial=col[1])))
-        elif col[0] == 2:
-            values.append(iter([col[1]] * col[2]))
+            out[i] = list(accumulate(d, initial=col[1]))
+        elif kind == 2:
+            out[i] = [col[1]] * col[2]
+        elif kind == 0:
+            out[i] = col[1]
+        elif kind == 3:
+            out[i] = decode_group(col[1])
+        elif kind == 4:
+            out[i] = _unpack_floats(col[1])
+        elif kind == 6:
+            scale = 10 ** col[1]
+            out[i] = [m / scale for m in accumulate(unpack_ints(col[3]), initial=col[2])]
+        elif kind == 5:
+            if col[1] >= 0:
+                later.append(i)  # relative to a column decoded in this pass
+                continue
+            out[i] = _int_values(col)
         else:
-            values.append(iter(col[1]))
+            raise ValueError(f"unknown column kind {kind}")
+    for i in later:
+        ref = cols[i][1]
+        if cols[ref][0] == 5 and cols[ref][1] >= 0:
+            raise ValueError("a column relative to a relative column")
+        out[i] = [a + b for a, b in zip(_int_values(cols[i]), out[ref], strict=True)]
+    return out
+
+
+def _int_values(col: list[Any]) -> list[int]:
+    _, _, mode, first, packed, g = col
+    d = unpack_ints(packed)
+    if g != 1:
+        d = [x * g for x in d]
+    return list(accumulate(d, initial=first)) if mode == 0 else [first, *(first + x for x in d)]
+
+
+def decode_group(enc: list[Any]) -> list[dict[Any, Any]]:
+    keys, shapes, ids_packed, _ = enc
+    ids = unpack_ints(ids_packed)
+    values = [iter(v) for v in group_columns(enc)]
     keyed = [[(keys[i], values[i]) for i in s] for s in shapes]
     return [{k: next(it) for k, it in keyed[i]} for i in ids]

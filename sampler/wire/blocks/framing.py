@@ -15,7 +15,8 @@ from typing import Any, BinaryIO
 import msgpack
 
 MAGIC = b"\x89SPKW\r\n\x1a"
-VERSION = 2
+VERSION = 3  # 2 plus column kinds 3-5 and delta-coded deviations; the framing is the same
+VERSIONS = (2, 3)  # what this reader reads
 SYNC = b"\xa7SWB"
 KIND_DATA = 1
 KIND_INDEX = 2
@@ -110,9 +111,9 @@ def frame(
     return head + _CRC.pack(crc) + payload
 
 
-def file_header(meta: Mapping[str, Any]) -> bytes:
+def file_header(meta: Mapping[str, Any], version: int = VERSION) -> bytes:
     m = msgpack.packb(dict(meta), use_bin_type=True)
-    head = _HEAD.pack(MAGIC, VERSION, 0, len(m)) + m
+    head = _HEAD.pack(MAGIC, version, 0, len(m)) + m
     return head + _CRC.pack(zlib.crc32(head))
 
 
@@ -136,13 +137,14 @@ def read_header(f: BinaryIO) -> dict[str, Any]:
     if len(head) < _HEAD.size or not is_v2(head):
         raise FormatError("not a version 2 recording")
     _, version, _, n = _HEAD.unpack(head)
-    if version != VERSION:
-        raise FormatError(f"recording format version {version}: this spikewatch reads 1 and 2")
+    if version not in VERSIONS:
+        raise FormatError(f"recording format version {version}: this spikewatch reads 1, 2 and 3")
     m = f.read(n)
     crc = f.read(4)
     if len(m) < n or len(crc) < 4 or _CRC.unpack(crc)[0] != zlib.crc32(head + m):
         raise FormatError("damaged recording header")
     header: dict[str, Any] = msgpack.unpackb(m, raw=False)
+    header["format"] = version  # the fixed field is the authority
     return header
 
 

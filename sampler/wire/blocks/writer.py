@@ -14,7 +14,18 @@ import msgpack
 
 from .codec import HELLO, KEYFRAME_BLOCKS, QUANTUM_NS, REF, SAMPLES, encode_block, hello_delta
 from .columns import is_int as _is_int
-from .framing import _TAIL, CODEC_DEFLATE, KIND_DATA, KIND_INDEX, TAIL_MAGIC, VERSION, Compressor, file_header, frame
+from .framing import (
+    _TAIL,
+    CODEC_DEFLATE,
+    KIND_DATA,
+    KIND_INDEX,
+    TAIL_MAGIC,
+    VERSION,
+    Compressor,
+    file_header,
+    frame,
+    read_header,
+)
 from .samples import no_pause
 
 
@@ -67,10 +78,15 @@ class BlockWriter:
         self.records_dropped = 0
         self.blocks_written = 0
         self._offset = os.lseek(self._fd, 0, os.SEEK_END)
+        self.version = VERSION
         if self._offset == 0:
             head = file_header({"format": VERSION, "quantum_ns": quantum_ns, "created_wall_ns": time.time_ns()})
             self._queue(head, 0)
             self._offset = len(head)
+        else:
+            # appending: blocks a reader of the file's own version can read
+            with open(self.path, "rb") as f:
+                self.version = read_header(f)["format"]
 
     # -- the RecordingWriter interface
     def write_packed(self, topic: str, packed_body: bytes) -> None:
@@ -126,7 +142,7 @@ class BlockWriter:
         recs = self._open
         if not recs:
             return
-        payload = self._z.compress(encode_block(recs, self.quantum_ns, self.pause))
+        payload = self._z.compress(encode_block(recs, self.quantum_ns, self.pause, self.version))
         t0 = self._t_first if self._t_first is not None else 0
         t1 = self._t_last if self._t_last is not None else t0
         data = frame(KIND_DATA, payload, t0, t1, self._samples, len(recs), self._z.codec)
