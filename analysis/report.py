@@ -149,16 +149,19 @@ def report_file(
     """
     import json
 
+    from spikewatch.exits import atomic_path
+
     from .reader import load
 
     rec = load(recording)
     rep = build_report(rec, source=source, **options)
+    # Under a hidden temporary name until whole: no 0-byte or half report under the real one.
     if json_path is not None:
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(rep, f, indent=2, default=str)
-            f.write("\n")
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(rep, indent=2, default=str) + "\n", encoding="utf-8")
     if html_path is not None:
         from .html import write_html
 
-        write_html(rec, rep, html_path)
+        with atomic_path(html_path) as tmp:
+            write_html(rec, rep, tmp)
     return rep

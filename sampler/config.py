@@ -72,6 +72,9 @@ class SamplerConfig:
     hello_ns: int = 1_000_000_000
     tree_ns: int = 200_000_000
     tail_ns: int = 300_000_000
+    # after a stop was asked for (a signal, --duration): the user is waiting, and the
+    # target's end is already on record
+    stop_tail_ns: int = 50_000_000
     # Share of one core the tree's PSS/USS readings (smaps_rollup) may use; 0: none.
     pss_budget: float = 0.01
     stop_grace_ns: int = 10_000_000_000

@@ -84,7 +84,11 @@ class Targets(Publishing):
 
     def _end_after_tail(self, t: int, reason: str) -> None:
         if self._stop_at is None:
-            self._stop_at = t + self.config.tail_ns
+            # a requested stop (signal, --duration) has a user waiting: the short tail
+            requested = self._signal_count > 0
+            self._stop_at = t + (
+                min(self.config.tail_ns, self.config.stop_tail_ns) if requested else self.config.tail_ns
+            )
             self._stop_reason = self._stop_reason or reason
             self._schedule("end", self._stop_at)
 

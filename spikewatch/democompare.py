@@ -8,6 +8,7 @@ import sys
 import click
 
 from . import outcome as outcome_mod
+from .exits import atomic_path, io_failure
 from .runner import Request, execute
 from .runplan import out_dir
 
@@ -20,6 +21,7 @@ def demo_compare(
     fail_on: tuple[str, ...],
     request_memory: str,
     command: list[str],
+    quiet: bool = False,
 ) -> int:
     """Two demo runs, the second with more memory per in-flight request, and their comparison."""
     from spikewatch.analysis import failon
@@ -40,11 +42,11 @@ def demo_compare(
     scenario = str(bundled("compare" if quick else "demo"))
     statuses = {}
     for name, mem in (("base", 0), ("new", extra)):
-        click.echo(f"\n=== demo --compare: run '{name}', {format_bytes(mem)} extra per in-flight request ===\n")
+        if not quiet:
+            click.echo(f"\n=== demo --compare: run '{name}', {format_bytes(mem)} extra per in-flight request ===\n")
+        argv = [*command, "--request-memory", str(mem)]
         statuses[name] = execute(
-            Request(
-                scenario, [*command, "--request-memory", str(mem)], limit, str(d / name), (), console, "1ms", None, None
-            )
+            Request(scenario, argv, limit, str(d / name), (), console, "1ms", None, None, quiet=quiet)
         )
         if statuses[name] not in (outcome_mod.EXIT_OK, outcome_mod.EXIT_FAILED):
             click.echo(f"run '{name}' ended with status {statuses[name]}: no comparison", err=True)
@@ -60,25 +62,39 @@ def demo_compare(
         click.echo(f"no comparison: {exc}", err=True)
         return outcome_mod.EXIT_NOT_EVALUATED
     c = compare(base, [new], list(fail_on))
-    write_json(c, d / "compare.json")
-    (d / "compare.md").write_text(markdown(c), encoding="utf-8")
-    write_html(c, d / "compare.html")
-    click.echo("")
-    render(c, phases=False)
+    # Each under a hidden temporary name until whole (a full disk or a stop leaves no 0-byte
+    # or half file under the final name).
+    for name, write in (
+        ("compare.json", lambda tmp: write_json(c, tmp)),
+        ("compare.md", lambda tmp: tmp.write_text(markdown(c), encoding="utf-8")),
+        ("compare.html", lambda tmp: write_html(c, tmp)),
+    ):
+        try:
+            with atomic_path(d / name) as tmp:
+                write(tmp)
+        except OSError as exc:
+            click.echo(f"no comparison written: {io_failure('write', d / name, exc).message}", err=True)
+            return outcome_mod.EXIT_NOT_EVALUATED
+    if not quiet:
+        click.echo("")
+        render(c, phases=False)
     row = next((r for r in c.pairs[0].rows if r.metric == "bytes_per_request"), None)
-    if row is not None and row.change is not None:
+    if row is not None and row.change is not None and not quiet:
         click.echo(
             f"known difference {format_bytes(extra)} per in-flight request; measured "
             f"{format_bytes(row.change)} ({row.verdict})"
         )
-    click.echo(f"wrote {d / 'compare.html'}, {d / 'compare.md'}, {d / 'compare.json'}")
-    if sys.stdout.isatty():
+    if not quiet:
+        click.echo(f"wrote {d / 'compare.html'}, {d / 'compare.md'}, {d / 'compare.json'}")
+    if sys.stdout.isatty() and not quiet:
         try:
             click.launch(str(d / "compare.html"))
         except OSError:
             pass  # no browser here: the path above is enough
     for line in c.pairs[0].failures:
         click.echo(f"FAIL --fail-on {line}")
-    if c.failed:
-        return outcome_mod.EXIT_FAILED
-    return max(statuses.values())
+    status = outcome_mod.EXIT_FAILED if c.failed else max(statuses.values())
+    if quiet:  # the comparison's verdict, as each run's last line gives its own
+        why = "; ".join(f"--fail-on {line}" for line in c.pairs[0].failures) or "passed"
+        click.echo(f"exit status {status}: {why}")
+    return status

@@ -68,8 +68,11 @@ def service_fate(src: Any, report: dict[str, Any] | None) -> str | None:
     return None
 
 
-def build(plan: Plan) -> tuple[Any, dict[str, Any] | None, str | None]:
-    """Load the recording, write report.json and report.html; (source, report, problem)."""
+def build(plan: Plan, written: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any] | None, str | None]:
+    """Load the recording, write report.json and report.html; (source, report, problem).
+
+    ``written["json"]`` is set to (source, report) once report.json is whole, for a caller
+    that cannot wait for the (slower) HTML."""
     from spikewatch.analysis.html import write_html
     from spikewatch.analysis.reader import load
     from spikewatch.analysis.report import build_report
@@ -93,6 +96,8 @@ def build(plan: Plan) -> tuple[Any, dict[str, Any] | None, str | None]:
             if name == "report.json":
                 with atomic_open(path, "w", encoding="utf-8") as f:
                     f.write(json.dumps(report, indent=2, default=str) + "\n")
+                if written is not None:
+                    written["json"] = (src, report)
             else:
                 with atomic_path(path) as tmp:
                     write_html(src, report, tmp)

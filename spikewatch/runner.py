@@ -20,9 +20,13 @@ or ``{port}`` in CMD's arguments; the driver aims at the scenario's URL with tha
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -35,6 +39,10 @@ from .runview import watch
 from .session import Plan, RunError, Session
 
 DEMO_LIMIT = "256M"
+# After Ctrl-C / SIGTERM the run ends within a second: the report has until this long
+# after the stop request, the rest is printing and exiting.
+REPORT_BY_S = 0.8
+_OUT_DIRS: list[Path] = []  # this process's run folders, for exit_now's clean-up
 
 
 class NotRun(click.ClickException):
@@ -46,28 +54,34 @@ class NotRun(click.ClickException):
 def execute(req: Request) -> int:
     echo = click.echo
     plan, no_limit_reason = make_plan(req)
-    show_plan(plan, req, no_limit_reason, echo)
+    _OUT_DIRS.append(plan.out_dir)
+    if not req.quiet:
+        show_plan(plan, req, no_limit_reason, echo)
     use_tui = req.console if req.console is not None else (sys.stdout.isatty() and sys.stdin.isatty())
-    session = Session(plan, log=echo)
+    session = Session(plan, log=lambda line: echo(line, err=True))
     try:
         session.start()
     except RunError as exc:
         raise NotRun(str(exc)) from None
     except KeyboardInterrupt:  # Ctrl-C while the sampler was still starting
         session.kill_all()
-        echo("interrupted before the load started; nothing to report")
+        echo("interrupted before the load started; nothing to report", err=req.quiet)
         return outcome_mod.EXIT_INTERRUPTED
 
-    # The report's code (numpy and friends, ~1 s) loads while the load runs, so a stop
-    # (Ctrl-C, SIGTERM) is followed by the report without that wait.
-    threading.Thread(target=_preload_report, name="spikewatch-preload", daemon=True).start()
+    # The report's code (numpy and friends, ~1 s) loads and warms while the load runs, so
+    # a stop (Ctrl-C, SIGTERM) is followed by the report without that wait.
+    threading.Thread(target=_preload_report, args=(session,), name="spikewatch-preload", daemon=True).start()
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in old:
         signal.signal(s, lambda *_: session.request_stop())
     supervisor = threading.Thread(target=session.supervise, name="spikewatch-run", daemon=True)
     try:
         supervisor.start()
-        watch(session, plan, use_tui)
+        if req.quiet:
+            while not session.done.wait(0.2):
+                pass
+        else:
+            watch(session, plan, use_tui)
         if not session.done.is_set():  # the view ended first (e.g. the console closed)
             session.request_stop()
         while supervisor.is_alive():  # short waits, so a second Ctrl-C is handled promptly
@@ -80,13 +94,28 @@ def execute(req: Request) -> int:
     return _finish(plan, req, session, no_limit_reason)
 
 
-def _preload_report() -> None:
+def _preload_report(session: Session) -> None:
+    """Load the report's code, then warm it on the recording so far (plotly builds its
+    validators and templates on first use, ~0.3 s): a stop is then followed by the report
+    without that wait. Only a head start: any failure here is ignored (the report itself
+    says what went wrong)."""
     try:
-        import spikewatch.analysis.html
-        import spikewatch.analysis.reader
-        import spikewatch.analysis.report
+        import tempfile
+
         import spikewatch.analysis.terminal  # noqa: F401
-    except Exception:  # only a head start: _finish imports (and reports) them again
+        from spikewatch.analysis.html import write_html
+        from spikewatch.analysis.reader import load
+        from spikewatch.analysis.report import build_report
+
+        rec = session.plan.recording
+        deadline = time.monotonic() + 30
+        while not (rec.exists() and rec.stat().st_size > 4096):
+            if session.done.wait(0.5) or time.monotonic() > deadline:
+                return
+        src = load(rec).main
+        with tempfile.TemporaryDirectory(prefix="spikewatch-warm-") as tmp:
+            write_html(src, build_report(src), Path(tmp) / "warm.html")
+    except Exception:
         pass
 
 
@@ -100,16 +129,20 @@ def _finish(plan: Plan, req: Request, session: Session, no_limit_reason: str | N
     driver_text = "\n".join(
         line for line in procs.tail(plan.driver_log, 40).splitlines() if not line.startswith("driving ")
     )
-    if driver_text.strip():
+    if driver_text.strip() and not req.quiet:
         echo("")
         echo(driver_text)
-    echo("")
-    src, report, problem = outcome_mod.build(plan)
+        echo("")
+    stopped_at = session.stop_requested_at
+    src, report, problem = _report(plan, None if stopped_at is None else stopped_at + REPORT_BY_S)
     failed = failon.check(report, req.fail_on) if report is not None and req.fail_on else []
-    if report is not None:
-        from spikewatch.analysis.terminal import render
+    if report is not None and not req.quiet:
+        from spikewatch.analysis.terminal import headline, render
 
-        render(report)
+        if stopped_at is None:
+            render(report)
+        else:  # stopped early: the headline now, the tables are in the report
+            echo(headline(report))
     fate = outcome_mod.service_fate(src, report)
     drive = outcome_mod.driver_results(plan)
     verdict = outcome_mod.decide(o, report, problem, drive, failed, fate)
@@ -135,23 +168,88 @@ def _finish(plan: Plan, req: Request, session: Session, no_limit_reason: str | N
         except RuntimeFailure as exc:
             problem = problem or exc.message
             verdict = outcome_mod.not_evaluated(verdict, exc.message)
-    echo("")
-    if no_limit_reason:
-        echo(f"NOTE: ran WITHOUT a memory limit: {no_limit_reason}")
-    for line in verdict.lines:
-        echo(line)
+    if not req.quiet:
+        echo("")
+        if no_limit_reason:
+            echo(f"NOTE: ran WITHOUT a memory limit: {no_limit_reason}")
+        for line in verdict.lines:
+            echo(line)
     if o.service_died and not (fate or "").startswith("OOM"):
-        echo(f"last lines of the service's output ({plan.sampler_log}):")
-        echo(procs.tail(plan.sampler_log, 10))
+        echo(f"last lines of the service's output ({plan.sampler_log}):", err=req.quiet)
+        echo(procs.tail(plan.sampler_log, 10), err=req.quiet)
     for problem_line in o.cleanup_problems:
         echo(f"cleanup: {problem_line}", err=True)
     if problem:
-        echo(f"no report: {problem} (logs: {plan.sampler_log}, {plan.driver_log})", err=True)
-    else:
+        lead = "no report.html" if report is not None and "did not fit" in problem else "no report"
+        echo(f"{lead}: {problem} (logs: {plan.sampler_log}, {plan.driver_log})", err=True)
+        if not req.quiet:
+            kept = [p.name for p in (plan.driver_json, plan.out_dir / "report.json") if p.exists()]
+            if plan.recording.exists():
+                kept.insert(0, f"{plan.recording} ({plan.recording.stat().st_size:,} bytes, whole)")
+            echo(f"kept {', '.join(kept) or 'nothing'}")
+    elif not req.quiet:
         echo(f"wrote {plan.recording}, {plan.out_dir / 'report.json'}, {plan.out_dir / 'report.html'}")
     why = "; ".join(verdict.failures) if verdict.failures else "passed"
     echo(f"exit status {verdict.status}: {why}")
     return verdict.status
+
+
+def _report(plan: Plan, by: float | None) -> tuple[Any, dict[str, Any] | None, str | None]:
+    """:func:`outcome.build`, given until ``by`` (monotonic) when the run was stopped: a long
+    recording's report can take longer than the second a stop may take. Past ``by`` it is
+    abandoned (the process exits at once, see :func:`exit_now`; the recording is whole):
+    report.json alone when it was written, else nothing, and the problem says how to make
+    what is missing."""
+    if by is None:
+        return outcome_mod.build(plan)
+    box: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            box["done"] = outcome_mod.build(plan, written=box)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=build, name="spikewatch-report", daemon=True)
+    worker.start()
+    worker.join(max(0.0, by - time.monotonic()))
+    if "error" in box:
+        raise box["error"]
+    if "done" in box:
+        return box["done"]
+    again = f"spikewatch report {plan.recording}"
+    html, js = plan.out_dir / "report.html", plan.out_dir / "report.json"
+    if "json" in box:
+        src, report = box["json"]
+        return (
+            src,
+            report,
+            f"{html.name} did not fit in the second a stop may take; make it with: {again} --html {html}",
+        )
+    return None, None, f"it did not fit in the second a stop may take; make it with: {again} --json {js} --html {html}"
+
+
+def exit_now(status: int) -> NoReturn:
+    """End a stopped run at once: everything is written and said, and Python's own shutdown
+    (tearing down numpy, plotly, rich…) took 0.3-0.5 s more. A report still being built
+    (see :func:`_report`) leaves only its hidden temporary files, removed here."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    for folder in _OUT_DIRS:
+        for tmp in folder.glob(".*.part"):
+            tmp.unlink(missing_ok=True)
+    os._exit(status)
+
+
+def end(ctx: click.Context, status: int) -> NoReturn:
+    """Exit with ``status``; a stopped run (130) at once, when this process is the command
+    (not a test's CliRunner, whose streams are not the real ones)."""
+    if status == outcome_mod.EXIT_INTERRUPTED and sys.stdout is sys.__stdout__:
+        exit_now(status)
+    ctx.exit(status)
 
 
 _CTX = {"help_option_names": ["-h", "--help"]}
@@ -199,6 +297,12 @@ _CTX = {"help_option_names": ["-h", "--help"]}
     help="The service's own heap gauge in Prometheus text, plotted beside RSS with a retention verdict "
     "after each burst, e.g. 'http://127.0.0.1:{port}/metrics#app_heap_bytes' ({port}: the service's).",
 )
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only errors and the final verdict line (no plan, live view or report tables).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -213,6 +317,7 @@ def run(
     url: str | None,
     keys: str | None = None,
     heap_metric: str | None = None,
+    quiet: bool = False,
 ) -> None:
     """Load-test a service and catch its memory spikes: sample, drive, record, report.
 
@@ -232,7 +337,8 @@ def run(
         from spikewatch.sampler.cli import client_socket_options
 
         client_socket_options(keys)  # a bad folder fails here, before anything starts
-    ctx.exit(
+    end(
+        ctx,
         execute(
             Request(
                 scenario,
@@ -246,8 +352,9 @@ def run(
                 url,
                 keys=keys,
                 heap_metric=heap_metric,
+                quiet=quiet,
             )
-        )
+        ),
     )
 
 
@@ -283,6 +390,12 @@ def run(
     metavar="SIZE",
     help="With --compare: the extra memory each in-flight request holds in the second run.",
 )
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only errors and the final verdict line (no plan, live view or report tables).",
+)
 @click.pass_context
 def demo(
     ctx: click.Context,
@@ -293,6 +406,7 @@ def demo(
     fail_on: tuple[str, ...],
     compare_runs: bool = False,
     request_memory: str = "2MiB",
+    quiet: bool = False,
 ) -> None:
     """The whole load test on a bundled demo service: startup peak, ramp, bursts, idle, soak.
 
@@ -310,7 +424,7 @@ def demo(
     lim = None if opt.is_off(limit) or limit == "0" else limit
     if not compare_runs:
         scenario = str(bundled("quick" if quick else "demo"))
-        ctx.exit(execute(Request(scenario, command, lim, out, fail_on, console, "1ms", None, None)))
+        end(ctx, execute(Request(scenario, command, lim, out, fail_on, console, "1ms", None, None, quiet=quiet)))
     from .democompare import demo_compare
 
-    ctx.exit(demo_compare(out, quick, lim, console, fail_on, request_memory, command))
+    end(ctx, demo_compare(out, quick, lim, console, fail_on, request_memory, command, quiet))

@@ -32,6 +32,7 @@ class Request:
     limit_param: str = "--limit"
     keys: str | None = None
     heap_metric: str | None = None
+    quiet: bool = False  # only errors and the final verdict line
 
 
 def load_scenario_arg(path: str):

@@ -27,6 +27,14 @@ from . import limits, procs
 # How long each child gets to stop on its own, per attempt, before the next signal.
 DRIVER_STOP_S = (20.0, 5.0)
 SAMPLER_STOP_S = (15.0, 5.0)
+# After Ctrl-C / SIGTERM the whole run ends within a second (report included, see
+# spikewatch.runner): the driver and the sampler stop side by side, the sampler told
+# STOP_STAGGER_S after the driver so the driver's last phase_end reaches it before the
+# service goes. A second signal from us stops each at once (the driver quits, the
+# sampler kills the service; both still flush); a child that ignores that is killed.
+STOP_STAGGER_S = 0.1
+DRIVER_STOP_INTERRUPTED_S = (0.5, 0.3)
+SAMPLER_STOP_INTERRUPTED_S = (0.5, 1.0)
 READY_TIMEOUT_S = 30.0
 TAIL_S = 0.5  # keep sampling after the last phase so its end is on record
 
@@ -96,6 +104,7 @@ class Session:
         self.outcome = Outcome()
         self._stop = threading.Event()
         self._stops = 0
+        self.stop_requested_at: float | None = None  # monotonic time of the first stop request
         self._t0 = time.monotonic()
         self.done = threading.Event()
         # Everything the sampler started (the service and its children), so that none
@@ -165,6 +174,8 @@ class Session:
     def request_stop(self) -> None:
         """Stop early (Ctrl-C, q in the console, SIGTERM). Safe from signal handlers and threads."""
         self._stops += 1
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.monotonic()
         self.outcome.interrupted = True
         self._stop.set()
         if self._stops >= 2:
@@ -193,14 +204,31 @@ class Session:
 
     def _shutdown(self) -> None:
         o = self.outcome
-        if self.driver is not None:
-            o.driver_status = procs.stop(self.driver, signal.SIGINT, DRIVER_STOP_S)
+        if self._stop.is_set():
+            self._stop_side_by_side()
+        else:  # the scenario ended (or the service died): no hurry, the driver first
+            if self.driver is not None:
+                o.driver_status = procs.stop(self.driver, signal.SIGINT, DRIVER_STOP_S)
+            if self.sampler is not None:
+                o.sampler_status = procs.stop(self.sampler, signal.SIGTERM, SAMPLER_STOP_S)
         if self.sampler is not None:
-            # A second Ctrl-C while stopping: do not wait the sampler's full grace period.
-            steps = SAMPLER_STOP_S if self._stops < 2 else (2.0, 2.0)
-            o.sampler_status = procs.stop(self.sampler, signal.SIGTERM, steps)
             o.cleanup_problems = limits.remove_leftovers(self.sampler.pid)
             self._kill_strays()
+
+    def _stop_side_by_side(self) -> None:
+        o = self.outcome
+        driver, sampler = self.driver, self.sampler
+
+        def stop_driver() -> None:
+            if driver is not None:
+                o.driver_status = procs.stop(driver, signal.SIGINT, DRIVER_STOP_INTERRUPTED_S)
+
+        helper = threading.Thread(target=stop_driver, name="spikewatch-stop-driver", daemon=True)
+        helper.start()
+        helper.join(STOP_STAGGER_S)
+        if sampler is not None:
+            o.sampler_status = procs.stop(sampler, signal.SIGTERM, SAMPLER_STOP_INTERRUPTED_S)
+        helper.join()
 
     def _look(self) -> None:
         now = time.monotonic()

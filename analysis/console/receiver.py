@@ -100,7 +100,8 @@ class StreamReceiver:
             last_notify = 0.0
             seen_version = self.state.version
             while not self._stop.is_set():
-                ready = dict(poller.poll(int(self.interval * 1000)))
+                # short polls: a stop (the run ending) is noticed within 50 ms, not a frame
+                ready = dict(poller.poll(int(min(self.interval, 0.05) * 1000)))
                 for s in ready:
                     if s in watches:
                         self._handshakes(watches[s])
