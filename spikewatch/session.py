@@ -28,11 +28,12 @@ from . import limits, procs
 DRIVER_STOP_S = (20.0, 5.0)
 SAMPLER_STOP_S = (15.0, 5.0)
 # After Ctrl-C / SIGTERM the whole run ends within a second (report included, see
-# spikewatch.runner): the driver and the sampler stop side by side, the sampler told
-# STOP_STAGGER_S after the driver so the driver's last phase_end reaches it before the
-# service goes. A second signal from us stops each at once (the driver quits, the
-# sampler kills the service; both still flush); a child that ignores that is killed.
-STOP_STAGGER_S = 0.1
+# spikewatch.runner): the driver and the sampler stop side by side. The sampler is told
+# once the driver has written driver.json (its last phase_end and telemetry are sent by
+# then) or exited, at most STOP_STAGGER_S after the driver, so that marker is on record.
+# A second signal from us stops each at once (the driver quits, the sampler kills the
+# service; both still flush); a child that ignores that is killed.
+STOP_STAGGER_S = 0.4
 DRIVER_STOP_INTERRUPTED_S = (0.5, 0.3)
 SAMPLER_STOP_INTERRUPTED_S = (0.5, 1.0)
 READY_TIMEOUT_S = 30.0
@@ -225,7 +226,9 @@ class Session:
 
         helper = threading.Thread(target=stop_driver, name="spikewatch-stop-driver", daemon=True)
         helper.start()
-        helper.join(STOP_STAGGER_S)
+        told = time.monotonic()
+        while helper.is_alive() and not self.plan.driver_json.exists() and time.monotonic() - told < STOP_STAGGER_S:
+            helper.join(0.01)
         if sampler is not None:
             o.sampler_status = procs.stop(sampler, signal.SIGTERM, SAMPLER_STOP_INTERRUPTED_S)
         helper.join()

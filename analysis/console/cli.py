@@ -70,6 +70,12 @@ def _endpoint(ep: str, what: str) -> str:
 @opt.stop_after
 @opt.history_sources
 @opt.client_keys
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only errors and, at the end, the last status line (implies --plain).",
+)
 def console(
     endpoints: tuple[str, ...],
     inlets: tuple[str, ...],
@@ -82,6 +88,7 @@ def console(
     history: tuple[str, ...],
     keys: str | None,
     client_key: str | None,
+    quiet: bool = False,
 ) -> None:
     """Watch one or more samplers live: chart, headroom, phase, load, events.
 
@@ -107,15 +114,14 @@ def console(
         socket_options=opt.client_socket_options(keys, client_key),
         keys=keys,
     )
-    if plain or not (sys.stdout.isatty() and sys.stdin.isatty()):
+    if plain or quiet or not (sys.stdout.isatty() and sys.stdin.isatty()):
         from .plain import PlainConsole
 
-        printer = PlainConsole(eps, options)
+        printer = PlainConsole(eps, options, quiet=quiet)
+        # Both end the loop at once and still print the last status line (what was seen).
         signal.signal(signal.SIGTERM, lambda *_: printer.stop())
-        try:
-            printer.run()
-        except KeyboardInterrupt:
-            pass
+        signal.signal(signal.SIGINT, lambda *_: printer.stop())
+        printer.run()
         return
     from .app import ConsoleApp
 

@@ -61,10 +61,13 @@ class PlainConsole:
         options: ConsoleOptions | None = None,
         out: TextIO | None = None,
         interval: float = 1.0,
+        quiet: bool = False,
     ) -> None:
         self.endpoints = list(endpoints)
         self.options = options or ConsoleOptions()
         self.out = out or sys.stdout
+        # only errors (on stderr) and the last status line, as --quiet does everywhere
+        self.quiet = quiet
         self.interval = interval
         self.stream = StreamState(max_window_s=self.options.max_window_s, limit=self.options.limit)
         self._stop = threading.Event()
@@ -78,7 +81,7 @@ class PlainConsole:
         """Block, printing, until stopped (or ``duration`` seconds)."""
         duration = self.options.duration_s if duration is None else duration
         deadline = None if duration is None else time.monotonic() + duration
-        self._print(f"spikewatch console: connecting to {', '.join(self.endpoints)}")
+        self._say(f"spikewatch console: connecting to {', '.join(self.endpoints)}")
         with StreamReceiver(
             self.endpoints,
             self.stream,
@@ -91,10 +94,11 @@ class PlainConsole:
             shown = 0
             while not self._stop.is_set():
                 for notice in receiver.notices[shown:]:
-                    self._print(f"spikewatch console: {notice}")
+                    # a sampler refusing our keys is an error; other notices (history) are news
+                    self._say(f"spikewatch console: {notice}", error=notice in receiver.handshake_errors)
                 shown = len(receiver.notices)
                 if receiver.error is not None:
-                    self._print(f"spikewatch console: receiving stopped: {receiver.error}")
+                    self._say(f"spikewatch console: receiving stopped: {receiver.error}", error=True)
                     break
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
@@ -102,11 +106,14 @@ class PlainConsole:
                 wake = next_line if deadline is None else min(next_line, deadline)
                 if self._stop.wait(max(0.0, min(0.2, wake - now))):
                     break
+                if self.quiet:
+                    continue
                 self._print_events()
                 if time.monotonic() >= next_line:
                     next_line += self.interval
                     self.print_status()
-            self._print_events()
+            if not self.quiet:
+                self._print_events()
             self.print_status()
 
     def print_status(self) -> None:
@@ -132,6 +139,12 @@ class PlainConsole:
                         new.append(f"{wall_clock(src.to_wall(ev.t))} {src.label} {'!! ' if ev.alarm else ''}{ev.text}")
                         self._shown[src.key] = ev.n
         for line in new:
+            self._print(line)
+
+    def _say(self, line: str, error: bool = False) -> None:
+        if error and self.quiet:
+            print(line, file=sys.stderr, flush=True)
+        elif not self.quiet:
             self._print(line)
 
     def _print(self, line: str) -> None:

@@ -1,5 +1,6 @@
 """``spikewatch run`` on bad ground (issue 19): a full disk is one line and exit 3 with no
-0-byte report, an occupied --out is refused, SIGTERM under load stops it promptly."""
+0-byte report, an occupied --out is refused, SIGTERM under load stops it promptly
+(more on stopping in test_run_stop.py)."""
 
 from __future__ import annotations
 
@@ -83,7 +84,10 @@ def test_sigterm_under_load_stops_the_run_promptly_and_keeps_the_report(tmp_path
         proc.kill()
     assert proc.returncode == 130, output[-3000:]
     assert "Traceback" not in output
-    assert (out / "report.json").stat().st_size > 0 and "wrote " in output
+    # the report had until 0.8 s after the stop: written whole, or said how to make (a loaded host)
+    made = (out / "report.json").exists() and "wrote " in output
+    assert made or f"spikewatch report {out / 'recording'}" in output, output[-3000:]
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".part") or p.stat().st_size == 0]
     # the driver's start line repeats the plan: it is not replayed at the end as if it had just started
     assert "driving http" not in output
     print(f"run ended {took:.2f} s after SIGTERM (report included)")
