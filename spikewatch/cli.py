@@ -58,6 +58,10 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attr = target.split(":")
+        if name in ("run", "demo"):
+            # They stop within a second of SIGTERM, saying what they kept: from here on
+            # (their imports take a while) SIGTERM is Ctrl-C, not a silent death.
+            term_is_interrupt()
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -80,11 +84,31 @@ class LazyGroup(click.Group):
             raise MissingDependency(missing_dependency(exc.name, name)) from None
         except BrokenPipeError:
             raise SystemExit(0) from None  # `spikewatch report R | head`: the reader left
+        except KeyboardInterrupt:
+            # Ctrl-C that no command handled (e.g. while it was still importing): the
+            # documented 130, not click's "Aborted!" with 1, which CI reads as a failed gate.
+            click.echo("interrupted", err=True)
+            raise SystemExit(130) from None
         except OSError as exc:
             # The last line of defence of "one line, never a traceback": an I/O error a
             # command did not expect still names its path and reason, and exits 3.
             path = exc.filename if exc.filename is not None else (ctx.invoked_subcommand or "spikewatch")
             raise io_failure("use", path, exc) from None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def term_is_interrupt() -> Any:
+    """SIGTERM raises KeyboardInterrupt (exit 130 with one line, see LazyGroup.invoke) in
+    the main thread; returns the handler it replaces (None off the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
 
 
 class MissingDependency(click.ClickException):

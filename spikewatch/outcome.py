@@ -160,6 +160,8 @@ def decide(
         v.failures.append(f"--fail-on {line}")
     if outcome.driver_status is None and drive is None:
         v.lines.append("the driver did not run")
+    elif drive is None and outcome.interrupted:
+        v.lines.append("the driver was stopped before its first phase began (no statistics)")
     elif drive is None:
         v.lines.append(f"the driver left no statistics (exit status {outcome.driver_status}); see driver.log")
     if outcome.interrupted:

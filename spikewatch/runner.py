@@ -33,6 +33,7 @@ import click
 from . import options as opt
 from . import outcome as outcome_mod
 from . import procs
+from .cli import term_is_interrupt
 from .exits import RuntimeFailure, write_text_atomic
 from .runplan import Request, make_plan, show_plan
 from .runview import watch
@@ -55,17 +56,18 @@ def execute(req: Request) -> int:
     echo = click.echo
     plan, no_limit_reason = make_plan(req)
     _OUT_DIRS.append(plan.out_dir)
-    if not req.quiet:
-        show_plan(plan, req, no_limit_reason, echo)
     use_tui = req.console if req.console is not None else (sys.stdout.isatty() and sys.stdin.isatty())
     session = Session(plan, log=lambda line: echo(line, err=True))
+    term_is_interrupt()  # until the session's own handlers below: SIGTERM is Ctrl-C
     try:
+        if not req.quiet:
+            show_plan(plan, req, no_limit_reason, echo)
         session.start()
     except RunError as exc:
         raise NotRun(str(exc)) from None
-    except KeyboardInterrupt:  # Ctrl-C while the sampler was still starting
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM while the sampler was still starting
         session.kill_all()
-        echo("interrupted before the load started; nothing to report", err=req.quiet)
+        echo(f"interrupted before the load started; nothing to report ({plan.out_dir} holds the logs)", err=req.quiet)
         return outcome_mod.EXIT_INTERRUPTED
 
     # The report's code (numpy and friends, ~1 s) loads and warms while the load runs, so
@@ -333,6 +335,7 @@ def run(
     3 not evaluated (could not start, never ready, nothing recorded, the disk refused the
     report), 130 interrupted; the report is written whenever there is one to write.
     """
+    term_is_interrupt()
     if keys:
         from spikewatch.sampler.cli import client_socket_options
 
@@ -418,6 +421,7 @@ def demo(
     holds --request-memory more per request in flight) and compares them: the
     change in bytes per in-flight request should come out near that size, beyond noise.
     """
+    term_is_interrupt()
     from spikewatch.driver import bundled
 
     command = [sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{port}"]

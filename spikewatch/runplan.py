@@ -67,6 +67,8 @@ def out_dir(out: str | None) -> Path:
             d = base.with_name(f"{base.name}-{n}")
     else:
         d = Path(out)
+        if d.exists() and not d.is_dir():
+            raise BadInput(f"--out: {d} is a file; give a folder (a new one, or an empty one)")
         if (d / "recording").exists():
             raise BadInput(f"--out: {d} already holds a run (recording); give a new folder")
         refuse_existing(d, "--out", "empty it")

@@ -1,7 +1,7 @@
 """One ``spikewatch run``: the sampler (launching the service) and the driver as child
 processes, supervised until the scenario ends, the service dies or the user stops it.
 
-Order matters when stopping: the driver goes first (SIGINT: it closes the current
+Order matters when stopping: the driver goes first (SIGTERM: it closes the current
 phase with its end marker and writes its statistics), then the sampler (SIGTERM:
 it forwards the signal to the service, waits for it, flushes the recording and
 removes the service's cgroup). Anything still alive after that is killed, and any
@@ -165,7 +165,11 @@ class Session:
         host, port = p.inlet.removeprefix("tcp://").rsplit(":", 1)
         if not procs.wait_listening(host, int(port), self.sampler, READY_TIMEOUT_S):
             self._shutdown()
-            raise RunError(f"the sampler did not start (log {p.sampler_log}):\n{procs.tail(p.sampler_log)}")
+            log = procs.tail(p.sampler_log)
+            said = [line.removeprefix("Error: ") for line in log.splitlines() if line.startswith("Error: ")]
+            if said:  # the sampler's own one-line error says it all (command not found, …)
+                raise RunError(f"the sampler did not start: {said[-1]} (log {p.sampler_log})")
+            raise RunError(f"the sampler did not start (log {p.sampler_log}):\n{log}")
         self.driver = procs.spawn(self.driver_argv(), p.driver_log, env)
         self.outcome.pids["driver"] = self.driver.pid
         self._t0 = time.monotonic()
@@ -180,9 +184,9 @@ class Session:
         self.outcome.interrupted = True
         self._stop.set()
         if self._stops >= 2:
-            # Impatient: the driver quits at once on its second SIGINT, the sampler kills
+            # Impatient: the driver quits at once on its second SIGTERM, the sampler kills
             # the service on its second SIGTERM (both still flush what they have).
-            for proc, sig in ((self.driver, signal.SIGINT), (self.sampler, signal.SIGTERM)):
+            for proc, sig in ((self.driver, signal.SIGTERM), (self.sampler, signal.SIGTERM)):
                 if proc is not None:
                     procs.send(proc, sig)
 
@@ -209,7 +213,7 @@ class Session:
             self._stop_side_by_side()
         else:  # the scenario ended (or the service died): no hurry, the driver first
             if self.driver is not None:
-                o.driver_status = procs.stop(self.driver, signal.SIGINT, DRIVER_STOP_S)
+                o.driver_status = procs.stop(self.driver, signal.SIGTERM, DRIVER_STOP_S)
             if self.sampler is not None:
                 o.sampler_status = procs.stop(self.sampler, signal.SIGTERM, SAMPLER_STOP_S)
         if self.sampler is not None:
@@ -222,7 +226,7 @@ class Session:
 
         def stop_driver() -> None:
             if driver is not None:
-                o.driver_status = procs.stop(driver, signal.SIGINT, DRIVER_STOP_INTERRUPTED_S)
+                o.driver_status = procs.stop(driver, signal.SIGTERM, DRIVER_STOP_INTERRUPTED_S)
 
         helper = threading.Thread(target=stop_driver, name="spikewatch-stop-driver", daemon=True)
         helper.start()

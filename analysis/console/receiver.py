@@ -62,7 +62,9 @@ class StreamReceiver:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def stop(self, timeout: float = 0.3) -> None:
+        # A thread still in a history backfill (its answer may take seconds) closes its
+        # sockets on its own when that ends: a stop does not wait for it.
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -80,3 +80,49 @@ def test_a_report_that_misses_the_stop_deadline_says_how_to_make_it(tmp_path: Pa
         assert "--json" in problem
     src, report, problem = _report(plan, by=time.monotonic() + 60)
     assert problem is None and report is not None and (out / "report.html").stat().st_size > 0
+
+
+def test_sigterm_while_the_run_is_starting_is_an_interrupt_not_a_silent_death(tmp_path: Path) -> None:
+    from .helpers import SMALL_SCENARIO, demo_service, write
+
+    scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*SW, "run", str(scenario), "--no-console", "--out", str(out), "--", *demo_service()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the plan is printed: the sampler is starting, the driver not yet
+            if line.lstrip().startswith("output"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, output[-2000:]
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-2000:]
+    assert "interrupted before the load started" in output or "exit status 130: interrupted" in output
+
+
+def test_a_service_that_cannot_start_is_one_line_and_an_out_file_is_bad_usage(tmp_path: Path) -> None:
+    from .helpers import SMALL_SCENARIO, write
+
+    scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
+    res = subprocess.run(
+        [*SW, "run", str(scenario), "-o", str(tmp_path / "d"), "--", "no-such-binary-xyz"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
+    assert res.returncode == 3 and len(errors) == 1, res.stderr
+    assert "the sampler did not start: command not found" in errors[0] and "no-such-binary-xyz" in errors[0]
+    (tmp_path / "afile").write_text("mine")
+    res = subprocess.run(
+        [*SW, "run", str(scenario), "-o", str(tmp_path / "afile"), "--", "true"], capture_output=True, text=True
+    )
+    assert res.returncode == 2 and "is a file; give a folder" in res.stderr, res.stderr
+    assert (tmp_path / "afile").read_text() == "mine"
