@@ -85,7 +85,7 @@ def execute(req: Request) -> int:
         else:
             watch(session, plan, use_tui)
         if not session.done.is_set():  # the view ended first (e.g. the console closed)
-            session.request_stop()
+            session.request_stop(hurry=False)
         while supervisor.is_alive():  # short waits, so a second Ctrl-C is handled promptly
             supervisor.join(0.2)
     finally:

@@ -70,7 +70,7 @@ def _tui(session: Session, plan: Plan, options) -> None:
                 self.exit()
 
         def action_stop_run(self) -> None:
-            session.request_stop()
+            session.request_stop(hurry=False)  # asked for in the view, which says it is writing the report
             self.notify("stopping: ending the phase, stopping the service, writing the report…", timeout=30)
 
     RunConsole([plan.publish], options).run()

@@ -176,10 +176,13 @@ class Session:
 
     # --- run -----------------------------------------------------------------------
 
-    def request_stop(self) -> None:
-        """Stop early (Ctrl-C, q in the console, SIGTERM). Safe from signal handlers and threads."""
+    def request_stop(self, hurry: bool = True) -> None:
+        """Stop early (Ctrl-C, q in the console, SIGTERM). Safe from signal handlers and threads.
+
+        ``hurry``: a signal, which the run answers within a second (:attr:`stop_requested_at`
+        bounds the report); q in the console waits for the whole report instead."""
         self._stops += 1
-        if self.stop_requested_at is None:
+        if self.stop_requested_at is None and hurry:
             self.stop_requested_at = time.monotonic()
         self.outcome.interrupted = True
         self._stop.set()

@@ -16,6 +16,7 @@ import pytest
 from tests.analysis import scenarios
 from tests.support.disks import fill, mounted_tmpfs
 from tests.support.sampler import sample_cmd
+from tests.support.waiting import wait_until
 
 SW = [sys.executable, "-m", "spikewatch"]
 
@@ -28,12 +29,21 @@ def publishing(endpoints: dict[str, str], sleeper: subprocess.Popen[bytes]) -> I
     p.wait(10)
 
 
+def _catches(pid: int, sig: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_quiet_console_prints_only_the_last_status_line(publishing: str, sig: int) -> None:
     proc = subprocess.Popen(
         [*SW, "console", "--quiet", publishing], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
+        # quiet: no line says it is ready, but the kernel does: SIGTERM caught (its handler set)
+        assert wait_until(lambda: _catches(proc.pid, signal.SIGTERM), 30, 0.05)
         time.sleep(1.5)  # a few status intervals: a non-quiet console would have printed lines by now
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=10)

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.recording import iter_records
 
@@ -82,7 +83,8 @@ def test_a_report_that_misses_the_stop_deadline_says_how_to_make_it(tmp_path: Pa
     assert problem is None and report is not None and (out / "report.html").stat().st_size > 0
 
 
-def test_sigterm_while_the_run_is_starting_is_an_interrupt_not_a_silent_death(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_run_is_starting_is_an_interrupt_not_a_silent_death(tmp_path: Path, sig: int) -> None:
     from .helpers import SMALL_SCENARIO, demo_service, write
 
     scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
@@ -98,7 +100,7 @@ def test_sigterm_while_the_run_is_starting_is_an_interrupt_not_a_silent_death(tm
         for line in proc.stdout:  # the plan is printed: the sampler is starting, the driver not yet
             if line.lstrip().startswith("output"):
                 break
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         output = proc.communicate(timeout=30)[0]
     finally:
         proc.kill()
