@@ -104,6 +104,9 @@ def _preload_report(session: Session) -> None:
     try:
         import tempfile
 
+        # Lowest priority for this thread only (Linux nice values are per thread): the
+        # warm-up must not take CPU from the service and driver being measured.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         import spikewatch.analysis.terminal  # noqa: F401
         from spikewatch.analysis.html import write_html
         from spikewatch.analysis.reader import load
