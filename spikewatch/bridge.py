@@ -28,6 +28,7 @@ from typing import Any
 import click
 
 from spikewatch import options as opt
+from spikewatch.exits import SignalStop
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import InletClient
 
@@ -251,9 +252,9 @@ def bridge(
         ctx.destroy(linger=0)
         raise RuntimeFailure(f"cannot listen on {http_addr}: {exc.strerror or exc}") from None
     server.daemon_threads = True  # a client that never finishes its request must not hold up the exit
-    stop = threading.Event()
+    stop = SignalStop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, stop.set)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True)
     thread.start()
     bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])

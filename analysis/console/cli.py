@@ -119,8 +119,8 @@ def console(
 
         printer = PlainConsole(eps, options, quiet=quiet)
         # Both end the loop at once and still print the last status line (what was seen).
-        signal.signal(signal.SIGTERM, lambda *_: printer.stop())
-        signal.signal(signal.SIGINT, lambda *_: printer.stop())
+        signal.signal(signal.SIGTERM, lambda *_: printer.stop_soon())
+        signal.signal(signal.SIGINT, lambda *_: printer.stop_soon())
         printer.run()
         return
     from .app import ConsoleApp

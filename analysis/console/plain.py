@@ -71,11 +71,18 @@ class PlainConsole:
         self.interval = interval
         self.stream = StreamState(max_window_s=self.options.max_window_s, limit=self.options.limit)
         self._stop = threading.Event()
+        self._signalled = False
         self._shown: dict[str, int] = {}
 
     def stop(self) -> None:
-        """Safe from any thread or a signal handler."""
+        """From another thread (not a signal handler: see :meth:`stop_soon`)."""
         self._stop.set()
+
+    def stop_soon(self) -> None:
+        """From a signal handler. ``Event.set`` there deadlocks when the signal lands while
+        the main thread waits on that same event (they share one lock): a plain flag
+        instead, which the loop looks at every 50 ms."""
+        self._signalled = True
 
     def run(self, duration: float | None = None) -> None:
         """Block, printing, until stopped (or ``duration`` seconds)."""
@@ -92,7 +99,7 @@ class PlainConsole:
         ) as receiver:
             next_line = time.monotonic() + self.interval
             shown = 0
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or self._signalled):
                 for notice in receiver.notices[shown:]:
                     # a sampler refusing our keys is an error; other notices (history) are news
                     self._say(f"spikewatch console: {notice}", error=notice in receiver.handshake_errors)
@@ -104,7 +111,7 @@ class PlainConsole:
                 if deadline is not None and now >= deadline:
                     break
                 wake = next_line if deadline is None else min(next_line, deadline)
-                if self._stop.wait(max(0.0, min(0.2, wake - now))):
+                if self._stop.wait(max(0.0, min(0.05, wake - now))) or self._signalled:
                     break
                 if self.quiet:
                     continue

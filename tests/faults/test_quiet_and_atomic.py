@@ -71,3 +71,16 @@ def test_report_file_on_a_full_disk_leaves_no_file_under_its_name(tmp_path: Path
             assert (full / "r.json").read_text().rstrip().endswith("}")
     finally:
         gen.close()
+
+
+def test_a_signal_handler_can_set_the_stop_while_the_main_thread_waits_on_it() -> None:
+    from spikewatch.exits import SignalStop
+
+    stop = SignalStop()
+    old = signal.signal(signal.SIGALRM, stop.set)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        assert stop.wait(10) and stop.is_set()  # woken by the handler, no lock shared with it
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
