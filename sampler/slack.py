@@ -199,4 +199,3 @@ class SlackWork(Targets):
             return
         self._stop_reason = self._stop_reason or reason
         self._stop = True
-        self._end_requested.set()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import signal
 import sys
-import threading
 import uuid
 from collections.abc import Generator
 from typing import Any
@@ -104,7 +103,6 @@ class SamplerState:
         self._stop_reason = ""
         self._stop_at: int | None = None  # end after the tail
         self._signal_count = 0
-        self._end_requested = threading.Event()
 
     @property
     def hwm_spikes(self) -> int:

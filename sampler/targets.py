@@ -132,5 +132,7 @@ class Targets(Publishing):
                 self._hello(now)
                 next_hello = now + self.config.hello_ns
             self._drain_inlet()
-            self._end_requested.wait(0.1)
+            # A plain sleep, not an Event wait: request_stop runs in the signal handler on
+            # this same thread, and Event.set() there can deadlock on the lock wait() holds.
+            time.sleep(0.05)
         return False

@@ -265,3 +265,25 @@ def test_match_waits_and_follows_restart(tmp_path, endpoints):
     assert [(r["old_pid"], r["pid"]) for r in restarts] == [(kids[0].pid, kids[1].pid)]
     assert {e["pid"] for e in s.events(protocol.EV_PROC_EXIT)} == {kids[0].pid, kids[1].pid}
     assert max(s.series["rss"]) >= 20 * MiB
+
+
+def test_sigterm_while_waiting_for_a_match_always_stops_it(tmp_path, endpoints):
+    """The wait for --match used to block on an Event that the SIGTERM handler, on the
+    same thread, set: now and then the handler deadlocked on the Event's own lock."""
+    for i in range(4):
+        p = spawn_sample(endpoints, "--match", f"never-matches-{os.getpid()}-{i}", "--no-journal")
+        try:
+            for line in p.stderr:
+                if "waiting for a process matching" in line:
+                    break
+            time.sleep(0.05 * i)  # land the signal at different points of the wait
+            p.send_signal(signal.SIGTERM)
+            rc = p.wait(timeout=10)
+            rest = p.stderr.read()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        # Nothing was sampled: a runtime failure (3) that names the signal and the reason.
+        assert rc == 3, (rc, rest)
+        assert "signal SIGTERM" in rest and "no process matched" in rest, rest
