@@ -9,7 +9,6 @@ from spikewatch.sampler.wire import protocol
 
 from tests.conftest import free_port
 
-
 # The recorder calls a hole lost once it is this many messages behind the newest (SeqGaps.settle).
 SETTLE = 200
 

@@ -129,7 +129,12 @@ def assert_on_schedule(arrivals: list[int], intended: list[float], dropped: int,
     for k, x in enumerate(arrivals):
         # 1 µs: the driver truncates its float schedule to whole nanoseconds
         assert intended[k] - 1_000 <= x, ("early", k, (x - intended[k]) / 1e6)
-        assert x <= intended[k + dropped] + late_ns, ("later than any latency", k, (x - intended[k]) / 1e6, late_ns / 1e6)
+        assert x <= intended[k + dropped] + late_ns, (
+            "later than any latency",
+            k,
+            (x - intended[k]) / 1e6,
+            late_ns / 1e6,
+        )
 
 
 @pytest.fixture

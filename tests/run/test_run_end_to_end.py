@@ -95,7 +95,10 @@ def small_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Watc
     runs = {}
     for name, extra in (("plain", []), ("gated", gates)):
         out = tmp / name
-        runs[name] = (Watched([str(scenario), "--limit", "256M", "--out", str(out), *extra, "--", *demo_service()]), out)
+        runs[name] = (
+            Watched([str(scenario), "--limit", "256M", "--out", str(out), *extra, "--", *demo_service()]),
+            out,
+        )
     plain, gated = runs["plain"][0], runs["gated"][0]
     codes = {"plain": plain.wait(90, gated), "gated": gated.wait(90, plain)}
     return {name: (w, out, codes[name]) for name, (w, out) in runs.items()}
