@@ -2,7 +2,6 @@
 
 import subprocess
 import threading
-import time
 
 import zmq
 from spikewatch.analysis import reader
@@ -10,27 +9,38 @@ from spikewatch.sampler.wire import protocol
 
 from tests.conftest import free_port
 
+# The recorder calls a hole lost once it is this many messages behind the newest (SeqGaps.settle).
+SETTLE = 200
+
 
 class Publisher(threading.Thread):
-    """A stand-in sampler: a real PUB socket sending hellos and sample batches; skips ``skip`` seqs."""
+    """A stand-in sampler: a real PUB socket sending hellos and sample batches; skips ``skip`` seqs.
 
-    def __init__(self, endpoint, session, value, skip=(), seconds=4.0):
+    The first ``burst`` messages go out at once, the rest every 5 ms until :meth:`stop`: so
+    the skipped seqs and the ``SETTLE`` messages after them that make the recorder call them
+    lost reach it within its first second however slowly a busy machine runs this thread.
+    """
+
+    def __init__(self, endpoint, session, value, skip=(), burst=0):
         super().__init__(daemon=True)
-        self.endpoint, self.session, self.value, self.skip, self.seconds = endpoint, session, value, set(skip), seconds
+        self.endpoint, self.session, self.value, self.skip, self.burst = endpoint, session, value, set(skip), burst
+        self.done = threading.Event()
         self.ctx = zmq.Context()
         # XPUB: a PUB that also hears subscriptions, so the clock (and the skipped seqs)
         # start once the recorder listens, however long its process takes to start.
         self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.bind(endpoint)
-        self.sent_samples = 0
+
+    def stop(self):
+        self.done.set()
+        self.join()
 
     def run(self):
         if self.sock.poll(30_000):
             self.sock.recv()  # the recorder's subscription
         seq, t = 0, 1_000_000_000
-        end = time.monotonic() + self.seconds
         i = 0
-        while time.monotonic() < end:
+        while not self.done.is_set():
             if i % 50 == 0:
                 body = {**protocol.header(seq, t), "session": self.session, "period_ns": 1_000_000, "counters": {}}
                 topic = protocol.HELLO
@@ -42,26 +52,34 @@ class Publisher(threading.Thread):
             seq += 1
             t += 20_000_000
             i += 1
-            time.sleep(0.005)
+            if i >= self.burst:
+                self.done.wait(0.005)
         self.sock.close(linger=100)
         self.ctx.term()
 
 
 def test_two_samplers_gaps_and_duration(tmp_path, spikewatch_cmd):
     eps = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
-    # skip seqs well after the subscriber has joined (~0.5 s after, see Publisher.run)
-    pubs = [Publisher(eps[0], "sess-A", 111, skip=range(100, 105)), Publisher(eps[1], "sess-B", 222)]
+    # A hole of 5 from sess-A, then enough messages for the recorder to settle it as lost.
+    skip = range(100, 105)
+    pubs = [
+        Publisher(eps[0], "sess-A", 111, skip=skip, burst=skip.stop + SETTLE + 10),
+        Publisher(eps[1], "sess-B", 222),
+    ]
     for p in pubs:
         p.start()
     out = tmp_path / "two.rec"
-    res = subprocess.run(
-        [*spikewatch_cmd, "record", *eps, "-o", str(out), "--duration", "3s"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    for p in pubs:
-        p.join()
+    try:
+        res = subprocess.run(
+            [*spikewatch_cmd, "record", *eps, "-o", str(out), "--duration", "2s"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        for p in pubs:
+            p.stop()
+    # it stopped by itself after --duration, the publishers still sending
     assert res.returncode == 0, res.stderr
     assert "missed 5 message(s) in 1 gap(s)" in res.stdout
     assert "missed 5 message(s) from sess-A" in res.stderr

@@ -146,7 +146,8 @@ async def test_pause_freezes_the_chart_until_resumed() -> None:
 
 async def test_window_and_series_keys() -> None:
     endpoint = ep()
-    with Publisher(endpoint) as pub:
+    # batches every 200 ms, not 20: the pilot waits for the app to go idle after each key
+    with Publisher(endpoint, batch_ns=200_000_000) as pub:
         app = ConsoleApp([endpoint], ConsoleOptions(window_s=30, series="rss"))  # "s" cycles from rss
         async with app.run_test(size=(100, 24)) as pilot:
             await until(pilot, lambda: bool(app.panels))
@@ -183,7 +184,8 @@ async def test_note_key_sends_a_marker_to_the_inlet() -> None:
     pull.setsockopt(zmq.LINGER, 0)
     pull.bind(inlet)
     try:
-        with Publisher(endpoint):
+        # batches every 200 ms, not 20: the pilot waits for the app to go idle after each key
+        with Publisher(endpoint, batch_ns=200_000_000):
             app = ConsoleApp([endpoint], ConsoleOptions(inlet=[inlet]))
             async with app.run_test(size=(100, 24)) as pilot:
                 await pilot.press("n")
@@ -204,7 +206,8 @@ async def test_note_key_sends_a_marker_to_the_inlet() -> None:
 
 async def test_several_samplers_get_a_panel_each() -> None:
     eps = [ep(), ep(), ep()]
-    pubs = [Publisher(e, baseline=(i + 1) * 100 * MiB).start() for i, e in enumerate(eps)]
+    # batches every 200 ms, not 20: the pilot waits for the app to go idle after each key
+    pubs = [Publisher(e, baseline=(i + 1) * 100 * MiB, batch_ns=200_000_000).start() for i, e in enumerate(eps)]
     try:
         app = ConsoleApp(eps)
         async with app.run_test(size=(120, 45)) as pilot:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tomllib
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,67 @@ def in_flight_samples(arrivals: list, t_from: int, t_to: int, step_ns: int = 2_0
     for t in range(t_from, t_to, step_ns):
         out.append(sum(1 for x in arrivals if x[0] <= t < x[5]))
     return out
+
+
+def lateness_bound_ns(res: Any) -> int:
+    """How late after its intended time any request of the run can have reached the server.
+
+    The driver measures each latency from the request's intended time (never earlier than
+    that) to its answer, and the server stamps an arrival before it answers: so every
+    arrival lies within [intended, intended + the run's highest latency]. The highest
+    latency the driver reports (rounded up by its histogram) is what a busy machine cost
+    this run, measured, not guessed. Only meaningful when every request was answered.
+    """
+    assert res.total.error_count == 0 and res.unfinished == 0, res.total.errors
+    return int(res.total.hist.get_max_value())
+
+
+def intended_count(rate: Callable[[float], float], a: float, b: float, step: float = 0.0005) -> float:
+    """Arrivals an open schedule of ``rate(t)`` per second intends in [a, b) (seconds into the phase)."""
+    n = max(0, round((b - a) / step))
+    return sum(rate(a + (k + 0.5) * step) for k in range(n)) * step
+
+
+def count_bounds(rate: Callable[[float], float], a: float, b: float, late_s: float) -> tuple[int, int]:
+    """Arrivals the server can see in [a, b) of an evenly spaced schedule, each arrival at most
+    ``late_s`` after its intended time and never before it: at least those intended in
+    [a, b - late_s), at most those intended in [a - late_s, b) (one either way for the spacing
+    at each end and at each rate change inside)."""
+    low = intended_count(rate, a, b - late_s) if b - late_s > a else 0.0
+    high = intended_count(rate, a - late_s, b)
+    return math.floor(low) - 2, math.ceil(high) + 2
+
+
+def assert_on_schedule(arrivals: list[int], intended: list[float], dropped: int, late_ns: int) -> None:
+    """Each request arrives in [its intended time, that + ``late_ns``]; sorting both sides keeps
+    the bound for the k-th of each (``dropped`` sends leave holes: the k-th arrival then belongs
+    to one of the intended times k .. k + dropped)."""
+    arrivals = sorted(arrivals)
+    assert len(arrivals) + dropped == len(intended)
+    for k, x in enumerate(arrivals):
+        # 1 µs: the driver truncates its float schedule to whole nanoseconds
+        assert intended[k] - 1_000 <= x, ("early", k, (x - intended[k]) / 1e6)
+        assert x <= intended[k + dropped] + late_ns, (
+            "later than any latency",
+            k,
+            (x - intended[k]) / 1e6,
+            late_ns / 1e6,
+        )
+
+
+@pytest.fixture
+def intended_times(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The intended time of every open-model request the driver sends in this process (in
+    send order), read off the real engine as it sends: the schedule it actually played."""
+    from spikewatch.driver import engine
+
+    times: list[int] = []
+    send = engine.Engine._send
+
+    def spy(self: engine.Engine, conn: Any, tag: int, intended: int) -> None:
+        if tag == engine.OPEN:
+            times.append(intended)
+        send(self, conn, tag, intended)
+
+    monkeypatch.setattr(engine.Engine, "_send", spy)
+    return times

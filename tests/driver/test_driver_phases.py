@@ -7,6 +7,7 @@ clock the driver schedules on, so phase windows line up without any offset.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import time
@@ -15,7 +16,15 @@ import pytest
 
 from tests.conftest import free_port
 
-from .conftest import Recorder, in_flight_samples, make_scenario, quiet_run
+from .conftest import (
+    Recorder,
+    assert_on_schedule,
+    count_bounds,
+    in_flight_samples,
+    lateness_bound_ns,
+    make_scenario,
+    quiet_run,
+)
 
 S = 1_000_000_000
 
@@ -68,15 +77,16 @@ def test_open_steady_rate_is_exact_on_an_absolute_schedule(server: Recorder) -> 
         server.url,
     )
     res = quiet_run(sc)
-    arr = server.arrivals("/steady")
+    arr = [x[0] for x in server.arrivals("/steady")]
     t0 = res.phases[0].t_start_ns
-    assert abs(len(arr) - 600) <= 6  # no drift: 1 % over two seconds
-    for a in (0.0, 0.5, 1.0, 1.5):
-        n = len(window(arr, t0, a, a + 0.5))
-        assert 150 * 0.85 <= n <= 150 * 1.15, (a, n)
     ph = res.phases[0].summary()
     assert ph["target_rate"] == pytest.approx(300)
-    assert ph["sent"] + ph["dropped_sends"] == 600
+    assert ph["sent"] + ph["dropped_sends"] == 600  # no drift: exactly rate x duration intended
+    assert len(arr) == ph["sent"]
+    # every arrival at its place on the absolute schedule t0 + k/300 s: never early, and late by
+    # no more than the driver's own measured latency (a stall on a busy machine shifts arrivals
+    # by what it cost, never more; on a quiet one this is a few ms)
+    assert_on_schedule(arr, [t0 + k * S / 300 for k in range(600)], ph["dropped_sends"], lateness_bound_ns(res))
 
 
 def test_bursts_start_on_time_with_the_burst_rate(server: Recorder) -> None:
@@ -96,13 +106,25 @@ def test_bursts_start_on_time_with_the_burst_rate(server: Recorder) -> None:
     res = quiet_run(sc)
     arr = server.arrivals("/burst")
     t0 = res.phases[0].t_start_ns
+    late = lateness_bound_ns(res)  # each arrival within this of its intended time, never before
+
+    def rate(t: float) -> float:  # the schedule asked for: 20/s, 500/s for 200 ms every 800 ms from 0.8 s
+        if not 0 <= t < 2:
+            return 0.0
+        return 500.0 if t >= 0.8 and (t - 0.8) % 0.8 < 0.2 else 20.0
+
+    dropped = res.phases[0].dropped  # sends later than max_lag are dropped, never sent
     for start in (0.8, 1.6):
-        # 100 burst arrivals (+2 of the baseline); 100 ms of slack for a busy machine
-        inside = window(arr, t0, start, start + 0.3)
-        assert 85 <= len(inside) <= 115, (start, len(inside))
-        assert (inside[0][0] - t0) / S - start < 0.05  # the burst begins on schedule
-    outside = window(arr, t0, 0.0, 0.78) + window(arr, t0, 1.1, 1.58)
-    assert 14 <= len(outside) <= 34  # 20/s baseline over 1.26 s
+        # 100 burst arrivals (+2 of the baseline), give or take what lateness shifts across the edges
+        n = len(window(arr, t0, start, start + 0.3))
+        low, high = count_bounds(rate, start, start + 0.3, late / S)
+        assert low - dropped <= n <= high, (start, n, low, high, dropped)
+        first = min(x[0] for x in arr if x[0] >= t0 + start * S)
+        assert first - (t0 + start * S) <= late  # the burst begins on schedule
+    for a, b in ((0.0, 0.78), (1.1, 1.58)):  # the 20/s baseline between bursts
+        low, high = count_bounds(rate, a, b, late / S)
+        n = len(window(arr, t0, a, b))
+        assert low - dropped <= n <= high, (a, b, n, low, high, dropped)
 
 
 def test_spike_multiplies_a_closed_baseline_once(server: Recorder) -> None:
@@ -129,7 +151,7 @@ def test_spike_multiplies_a_closed_baseline_once(server: Recorder) -> None:
     assert statistics.median(during) == 4 and max(during) <= 4
 
 
-def test_poisson_and_gamma_arrivals(server: Recorder) -> None:
+def test_poisson_and_gamma_arrivals(server: Recorder, intended_times: list[int]) -> None:
     sc = make_scenario(
         """
         [[requests]]
@@ -150,16 +172,22 @@ def test_poisson_and_gamma_arrivals(server: Recorder) -> None:
         server.url,
     )
     res = quiet_run(sc)
-    arr = server.arrivals("/poisson")
+    arr = [x[0] for x in server.arrivals("/poisson")]
     p, g = res.phases
-    pa = [x[0] for x in arr if p.t_start_ns <= x[0] < p.t_end_ns]
-    ga = [x[0] for x in arr if g.t_start_ns <= x[0] < g.t_end_ns]
-    assert 600 * 0.85 <= len(pa) <= 600 * 1.15
+    # what reached the server is the schedule the engine played, each arrival no later than the
+    # driver's highest measured latency (on a busy machine stalls bunch arrivals: the shape of
+    # the schedule is read where the engine made it, the wire is held to it)
+    assert_on_schedule(arr, sorted(intended_times), 0, lateness_bound_ns(res))  # (dropped sends are never sent)
+    pa = [t for t in intended_times if p.t_start_ns <= t < p.t_end_ns]
+    ga = [t for t in intended_times if g.t_start_ns <= t < g.t_end_ns]
+    # Poisson: 600 expected in 1.5 s, standard deviation √600 (4 of them either side)
+    assert abs(len(pa) - 600) <= 4 * math.sqrt(600), len(pa)
     gaps = [b - a for a, b in zip(pa, pa[1:])]
+    # exponential gaps: cv 1 (evenly spaced: 0); its estimate from ~600 gaps has sd ≈ √(2/n) ≈ 0.06
     cv = statistics.pstdev(gaps) / statistics.mean(gaps)
     assert 0.75 <= cv <= 1.3, cv
     ggaps = [b - a for a, b in zip(ga, ga[1:])]
-    assert statistics.pstdev(ggaps) / statistics.mean(ggaps) > 1.8  # burstier than Poisson
+    assert statistics.pstdev(ggaps) / statistics.mean(ggaps) > 1.8  # burstier than Poisson (cv 3 asked)
 
 
 def test_startup_waits_for_readiness_and_idle_sends_nothing() -> None:
@@ -301,27 +329,38 @@ def test_two_workers_split_rate_and_concurrency(server: Recorder) -> None:
     sc = make_scenario(
         """
         [[requests]]
-        path = "/w?delay=40"
+        name = "lane"
+        path = "/lane?delay=40"
+        [[requests]]
+        name = "arrival"
+        path = "/open"
         [[phases]]
         name = "closed"
         kind = "steady"
         concurrency = 5
         duration = "1s"
+        requests = ["lane"]
         [[phases]]
         name = "open"
         kind = "steady"
         rate = 200
         duration = "1s"
+        requests = ["arrival"]
     """,
         server.url,
     )
     res = quiet_run(sc, workers=2)
     closed, opened = res.phases
-    arr = server.arrivals("/w")
+    arr = server.arrivals("/lane")
     mid = busy(arr, closed.t_start_ns, 0.2, 0.9)
     assert max(mid) <= 5 and statistics.median(mid) == 5
-    assert abs(len([x for x in arr if opened.t_start_ns <= x[0] < opened.t_end_ns]) - 200) <= 4
-    assert opened.sent == 200 and res.workers == 2
+    # the two workers' interleaved halves make one 200/s schedule: each arrival within the
+    # driver's highest measured latency of its place on it
+    low, high = count_bounds(lambda t: 200.0 if 0 <= t < 1 else 0.0, 0.0, 1.0, lateness_bound_ns(res) / S)
+    # (its own path: a worker told late of the phase change may still run a closed lane or two)
+    n = len([x for x in server.arrivals("/open") if opened.t_start_ns <= x[0] < opened.t_end_ns])
+    assert low - opened.dropped <= n <= high, (n, low, high, opened.dropped)
+    assert opened.sent + opened.dropped == 200 and res.workers == 2
     assert res.total.hist.get_total_count() == res.total.completed  # histograms merged across processes
 
 

@@ -8,7 +8,10 @@ import time
 from collections import Counter
 
 from spikewatch.sampler.wire import protocol
+from spikewatch.sampler.wire.client import StreamSubscriber
 from spikewatch.sampler.wire.recording import iter_records
+
+from tests.support.waiting import scaled
 
 MiB = 1 << 20
 STARTUP_PEAK = (
@@ -25,8 +28,26 @@ def _seqs(path) -> list[int]:
     return [b["seq"] for t, b in iter_records(path)]
 
 
+def _startup_peak_over(sub: StreamSubscriber, timeout: float = 30) -> bool:
+    """Whether the live stream showed the peak, then memory back down, within ``timeout`` s."""
+    peaked = False
+    end = time.monotonic() + scaled(timeout)
+    while time.monotonic() < end:
+        msg = sub.recv(timeout_ms=200)
+        if msg is None or msg[0] != protocol.SAMPLES:
+            continue
+        for v in msg[1]["series"]["rss"]:
+            peaked = peaked or v > 100 * MiB
+            if peaked and v < 60 * MiB:
+                return True
+    return False
+
+
 def test_late_recorder_backfills_the_startup_peak(endpoints, tmp_path):
     journal, rec = tmp_path / "s.journal", tmp_path / "late.rec"
+    # Watches the live stream from before the sampler binds, so the recorder below joins
+    # once the peak is surely over (not a fixed while later).
+    sub = StreamSubscriber([endpoints["publish"]])
     sampler = subprocess.Popen(
         [
             sys.executable,
@@ -55,7 +76,7 @@ def test_late_recorder_backfills_the_startup_peak(endpoints, tmp_path):
         text=True,
     )
     try:
-        time.sleep(5)  # the startup peak is long over
+        assert _startup_peak_over(sub), "no startup peak went by on the live stream"
         res = subprocess.run(
             [
                 sys.executable,
@@ -68,7 +89,7 @@ def test_late_recorder_backfills_the_startup_peak(endpoints, tmp_path):
                 "-o",
                 str(rec),
                 "--duration",
-                "3s",
+                "1s",
             ],
             capture_output=True,
             text=True,
@@ -79,6 +100,7 @@ def test_late_recorder_backfills_the_startup_peak(endpoints, tmp_path):
         sampler.terminate()  # ends cleanly: the journal is complete for the comparison below
         sampler.wait(timeout=60)
     finally:
+        sub.close()
         sampler.kill()
     got = _seqs(rec)
     dups = [s for s, n in Counter(got).items() if n > 1]

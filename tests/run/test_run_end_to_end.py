@@ -57,10 +57,13 @@ class Watched:
     def cmdlines(self) -> list[str]:
         return list(self.cmd.values())
 
-    def wait(self, timeout: float) -> int:
+    def wait(self, timeout: float, *others: Watched) -> int:
+        """Wait for this run (watching ``others`` too, which run at the same time)."""
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None and time.monotonic() < deadline:
-            self.look()
+            for w in (self, *others):
+                if w.proc.poll() is None:
+                    w.look()
             time.sleep(0.05)
         if self.proc.poll() is None:
             self.proc.kill()
@@ -79,12 +82,31 @@ def _report(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def small_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Watched, Path, int]]:
+    """The small scenario twice at once, each with its own service and cgroup: as it is, and
+    with gates it must fail (one run's time for both)."""
+    from tests.support.cgroups import require_memory_cgroup
+
+    require_memory_cgroup()
+    tmp = tmp_path_factory.mktemp("small")
+    scenario = write(tmp, "small.toml", SMALL_SCENARIO)
+    gates = ["--fail-on", "peak>1MiB", "--fail-on", "oom>0"]
+    runs = {}
+    for name, extra in (("plain", []), ("gated", gates)):
+        out = tmp / name
+        runs[name] = (
+            Watched([str(scenario), "--limit", "256M", "--out", str(out), *extra, "--", *demo_service()]),
+            out,
+        )
+    plain, gated = runs["plain"][0], runs["gated"][0]
+    codes = {"plain": plain.wait(90, gated), "gated": gated.wait(90, plain)}
+    return {name: (w, out, codes[name]) for name, (w, out) in runs.items()}
+
+
 @needs_cgroup
-def test_run_writes_recording_and_reports_with_phases(tmp_path: Path) -> None:
-    scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
-    out = tmp_path / "out"
-    run = Watched([str(scenario), "--limit", "256M", "--out", str(out), "--", *demo_service()])
-    rc = run.wait(60)
+def test_run_writes_recording_and_reports_with_phases(small_runs) -> None:
+    run, out, rc = small_runs["plain"]
     assert rc == 0, run.output[-3000:]
     for name in ("recording", "report.json", "report.html"):
         assert (out / name).stat().st_size > 0, name
@@ -104,25 +126,8 @@ def test_run_writes_recording_and_reports_with_phases(tmp_path: Path) -> None:
 
 
 @needs_cgroup
-def test_run_fail_on_exits_1_and_still_writes_the_report(tmp_path: Path) -> None:
-    scenario = write(tmp_path, "small.toml", SMALL_SCENARIO)
-    out = tmp_path / "out"
-    run = Watched(
-        [
-            str(scenario),
-            "--limit",
-            "256M",
-            "--out",
-            str(out),
-            "--fail-on",
-            "peak>1MiB",
-            "--fail-on",
-            "oom>0",
-            "--",
-            *demo_service(),
-        ]
-    )
-    rc = run.wait(60)
+def test_run_fail_on_exits_1_and_still_writes_the_report(small_runs) -> None:
+    run, out, rc = small_runs["gated"]
     assert rc == 1, run.output[-3000:]
     assert "FAIL --fail-on peak>1MiB" in run.output
     assert "oom>0" not in run.output.split("FAIL --fail-on peak>1MiB")[1].split("exit status")[0]
