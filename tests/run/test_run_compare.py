@@ -175,6 +175,11 @@ def test_demo_compare_finds_the_difference_it_made(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     data = json.loads((out / "compare.json").read_text())
     row = next(r for r in data["comparisons"][0]["rows"] if r["metric"] == "bytes_per_request")
-    assert row["change"] == pytest.approx(2 * MiB, rel=0.05) and row["verdict"] == BEYOND
+    # The known 2 MiB must lie within what the tool itself states as its uncertainty
+    # (the two runs' 95 % half-widths combined, the rule behind the verdict): a busy host
+    # widens the intervals rather than moving the truth out of them.
+    half = sum((ci[1] - ci[0]) / 2 for ci in (row["base_ci"], row["new_ci"]))
+    assert abs(row["change"] - 2 * MiB) <= half, (row["change"] / MiB, half / MiB)
+    assert row["verdict"] == BEYOND
     assert (out / "compare.md").read_text().startswith("## spikewatch compare")
     assert "known difference 2.0 MiB per in-flight request" in res.stdout
