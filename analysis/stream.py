@@ -1,0 +1,577 @@
+"""Read a version 2 recording in one streaming pass, in memory bounded by the chart.
+
+Blocks are decoded one at a time into numpy columns and handed, a few tens of
+thousands of samples at a time, to the incremental analyses of
+:mod:`~spikewatch.analysis.streamacc` and :mod:`~spikewatch.analysis.spikestream`
+(exact peak and its time, mean, p99, scrape view, spikes, sampling gaps). What the
+rest of the report reads from a :class:`Source` is kept bounded too:
+
+* each series becomes its min/max envelope (at most ``ENVELOPE_BUCKETS`` buckets:
+  every bucket's lowest and highest sample, at their times), so charts, phase peaks
+  and the soak trend see every extreme, while medians and means over a phase are
+  taken on those points (approximate, where the in-memory path is exact);
+* details keep every k-th row (k doubling as the run grows) and load telemetry is
+  merged pairwise over time (counts summed, levels averaged, maxima kept);
+* hellos: the first and the last few (their counters bound the run).
+
+A recording with ``src`` tags (several samplers in one file) is not streamed:
+:class:`NotStreamable` sends the caller back to the in-memory reader.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+from spikewatch.sampler.wire import blocks, protocol
+from spikewatch.sampler.wire.recording import RecordingError, Salvage
+from spikewatch.sampler.wire.seqgaps import SeqGaps
+
+from .loadmerge import COUNTS, LEVELS, MAXIMA, coarsen, merge_sources
+from .peaks import _DETAIL_TIME, DETAIL_SERIES
+from .source import Recording, Series, Source
+from .spikestream import SpikeAcc
+from .streamacc import Envelope, ScrapeAcc, SeriesAcc
+from .tables import columns, concat_tables, numeric
+from .v2decode import np_ints
+
+ENVELOPE_BUCKETS = 16384
+FEED_SAMPLES = 1 << 16  # samples gathered before the analyses see them (numpy calls per chunk, not per block)
+DETAIL_ROWS = 4096
+LOAD_ROWS = 8192
+HELLOS_KEPT = 8
+
+
+# detail fields read on every row (the rest only on the rows kept): the detail series'
+# exact stats, and the limit in force at the end
+_DETAIL_NEEDED = frozenset(("t", "cg_limit", "threads", "pss_t", *DETAIL_SERIES))
+
+
+def _count(packed: list[Any]) -> int:
+    """How many ints a :func:`blocks.pack_ints` list holds, without unpacking it."""
+    return len(packed[1]) // packed[0]
+
+
+def _pycol(col: list[Any]) -> list[Any]:
+    """One column of a small group as a list (cheaper than numpy for a few values)."""
+    if col[0] == 1:
+        d = blocks.unpack_ints(col[2])
+        g = col[3]
+        return list(accumulate(d if g == 1 else [x * g for x in d], initial=col[1]))
+    if col[0] == 2:
+        return [col[1]] * col[2]
+    return list(col[1])
+
+
+class _Cols:
+    """Columns of small groups gathered as lists over many blocks, numpy once per flush."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, list[Any]] = {}
+        self.n = 0
+
+    def add(self, keys: list[str], cols: list[list[Any]], n: int) -> None:
+        for k, c in zip(keys, cols):
+            got = self.cols.get(k)
+            if got is None:
+                got = self.cols[k] = [None] * self.n
+            got.extend(c)
+        self.n += n
+        for got in self.cols.values():
+            if len(got) < self.n:
+                got.extend([None] * (self.n - len(got)))
+
+    def table(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if not self.n or "t" not in self.cols:
+            return out
+        try:
+            out["t"] = np.array(self.cols["t"], dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            return out
+        for k, c in self.cols.items():
+            if k in ("t", "v", "seq"):
+                continue
+            arr = numeric(c)
+            if arr is not None:
+                out[k] = arr
+        self.cols, self.n = {}, 0
+        if len(out["t"]) > 1 and np.any(np.diff(out["t"]) < 0):
+            order = np.argsort(out["t"], kind="stable")
+            out = {k: v[order] for k, v in out.items()}
+        return out
+
+
+def _col(col: list[Any]) -> Any:
+    """One column of a group (:func:`blocks.encode_group`): int64 array, or the values as stored."""
+    if col[0] == 1:
+        d = np_ints(col[2])
+        v = np.empty(len(d) + 1, dtype=np.int64)
+        v[0] = col[1]
+        np.cumsum(d * col[3] if col[3] != 1 else d, out=v[1:])
+        v[1:] += col[1]
+        return v
+    if col[0] == 2:
+        return np.full(col[2], col[1], dtype=np.int64) if blocks._is_int(col[1]) else [col[1]] * col[2]
+    vals = col[1]
+    if vals and all(type(x) is int for x in vals):
+        try:
+            return np.array(vals, dtype=np.int64)
+        except OverflowError:
+            return vals
+    return vals
+
+
+class _LoadBins:
+    """Load telemetry of one sender without endpoints or errors, as columns, merged into
+    bins of ``stride`` consecutive intervals (doubling as the run grows): counts add,
+    levels average, maxima keep the largest (:mod:`.loadmerge`'s rules)."""
+
+    def __init__(self, cap: int = LOAD_ROWS) -> None:
+        self.cap = cap
+        self.stride = 1
+        self.pend = _Cols()
+        self.rest: dict[str, np.ndarray] = {}  # rows short of a whole bin, for the next flush
+        self.out: list[dict[str, Any]] = []
+        self.source: Any = None
+        self.tmin: int | None = None
+        self.tmax: int | None = None
+
+    def take(self, g: list[Any]) -> bool:
+        keys, _shapes, ids_p, cols = g
+        if "endpoints" in keys or "t" not in keys:
+            return False
+        n = _count(ids_p)
+        ks, vs = [], []
+        for key, col in zip(keys, cols):
+            v = _pycol(col)
+            if key == "errors":
+                if any(v):
+                    return False
+                continue
+            if key == "source":
+                if len(set(map(str, v))) != 1 or (self.source is not None and v[0] != self.source):
+                    return False
+                self.source = v[0]
+                continue
+            ks.append(key)
+            vs.append(v)
+        t = vs[ks.index("t")]
+        if len(t) != n or not all(type(x) is int for x in t):
+            return False
+        lo, hi = min(t), max(t)
+        self.tmin = lo if self.tmin is None else min(self.tmin, lo)
+        self.tmax = hi if self.tmax is None else max(self.tmax, hi)
+        self.pend.add(ks, vs, n)
+        if self.pend.n >= 4096:
+            self._flush(False)
+        return True
+
+    def _flush(self, final: bool) -> None:
+        table = self.pend.table()
+        if self.rest:
+            table = concat_tables([self.rest, table]) if table else self.rest
+        self.rest = {}
+        if not table:
+            return
+        cols = {k: v.astype(np.float64) for k, v in table.items()}
+        n = len(cols["t"])
+        whole = n if final else n // self.stride * self.stride
+        if whole == 0:
+            return
+        starts = np.arange(0, whole, self.stride)
+        last = np.minimum(starts + self.stride, whole) - 1
+        fields: dict[str, list[Any]] = {"t": cols["t"][last].astype(np.int64).tolist()}
+        for k, c in cols.items():
+            if k in ("t", "v"):
+                continue
+            c = c[:whole]
+            ok = ~np.isnan(c)
+            n_ok = np.add.reduceat(ok, starts)
+            if k in COUNTS or k == "interval_ns":
+                val = np.add.reduceat(np.where(ok, c, 0.0), starts)
+            elif k in MAXIMA:
+                val = np.fmax.reduceat(c, starts)
+            elif k == "seq":
+                val = c[last]
+            else:
+                val = np.add.reduceat(np.where(ok, c, 0.0), starts) / np.maximum(n_ok, 1)
+            vals: list[Any] = val.tolist()
+            if k not in LEVELS and np.all(val == np.round(val)):
+                vals = val.astype(np.int64).tolist()
+            fields[k] = [x if c_ok else None for x, c_ok in zip(vals, n_ok.tolist())]
+        names = list(fields)
+        for row in zip(*fields.values()):
+            rec: dict[str, Any] = {"v": 1, "errors": {}}
+            if self.source is not None:
+                rec["source"] = self.source
+            rec.update((k, x) for k, x in zip(names, row) if x is not None)
+            self.out.append(rec)
+        if whole < n:
+            self.rest = {k: (c[whole:].astype(np.int64) if k == "t" else c[whole:]) for k, c in cols.items()}
+        while len(self.out) > self.cap:
+            self.stride *= 2
+            self.out = coarsen(self.out)
+
+    def records(self) -> list[dict[str, Any]]:
+        self._flush(True)
+        return self.out
+
+
+class NotStreamable(Exception):
+    """This recording needs the in-memory reader (several sources in one file)."""
+
+
+class Figures:
+    """What the streaming pass computed exactly, per series (the report prefers these)."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, SeriesAcc] = {}
+        self.scrape: dict[str, ScrapeAcc] = {}
+        self.spikes: dict[str, SpikeAcc] = {}
+        self.envelope: dict[str, Envelope] = {}
+        self.hello_samples: dict[int, int] = {}  # id(hello) -> samples at or before it
+        self.detail_stride = 1
+        self.load_merged = 1
+
+
+class _Rows:
+    """Every ``stride``-th detail row; the stride doubles whenever ``cap`` rows are held."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.stride = 1
+        self.seen = 0
+        self.kept: list[dict[str, np.ndarray]] = []
+        self.kept_idx: list[np.ndarray] = []
+        self.held = 0
+        self.last: dict[str, np.ndarray] | None = None
+
+    def add(self, table: dict[str, np.ndarray]) -> None:
+        n = len(table["t"])
+        idx = np.arange(self.seen, self.seen + n)
+        self.seen += n
+        self.last = {k: v[-1:] for k, v in table.items()}
+        m = idx % self.stride == 0
+        if m.any():
+            self.kept.append({k: v[m] for k, v in table.items()})
+            self.kept_idx.append(idx[m])
+            self.held += int(m.sum())
+        while self.held > self.cap:
+            self.stride *= 2
+            out, out_idx, held = [], [], 0
+            for tb, ix in zip(self.kept, self.kept_idx):
+                m = ix % self.stride == 0
+                out.append({k: v[m] for k, v in tb.items()})
+                out_idx.append(ix[m])
+                held += int(m.sum())
+            self.kept, self.kept_idx, self.held = out, out_idx, held
+
+    def wants(self, start: int, n: int) -> bool:
+        """Whether any of rows ``start`` .. ``start + n - 1`` would be kept at the current stride."""
+        return n > 0 and (start + n - 1) // self.stride * self.stride >= start
+
+    def table(self) -> dict[str, np.ndarray]:
+        parts = list(self.kept)
+        last_kept = next((int(ix[-1]) for ix in reversed(self.kept_idx) if len(ix)), -1)
+        if self.last is not None and self.seen - 1 != last_kept:
+            parts.append(self.last)  # the last row always: the limit in force at the end
+        return concat_tables(parts)
+
+
+class _StreamSource:
+    def __init__(self, figures: Figures) -> None:
+        self.src = Source("")
+        self.fig = figures
+        self.pend_t: list[np.ndarray] = []
+        self.pend_v: dict[str, list[np.ndarray]] = {}
+        self.pending = 0
+        self.samples_seen = 0
+        self.det = _Cols()
+        self.rows = _Rows(DETAIL_ROWS)
+        self.loads: list[dict[str, Any]] = []
+        # (hello, samples at or before it): the first and last few
+        self.first_hellos: list[tuple[dict[str, Any], int | None]] = []
+        self.last_hellos: deque[tuple[dict[str, Any], int | None]] = deque(maxlen=HELLOS_KEPT)
+        self.last_full: deque[dict[str, Any] | None] = deque(maxlen=HELLOS_KEPT)  # keyframe of each late hello
+        self.bins = _LoadBins()
+        self.last_seq = -2
+        self.gaps = SeqGaps()
+        self.tmin: int | None = None
+        self.tmax: int | None = None
+
+    # -- bookkeeping -------------------------------------------------------
+    def seqs(self, seqs: list[Any]) -> None:
+        for seq in seqs:
+            if seq == self.last_seq + 1:
+                self.last_seq = seq
+            elif isinstance(seq, int) and not isinstance(seq, bool):
+                if self.last_seq >= 0:
+                    self.gaps.last["k"] = self.last_seq
+                self.gaps.see(seq, "k")
+                self.last_seq = self.gaps.last["k"]
+
+    def times(self, lo: int, hi: int) -> None:
+        self.tmin = lo if self.tmin is None or lo < self.tmin else self.tmin
+        self.tmax = hi if self.tmax is None or hi > self.tmax else self.tmax
+
+    # -- samples -----------------------------------------------------------
+    def samples(self, t: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+        if not len(t):
+            return
+        if set(cols) != set(self.pend_v) and self.pending:
+            self.flush()
+        self.pend_t.append(t)
+        for name, v in cols.items():
+            self.pend_v.setdefault(name, []).append(v)
+        self.pending += len(t)
+        self.samples_seen += len(t)
+        if self.pending >= FEED_SAMPLES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        t = np.concatenate(self.pend_t) if len(self.pend_t) > 1 else self.pend_t[0]
+        fig = self.fig
+        for name, parts in self.pend_v.items():
+            v = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            if name not in fig.stats:
+                fig.stats[name] = SeriesAcc()
+                fig.scrape[name] = ScrapeAcc()
+                fig.spikes[name] = SpikeAcc(name)
+                fig.envelope[name] = Envelope(ENVELOPE_BUCKETS)
+                for ev in self.src.events:
+                    fig.spikes[name].event(ev)
+            keep = v >= 0  # a missing reading inside a batch
+            tt, vv = (t, v) if keep.all() else (t[keep], v[keep])
+            fig.stats[name].feed(tt, vv)
+            fig.scrape[name].feed(tt, vv)
+            fig.spikes[name].feed(tt, vv)
+            fig.envelope[name].feed(tt, vv)
+        self.pend_t, self.pend_v, self.pending = [], {}, 0
+
+    # -- the slower records ------------------------------------------------
+    def details(self, table: dict[str, np.ndarray]) -> None:
+        """A detail table from a record decoded whole (the rare path)."""
+        if "t" not in table or not len(table["t"]):
+            return
+        self.flush_details()
+        self._take_details(table)
+
+    def flush_details(self) -> None:
+        if not self.det.n:
+            return
+        table = self.det.table()
+        if table:
+            self._take_details(table)
+
+    def _take_details(self, table: dict[str, np.ndarray]) -> None:
+        self.times(int(table["t"].min()), int(table["t"].max()))
+        self.rows.add(table)
+        for name in DETAIL_SERIES:
+            col = table.get(name)
+            if col is None:
+                continue
+            tcol = table.get(_DETAIL_TIME.get(name, "t"), table["t"])
+            t = np.where(np.isnan(tcol), table["t"], tcol) if tcol.dtype.kind == "f" else tcol
+            ok = ~np.isnan(col)
+            if ok.any():
+                self.fig.stats.setdefault(name, SeriesAcc()).feed(t[ok].astype(np.int64), col[ok].astype(np.int64))
+
+    def record(self, topic: str, body: dict[str, Any], block_t: np.ndarray | None) -> None:
+        t = body.get("t")
+        if isinstance(t, int):
+            self.times(t, t)
+        s = self.src
+        if topic == protocol.EVENT:
+            s.events.append(body)
+            for acc in self.fig.spikes.values():
+                acc.event(body)
+        elif topic == protocol.MARKER:
+            s.markers.append(body)
+        elif topic == protocol.LOAD:
+            self.loads.append(body)
+            if len(self.loads) > LOAD_ROWS:
+                self.loads = coarsen(self.loads)
+                self.fig.load_merged *= 2
+        elif topic == protocol.HELLO:
+            if not s.src and body.get("session"):
+                s.src = str(body["session"])  # a recording that began between hellos: the first one names it
+            n = None
+            if isinstance(t, int):
+                before = self.samples_seen - (len(block_t) if block_t is not None else 0)
+                n = before + (int(np.searchsorted(block_t, t, side="right")) if block_t is not None else 0)
+            if len(self.first_hellos) < HELLOS_KEPT:
+                self.first_hellos.append((body, n))
+            else:
+                self.last_hellos.append((body, n))
+                if blocks.REF not in body:
+                    self.last_full.append(None)
+        elif topic == protocol.DETAIL:
+            tb = columns([body])
+            if tb:
+                self.details(tb)
+        elif topic == protocol.SAMPLES:
+            dt, series = body.get("dt"), body.get("series")
+            if dt and isinstance(t, int) and isinstance(series, dict):
+                tt = t + np.asarray(dt, dtype=np.int64)
+                s.batches += 1
+                self.times(int(tt.min()), int(tt.max()))
+                for name, col in series.items():
+                    if len(col) == len(tt):
+                        try:
+                            v = np.asarray([-1 if x is None else x for x in col], dtype=np.int64)
+                        except (TypeError, ValueError, OverflowError):
+                            continue
+                        self.samples(tt, {name: v})
+
+    # -- a whole block -----------------------------------------------------
+    def block(self, payload: bytes, expand: blocks.HelloExpander) -> None:
+        block = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        tps = block["tp"]
+        enc = block.get("s")
+        for _ti, g in block["g"]:
+            if "src" in g[0]:
+                raise NotStreamable
+        if enc is not None and len(enc[4]) != 1:  # batches differ in their series: record by record
+            recs = blocks.decode_block(payload)
+            self.seqs([b.get("seq") for _, b in recs])
+            self.src.records += len(recs)
+            for tp, b in recs:
+                self.record(tp, expand(tp, b), None)
+            return
+        order = block["o"]
+        # seq in record order: a run on from the last one (the common case) is one comparison
+        its = {}
+        for ti, g in block["g"]:
+            keys, _shapes, ids_p, cols = g
+            n = _count(ids_p)
+            col = _pycol(cols[keys.index("seq")]) if "seq" in keys else []
+            its[ti] = iter(col if len(col) == n else [None] * n)
+        o = list(order)
+        seq_all = [next(its[ti]) for ti in o]
+        first = self.last_seq + 1
+        if self.last_seq >= 0 and seq_all == list(range(first, first + len(o))):
+            self.last_seq = first + len(o) - 1
+        else:
+            self.seqs(seq_all)
+        self.src.records += len(o)
+        t = None
+        if enc is not None:
+            base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc, ht_p = enc
+            k = np.cumsum(np_ints(dk_p))
+            t = np.empty(len(k) + 1, dtype=np.int64)
+            t[0] = 0
+            t[1:] = k
+            t = base + (t * p + np_ints(e_p)) * q
+            sizes = np_ints(sizes_p)
+            cols_v: dict[str, np.ndarray] = {}
+            for name, first_v, g, d_p in series_enc:
+                d = np_ints(d_p)
+                v = np.empty(len(d) + 1, dtype=np.int64)
+                v[0] = first_v
+                np.cumsum(d * g if g != 1 else d, out=v[1:])
+                v[1:] += first_v
+                cols_v[name] = v
+            self.src.batches += len(sizes)
+            if len(t):
+                self.times(int(t[0]) + int(np_ints(ht_p).min()) * q, int(t.max()))
+            self.samples(t, {name: cols_v[name] for name in shapes[0]})
+        for ti, g in block["g"]:
+            raw = tps[ti]
+            if raw == "\x00" + protocol.SAMPLES:
+                continue  # their samples came through ``enc``
+            topic = raw[1:] if raw.startswith("\x00") else raw
+            if topic == protocol.DETAIL and len(g[1]) == 1:
+                self._detail_group(g)
+                continue
+            if topic == protocol.LOAD and len(g[1]) == 1 and self.bins.take(g):
+                continue
+            for body in blocks.decode_group(g):
+                if topic == protocol.HELLO:
+                    self.hello(body, expand, t)
+                else:
+                    self.record(topic, body, t)
+
+    def _detail_group(self, g: list[Any]) -> None:
+        keys, _shapes, ids_p, cols = g
+        n = _count(ids_p)
+        whole = self.rows.wants(self.rows.seen + self.det.n, n)  # a row the kept table holds: every column; else what is summed
+        ks = [k for k in keys if whole or k in _DETAIL_NEEDED]
+        self.det.add(ks, [_pycol(c) for k, c in zip(keys, cols) if whole or k in _DETAIL_NEEDED], n)
+        if self.det.n >= 1024:
+            self.flush_details()
+
+    def hello(self, body: dict[str, Any], expand: blocks.HelloExpander, block_t: np.ndarray | None) -> None:
+        """A hello; past the first few, a stored delta is expanded only if it stays among the last."""
+        if len(self.first_hellos) < HELLOS_KEPT or blocks.REF not in body:
+            body = expand(protocol.HELLO, body)
+            self.record(protocol.HELLO, body, block_t)
+            return
+        self.record(protocol.HELLO, body, block_t)
+        self.last_full.append(expand.full.get(body[blocks.REF]))
+
+    def finish(self) -> Source:
+        self.flush()
+        self.flush_details()
+        s = self.src
+        fig = self.fig
+        for acc in fig.spikes.values():
+            acc.finish()
+        for name, env in fig.envelope.items():
+            s.series[name] = Series(name, *env.points())
+        s.details = self.rows.table()
+        fig.detail_stride = self.rows.stride
+        s.load_records = merge_sources(sorted(self.loads + self.bins.records(), key=lambda b: b.get("t", 0)))
+        s.load = columns(s.load_records)
+        s.events.sort(key=lambda e: e.get("t", 0))
+        s.markers.sort(key=lambda e: e.get("t", 0))
+        late = []
+        for (h, n), full in zip(self.last_hellos, self.last_full):
+            if blocks.REF in h:  # expanded now, against the full hello it was stored against
+                exp = blocks.HelloExpander()
+                if full is not None:
+                    exp.full = {h[blocks.REF]: full}
+                h = exp(protocol.HELLO, h)
+            late.append((h, n))
+        kept = self.first_hellos + late
+        s.hellos = [h for h, _ in kept]
+        fig.hello_samples = {id(h): n for h, n in kept if n is not None}
+        if not s.src:
+            s.src = "main"
+        if self.bins.tmin is not None and self.bins.tmax is not None:
+            self.times(self.bins.tmin, self.bins.tmax)
+        s.t0 = self.tmin or 0
+        s.t_end = self.tmax or s.t0
+        s.seq_missed = self.gaps.missed
+        s.seq_gaps = [(a, b) for _, a, b in self.gaps.gaps()]
+        s.stream = fig
+        return s
+
+
+def load_streaming(paths: list[Path], salvages: list[Salvage]) -> Recording:
+    """One run from version 2 files in one pass; :class:`NotStreamable` when it needs the other reader."""
+    st = _StreamSource(Figures())
+    expand = blocks.HelloExpander()
+    for path, salvage in zip(paths, salvages):
+        with open(path, "rb") as f:
+            try:
+                for fr in blocks.iter_frames(f, salvage):
+                    if fr.kind != blocks.KIND_DATA:
+                        continue
+                    try:
+                        st.block(fr.payload, expand)
+                    except NotStreamable:
+                        raise
+                    except Exception:  # whole by its checksum, yet not decodable: another writer version
+                        salvage.undecodable(fr)
+            except blocks.FormatError as exc:
+                raise RecordingError(f"{path}: {exc}") from None
+    src = st.finish()
+    sources = {src.src: src} if src.records else {}
+    return Recording(paths[0] if len(paths) == 1 else paths[0].parent, sources)
