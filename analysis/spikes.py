@@ -190,7 +190,11 @@ def _nearby(ctx: Ctx) -> list[dict[str, Any]]:
                 d[k] = e[k]
         items.append(d)
     th = ctx.src.details.get("threads")
-    if th is not None and len(th) > 1:
+    fig = ctx.src.stream
+    if fig is not None:  # streamed: the details are thinned, the jumps were found on every row
+        for t, a, b in fig.thread_jumps:
+            items.append({"t": t, "kind": "threads", "name": f"threads {a} -> {b}"})
+    elif th is not None and len(th) > 1:
         jump = np.diff(th)
         for i in np.flatnonzero(np.abs(np.nan_to_num(jump)) >= SpikeParams.thread_jump):
             items.append(

@@ -35,7 +35,7 @@ from .loadmerge import COUNTS, LEVELS, MAXIMA, coarsen, merge_sources
 from .peaks import _DETAIL_TIME, DETAIL_SERIES
 from .source import Recording, Series, Source
 from .spikestream import SpikeAcc
-from .streamacc import Envelope, ScrapeAcc, SeriesAcc
+from .streamacc import Envelope, ScrapeAcc, Segments, SeriesAcc
 from .tables import columns, concat_tables, numeric
 from .v2decode import np_ints
 
@@ -126,6 +126,69 @@ def _col(col: list[Any]) -> Any:
     return vals
 
 
+def _bin(k: str, c: np.ndarray, starts: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Column ``k`` over bins beginning at ``starts``: counts add, maxima keep the largest, levels average."""
+    ok = ~np.isnan(c)
+    n_ok = np.add.reduceat(ok, starts)
+    if k in COUNTS or k == "interval_ns":
+        val = np.add.reduceat(np.where(ok, c, 0.0), starts)
+    elif k in MAXIMA:
+        val = np.fmax.reduceat(c, starts)
+    elif k == "seq":
+        return c[last]
+    else:
+        val = np.add.reduceat(np.where(ok, c, 0.0), starts) / np.maximum(n_ok, 1)
+    return np.where(n_ok > 0, val, np.nan)
+
+
+def _ints_many(packs: list[list[Any]]) -> np.ndarray:
+    """Several :func:`blocks.pack_ints` lists as one int64 array (one numpy pass when they share a width)."""
+    w = packs[0][0]
+    if all(pk[0] == w and not pk[2] for pk in packs):
+        return np.frombuffer(b"".join(pk[1] for pk in packs), dtype=_NP_DT[w]).astype(np.int64)
+    return np.concatenate([np_ints(pk) for pk in packs])
+
+
+_NP_DT = {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}
+
+
+def _segmented_cumsum(first: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Per block j of ``m[j]`` values: ``first[j]`` then running sums of its ``m[j] - 1`` deltas in ``d``."""
+    total = int(m.sum())
+    starts = np.concatenate(([0], np.cumsum(m)[:-1]))
+    full = np.zeros(total, dtype=np.int64)
+    mask = np.ones(total, dtype=bool)
+    mask[starts] = False
+    full[mask] = d
+    full[starts] = first
+    cs = np.cumsum(full)
+    # each block restarts at its own first value: take away what the blocks before it summed
+    before = cs[starts] - first
+    return cs - np.repeat(before, m)
+
+
+def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, int]:
+    """The ``s`` columns of consecutive blocks (same series, quantum and period) in bulk:
+    (times, series columns, offset of each block's first sample, earliest batch head time)."""
+    q, p = encs[0][1], encs[0][2]
+    m = np.array([_count(e[7]) for e in encs], dtype=np.int64)  # e: one deviation per sample
+    offs = np.concatenate(([0], np.cumsum(m)))
+    k = _segmented_cumsum(np.zeros(len(encs), np.int64), _ints_many([e[6] for e in encs]), m)
+    base = np.repeat(np.array([e[0] for e in encs], dtype=np.int64), m)
+    t = base + (k * p + _ints_many([e[7] for e in encs])) * q
+    cols: dict[str, np.ndarray] = {}
+    for name in encs[0][4][0]:
+        ser = [next(x for x in e[8] if x[0] == name) for e in encs]
+        g = np.array([x[2] for x in ser], dtype=np.int64)
+        d = _ints_many([x[3] for x in ser])
+        if np.any(g != 1):
+            d = d * np.repeat(g, m - 1)
+        cols[name] = _segmented_cumsum(np.array([x[1] for x in ser], dtype=np.int64), d, m)
+    # the first batch's head may sit before its first sample (the rest are later anyway)
+    head = int(t[0]) + int(np_ints(encs[0][9]).min()) * q if len(t) else 0
+    return t, cols, offs, head
+
+
 class _LoadBins:
     """Load telemetry of one sender without endpoints or errors, as columns, merged into
     bins of ``stride`` consecutive intervals (doubling as the run grows): counts add,
@@ -136,7 +199,8 @@ class _LoadBins:
         self.stride = 1
         self.pend = _Cols()
         self.rest: dict[str, np.ndarray] = {}  # rows short of a whole bin, for the next flush
-        self.out: list[dict[str, Any]] = []
+        self.out: list[dict[str, np.ndarray]] = []  # bins as columns (t last of each, counts summed…)
+        self.held = 0
         self.source: Any = None
         self.tmin: int | None = None
         self.tmax: int | None = None
@@ -185,41 +249,54 @@ class _LoadBins:
             return
         starts = np.arange(0, whole, self.stride)
         last = np.minimum(starts + self.stride, whole) - 1
-        fields: dict[str, list[Any]] = {"t": cols["t"][last].astype(np.int64).tolist()}
+        binned: dict[str, np.ndarray] = {"t": cols["t"][last]}
         for k, c in cols.items():
             if k in ("t", "v"):
                 continue
-            c = c[:whole]
-            ok = ~np.isnan(c)
-            n_ok = np.add.reduceat(ok, starts)
-            if k in COUNTS or k == "interval_ns":
-                val = np.add.reduceat(np.where(ok, c, 0.0), starts)
-            elif k in MAXIMA:
-                val = np.fmax.reduceat(c, starts)
-            elif k == "seq":
-                val = c[last]
+            binned[k] = _bin(k, c[:whole], starts, last)
+        self.out.append(binned)
+        self.held += len(starts)
+        if whole < n:
+            self.rest = {k: (c[whole:].astype(np.int64) if k == "t" else c[whole:]) for k, c in cols.items()}
+        if self.held > self.cap:
+            self._halve()
+
+    def _halve(self) -> None:
+        """Twice the stride: neighbouring bins merged pairwise, in bulk."""
+        whole = concat_tables([{**tb, "t": tb["t"].astype(np.int64)} for tb in self.out])
+        cols = {k: v.astype(np.float64) for k, v in whole.items()}
+        n = len(cols["t"])
+        starts = np.arange(0, n, 2)
+        last = np.minimum(starts + 2, n) - 1
+        merged: dict[str, np.ndarray] = {"t": cols["t"][last]}
+        for k, c in cols.items():
+            if k not in ("t", "v"):
+                merged[k] = _bin(k, c, starts, last)
+        self.out = [merged]
+        self.held = len(starts)
+        self.stride *= 2
+
+    def records(self) -> list[dict[str, Any]]:
+        self._flush(True)
+        if not self.out:
+            return []
+        table = concat_tables([{**tb, "t": tb["t"].astype(np.int64)} for tb in self.out])
+        names = list(table)
+        fields = []
+        for k in names:
+            c = table[k]
+            if k == "t" or (k not in LEVELS and np.all(np.isnan(c) | (c == np.round(c)))):
+                fields.append([None if x != x else int(x) for x in c.tolist()])
             else:
-                val = np.add.reduceat(np.where(ok, c, 0.0), starts) / np.maximum(n_ok, 1)
-            vals: list[Any] = val.tolist()
-            if k not in LEVELS and np.all(val == np.round(val)):
-                vals = val.astype(np.int64).tolist()
-            fields[k] = [x if c_ok else None for x, c_ok in zip(vals, n_ok.tolist())]
-        names = list(fields)
-        for row in zip(*fields.values()):
+                fields.append([None if x != x else x for x in c.tolist()])
+        out = []
+        for row in zip(*fields):
             rec: dict[str, Any] = {"v": 1, "errors": {}}
             if self.source is not None:
                 rec["source"] = self.source
             rec.update((k, x) for k, x in zip(names, row) if x is not None)
-            self.out.append(rec)
-        if whole < n:
-            self.rest = {k: (c[whole:].astype(np.int64) if k == "t" else c[whole:]) for k, c in cols.items()}
-        while len(self.out) > self.cap:
-            self.stride *= 2
-            self.out = coarsen(self.out)
-
-    def records(self) -> list[dict[str, Any]]:
-        self._flush(True)
-        return self.out
+            out.append(rec)
+        return out
 
 
 class NotStreamable(Exception):
@@ -237,6 +314,32 @@ class Figures:
         self.hello_samples: dict[int, int] = {}  # id(hello) -> samples at or before it
         self.detail_stride = 1
         self.load_merged = 1
+        self.thread_jumps: list[tuple[int, int, int]] = []  # (t, threads before, after)
+        self.bounds: list[int] = []  # phase marker times, sorted: where stretches begin
+        self.segs: dict[str, Segments] = {}
+        self.t0 = 0
+        self.t_end = 0
+
+    def mark(self, t: int) -> None:
+        if not self.bounds or t > self.bounds[-1]:
+            self.bounds.append(t)
+        elif t not in self.bounds:
+            self.bounds.append(t)
+            self.bounds.sort()
+
+    def feed(self, name: str, t: np.ndarray, v: np.ndarray) -> None:
+        segs = self.segs.get(name)
+        if segs is None:
+            segs = self.segs[name] = Segments()
+        segs.feed(t, v, np.asarray(self.bounds, dtype=np.int64))
+
+    def window(self, name: str, a: int, b: int) -> SeriesAcc | None:
+        """Exact figures of ``name`` over [a, b) when a phase's edges bound it, else None."""
+        segs = self.segs.get(name)
+        if segs is None:
+            return None
+        acc = segs.window(a, b, np.asarray(self.bounds, dtype=np.int64), self.t0, self.t_end)
+        return acc if acc is not None and acc.count else None
 
 
 class _Rows:
@@ -292,11 +395,16 @@ class _StreamSource:
         self.pending = 0
         self.samples_seen = 0
         self.det = _Cols()
+        self.threads_last = float("nan")
         self.rows = _Rows(DETAIL_ROWS)
         self.loads: list[dict[str, Any]] = []
-        # (hello, samples at or before it): the first and last few
-        self.first_hellos: list[tuple[dict[str, Any], int | None]] = []
-        self.last_hellos: deque[tuple[dict[str, Any], int | None]] = deque(maxlen=HELLOS_KEPT)
+        # [hello, samples at or before it]: the first and last few
+        self.first_hellos: list[list[Any]] = []
+        self.last_hellos: deque[list[Any]] = deque(maxlen=HELLOS_KEPT)
+        self.enc_pend: list[list[Any]] = []  # blocks' sample columns, decoded in bulk
+        self.enc_key: Any = None
+        self.cur = 0  # the pending block a record belongs to
+        self.hello_fix: list[tuple[list[Any], int, int]] = []
         self.last_full: deque[dict[str, Any] | None] = deque(maxlen=HELLOS_KEPT)  # keyframe of each late hello
         self.bins = _LoadBins()
         self.last_seq = -2
@@ -340,8 +448,7 @@ class _StreamSource:
         fig = self.fig
         for name, parts in self.pend_v.items():
             v = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            if name not in fig.stats:
-                fig.stats[name] = SeriesAcc()
+            if name not in fig.scrape:
                 fig.scrape[name] = ScrapeAcc()
                 fig.spikes[name] = SpikeAcc(name)
                 fig.envelope[name] = Envelope(ENVELOPE_BUCKETS)
@@ -349,7 +456,7 @@ class _StreamSource:
                     fig.spikes[name].event(ev)
             keep = v >= 0  # a missing reading inside a batch
             tt, vv = (t, v) if keep.all() else (t[keep], v[keep])
-            fig.stats[name].feed(tt, vv)
+            fig.feed(name, tt, vv)
             fig.scrape[name].feed(tt, vv)
             fig.spikes[name].feed(tt, vv)
             fig.envelope[name].feed(tt, vv)
@@ -373,6 +480,15 @@ class _StreamSource:
     def _take_details(self, table: dict[str, np.ndarray]) -> None:
         self.times(int(table["t"].min()), int(table["t"].max()))
         self.rows.add(table)
+        th = table.get("threads")
+        if th is not None and len(th):  # thread-count jumps, on every row (spikes name them)
+            prev = np.r_[self.threads_last, th[:-1]]
+            jump = np.abs(np.nan_to_num(th - prev))
+            from .spikes import SpikeParams
+
+            for i in np.flatnonzero(jump >= SpikeParams.thread_jump)[: 10_000 - len(self.fig.thread_jumps)]:
+                self.fig.thread_jumps.append((int(table["t"][i]), int(prev[i]), int(th[i])))
+            self.threads_last = float(th[-1])
         for name in DETAIL_SERIES:
             col = table.get(name)
             if col is None:
@@ -381,9 +497,9 @@ class _StreamSource:
             t = np.where(np.isnan(tcol), table["t"], tcol) if tcol.dtype.kind == "f" else tcol
             ok = ~np.isnan(col)
             if ok.any():
-                self.fig.stats.setdefault(name, SeriesAcc()).feed(t[ok].astype(np.int64), col[ok].astype(np.int64))
+                self.fig.feed(name, t[ok].astype(np.int64), col[ok].astype(np.int64))
 
-    def record(self, topic: str, body: dict[str, Any], block_t: np.ndarray | None) -> None:
+    def record(self, topic: str, body: dict[str, Any]) -> None:
         t = body.get("t")
         if isinstance(t, int):
             self.times(t, t)
@@ -394,6 +510,8 @@ class _StreamSource:
                 acc.event(body)
         elif topic == protocol.MARKER:
             s.markers.append(body)
+            if body.get("kind") in (protocol.PHASE_START, protocol.PHASE_END) and isinstance(t, int):
+                self.fig.mark(t)
         elif topic == protocol.LOAD:
             self.loads.append(body)
             if len(self.loads) > LOAD_ROWS:
@@ -402,14 +520,13 @@ class _StreamSource:
         elif topic == protocol.HELLO:
             if not s.src and body.get("session"):
                 s.src = str(body["session"])  # a recording that began between hellos: the first one names it
-            n = None
+            entry: list[Any] = [body, None]  # its count of samples so far: known once they are decoded
             if isinstance(t, int):
-                before = self.samples_seen - (len(block_t) if block_t is not None else 0)
-                n = before + (int(np.searchsorted(block_t, t, side="right")) if block_t is not None else 0)
+                self.hello_fix.append((entry, self.cur, t))
             if len(self.first_hellos) < HELLOS_KEPT:
-                self.first_hellos.append((body, n))
+                self.first_hellos.append(entry)
             else:
-                self.last_hellos.append((body, n))
+                self.last_hellos.append(entry)
                 if blocks.REF not in body:
                     self.last_full.append(None)
         elif topic == protocol.DETAIL:
@@ -442,8 +559,12 @@ class _StreamSource:
             recs = blocks.decode_block(payload)
             self.seqs([b.get("seq") for _, b in recs])
             self.src.records += len(recs)
+            self.decode_pending()
+            self.cur = 0
             for tp, b in recs:
-                self.record(tp, expand(tp, b), None)
+                self.record(tp, expand(tp, b))
+                if tp == protocol.HELLO:
+                    self.decode_pending()  # its count: the samples recorded before it
             return
         order = block["o"]
         # seq in record order: a run on from the last one (the common case) is one comparison
@@ -461,27 +582,14 @@ class _StreamSource:
         else:
             self.seqs(seq_all)
         self.src.records += len(o)
-        t = None
         if enc is not None:
-            base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc, ht_p = enc
-            k = np.cumsum(np_ints(dk_p))
-            t = np.empty(len(k) + 1, dtype=np.int64)
-            t[0] = 0
-            t[1:] = k
-            t = base + (t * p + np_ints(e_p)) * q
-            sizes = np_ints(sizes_p)
-            cols_v: dict[str, np.ndarray] = {}
-            for name, first_v, g, d_p in series_enc:
-                d = np_ints(d_p)
-                v = np.empty(len(d) + 1, dtype=np.int64)
-                v[0] = first_v
-                np.cumsum(d * g if g != 1 else d, out=v[1:])
-                v[1:] += first_v
-                cols_v[name] = v
-            self.src.batches += len(sizes)
-            if len(t):
-                self.times(int(t[0]) + int(np_ints(ht_p).min()) * q, int(t.max()))
-            self.samples(t, {name: cols_v[name] for name in shapes[0]})
+            key = (tuple(enc[4][0]), enc[1], enc[2])
+            if self.enc_pend and key != self.enc_key:
+                self.decode_pending()
+            self.enc_key = key
+            self.enc_pend.append(enc)
+            self.src.batches += _count(enc[3])
+        self.cur = len(self.enc_pend) - 1 if enc is not None else len(self.enc_pend)
         for ti, g in block["g"]:
             raw = tps[ti]
             if raw == "\x00" + protocol.SAMPLES:
@@ -494,9 +602,32 @@ class _StreamSource:
                 continue
             for body in blocks.decode_group(g):
                 if topic == protocol.HELLO:
-                    self.hello(body, expand, t)
+                    self.hello(body, expand)
                 else:
-                    self.record(topic, body, t)
+                    self.record(topic, body)
+        if len(self.enc_pend) >= 64:
+            self.decode_pending()
+
+    def decode_pending(self) -> None:
+        """The samples of the blocks read so far, in bulk; then the hellos among them learn
+        how many samples came before them."""
+        if not self.enc_pend:
+            for entry, _j, _ht in self.hello_fix:
+                entry[1] = self.samples_seen
+            self.hello_fix = []
+            return
+        t, cols, offs, head = decode_samples(self.enc_pend)
+        before = self.samples_seen
+        for entry, j, ht in self.hello_fix:
+            inside = 0
+            if j < len(self.enc_pend):
+                inside = int(np.searchsorted(t[offs[j] : offs[j + 1]], ht, side="right"))
+            entry[1] = before + int(offs[j]) + inside
+        self.hello_fix = []
+        self.enc_pend = []
+        if len(t):
+            self.times(min(head, int(t.min())), int(t.max()))
+        self.samples(t, cols)
 
     def _detail_group(self, g: list[Any]) -> None:
         keys, _shapes, ids_p, cols = g
@@ -507,22 +638,24 @@ class _StreamSource:
         if self.det.n >= 1024:
             self.flush_details()
 
-    def hello(self, body: dict[str, Any], expand: blocks.HelloExpander, block_t: np.ndarray | None) -> None:
+    def hello(self, body: dict[str, Any], expand: blocks.HelloExpander) -> None:
         """A hello; past the first few, a stored delta is expanded only if it stays among the last."""
         if len(self.first_hellos) < HELLOS_KEPT or blocks.REF not in body:
             body = expand(protocol.HELLO, body)
-            self.record(protocol.HELLO, body, block_t)
+            self.record(protocol.HELLO, body)
             return
-        self.record(protocol.HELLO, body, block_t)
+        self.record(protocol.HELLO, body)
         self.last_full.append(expand.full.get(body[blocks.REF]))
 
     def finish(self) -> Source:
+        self.decode_pending()
         self.flush()
         self.flush_details()
         s = self.src
         fig = self.fig
         for acc in fig.spikes.values():
             acc.finish()
+        fig.stats = {name: segs.whole() for name, segs in fig.segs.items()}
         for name, env in fig.envelope.items():
             s.series[name] = Series(name, *env.points())
         s.details = self.rows.table()
@@ -550,6 +683,7 @@ class _StreamSource:
         s.t_end = self.tmax or s.t0
         s.seq_missed = self.gaps.missed
         s.seq_gaps = [(a, b) for _, a, b in self.gaps.gaps()]
+        fig.t0, fig.t_end = s.t0, s.t_end
         s.stream = fig
         return s
 

@@ -107,6 +107,10 @@ class SeriesAcc:
             self.counts = np.bincount(inv, weights=self.counts).astype(np.int64)
 
     def percentile(self, q: float) -> int:
+        """As ``int(np.percentile(v, q))`` (linear) over every sample fed."""
+        return int(self.percentile_f(q))
+
+    def percentile_f(self, q: float) -> float:
         """As ``np.percentile(v, q)`` (linear) over every sample fed."""
         self._merge()
         rank = q / 100 * (self.count - 1)
@@ -114,7 +118,7 @@ class SeriesAcc:
         cum = np.cumsum(self.counts)
         vlo = int(self.values[int(np.searchsorted(cum, lo, side="right"))]) * self.coarse
         vhi = int(self.values[int(np.searchsorted(cum, hi, side="right"))]) * self.coarse
-        return int(vlo + (vhi - vlo) * (rank - lo))
+        return vlo + (vhi - vlo) * (rank - lo)
 
     def long_gaps(self, period_ns: int | None) -> int:
         if not period_ns or not self._diffs:
@@ -254,3 +258,78 @@ class Envelope:
         t, v = t[order], v[order]
         keep = np.r_[True, (t[1:] != t[:-1]) | (v[1:] != v[:-1])]
         return t[keep], v[keep]
+
+
+def merge_accs(accs: list[SeriesAcc]) -> SeriesAcc:
+    """One :class:`SeriesAcc` for consecutive stretches of one series (in time order)."""
+    out = SeriesAcc()
+    accs = [a for a in accs if a.count]
+    if not accs:
+        return out
+    prev_t: int | None = None
+    for a in accs:
+        a._merge()
+        if a.peak > out.peak:
+            out.peak, out.peak_t = a.peak, a.peak_t
+        out.vmin = min(out.vmin, a.vmin)
+        out.total += a.total
+        out.count += a.count
+        out.diff_max = max(out.diff_max, a.diff_max)
+        out._diffs.extend(a._diffs)
+        if prev_t is not None and a.first_t is not None:
+            gap = a.first_t - prev_t  # the step between two stretches
+            out.diff_max = max(out.diff_max, gap)
+            if gap > 2_000_000:
+                out._diffs.append(np.array([gap], np.int64))
+        prev_t = a.last_t
+        out._vals.append(a.values * a.coarse)
+        out._cnts.append(a.counts)
+    out.first_t, out.last_t, out.last = accs[0].first_t, accs[-1].last_t, accs[-1].last
+    out._pending = 1
+    out._merge()
+    return out
+
+
+class Segments:
+    """A series' :class:`SeriesAcc` per stretch between phase markers, so a phase's own
+    figures (peak, mean, median, p99) are exact too: a phase spans whole stretches."""
+
+    MAX = 1024  # stretches; markers beyond this many do not split further
+
+    def __init__(self) -> None:
+        self.accs: dict[int, SeriesAcc] = {}  # stretch start (a marker's t, or I64_MIN) -> figures
+
+    def feed(self, t: np.ndarray, v: np.ndarray, bounds: np.ndarray) -> None:
+        if not len(t):
+            return
+        lo = int(np.searchsorted(bounds, t[0], side="right")) - 1
+        hi = int(np.searchsorted(bounds, t[-1], side="right")) - 1
+        if lo == hi:
+            self._acc(int(bounds[lo]) if lo >= 0 else int(I64_MIN)).feed(t, v)
+            return
+        cuts = np.searchsorted(t, bounds[lo + 1 : hi + 1], side="left").tolist()
+        edges = [0, *cuts, len(t)]
+        for k, (a, b) in enumerate(zip(edges, edges[1:])):
+            if b > a:
+                i = lo + k
+                self._acc(int(bounds[i]) if i >= 0 else int(I64_MIN)).feed(t[a:b], v[a:b])
+
+    def _acc(self, key: int) -> SeriesAcc:
+        acc = self.accs.get(key)
+        if acc is None:
+            if len(self.accs) >= self.MAX:
+                key = max(self.accs)  # too many markers: the last stretch goes on
+                return self.accs[key]
+            acc = self.accs[key] = SeriesAcc()
+        return acc
+
+    def whole(self) -> SeriesAcc:
+        return merge_accs([self.accs[k] for k in sorted(self.accs)])
+
+    def window(self, a: int, b: int, bounds: np.ndarray, t0: int, t_end: int) -> SeriesAcc | None:
+        """The figures over a <= t < b when both are stretch edges (a marker's time, or the
+        run's ends); None when the window cuts a stretch."""
+        keys = set(bounds.tolist())
+        if (a not in keys and a > t0) or (b not in keys and b < t_end) or len(self.accs) >= self.MAX:
+            return None
+        return merge_accs([acc for k, acc in sorted(self.accs.items()) if (k >= a or a <= t0) and k < b])
