@@ -17,12 +17,15 @@ from spikewatch.sampler.wire import protocol
 from .spikes import SpikeParams, base_at, baseline, runs
 
 
+CORE_S = 120.0  # seconds of samples analysed at a time (with the context on both sides)
+
+
 class SpikeAcc:
-    def __init__(self, name: str, p: SpikeParams | None = None, core_s: float = 120.0) -> None:
+    def __init__(self, name: str, p: SpikeParams | None = None, core_s: float | None = None) -> None:
         self.name = name
         self.p = p or SpikeParams()
         self.ctx_ns = int((self.p.window_s / 2 + 2 * self.p.bucket_ms / 1000 + self.p.merge_ms / 1000 + 1) * 1e9)
-        self.core_ns = int(core_s * 1e9)
+        self.core_ns = int((CORE_S if core_s is None else core_s) * 1e9)
         self.origin: int | None = None
         self.core_start = 0
         self.ts: list[np.ndarray] = []

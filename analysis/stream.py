@@ -194,7 +194,7 @@ class _LoadBins:
     bins of ``stride`` consecutive intervals (doubling as the run grows): counts add,
     levels average, maxima keep the largest (:mod:`.loadmerge`'s rules)."""
 
-    def __init__(self, cap: int = LOAD_ROWS) -> None:
+    def __init__(self, cap: int) -> None:
         self.cap = cap
         self.stride = 1
         self.pend = _Cols()
@@ -258,7 +258,7 @@ class _LoadBins:
         self.held += len(starts)
         if whole < n:
             self.rest = {k: (c[whole:].astype(np.int64) if k == "t" else c[whole:]) for k, c in cols.items()}
-        if self.held > self.cap:
+        while self.held > self.cap:
             self._halve()
 
     def _halve(self) -> None:
@@ -406,7 +406,7 @@ class _StreamSource:
         self.cur = 0  # the pending block a record belongs to
         self.hello_fix: list[tuple[list[Any], int, int]] = []
         self.last_full: deque[dict[str, Any] | None] = deque(maxlen=HELLOS_KEPT)  # keyframe of each late hello
-        self.bins = _LoadBins()
+        self.bins = _LoadBins(LOAD_ROWS)
         self.last_seq = -2
         self.gaps = SeqGaps()
         self.tmin: int | None = None
