@@ -73,11 +73,13 @@ def load_records(records: Iterable[tuple[str, dict[str, Any]]], path: str | os.P
 STREAM_BYTES = 1 << 20
 
 
-def load(path: str | os.PathLike[str], *, stream: bool | None = None) -> Recording:
+def load(path: str | os.PathLike[str], *, stream: bool | None = None, sink: Any = None) -> Recording:
     """Load a recording or journal; raise :class:`RecordingError` (or OSError) if it isn't one.
 
     ``stream``: True reads a version 2 run in one bounded pass (series as min/max envelopes,
-    exact figures in ``Source.stream``), False loads every sample, None decides by size."""
+    exact figures in ``Source.stream``), False loads every sample, None decides by size.
+    ``sink(t, columns)``: a streamed run's samples go there, chunk by chunk, instead of to
+    the analyses (``export``), and details and telemetry are kept whole."""
     files = resolve_run(path)  # a file, a rotated journal's segments, a folder, a glob
     salvages = [Salvage() for _ in files]
     rec = None
@@ -85,7 +87,7 @@ def load(path: str | os.PathLike[str], *, stream: bool | None = None) -> Recordi
         from .stream import NotStreamable, load_streaming
 
         try:
-            rec = load_streaming(files, salvages)
+            rec = load_streaming(files, salvages, sink)
         except NotStreamable:
             salvages = [Salvage() for _ in files]
     if rec is None:

@@ -387,16 +387,17 @@ class _Rows:
 
 
 class _StreamSource:
-    def __init__(self, figures: Figures) -> None:
+    def __init__(self, figures: Figures, sink: Any = None) -> None:
         self.src = Source("")
         self.fig = figures
+        self.sink = sink
         self.pend_t: list[np.ndarray] = []
         self.pend_v: dict[str, list[np.ndarray]] = {}
         self.pending = 0
         self.samples_seen = 0
         self.det = _Cols()
         self.threads_last = float("nan")
-        self.rows = _Rows(DETAIL_ROWS)
+        self.rows = _Rows(DETAIL_ROWS if sink is None else 1 << 62)
         self.loads: list[dict[str, Any]] = []
         # [hello, samples at or before it]: the first and last few
         self.first_hellos: list[list[Any]] = []
@@ -406,7 +407,7 @@ class _StreamSource:
         self.cur = 0  # the pending block a record belongs to
         self.hello_fix: list[tuple[list[Any], int, int]] = []
         self.last_full: deque[dict[str, Any] | None] = deque(maxlen=HELLOS_KEPT)  # keyframe of each late hello
-        self.bins = _LoadBins(LOAD_ROWS)
+        self.bins = _LoadBins(LOAD_ROWS if sink is None else 1 << 62)
         self.last_seq = -2
         self.gaps = SeqGaps()
         self.tmin: int | None = None
@@ -446,21 +447,44 @@ class _StreamSource:
             return
         t = np.concatenate(self.pend_t) if len(self.pend_t) > 1 else self.pend_t[0]
         fig = self.fig
+        if self.sink is not None:
+            self.sink(t, {n: np.concatenate(p) if len(p) > 1 else p[0] for n, p in self.pend_v.items()})
+            self.pend_t, self.pend_v, self.pending = [], {}, 0
+            return
+        only = self._headline_known()
+        for name in list(fig.scrape):
+            if only is not None and name != only:  # not the headline: its scrape view and spikes go unused
+                del fig.scrape[name], fig.spikes[name]
         for name, parts in self.pend_v.items():
             v = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            if name not in fig.scrape:
+            if name not in fig.envelope:
+                fig.envelope[name] = Envelope(ENVELOPE_BUCKETS)
+            heavy = only is None or name == only
+            if heavy and name not in fig.scrape and not fig.envelope[name].first:
                 fig.scrape[name] = ScrapeAcc()
                 fig.spikes[name] = SpikeAcc(name)
-                fig.envelope[name] = Envelope(ENVELOPE_BUCKETS)
                 for ev in self.src.events:
                     fig.spikes[name].event(ev)
             keep = v >= 0  # a missing reading inside a batch
             tt, vv = (t, v) if keep.all() else (t[keep], v[keep])
             fig.feed(name, tt, vv)
-            fig.scrape[name].feed(tt, vv)
-            fig.spikes[name].feed(tt, vv)
+            if name in fig.scrape:
+                fig.scrape[name].feed(tt, vv)
+                fig.spikes[name].feed(tt, vv)
             fig.envelope[name].feed(tt, vv)
         self.pend_t, self.pend_v, self.pending = [], {}, 0
+
+    def _headline_known(self) -> str | None:
+        """The headline series when it is already certain: under a memory limit it is the
+        cgroup's usage (:func:`trees.choose`), so only that one needs a scrape view and spikes."""
+        if "cg_usage" not in self.pend_v:
+            return None
+        for h, _n in self.first_hellos:
+            if (h.get("cgroup") or {}).get("limit"):
+                return "cg_usage"
+        last = self.rows.last or {}
+        lim = last.get("cg_limit")
+        return "cg_usage" if lim is not None and len(lim) and not np.isnan(lim).all() else None
 
     # -- the slower records ------------------------------------------------
     def details(self, table: dict[str, np.ndarray]) -> None:
@@ -514,7 +538,7 @@ class _StreamSource:
                 self.fig.mark(t)
         elif topic == protocol.LOAD:
             self.loads.append(body)
-            if len(self.loads) > LOAD_ROWS:
+            if len(self.loads) > LOAD_ROWS and self.sink is None:
                 self.loads = coarsen(self.loads)
                 self.fig.load_merged *= 2
         elif topic == protocol.HELLO:
@@ -688,9 +712,10 @@ class _StreamSource:
         return s
 
 
-def load_streaming(paths: list[Path], salvages: list[Salvage]) -> Recording:
-    """One run from version 2 files in one pass; :class:`NotStreamable` when it needs the other reader."""
-    st = _StreamSource(Figures())
+def load_streaming(paths: list[Path], salvages: list[Salvage], sink: Any = None) -> Recording:
+    """One run from version 2 files in one pass; :class:`NotStreamable` when it needs the other reader.
+    With ``sink``, the samples go there and details and telemetry are kept whole (an export)."""
+    st = _StreamSource(Figures(), sink)
     expand = blocks.HelloExpander()
     for path, salvage in zip(paths, salvages):
         with open(path, "rb") as f:

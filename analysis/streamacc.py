@@ -229,6 +229,20 @@ class Envelope:
         while (int(t[-1]) - self.origin) // self.w >= self.cap:
             self._halve()
         idx = np.clip((t - self.origin) // self.w, 0, self.cap - 1)
+        b0, b1 = int(idx[0]), int(idx[-1])
+        if 0 <= b1 - b0 < 48 and np.all(idx[1:] >= idx[:-1]):
+            # a chunk over a few wide buckets (a long run): a slice each is cheaper than the bulk path
+            cuts = np.searchsorted(idx, np.arange(b0 + 1, b1 + 1)).tolist()
+            for k, (a, z) in enumerate(zip([0, *cuts], [*cuts, len(idx)])):
+                if z > a:
+                    seg = v[a:z]
+                    i, j = int(np.argmin(seg)), int(np.argmax(seg))
+                    bk = b0 + k
+                    if seg[i] < self.lo[bk]:
+                        self.lo[bk], self.tlo[bk] = seg[i], t[a + i]
+                    if seg[j] > self.hi[bk]:
+                        self.hi[bk], self.thi[bk] = seg[j], t[a + j]
+            return
         starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
         b = idx[starts]
         mn, mx = np.minimum.reduceat(v, starts), np.maximum.reduceat(v, starts)
