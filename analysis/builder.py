@@ -127,7 +127,7 @@ class Builder:
         if self.keys is None:
             self.keys = dict.fromkeys(names).keys()
         elif tuple(self.keys) != names or not self.uniform:
-            raise _Ragged
+            raise Ragged
         if self.dt:
             self.dt_chunks.append(np.array(self.dt, dtype=np.int64))
             self.dt.clear()

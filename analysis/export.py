@@ -185,7 +185,9 @@ class SamplesSink:
         return self.path, self.rows
 
 
-def export_run(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], fmt: str = "parquet") -> dict[str, tuple[str, int]]:
+def export_run(
+    path: str | os.PathLike[str], out_dir: str | os.PathLike[str], fmt: str = "parquet"
+) -> dict[str, tuple[str, int]]:
     """Export a run (a file, segments, a folder or glob): a version 2 run in one streaming pass
     whose samples go straight to their table, else loaded whole (:func:`export_recording`)."""
     from .reader import load

@@ -172,7 +172,7 @@ def _merge_pair(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                 for k in (*EP_LEVELS, "in_flight_mean"):
                     if _num(ep.get(k)):
                         dst.setdefault("_" + k, []).append(ep[k])
-    for name, dst in eps.items():
+    for dst in eps.values():
         for k in (*EP_LEVELS, "in_flight_mean"):
             vals = dst.pop("_" + k, None)
             if vals:

@@ -16,7 +16,6 @@ from spikewatch.sampler.wire import protocol
 
 from .spikes import SpikeParams, base_at, baseline, runs
 
-
 CORE_S = 120.0  # seconds of samples analysed at a time (with the context on both sides)
 
 

@@ -656,7 +656,9 @@ class _StreamSource:
     def _detail_group(self, g: list[Any]) -> None:
         keys, _shapes, ids_p, cols = g
         n = _count(ids_p)
-        whole = self.rows.wants(self.rows.seen + self.det.n, n)  # a row the kept table holds: every column; else what is summed
+        whole = self.rows.wants(
+            self.rows.seen + self.det.n, n
+        )  # a row the kept table holds: every column; else what is summed
         ks = [k for k in keys if whole or k in _DETAIL_NEEDED]
         self.det.add(ks, [_pycol(c) for k, c in zip(keys, cols) if whole or k in _DETAIL_NEEDED], n)
         if self.det.n >= 1024:

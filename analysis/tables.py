@@ -49,7 +49,6 @@ def columns(bodies: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     return out
 
 
-
 def concat_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Columnar tables one after another (a key missing from one is NaN there), sorted by ``t``."""
     tables = [t for t in tables if t and len(t.get("t", ()))]

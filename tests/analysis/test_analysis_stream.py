@@ -48,8 +48,15 @@ def _soak(path, seconds: int) -> None:
         )
         s.load(t0 + i * 1_000_000 + 1_000_000, rate=100.0 + k % 5, in_flight=4 + k % 3, completed=10, sent=10)
     at = seconds // 3 + 7
-    s.event(t0 + at * S, protocol.EV_HWM_SPIKE, series="cg_usage", bytes=int(cg.max()) + 8 * MiB,
-            t_from=t0 + at * S, t_to=t0 + at * S + 1_000_000, sampled_max=int(cg[at * 1000]))
+    s.event(
+        t0 + at * S,
+        protocol.EV_HWM_SPIKE,
+        series="cg_usage",
+        bytes=int(cg.max()) + 8 * MiB,
+        t_from=t0 + at * S,
+        t_to=t0 + at * S + 1_000_000,
+        sampled_max=int(cg[at * 1000]),
+    )
     s.write(path)
 
 
@@ -80,8 +87,21 @@ def test_streamed_report_has_the_exact_figures_of_the_in_memory_one(tmp_path, sm
     st = json.loads(json.dumps(build_report(rec), default=str))
 
     assert _keys(st) == _keys(mem)
-    for key in ("headline_series", "peak_bytes", "peak_t", "peak_source", "samples", "scrape_view",
-                "spikes_total", "spikes", "limit_bytes", "oom_kills", "events", "markers", "integrity"):
+    for key in (
+        "headline_series",
+        "peak_bytes",
+        "peak_t",
+        "peak_source",
+        "samples",
+        "scrape_view",
+        "spikes_total",
+        "spikes",
+        "limit_bytes",
+        "oom_kills",
+        "events",
+        "markers",
+        "integrity",
+    ):
         assert st[key] == mem[key], key
     assert mem["spikes_total"] >= 4 and mem["scrape_view"]["15s"]["missed_fraction"] > 0.1
     assert mem["peak_source"] == "hwm"  # the kernel's peak beat every sample
