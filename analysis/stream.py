@@ -327,10 +327,10 @@ class Figures:
             self.bounds.append(t)
             self.bounds.sort()
 
-    def feed(self, name: str, t: np.ndarray, v: np.ndarray) -> None:
+    def feed(self, name: str, t: np.ndarray, v: np.ndarray, gaps: bool = True) -> None:
         segs = self.segs.get(name)
         if segs is None:
-            segs = self.segs[name] = Segments()
+            segs = self.segs[name] = Segments(gaps)
         segs.feed(t, v, np.asarray(self.bounds, dtype=np.int64))
 
     def window(self, name: str, a: int, b: int) -> SeriesAcc | None:
@@ -364,13 +364,23 @@ class _Rows:
             self.kept.append({k: v[m] for k, v in table.items()})
             self.kept_idx.append(idx[m])
             self.held += int(m.sum())
+        if len(self.kept) > 64:  # one table, not one a flush
+            keys = list(dict.fromkeys(k for tb in self.kept for k in tb))
+            self.kept = [
+                {
+                    k: np.concatenate([tb[k] if k in tb else np.full(len(tb["t"]), np.nan) for tb in self.kept])
+                    for k in keys
+                }
+            ]
+            self.kept_idx = [np.concatenate(self.kept_idx)]
         while self.held > self.cap:
             self.stride *= 2
             out, out_idx, held = [], [], 0
             for tb, ix in zip(self.kept, self.kept_idx):
                 m = ix % self.stride == 0
-                out.append({k: v[m] for k, v in tb.items()})
-                out_idx.append(ix[m])
+                if m.any():
+                    out.append({k: v[m] for k, v in tb.items()})
+                    out_idx.append(ix[m])
                 held += int(m.sum())
             self.kept, self.kept_idx, self.held = out, out_idx, held
 
@@ -521,7 +531,7 @@ class _StreamSource:
             t = np.where(np.isnan(tcol), table["t"], tcol) if tcol.dtype.kind == "f" else tcol
             ok = ~np.isnan(col)
             if ok.any():
-                self.fig.feed(name, t[ok].astype(np.int64), col[ok].astype(np.int64))
+                self.fig.feed(name, t[ok].astype(np.int64), col[ok].astype(np.int64), gaps=False)
 
     def record(self, topic: str, body: dict[str, Any]) -> None:
         t = body.get("t")

@@ -46,7 +46,7 @@ def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class SeriesAcc:
     """Exact per-series figures, chunk by chunk."""
 
-    def __init__(self) -> None:
+    def __init__(self, gaps: bool = True) -> None:
         self.count = 0
         self.peak = I64_MIN
         self.peak_t = 0
@@ -62,7 +62,11 @@ class SeriesAcc:
         self.counts = np.zeros(0, np.int64)
         self.coarse = 1  # >1: values were rounded to this many bytes for the percentiles
         self.diff_max = 0
+        self.gaps = gaps  # keep gap lengths (long_gaps): sampled series; a 10 Hz detail is all gaps
         self._diffs: list[np.ndarray] = []  # gap lengths above 2 ms (few), for long_gaps at the end
+        self._n_diffs = 0
+        self._gap_us = np.zeros(0, np.int64)  # compacted: gap lengths in µs and how many
+        self._gap_n = np.zeros(0, np.int64)
 
     def feed(self, t: np.ndarray, v: np.ndarray) -> None:
         if not len(v):
@@ -79,9 +83,13 @@ class SeriesAcc:
             d = np.concatenate(([int(t[0]) - self.last_t], d))
         if len(d):
             self.diff_max = max(self.diff_max, int(d.max()))
-            big = d[d > 2_000_000]
-            if len(big):
-                self._diffs.append(big)
+            if self.gaps:
+                big = d[d > 2_000_000]
+                if len(big):
+                    self._diffs.append(big)
+                    self._n_diffs += len(big)
+                    if self._n_diffs > 1 << 14:
+                        self._compact_gaps()
         if self.first_t is None:
             self.first_t = int(t[0])
         self.last_t = int(t[-1])
@@ -89,7 +97,7 @@ class SeriesAcc:
         self._vals.append(u)
         self._cnts.append(c)
         self._pending += len(u)
-        if self._pending > 1 << 18:
+        if self._pending > 1 << 15:
             self._merge()
 
     def _merge(self) -> None:
@@ -120,10 +128,20 @@ class SeriesAcc:
         vhi = int(self.values[int(np.searchsorted(cum, hi, side="right"))]) * self.coarse
         return vlo + (vhi - vlo) * (rank - lo)
 
+    def _compact_gaps(self) -> None:
+        """Gap lengths as (µs, count) pairs: a sampler that keeps missing ticks stays bounded
+        (a gap is "long" past 5 periods, so a µs either way does not move the count)."""
+        allv = np.concatenate([np.concatenate(self._diffs) // 1000, np.repeat(self._gap_us, self._gap_n)])
+        us, cnt = np.unique(allv, return_counts=True)
+        self._gap_us, self._gap_n = us, cnt
+        self._diffs, self._n_diffs = [], 0
+
     def long_gaps(self, period_ns: int | None) -> int:
-        if not period_ns or not self._diffs:
+        if not period_ns:
             return 0
-        return int(sum(np.count_nonzero(d > 5 * period_ns) for d in self._diffs))
+        n = sum(np.count_nonzero(d > 5 * period_ns) for d in self._diffs)
+        n += int(self._gap_n[self._gap_us * 1000 > 5 * period_ns].sum())
+        return int(n)
 
 
 class ScrapeAcc:
@@ -290,6 +308,8 @@ def merge_accs(accs: list[SeriesAcc]) -> SeriesAcc:
         out.count += a.count
         out.diff_max = max(out.diff_max, a.diff_max)
         out._diffs.extend(a._diffs)
+        if len(a._gap_us):
+            out._diffs.append(np.repeat(a._gap_us * 1000, a._gap_n))
         if prev_t is not None and a.first_t is not None:
             gap = a.first_t - prev_t  # the step between two stretches
             out.diff_max = max(out.diff_max, gap)
@@ -310,7 +330,8 @@ class Segments:
 
     MAX = 1024  # stretches; markers beyond this many do not split further
 
-    def __init__(self) -> None:
+    def __init__(self, gaps: bool = True) -> None:
+        self.gaps = gaps
         self.accs: dict[int, SeriesAcc] = {}  # stretch start (a marker's t, or I64_MIN) -> figures
 
     def feed(self, t: np.ndarray, v: np.ndarray, bounds: np.ndarray) -> None:
@@ -334,7 +355,7 @@ class Segments:
             if len(self.accs) >= self.MAX:
                 key = max(self.accs)  # too many markers: the last stretch goes on
                 return self.accs[key]
-            acc = self.accs[key] = SeriesAcc()
+            acc = self.accs[key] = SeriesAcc(self.gaps)
         return acc
 
     def whole(self) -> SeriesAcc:
