@@ -44,6 +44,7 @@ FEED_SAMPLES = 1 << 16  # samples gathered before the analyses see them (numpy c
 DETAIL_ROWS = 4096
 LOAD_ROWS = 8192
 HELLOS_KEPT = 8
+MARKER_LAG_NS = 5_000_000_000  # how far a marker may trail the samples of its moment on file
 
 
 # detail fields read on every row (the rest only on the rows kept): the detail series'
@@ -317,6 +318,7 @@ class Figures:
         self.thread_jumps: list[tuple[int, int, int]] = []  # (t, threads before, after)
         self.bounds: list[int] = []  # phase marker times, sorted: where stretches begin
         self.segs: dict[str, Segments] = {}
+        self.held: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # newer than the horizon: not in a stretch yet
         self.t0 = 0
         self.t_end = 0
 
@@ -327,11 +329,23 @@ class Figures:
             self.bounds.append(t)
             self.bounds.sort()
 
-    def feed(self, name: str, t: np.ndarray, v: np.ndarray, gaps: bool = True) -> None:
+    def feed(self, name: str, t: np.ndarray, v: np.ndarray, horizon: int | None, gaps: bool = True) -> None:
+        """Into the stretches, once no marker can still come before them: a marker is written
+        when the sampler hears it, a detail when it is read, so the order on file can lag the
+        order in time by a little; what is newer than ``horizon`` waits in a short buffer."""
         segs = self.segs.get(name)
         if segs is None:
             segs = self.segs[name] = Segments(gaps)
-        segs.feed(t, v, np.asarray(self.bounds, dtype=np.int64))
+        held = self.held.get(name)
+        if held is not None:
+            t, v = np.concatenate((held[0], t)), np.concatenate((held[1], v))
+            if np.any(np.diff(t) < 0):
+                order = np.argsort(t, kind="stable")
+                t, v = t[order], v[order]
+        i = len(t) if horizon is None else int(np.searchsorted(t, horizon, side="left"))
+        self.held[name] = (t[i:], v[i:])
+        if i:
+            segs.feed(t[:i], v[:i], np.asarray(self.bounds, dtype=np.int64))
 
     def window(self, name: str, a: int, b: int) -> SeriesAcc | None:
         """Exact figures of ``name`` over [a, b) when a phase's edges bound it, else None."""
@@ -434,6 +448,10 @@ class _StreamSource:
                 self.gaps.see(seq, "k")
                 self.last_seq = self.gaps.last["k"]
 
+    def horizon(self) -> int | None:
+        """Samples and details older than this are past every marker still to come."""
+        return None if self.tmax is None else self.tmax - MARKER_LAG_NS
+
     def times(self, lo: int, hi: int) -> None:
         self.tmin = lo if self.tmin is None or lo < self.tmin else self.tmin
         self.tmax = hi if self.tmax is None or hi > self.tmax else self.tmax
@@ -477,7 +495,7 @@ class _StreamSource:
                     fig.spikes[name].event(ev)
             keep = v >= 0  # a missing reading inside a batch
             tt, vv = (t, v) if keep.all() else (t[keep], v[keep])
-            fig.feed(name, tt, vv)
+            fig.feed(name, tt, vv, self.horizon())
             if name in fig.scrape:
                 fig.scrape[name].feed(tt, vv)
                 fig.spikes[name].feed(tt, vv)
@@ -531,7 +549,7 @@ class _StreamSource:
             t = np.where(np.isnan(tcol), table["t"], tcol) if tcol.dtype.kind == "f" else tcol
             ok = ~np.isnan(col)
             if ok.any():
-                self.fig.feed(name, t[ok].astype(np.int64), col[ok].astype(np.int64), gaps=False)
+                self.fig.feed(name, t[ok].astype(np.int64), col[ok].astype(np.int64), self.horizon(), gaps=False)
 
     def record(self, topic: str, body: dict[str, Any]) -> None:
         t = body.get("t")
@@ -691,6 +709,8 @@ class _StreamSource:
         fig = self.fig
         for acc in fig.spikes.values():
             acc.finish()
+        for name in list(fig.held):
+            fig.feed(name, np.zeros(0, np.int64), np.zeros(0, np.int64), None)
         fig.stats = {name: segs.whole() for name, segs in fig.segs.items()}
         for name, env in fig.envelope.items():
             s.series[name] = Series(name, *env.points())
