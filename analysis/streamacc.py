@@ -129,9 +129,9 @@ class SeriesAcc:
         return vlo + (vhi - vlo) * (rank - lo)
 
     def _compact_gaps(self) -> None:
-        """Gap lengths as (µs, count) pairs: a sampler that keeps missing ticks stays bounded
-        (a gap is "long" past 5 periods, so a µs either way does not move the count)."""
-        allv = np.concatenate([np.concatenate(self._diffs) // 1000, np.repeat(self._gap_us, self._gap_n)])
+        """Gap lengths as (µs, count) pairs: a sampler that keeps missing ticks stays bounded."""
+        # rounded up: "longer than T" stays exact for any T in whole µs (5 periods of a ms, say)
+        allv = np.concatenate([-(-np.concatenate(self._diffs) // 1000), np.repeat(self._gap_us, self._gap_n)])
         us, cnt = np.unique(allv, return_counts=True)
         self._gap_us, self._gap_n = us, cnt
         self._diffs, self._n_diffs = [], 0
@@ -139,9 +139,8 @@ class SeriesAcc:
     def long_gaps(self, period_ns: int | None) -> int:
         if not period_ns:
             return 0
-        n = sum(np.count_nonzero(d > 5 * period_ns) for d in self._diffs)
-        n += int(self._gap_n[self._gap_us * 1000 > 5 * period_ns].sum())
-        return int(n)
+        n = sum(int(np.count_nonzero(d > 5 * period_ns)) for d in self._diffs)
+        return n + int(self._gap_n[self._gap_us * 1000 > 5 * period_ns].sum())
 
 
 class ScrapeAcc:

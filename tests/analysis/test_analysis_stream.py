@@ -136,3 +136,28 @@ def test_what_a_stream_holds_does_not_grow_with_the_run(tmp_path, small_caps):
     assert long["envelope"] <= 2 * 256 + 2 and long["details"] <= 64 + 1 and long["load"] <= 32
     assert long["hellos"] == short["hellos"] == 2 * stream.HELLOS_KEPT
     assert long["spike buffer"] == 0
+
+
+def test_series_figures_chunk_by_chunk_are_numpys_over_the_whole():
+    from spikewatch.analysis.streamacc import SeriesAcc
+
+    rng = np.random.default_rng(3)
+    n = 200_000
+    # ticks 1 ms apart, with 40 000 stalls of 3-12 ms (enough to compact the gap lengths)
+    d = np.full(n, 1_000_000, dtype=np.int64)
+    d[rng.choice(n, 40_000, replace=False)] = rng.integers(3_000_000, 12_000_000, 40_000)
+    t = 5_000_000_000 + np.cumsum(d)
+    v = 100 * MiB + np.cumsum(rng.choice([-1, 0, 0, 0, 1], n)) * 4096
+    v[rng.choice(n, 50)] += 300 * MiB  # a few far-off values: not one bincount
+    acc = SeriesAcc()
+    cuts = np.sort(rng.choice(np.arange(1, n), 40, replace=False))
+    for a, b in zip([0, *cuts], [*cuts, n]):
+        acc.feed(t[a:b], v[a:b])
+    i = int(np.argmax(v))
+    assert (acc.peak, acc.peak_t, acc.vmin, acc.last, acc.count) == (int(v[i]), int(t[i]), int(v.min()), int(v[-1]), n)
+    assert acc.total == int(v.sum())
+    for q in (50, 99, 99.9):
+        assert acc.percentile_f(q) == pytest.approx(float(np.percentile(v, q)), abs=1e-6)
+    gaps = np.diff(t)
+    assert acc.diff_max == int(gaps.max())
+    assert acc.long_gaps(1_000_000) == int(np.count_nonzero(gaps > 5_000_000))
