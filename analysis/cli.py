@@ -249,7 +249,10 @@ def report(
 
     check_output(json_out, "--json")
     check_output(html_out, "--html")
-    rec = _load(recording)
+    from .reader import load
+
+    # a long run is read in one pass: the scrape view over these intervals is taken on the way
+    rec = _load(recording, lambda p: load(p, scrape_intervals=tuple(intervals)))
     try:
         src = rec.source(source)
     except KeyError as exc:

@@ -73,13 +73,20 @@ def load_records(records: Iterable[tuple[str, dict[str, Any]]], path: str | os.P
 STREAM_BYTES = 1 << 20
 
 
-def load(path: str | os.PathLike[str], *, stream: bool | None = None, sink: Any = None) -> Recording:
+def load(
+    path: str | os.PathLike[str],
+    *,
+    stream: bool | None = None,
+    sink: Any = None,
+    scrape_intervals: tuple[float, ...] | None = None,
+) -> Recording:
     """Load a recording or journal; raise :class:`RecordingError` (or OSError) if it isn't one.
 
     ``stream``: True reads a version 2 run in one bounded pass (series as min/max envelopes,
     exact figures in ``Source.stream``), False loads every sample, None decides by size.
     ``sink(t, columns)``: a streamed run's samples go there, chunk by chunk, instead of to
-    the analyses (``export``), and details and telemetry are kept whole."""
+    the analyses (``export``), and details and telemetry are kept whole. ``scrape_intervals``:
+    the scrape view a streamed run computes on the way (15, 30 and 60 s by default)."""
     files = resolve_run(path)  # a file, a rotated journal's segments, a folder, a glob
     salvages = [Salvage() for _ in files]
     rec = None
@@ -87,7 +94,7 @@ def load(path: str | os.PathLike[str], *, stream: bool | None = None, sink: Any 
         from .stream import NotStreamable, load_streaming
 
         try:
-            rec = load_streaming(files, salvages, sink)
+            rec = load_streaming(files, salvages, sink, scrape_intervals)
         except NotStreamable:
             salvages = [Salvage() for _ in files]
     if rec is None:

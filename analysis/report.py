@@ -83,7 +83,7 @@ def build_report(
         span_s = (acc.last_t - acc.first_t) / 1e9 if count > 1 else 0.0
         longest_gap_ms = round(acc.diff_max / 1e6, 3) if count > 1 else 0.0
         long_gaps = acc.long_gaps(period)
-        if streamed and tuple(intervals_s) == scrape.DEFAULT_INTERVALS_S and scrape_offsets == 500:
+        if streamed and tuple(intervals_s) == fig.scrape_intervals and scrape_offsets == 500:
             scrape_view = fig.scrape[ctx.name].view(peak)
     elif count > 1:
         d = np.diff(ctx.t)

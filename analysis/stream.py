@@ -32,6 +32,7 @@ from spikewatch.sampler.wire.seqgaps import SeqGaps
 
 from .loadmerge import coarsen, merge_sources
 from .peaks import _DETAIL_TIME, DETAIL_SERIES
+from .scrape import DEFAULT_INTERVALS_S
 from .source import Recording, Series, Source
 from .spikestream import SpikeAcc
 from .streamacc import Envelope, ScrapeAcc, Segments, SeriesAcc
@@ -65,6 +66,7 @@ class Figures:
         self.envelope: dict[str, Envelope] = {}
         self.hello_samples: dict[int, int] = {}  # id(hello) -> samples at or before it
         self.detail_stride = 1
+        self.scrape_intervals: tuple[float, ...] = DEFAULT_INTERVALS_S
         self.load_merged = 1
         self.thread_jumps: list[tuple[int, int, int]] = []  # (t, threads before, after)
         self.bounds: list[int] = []  # phase marker times, sorted: where stretches begin
@@ -186,7 +188,7 @@ class _StreamSource:
                 fig.envelope[name] = Envelope(ENVELOPE_BUCKETS)
             heavy = only is None or name == only
             if heavy and name not in fig.scrape and not fig.envelope[name].first:
-                fig.scrape[name] = ScrapeAcc()
+                fig.scrape[name] = ScrapeAcc(fig.scrape_intervals)
                 fig.spikes[name] = SpikeAcc(name)
                 for ev in self.src.events:
                     fig.spikes[name].event(ev)
@@ -441,10 +443,15 @@ class _StreamSource:
         return s
 
 
-def load_streaming(paths: list[Path], salvages: list[Salvage], sink: Any = None) -> Recording:
+def load_streaming(
+    paths: list[Path], salvages: list[Salvage], sink: Any = None, scrape_intervals: tuple[float, ...] | None = None
+) -> Recording:
     """One run from version 2 files in one pass; :class:`NotStreamable` when it needs the other reader.
     With ``sink``, the samples go there and details and telemetry are kept whole (an export)."""
-    st = _StreamSource(Figures(), sink)
+    fig = Figures()
+    if scrape_intervals:
+        fig.scrape_intervals = tuple(scrape_intervals)
+    st = _StreamSource(fig, sink)
     expand = blocks.HelloExpander()
     for path, salvage in zip(paths, salvages):
         with open(path, "rb") as f:

@@ -108,6 +108,9 @@ def test_streamed_report_has_the_exact_figures_of_the_in_memory_one(tmp_path, sm
     for name, s in mem["series"].items():
         for k in ("peak_bytes", "peak_t", "mean_bytes", "p99_bytes", "min_bytes", "last_bytes", "count"):
             assert st["series"][name][k] == s[k], (name, k)
+    # other scrape intervals (report --scrape): taken on the same pass
+    ten = build_report(reader.load(path, stream=True, scrape_intervals=(10.0, 45.0)), intervals_s=[10.0, 45.0])
+    assert ten["scrape_view"] == build_report(reader.load(path, stream=False), intervals_s=[10.0, 45.0])["scrape_view"]
     assert len(st["phases"]) == len(mem["phases"]) == 3
     for a, b in zip(st["phases"], mem["phases"]):
         for k in ("name", "t_start", "t_end", "peak_bytes", "peak_t", "mean_bytes", "series"):
