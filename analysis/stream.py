@@ -303,9 +303,11 @@ class _StreamSource:
         block = msgpack.unpackb(payload, raw=False, strict_map_key=False)
         tps = block["tp"]
         enc = block.get("s")
-        for _ti, g in block["g"]:
+        for gi, (ti, g) in enumerate(block["g"]):
             if "src" in g[0]:
                 raise NotStreamable
+            if any(c[0] > 2 for c in g[3]):  # version 3's column kinds: decoded whole, as plain values
+                block["g"][gi] = [ti, [g[0], g[1], g[2], [[0, v] for v in blocks.group_columns(g)]]]
         if enc is not None and len(enc[4]) != 1:  # batches differ in their series: record by record
             recs = blocks.decode_block(payload)
             self.seqs([b.get("seq") for _, b in recs])

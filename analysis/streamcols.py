@@ -124,7 +124,14 @@ def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndar
     offs = np.concatenate(([0], np.cumsum(m)))
     k = segmented_cumsum(np.zeros(len(encs), np.int64), ints_many([e[6] for e in encs]), m)
     base = np.repeat(np.array([e[0] for e in encs], dtype=np.int64), m)
-    t = base + (k * p + ints_many([e[7] for e in encs])) * q
+    dev = ints_many([e[7] for e in encs])
+    delta = np.array([bool(len(e) > 10 and e[10]) for e in encs])
+    if delta.any():  # version 3: a block's deviations may be stored as deltas
+        starts = offs[:-1]
+        run = np.cumsum(dev)
+        run = run - np.repeat(run[starts] - dev[starts], m)
+        dev = np.where(np.repeat(delta, m), run, dev)
+    t = base + (k * p + dev) * q
     cols: dict[str, np.ndarray] = {}
     for name in encs[0][4][0]:
         ser = [next(x for x in e[8] if x[0] == name) for e in encs]
