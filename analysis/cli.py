@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from spikewatch.sampler.units import format_bytes
@@ -25,13 +26,14 @@ from spikewatch.exits import (
 )
 
 
-def _load(path: str):
+def _load(path: str, how: Any = None) -> Any:
+    """``how(path)`` (by default :func:`reader.load`), its bad input said in one line."""
     from spikewatch.sampler.wire.recording import RecordingError
 
     from .reader import load
 
     try:
-        return load(path)
+        return (how or load)(path)
     except FileNotFoundError as exc:  # a run may be a journal's name, a folder or a glob: said here, not by click
         raise BadInput(f"cannot read {path}: {exc}") from None
     except RecordingError as exc:
@@ -247,7 +249,10 @@ def report(
 
     check_output(json_out, "--json")
     check_output(html_out, "--html")
-    rec = _load(recording)
+    from .reader import load
+
+    # a long run is read in one pass: the scrape view over these intervals is taken on the way
+    rec = _load(recording, lambda p: load(p, scrape_intervals=tuple(intervals)))
     try:
         src = rec.source(source)
     except KeyError as exc:
@@ -315,7 +320,7 @@ def export(
     import shutil
     import tempfile
 
-    from .export import export_recording
+    from .export import export_run
 
     out_dir = out_dir or out_old
     if not out_dir:
@@ -330,7 +335,6 @@ def export(
             raise BadInput(
                 f"Parquet export needs pyarrow ({exc}): pip install 'spikewatch[export]', or use --format csv"
             ) from None
-    rec = _load(recording)
     # Tables go to a temporary folder beside DIR and are moved in only when all are
     # written, so a full disk or a kill never leaves a half table under its real name.
     try:
@@ -339,7 +343,8 @@ def export(
     except OSError as exc:
         raise io_failure("write to", out_dir, exc) from None
     try:
-        written = export_recording(rec, tmp, fmt)
+        # a long run streams: its samples go to their table as they are read
+        written = _load(recording, lambda p: export_run(p, tmp, fmt))
         target.mkdir(exist_ok=True)
         moved = {}
         for name, (path, rows) in written.items():

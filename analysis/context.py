@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,13 +35,25 @@ class Ctx:
     def values(self, a: int, b: int) -> np.ndarray:
         return self.v[self.window(a, b)]
 
+    def _exact(self, a: int, b: int) -> Any:
+        """A streamed run's exact figures over [a, b] when phase edges bound it (else None:
+        the series is its envelope there)."""
+        fig = self.src.stream
+        return fig.window(self.name, a, b) if fig is not None else None
+
     def level(self, a: int, b: int) -> float | None:
         """Median in [a, b]: the level memory sat at, whatever spikes came and went."""
+        acc = self._exact(a, b)
+        if acc is not None:
+            return float(acc.percentile_f(50))
         w = self.values(a, b)
         return float(np.median(w)) if len(w) else None
 
     def peak(self, a: int, b: int) -> tuple[int, int] | None:
         """(peak bytes, its t) in [a, b]."""
+        acc = self._exact(a, b)
+        if acc is not None:
+            return acc.peak, acc.peak_t
         sl = self.window(a, b)
         w = self.v[sl]
         if not len(w):
@@ -49,6 +62,9 @@ class Ctx:
         return int(w[i]), int(self.t[sl.start + i])
 
     def mean(self, a: int, b: int) -> float | None:
+        acc = self._exact(a, b)
+        if acc is not None:
+            return acc.total / acc.count
         w = self.values(a, b)
         return float(w.mean()) if len(w) else None
 

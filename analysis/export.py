@@ -107,8 +107,104 @@ def _merge(parts: list[tuple[str, dict[str, np.ndarray]]], with_src: bool) -> di
     return merged
 
 
+class SamplesSink:
+    """The ``samples`` table written chunk by chunk as a streamed run is read (bounded memory):
+    a Parquet row group or a run of CSV rows per chunk. The columns are those of the first
+    chunk; a run whose series change midway is refused (:class:`NotStreamable`) before the
+    in-memory export takes over."""
+
+    def __init__(self, out_dir: str | os.PathLike[str], fmt: str) -> None:
+        self.path = os.path.join(os.fspath(out_dir), f"samples.{fmt}")
+        self.fmt = fmt
+        self.names: list[str] | None = None
+        self.rows = 0
+        self.t0: int | None = None
+        self._w: Any = None
+        self._f: Any = None
+
+    def __call__(self, t: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+        from .stream import NotStreamable
+
+        if self.names is None:
+            self.names = list(cols)
+        if list(cols) != self.names:
+            self.close()
+            raise NotStreamable
+        if self.t0 is None:
+            self.t0 = int(t[0])  # corrected to the run's own start when the run is read (see finish)
+        table = {"t_ns": t, **cols}
+        if self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            batch = pa.table({k: pa.array(v) for k, v in table.items()})
+            if self._w is None:
+                self._w = pq.ParquetWriter(self.path + ".raw", batch.schema)
+            self._w.write_table(batch)
+        else:
+            if self._f is None:
+                self._f = open(self.path + ".raw", "w", newline="")
+            csv.writer(self._f).writerows(zip(*[_csv_col(v) for v in table.values()]))
+        self.rows += len(t)
+
+    def close(self) -> None:
+        if self._w is not None:
+            self._w.close()
+        if self._f is not None:
+            self._f.close()
+        self._w = self._f = None
+
+    def finish(self, t0: int) -> tuple[str, int] | None:
+        """Add ``t_s`` (seconds from the run's start, known only at the end) while copying the chunks over."""
+        self.close()
+        raw = self.path + ".raw"
+        if not self.rows or self.names is None:
+            return None
+        if self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(raw)
+            w = None
+            for i in range(pf.num_row_groups):
+                tb = pf.read_row_group(i)
+                t = tb.column("t_ns").to_numpy()
+                tb = tb.add_column(1, "t_s", pa.array((t - t0) / 1e9))
+                if w is None:
+                    w = pq.ParquetWriter(self.path, tb.schema)
+                w.write_table(tb)
+            if w is not None:
+                w.close()
+        else:
+            with open(raw, newline="") as src, open(self.path, "w", newline="") as dst:
+                out = csv.writer(dst)
+                out.writerow(["t_ns", "t_s", *self.names])
+                for row in csv.reader(src):
+                    out.writerow([row[0], repr((int(row[0]) - t0) / 1e9), *row[1:]])
+        os.unlink(raw)
+        return self.path, self.rows
+
+
+def export_run(
+    path: str | os.PathLike[str], out_dir: str | os.PathLike[str], fmt: str = "parquet"
+) -> dict[str, tuple[str, int]]:
+    """Export a run (a file, segments, a folder or glob): a version 2 run in one streaming pass
+    whose samples go straight to their table, else loaded whole (:func:`export_recording`)."""
+    from .reader import load
+
+    sink = SamplesSink(out_dir, fmt)
+    rec = load(path, stream=True, sink=sink)
+    if rec.main.stream is None:  # not streamable (several samplers, version 1): the whole run in memory
+        return export_recording(rec, out_dir, fmt)
+    written = export_recording(rec, out_dir, fmt, samples=False)
+    done = sink.finish(rec.main.t0)
+    if done is not None:
+        written = {"samples": done, **written}
+    return written
+
+
 def export_recording(
-    rec: Recording, out_dir: str | os.PathLike[str], fmt: str = "parquet"
+    rec: Recording, out_dir: str | os.PathLike[str], fmt: str = "parquet", samples: bool = True
 ) -> dict[str, tuple[str, int]]:
     """Write every non-empty table; return {table: (path, rows)}."""
     if fmt == "parquet":
@@ -117,7 +213,7 @@ def export_recording(
     written: dict[str, tuple[str, int]] = {}
     multi = len(rec.sources) > 1
     for tname, parts in tables(rec).items():
-        if not parts:
+        if not parts or (tname == "samples" and not samples):
             continue
         cols = _merge(parts, multi)
         rows = len(next(iter(cols.values())))

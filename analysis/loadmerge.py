@@ -142,3 +142,56 @@ def merge_sources(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if k != "errors":
                     dst[k] = dst.get(k, 0) + v
     return out
+
+
+def _merge_pair(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two consecutive intervals of one sender as one: counts add, levels and interval
+    means average, maxima (latency percentiles, lags) keep the larger; stamped at the later."""
+    out = {k: v for k, v in b.items() if k not in (*LEVELS, *COUNTS, *MAXIMA, "errors", "endpoints")}
+    out["interval_ns"] = _iv(a) + _iv(b)
+    for k in LEVELS:
+        vals = [x[k] for x in (a, b) if _num(x.get(k))]
+        if vals:
+            out[k] = sum(vals) / len(vals)
+    for k in MAXIMA:
+        vals = [x[k] for x in (a, b) if _num(x.get(k))]
+        if vals:
+            out[k] = max(vals)
+    pending: dict[str, Any] = {}
+    _add_counts(pending, a)
+    _add_counts(pending, b)
+    for k in COUNTS:
+        if k in pending:
+            out[k] = pending[k]
+    out["errors"] = pending.get("errors", {})
+    eps: dict[str, dict[str, Any]] = {}
+    for x in (a, b):
+        for name, ep in (x.get("endpoints") or {}).items():
+            if isinstance(ep, dict):
+                dst = eps.setdefault(name, {})
+                for k in (*EP_LEVELS, "in_flight_mean"):
+                    if _num(ep.get(k)):
+                        dst.setdefault("_" + k, []).append(ep[k])
+    for dst in eps.values():
+        for k in (*EP_LEVELS, "in_flight_mean"):
+            vals = dst.pop("_" + k, None)
+            if vals:
+                dst[k] = sum(vals) / len(vals)
+    for name, counted in (pending.get("endpoints") or {}).items():
+        eps.setdefault(name, {}).update(counted)
+    if eps:
+        out["endpoints"] = eps
+    return out
+
+
+def coarsen(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Half as many records over the same time (a long soak's telemetry, bounded): each
+    sender's consecutive pairs merged by :func:`_merge_pair`."""
+    by_src: dict[str, list[dict[str, Any]]] = {}
+    for b in records:
+        by_src.setdefault(str(b.get("source") or ""), []).append(b)
+    out: list[dict[str, Any]] = []
+    for bs in by_src.values():
+        out.extend(_merge_pair(bs[i], bs[i + 1]) if i + 1 < len(bs) else bs[i] for i in range(0, len(bs), 2))
+    out.sort(key=lambda b: b.get("t", 0))
+    return out

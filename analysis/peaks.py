@@ -87,10 +87,32 @@ def series_stats(src: Source) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     names = [n for n in src.series if len(src.series[n])]
     names += [n for n in DETAIL_SERIES if n not in names and detail_series(src, n) is not None]
+    st: dict[str, Any]
+    fig = src.stream
     for name in names:
+        acc = fig.stats.get(name) if fig is not None else None
+        if acc is not None and acc.count:
+            # streamed: the exact figures of the one pass (the series itself is its envelope)
+            st = {
+                "peak_bytes": acc.peak,
+                "peak_t": round(src.rel(acc.peak_t), 6),
+                "mean_bytes": int(round(acc.total / acc.count)),
+                "p99_bytes": acc.percentile(99),
+                "min_bytes": acc.vmin,
+                "last_bytes": acc.last,
+                "peak_source": "sampled",
+                "sampled_peak_bytes": acc.peak,
+                "count": acc.count,
+                "rate": "sample" if name in src.series else "detail",
+            }
+            h = hwm.get(name)
+            if h and h["bytes"] > st["peak_bytes"]:
+                st.update(peak_bytes=h["bytes"], peak_t=round(src.rel(h["t"]), 6), peak_source="hwm")
+            out[name] = st
+            continue
         t, v = series_arrays(src, name)  # type: ignore[misc]
         i = int(np.argmax(v))
-        st: dict[str, Any] = {
+        st = {
             "peak_bytes": int(v[i]),
             "peak_t": round(src.rel(int(t[i])), 6),
             "mean_bytes": int(round(float(v.mean()))),

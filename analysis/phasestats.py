@@ -21,7 +21,12 @@ PHASE_SERIES = ("rss", "cg_usage", "cg_working_set")
 def series_percentiles(src: Source, a: int, b: int) -> dict[str, dict[str, int]]:
     """{series: {p50_bytes, p99_bytes, max_bytes}} over samples with a <= t <= b."""
     out: dict[str, dict[str, int]] = {}
+    fig = src.stream
     for name in PHASE_SERIES:
+        acc = fig.window(name, a, b) if fig is not None else None
+        if acc is not None:  # a streamed run: exact over the phase's stretches
+            out[name] = {"p50_bytes": acc.percentile(50), "p99_bytes": acc.percentile(99), "max_bytes": acc.peak}
+            continue
         arrs = series_arrays(src, name)
         if arrs is None:
             continue

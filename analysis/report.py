@@ -40,8 +40,18 @@ def build_report(
     peak = int(head.get("peak_bytes") or 0)
     limit = src.limit_bytes
 
+    fig = src.stream  # a streamed long run: exact figures from its one pass, series as envelopes
+    acc = fig.stats.get(ctx.name) if fig is not None else None
+    streamed = acc is not None and ctx.name in fig.scrape and spike_params is None
+
     phase_objs, phase_rows = phases.analyse_phases(ctx, limit, target_concurrency)
-    spike_list, spike_total = spikes.detect(ctx, phase_objs, spike_params)
+    if streamed:
+        sp = spikes.SpikeParams()
+        evs = spikes.hwm_events(ctx)
+        found = [dict(x) for x in fig.spikes[ctx.name].found]
+        spike_list, spike_total = spikes.finish(ctx, phase_objs, found, fig.spikes[ctx.name].bases(evs), sp)
+    else:
+        spike_list, spike_total = spikes.detect(ctx, phase_objs, spike_params)
     kills = limits.oom_kills(ctx)
     endpoint_rows, attribution = endpoints.attribute(ctx, phase_objs)
 
@@ -67,7 +77,15 @@ def build_report(
     overrun_events = src.events_of(protocol.EV_OVERRUN)
     long_gaps = 0
     longest_gap_ms = 0.0
-    if count > 1:
+    scrape_view = None
+    if acc is not None and acc.count and acc.first_t is not None and acc.last_t is not None:
+        count = acc.count
+        span_s = (acc.last_t - acc.first_t) / 1e9 if count > 1 else 0.0
+        longest_gap_ms = round(acc.diff_max / 1e6, 3) if count > 1 else 0.0
+        long_gaps = acc.long_gaps(period)
+        if streamed and tuple(intervals_s) == fig.scrape_intervals and scrape_offsets == 500:
+            scrape_view = fig.scrape[ctx.name].view(peak)
+    elif count > 1:
         d = np.diff(ctx.t)
         longest_gap_ms = round(float(d.max()) / 1e6, 3)
         if period:
@@ -102,9 +120,9 @@ def build_report(
         "headroom": limits.headroom(peak, limit),
         "recommended_limit_bytes": rec_limit,
         "recommended_limit_reason": rec_reason,
-        "scrape_view": scrape.scrape_view(ctx.t, ctx.v, peak, int(ctx.t[0]), intervals_s, scrape_offsets)
-        if count
-        else {},
+        "scrape_view": scrape_view
+        if scrape_view is not None
+        else (scrape.scrape_view(ctx.t, ctx.v, peak, int(ctx.t[0]), intervals_s, scrape_offsets) if count else {}),
         "spikes": spike_list,
         "spikes_total": spike_total,
         "phases": phase_rows,

@@ -37,12 +37,14 @@ class SpikeParams:
     max_listed: int = 200
 
 
-def baseline(t: np.ndarray, v: np.ndarray, p: SpikeParams) -> np.ndarray:
-    """Per-sample baseline: centred rolling median of bucket minima."""
+def baseline(t: np.ndarray, v: np.ndarray, p: SpikeParams, origin: int | None = None) -> np.ndarray:
+    """Per-sample baseline: centred rolling median of bucket minima (buckets counted from
+    ``origin``, the series' first sample, so a window of a long run buckets as the whole would)."""
     if len(t) == 0:
         return v.astype(np.float64)
     bucket_ns = int(p.bucket_ms * 1e6)
-    idx = ((t - t[0]) // bucket_ns).astype(np.int64)
+    idx = ((t - (t[0] if origin is None else origin)) // bucket_ns).astype(np.int64)
+    idx -= idx[0]
     starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
     mins = np.minimum.reduceat(v, starts).astype(np.float64)
     bidx = idx[starts]
@@ -65,49 +67,76 @@ def baseline(t: np.ndarray, v: np.ndarray, p: SpikeParams) -> np.ndarray:
     return base_b[idx]
 
 
+def runs(t: np.ndarray, v: np.ndarray, base: np.ndarray, p: SpikeParams) -> list[dict[str, Any]]:
+    """The sampled spikes: runs of samples above the baseline's threshold."""
+    found: list[dict[str, Any]] = []
+    if not len(t):
+        return found
+    thr = base + np.maximum(p.rel * base, p.abs_bytes)
+    high = v > thr
+    if not high.any():
+        return found
+    hi_idx = np.flatnonzero(high)
+    # a spike ends at a sample back under the threshold, unless the next high sample
+    # follows within merge_ms; a sampling stall (no sample at all) never splits one
+    brk = np.flatnonzero((np.diff(hi_idx) > 1) & (np.diff(t[hi_idx]) > p.merge_ms * 1e6))
+    run_s = np.r_[0, brk + 1]
+    run_e = np.r_[brk, len(hi_idx) - 1]
+    for rs, re in zip(run_s, run_e):
+        i0, i1 = int(hi_idx[rs]), int(hi_idx[re])
+        seg = v[i0 : i1 + 1]
+        k = int(np.argmax(seg))
+        end_t = int(t[i1 + 1]) if i1 + 1 < len(t) else int(t[i1])
+        found.append(
+            {
+                "_t0": int(t[i0]),
+                "_t1": end_t,
+                "_peak": int(seg[k]),
+                "_peak_t": int(t[i0 + k]),
+                "_base": float(base[i0]),
+                "source": "sampled",
+                "samples": i1 - i0 + 1,
+            }
+        )
+    return found
+
+
+def hwm_events(ctx: Ctx) -> list[dict[str, Any]]:
+    return [
+        ev
+        for ev in ctx.src.events_of(protocol.EV_HWM_SPIKE)
+        if ev.get("series") == ctx.name and isinstance(ev.get("bytes"), (int, float))
+    ]
+
+
+def base_at(t: np.ndarray, base: np.ndarray, a: int) -> float:
+    """The baseline where an interval starting at ``a`` begins (0 without samples)."""
+    i = min(max(int(np.searchsorted(t, a)), 0), len(t) - 1) if len(t) else -1
+    return float(base[i]) if i >= 0 else 0.0
+
+
 def detect(ctx: Ctx, phases: list[Phase], p: SpikeParams | None = None) -> tuple[list[dict[str, Any]], int]:
     """(spikes, total found): the largest ``max_listed`` spikes, in time order."""
     p = p or SpikeParams()
     t, v = ctx.t, ctx.v
-    found: list[dict[str, Any]] = []
     base = baseline(t, v, p) if len(t) else np.zeros(0)
-    if len(t):
-        thr = base + np.maximum(p.rel * base, p.abs_bytes)
-        high = v > thr
-        if high.any():
-            hi_idx = np.flatnonzero(high)
-            # a spike ends at a sample back under the threshold, unless the next high sample
-            # follows within merge_ms; a sampling stall (no sample at all) never splits one
-            brk = np.flatnonzero((np.diff(hi_idx) > 1) & (np.diff(t[hi_idx]) > p.merge_ms * 1e6))
-            run_s = np.r_[0, brk + 1]
-            run_e = np.r_[brk, len(hi_idx) - 1]
-            for rs, re in zip(run_s, run_e):
-                i0, i1 = int(hi_idx[rs]), int(hi_idx[re])
-                seg = v[i0 : i1 + 1]
-                k = int(np.argmax(seg))
-                end_t = int(t[i1 + 1]) if i1 + 1 < len(t) else int(t[i1])
-                found.append(
-                    {
-                        "_t0": int(t[i0]),
-                        "_t1": end_t,
-                        "_peak": int(seg[k]),
-                        "_peak_t": int(t[i0 + k]),
-                        "_base": float(base[i0]),
-                        "source": "sampled",
-                        "samples": i1 - i0 + 1,
-                    }
-                )
-    for ev in ctx.src.events_of(protocol.EV_HWM_SPIKE):
-        if ev.get("series") != ctx.name or not isinstance(ev.get("bytes"), (int, float)):
-            continue
+    found = runs(t, v, base, p)
+    evs = hwm_events(ctx)
+    return finish(ctx, phases, found, [base_at(t, base, int(ev.get("t_from", ev["t"]))) for ev in evs], p)
+
+
+def finish(
+    ctx: Ctx, phases: list[Phase], found: list[dict[str, Any]], ev_base: list[float], p: SpikeParams
+) -> tuple[list[dict[str, Any]], int]:
+    """Fold the kernel's ``hwm_spike`` events (baseline at each in ``ev_base``) into the
+    sampled spikes; keep the largest ``max_listed``, in time order, with what lined up."""
+    for ev, bl in zip(hwm_events(ctx), ev_base):
         a, b = int(ev.get("t_from", ev["t"])), int(ev.get("t_to", ev["t"]))
         if any(s["_t0"] - 1_000_000 <= b and a <= s["_t1"] + 1_000_000 for s in found):
             for s in found:
                 if s["_t0"] - 1_000_000 <= b and a <= s["_t1"] + 1_000_000 and ev["bytes"] > s["_peak"]:
                     s["_peak"], s["source"] = int(ev["bytes"]), "hwm"
             continue
-        i = min(max(int(np.searchsorted(t, a)), 0), len(t) - 1) if len(t) else -1
-        bl = float(base[i]) if i >= 0 else 0.0
         if ev["bytes"] > bl + max(p.rel * bl, p.abs_bytes):
             found.append(
                 {
@@ -161,7 +190,11 @@ def _nearby(ctx: Ctx) -> list[dict[str, Any]]:
                 d[k] = e[k]
         items.append(d)
     th = ctx.src.details.get("threads")
-    if th is not None and len(th) > 1:
+    fig = ctx.src.stream
+    if fig is not None:  # streamed: the details are thinned, the jumps were found on every row
+        for t, a, b in fig.thread_jumps:
+            items.append({"t": t, "kind": "threads", "name": f"threads {a} -> {b}"})
+    elif th is not None and len(th) > 1:
         jump = np.diff(th)
         for i in np.flatnonzero(np.abs(np.nan_to_num(jump)) >= SpikeParams.thread_jump):
             items.append(

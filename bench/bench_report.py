@@ -243,7 +243,8 @@ from spikewatch.analysis import reader
 t, c = time.perf_counter(), time.process_time()
 rec = reader.load(sys.argv[1])
 dt, dc = time.perf_counter() - t, time.process_time() - c
-n = len(rec.main.series["rss"])
+fig = rec.main.stream  # a long v2 run is read in one pass: the envelope is kept, the count is exact
+n = fig.stats["rss"].count if fig is not None else len(rec.main.series["rss"])
 print("integrity:", rec.integrity.get("notes") or "complete")
 print(f"reader: {n:,} samples in {dt:.2f} s = {n / dt / 1e6:.2f} M samples/s ({n / dc / 1e6:.2f} M a CPU second), "
       f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -1,0 +1,309 @@
+"""Columns of many version 2 blocks at once, and the bounded tables a streamed run keeps.
+
+* :func:`decode_samples`: the sample columns of consecutive blocks in one numpy pass
+  (each block's deltas joined, one cumulative sum restarted at every block);
+* :class:`Cols`: small groups (details, load telemetry) gathered as lists, numpy once a flush;
+* :class:`Rows`: every k-th detail row, k doubling as the run grows (the last row always);
+* :class:`LoadBins`: load telemetry merged into bins of k intervals, k doubling likewise.
+"""
+
+from __future__ import annotations
+
+from itertools import accumulate
+from typing import Any
+
+import numpy as np
+from spikewatch.sampler.wire import blocks
+
+from .loadmerge import COUNTS, LEVELS, MAXIMA
+from .tables import concat_tables, numeric
+from .v2decode import np_ints
+
+
+def count_ints(packed: list[Any]) -> int:
+    """How many ints a :func:`blocks.pack_ints` list holds, without unpacking it."""
+    return len(packed[1]) // packed[0]
+
+
+def pycol(col: list[Any]) -> list[Any]:
+    """One column of a small group as a list (cheaper than numpy for a few values)."""
+    if col[0] == 1:
+        d = blocks.unpack_ints(col[2])
+        g = col[3]
+        return list(accumulate(d if g == 1 else [x * g for x in d], initial=col[1]))
+    if col[0] == 2:
+        return [col[1]] * col[2]
+    return list(col[1])
+
+
+class Cols:
+    """Columns of small groups gathered as lists over many blocks, numpy once per flush."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, list[Any]] = {}
+        self.n = 0
+
+    def add(self, keys: list[str], cols: list[list[Any]], n: int) -> None:
+        for k, c in zip(keys, cols):
+            got = self.cols.get(k)
+            if got is None:
+                got = self.cols[k] = [None] * self.n
+            got.extend(c)
+        self.n += n
+        for got in self.cols.values():
+            if len(got) < self.n:
+                got.extend([None] * (self.n - len(got)))
+
+    def table(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if not self.n or "t" not in self.cols:
+            return out
+        try:
+            out["t"] = np.array(self.cols["t"], dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            return out
+        for k, c in self.cols.items():
+            if k in ("t", "v", "seq"):
+                continue
+            arr = numeric(c)
+            if arr is not None:
+                out[k] = arr
+        self.cols, self.n = {}, 0
+        if len(out["t"]) > 1 and np.any(np.diff(out["t"]) < 0):
+            order = np.argsort(out["t"], kind="stable")
+            out = {k: v[order] for k, v in out.items()}
+        return out
+
+
+def bin_column(k: str, c: np.ndarray, starts: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Column ``k`` over bins beginning at ``starts``: counts add, maxima keep the largest, levels average."""
+    ok = ~np.isnan(c)
+    n_ok = np.add.reduceat(ok, starts)
+    if k in COUNTS or k == "interval_ns":
+        val = np.add.reduceat(np.where(ok, c, 0.0), starts)
+    elif k in MAXIMA:
+        val = np.fmax.reduceat(c, starts)
+    elif k == "seq":
+        return c[last]
+    else:
+        val = np.add.reduceat(np.where(ok, c, 0.0), starts) / np.maximum(n_ok, 1)
+    return np.where(n_ok > 0, val, np.nan)
+
+
+def ints_many(packs: list[list[Any]]) -> np.ndarray:
+    """Several :func:`blocks.pack_ints` lists as one int64 array (one numpy pass when they share a width)."""
+    w = packs[0][0]
+    if all(pk[0] == w and not pk[2] for pk in packs):
+        return np.frombuffer(b"".join(pk[1] for pk in packs), dtype=NP_DT[w]).astype(np.int64)
+    return np.concatenate([np_ints(pk) for pk in packs])
+
+
+NP_DT = {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}
+
+
+def segmented_cumsum(first: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Per block j of ``m[j]`` values: ``first[j]`` then running sums of its ``m[j] - 1`` deltas in ``d``."""
+    total = int(m.sum())
+    starts = np.concatenate(([0], np.cumsum(m)[:-1]))
+    full = np.zeros(total, dtype=np.int64)
+    mask = np.ones(total, dtype=bool)
+    mask[starts] = False
+    full[mask] = d
+    full[starts] = first
+    cs = np.cumsum(full)
+    # each block restarts at its own first value: take away what the blocks before it summed
+    before = cs[starts] - first
+    return cs - np.repeat(before, m)
+
+
+def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, int]:
+    """The ``s`` columns of consecutive blocks (same series, quantum and period) in bulk:
+    (times, series columns, offset of each block's first sample, earliest batch head time)."""
+    q, p = encs[0][1], encs[0][2]
+    m = np.array([count_ints(e[7]) for e in encs], dtype=np.int64)  # e: one deviation per sample
+    offs = np.concatenate(([0], np.cumsum(m)))
+    k = segmented_cumsum(np.zeros(len(encs), np.int64), ints_many([e[6] for e in encs]), m)
+    base = np.repeat(np.array([e[0] for e in encs], dtype=np.int64), m)
+    dev = ints_many([e[7] for e in encs])
+    delta = np.array([bool(len(e) > 10 and e[10]) for e in encs])
+    if delta.any():  # version 3: a block's deviations may be stored as deltas
+        starts = offs[:-1]
+        run = np.cumsum(dev)
+        run = run - np.repeat(run[starts] - dev[starts], m)
+        dev = np.where(np.repeat(delta, m), run, dev)
+    t = base + (k * p + dev) * q
+    cols: dict[str, np.ndarray] = {}
+    for name in encs[0][4][0]:
+        ser = [next(x for x in e[8] if x[0] == name) for e in encs]
+        g = np.array([x[2] for x in ser], dtype=np.int64)
+        d = ints_many([x[3] for x in ser])
+        if np.any(g != 1):
+            d = d * np.repeat(g, m - 1)
+        cols[name] = segmented_cumsum(np.array([x[1] for x in ser], dtype=np.int64), d, m)
+    # the first batch's head may sit before its first sample (the rest are later anyway)
+    head = int(t[0]) + int(np_ints(encs[0][9]).min()) * q if len(t) else 0
+    return t, cols, offs, head
+
+
+class LoadBins:
+    """Load telemetry of one sender without endpoints or errors, as columns, merged into
+    bins of ``stride`` consecutive intervals (doubling as the run grows): counts add,
+    levels average, maxima keep the largest (:mod:`.loadmerge`'s rules)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.stride = 1
+        self.pend = Cols()
+        self.rest: dict[str, np.ndarray] = {}  # rows short of a whole bin, for the next flush
+        self.out: list[dict[str, np.ndarray]] = []  # bins as columns (t last of each, counts summed…)
+        self.held = 0
+        self.source: Any = None
+        self.tmin: int | None = None
+        self.tmax: int | None = None
+
+    def take(self, g: list[Any]) -> bool:
+        keys, _shapes, ids_p, cols = g
+        if "endpoints" in keys or "t" not in keys:
+            return False
+        n = count_ints(ids_p)
+        ks, vs = [], []
+        for key, col in zip(keys, cols):
+            v = pycol(col)
+            if key == "errors":
+                if any(v):
+                    return False
+                continue
+            if key == "source":
+                if len(set(map(str, v))) != 1 or (self.source is not None and v[0] != self.source):
+                    return False
+                self.source = v[0]
+                continue
+            ks.append(key)
+            vs.append(v)
+        t = vs[ks.index("t")]
+        if len(t) != n or not all(type(x) is int for x in t):
+            return False
+        lo, hi = min(t), max(t)
+        self.tmin = lo if self.tmin is None else min(self.tmin, lo)
+        self.tmax = hi if self.tmax is None else max(self.tmax, hi)
+        self.pend.add(ks, vs, n)
+        if self.pend.n >= 4096:
+            self._flush(False)
+        return True
+
+    def _flush(self, final: bool) -> None:
+        table = self.pend.table()
+        if self.rest:
+            table = concat_tables([self.rest, table]) if table else self.rest
+        self.rest = {}
+        if not table:
+            return
+        cols = {k: v.astype(np.float64) for k, v in table.items()}
+        n = len(cols["t"])
+        whole = n if final else n // self.stride * self.stride
+        if whole == 0:
+            return
+        starts = np.arange(0, whole, self.stride)
+        last = np.minimum(starts + self.stride, whole) - 1
+        binned: dict[str, np.ndarray] = {"t": cols["t"][last]}
+        for k, c in cols.items():
+            if k in ("t", "v"):
+                continue
+            binned[k] = bin_column(k, c[:whole], starts, last)
+        self.out.append(binned)
+        self.held += len(starts)
+        if whole < n:
+            self.rest = {k: (c[whole:].astype(np.int64) if k == "t" else c[whole:]) for k, c in cols.items()}
+        while self.held > self.cap:
+            self._halve()
+
+    def _halve(self) -> None:
+        """Twice the stride: neighbouring bins merged pairwise, in bulk."""
+        whole = concat_tables([{**tb, "t": tb["t"].astype(np.int64)} for tb in self.out])
+        cols = {k: v.astype(np.float64) for k, v in whole.items()}
+        n = len(cols["t"])
+        starts = np.arange(0, n, 2)
+        last = np.minimum(starts + 2, n) - 1
+        merged: dict[str, np.ndarray] = {"t": cols["t"][last]}
+        for k, c in cols.items():
+            if k not in ("t", "v"):
+                merged[k] = bin_column(k, c, starts, last)
+        self.out = [merged]
+        self.held = len(starts)
+        self.stride *= 2
+
+    def records(self) -> list[dict[str, Any]]:
+        self._flush(True)
+        if not self.out:
+            return []
+        table = concat_tables([{**tb, "t": tb["t"].astype(np.int64)} for tb in self.out])
+        names = list(table)
+        fields = []
+        for k in names:
+            c = table[k]
+            if k == "t" or (k not in LEVELS and np.all(np.isnan(c) | (c == np.round(c)))):
+                fields.append([None if x != x else int(x) for x in c.tolist()])
+            else:
+                fields.append([None if x != x else x for x in c.tolist()])
+        out = []
+        for row in zip(*fields):
+            rec: dict[str, Any] = {"v": 1, "errors": {}}
+            if self.source is not None:
+                rec["source"] = self.source
+            rec.update((k, x) for k, x in zip(names, row) if x is not None)
+            out.append(rec)
+        return out
+
+
+class Rows:
+    """Every ``stride``-th detail row; the stride doubles whenever ``cap`` rows are held."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.stride = 1
+        self.seen = 0
+        self.kept: list[dict[str, np.ndarray]] = []
+        self.kept_idx: list[np.ndarray] = []
+        self.held = 0
+        self.last: dict[str, np.ndarray] | None = None
+
+    def add(self, table: dict[str, np.ndarray]) -> None:
+        n = len(table["t"])
+        idx = np.arange(self.seen, self.seen + n)
+        self.seen += n
+        self.last = {k: v[-1:] for k, v in table.items()}
+        m = idx % self.stride == 0
+        if m.any():
+            self.kept.append({k: v[m] for k, v in table.items()})
+            self.kept_idx.append(idx[m])
+            self.held += int(m.sum())
+        if len(self.kept) > 64:  # one table, not one a flush
+            keys = list(dict.fromkeys(k for tb in self.kept for k in tb))
+            self.kept = [
+                {
+                    k: np.concatenate([tb[k] if k in tb else np.full(len(tb["t"]), np.nan) for tb in self.kept])
+                    for k in keys
+                }
+            ]
+            self.kept_idx = [np.concatenate(self.kept_idx)]
+        while self.held > self.cap:
+            self.stride *= 2
+            out, out_idx, held = [], [], 0
+            for tb, ix in zip(self.kept, self.kept_idx):
+                m = ix % self.stride == 0
+                if m.any():
+                    out.append({k: v[m] for k, v in tb.items()})
+                    out_idx.append(ix[m])
+                held += int(m.sum())
+            self.kept, self.kept_idx, self.held = out, out_idx, held
+
+    def wants(self, start: int, n: int) -> bool:
+        """Whether any of rows ``start`` .. ``start + n - 1`` would be kept at the current stride."""
+        return n > 0 and (start + n - 1) // self.stride * self.stride >= start
+
+    def table(self) -> dict[str, np.ndarray]:
+        parts = list(self.kept)
+        last_kept = next((int(ix[-1]) for ix in reversed(self.kept_idx) if len(ix)), -1)
+        if self.last is not None and self.seen - 1 != last_kept:
+            parts.append(self.last)  # the last row always: the limit in force at the end
+        return concat_tables(parts)
