@@ -144,7 +144,10 @@ def test_stalled_sampler_reports_overrun_and_never_catches_up(tmp_path, endpoint
     gap, at = max(gaps)
     assert gap >= 140_000_000
     big = [e for e in s.events(protocol.EV_OVERRUN) if e["missed"] >= 100]
-    assert big and abs(big[0]["t"] - (at + gap)) < 5_000_000 and big[0]["late_ns"] < 1_000_000
+    # Lateness is measured from the last expired deadline, so it is a fraction of the
+    # stall, not the 150 ms stall itself; a busy host can add a preemption between the
+    # timer read and the clock read (1.04 ms was seen at load 8), hence not < 1 period.
+    assert big and abs(big[0]["t"] - (at + gap)) < 5_000_000 and big[0]["late_ns"] < 5_000_000
     # Never caught up: no burst of back-to-back samples after the stall.
     after = [t for t in s.times if at + gap <= t <= at + gap + 20_000_000]
     assert len(after) <= 22
