@@ -194,6 +194,9 @@ def test_prefork_server_within_5_percent_of_its_cgroup(tmp_path, endpoints, wher
     assert abs(rep["peak_bytes"] - truth) <= 0.05 * truth, (rep["peak_bytes"] / MiB, truth / MiB)
     tree = rep["tree"]
     assert tree["max_procs"] == 5 and tree["double_count_procs"] == 5
-    # Each worker maps the parent's heap: ~4 x 200 MiB, less what the writers copied, counted again.
-    assert 650 * MiB <= tree["rss_double_count_bytes"] <= 800 * MiB
+    # Each worker maps the parent's heap, counted again: 4 x 200 MiB less the 100 MiB the
+    # writers copied once they have, all 4 x 200 MiB before (a sweep may land before the
+    # writes: on a slow CPU they take longer than a sweep's interval), plus the
+    # interpreter's pages each worker shares with the parent (well under 16 MiB each).
+    assert 650 * MiB <= tree["rss_double_count_bytes"] <= (800 + 4 * 16) * MiB
     assert "shared pages counted in 5 processes: +" in _text(rep)

@@ -147,21 +147,49 @@ def test_stop_before_exec_lets_the_sampler_open_files_first(limited) -> None:
     assert cgm.wait_stopped(p.pid, timeout=0.1) is False
 
 
+# Allocates a MiB at a time until its cgroup's usage file (argv[1]) reads argv[2] bytes,
+# says "near" and waits for a line; then allocates on.
+NEAR_THEN_OOM = textwrap.dedent(
+    """
+    import sys
+    held = []
+    while int(open(sys.argv[1]).read()) < int(sys.argv[2]):
+        held.append(b"x" * (1 << 20))
+    print("near", flush=True)
+    sys.stdin.readline()
+    for _ in range(1024):
+        held.append(b"x" * (1 << 20))
+    print("survived", flush=True)
+    """
+)
+
+
 @needs_cgroup
 def test_oom_kill_counted_with_usage_at_limit_before(limited) -> None:
     limit = 64 * MiB
     cg = limited(limit)
     assert cg.read_oom()["oom_kill"] == 0
-    p = _alloc_child(cg, "hold", 200, pause=0.004)
+    # The child stops 6 MiB short of the limit and waits there, so the usage near the
+    # limit is read while it is there (polling for it races the allocations on a slow
+    # CPU); then it grows on until the kernel kills it.
+    usage_file = cg.info.dir / ("memory.usage_in_bytes" if cg.version == 1 else "memory.current")
+    p = cgm.spawn_in(
+        cg,
+        [sys.executable, "-c", NEAR_THEN_OOM, str(usage_file), str(limit - 6 * MiB)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout.readline().strip() == "near"
+    top = int(os.pread(cg.usage_fd, 64, 0))
     p.stdin.write("go\n")
     p.stdin.flush()
-    top = 0
     deadline = time.monotonic() + 60
     while p.poll() is None and time.monotonic() < deadline:
-        u = os.pread(cg.usage_fd, 64, 0)
-        top = max(top, int(u))
+        top = max(top, int(os.pread(cg.usage_fd, 64, 0)))
         time.sleep(0.001)
     assert p.wait(10) == -signal.SIGKILL
+    assert "survived" not in p.stdout.read()
     oom = cg.read_oom()
     assert oom["oom_kill"] == 1
     assert top >= 0.85 * limit, f"usage seen before the kill only {top / MiB:.1f} MiB"

@@ -134,6 +134,9 @@ async def test_oom_kill_under_a_real_limit_raises_the_banner(endpoints, tmp_path
             assert panel.src.limit == 64 * MiB  # from the sampler's hello
             trigger.touch()
             await until(pilot, lambda: app.query_one("#oom").has_class("shown"), timeout=30)
+            # The banner is updated and shown at once; the screen draws it on a later
+            # refresh (a while later on a slow, emulated CPU): wait for it there.
+            await until(pilot, lambda: "OOM KILL" in screen_text(app), timeout=10)
             text = screen_text(app)
             assert "OOM KILL" in text and "limit 64.0 MiB" in text
             assert panel.src.peaks["cg_usage"] >= 56 * MiB

@@ -14,7 +14,7 @@ from spikewatch.sampler import pss as pssmod
 from spikewatch.sampler import smaps
 from spikewatch.sampler.wire import protocol
 
-from tests.support.cgroups import needs_cgroup
+from tests.support.cgroups import needs_cgroup, peak_resets_per_interval
 from tests.support.forks import FORKER, script
 from tests.support.sampler import MiB, Stream, child_stamps, run_sample, sample_cmd, spawn_sample, write_script
 from tests.support.waiting import wait_until
@@ -239,10 +239,18 @@ def test_short_lived_children_are_caught_by_the_cgroup_peak(tmp_path, endpoints)
     base = sorted(s.series["cg_usage"])[len(s.series["cg_usage"]) // 2]  # between children, most of the time
     details = s.topic(protocol.DETAIL)
     peaks = [d["cg_peak"] for d in details if "cg_peak" in d]
-    assert peaks and max(peaks) >= base + 44 * MiB  # the kernel saw every child
     sampled = max(s.series["cg_usage"])
-    assert max(peaks) >= sampled - MiB
     spikes = [e for e in s.events(protocol.EV_HWM_SPIKE) if e["series"] == protocol.SERIES_CG_USAGE]
+    if not peak_resets_per_interval():
+        # cgroup v2 before 6.12: memory.peak is the peak since the cgroup was made, so no
+        # interval has a peak of its own (no cg_peak) — the stated fallback. The first
+        # child raises that all-time peak; later ones of the same size do not. Still, no
+        # peak is lost: the samples caught it, or the rise is an hwm_spike.
+        assert peaks == []
+        assert max([sampled] + [e["bytes"] for e in spikes]) >= base + 44 * MiB, (base, sampled, spikes)
+        return
+    assert peaks and max(peaks) >= base + 44 * MiB  # the kernel saw every child
+    assert max(peaks) >= sampled - MiB
     if sampled < base + 44 * MiB:  # the samples missed them all: the watermark must say so
         assert spikes and max(e["bytes"] for e in spikes) >= base + 44 * MiB
 
@@ -264,6 +272,10 @@ def test_bgsave_pattern_child_serialises_while_parent_writes(tmp_path, endpoints
         for i in range(0, n, 4096):
             heap[i] = 1
         time.sleep(0.3)
+        # The child lives until the parent has written (as a real save outlasts the
+        # writes it races): on a slow CPU the parent's writes take longer than the
+        # child's read, and pages written after the child exits are not copied.
+        written_r, written_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             print("child", os.getpid(), time.monotonic_ns(), flush=True)
@@ -271,10 +283,12 @@ def test_bgsave_pattern_child_serialises_while_parent_writes(tmp_path, endpoints
                 for off in range(0, n, MiB):
                     out.write(heap[off:off + MiB])
                     time.sleep(0.004)
+            os.read(written_r, 1)
             time.sleep(1.2)
             os._exit(0)
         for i in range(0, 96 * MiB, 4096):  # the parent writes on: 96 MiB copied
             heap[i] = 2
+        os.write(written_w, b"w")
         print("written", time.monotonic_ns(), flush=True)
         os.waitpid(pid, 0)
         time.sleep(0.2)

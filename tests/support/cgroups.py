@@ -57,6 +57,17 @@ def nested(parent: cgm.MemoryCgroup, name: str, *, enable_memory: bool = True) -
     return d
 
 
+def peak_resets_per_interval() -> bool:
+    """Whether the kernel peak of a cgroup we made can be restarted each interval: always
+    on v1 (``memory.max_usage_in_bytes``), on v2 only since Linux 6.12 (a write to our own
+    ``memory.peak`` descriptor); v2 from 5.19 to 6.11 keeps the peak since creation.
+    Told by the kernel's version, not by asking the code under test."""
+    if memory_version() != 2:
+        return True
+    major, minor = os.uname().release.split(".")[:2]
+    return (int(major), int("".join(c for c in minor if c.isdigit()) or 0)) >= (6, 12)
+
+
 def memory_version() -> int | None:
     """1 or 2: where this host's memory controller is; None without one."""
     hier = cgm.memory_hierarchy()
