@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the live cgroup v2 lane needs, idempotently: qemu (Debian),
-# Debian's generic 6.1 kernel (bookworm) and 6.12 kernel (bookworm-backports),
-# and virtme-ng (PyPI) in its own venv. Each step is skipped when its result is
+# Installs what the live cgroup v2 lane needs, idempotently: qemu, podman and
+# crun (Debian), Debian's generic 6.1 kernel (bookworm) and 6.12 kernel
+# (bookworm-backports), and virtme-ng (PyPI) in its own venv. Each step is skipped when its result is
 # already there, so a second run costs a few apt-cache look-ups.
 #
 # Prints "skipped: <why>" and exits 3 when this machine cannot be set up (not
@@ -36,6 +36,10 @@ need_apt=()
 command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
 # virtme-ng builds the guest's initramfs with busybox when its own init is absent.
 command -v busybox >/dev/null || need_apt+=(busybox-static)
+# The container tests run podman with crun in the guest (the guest sees this
+# machine's files, so they are installed here; they start no service here).
+command -v podman >/dev/null || need_apt+=(podman)
+command -v crun >/dev/null || need_apt+=(crun)
 have_61=$(ls /boot/vmlinuz-6.1.* 2>/dev/null | head -1 || true)
 have_612=$(ls /boot/vmlinuz-6.12.* 2>/dev/null | head -1 || true)
 

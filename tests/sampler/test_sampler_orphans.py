@@ -88,13 +88,10 @@ def _dead_pid() -> int:
 
 def _home() -> Path:
     """Where samplers we start put their cgroups: our own memory cgroup (v1, and the
-    v2 root, which may hold processes beside children with controllers)."""
+    v2 root, which may hold processes beside children with controllers: the live v2
+    lane runs these there)."""
     info = cgm.cgroup_of_pid("self")
     assert info is not None
-    if info.version != 1:
-        # On the v2 root (the live v2 lane) the killed sampler's cgroup read empty while its
-        # target still ran: not diagnosed yet, so these stay v1 checks for now.
-        pytest.skip("these checks know where v1 puts the children; v2 moves the sampler first")
     return info.dir
 
 
