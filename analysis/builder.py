@@ -15,6 +15,19 @@ from .tables import columns, concat_tables
 _CHUNK = 1 << 17  # values buffered as Python ints before conversion to numpy
 
 
+def next_seq(gaps: SeqGaps, last_seq: int, seq: Any) -> int:
+    """The newest samples seq after ``seq``: the common case (the next one) without a call
+    into ``gaps``, which sees only the jumps (both readers, in memory and streamed)."""
+    if seq == last_seq + 1:
+        return int(seq)
+    if isinstance(seq, int) and not isinstance(seq, bool):
+        if last_seq >= 0:
+            gaps.last["k"] = last_seq
+        gaps.see(seq, "k")
+        return gaps.last["k"]
+    return last_seq
+
+
 class Ragged(Exception):
     """A block the column path cannot take (series membership changes): decode it record by record."""
 
@@ -144,14 +157,7 @@ class Builder:
                 self.add(topic, body)
                 continue
             s.records += 1
-            seq = body.get("seq")
-            if seq == self.last_seq + 1:
-                self.last_seq = seq
-            elif isinstance(seq, int) and not isinstance(seq, bool):
-                if self.last_seq >= 0:
-                    self.gaps.last["k"] = self.last_seq
-                self.gaps.see(seq, "k")
-                self.last_seq = self.gaps.last["k"]
+            self.last_seq = next_seq(self.gaps, self.last_seq, body.get("seq"))
             heads_t.append(body["t"])
             s.batches += 1
         self.batch_t0.extend(heads_t)

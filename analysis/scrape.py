@@ -56,6 +56,27 @@ def median_offset(phi: np.ndarray, best: np.ndarray) -> int:
     return int(phi[int(np.argmin(np.abs(best - med)))])
 
 
+EMPTY_ENTRY: dict[str, Any] = {"max_bytes": None, "missed_fraction": None, "hit_probability": None}
+
+
+def view_entry(phi: np.ndarray, best: np.ndarray, true_peak: int, span_ns: int, interval_ns: int) -> dict[str, Any]:
+    """One interval's entry of ``scrape_view`` from the maximum each scrape offset saw
+    (the in-memory and the streamed report both build it here)."""
+    if len(best) == 0 or true_peak <= 0:
+        return dict(EMPTY_ENTRY)
+    max_bytes = int(np.median(best))
+    return {
+        "max_bytes": max_bytes,
+        "missed_fraction": round(max(0.0, 1.0 - max_bytes / true_peak), 6),
+        "hit_probability": round(float(np.mean(best >= HIT_LEVEL * true_peak)), 6),
+        "worst_bytes": int(best.min()),
+        "best_bytes": int(best.max()),
+        "offsets": int(len(best)),
+        "scrapes_per_offset": span_ns // interval_ns + 1,
+        "median_offset_s": round(median_offset(phi, best) / 1e9, 6),
+    }
+
+
 def scrape_view(
     t: np.ndarray,
     v: np.ndarray,
@@ -69,20 +90,7 @@ def scrape_view(
     for sec in intervals_s:
         interval_ns = int(round(sec * 1e9))
         phi, best = scraped_maxima(t, v, interval_ns, t_start, offsets)
-        if len(best) == 0 or true_peak <= 0:
-            out[interval_key(sec)] = {"max_bytes": None, "missed_fraction": None, "hit_probability": None}
-            continue
-        max_bytes = int(np.median(best))
-        out[interval_key(sec)] = {
-            "max_bytes": max_bytes,
-            "missed_fraction": round(max(0.0, 1.0 - max_bytes / true_peak), 6),
-            "hit_probability": round(float(np.mean(best >= HIT_LEVEL * true_peak)), 6),
-            "worst_bytes": int(best.min()),
-            "best_bytes": int(best.max()),
-            "offsets": int(len(best)),
-            "scrapes_per_offset": int((int(t[-1]) - t_start) // interval_ns) + 1,
-            "median_offset_s": round(median_offset(phi, best) / 1e9, 6),
-        }
+        out[interval_key(sec)] = view_entry(phi, best, true_peak, int(t[-1]) - t_start, interval_ns)
     return out
 
 

@@ -30,6 +30,7 @@ from spikewatch.sampler.wire import blocks, protocol
 from spikewatch.sampler.wire.recording import RecordingError, Salvage
 from spikewatch.sampler.wire.seqgaps import SeqGaps
 
+from .builder import next_seq
 from .loadmerge import coarsen, merge_sources
 from .peaks import _DETAIL_TIME, DETAIL_SERIES
 from .scrape import DEFAULT_INTERVALS_S
@@ -138,14 +139,10 @@ class _StreamSource:
 
     # -- bookkeeping -------------------------------------------------------
     def seqs(self, seqs: list[Any]) -> None:
+        last = self.last_seq
         for seq in seqs:
-            if seq == self.last_seq + 1:
-                self.last_seq = seq
-            elif isinstance(seq, int) and not isinstance(seq, bool):
-                if self.last_seq >= 0:
-                    self.gaps.last["k"] = self.last_seq
-                self.gaps.see(seq, "k")
-                self.last_seq = self.gaps.last["k"]
+            last = next_seq(self.gaps, last, seq)
+        self.last_seq = last
 
     def horizon(self) -> int | None:
         """Samples and details older than this are past every marker still to come."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .scrape import DEFAULT_INTERVALS_S, HIT_LEVEL, interval_key, median_offset
+from .scrape import DEFAULT_INTERVALS_S, EMPTY_ENTRY, interval_key, view_entry
 
 I64_MIN = np.iinfo(np.int64).min
 I64_MAX = np.iinfo(np.int64).max
@@ -185,20 +185,10 @@ class ScrapeAcc:
         out: dict[str, Any] = {}
         for (sec, iv), (phi, best_all, has) in zip(self.intervals, self.state):
             phi, best = phi[has], best_all[has]
-            if len(best) == 0 or true_peak <= 0 or self.t_start is None or self.prev_t is None:
-                out[interval_key(sec)] = {"max_bytes": None, "missed_fraction": None, "hit_probability": None}
+            if self.t_start is None or self.prev_t is None:
+                out[interval_key(sec)] = dict(EMPTY_ENTRY)
                 continue
-            max_bytes = int(np.median(best))
-            out[interval_key(sec)] = {
-                "max_bytes": max_bytes,
-                "missed_fraction": round(max(0.0, 1.0 - max_bytes / true_peak), 6),
-                "hit_probability": round(float(np.mean(best >= HIT_LEVEL * true_peak)), 6),
-                "worst_bytes": int(best.min()),
-                "best_bytes": int(best.max()),
-                "offsets": int(len(best)),
-                "scrapes_per_offset": int((self.prev_t - self.t_start) // iv) + 1,
-                "median_offset_s": round(median_offset(phi, best) / 1e9, 6),
-            }
+            out[interval_key(sec)] = view_entry(phi, best, true_peak, self.prev_t - self.t_start, iv)
         return out
 
 
