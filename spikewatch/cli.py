@@ -118,11 +118,12 @@ class MissingDependency(click.ClickException):
 
 
 def _version_message() -> str:
-    from spikewatch.sampler.wire import protocol, recording
+    from spikewatch.sampler.wire import blocks, protocol
 
+    # The format this spikewatch writes (it reads 1 as well as blocks.VERSIONS).
     return (
         f"spikewatch {__version__} (wire protocol {protocol.PROTOCOL_VERSION}, "
-        f"recording format {recording.FORMAT_VERSION})"
+        f"recording format {blocks.VERSION}, reads {', '.join(map(str, (1, *blocks.VERSIONS)))})"
     )
 
 
