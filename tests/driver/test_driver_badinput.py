@@ -196,3 +196,24 @@ def test_a_concurrency_beyond_the_open_files_limit_is_refused_naming_it(tmp_path
     )
     assert res.returncode == 2, res.stderr
     assert "at most 1,024 files (ulimit -n)" in res.stderr and "driving" not in res.stdout
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path: Path, server: Recorder) -> None:
+    scenario = _write(tmp_path, server.url, "rate = 500", duration="60s")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spikewatch", "drive", str(scenario), "--inlet", "off"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().startswith("driving")  # type: ignore[union-attr]
+        assert "[1/1" in proc.stdout.readline()  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)  # the second lands while the first is still finishing the phase
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Error" not in err, err
