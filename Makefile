@@ -42,7 +42,7 @@ test-package:
 # `cgroup`/`cgroup2` test (containers included), on 6.1 only the version-sensitive ones
 # (memory.peak without per-fd reset, OOM, memory.events, effective limit); one summary
 # line per kernel. First use installs qemu, podman, crun, the kernels and virtme-ng
-# (root: apt and PyPI). Budget: 10 minutes for both kernels; CI gates on it. Exits 0
+# (root: apt and PyPI). Budget: 10 minutes for both kernels; CI runs it, not gating yet (issue 13). Exits 0
 # with "skipped: <why>" only where no guest can be set up (not root, no apt, not x86_64).
 # CGROUP2_KERNELS=6.1 (or 6.12), CGROUP2_TESTS=node-ids and PYTEST_ARGS="-k ..." narrow it.
 test-cgroup2: setup
