@@ -45,8 +45,11 @@ def _launched_target(sampler: subprocess.Popen, token: str) -> int:
             return False
         for k in kids:
             try:
-                cmd = k.cmdline()  # the shim's argv has the token too: wait for the exec
-                if cmd[:1] == [sys.executable] and token in cmd[-1]:
+                # The shim's argv has the token too: wait for the exec. The sampler's own
+                # forked helpers (PSS reader, build probe) carry its argv, token included:
+                # only `python -c ...` is the launched command.
+                cmd = k.cmdline()
+                if cmd[:2] == [sys.executable, "-c"] and token in cmd[-1]:
                     found.append(k.pid)
                     return True
             except psutil.NoSuchProcess:
