@@ -282,7 +282,8 @@ def drive(
             # The loop was left mid-stop: its tasks and transports would print "Event loop
             # is closed" tracebacks from their destructors at teardown. Nothing is left to keep.
             sys.stdout.flush()
-            sys.stderr.flush()
+            if sys.stderr is not None:
+                sys.stderr.flush()
             os._exit(130)
         sys.exit(130)
     print_summary(result)
