@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from itertools import accumulate
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,9 @@ _EXACT = 1 << 53  # integers a float64 holds exactly: a decimal column divides l
 def ints_many(packs: list[list[Any]]) -> np.ndarray:
     """Several :func:`blocks.pack_ints` lists as one int64 array (one numpy pass when they share a width)."""
     w = packs[0][0]
-    if len({pk[0] for pk in packs}) == 1 and not any([pk[2] for pk in packs]):
-        return np.frombuffer(b"".join([pk[1] for pk in packs]), dtype=NP_DT[w]).astype(np.int64)
+    ws, raws, excs = zip(*packs)
+    if ws.count(w) == len(ws) and not any(excs):
+        return np.frombuffer(b"".join(raws), dtype=NP_DT[w]).astype(np.int64)
     if len(packs) < 8:
         return np.concatenate([np_ints(pk) for pk in packs])
     # widths differ (a block with a big step): one pass per width, then the escapes block by block
@@ -219,7 +221,7 @@ class RawCols:
             i = at.get(k)
             if i is None:
                 return [None] * len(self.colss)
-            encs = [cols[i] for cols in self.colss]
+            encs = list(map(itemgetter(i), self.colss))
             if not taken or all(k in lay.takes for lay in self._distinct):
                 return encs
             return [e if k in lay.takes else None for e, lay in zip(encs, self.lays)]
@@ -264,7 +266,7 @@ class RawCols:
         """(int64 values, which rows are ints (True: all), float values or None)."""
         m = self._m
         total = self._total
-        kinds = [-1 if c is None else c[0] for c in encs]
+        kinds = [-1 if c is None else c[0] for c in encs] if None in encs else list(map(itemgetter(0), encs))
         present = set(kinds)
         if present - {-1, 1, 2, 4, 5, 6}:
             raise _Slow
@@ -287,16 +289,16 @@ class RawCols:
                 ms = m[sel]
                 rows = np.repeat(picked, m)
             if kind == 1:
-                d = ints_many([c[2] for c in sub])
+                _k, firsts, packs, g = zip(*sub)
+                d = ints_many(packs)
                 if len(d) != total - len(encs) and karr is None:
                     raise ValueError("a column of another length than its group")
-                g = [c[3] for c in sub]
-                if any(x != 1 for x in g):
+                if g.count(1) != len(g):
                     d = d * np.repeat(np.array(g, dtype=np.int64), ms - 1)
-                vals[rows] = segmented_cumsum(np.array([c[1] for c in sub], dtype=np.int64), d, ms)
+                vals[rows] = segmented_cumsum(np.array(firsts, dtype=np.int64), d, ms)
                 isint[rows] = True
             elif kind == 2:
-                v = [c[1] for c in sub]
+                v = list(map(itemgetter(1), sub))
                 types = set(map(type, v))
                 if types == {int}:
                     vals[rows] = np.repeat(np.array(v, dtype=np.int64), ms)
@@ -317,14 +319,14 @@ class RawCols:
     def _relative(self, sel: np.ndarray, sub: list[Any], ms: np.ndarray) -> np.ndarray:
         """Kind 5: deltas (mode 0) or offsets (mode 1) from the first value, plus another
         column of the block when it refers to one."""
-        d = ints_many([c[4] for c in sub])
+        _k, refs, modes, firsts, packs, g = zip(*sub)
+        d = ints_many(packs)
         if len(d) != int(ms.sum()) - len(sub):
             raise ValueError("a column of another length than its group")
-        g = [c[5] for c in sub]
-        if any(x != 1 for x in g):
+        if g.count(1) != len(g):
             d = d * np.repeat(np.array(g, dtype=np.int64), ms - 1)
-        first = np.array([c[3] for c in sub], dtype=np.int64)
-        mode = np.array([c[2] for c in sub], dtype=np.int64)
+        first = np.array(firsts, dtype=np.int64)
+        mode = np.array(modes, dtype=np.int64)
         y = segmented_cumsum(first, d, ms)
         if np.any(mode != 0):  # offsets from the first value
             off = np.repeat(first, ms)
@@ -332,7 +334,6 @@ class RawCols:
             later[np.concatenate(([0], np.cumsum(ms)[:-1]))] = False
             off[later] += d
             y = np.where(np.repeat(mode == 0, ms), y, off)
-        refs = [c[1] for c in sub]
         if all(r < 0 for r in refs):
             return y
         # blocks whose column is relative to another column: add that one (as ints, every row)
@@ -407,15 +408,16 @@ def plain_column(cols: list[Any], i: int) -> list[Any]:
 
 def _decimals(sub: list[Any], ms: np.ndarray) -> np.ndarray:
     """Kind 6: integers over a power of ten, divided as Python divides them (exact below 2**53)."""
-    d = ints_many([c[3] for c in sub])
+    _k, places, firsts, packs = zip(*sub)
+    d = ints_many(packs)
     if len(d) != int(ms.sum()) - len(sub):
         raise ValueError("a column of another length than its group")
-    if any(not 0 <= c[1] <= 22 for c in sub):  # 10**places exact as a float64 up to 22
+    if not 0 <= min(places) <= max(places) <= 22:  # 10**places exact as a float64 up to 22
         raise _Slow
-    mvals = segmented_cumsum(np.array([c[2] for c in sub], dtype=np.int64), d, ms)
+    mvals = segmented_cumsum(np.array(firsts, dtype=np.int64), d, ms)
     if len(mvals) and int(np.abs(mvals).max()) >= _EXACT:
         raise _Slow
-    scale = np.repeat(np.array([10.0 ** c[1] for c in sub]), ms)
+    scale = np.repeat(np.array([10.0**x for x in places]), ms)
     return mvals.astype(np.float64) / scale
 
 

@@ -323,7 +323,7 @@ class _StreamSource:
             self.seqs(_seq_all(order, block["g"]))
         self.src.records += n_rec
         if enc is not None:
-            key = (tuple(enc[4][0]), enc[1], enc[2])
+            key = (tuple(enc[4][0]), enc[1])
             if self.enc_pend and key != self.enc_key:
                 self.decode_pending()
             self.enc_key = key

@@ -53,10 +53,12 @@ def bin_column(k: str, c: np.ndarray, starts: np.ndarray, last: np.ndarray) -> n
 
 
 def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, int]:
-    """The ``s`` columns of consecutive blocks (same series, quantum and period) in bulk:
+    """The ``s`` columns of consecutive blocks (same series and quantum) in bulk:
     (times, series columns, offset of each block's first sample, earliest batch head time)."""
-    q, p = encs[0][1], encs[0][2]
+    q = encs[0][1]
     m = np.array([count_ints(e[7]) for e in encs], dtype=np.int64)  # e: one deviation per sample
+    periods = [e[2] for e in encs]  # the tick grid's step: a block's median step, so it may differ by a quantum
+    p: Any = periods[0] if len(set(periods)) == 1 else np.repeat(np.array(periods, dtype=np.int64), m)
     offs = np.concatenate(([0], np.cumsum(m)))
     k = segmented_cumsum(np.zeros(len(encs), np.int64), ints_many([e[6] for e in encs]), m)
     base = np.repeat(np.array([e[0] for e in encs], dtype=np.int64), m)
@@ -102,11 +104,6 @@ def _quiet(g: list[Any]) -> bool:
     return not any(_values(g, "errors"))
 
 
-def _first(keys: list[str]) -> bool:
-    """Errors checked before the source (the order the keys came in, as before)."""
-    return "source" not in keys or "errors" not in keys or keys.index("errors") < keys.index("source")
-
-
 class LoadBins:
     """Load telemetry of one sender without endpoints or errors, as columns, merged into
     bins of ``stride`` consecutive intervals (doubling as the run grows): counts add,
@@ -116,6 +113,7 @@ class LoadBins:
         self.cap = cap
         self.stride = 1
         self.pend = RawCols()
+        self._plans: dict[tuple[str, ...], tuple[bool, int, list[str]]] = {}
         self.rest: dict[str, np.ndarray] = {}  # rows short of a whole bin, for the next flush
         self.out: list[dict[str, np.ndarray]] = []  # bins as columns (t last of each, counts summed…)
         self.held = 0
@@ -127,10 +125,19 @@ class LoadBins:
         """A block's load group, unless it has endpoints, errors or another source (False:
         the caller takes its records one by one). Its columns wait undecoded for the flush."""
         keys, _shapes, ids_p, cols = g
-        if "endpoints" in keys or "t" not in keys:
+        tk = tuple(keys)
+        plan = self._plans.get(tk)
+        if plan is None:  # per key list: where t is, and which of errors and source to check, in key order
+            if len(self._plans) > 64:
+                self._plans.clear()
+            checks = sorted((keys.index(k), k) for k in ("errors", "source") if k in keys)
+            ok = "endpoints" not in keys and "t" in keys
+            plan = self._plans[tk] = (ok, keys.index("t") if ok else -1, [k for _, k in checks])
+        ok, ti, checks = plan
+        if not ok:
             return False
         n = count_ints(ids_p)
-        for key in sorted(k for k in ("errors", "source") if k in keys)[:: 1 if _first(keys) else -1]:
+        for key in checks:
             if key == "errors" and not _quiet(g):
                 return False
             if key == "source":
@@ -138,7 +145,7 @@ class LoadBins:
                 if len(set(map(str, src))) != 1 or (self.source is not None and src[0] != self.source):
                     return False
                 self.source = src[0]
-        t = cols[keys.index("t")]
+        t = cols[ti]
         if not (t[0] in (1, 5) or (t[0] == 2 and type(t[1]) is int)):  # else: are they all ints?
             tv = _values(g, "t")
             if len(tv) != n or not all(type(x) is int for x in tv):
