@@ -13,7 +13,7 @@ the rest as :func:`.tables.numeric` makes them); anything this path does not kno
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from itertools import accumulate
 from operator import itemgetter
 from typing import Any
@@ -28,7 +28,7 @@ _SKIP = ("t", "v", "seq")
 _EXACT = 1 << 53  # integers a float64 holds exactly: a decimal column divides like Python above this
 
 
-def ints_many(packs: list[list[Any]]) -> np.ndarray:
+def ints_many(packs: Sequence[list[Any]]) -> np.ndarray:
     """Several :func:`blocks.pack_ints` lists as one int64 array (one numpy pass when they share a width)."""
     w = packs[0][0]
     ws, raws, excs = zip(*packs)

@@ -130,9 +130,9 @@ class LoadBins:
         if plan is None:  # per key list: where t is, and which of errors and source to check, in key order
             if len(self._plans) > 64:
                 self._plans.clear()
-            checks = sorted((keys.index(k), k) for k in ("errors", "source") if k in keys)
+            at = sorted((keys.index(k), k) for k in ("errors", "source") if k in keys)
             ok = "endpoints" not in keys and "t" in keys
-            plan = self._plans[tk] = (ok, keys.index("t") if ok else -1, [k for _, k in checks])
+            plan = self._plans[tk] = (ok, keys.index("t") if ok else -1, [k for _, k in at])
         ok, ti, checks = plan
         if not ok:
             return False
