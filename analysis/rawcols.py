@@ -57,16 +57,19 @@ NP_DT = {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}
 def segmented_cumsum(first: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Per block j of ``m[j]`` values: ``first[j]`` then running sums of its ``m[j] - 1`` deltas in ``d``."""
     total = int(m.sum())
-    starts = np.concatenate(([0], np.cumsum(m)[:-1]))
-    full = np.zeros(total, dtype=np.int64)
+    ends = np.cumsum(m)
+    starts = ends - m
+    full = np.empty(total, dtype=np.int64)
     mask = np.ones(total, dtype=bool)
     mask[starts] = False
     full[mask] = d
-    full[starts] = first
-    cs = np.cumsum(full)
-    # each block restarts at its own first value: take away what the blocks before it summed
-    before = cs[starts] - first
-    return cs - np.repeat(before, m)
+    # one running sum over every block: at each block's start, the step from the previous
+    # block's last value to this block's first (int64 wraps alike both ways, so it stays exact)
+    cd = np.concatenate(([0], np.cumsum(d)))
+    nd = ends - np.arange(1, len(m) + 1)  # deltas up to each block's end
+    last = first + (cd[nd] - cd[nd - (m - 1)])
+    full[starts] = first - np.concatenate(([0], last[:-1]))
+    return np.cumsum(full, out=full)
 
 
 class Cols:

@@ -68,8 +68,12 @@ def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndar
         starts = offs[:-1]
         run = np.cumsum(dev)
         run = run - np.repeat(run[starts] - dev[starts], m)
-        dev = np.where(np.repeat(delta, m), run, dev)
-    t = base + (k * p + dev) * q
+        dev = run if delta.all() else np.where(np.repeat(delta, m), run, dev)
+    t = k  # base + (k * p + dev) * q, in place
+    t *= p
+    t += dev
+    t *= q
+    t += base
     cols: dict[str, np.ndarray] = {}
     for name in encs[0][4][0]:
         ser = [next(x for x in e[8] if x[0] == name) for e in encs]
