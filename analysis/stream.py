@@ -43,7 +43,7 @@ from .streamcols import LoadBins, Rows, count_ints, decode_samples
 from .tables import columns
 
 ENVELOPE_BUCKETS = 16384
-FEED_SAMPLES = 1 << 16  # samples gathered before the analyses see them (numpy calls per chunk, not per block)
+FEED_SAMPLES = 1 << 15  # samples gathered before the analyses see them: each bulk decode (~64 k) goes on as one chunk
 DETAIL_ROWS = 4096
 LOAD_ROWS = 8192
 HELLOS_KEPT = 8
