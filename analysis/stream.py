@@ -356,7 +356,7 @@ class _StreamSource:
             return False
         want = self.seq_cache.get(order)
         if want is None:
-            if len(self.seq_cache) > 4096:
+            if len(self.seq_cache) > 256:  # a few kB each: interleavings recur, but not all of a day's
                 self.seq_cache.clear()
             want = self.seq_cache[order] = _seq_layout(order)
         first = self.last_seq + 1
