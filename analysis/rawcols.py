@@ -9,10 +9,12 @@ and summed in one segmented cumulative sum, constants repeated, short decimals d
 The table is exactly :meth:`.streamcols.Cols.table`'s on the same values (``t`` as int64,
 the rest as :func:`.tables.numeric` makes them); anything this path does not know
 (nested maps, text, booleans, an odd ``t``) goes the old way, value by value.
+:func:`seq_layout` and :func:`seq_all` serve the streamed reader's seq check on a block's groups.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from itertools import accumulate
 from operator import itemgetter
@@ -439,3 +441,28 @@ def _floats(raw: bytes) -> np.ndarray:
         raise ValueError("float column of a length not a multiple of 8")
     u = np.frombuffer(raw, dtype=np.uint8).reshape(8, n).T.copy().view("<u8").ravel()
     return np.bitwise_xor.accumulate(u).view("<f8").astype(np.float64)
+
+
+def seq_layout(order: bytes) -> dict[int, tuple[list[int], int, list[Any] | None]]:
+    """Per topic: its records' places in ``order``, and how their deltas are stored (a
+    consecutive seq at those places stores exactly these)."""
+    places: dict[int, list[int]] = {}
+    for i, ti in enumerate(order):
+        places.setdefault(ti, []).append(i)
+    out = {}
+    for ti, pl in places.items():
+        d = [b - a for a, b in zip(pl, pl[1:])]
+        g = math.gcd(*d) or 1 if d else 1
+        out[ti] = (pl, g, blocks.pack_ints([x // g for x in d]) if d else None)
+    return out
+
+
+def seq_all(order: bytes, groups: list[Any]) -> list[Any]:
+    """Every record's seq in record order (None where a group has none)."""
+    its = {}
+    for ti, g in groups:
+        keys, _shapes, ids_p, _cols = g
+        n = len(ids_p[1]) // ids_p[0]
+        col = plain_column(g[3], keys.index("seq")) if "seq" in keys else []
+        its[ti] = iter(col if len(col) == n else [None] * n)
+    return [next(its[ti]) for ti in order]

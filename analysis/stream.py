@@ -20,7 +20,6 @@ A recording with ``src`` tags (several samplers in one file) is not streamed:
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from spikewatch.sampler.wire.seqgaps import SeqGaps
 from .builder import next_seq
 from .loadmerge import coarsen, merge_sources
 from .peaks import _DETAIL_TIME, DETAIL_SERIES
-from .rawcols import RawCols, plain_column
+from .rawcols import RawCols, plain_column, seq_all, seq_layout
 from .scrape import DEFAULT_INTERVALS_S
 from .source import Recording, Series, Source
 from .spikestream import SpikeAcc
@@ -320,7 +319,7 @@ class _StreamSource:
         order = block["o"]
         n_rec = len(order)
         if not self._seq_runs_on(order, block["g"]):
-            self.seqs(_seq_all(order, block["g"]))
+            self.seqs(seq_all(order, block["g"]))
         self.src.records += n_rec
         if enc is not None:
             key = (tuple(enc[4][0]), enc[1])
@@ -358,7 +357,7 @@ class _StreamSource:
         if want is None:
             if len(self.seq_cache) > 256:  # a few kB each: interleavings recur, but not all of a day's
                 self.seq_cache.clear()
-            want = self.seq_cache[order] = _seq_layout(order)
+            want = self.seq_cache[order] = seq_layout(order)
         first = self.last_seq + 1
         if len(groups) != len(want):
             return False
@@ -458,31 +457,6 @@ class _StreamSource:
         fig.t0, fig.t_end = s.t0, s.t_end
         s.stream = fig
         return s
-
-
-def _seq_layout(order: bytes) -> dict[int, tuple[list[int], int, list[Any] | None]]:
-    """Per topic: its records' places in ``order``, and how their deltas are stored (a
-    consecutive seq at those places stores exactly these)."""
-    places: dict[int, list[int]] = {}
-    for i, ti in enumerate(order):
-        places.setdefault(ti, []).append(i)
-    out = {}
-    for ti, pl in places.items():
-        d = [b - a for a, b in zip(pl, pl[1:])]
-        g = math.gcd(*d) or 1 if d else 1
-        out[ti] = (pl, g, blocks.pack_ints([x // g for x in d]) if d else None)
-    return out
-
-
-def _seq_all(order: bytes, groups: list[Any]) -> list[Any]:
-    """Every record's seq in record order (None where a group has none)."""
-    its = {}
-    for ti, g in groups:
-        keys, _shapes, ids_p, _cols = g
-        n = count_ints(ids_p)
-        col = plain_column(g[3], keys.index("seq")) if "seq" in keys else []
-        its[ti] = iter(col if len(col) == n else [None] * n)
-    return [next(its[ti]) for ti in order]
 
 
 def load_streaming(
