@@ -33,15 +33,16 @@ from spikewatch.sampler.wire.seqgaps import SeqGaps
 from .builder import next_seq
 from .loadmerge import coarsen, merge_sources
 from .peaks import _DETAIL_TIME, DETAIL_SERIES
+from .rawcols import RawCols, plain_column, seq_all, seq_layout
 from .scrape import DEFAULT_INTERVALS_S
 from .source import Recording, Series, Source
 from .spikestream import SpikeAcc
 from .streamacc import Envelope, ScrapeAcc, Segments, SeriesAcc
-from .streamcols import Cols, LoadBins, Rows, count_ints, decode_samples, pycol
+from .streamcols import LoadBins, Rows, count_ints, decode_samples
 from .tables import columns
 
 ENVELOPE_BUCKETS = 16384
-FEED_SAMPLES = 1 << 16  # samples gathered before the analyses see them (numpy calls per chunk, not per block)
+FEED_SAMPLES = 1 << 15  # samples gathered before the analyses see them: each bulk decode (~64 k) goes on as one chunk
 DETAIL_ROWS = 4096
 LOAD_ROWS = 8192
 HELLOS_KEPT = 8
@@ -119,7 +120,7 @@ class _StreamSource:
         self.pend_v: dict[str, list[np.ndarray]] = {}
         self.pending = 0
         self.samples_seen = 0
-        self.det = Cols()
+        self.det = RawCols()
         self.threads_last = float("nan")
         self.rows = Rows(DETAIL_ROWS if sink is None else 1 << 62)
         self.loads: list[dict[str, Any]] = []
@@ -133,6 +134,7 @@ class _StreamSource:
         self.last_full: deque[dict[str, Any] | None] = deque(maxlen=HELLOS_KEPT)  # keyframe of each late hello
         self.bins = LoadBins(LOAD_ROWS if sink is None else 1 << 62)
         self.last_seq = -2
+        self.seq_cache: dict[bytes, dict[int, tuple[list[int], int, list[Any] | None]]] = {}
         self.gaps = SeqGaps()
         self.tmin: int | None = None
         self.tmax: int | None = None
@@ -300,11 +302,9 @@ class _StreamSource:
         block = msgpack.unpackb(payload, raw=False, strict_map_key=False)
         tps = block["tp"]
         enc = block.get("s")
-        for gi, (ti, g) in enumerate(block["g"]):
+        for _ti, g in block["g"]:
             if "src" in g[0]:
                 raise NotStreamable
-            if any(c[0] > 2 for c in g[3]):  # version 3's column kinds: decoded whole, as plain values
-                block["g"][gi] = [ti, [g[0], g[1], g[2], [[0, v] for v in blocks.group_columns(g)]]]
         if enc is not None and len(enc[4]) != 1:  # batches differ in their series: record by record
             recs = blocks.decode_block(payload)
             self.seqs([b.get("seq") for _, b in recs])
@@ -317,23 +317,12 @@ class _StreamSource:
                     self.decode_pending()  # its count: the samples recorded before it
             return
         order = block["o"]
-        # seq in record order: a run on from the last one (the common case) is one comparison
-        its = {}
-        for ti, g in block["g"]:
-            keys, _shapes, ids_p, cols = g
-            n = count_ints(ids_p)
-            col = pycol(cols[keys.index("seq")]) if "seq" in keys else []
-            its[ti] = iter(col if len(col) == n else [None] * n)
-        o = list(order)
-        seq_all = [next(its[ti]) for ti in o]
-        first = self.last_seq + 1
-        if self.last_seq >= 0 and seq_all == list(range(first, first + len(o))):
-            self.last_seq = first + len(o) - 1
-        else:
-            self.seqs(seq_all)
-        self.src.records += len(o)
+        n_rec = len(order)
+        if not self._seq_runs_on(order, block["g"]):
+            self.seqs(seq_all(order, block["g"]))
+        self.src.records += n_rec
         if enc is not None:
-            key = (tuple(enc[4][0]), enc[1], enc[2])
+            key = (tuple(enc[4][0]), enc[1])
             if self.enc_pend and key != self.enc_key:
                 self.decode_pending()
             self.enc_key = key
@@ -357,6 +346,35 @@ class _StreamSource:
                     self.record(topic, body)
         if len(self.enc_pend) >= 64:
             self.decode_pending()
+
+    def _seq_runs_on(self, order: bytes, groups: list[Any]) -> bool:
+        """The block's seq, in record order, runs on from the last one (the common case),
+        judged on the encoded columns: a group's seq column is then the deltas of its
+        records' places in ``order``, which blocks of one interleaving share."""
+        if self.last_seq < 0:
+            return False
+        want = self.seq_cache.get(order)
+        if want is None:
+            if len(self.seq_cache) > 256:  # a few kB each: interleavings recur, but not all of a day's
+                self.seq_cache.clear()
+            want = self.seq_cache[order] = seq_layout(order)
+        first = self.last_seq + 1
+        if len(groups) != len(want):
+            return False
+        for ti, g in groups:
+            w = want.get(ti)
+            keys = g[0]
+            if w is None or "seq" not in keys:
+                return False
+            i = keys.index("seq")
+            col = g[3][i]
+            if col[0] == 1:
+                if col[1] != first + w[0][0] or col[3] != w[1] or col[2] != w[2]:
+                    return False
+            elif plain_column(g[3], i) != [first + x for x in w[0]]:
+                return False
+        self.last_seq = first + len(order) - 1
+        return True
 
     def decode_pending(self) -> None:
         """The samples of the blocks read so far, in bulk; then the hellos among them learn
@@ -385,8 +403,7 @@ class _StreamSource:
         whole = self.rows.wants(
             self.rows.seen + self.det.n, n
         )  # a row the kept table holds: every column; else what is summed
-        ks = [k for k in keys if whole or k in _DETAIL_NEEDED]
-        self.det.add(ks, [pycol(c) for k, c in zip(keys, cols) if whole or k in _DETAIL_NEEDED], n)
+        self.det.add(keys, cols, n, None if whole else _DETAIL_NEEDED)
         if self.det.n >= 1024:
             self.flush_details()
 

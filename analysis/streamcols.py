@@ -2,7 +2,7 @@
 
 * :func:`decode_samples`: the sample columns of consecutive blocks in one numpy pass
   (each block's deltas joined, one cumulative sum restarted at every block);
-* :class:`Cols`: small groups (details, load telemetry) gathered as lists, numpy once a flush;
+* small groups (details, load telemetry) are gathered by :class:`.rawcols.RawCols`;
 * :class:`Rows`: every k-th detail row, k doubling as the run grows (the last row always);
 * :class:`LoadBins`: load telemetry merged into bins of k intervals, k doubling likewise.
 """
@@ -16,7 +16,8 @@ import numpy as np
 from spikewatch.sampler.wire import blocks
 
 from .loadmerge import COUNTS, LEVELS, MAXIMA
-from .tables import concat_tables, numeric
+from .rawcols import RawCols, ints_many, segmented_cumsum
+from .tables import concat_tables
 from .v2decode import np_ints
 
 
@@ -36,45 +37,6 @@ def pycol(col: list[Any]) -> list[Any]:
     return list(col[1])
 
 
-class Cols:
-    """Columns of small groups gathered as lists over many blocks, numpy once per flush."""
-
-    def __init__(self) -> None:
-        self.cols: dict[str, list[Any]] = {}
-        self.n = 0
-
-    def add(self, keys: list[str], cols: list[list[Any]], n: int) -> None:
-        for k, c in zip(keys, cols):
-            got = self.cols.get(k)
-            if got is None:
-                got = self.cols[k] = [None] * self.n
-            got.extend(c)
-        self.n += n
-        for got in self.cols.values():
-            if len(got) < self.n:
-                got.extend([None] * (self.n - len(got)))
-
-    def table(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        if not self.n or "t" not in self.cols:
-            return out
-        try:
-            out["t"] = np.array(self.cols["t"], dtype=np.int64)
-        except (TypeError, ValueError, OverflowError):
-            return out
-        for k, c in self.cols.items():
-            if k in ("t", "v", "seq"):
-                continue
-            arr = numeric(c)
-            if arr is not None:
-                out[k] = arr
-        self.cols, self.n = {}, 0
-        if len(out["t"]) > 1 and np.any(np.diff(out["t"]) < 0):
-            order = np.argsort(out["t"], kind="stable")
-            out = {k: v[order] for k, v in out.items()}
-        return out
-
-
 def bin_column(k: str, c: np.ndarray, starts: np.ndarray, last: np.ndarray) -> np.ndarray:
     """Column ``k`` over bins beginning at ``starts``: counts add, maxima keep the largest, levels average."""
     ok = ~np.isnan(c)
@@ -90,37 +52,13 @@ def bin_column(k: str, c: np.ndarray, starts: np.ndarray, last: np.ndarray) -> n
     return np.where(n_ok > 0, val, np.nan)
 
 
-def ints_many(packs: list[list[Any]]) -> np.ndarray:
-    """Several :func:`blocks.pack_ints` lists as one int64 array (one numpy pass when they share a width)."""
-    w = packs[0][0]
-    if all(pk[0] == w and not pk[2] for pk in packs):
-        return np.frombuffer(b"".join(pk[1] for pk in packs), dtype=NP_DT[w]).astype(np.int64)
-    return np.concatenate([np_ints(pk) for pk in packs])
-
-
-NP_DT = {1: "<i1", 2: "<i2", 4: "<i4", 8: "<i8"}
-
-
-def segmented_cumsum(first: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Per block j of ``m[j]`` values: ``first[j]`` then running sums of its ``m[j] - 1`` deltas in ``d``."""
-    total = int(m.sum())
-    starts = np.concatenate(([0], np.cumsum(m)[:-1]))
-    full = np.zeros(total, dtype=np.int64)
-    mask = np.ones(total, dtype=bool)
-    mask[starts] = False
-    full[mask] = d
-    full[starts] = first
-    cs = np.cumsum(full)
-    # each block restarts at its own first value: take away what the blocks before it summed
-    before = cs[starts] - first
-    return cs - np.repeat(before, m)
-
-
 def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, int]:
-    """The ``s`` columns of consecutive blocks (same series, quantum and period) in bulk:
+    """The ``s`` columns of consecutive blocks (same series and quantum) in bulk:
     (times, series columns, offset of each block's first sample, earliest batch head time)."""
-    q, p = encs[0][1], encs[0][2]
+    q = encs[0][1]
     m = np.array([count_ints(e[7]) for e in encs], dtype=np.int64)  # e: one deviation per sample
+    periods = [e[2] for e in encs]  # the tick grid's step: a block's median step, so it may differ by a quantum
+    p: Any = periods[0] if len(set(periods)) == 1 else np.repeat(np.array(periods, dtype=np.int64), m)
     offs = np.concatenate(([0], np.cumsum(m)))
     k = segmented_cumsum(np.zeros(len(encs), np.int64), ints_many([e[6] for e in encs]), m)
     base = np.repeat(np.array([e[0] for e in encs], dtype=np.int64), m)
@@ -130,8 +68,12 @@ def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndar
         starts = offs[:-1]
         run = np.cumsum(dev)
         run = run - np.repeat(run[starts] - dev[starts], m)
-        dev = np.where(np.repeat(delta, m), run, dev)
-    t = base + (k * p + dev) * q
+        dev = run if delta.all() else np.where(np.repeat(delta, m), run, dev)
+    t = k  # base + (k * p + dev) * q, in place
+    t *= p
+    t += dev
+    t *= q
+    t += base
     cols: dict[str, np.ndarray] = {}
     for name in encs[0][4][0]:
         ser = [next(x for x in e[8] if x[0] == name) for e in encs]
@@ -145,6 +87,27 @@ def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndar
     return t, cols, offs, head
 
 
+_LOAD_DROP = ("errors", "source")  # not columns of the bins
+
+
+def _values(g: list[Any], key: str) -> list[Any]:
+    """One column of a group as a list (any kind)."""
+    col = g[3][g[0].index(key)]
+    if col[0] == 0:
+        return list(col[1])
+    if col[0] == 2:
+        return [col[1]] * col[2]
+    return blocks.group_columns(g)[g[0].index(key)]
+
+
+def _quiet(g: list[Any]) -> bool:
+    """No interval of the block had an error."""
+    col = g[3][g[0].index("errors")]
+    if col[0] == 3:  # maps as a nested group: with no keys, every one is empty
+        return not col[1][0]
+    return not any(_values(g, "errors"))
+
+
 class LoadBins:
     """Load telemetry of one sender without endpoints or errors, as columns, merged into
     bins of ``stride`` consecutive intervals (doubling as the run grows): counts add,
@@ -153,7 +116,8 @@ class LoadBins:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.stride = 1
-        self.pend = Cols()
+        self.pend = RawCols()
+        self._plans: dict[tuple[str, ...], tuple[bool, int, list[str]]] = {}
         self.rest: dict[str, np.ndarray] = {}  # rows short of a whole bin, for the next flush
         self.out: list[dict[str, np.ndarray]] = []  # bins as columns (t last of each, counts summed…)
         self.held = 0
@@ -162,37 +126,45 @@ class LoadBins:
         self.tmax: int | None = None
 
     def take(self, g: list[Any]) -> bool:
+        """A block's load group, unless it has endpoints, errors or another source (False:
+        the caller takes its records one by one). Its columns wait undecoded for the flush."""
         keys, _shapes, ids_p, cols = g
-        if "endpoints" in keys or "t" not in keys:
+        tk = tuple(keys)
+        plan = self._plans.get(tk)
+        if plan is None:  # per key list: where t is, and which of errors and source to check, in key order
+            if len(self._plans) > 64:
+                self._plans.clear()
+            at = sorted((keys.index(k), k) for k in ("errors", "source") if k in keys)
+            ok = "endpoints" not in keys and "t" in keys
+            plan = self._plans[tk] = (ok, keys.index("t") if ok else -1, [k for _, k in at])
+        ok, ti, checks = plan
+        if not ok:
             return False
         n = count_ints(ids_p)
-        ks, vs = [], []
-        for key, col in zip(keys, cols):
-            v = pycol(col)
-            if key == "errors":
-                if any(v):
-                    return False
-                continue
+        for key in checks:
+            if key == "errors" and not _quiet(g):
+                return False
             if key == "source":
-                if len(set(map(str, v))) != 1 or (self.source is not None and v[0] != self.source):
+                src = _values(g, "source")
+                if len(set(map(str, src))) != 1 or (self.source is not None and src[0] != self.source):
                     return False
-                self.source = v[0]
-                continue
-            ks.append(key)
-            vs.append(v)
-        t = vs[ks.index("t")]
-        if len(t) != n or not all(type(x) is int for x in t):
-            return False
-        lo, hi = min(t), max(t)
-        self.tmin = lo if self.tmin is None else min(self.tmin, lo)
-        self.tmax = hi if self.tmax is None else max(self.tmax, hi)
-        self.pend.add(ks, vs, n)
+                self.source = src[0]
+        t = cols[ti]
+        if not (t[0] in (1, 5) or (t[0] == 2 and type(t[1]) is int)):  # else: are they all ints?
+            tv = _values(g, "t")
+            if len(tv) != n or not all(type(x) is int for x in tv):
+                return False
+        self.pend.add(keys, cols, n, drop=_LOAD_DROP)
         if self.pend.n >= 4096:
             self._flush(False)
         return True
 
     def _flush(self, final: bool) -> None:
         table = self.pend.table()
+        if table:
+            lo, hi = int(table["t"].min()), int(table["t"].max())
+            self.tmin = lo if self.tmin is None else min(self.tmin, lo)
+            self.tmax = hi if self.tmax is None else max(self.tmax, hi)
         if self.rest:
             table = concat_tables([self.rest, table]) if table else self.rest
         self.rest = {}

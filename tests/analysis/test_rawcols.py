@@ -1,0 +1,106 @@
+"""Details and load telemetry decoded a column at a time over many blocks (``RawCols``) give
+the very table the value-by-value path (``Cols``) gives, for every column kind a block holds."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from spikewatch.analysis.rawcols import Cols, RawCols
+from spikewatch.sampler.wire import blocks
+
+NEEDED = frozenset(("t", "rss_anon", "cg_usage"))
+
+
+def _feed(groups: list[tuple[list[dict], frozenset | None]]) -> tuple[dict, dict]:
+    fast, slow = RawCols(), Cols()
+    for bodies, only in groups:
+        g = blocks.encode_group(bodies, ext=True)
+        assert len(g[1]) == 1  # one shape, as the streamed reader takes them
+        keys, cols, n = g[0], g[3], len(bodies)
+        fast.add(keys, cols, n, only)
+        vals = blocks.group_columns(g)
+        ks = [k for k in keys if only is None or k in only]
+        slow.add(ks, [v for k, v in zip(keys, vals) if only is None or k in only], n)
+    return fast.table(), slow.table()
+
+
+def _same(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype, k
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _detail(i: int, t: int, rng: np.random.Generator, wide: bool) -> dict:
+    page = 4096
+    rss = 200 * 2**20 + int(rng.integers(0, 40)) * page * (1000 if wide else 1)
+    return {
+        "v": 1,
+        "t": t,
+        "pids": [4243],  # nested: not a column
+        "rss_anon": rss,
+        "cg_usage": rss + 30 * 2**20 + int(rng.integers(-3, 3)) * page,  # relative to rss_anon when wide
+        "psi_some_avg10": round(float(rng.random()) * 3, 2),  # short decimals
+        "lat": float(rng.random()),  # XORed floats
+        "psi_scope": "system",  # text
+        "oom": bool(i % 7 == 0),  # booleans are not a column either
+        "maybe": None if i % 3 else int(rng.integers(0, 9)),
+        "errors": {} if i % 4 else {"timeout": 1},  # maps: a nested group
+        "seq": 1000 + i,
+    }
+
+
+def test_every_kind_matches_the_value_by_value_table() -> None:
+    rng = np.random.default_rng(7)
+    groups = []
+    t, i = 10**12, 0
+    for blk in range(40):
+        bodies = []
+        for _ in range(int(rng.integers(1, 12))):
+            t += int(rng.integers(90, 110)) * 10**6
+            bodies.append(_detail(i, t, rng, wide=blk % 3 == 0))
+            i += 1
+        groups.append((bodies, None if blk % 5 == 0 else NEEDED))  # a kept row now and then
+    fast, slow = _feed(groups)
+    _same(fast, slow)
+    assert "pids" not in fast and "psi_scope" not in fast and "oom" not in fast
+    assert not np.isnan(fast["cg_usage"]).any()
+
+
+def test_a_few_whole_blocks_and_times_out_of_order() -> None:
+    rng = np.random.default_rng(3)
+    groups = []
+    for blk in range(64):
+        base = 10**12 + blk * 10**9
+        ts = [base + k * 10**8 for k in range(10)]
+        if blk == 20:
+            ts[3], ts[4] = ts[4], ts[3]  # a detail written late
+        groups.append(([_detail(blk * 10 + k, x, rng, False) for k, x in enumerate(ts)], None if blk == 9 else NEEDED))
+    fast, slow = _feed(groups)
+    _same(fast, slow)
+    assert np.all(np.diff(fast["t"]) >= 0)
+    assert np.isfinite(fast["lat"]).sum() == 10  # the one whole block's rows
+
+
+_value = st.one_of(
+    st.integers(-(2**62), 2**62),
+    st.integers(-5, 5),
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.sampled_from([None, "x", True, 0.25, 1.5]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.lists(_value, min_size=1, max_size=6), st.booleans()), min_size=1, max_size=12))
+def test_any_values_match(blocks_vals: list[tuple[list, bool]]) -> None:
+    groups = []
+    t = 10**12
+    for vals, whole in blocks_vals:
+        bodies = []
+        for j, x in enumerate(vals):
+            t += 1000
+            bodies.append({"t": t, "a": x, "b": j * 4096 + (x if type(x) is int else 0), "c": x})
+        groups.append((bodies, None if whole else frozenset(("t", "b"))))
+    fast, slow = _feed(groups)
+    _same(fast, slow)
