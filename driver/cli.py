@@ -278,12 +278,13 @@ def drive(
             )
     except KeyboardInterrupt:  # a second Ctrl-C: the user wants out now, not a summary
         click.echo("stopped at once (second Ctrl-C): no summary", err=True)
-        if sys.stdout is not None and sys.stdout is sys.__stdout__:  # the command itself, not a CliRunner
+        out, err = sys.stdout, sys.stderr
+        if out is not None and out is sys.__stdout__:  # the command itself, not a CliRunner
             # The loop was left mid-stop: its tasks and transports would print "Event loop
             # is closed" tracebacks from their destructors at teardown. Nothing is left to keep.
-            sys.stdout.flush()
-            if sys.stderr is not None:
-                sys.stderr.flush()
+            out.flush()
+            if err is not None:
+                err.flush()
             os._exit(130)
         sys.exit(130)
     print_summary(result)
