@@ -279,7 +279,7 @@ def drive(
     except KeyboardInterrupt:  # a second Ctrl-C: the user wants out now, not a summary
         click.echo("stopped at once (second Ctrl-C): no summary", err=True)
         out, err = sys.stdout, sys.stderr
-        if out is not None and out is sys.__stdout__:  # the command itself, not a CliRunner
+        if out is sys.__stdout__ and out is not None:  # the command itself, not a CliRunner
             # The loop was left mid-stop: its tasks and transports would print "Event loop
             # is closed" tracebacks from their destructors at teardown. Nothing is left to keep.
             out.flush()
