@@ -24,6 +24,27 @@ def np_ints(packed: list[Any]) -> np.ndarray:
     return a
 
 
+def sample_times(enc: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A samples encoding's (sample times, batch sizes, each batch's head time)."""
+    base, q, p, sizes_p, _shapes, _sids, dk_p, e_p, _series, ht_p = enc[:10]
+    k = np.concatenate(([0], np.cumsum(np_ints(dk_p))))
+    e = np_ints(e_p)
+    t = base + (k * p + (np.cumsum(e) if len(enc) > 10 and enc[10] else e)) * q  # v3: deviations may be deltas
+    sizes = np_ints(sizes_p)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    return t, sizes, t[starts] + np_ints(ht_p) * q
+
+
+def series_values(first: int, g: int, d_p: list[Any]) -> np.ndarray:
+    """One series column from its first value, step ``g`` and packed deltas."""
+    d = np_ints(d_p)
+    v = np.empty(len(d) + 1, dtype=np.int64)
+    v[0] = first
+    np.cumsum(d * g if g != 1 else d, out=v[1:])
+    v[1:] += first
+    return v
+
+
 def block_columns(
     payload: bytes,
 ) -> tuple[list[tuple[str, dict[str, Any]]], np.ndarray | None, dict[str, np.ndarray], list[int], bool]:
@@ -42,23 +63,15 @@ def block_columns(
     records = [(names[ti], next(groups[ti])) for ti in block["o"]]
     if enc is None:
         return records, None, {}, [], True
-    base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc, ht_p = enc[:10]
-    k = np.concatenate(([0], np.cumsum(np_ints(dk_p))))
-    e = np_ints(e_p)
-    t = base + (k * p + (np.cumsum(e) if len(enc) > 10 and enc[10] else e)) * q  # v3: deviations may be deltas
-    sizes = np_ints(sizes_p)
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    head_t = iter((t[starts] + np_ints(ht_p) * q).tolist())
+    shapes, series_enc = enc[4], enc[8]
+    t, sizes, head_t_a = sample_times(enc)
+    head_t = iter(head_t_a.tolist())
     for topic, body in records:
         if topic == protocol.SAMPLES and "dt" not in body:
             body["t"] = next(head_t)
     cols: dict[str, np.ndarray] = {}
     for name, first, g, d_p in series_enc:
-        d = np_ints(d_p)
-        v = np.empty(len(d) + 1, dtype=np.int64)
-        v[0] = first
-        np.cumsum(d * g if g != 1 else d, out=v[1:])
-        v[1:] += first
+        v = series_values(first, g, d_p)
         cols[name] = v
     cols = {name: cols[name] for name in shapes[0]}
     return records, t, cols, sizes.tolist(), True
@@ -67,49 +80,48 @@ def block_columns(
 def v2_blocks(
     f: Any, path: Path, salvage: Salvage, expand: Any, builder: Any, default_only: Any, fast_builder: Any
 ) -> None:
-    if True:
-        try:
-            for fr in blocks.iter_frames(f, salvage):
-                if fr.kind != blocks.KIND_DATA:
-                    continue
-                try:
-                    if default_only():
-                        import msgpack
+    try:
+        for fr in blocks.iter_frames(f, salvage):
+            if fr.kind != blocks.KIND_DATA:
+                continue
+            try:
+                if default_only():
+                    import msgpack
 
-                        if _fast_block(
-                            msgpack.unpackb(fr.payload, raw=False, strict_map_key=False), fast_builder(), expand
-                        ):
-                            continue
-                    records, t, cols, sizes, uniform = block_columns(fr.payload)
-                except Exception:  # whole by its checksum, yet not decodable: another writer version
-                    salvage.undecodable(fr)
-                    continue
-                records = [(tp, expand(tp, b)) if tp == protocol.HELLO else (tp, b) for tp, b in records]
-                if t is not None:
-                    owner = [builder(b, tp) for tp, b in records]
-                    heads = {id(o) for o, (tp, b) in zip(owner, records) if tp == protocol.SAMPLES and "dt" not in b}
-                    if len(heads) == 1:
-                        b0 = next(o for o, (tp, b) in zip(owner, records) if tp == protocol.SAMPLES and "dt" not in b)
-                        others = [(o, tp, b) for o, (tp, b) in zip(owner, records) if o is not b0]
-                        mine = [(tp, b) for o, (tp, b) in zip(owner, records) if o is b0]
-                        try:
-                            b0.add_block(mine, t, cols, sizes)
-                        except Ragged:
-                            pass
-                        else:
-                            for o, tp, b in others:
-                                o.add(tp, b)
-                            continue
-                    # the hellos were expanded above (once: expanding twice would take them for keyframes)
-                    hellos = iter([b for tp, b in records if tp == protocol.HELLO])
-                    records = [
-                        (tp, next(hellos) if tp == protocol.HELLO else b) for tp, b in blocks.decode_block(fr.payload)
-                    ]
-                for tp, b in records:
-                    if isinstance(b, dict):
-                        builder(b, tp).add(tp, b)
-        except blocks.FormatError as exc:
-            raise RecordingError(f"{path}: {exc}") from None
+                    if _fast_block(
+                        msgpack.unpackb(fr.payload, raw=False, strict_map_key=False), fast_builder(), expand
+                    ):
+                        continue
+                records, t, cols, sizes, uniform = block_columns(fr.payload)
+            except Exception:  # whole by its checksum, yet not decodable: another writer version
+                salvage.undecodable(fr)
+                continue
+            records = [(tp, expand(tp, b)) if tp == protocol.HELLO else (tp, b) for tp, b in records]
+            if t is not None:
+                owner = [builder(b, tp) for tp, b in records]
+                heads = {id(o) for o, (tp, b) in zip(owner, records) if tp == protocol.SAMPLES and "dt" not in b}
+                if len(heads) == 1:
+                    b0 = next(o for o, (tp, b) in zip(owner, records) if tp == protocol.SAMPLES and "dt" not in b)
+                    others = [(o, tp, b) for o, (tp, b) in zip(owner, records) if o is not b0]
+                    mine = [(tp, b) for o, (tp, b) in zip(owner, records) if o is b0]
+                    try:
+                        b0.add_block(mine, t, cols, sizes)
+                    except Ragged:
+                        pass
+                    else:
+                        for o, tp, b in others:
+                            o.add(tp, b)
+                        continue
+                # the hellos were expanded above (once: expanding twice would take them for keyframes)
+                hellos = iter([b for tp, b in records if tp == protocol.HELLO])
+                records = [
+                    (tp, next(hellos) if tp == protocol.HELLO else b) for tp, b in blocks.decode_block(fr.payload)
+                ]
+            for tp, b in records:
+                if isinstance(b, dict):
+                    builder(b, tp).add(tp, b)
+    except blocks.FormatError as exc:
+        raise RecordingError(f"{path}: {exc}") from None
 
 
 def _group_columns(enc: list[Any]) -> tuple[list[Any], list[list[int]], list[int], list[Any]]:
@@ -205,13 +217,8 @@ def _fast_block(block: dict[str, Any], b: Builder, expand: Any) -> bool:
 
 
 def _fast_samples(b: Builder, enc: list[Any], n_batches: int) -> None:
-    base, q, p, sizes_p, shapes, _sids, dk_p, e_p, series_enc, ht_p = enc[:10]
-    k = np.concatenate(([0], np.cumsum(np_ints(dk_p))))
-    e = np_ints(e_p)
-    t = base + (k * p + (np.cumsum(e) if len(enc) > 10 and enc[10] else e)) * q  # v3: deviations may be deltas
-    sizes = np_ints(sizes_p)
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    head_t = t[starts] + np_ints(ht_p) * q
+    shapes, series_enc = enc[4], enc[8]
+    t, sizes, head_t = sample_times(enc)
     names = tuple(shapes[0])
     if b.keys is None:
         b.keys = dict.fromkeys(names).keys()
@@ -219,11 +226,7 @@ def _fast_samples(b: Builder, enc: list[Any], n_batches: int) -> None:
         b.dt_chunks.append(np.array(b.dt, dtype=np.int64))
         b.dt.clear()
     for name, first, g, d_p in series_enc:
-        d = np_ints(d_p)
-        v = np.empty(len(d) + 1, dtype=np.int64)
-        v[0] = first
-        np.cumsum(d * g if g != 1 else d, out=v[1:])
-        v[1:] += first
+        v = series_values(first, g, d_p)
         if name not in b.vals:
             b.vals[name] = []
             b.val_chunks[name] = []

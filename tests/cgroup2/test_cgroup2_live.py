@@ -19,7 +19,7 @@ import pytest
 from spikewatch.sampler import cgroup as cgm
 from spikewatch.sampler.wire import protocol
 
-from tests.support.sampler import MiB, Stream, run_sample, spawn_sample, write_script
+from tests.support.sampler import MiB, Stream, run_sample, sample_cmd, spawn_sample, write_script
 from tests.support.waiting import scaled
 
 pytestmark = pytest.mark.cgroup2
@@ -376,14 +376,7 @@ def test_limit_from_a_cgroup_of_its_own_moves_into_a_leaf(tmp_path, endpoints) -
         script = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
         argv = [
             *["sh", "-c", script, "join", str(home)],
-            sys.executable,
-            "-m",
-            "spikewatch",
-            "sample",
-            "--publish",
-            endpoints["publish"],
-            "--inlet",
-            endpoints["inlet"],
+            *sample_cmd(endpoints),
             "--journal",
             str(tmp_path / "j"),
             "--limit",

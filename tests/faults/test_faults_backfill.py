@@ -11,6 +11,7 @@ from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import StreamSubscriber
 from spikewatch.sampler.wire.recording import iter_records
 
+from tests.support.sampler import sample_cmd
 from tests.support.waiting import scaled
 
 MiB = 1 << 20
@@ -50,14 +51,7 @@ def test_late_recorder_backfills_the_startup_peak(endpoints, tmp_path):
     sub = StreamSubscriber([endpoints["publish"]])
     sampler = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "spikewatch",
-            "sample",
-            "--publish",
-            endpoints["publish"],
-            "--inlet",
-            endpoints["inlet"],
+            *sample_cmd(endpoints),
             "--history",
             endpoints["history"],
             "--history-window",

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from spikewatch.sampler.wire.client import InletClient, StreamSubscriber
 from spikewatch.sampler.wire.recording import iter_records
 from spikewatch.sampler.wire.security import AUTHORIZED, client_options, create_keys, load_authorized
 
-from tests.support.sampler import spawn_sample
+from tests.support.sampler import sample_cmd, spawn_sample
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 
@@ -232,14 +231,7 @@ def test_sighup_with_the_units_empty_keys_folder_does_not_stop(endpoints, sleepe
     env = {**os.environ, "SPIKEWATCH_KEYS_DIR": str(tmp_path / "empty")}
     p = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "spikewatch",
-            "sample",
-            "--publish",
-            endpoints["publish"],
-            "--inlet",
-            endpoints["inlet"],
+            *sample_cmd(endpoints),
             "--no-journal",
             "--pid",
             str(sleeper.pid),
