@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -257,17 +258,7 @@ def drive(
     if not quiet:
         display = _Live() if sys.stdout.isatty() else _Plain()
     try:
-        if isinstance(display, _Live):
-            with display:
-                result = run_scenario(
-                    sc,
-                    inlet=inlet_ep,
-                    workers=workers,
-                    progress=display,
-                    keep_series=bool(json_path),
-                    socket_options=socket_options,
-                )
-        else:
+        with display if isinstance(display, _Live) else contextlib.nullcontext():
             result = run_scenario(
                 sc,
                 inlet=inlet_ep,

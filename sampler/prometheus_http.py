@@ -4,13 +4,13 @@ who is scraping, and the request handler serving ``/metrics``. Standard library 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from . import __version__
+from .wire.endpoints import is_loopback_host
 
 DEFAULT_BIND = "127.0.0.1:9464"
 # The ``spikewatch sample`` options that start an exporter (docs and recipes use them).
@@ -43,22 +43,13 @@ def parse_bind(bind: str, *, allow_remote: bool = False) -> tuple[str, int]:
     host, port = m.group(1) or "127.0.0.1", int(m.group(2))
     if port > 65535:
         raise BindError(f"port out of range in {bind!r}")
-    if not allow_remote and not _is_loopback(host):
+    if not allow_remote and not is_loopback_host(host):
         raise BindError(
             f"{host} is not a loopback address: HTTP has no CURVE encryption, so the "
             f"Prometheus endpoint binds to loopback only unless allowed explicitly ({CLI_ALLOW_REMOTE}); "
             "then restrict who can reach the port with a network policy or firewall"
         )
     return host, port
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Renderer(Protocol):

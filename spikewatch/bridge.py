@@ -17,7 +17,6 @@ markers on the sampler's stream.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import signal
 import socket
@@ -31,6 +30,7 @@ from spikewatch import options as opt
 from spikewatch.exits import SignalStop
 from spikewatch.sampler.wire import protocol
 from spikewatch.sampler.wire.client import InletClient
+from spikewatch.sampler.wire.endpoints import is_loopback_host
 
 LINGER_MS = 300  # at exit, wait at most this long for queued markers: the bridge stops within a second
 ROUTES = {"/mark": "POST", "/load": "POST", "/health": "GET"}
@@ -192,15 +192,6 @@ def _listening(endpoint: str) -> bool:
         return False
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @click.command()
 @click.option(
     "--http",
@@ -232,7 +223,7 @@ def bridge(
 
     inlet = endpoint(inlet, "--inlet")
     host, port = _address(http_addr)
-    if not _loopback(host) and not allow_remote:
+    if not is_loopback_host(host) and not allow_remote:
         raise click.UsageError(
             f"--http {http_addr} is not a loopback address: anyone who reaches it could write "
             "markers to the sampler; pass --allow-remote to listen there anyway"

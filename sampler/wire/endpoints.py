@@ -4,6 +4,7 @@ before ZeroMQ sees it, and the one spelling of "off". Part of the wire's public 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 # Default endpoints: loopback only; binding elsewhere requires CURVE keys.
@@ -81,3 +82,14 @@ def tcp_address(endpoint: str) -> tuple[str, int] | None:
     if scheme != "tcp" or port is None:
         return None
     return host, port
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback address literals: an HTTP listener (the
+    Prometheus exporter, the bridge) bound there is reachable from this host only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
