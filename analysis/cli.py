@@ -99,12 +99,9 @@ def record(
     eps = [opt.endpoint(ep, "EP") for ep in endpoints]
     hist = opt.history_endpoints(history, eps)
     check_output(output, "-o")
-    from spikewatch.sampler.cli import size_or_age
+    from spikewatch.sampler.cli import rotation
 
-    rotate_at = size_or_age(rotate, "--rotate")
-    keep_for = size_or_age(keep, "--keep")
-    if keep and not rotate:
-        raise click.UsageError("--keep deletes whole segments: give --rotate too")
+    rotate_at, keep_for = rotation(rotate, keep, "--rotate", "--keep")
     if rotate and append:
         raise click.UsageError("--rotate goes on numbering after the last segment: --append is not needed")
     if not append:

@@ -305,10 +305,7 @@ def sample(
             heap = parse_spec(heap_metric)
         except HeapMetricError as exc:
             raise click.BadParameter(str(exc), param_hint="--heap-metric") from None
-    rotate = size_or_age(journal_rotate, "--journal-rotate")
-    keep = size_or_age(journal_keep, "--journal-keep")
-    if journal_keep and not journal_rotate:
-        raise click.UsageError("--journal-keep deletes whole segments: give --journal-rotate too")
+    rotate, keep = rotation(journal_rotate, journal_keep, "--journal-rotate", "--journal-keep")
     if journal_rotate and no_journal:
         raise click.UsageError("--journal-rotate and --no-journal contradict each other")
     budget = _share(pss_budget, "--pss-budget")
@@ -416,6 +413,17 @@ def _history_server(security, endpoint: str, window: str, size: str, options: di
         )
     except EndpointError as exc:
         raise SamplerError(str(exc)) from None
+
+
+def rotation(
+    rotate: str | None, keep: str | None, rotate_flag: str, keep_flag: str
+) -> tuple[tuple[int | None, float | None], tuple[int | None, float | None]]:
+    """The rotation and retention options of a writer (``sample``'s journal, ``record``),
+    each as :func:`size_or_age` gives it; retention without rotation is refused."""
+    rotate_at, keep_for = size_or_age(rotate, rotate_flag), size_or_age(keep, keep_flag)
+    if keep and not rotate:
+        raise click.UsageError(f"{keep_flag} deletes whole segments: give {rotate_flag} too")
+    return rotate_at, keep_for
 
 
 def size_or_age(text: str | None, hint: str) -> tuple[int | None, float | None]:
