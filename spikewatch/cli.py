@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .entry import interrupt
 from .exits import io_failure
 
 # name -> "module:attribute" of a click command
@@ -96,10 +97,6 @@ class LazyGroup(click.Group):
             raise io_failure("use", path, exc) from None
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def term_is_interrupt() -> Any:
     """SIGTERM raises KeyboardInterrupt (exit 130 with one line, see LazyGroup.invoke) in
     the main thread; returns the handler it replaces (None off the main thread)."""
@@ -108,7 +105,7 @@ def term_is_interrupt() -> Any:
 
     if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.signal(signal.SIGTERM, _interrupt)
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 class MissingDependency(click.ClickException):

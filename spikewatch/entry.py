@@ -11,12 +11,13 @@ import signal
 import sys
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def interrupt(signum: int, frame: object) -> None:
+    """A SIGTERM handler that makes the signal a Ctrl-C (KeyboardInterrupt)."""
     raise KeyboardInterrupt
 
 
 def main() -> None:
-    old = signal.signal(signal.SIGTERM, _interrupt)
+    old = signal.signal(signal.SIGTERM, interrupt)
     try:
         from .cli import main as cli_main
     except KeyboardInterrupt:
