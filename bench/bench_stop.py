@@ -20,27 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-SCENARIO = """\
-[target]
-url = "http://127.0.0.1:9"
-ready = "/health"
-
-[[requests]]
-name = "q"
-method = "GET"
-path = "/health"
-
-[[phases]]
-name = "boot"
-kind = "startup"
-timeout = "20s"
-
-[[phases]]
-name = "long"
-kind = "steady"
-rate = RATE
-duration = "120s"
-"""
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.run.helpers import LONG_SCENARIO  # noqa: E402  (the run tests' 120 s steady scenario)
 
 SERVICE = [sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{port}"]
 
@@ -48,7 +30,7 @@ SERVICE = [sys.executable, "-m", "spikewatch.driver.demo_service", "--port", "{p
 def one(sig: int, rate: int, demo: bool, quiet: bool) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         scenario = Path(tmp) / "s.toml"
-        scenario.write_text(SCENARIO.replace("RATE", str(rate)))
+        scenario.write_text(LONG_SCENARIO.replace("rate = 20", f"rate = {rate}"))
         out = Path(tmp) / "out"
         if demo:
             argv = [sys.executable, "-m", "spikewatch", "demo", "--no-console", "--out", str(out)]

@@ -37,6 +37,8 @@ from typing import Any
 
 import zmq
 
+from .endpoints import is_loopback_host
+
 SERVER = "server"
 CLIENT = "client"
 AUTHORIZED = "authorized_clients"
@@ -69,12 +71,13 @@ def is_loopback(endpoint: str) -> bool:
         return True
     if host in ("*", ""):
         return False
+    if is_loopback_host(host):
+        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ipaddress.ip_address(host)
+        return False  # an address literal that is not loopback
     except ValueError:
         pass
-    if host == "localhost":
-        return True
     try:
         addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
     except OSError:
