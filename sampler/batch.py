@@ -40,6 +40,20 @@ class Batch:
                 self.peak_t[name] = ts[col.index(m)]
         return ts, cols
 
+    def interval_max(self) -> dict[str, int]:
+        """The largest sample of each series since the previous detail, the open batch
+        included (the detail tier reads its files before the batch is taken)."""
+        out = dict(self.imax)
+        cols = {protocol.SERIES_RSS: self.rss}
+        if self.cgroup:
+            cols[protocol.SERIES_CG_USAGE] = self.cgu
+        for name, col in cols.items():
+            if col:
+                m = max(col)
+                if m > out.get(name, -1):
+                    out[name] = m
+        return out
+
     def next_interval(self) -> None:
         """A detail interval ended: the maxima start over (the last one is kept for
         :meth:`headline_bytes`)."""

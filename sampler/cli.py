@@ -135,6 +135,13 @@ def _share(text: str, what: str) -> float:
     help="Period of the detail tier (status, cgroup stat, kernel peaks).",
 )
 @click.option(
+    "--batch-period",
+    default="100ms",
+    show_default=True,
+    help="How often the sample batch is published (at most 1s; never more often than --period). "
+    "Shorter: a livelier live view, more CPU.",
+)
+@click.option(
     "--publish", default=protocol.DEFAULT_PUBLISH, show_default=True, help="ZeroMQ PUB endpoint (tcp:// or ipc://)."
 )
 @click.option(
@@ -239,6 +246,7 @@ def sample(
     unit: str | None,
     period: str,
     detail_period: str,
+    batch_period: str,
     publish: str,
     inlet: str,
     journal: str | None,
@@ -280,6 +288,9 @@ def sample(
     if period_ns < 100_000 or period_ns > 1_000_000_000:
         raise click.BadParameter(f"{period!r} is outside 100us .. 1s", param_hint="--period")
     detail_ns = _duration(detail_period, "--detail-period", "ms")
+    batch_ns = _duration(batch_period, "--batch-period", "ms")
+    if batch_ns > 1_000_000_000:
+        raise click.BadParameter(f"{batch_period!r} is over 1s", param_hint="--batch-period")
     duration_ns = _duration(duration, "--duration", "s") if duration is not None else None
     limit_bytes = None
     if limit is not None:
@@ -330,6 +341,7 @@ def sample(
         target=Target(pid=pid, match=match, argv=argv or None, cgroup=cgroup_path, unit=unit),
         period_ns=period_ns,
         detail_period_ns=detail_ns,
+        batch_ns=batch_ns,
         publish=publish,
         inlet=inlet_ep,
         journal="" if no_journal else journal,

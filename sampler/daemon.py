@@ -207,7 +207,7 @@ class Sampler(SlackWork):
             c = self.config
             o = self.origin_t
             self._due = {
-                "batch": o + c.batch_ns,
+                "batch": o + self.batch_ns,
                 "detail": o + self.detail_ns,
                 "hello": o,
                 "tree": o + (10_000_000 if not self._tree_from_cgroup else 0),

@@ -236,6 +236,9 @@ class PeakExporter:
         (``spikewatch.sampler.wire.stream.Listener``); ``packed`` is not needed here.
         """
         try:
+            # Through the wire's one door, like every other consumer: a malformed body
+            # (columns not one value per dt, a detail without t) is counted, never applied.
+            body = protocol.as_message(topic, body)
             with self._lock:
                 self._last_message = time.monotonic()
                 if topic == protocol.SAMPLES:

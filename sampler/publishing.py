@@ -25,15 +25,24 @@ class Publishing(SamplerState):
         self._publish(protocol.EVENT, protocol.event_body(self.publisher.next_seq(), t, fields))
 
     def _flush_samples(self) -> None:
-        """Publish the current batch (called every ~20 ms and before any event,
-        so the stream never shows an event ahead of the samples that led to it)."""
+        """Publish the current batch (every batch period, with the detail when due, and
+        before any event, so the stream never shows an event ahead of the samples
+        that led to it)."""
         if self.publisher is None:
             return
+        msgs = self._take_samples()
+        if msgs:
+            self.publisher.publish_all(msgs)
+
+    def _take_samples(self) -> list[tuple[str, Mapping[str, Any]]]:
+        """The open batch as a message to publish (none when it is empty), its seq
+        taken now; the batch is empty afterwards."""
+        assert self.publisher is not None
         taken = self.batch.take()
         if taken is None:
-            return
+            return []
         ts, cols = taken
-        self._publish(protocol.SAMPLES, protocol.samples_body(self.publisher.next_seq(), ts, cols))
+        return [(protocol.SAMPLES, protocol.samples_body(self.publisher.next_seq(), ts, cols))]
 
     def _drain_inlet(self) -> None:
         if self.inlet is None or self.publisher is None:
@@ -89,6 +98,7 @@ class Publishing(SamplerState):
             wall_ns=time.time_ns() - (time.monotonic_ns() - t),
             period_ns=self.period_ns,
             detail_period_ns=self.detail_ns,
+            batch_period_ns=self.batch_ns,
             series=list(self.series),
             targets=targets,
             cgroup=cg,

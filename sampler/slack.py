@@ -34,14 +34,13 @@ class SlackWork(Targets):
         due[name] = at if at > t else t + interval
         return True
 
-    def _run_due(self, t: int) -> bool:
-        """Queue what is due; True when the batch work is (the caller runs it first)."""
+    def _run_due(self, t: int) -> tuple[bool, bool]:
+        """Queue what is due; whether the batch work and the detail are (the caller runs them first)."""
         due = self._due
         c = self.config
         periodic = self._periodic
-        batch = periodic("batch", c.batch_ns, t)
-        if periodic("detail", self.detail_ns, t):
-            self._tasks.append(once(lambda: self._detail(time.monotonic_ns())))
+        batch = periodic("batch", self.batch_ns, t)
+        detail = periodic("detail", self.detail_ns, t)
         if periodic("hello", c.hello_ns, t):
             self._tasks.append(once(lambda: self._hello(time.monotonic_ns())))
         if periodic("tree", min(c.tree_ns, 100_000_000) if self.membership.cheap else c.tree_ns, t):
@@ -65,7 +64,7 @@ class SlackWork(Targets):
             else:
                 self._stop = True
         self._next_due = min(due.values())
-        return batch
+        return batch, detail
 
     def _slack(self, t: int, next_deadline: int) -> None:
         if self.first_t is None and self.batch.times:
@@ -73,15 +72,17 @@ class SlackWork(Targets):
         tasks = self._tasks
         limit = next_deadline - self.period_ns // 4
         mono = time.monotonic_ns
-        # The batch work (every ~20 ms) is called directly, not queued: it is the
+        # The batch work and the detail are called directly, not queued: they are the
         # most frequent slow work, and a queued step costs a generator and a closure.
-        if t >= self._next_due and self._run_due(t):
-            try:
-                self._batch_work(t)
-            except Exception:
-                self._internal_error()  # reported once per place; sampling goes on
-            if mono() >= limit:
-                return  # it was this tick's step; the queue waits for the next
+        if t >= self._next_due:
+            batch, detail = self._run_due(t)
+            if batch or detail:
+                try:
+                    self._batch_work(t, detail)
+                except Exception:
+                    self._internal_error()  # reported once per place; sampling goes on
+                if mono() >= limit:
+                    return  # it was this tick's step; the queue waits for the next
         while tasks:
             try:
                 next(tasks[0])
@@ -95,8 +96,13 @@ class SlackWork(Targets):
             if mono() >= limit:
                 break
 
-    def _batch_work(self, t: int) -> None:
+    def _batch_work(self, t: int, detail: bool = False) -> None:
         self._reap_child(t)
+        if detail:
+            try:
+                self._detail(t)  # publishes the open batch with it
+            except Exception:
+                self._internal_error()
         self._flush_samples()
         self._drain_inlet()
         for pid, exe, ev in self._build_probe.results():
@@ -139,13 +145,12 @@ class SlackWork(Targets):
     def _detail(self, t: int) -> None:
         """The ~100 ms tier (:class:`~spikewatch.sampler.detail.DetailTier`), one message per interval."""
         assert self.publisher is not None
-        # A launched command killed just now is reaped first, so that an OOM kill
-        # seen below is attributed to its pid.
-        self._reap_child(t)
-        # Largest samples of the interval: publish the open batch first, so that
-        # every sample belongs to exactly one interval.
-        self._flush_samples()
-        imax = self.batch.imax
+        # (The caller reaps a launched command first, so that an OOM kill seen here
+        # is attributed to its pid.) The files are read first, the open batch published after them together with
+        # the detail (one wake-up of ZeroMQ's I/O thread for both): the largest samples
+        # of the interval include that batch, so every sample belongs to exactly one
+        # interval. An event raised on the way publishes the batch before itself.
+        imax = self.batch.interval_max()
         t_from = self._detail_t or self.first_t or t
         body = self.detail.read_procs(imax, t_from, t)
         self._take_pss(body, imax.get(protocol.SERIES_RSS))
@@ -166,11 +171,13 @@ class SlackWork(Targets):
             heap = self._heap.latest(2 * self.detail_ns)
             if heap is not None:
                 body["heap"] = heap
+        msgs = self._take_samples()
         self.batch.next_interval()
         self._detail_t = t
         # The header (and so the seq) is taken now, after the samples and events
         # published above: seq stays in order.
-        self._publish(protocol.DETAIL, {**protocol.header(self.publisher.next_seq(), t), **body})
+        msgs.append((protocol.DETAIL, {**protocol.header(self.publisher.next_seq(), t), **body}))
+        self.publisher.publish_all(msgs)
 
     def _take_pss(self, body: dict[str, Any], rss: int | None) -> None:
         """A PSS reading that arrived since the last detail goes into this one; the

@@ -50,6 +50,7 @@ class SamplerState:
         self.config = c
         self.period_ns = c.period_ns
         self.detail_ns = max(c.detail_period_ns, c.period_ns)
+        self.batch_ns = max(c.batch_ns, c.period_ns)
         self.session = uuid.uuid4().hex
         self._ctx = context or zmq.Context.instance()
         self._log_fn = c.log or (lambda s: print(s, file=sys.stderr, flush=True))

@@ -66,6 +66,7 @@ class Hello(Header, total=False):
     wall_ns: int
     period_ns: int
     detail_period_ns: int
+    batch_period_ns: int  # how often a samples batch goes out (--batch-period)
     series: list[str]
     targets: list[Target]
     cgroup: CgroupInfo | None

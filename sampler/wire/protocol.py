@@ -21,7 +21,8 @@ a key is absent when the host cannot provide it):
 
 ``hello``   session (str, unique per sampler run), host, sampler_version, pid (of the
             sampler), wall_ns (wall clock at ``t``: the anchor for converting times),
-            period_ns, detail_period_ns, series (list of series names in ``samples``),
+            period_ns, detail_period_ns, batch_period_ns (how often a ``samples`` batch goes
+            out; absent from samplers before it was added), series (list of series names in ``samples``),
             targets (list of {kind: pid|match|cgroup|unit|launch, spec: str, pids: [int]}),
             cgroup ({version, path, limit, owned, limit_own, limit_from, limit_kind} or None:
             limit is the effective one, the lowest up the tree (v2 memory.max or memory.high,

@@ -20,7 +20,7 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +70,16 @@ def _let_go() -> None:
 
 
 class Journal:
-    """The recording file, written by a background thread at least every ``flush_s``."""
+    """The recording file, written by a background thread at least every ``flush_s``.
+
+    Each wake-up of that thread costs ~0.1 ms of CPU on a VM (cold caches), and a
+    version 2 block holds a second of samples anyway: four a second lose nothing a
+    crash would not (the open block), where ten cost ~0.6 ms a second more."""
 
     def __init__(
         self,
         path: str | os.PathLike[str],
-        flush_s: float = 0.1,
+        flush_s: float = 0.25,
         *,
         rotate_bytes: int | None = None,
         rotate_s: float | None = None,
@@ -208,17 +212,29 @@ class Publisher:
 
     def publish(self, topic: str, body: Mapping[str, Any]) -> None:
         """Send ``body`` (which must already carry v/seq/t) on ``topic``."""
-        packed = self._pack(body)
+        self.publish_all(((topic, body),))
+
+    def publish_all(self, messages: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Send several messages back to back, in order, all packed before the first
+        goes out: ZeroMQ's I/O thread, woken by the first, finds the others queued
+        too (one wake-up, ~60 µs of CPU on a VM, instead of one a message)."""
+        packed = [self._pack(body) for _, body in messages]
         sock = self.sock
-        try:
-            # Two sends instead of send_multipart: less Python per message. A PUB
-            # socket queues a message whole or not at all, so the first part
-            # never goes out alone.
-            sock.send(_TOPICS.get(topic) or topic.encode(), zmq.NOBLOCK | zmq.SNDMORE)
-            sock.send(packed, zmq.NOBLOCK)
-            self.published += 1
-        except zmq.Again:
-            self.dropped += 1
+        for (topic, _), data in zip(messages, packed):
+            try:
+                # Two sends instead of send_multipart: less Python per message. A PUB
+                # socket queues a message whole or not at all, so the first part
+                # never goes out alone.
+                sock.send(_TOPICS.get(topic) or topic.encode(), zmq.NOBLOCK | zmq.SNDMORE)
+                sock.send(data, zmq.NOBLOCK)
+                self.published += 1
+            except zmq.Again:
+                self.dropped += 1
+        for (topic, body), data in zip(messages, packed):
+            self._keep(topic, body, data)
+
+    def _keep(self, topic: str, body: Mapping[str, Any], packed: bytes) -> None:
+        """The journal and the in-process listeners get what the socket got."""
         if self.journal is not None:
             self.journal.put(topic, packed, body)
         for listener in self.listeners:

@@ -273,9 +273,11 @@ def test_bad_requests_and_bodies() -> None:
         assert err.value.code == 404
         exp.observe(protocol.SAMPLES, {"v": 1, "seq": 0, "t": 0})  # no series: counted, not raised
         exp.observe(protocol.SAMPLES, {"series": {"rss": ["x", 1]}})
+        # a column longer than dt: rejected by protocol.as_samples, its value never a peak
+        exp.observe(protocol.SAMPLES, {"v": 1, "seq": 1, "t": 0, "dt": [0], "series": {"rss": [1, 10 * BASE]}})
         Feed(exp).run([BASE] * 20)
         got = values(scrape(exp))
-        assert got[("spikewatch_exporter_observe_errors_total", "")] == 2
+        assert got[("spikewatch_exporter_observe_errors_total", "")] == 3
         assert got[(M_PEAK, "rss")] == BASE
 
 
