@@ -291,6 +291,13 @@ class Inlet:
         self.bad = 0
         self.last_error: str | None = None
         self._stop = False
+        # close() wakes the thread through this pair instead of the thread polling with
+        # a timeout to look at _stop: an idle inlet costs no wake-ups (~0.1 ms each on a VM).
+        self._wake_addr = f"inproc://spikewatch-inlet-stop-{id(self)}"
+        self._wake_rx = ctx.socket(zmq.PAIR)
+        self._wake_rx.bind(self._wake_addr)
+        self._wake_tx = ctx.socket(zmq.PAIR)
+        self._wake_tx.connect(self._wake_addr)
         self._thread = threading.Thread(target=self._run, name="spikewatch-inlet", daemon=True)
 
     def start(self) -> None:
@@ -300,9 +307,12 @@ class Inlet:
         sock = self.sock
         mono = time.monotonic_ns
         second, in_second = 0, 0
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_rx, zmq.POLLIN)
         while not self._stop:
-            if not sock.poll(200):
-                continue
+            if sock not in dict(poller.poll()):
+                continue  # close() woke us
             try:
                 frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=self.sender_allowed is None)
             except zmq.Again:
@@ -337,5 +347,8 @@ class Inlet:
     def close(self) -> None:
         self._stop = True
         if self._thread.is_alive():
+            self._wake_tx.send(b"", zmq.NOBLOCK)
             self._thread.join(timeout=2)
+        self._wake_tx.close(0)
+        self._wake_rx.close(0)
         close_endpoint(self.sock, self.endpoint)
