@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from . import cgroup, procfs
+from . import cgroup
 from .procfs import ProcfsError
 from .tree import ProcessTree
 from .wire import protocol
@@ -115,7 +115,7 @@ class DetailTier:
             hwm = st.get("vm_hwm", 0)
             if reset:
                 try:
-                    procfs.reset_hwm(h.pid)
+                    h.reset_hwm()
                     interval_hwms.append(hwm)
                 except ProcfsError:
                     pass

@@ -250,7 +250,7 @@ def reset_hwm(pid: int) -> bool:
 class ProcHandle:
     """Kept-open statm and status descriptors of one process."""
 
-    __slots__ = ("pid", "statm_fd", "status_fd", "argv", "exe", "start_t", "ppid", "gone")
+    __slots__ = ("pid", "statm_fd", "status_fd", "clear_refs_fd", "argv", "exe", "start_t", "ppid", "gone")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -261,6 +261,7 @@ class ProcHandle:
             os.close(self.statm_fd)
             raise
         self.gone = False
+        self.clear_refs_fd = -1  # opened by the first reset_hwm()
         try:
             st = read_stat(pid)
             self.ppid = st.ppid
@@ -288,13 +289,33 @@ class ProcHandle:
         except OSError as exc:
             raise _wrap(exc, self.pid, "status") from None
 
-    def close(self) -> None:
-        for fd in (self.statm_fd, self.status_fd):
+    def reset_hwm(self) -> bool:
+        """:func:`reset_hwm` through a kept-open descriptor (~13 µs instead of ~34 with
+        the open and close, ten times a second); False if the process is gone."""
+        pid = self.pid
+        if self.clear_refs_fd < 0:
             try:
-                os.close(fd)
+                self.clear_refs_fd = os.open(f"{PROC}/{pid}/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ESRCH):
+                    return False
+                raise _wrap(exc, pid, f"{PROC}/{pid}/clear_refs") from None
+        try:
+            os.write(self.clear_refs_fd, b"5")
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.ESRCH, errno.ENOENT):
+                return False
+            raise _wrap(exc, pid, f"{PROC}/{pid}/clear_refs") from None
+
+    def close(self) -> None:
+        for fd in (self.statm_fd, self.status_fd, self.clear_refs_fd):
+            try:
+                if fd >= 0:
+                    os.close(fd)
             except OSError:
                 pass
-        self.statm_fd = self.status_fd = -1
+        self.statm_fd = self.status_fd = self.clear_refs_fd = -1
 
     def __repr__(self) -> str:
         return f"ProcHandle({self.pid}, {' '.join(self.argv)[:60]!r})"

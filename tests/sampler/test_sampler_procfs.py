@@ -71,11 +71,13 @@ def test_start_time_on_the_monotonic_clock_and_hwm_reset():
         assert hwm >= h.rss() + 35 * MiB  # the freed spike is only in the high-water mark
         assert procfs.reset_hwm(child.pid)
         assert h.status()["vm_hwm"] < hwm - 35 * MiB
-        h.close()
+        assert h.reset_hwm() and h.reset_hwm()  # through the handle's kept-open descriptor, again
     finally:
         child.kill()
         child.wait()
     assert not procfs.reset_hwm(child.pid)  # gone: False, not an error
+    assert not h.reset_hwm()  # and through the kept-open descriptor
+    h.close()
 
 
 def test_errors_for_missing_processes():
