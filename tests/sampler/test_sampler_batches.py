@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from spikewatch.sampler.daemon import Sampler, SamplerConfig, Target
 from spikewatch.sampler.wire import protocol
 
