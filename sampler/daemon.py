@@ -164,6 +164,13 @@ class Sampler(SlackWork):
             self._close_all()
             raise SamplerError(str(exc)) from None
 
+    def _on_child(self, signum: int, frame: Any) -> None:
+        # A launched command's exit (an OOM kill among them) is reaped after the next
+        # tick instead of at the next batch (up to 100 ms later): its events keep the
+        # tick's precision, and waiting for it costs nothing.
+        self._child_signalled = True
+        self._next_due = 0
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.request_stop(f"signal {signal.Signals(signum).name}", signum)
 
@@ -175,6 +182,8 @@ class Sampler(SlackWork):
         if threading.current_thread() is threading.main_thread():
             for s in self.stop_signals:
                 old_handlers[s] = signal.signal(s, self._on_signal)
+            if self._child is not None:
+                old_handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_child)
         ticker: Ticker | None = None
         try:
             if self.inlet is not None:

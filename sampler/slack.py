@@ -72,6 +72,12 @@ class SlackWork(Targets):
         tasks = self._tasks
         limit = next_deadline - self.period_ns // 4
         mono = time.monotonic_ns
+        if self._child_signalled:
+            self._child_signalled = False
+            try:
+                self._reap_child(t)
+            except Exception:
+                self._internal_error()
         # The batch work and the detail are called directly, not queued: they are the
         # most frequent slow work, and a queued step costs a generator and a closure.
         if t >= self._next_due:

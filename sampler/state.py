@@ -66,6 +66,7 @@ class SamplerState:
         self._tree_from_cgroup = False
         self.auto = AutoCgroup(self._log, self._log_fn)  # --cgroup auto
         self._child: Launched | None = None
+        self._child_signalled = False  # SIGCHLD: reap the launched command after this tick
         self._child_handle: ProcHandle | None = None
         self._setup_done = False
         self._journal_size_at_open = 0

@@ -76,6 +76,9 @@ def test_launch_heights_times_and_exit_status(tmp_path, endpoints):
 
     exits = s.events(protocol.EV_PROC_EXIT)
     assert exits[-1]["pid"] == start["pid"] and exits[-1]["code"] == 3 and exits[-1]["oom"] is False
+    # Reaped at the tick after its memory went (SIGCHLD), not at the next batch, up to 100 ms later.
+    gone = next(t for t, v in zip(s.times, s.series["rss"]) if t > t3 and v == 0)
+    assert -2_000 <= exits[-1]["t"] - gone < 20_000_000  # the journal keeps sample times to ±1 µs
     # Tail: samples continue a little after the exit, then the run ends.
     assert s.times[-1] > exits[-1]["t"]
     assert s.times[-1] - exits[-1]["t"] < 2_000_000_000
