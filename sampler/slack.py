@@ -151,11 +151,12 @@ class SlackWork(Targets):
     def _detail(self, t: int) -> None:
         """The ~100 ms tier (:class:`~spikewatch.sampler.detail.DetailTier`), one message per interval."""
         assert self.publisher is not None
-        # (The caller reaps a launched command first, so that an OOM kill seen here
-        # is attributed to its pid.) The files are read first, the open batch published after them together with
-        # the detail (one wake-up of ZeroMQ's I/O thread for both): the largest samples
-        # of the interval include that batch, so every sample belongs to exactly one
-        # interval. An event raised on the way publishes the batch before itself.
+        # The caller reaps a launched command first, so that an OOM kill seen here is
+        # attributed to its pid. The files are read first and the open batch goes out
+        # after them, back to back with the detail (one wake-up of ZeroMQ's I/O thread
+        # for both): the interval's largest samples include that batch, so every sample
+        # belongs to exactly one interval. An event raised on the way publishes the
+        # batch before itself.
         imax = self.batch.interval_max()
         t_from = self._detail_t or self.first_t or t
         body = self.detail.read_procs(imax, t_from, t)
