@@ -106,7 +106,8 @@ class SlackWork(Targets):
         self._reap_child(t)
         if detail:
             try:
-                self._detail(t)  # publishes the open batch with it
+                # now, not the tick's t: the interval ends after its last sample
+                self._detail(time.monotonic_ns())  # publishes the open batch with it
             except Exception:
                 self._internal_error()
         self._flush_samples()
