@@ -273,9 +273,9 @@ class RawCols:
         total = self._total
         kinds = [-1 if c is None else c[0] for c in encs] if None in encs else list(map(itemgetter(0), encs))
         present = set(kinds)
-        if present - {-1, 1, 2, 4, 5, 6}:
+        if present - {-1, 1, 2, 4, 5, 6, 7}:
             raise _Slow
-        if not want_float and (4 in present or 6 in present):
+        if not want_float and (4 in present or 6 in present or 7 in present):
             raise _Slow
         if present == {1}:  # the common case: integer deltas in every block
             _k, firsts, packs, g = zip(*encs)
@@ -324,7 +324,10 @@ class RawCols:
             else:
                 if fl is None:
                     fl = np.full(total, np.nan)
-                fl[rows] = _decimals(sub, ms) if kind == 6 else np.concatenate([_floats(c[1]) for c in sub])
+                if kind == 7:
+                    fl[rows] = self._derived(sel, sub, ms)
+                else:
+                    fl[rows] = _decimals(sub, ms) if kind == 6 else np.concatenate([_floats(c[1]) for c in sub])
         if present == {1} or present == {2} and isint.all() or present == {5}:
             isint = True
         return vals, isint, fl
@@ -365,6 +368,24 @@ class RawCols:
                 raise _Slow
             y[np.repeat(mine, ms)] += rv[glob]
         return y
+
+    def _derived(self, sel: np.ndarray, sub: list[Any], ms: np.ndarray) -> np.ndarray:
+        """Kind 7 (version 4): numerator * factor / denominator, two integer columns of the block."""
+        out = np.empty(int(ms.sum()))
+        mine_rows = np.repeat(np.arange(len(sub)), ms)
+        by: dict[tuple[str, str, float], list[int]] = {}
+        for i, (j, c) in enumerate(zip(sel.tolist(), sub)):
+            keys = self.lays[j].keys
+            by.setdefault((keys[c[1]], keys[c[2]], c[3]), []).append(i)
+        for (ka, kb, factor), idx in by.items():
+            (na, ia), (nb, ib) = self._ints_of(ka), self._ints_of(kb)
+            blk = np.zeros(len(self.colss), dtype=bool)
+            blk[sel[idx]] = True
+            glob = np.repeat(blk, self._m)
+            if not ((ia is True or ia[glob].all()) and (ib is True or ib[glob].all())):
+                raise _Slow
+            out[np.isin(mine_rows, idx)] = na[glob].astype(np.float64) * factor / nb[glob].astype(np.float64)
+        return out
 
     def _sparse(self, k: str, encs: list[Any], have: list[int]) -> np.ndarray | None:
         out = np.full(self._total, np.nan)

@@ -82,6 +82,13 @@ def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndar
         if np.any(g != 1):
             d = d * np.repeat(g, m - 1)
         cols[name] = segmented_cumsum(np.array([x[1] for x in ser], dtype=np.int64), d, m)
+        rel = np.array([len(x) > 4 for x in ser])
+        if rel.any():  # version 4: a series relative to another (the block's first)
+            refs = {(e[8][x[4]][0], len(e[8][x[4]])) for e, x in zip(encs, ser) if len(x) > 4}
+            ref, width = refs.pop() if len(refs) == 1 else ("", 0)
+            if ref not in cols or width > 4:
+                raise ValueError("a series relative to a relative or later series")
+            cols[name] += np.where(np.repeat(rel, m), cols[ref], 0)
     # the first batch's head may sit before its first sample (the rest are later anyway)
     head = int(t[0]) + int(np_ints(encs[0][9]).min()) * q if len(t) else 0
     return t, cols, offs, head

@@ -45,6 +45,19 @@ def series_values(first: int, g: int, d_p: list[Any]) -> np.ndarray:
     return v
 
 
+def all_series(series_enc: list[Any]) -> dict[str, np.ndarray]:
+    """Every series of a block by name (version 4: one may be stored relative to the first)."""
+    out: dict[str, np.ndarray] = {}
+    for name, first, g, d_p, *ref in series_enc:
+        v = series_values(first, g, d_p)
+        if ref:
+            if len(series_enc[ref[0]]) > 4 or series_enc[ref[0]][0] not in out:
+                raise ValueError("a series relative to a relative or later series")
+            v += out[series_enc[ref[0]][0]]
+        out[name] = v
+    return out
+
+
 def block_columns(
     payload: bytes,
 ) -> tuple[list[tuple[str, dict[str, Any]]], np.ndarray | None, dict[str, np.ndarray], list[int], bool]:
@@ -69,10 +82,7 @@ def block_columns(
     for topic, body in records:
         if topic == protocol.SAMPLES and "dt" not in body:
             body["t"] = next(head_t)
-    cols: dict[str, np.ndarray] = {}
-    for name, first, g, d_p in series_enc:
-        v = series_values(first, g, d_p)
-        cols[name] = v
+    cols = all_series(series_enc)
     cols = {name: cols[name] for name in shapes[0]}
     return records, t, cols, sizes.tolist(), True
 
@@ -225,8 +235,7 @@ def _fast_samples(b: Builder, enc: list[Any], n_batches: int) -> None:
     if b.dt:
         b.dt_chunks.append(np.array(b.dt, dtype=np.int64))
         b.dt.clear()
-    for name, first, g, d_p in series_enc:
-        v = series_values(first, g, d_p)
+    for name, v in all_series(series_enc).items():
         if name not in b.vals:
             b.vals[name] = []
             b.val_chunks[name] = []

@@ -44,7 +44,10 @@ def _parts(block: dict[str, Any]) -> Iterator[tuple[str, list[Any], int]]:
 
 
 def _size(z: blocks.Compressor, block: dict[str, Any]) -> int:
-    return len(z.compress(msgpack.packb(block, use_bin_type=True)))
+    s = block.get("s")
+    # codec 3 codes the tick deviations apart, as the writer does
+    sides = [s[7][1]] if s is not None and s[7] is not None else []
+    return len(z.compress(msgpack.packb(block, use_bin_type=True), sides))
 
 
 def main() -> None:
@@ -53,7 +56,6 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=30)
     a = ap.parse_args()
     files = resolve_run(a.run)
-    z = blocks.Compressor()
     cost: dict[str, int] = defaultdict(int)
     topic_cost: dict[str, int] = defaultdict(int)
     total = samples = payload = 0
@@ -62,6 +64,9 @@ def main() -> None:
         with open(path, "rb") as f:
             if not blocks.is_v2(f.read(len(blocks.MAGIC))):
                 sys.exit(f"{path}: not a version 2 recording (convert it first)")
+            f.seek(0)
+            version = blocks.read_header(f)["format"]
+            z = blocks.Compressor(blocks.CODEC_SECTIONS if version >= 4 else blocks.CODEC_DEFLATE)
             f.seek(0)
             for fr in blocks.iter_frames(f):
                 if fr.kind != blocks.KIND_DATA:

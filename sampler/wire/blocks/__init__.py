@@ -77,6 +77,7 @@ from .codec import (
 from .columns import decode_group, encode_group, group_columns, is_int, pack_ints, unpack_ints
 from .framing import (
     CODEC_DEFLATE,
+    CODEC_SECTIONS,
     CODEC_ZSTD,
     CODECS,
     DICT_BYTES,
@@ -107,6 +108,7 @@ _is_int = is_int  # the name analysis.reader used before the split
 __all__ = [
     "CODECS",
     "CODEC_DEFLATE",
+    "CODEC_SECTIONS",
     "CODEC_ZSTD",
     "DICT_BYTES",
     "FRAME_BYTES",

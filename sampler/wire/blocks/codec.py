@@ -21,10 +21,12 @@ def encode_block(
     quantum_ns: int = QUANTUM_NS,
     pause: Callable[[], None] = no_pause,
     version: int = VERSION,
+    sides: list[bytes] | None = None,
 ) -> bytes:
-    """The (uncompressed) msgpack payload of one data block; ``version`` 2 uses only
-    the column kinds a version 2 reader knows (a block appended to a version 2 file)."""
-    ext = version >= 3
+    """The (uncompressed) msgpack payload of one data block; ``version`` 2 (3) uses only
+    the column kinds a version 2 (3) reader knows (a block appended to an older file).
+    ``sides`` gets the parts worth compressing apart (codec 3): the tick deviations."""
+    ext = 0 if version <= 2 else 1 if version == 3 else 2
     topics: dict[str, int] = {}
     order = bytearray()
     groups: dict[int, list[Mapping[str, Any]]] = {}
@@ -50,6 +52,8 @@ def encode_block(
     block: dict[str, Any] = {"tp": list(topics), "o": bytes(order)}
     if batches:
         block["s"] = s
+        if sides is not None:
+            sides.append(s[7][1])
         groups[topics["\x00" + SAMPLES]] = list(heads)
     g = []
     for ti, bodies in groups.items():
@@ -59,7 +63,7 @@ def encode_block(
     return msgpack.packb(block, use_bin_type=True)
 
 
-def _encode_plain(records: list[tuple[str, Mapping[str, Any]]], ext: bool) -> bytes:
+def _encode_plain(records: list[tuple[str, Mapping[str, Any]]], ext: int) -> bytes:
     topics: dict[str, int] = {}
     order = bytearray()
     groups: dict[int, list[Mapping[str, Any]]] = {}

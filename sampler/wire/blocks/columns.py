@@ -71,12 +71,20 @@ def is_int(x: Any) -> TypeGuard[int]:
 # ------------------------------------------------------------ generic groups
 
 
-def encode_group(bodies: list[Mapping[Any, Any]], ext: bool = False) -> list[Any]:
+# Version 4's derived floats: (column, numerator, denominator, factor) with the column
+# exactly ``numerator * factor / denominator`` (a driver's rate: completions over its interval)
+DERIVED = (("rate", "completed", "interval_ns", 1e9),)
+_EXACT = 1 << 53
+
+
+def encode_group(bodies: list[Mapping[Any, Any]], ext: int = 0) -> list[Any]:
     """Maps as columns: ``[keys, shapes (key numbers), shape ids, columns (one a key)]``.
 
     A column is ``[0, values]`` or, when every value is an int64, ``[1, first,
     packed deltas / g, g]`` (times, counters and sequence numbers move by little,
     memory figures by whole pages) or ``[2, value, count]`` when it never changes.
+    ``ext`` 1 (version 3) adds kinds 3-6; 2 (version 4) kind 7 and integers relative
+    to a twin column (see :func:`_relative`).
     """
     shapes: dict[tuple[Any, ...], int] = {}
     ids: list[int] = []
@@ -107,7 +115,7 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: bool = False) -> list[Any
     enc: list[list[Any]] = []
     for i, v in enumerate(vals):
         if not _all_ints(v):
-            enc.append(_encode_column_ext(v, None))
+            enc.append(_encode_column_ext(v, None, ext))
             continue
         ints[i] = True
         d = list(map(operator.sub, v[1:], v[:-1]))
@@ -121,31 +129,129 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: bool = False) -> list[Any
         else:
             wide[i] = True
             own[i] = _int_modes(v, -1, v)
-            enc.append(_encode_column_ext(v, own[i]))
+            enc.append(_encode_column_ext(v, own[i], ext))
     if len(shapes) == 1:
-        t_at = at.get("t")
-        relative: set[int] = set()
-        used: set[int] = set()
-        last_int: int | None = None
-        for i, v in enumerate(vals):
-            if not ints[i]:
-                continue
-            refs = [r for r in (t_at, last_int) if r is not None and r != i and ints[r] and r not in relative]
-            last_int = i
-            if i in used or not refs or not wide[i]:
-                continue
-            best = own[i]
-            for r in dict.fromkeys(refs):
-                c = _int_modes(v, r, vals[r])
-                if c is not None and (best is None or c[0] < best[0]):
-                    best = c
-            if best is not None and best[1] >= 0:
-                col = _int_column(*best[1:])
-                if col is not None:
-                    enc[i] = col
-                    relative.add(i)
-                    used.add(best[1])
+        _relative(vals, enc, ints, wide, own, at.get("t"), ext >= 2)
+        if ext >= 2:
+            _derived(vals, enc, ints, at)
+    elif ext >= 2:
+        # columns line up body for body where their keys are in the same shapes (a
+        # detail with its pss figures now and then): relative within each such set
+        sig: dict[tuple[int, ...], list[int]] = {}
+        for i, k in enumerate(keys):
+            sig.setdefault(tuple(j for j, sh in enumerate(shapes) if k in sh), []).append(i)
+        for cols in sig.values():
+            if len(cols) > 1:
+                sub_at = {keys[i]: n for n, i in enumerate(cols)}
+                sub_enc = [enc[i] for i in cols]
+                _relative(
+                    [vals[i] for i in cols],
+                    sub_enc,
+                    [ints[i] for i in cols],
+                    [wide[i] for i in cols],
+                    [own[i] for i in cols],
+                    sub_at.get("t"),
+                    True,
+                )
+                _derived([vals[i] for i in cols], sub_enc, [ints[i] for i in cols], sub_at)
+                for n, i in enumerate(cols):
+                    enc[i] = _renumber(sub_enc[n], cols)
     return [keys, [[at[k] for k in s] for s in shapes], pack_ints(ids), enc]
+
+
+def _relative(
+    vals: list[list[Any]],
+    enc: list[list[Any]],
+    ints: list[bool],
+    wide: list[bool],
+    own: list[tuple[int, int, int, list[int]] | None],
+    t_at: int | None,
+    twins: bool,
+) -> None:
+    """Wide integer columns relative to ``t`` or the integer column before them, when
+    that takes fewer bits; with ``twins`` (version 4) also any integer column relative
+    to one that starts or ends on the same value (a detail's ``cg_peak`` beside its
+    ``cg_usage``, ``sample_max`` beside ``vm_hwm``) when cheaper than its own deltas.
+    A column referred to stays self-contained."""
+    relative: set[int] = set()
+    used: set[int] = set()
+    last_int: int | None = None
+    ends: dict[Any, list[int]] = {}
+    if twins:
+        for i, v in enumerate(vals):
+            if ints[i]:
+                ends.setdefault(v[0], []).append(i)
+                if v[-1] != v[0]:
+                    ends.setdefault(v[-1], []).append(i)
+    for i, v in enumerate(vals):
+        if not ints[i]:
+            continue
+        refs = [r for r in (t_at, last_int) if r is not None and r != i and ints[r] and r not in relative]
+        last_int = i
+        if i in used:
+            continue
+        if not wide[i]:
+            refs = []
+        best = own[i] if wide[i] else None
+        if twins and enc[i][0] != 2:
+            mine = [r for r in dict.fromkeys(ends.get(v[0], []) + ends.get(v[-1], [])) if r != i and r not in relative]
+            if mine:
+                refs += mine
+                if best is None:
+                    best = (_step_bits(v, None), -1, 0, v)
+        for r in dict.fromkeys(refs):
+            c = _int_modes(v, r, vals[r]) if wide[i] else _twin(v, r, vals[r])
+            if c is not None and (best is None or c[0] < best[0]):
+                best = c
+        if best is not None and best[1] >= 0:
+            col = _int_column(*best[1:])
+            if col is not None:
+                enc[i] = col
+                relative.add(i)
+                used.add(best[1])
+
+
+def _renumber(col: list[Any], cols: list[int]) -> list[Any]:
+    """A column made within a subset of the columns, its references to the whole."""
+    if col[0] == 5 and col[1] >= 0:
+        return [5, cols[col[1]], *col[2:]]
+    if col[0] == 7:
+        return [7, cols[col[1]], cols[col[2]], col[3]]
+    return col
+
+
+def _step_bits(v: list[int], rv: list[int] | None) -> int:
+    """Bits of the deltas over their common step of ``v`` (less ``rv``), and of its first value."""
+    y = v if rv is None else list(map(operator.sub, v, rv))
+    d = list(map(operator.sub, y[1:], y[:-1]))
+    g = math.gcd(*d) or 1
+    return sum(int.bit_length(abs(x) // g) for x in d) + int.bit_length(abs(y[0])) // 4
+
+
+def _twin(v: list[int], ref: int, rv: list[int]) -> tuple[int, int, int, list[int]] | None:
+    y = list(map(operator.sub, v, rv))
+    if not (_INT64[0] <= min(y) and max(y) <= _INT64[1]):
+        return None
+    return (_step_bits(v, rv), ref, 0, y)
+
+
+def _derived(vals: list[list[Any]], enc: list[list[Any]], ints: list[bool], at: Mapping[Any, int]) -> None:
+    """Kind 7: ``[7, numerator column, denominator column, factor]`` for a float column
+    that is exactly numerator * factor / denominator in every body (:data:`DERIVED`)."""
+    for key, num, den, factor in DERIVED:
+        i, a, b = at.get(key), at.get(num), at.get(den)
+        if i is None or a is None or b is None or not (ints[a] and ints[b]):
+            continue
+        v, n, d = vals[i], vals[a], vals[b]
+        if all(
+            type(x) is float and 0 < abs(q) < _EXACT and abs(p) < _EXACT and _same_float(x, p * factor / q)
+            for x, p, q in zip(v, n, d)
+        ):
+            enc[i] = [7, a, b, factor]
+
+
+def _same_float(a: float, b: float) -> bool:
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
 def all_int64(vals: list[Any]) -> bool:
@@ -195,7 +301,7 @@ def _int_column(ref: int, mode: int, y: list[int]) -> list[Any] | None:
     return [5, ref, mode, y[0], pack_ints(d), g]
 
 
-def _encode_column_ext(vals: list[Any], own: tuple[int, int, int, list[int]] | None) -> list[Any]:
+def _encode_column_ext(vals: list[Any], own: tuple[int, int, int, list[int]] | None, ext: int = 1) -> list[Any]:
     """Version 3's columns: integers also as offsets from their first value (a
     noisy figure: latencies) or (see :func:`encode_group`) relative to another
     column (a wall clock beside ``t``, a p99 beside its p90), whichever takes the
@@ -214,7 +320,7 @@ def _encode_column_ext(vals: list[Any], own: tuple[int, int, int, list[int]] | N
         if t0 is float and all(type(x) is float for x in vals):
             return _decimal_column(vals) or [4, _pack_floats(vals)]
         if t0 is dict and all(type(x) is dict for x in vals):
-            return [3, encode_group(vals, ext=True)]
+            return [3, encode_group(vals, ext=ext)]
         if (v0 is None or t0 in (str, bool)) and all(type(x) is t0 and x == v0 for x in vals):
             return [2, v0, n]
     return _encode_column(vals)
@@ -273,6 +379,7 @@ def group_columns(enc: list[Any]) -> list[list[Any]]:
     cols = enc[3]
     out: list[list[Any]] = [[] for _ in cols]
     later = []
+    derived = []
     for i, col in enumerate(cols):
         kind = col[0]
         if kind == 1:
@@ -296,13 +403,20 @@ def group_columns(enc: list[Any]) -> list[list[Any]]:
                 later.append(i)  # relative to a column decoded in this pass
                 continue
             out[i] = _int_values(col)
+        elif kind == 7:
+            derived.append(i)  # from two columns decoded in this pass
         else:
             raise ValueError(f"unknown column kind {kind}")
     for i in later:
         ref = cols[i][1]
-        if cols[ref][0] == 5 and cols[ref][1] >= 0:
-            raise ValueError("a column relative to a relative column")
+        if cols[ref][0] == 5 and cols[ref][1] >= 0 or cols[ref][0] == 7:
+            raise ValueError("a column relative to a relative or derived column")
         out[i] = [a + b for a, b in zip(_int_values(cols[i]), out[ref], strict=True)]
+    for i in derived:
+        _, a, b, factor = cols[i]
+        if cols[a][0] == 7 or cols[b][0] == 7:
+            raise ValueError("a column derived from a derived column")
+        out[i] = [p * factor / q for p, q in zip(out[a], out[b], strict=True)]
     return out
 
 

@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 import msgpack
 
 from .codec import HelloExpander, decode_block
+from .columns import decode_group
 from .framing import (
     _CRC,
     _FRAME,
@@ -218,6 +219,9 @@ def read_index(path: str | os.PathLike[str]) -> dict[str, Any]:
                 payload = _frame_at(f, KIND_INDEX)
                 if payload is not None:
                     idx: dict[str, Any] = msgpack.unpackb(payload, raw=False)
+                    bc = idx.pop("bc", None)
+                    if bc is not None:  # version 4: the blocks as columns
+                        idx["blocks"] = [[b["o"], b["a"], b["a"] + b["z"], b["n"]] for b in decode_group(bc)]
                     idx["complete"] = True
                     return idx
         f.seek(0)

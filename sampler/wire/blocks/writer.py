@@ -13,10 +13,12 @@ from typing import Any
 import msgpack
 
 from .codec import HELLO, KEYFRAME_BLOCKS, QUANTUM_NS, REF, SAMPLES, encode_block, hello_delta
+from .columns import encode_group
 from .columns import is_int as _is_int
 from .framing import (
     _TAIL,
     CODEC_DEFLATE,
+    CODEC_SECTIONS,
     KIND_DATA,
     KIND_INDEX,
     TAIL_MAGIC,
@@ -49,15 +51,17 @@ class BlockWriter:
         block_s: float = 1.0,
         max_pending: int = 16 * 1024 * 1024,
         level: int | None = None,
-        codec: int = CODEC_DEFLATE,
+        codec: int | None = None,
+        version: int | None = None,
     ) -> None:
+        """``codec`` None: the best the file's version reads (codec 3 from version 4);
+        ``version``: of a new file (default the newest; an existing file keeps its own)."""
         self.path = os.fspath(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.quantum_ns = quantum_ns
         self.block_ns = block_ns
         self.block_s = block_s
         self.max_pending = max_pending
-        self._z = Compressor(codec, level)
         # called between encoding steps; the journal thread sets time.sleep(0) (lets the GIL go)
         self.pause: Callable[[], None] = no_pause
         self._pending = bytearray()
@@ -78,15 +82,21 @@ class BlockWriter:
         self.records_dropped = 0
         self.blocks_written = 0
         self._offset = os.lseek(self._fd, 0, os.SEEK_END)
-        self.version = VERSION
+        self.version = version or VERSION
+        head = b""
         if self._offset == 0:
-            head = file_header({"format": VERSION, "quantum_ns": quantum_ns, "created_wall_ns": time.time_ns()})
-            self._queue(head, 0)
-            self._offset = len(head)
+            meta = {"format": self.version, "quantum_ns": quantum_ns, "created_wall_ns": time.time_ns()}
+            head = file_header(meta, self.version)
         else:
             # appending: blocks a reader of the file's own version can read
             with open(self.path, "rb") as f:
                 self.version = read_header(f)["format"]
+        if codec is None or (codec == CODEC_SECTIONS and self.version < 4):
+            codec = CODEC_SECTIONS if self.version >= 4 else CODEC_DEFLATE
+        self._z = Compressor(codec, level)
+        if head:
+            self._queue(head, 0)
+            self._offset = len(head)
 
     # -- the RecordingWriter interface
     def write_packed(self, topic: str, packed_body: bytes) -> None:
@@ -142,7 +152,8 @@ class BlockWriter:
         recs = self._open
         if not recs:
             return
-        payload = self._z.compress(encode_block(recs, self.quantum_ns, self.pause, self.version))
+        sides: list[bytes] | None = [] if self._z.codec == CODEC_SECTIONS else None
+        payload = self._z.compress(encode_block(recs, self.quantum_ns, self.pause, self.version, sides), sides or ())
         t0 = self._t_first if self._t_first is not None else 0
         t1 = self._t_last if self._t_last is not None else t0
         data = frame(KIND_DATA, payload, t0, t1, self._samples, len(recs), self._z.codec)
@@ -182,9 +193,11 @@ class BlockWriter:
         try:
             self.seal()
             if self._index or self._phases:
-                idx = self._z.compress(
-                    msgpack.packb({"blocks": self._index, "phases": self._phases}, use_bin_type=True)
-                )
+                index: dict[str, Any] = {"blocks": self._index, "phases": self._phases}
+                if self.version >= 4:  # as columns: ~1 byte a block instead of ~20
+                    del index["blocks"]
+                    index["bc"] = encode_group([{"o": o, "a": a, "z": z - a, "n": n} for o, a, z, n in self._index])
+                idx = self._z.compress(msgpack.packb(index, use_bin_type=True))
                 t0 = self._index[0][1] if self._index else 0
                 t1 = self._index[-1][2] if self._index else 0
                 at = self._offset
