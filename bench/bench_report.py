@@ -280,8 +280,14 @@ def main() -> None:
         n = make(path, args.hours, args.format)
         cpu = time.process_time() - t
         size = os.path.getsize(path)
+        fmt = args.format
+        if fmt != 1:  # the version the writer chose (the newest)
+            from spikewatch.sampler.wire import blocks
+
+            with open(path, "rb") as f:
+                fmt = blocks.read_header(f)["format"]
         print(
-            f"{n:,} samples, {size:,} bytes = {size / n:.3f} bytes a sample (format {args.format}); "
+            f"{n:,} samples, {size:,} bytes = {size / n:.3f} bytes a sample (format {fmt}); "
             f"writer CPU {cpu:.1f} s ({cpu / n * 1e6:.2f} µs a sample)"
         )
         return

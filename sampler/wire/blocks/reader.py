@@ -181,9 +181,17 @@ def iter_frames(
             s.records += records
             s.seen_t(t0)
             s.last_t = t1
-        fr = RawFrame(pos, kind, t0, t1, samples, records, d.decompress(codec, body) if payloads else b"")
+        try:
+            payload = d.decompress(codec, body) if payloads else b""
+        except (zlib.error, ValueError, struct.error):
+            payload = None  # whole by its checksum, yet not decompressible: another writer's codec or dictionary
+        fr = RawFrame(pos, kind, t0, t1, samples, records, payload or b"")
         fr.size = FRAME_BYTES + n
-        yield fr
+        if payload is None:
+            if kind == KIND_DATA:
+                s.undecodable(fr)
+        else:
+            yield fr
         pos += FRAME_BYTES + n
         bpos += FRAME_BYTES + n
 
