@@ -12,10 +12,10 @@ from spikewatch.sampler.wire import blocks
 NEEDED = frozenset(("t", "rss_anon", "cg_usage"))
 
 
-def _feed(groups: list[tuple[list[dict], frozenset | None]]) -> tuple[dict, dict]:
+def _feed(groups: list[tuple[list[dict], frozenset | None]], ext: int = 1) -> tuple[dict, dict]:
     fast, slow = RawCols(), Cols()
     for bodies, only in groups:
-        g = blocks.encode_group(bodies, ext=True)
+        g = blocks.encode_group(bodies, ext=ext)
         assert len(g[1]) == 1  # one shape, as the streamed reader takes them
         keys, cols, n = g[0], g[3], len(bodies)
         fast.add(keys, cols, n, only)
@@ -103,4 +103,30 @@ def test_any_values_match(blocks_vals: list[tuple[list, bool]]) -> None:
             bodies.append({"t": t, "a": x, "b": j * 4096 + (x if type(x) is int else 0), "c": x})
         groups.append((bodies, None if whole else frozenset(("t", "b"))))
     fast, slow = _feed(groups)
+    _same(fast, slow)
+
+
+def test_version_4_derived_and_twin_columns_match() -> None:
+    rng = np.random.default_rng(11)
+    groups = []
+    t = 10**12
+    for blk in range(30):
+        bodies = []
+        for _ in range(int(rng.integers(2, 11))):
+            t += 10**8 + int(rng.integers(-(10**6), 10**6))
+            iv, done, use = 10**8 + int(rng.integers(-(10**6), 10**6)), int(rng.integers(0, 9)), int(rng.integers(1, 99))
+            bodies.append(
+                {
+                    "t": t,
+                    "interval_ns": iv,
+                    "completed": done,
+                    "rate": done * 1e9 / iv if blk % 7 else float(done),  # derived but in every 7th block
+                    "cg_usage": use << 20,
+                    "cg_peak": (use << 20) + (4096 if blk % 5 == 0 else 0),  # a twin of cg_usage
+                }
+            )
+        groups.append((bodies, None))
+    kinds = {c[0] for bodies, _ in groups for c in blocks.encode_group(bodies, ext=2)[3]}
+    assert {5, 7} <= kinds
+    fast, slow = _feed(groups, ext=2)
     _same(fast, slow)

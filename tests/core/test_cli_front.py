@@ -14,7 +14,7 @@ def test_version_names_the_wire_protocol_and_recording_format() -> None:
     res = subprocess.run([sys.executable, "-m", "spikewatch", "--version"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert f"wire protocol {protocol.PROTOCOL_VERSION}" in res.stdout
-    assert f"recording format {blocks.VERSION}, reads 1, 2, 3" in res.stdout
+    assert f"recording format {blocks.VERSION}, reads 1, 2, 3, 4" in res.stdout
 
 
 def _without(module: str, *argv: str) -> subprocess.CompletedProcess[str]:

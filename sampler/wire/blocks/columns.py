@@ -170,7 +170,7 @@ def _relative(
 ) -> None:
     """Wide integer columns relative to ``t`` or the integer column before them, when
     that takes fewer bits; with ``twins`` (version 4) also any integer column relative
-    to one that starts or ends on the same value (a detail's ``cg_peak`` beside its
+    to an earlier one that starts or ends on the same value (a detail's ``cg_peak`` beside its
     ``cg_usage``, ``sample_max`` beside ``vm_hwm``) when cheaper than its own deltas.
     A column referred to stays self-contained."""
     relative: set[int] = set()
@@ -194,7 +194,7 @@ def _relative(
             refs = []
         best = own[i] if wide[i] else None
         if twins and enc[i][0] != 2:
-            mine = [r for r in dict.fromkeys(ends.get(v[0], []) + ends.get(v[-1], [])) if r != i and r not in relative]
+            mine = [r for r in dict.fromkeys(ends.get(v[0], []) + ends.get(v[-1], [])) if r < i and r not in relative]
             if mine:
                 refs += mine
                 if best is None:

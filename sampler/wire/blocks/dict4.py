@@ -71,4 +71,5 @@ _PACKED = (
 )
 DICT4 = zlib.decompress(base64.b85decode("".join(_PACKED)))
 CRC32 = 2619585805
-assert zlib.crc32(DICT4) == CRC32 and len(DICT4) == 24829
+if zlib.crc32(DICT4) != CRC32 or len(DICT4) != 24829:
+    raise ImportError("codec 3's dictionary is damaged: reinstall spikewatch")
