@@ -366,7 +366,7 @@ def export(
     help="Keep sample times to the nanosecond (default: within ±1 µs, ~1.5 bytes a sample less).",
 )
 def convert(old: str, new: str, lossless_times: bool) -> None:
-    """Rewrite a recording or journal (or a rotated journal's segments) in the current format (2: compact blocks).
+    """Rewrite a recording or journal (or a rotated journal's segments) in the current format (4: compact blocks).
 
     Whatever the old file's damage let through is kept, and said.
     """
@@ -393,7 +393,7 @@ def convert(old: str, new: str, lossless_times: bool) -> None:
         raise io_failure("write", new, exc) from None
     before, after = sum(os.path.getsize(f) for f in files), os.path.getsize(new)
     click.echo(
-        f"{n:,} records: {before:,} bytes (format {salvage.format}) -> {after:,} bytes (format 2), "
+        f"{n:,} records: {before:,} bytes (format {salvage.format}) -> {after:,} bytes (format {blocks.VERSION}), "
         f"{after / max(before, 1) * 100:.1f} %"
     )
     if salvage.torn_tail_bytes or salvage.skipped:

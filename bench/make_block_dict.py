@@ -77,7 +77,7 @@ def build(runs: list[str]) -> bytes:
         bl = list(_blocks(run))[2:-2]  # not the start's or the end's
         keyed = [b for b in bl if any(t == "hello" and "\x00ref" not in body for t, body in b)]
         plain = [b for b in bl if b not in keyed]
-        for b in (keyed[len(keyed) // 2 : len(keyed) // 2 + 2] + plain[len(plain) // 2 : len(plain) // 2 + 2]):
+        for b in keyed[len(keyed) // 2 : len(keyed) // 2 + 2] + plain[len(plain) // 2 : len(plain) // 2 + 2]:
             parts.append(_main_section(b))
     return b"".join(parts)[-_WINDOW:]
 
@@ -91,7 +91,7 @@ def write_module(data: bytes, out: Path) -> None:
         'number); the checksum guards it."""\n\n'
         "import base64\nimport zlib\n\n"
         f"_PACKED = (\n{lines}\n)\n"
-        "DICT4 = zlib.decompress(base64.b85decode(\"\".join(_PACKED)))\n"
+        'DICT4 = zlib.decompress(base64.b85decode("".join(_PACKED)))\n'
         f"CRC32 = {zlib.crc32(data)}\n"
         f"if zlib.crc32(DICT4) != CRC32 or len(DICT4) != {len(data)}:\n"
         '    raise ImportError("codec 3\'s dictionary is damaged: reinstall spikewatch")\n'

@@ -114,7 +114,11 @@ def test_version_4_derived_and_twin_columns_match() -> None:
         bodies = []
         for _ in range(int(rng.integers(2, 11))):
             t += 10**8 + int(rng.integers(-(10**6), 10**6))
-            iv, done, use = 10**8 + int(rng.integers(-(10**6), 10**6)), int(rng.integers(0, 9)), int(rng.integers(1, 99))
+            iv, done, use = (
+                10**8 + int(rng.integers(-(10**6), 10**6)),
+                int(rng.integers(0, 9)),
+                int(rng.integers(1, 99)),
+            )
             bodies.append(
                 {
                     "t": t,

@@ -140,22 +140,22 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: int = 0) -> list[Any]:
         sig: dict[tuple[int, ...], list[int]] = {}
         for i, k in enumerate(keys):
             sig.setdefault(tuple(j for j, sh in enumerate(shapes) if k in sh), []).append(i)
-        for cols in sig.values():
-            if len(cols) > 1:
-                sub_at = {keys[i]: n for n, i in enumerate(cols)}
-                sub_enc = [enc[i] for i in cols]
+        for idx in sig.values():
+            if len(idx) > 1:
+                sub_at = {keys[i]: n for n, i in enumerate(idx)}
+                sub_enc = [enc[i] for i in idx]
                 _relative(
-                    [vals[i] for i in cols],
+                    [vals[i] for i in idx],
                     sub_enc,
-                    [ints[i] for i in cols],
-                    [wide[i] for i in cols],
-                    [own[i] for i in cols],
+                    [ints[i] for i in idx],
+                    [wide[i] for i in idx],
+                    [own[i] for i in idx],
                     sub_at.get("t"),
                     True,
                 )
-                _derived([vals[i] for i in cols], sub_enc, [ints[i] for i in cols], sub_at)
-                for n, i in enumerate(cols):
-                    enc[i] = _renumber(sub_enc[n], cols)
+                _derived([vals[i] for i in idx], sub_enc, [ints[i] for i in idx], sub_at)
+                for n, i in enumerate(idx):
+                    enc[i] = _renumber(sub_enc[n], idx)
     return [keys, [[at[k] for k in s] for s in shapes], pack_ints(ids), enc]
 
 

@@ -102,6 +102,7 @@ def encode_samples(
     dk = [b - a for a, b in zip(k, k[1:])]
     series_enc = []
     ref_d: list[int] | None = None  # version 4: the first series' deltas, when every batch has every series
+    ref_first = 0
     for i, (name, vals) in enumerate(cols.items()):
         pause()
         d = [b - a for a, b in zip(vals, vals[1:])]
@@ -111,10 +112,12 @@ def encode_samples(
             # the cgroup's usage moves with the process's rss on most ticks it moves at all:
             # its difference from rss is zero more often (judged on the zeros, at C speed)
             r = list(map(operator.sub, d, ref_d))
-            if r.count(0) > d.count(0) and _INT64[0] <= min(r, default=0) and max(r, default=0) <= _INT64[1]:
-                d, first, rel = r, first - cols_first, True
+            f = first - ref_first
+            if r.count(0) > d.count(0) and _INT64[0] <= min(r, default=f) and max(r, default=f) <= _INT64[1]:
+                if _INT64[0] <= f <= _INT64[1]:
+                    d, first, rel = r, f, True
         elif ext >= 2 and i == 0 and len(shapes) == 1 and len(cols) > 1:
-            ref_d, cols_first = d, first
+            ref_d, ref_first = d, first
         g = math.gcd(*d) or 1 if d else 1
         if g > 1:
             d = [x // g for x in d]
@@ -153,7 +156,7 @@ def decode_samples(enc: list[Any], heads: list[dict[str, Any]]) -> list[dict[str
     if len(enc) > 10 and enc[10]:  # version 3: deviations as deltas
         e = list(accumulate(e))
     times = [base + (kk * p + ee) * q for kk, ee in zip(k, e)]
-    vals = {}
+    vals: dict[str, list[int]] = {}
     for name, first, g, d_p, *ref in series_enc:
         d = unpack_ints(d_p)
         if g != 1:
