@@ -150,8 +150,9 @@ def iter_frames(
                 s.skip(bad_from, pos)
             s.bytes_total = pos + rest
             return
-        _, kind, codec, _, n, t0, t1, samples, records = _FRAME.unpack_from(buf, bpos)
-        if n > MAX_PAYLOAD or codec not in CODECS or kind not in (KIND_DATA, KIND_INDEX):
+        _, kind, codec, pad, n, t0, t1, samples, records = _FRAME.unpack_from(buf, bpos)
+        # the zero pad too: a damaged length could otherwise pass for a torn tail mid-file
+        if n > MAX_PAYLOAD or codec not in CODECS or kind not in (KIND_DATA, KIND_INDEX) or pad:
             if bad_from is None:
                 bad_from = pos
             pos += 1
