@@ -92,6 +92,7 @@ def write_module(data: bytes, out: Path) -> None:
         "import base64\nimport zlib\n\n"
         f"_PACKED = (\n{lines}\n)\n"
         'DICT4 = zlib.decompress(base64.b85decode("".join(_PACKED)))\n'
+        "del _PACKED\n"
         f"CRC32 = {zlib.crc32(data)}\n"
         f"if zlib.crc32(DICT4) != CRC32 or len(DICT4) != {len(data)}:\n"
         '    raise ImportError("codec 3\'s dictionary is damaged: reinstall spikewatch")\n'

@@ -40,11 +40,16 @@ column: measured on a 1 kHz journal, at 1 ns they cost ~2.2 bytes a sample, at
 a sample). ``quantum_ns=1`` is lossless. Every other
 field round-trips exactly.
 
-Version 3 (written now) is version 2 with more column kinds in ``g`` (maps as
-nested groups, floats exact, integers relative to another column or as offsets,
-short decimals; :mod:`.columns`) and the sample deviations optionally as deltas
-(``s[10]``); the header's version field tells them apart, and a block appended
-to a version 2 file keeps to version 2's kinds. docs/recording.md has the table.
+Version 3 is version 2 with more column kinds in ``g`` (maps as nested groups,
+floats exact, integers relative to another column or as offsets, short decimals;
+:mod:`.columns`) and the sample deviations optionally as deltas (``s[10]``).
+Version 4 (written now) is version 3 with codec 3 (:mod:`.sections`: the
+deviations compressed apart, the rest against a dictionary of typical blocks),
+kind 7 (a float derived from two integer columns), integer columns relative to an
+earlier twin, a series relative to the first (``s[8][i][4]``) and the closing
+index as columns. The header's version field tells them apart, and a block
+appended to an older file keeps to that version's kinds and codec.
+docs/recording.md has the tables.
 
 The package, one job a module; this face re-exports what readers and writers use:
 
@@ -52,6 +57,7 @@ The package, one job a module; this face re-exports what readers and writers use
 * :mod:`.samples` — the sample columns (``s``);
 * :mod:`.codec` — one block's payload, and the hello stored as deltas;
 * :mod:`.framing` — the file header, the frame, the codecs;
+* :mod:`.sections` — codec 3, and :mod:`.dict4` its dictionary;
 * :mod:`.writer` — :class:`BlockWriter`;
 * :mod:`.reader` — frames, records and the index back, damage salvaged.
 

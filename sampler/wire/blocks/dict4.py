@@ -70,6 +70,7 @@ _PACKED = (
     "FCO&&no+3="
 )
 DICT4 = zlib.decompress(base64.b85decode("".join(_PACKED)))
+del _PACKED
 CRC32 = 2619585805
 if zlib.crc32(DICT4) != CRC32 or len(DICT4) != 24829:
     raise ImportError("codec 3's dictionary is damaged: reinstall spikewatch")
