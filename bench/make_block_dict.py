@@ -14,7 +14,6 @@ reaches back 32 KiB, the nearest bytes best: the last run given comes last.
 from __future__ import annotations
 
 import argparse
-import base64
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,17 +81,27 @@ def build(runs: list[str]) -> bytes:
     return b"".join(parts)[-_WINDOW:]
 
 
+def _literal(data: bytes, width: int = 96) -> list[str]:
+    """``data`` as lines of a bytes literal (letters and digits as they are, the rest as
+    ``\\xNN``): loaded from the byte code as one constant, nothing decoded at import."""
+    lines, cur = [], ""
+    for b in data:
+        c = chr(b) if chr(b).isascii() and chr(b).isalnum() else f"\\x{b:02x}"
+        if len(cur) + len(c) > width:
+            lines.append(cur)
+            cur = ""
+        cur += c
+    return [*lines, cur] if cur else lines
+
+
 def write_module(data: bytes, out: Path) -> None:
-    text = base64.b85encode(zlib.compress(data, 9)).decode()
-    lines = "\n".join(f'    "{text[i : i + 100]}"' for i in range(0, len(text), 100))
+    lines = "\n".join(f'    b"{line}"' for line in _literal(zlib.compress(data, 9)))
     out.write_text(
         '"""Codec 3\'s dictionary (:mod:`.sections`): typical blocks, made by bench/make_block_dict.py.\n\n'
         "Frozen: files written with it are read with it (a new dictionary needs a new codec\n"
         'number); the checksum guards it."""\n\n'
-        "import base64\nimport zlib\n\n"
-        f"_PACKED = (\n{lines}\n)\n"
-        'DICT4 = zlib.decompress(base64.b85decode("".join(_PACKED)))\n'
-        "del _PACKED\n"
+        "import zlib\n\n"
+        f"DICT4 = zlib.decompress(\n{lines}\n)\n"
         f"CRC32 = {zlib.crc32(data)}\n"
         f"if zlib.crc32(DICT4) != CRC32 or len(DICT4) != {len(data)}:\n"
         '    raise ImportError("codec 3\'s dictionary is damaged: reinstall spikewatch")\n'
