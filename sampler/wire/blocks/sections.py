@@ -42,14 +42,17 @@ def compress(data: bytes, sides: Sequence[bytes], level: int) -> bytes:
         if at >= 0 and all(at + len(raw) <= p or p + len(r) <= at for p, r in cuts):
             cuts.append((at, raw))
     cuts.sort()
-    main = bytearray()
+    view = memoryview(data)  # the main section fed to the compressor piece by piece, never copied whole
+    c = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, DICT4)
+    parts = []
     done = 0
     for at, raw in cuts:
-        main += data[done:at]
+        parts.append(c.compress(view[done:at]))
         done = at + len(raw)
-    main += data[done:]
-    c = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, DICT4)
-    packed_main = c.compress(main) + c.flush()
+    parts.append(c.compress(view[done:]))
+    parts.append(c.flush())
+    del c
+    packed_main = b"".join(parts)
     heads = [_N.pack(len(cuts))]
     bodies = [packed_main]
     for at, raw in cuts:
