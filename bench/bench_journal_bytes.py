@@ -1,4 +1,4 @@
-"""Where a version 2 recording's bytes go: bytes a sample per topic and per field.
+"""Where a version 2-4 recording's bytes go: bytes a sample per topic and per field.
 
     .venv/bin/python bench/bench_journal_bytes.py FILE_OR_RUN [--top 25]
 
