@@ -9,9 +9,9 @@ per run given, a block holding a full hello and one without, re-encoded by this
 spikewatch's encoder, their strings that name a host, path, session or command
 replaced by neutral ones, and the sections codec 3 codes apart left out. Deflate
 reaches back 32 KiB, the nearest bytes best: the last run given comes last.
-The shipped one came from ``spikewatch demo`` and a 60 s spiky-target journal (in
-that order: spiky first) as encoded on 2026-12-04; a later encoder makes other bytes
-from the same runs, which is why the module, not this script, is the authority.
+The shipped one came from a 60 s spiky-target journal and a ``spikewatch demo`` run,
+given in that order, as encoded on 2026-12-04; a later encoder makes other bytes from
+the same runs, which is why the module, not this script, is the authority.
 """
 
 from __future__ import annotations
