@@ -2,12 +2,14 @@
 columns, a series relative to another): exact round trips, and the older formats beside it."""
 
 import hashlib
+import json
 import os
 import zlib
 from pathlib import Path
 
 import msgpack
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spikewatch.analysis import streamcols, v2decode
@@ -199,3 +201,24 @@ def test_a_block_that_will_not_decompress_is_said_not_raised(tmp_path):
     s = Salvage()
     got = list(iter_records(path, salvage=s))
     assert got and s.skipped and s.skipped[0]["undecodable"]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_converted_to_format_4_the_report_is_the_same(tmp_path, monkeypatch, streamed):
+    from click.testing import CliRunner
+    from spikewatch.analysis import reader
+    from spikewatch.analysis.cli import convert, report
+
+    if streamed:  # the one-pass reader (rawcols, streamcols) whatever the size
+        monkeypatch.setattr(reader, "STREAM_BYTES", 0)
+    new = tmp_path / "v4.rec"
+    res = CliRunner().invoke(convert, [str(FORMAT3), str(new)])
+    assert res.exit_code == 0 and "(format 4)" in res.output, res.output
+    out = {}
+    for name, path in (("old", FORMAT3), ("new", new)):
+        res = CliRunner().invoke(report, [str(path), "--json", str(tmp_path / f"{name}.json"), "-q"])
+        assert res.exit_code == 0, res.output
+        out[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        del out[name]["recording"], out[name]["integrity"]["bytes"]
+    assert out["old"] == out["new"]
+    assert out["new"]["samples"]["count"] > 2000 and out["new"]["phases"]
