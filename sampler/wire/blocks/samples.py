@@ -165,7 +165,7 @@ def decode_samples(enc: list[Any], heads: list[dict[str, Any]]) -> list[dict[str
         if ref:  # version 4: relative to the series at that place (never itself relative)
             if len(series_enc[ref[0]]) > 4 or series_enc[ref[0]][0] not in vals:
                 raise ValueError("a series relative to a relative or later series")
-            v = list(map(operator.add, v, vals[series_enc[ref[0]][0]]))
+            v = [a + b for a, b in zip(v, vals[series_enc[ref[0]][0]], strict=True)]
         vals[name] = v
     cols = {name: iter(v) for name, v in vals.items()}
     sids = unpack_ints(sids_p)
