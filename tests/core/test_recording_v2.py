@@ -242,12 +242,13 @@ def _hellos(n, t0=5_000_000_000):
 def test_hellos_between_keyframes_round_trip_and_degrade(tmp_path):
     p = tmp_path / "h.rec"
     recs = []
-    for (topic, hello), k in zip(_hellos(25), range(25)):
+    n = blocks.KEYFRAME_BLOCKS + 5  # one keyframe after the first
+    for (topic, hello), k in zip(_hellos(n), range(n)):
         recs.append((topic, hello))
         recs.extend(_run(50, t0=5_000_000_000 + k * 1_000_000_000, seq0=1000 * (k + 1)))
     _write(p, recs)
     out = [b for t, b in iter_records(p) if t == "hello"]
-    assert out == [b for _, b in _hellos(25)]
+    assert out == [b for _, b in _hellos(n)]
     size_whole = len(blocks.encode_block(_hellos(2)[1:]))
     assert size_whole > 100
     # damage the first block: the hellos that refer to its full hello come back partial, with their counters
@@ -257,7 +258,7 @@ def test_hellos_between_keyframes_round_trip_and_degrade(tmp_path):
     p.write_bytes(bytes(data))
     out = [b for t, b in iter_records(p) if t == "hello"]
     assert out[0].get("partial") and out[0]["counters"]["samples"] == out[0]["seq"] * 1000 and "host" not in out[0]
-    assert out[-1] == _hellos(25)[-1][1]  # a later keyframe restores whole hellos
+    assert out[-1] == _hellos(n)[-1][1]  # a later keyframe restores whole hellos
 
 
 def test_undecodable_block_is_skipped_and_said(tmp_path):
