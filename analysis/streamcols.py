@@ -18,7 +18,7 @@ from spikewatch.sampler.wire import blocks
 from .loadmerge import COUNTS, LEVELS, MAXIMA
 from .rawcols import RawCols, ints_many, segmented_cumsum
 from .tables import concat_tables
-from .v2decode import np_ints
+from .v2decode import np_ints, sparse_deltas
 
 
 def count_ints(packed: list[Any]) -> int:
@@ -78,15 +78,22 @@ def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndar
     for name in encs[0][4][0]:
         ser = [next(x for x in e[8] if x[0] == name) for e in encs]
         g = np.array([x[2] for x in ser], dtype=np.int64)
-        d = ints_many([x[3] for x in ser])
+        if any(len(x) > 5 for x in ser):  # version 4: some stored as their moves
+            d = np.concatenate([sparse_deltas(x, int(mj)) if len(x) > 5 else np_ints(x[3]) for x, mj in zip(ser, m)])
+            if len(d) != int(m.sum()) - len(ser):
+                raise ValueError("a series of another length than its block")
+        else:
+            d = ints_many([x[3] for x in ser])
         if np.any(g != 1):
             d = d * np.repeat(g, m - 1)
         cols[name] = segmented_cumsum(np.array([x[1] for x in ser], dtype=np.int64), d, m)
-        rel = np.array([len(x) > 4 for x in ser])
+        rel = np.array([blocks.series_ref(x) >= 0 for x in ser])
         if rel.any():  # version 4: a series relative to another (the block's first)
-            refs = {(e[8][x[4]][0], len(e[8][x[4]])) for e, x in zip(encs, ser) if len(x) > 4}
-            ref, width = refs.pop() if len(refs) == 1 else ("", 0)
-            if ref not in cols or width > 4:
+            refs = {
+                (e[8][x[4]][0], blocks.series_ref(e[8][x[4]])) for e, x in zip(encs, ser) if blocks.series_ref(x) >= 0
+            }
+            ref, its_ref = refs.pop() if len(refs) == 1 else ("", 0)
+            if ref not in cols or its_ref >= 0:
                 raise ValueError("a series relative to a relative or later series")
             cols[name] += np.where(np.repeat(rel, m), cols[ref], 0)
     # the first batch's head may sit before its first sample (the rest are later anyway)

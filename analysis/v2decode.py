@@ -45,15 +45,36 @@ def series_values(first: int, g: int, d_p: list[Any]) -> np.ndarray:
     return v
 
 
-def all_series(series_enc: list[Any]) -> dict[str, np.ndarray]:
-    """Every series of a block by name (version 4: one may be stored relative to the first)."""
+def sparse_deltas(entry: list[Any], n: int) -> np.ndarray:
+    """Version 4: a series stored as its moves and the gaps between them, as ``n - 1`` deltas."""
+    vals, gaps = np_ints(entry[3]), np_ints(entry[5])
+    at = np.cumsum(gaps) - 1
+    if len(vals) != len(gaps) or (len(gaps) and (gaps.min() < 1 or at[-1] >= n - 1)):
+        raise ValueError("a series move outside its block")
+    d = np.zeros(n - 1, dtype=np.int64)
+    d[at] = vals
+    return d
+
+
+def all_series(series_enc: list[Any], n: int) -> dict[str, np.ndarray]:
+    """Every series of a block of ``n`` samples by name (version 4: one may be stored
+    relative to another, and as its moves)."""
     out: dict[str, np.ndarray] = {}
-    for name, first, g, d_p, *ref in series_enc:
-        v = series_values(first, g, d_p)
-        if ref:
-            if len(series_enc[ref[0]]) > 4 or series_enc[ref[0]][0] not in out:
+    for entry in series_enc:
+        name, first, g, d_p = entry[:4]
+        if len(entry) > 5:
+            d = sparse_deltas(entry, n)
+            v = np.empty(n, dtype=np.int64)
+            v[0] = first
+            np.cumsum(d * g if g != 1 else d, out=v[1:])
+            v[1:] += first
+        else:
+            v = series_values(first, g, d_p)
+        ref = blocks.series_ref(entry)
+        if ref >= 0:
+            if blocks.series_ref(series_enc[ref]) >= 0 or series_enc[ref][0] not in out:
                 raise ValueError("a series relative to a relative or later series")
-            v += out[series_enc[ref[0]][0]]
+            v += out[series_enc[ref][0]]
         out[name] = v
     return out
 
@@ -82,7 +103,7 @@ def block_columns(
     for topic, body in records:
         if topic == protocol.SAMPLES and "dt" not in body:
             body["t"] = next(head_t)
-    cols = all_series(series_enc)
+    cols = all_series(series_enc, len(t))
     cols = {name: cols[name] for name in shapes[0]}
     return records, t, cols, sizes.tolist(), True
 
@@ -235,7 +256,7 @@ def _fast_samples(b: Builder, enc: list[Any], n_batches: int) -> None:
     if b.dt:
         b.dt_chunks.append(np.array(b.dt, dtype=np.int64))
         b.dt.clear()
-    for name, v in all_series(series_enc).items():
+    for name, v in all_series(series_enc, len(t)).items():
         if name not in b.vals:
             b.vals[name] = []
             b.val_chunks[name] = []

@@ -126,7 +126,8 @@ def test_a_series_relative_to_rss_reads_the_same_every_way():
         bs = _batches(rng, 50, related)
         payload = blocks.encode_block([("samples", b) for b in bs], quantum_ns=1)
         s = msgpack.unpackb(payload, raw=False, strict_map_key=False)["s"]
-        assert (len(s[8][1]) == 5) == related  # cg_usage stored relative to rss where that pays
+        assert (blocks.series_ref(s[8][1]) == 0) == related  # cg_usage stored relative to rss where that pays
+        assert len(s[8][0]) == 6  # rss moves on a fifth of the ticks: stored as its moves
         assert _same([b for _, b in blocks.decode_block(payload)], bs)
         want = {k: np.concatenate([b["series"][k] for b in bs]) for k in ("rss", "cg_usage")}
         _r, _t, cols, _sizes, _u = v2decode.block_columns(payload)

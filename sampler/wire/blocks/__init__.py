@@ -106,7 +106,7 @@ from .framing import (
     read_header,
 )
 from .reader import Salvage, iter_frames, iter_records, read_index
-from .samples import clean_batch, decode_samples, encode_samples
+from .samples import clean_batch, decode_samples, encode_samples, series_deltas, series_ref
 from .writer import BlockWriter
 
 _is_int = is_int  # the name analysis.reader used before the split
@@ -157,5 +157,7 @@ __all__ = [
     "pack_ints",
     "read_header",
     "read_index",
+    "series_deltas",
+    "series_ref",
     "unpack_ints",
 ]

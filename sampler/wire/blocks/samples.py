@@ -121,7 +121,16 @@ def encode_samples(
         g = math.gcd(*d) or 1 if d else 1
         if g > 1:
             d = [x // g for x in d]
-        series_enc.append([name, first, g, pack_ints(d), 0] if rel else [name, first, g, pack_ints(d)])
+        entry = [name, first, g, pack_ints(d)]
+        nz = len(d) - d.count(0)
+        if ext >= 2 and nz * 10 < len(d) * 3:
+            # memory moves on a minority of ticks: the moves and the gaps between them
+            # (as LZ runs, each stretch of zeros costs about as much as a move)
+            at = [i for i, x in enumerate(d) if x]
+            entry = [name, first, g, pack_ints([d[i] for i in at]), 0 if rel else -1, pack_ints(_gaps(at))]
+        elif rel:
+            entry.append(0)
+        series_enc.append(entry)
     pause()
     enc = [
         base,
@@ -138,6 +147,31 @@ def encode_samples(
     if ext:
         enc.append(1 if e_delta else 0)
     return enc, heads
+
+
+def _gaps(at: list[int]) -> list[int]:
+    return list(map(operator.sub, at, [-1, *at[:-1]]))
+
+
+def series_deltas(entry: list[Any], n: int) -> list[int]:
+    """A series entry's ``n - 1`` deltas, its step applied (versions 2-4)."""
+    d = unpack_ints(entry[3])
+    if len(entry) > 5:  # version 4: the moves, and the gaps between them
+        dense = [0] * (n - 1)
+        at = -1
+        for gap, x in zip(unpack_ints(entry[5]), d, strict=True):
+            at += gap
+            if gap < 1 or at >= n - 1:
+                raise ValueError("a series move outside its block")
+            dense[at] = x
+        d = dense
+    g = entry[2]
+    return [x * g for x in d] if g != 1 else d
+
+
+def series_ref(entry: list[Any]) -> int:
+    """The place of the series this one is relative to (version 4), or -1."""
+    return entry[4] if len(entry) > 4 and entry[4] >= 0 else -1
 
 
 def _entropy(xs: list[int]) -> float:
@@ -157,16 +191,15 @@ def decode_samples(enc: list[Any], heads: list[dict[str, Any]]) -> list[dict[str
         e = list(accumulate(e))
     times = [base + (kk * p + ee) * q for kk, ee in zip(k, e)]
     vals: dict[str, list[int]] = {}
-    for name, first, g, d_p, *ref in series_enc:
-        d = unpack_ints(d_p)
-        if g != 1:
-            d = [x * g for x in d]
-        v = list(accumulate(d, initial=first))
-        if ref:  # version 4: relative to the series at that place (never itself relative)
-            if len(series_enc[ref[0]]) > 4 or series_enc[ref[0]][0] not in vals:
+    n = sum(sizes)
+    for entry in series_enc:
+        v = list(accumulate(series_deltas(entry, n), initial=entry[1]))
+        ref = series_ref(entry)
+        if ref >= 0:  # version 4: relative to the series at that place (never itself relative)
+            if series_ref(series_enc[ref]) >= 0 or series_enc[ref][0] not in vals:
                 raise ValueError("a series relative to a relative or later series")
-            v = [a + b for a, b in zip(v, vals[series_enc[ref[0]][0]], strict=True)]
-        vals[name] = v
+            v = [a + b for a, b in zip(v, vals[series_enc[ref][0]], strict=True)]
+        vals[entry[0]] = v
     cols = {name: iter(v) for name, v in vals.items()}
     sids = unpack_ints(sids_p)
     out = []
