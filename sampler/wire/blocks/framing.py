@@ -171,4 +171,7 @@ def _frame_at(f: BinaryIO, kind: int) -> bytes | None:
     body = f.read(n)
     if len(body) < n or zlib.crc32(body, zlib.crc32(head[4 : _FRAME.size])) != _CRC.unpack_from(head, _FRAME.size)[0]:
         return None
-    return Decompressor().decompress(codec, body)
+    try:
+        return Decompressor().decompress(codec, body)
+    except (zlib.error, ValueError, struct.error):  # whole, yet not ours to read: as if absent
+        return None
