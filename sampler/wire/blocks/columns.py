@@ -91,9 +91,7 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: int = 0) -> list[Any]:
     cols: dict[Any, list[Any]] = {}
     for b in bodies:
         ks = tuple(b)
-        sid = shapes.get(ks)
-        if sid is None:
-            sid = shapes[ks] = len(shapes)
+        sid = shapes.setdefault(ks, len(shapes))  # a new shape takes the next id
         ids.append(sid)
         for k, v in b.items():
             col = cols.get(k)

@@ -65,9 +65,7 @@ def encode_samples(
         sizes.append(len(b["dt"]))
         series = b["series"]
         ks = tuple(series)
-        sid = shapes.get(ks)
-        if sid is None:
-            sid = shapes[ks] = len(shapes)
+        sid = shapes.setdefault(ks, len(shapes))  # a new shape takes the next id
         sids.append(sid)
         for name, col in series.items():
             c = cols.get(name)
