@@ -23,6 +23,11 @@ from .procfs import ProcfsError, ProcHandle
 # A fork shows its parent's command line until it execs; a pid first seen less
 # than this long ago gets its command line read again when matching.
 _YOUNG_NS = 1_000_000_000
+# Some forks exec much later: a container's first process is forked by the runtime
+# at `create` and held until `start` (seconds apart under a busy podman). Older pids
+# are read again until this age, each time after half their age more (at ~1, 1.5,
+# 2.3, 3.4, 5, ... s: a dozen reads in their first minute instead of one per scan).
+_HELD_NS = 60_000_000_000
 _STEP = 8  # /proc files read per slow-work step
 
 
@@ -43,6 +48,7 @@ class ProcessTree:
         self.roots: set[int] = set()
         self._known: dict[int, int] = {}  # pid -> ppid of every process the scan has seen
         self._first_seen: dict[int, int] = {}
+        self._next_look: dict[int, int] = {}  # past _YOUNG_NS: when its command line is read again
 
     def add(self, pid: int, *, root: bool = False) -> ProcHandle:
         """Start sampling ``pid``; raises ProcessGone / AccessDenied."""
@@ -138,12 +144,22 @@ class ProcessTree:
         return members
 
     def match_candidates(self, pids: list[int], now: int) -> list[int]:
-        """Pids whose command line is worth reading: new ones, and young ones."""
-        first = self._first_seen
+        """Pids whose command line is worth reading: new ones, young ones, and now and
+        then those under a minute old (a fork that may exec late)."""
+        first, later = self._first_seen, self._next_look
         alive = set(pids)
         for pid in [p for p in first if p not in alive]:
             del first[pid]
-        return [pid for pid in pids if now - first.setdefault(pid, now) < _YOUNG_NS]
+            later.pop(pid, None)
+        out = []
+        for pid in pids:
+            age = now - first.setdefault(pid, now)
+            if age < _YOUNG_NS:
+                out.append(pid)
+            elif age < _HELD_NS and now >= later.get(pid, 0):
+                out.append(pid)
+                later[pid] = now + age // 2
+        return out
 
     def matches(self, pid: int) -> bool:
         assert self.pattern is not None

@@ -113,6 +113,32 @@ def test_tree_counts_a_pid_once_and_matches_outermost(tmp_path):
     assert outermost([3, 2], {3: 2, 2: 1}) == [2]
 
 
+def test_a_fork_that_execs_seconds_later_is_still_matched():
+    """A container's first process is forked by the runtime at `create` and execs the
+    command only at `start`, seconds later on a busy host (in the emulated v2 lane
+    podman took longer than the second a fresh pid used to be looked at): once it
+    has exec'd, --match still finds it."""
+    token = f"swlate{os.getpid()}"
+    # Before the exec its command line holds the token split in two: no match yet.
+    held = (
+        "import os, sys, time; time.sleep(1.3); "
+        f"os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(30)', 'swlate' + '{os.getpid()}'])"
+    )
+    p = subprocess.Popen([sys.executable, "-c", held])
+    try:
+        tree = ProcessTree(exclude={os.getpid()}, pattern=re.compile(token))
+        deadline = time.monotonic() + 10
+        found: set[int] = set()
+        while not found and time.monotonic() < deadline:
+            found = tree.find_matches(time.monotonic_ns())
+            time.sleep(0.05)
+        assert tree.roots == {p.pid}, "the late exec was never matched"
+        tree.close()
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_ticker_counts_missed_periods():
     with Ticker(1_000_000) as t:
         origin = t.start()
