@@ -71,9 +71,11 @@ class MemoryCgroup:
         self.peak_resettable = False
         if info.version == 2:
             # Writing to our own memory.peak descriptor (6.12+) restarts the
-            # peak for that descriptor only: invisible to anyone else, so we
-            # may do it for cgroups we merely watch. Older kernels make the
-            # file read-only, and 5.19- have none at all.
+            # peak for that descriptor: readers that never wrote still see the
+            # peak since creation, so we may do it for cgroups we merely watch.
+            # (Descriptors that ever wrote share one watermark that each write
+            # lowers: two resetting watchers take spikes from each other.)
+            # Older kernels make the file read-only, and 5.19- have none at all.
             # The file's mode says which: 0444 before 6.12, 0644 since (kernfs
             # shows the write op as a mode bit; root would bypass it on open).
             peak = info.dir / names["peak"]
