@@ -46,7 +46,7 @@ test-package:
 # (root: apt and PyPI). Budget: 10 minutes wall for both kernels, boots included
 # (measured 2026-12-04 from a clean clone on this 2-core host at load 4-5: 10 min 40 s
 # with setup; guests 6.1 ~130 s, 6.12 ~470 s); each guest is stopped after
-# CGROUP2_TIMEOUT (600 s) and each test after 3 min. Gating in CI. Exits 0 with
+# CGROUP2_TIMEOUT (900 s) and each test after 3 min. Gating in CI. Exits 0 with
 # "skipped: <why>" only where no guest can be set up (not root, no apt, not x86_64,
 # qemu or the kernels not installable, under 2.6 GiB free).
 # CGROUP2_KERNELS=6.1 (or 6.12), CGROUP2_TESTS=node-ids and PYTEST_ARGS="-k ..." narrow it.

@@ -17,7 +17,8 @@
 #
 # Environment: CGROUP2_KERNELS (default: the newest installed 6.1 and 6.12
 # images; "6.1" or "6.12" picks the newest of that version, or give image
-# paths), CGROUP2_TIMEOUT (seconds per guest, default 600), CGROUP2_TESTS
+# paths), CGROUP2_TIMEOUT (seconds per guest, default 900: a hang is caught per
+# test after 3 min; this only bounds a guest that is slow, not stuck), CGROUP2_TESTS
 # (test files or node ids for every kernel, instead of the sets above),
 # PYTEST_ARGS (e.g. "-k peak").
 set -uo pipefail
@@ -26,7 +27,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 venv="${VENV:-$repo/.venv}"
 vng_venv="${VNG_VENV:-$repo/.venv-vng}"
-timeout_s="${CGROUP2_TIMEOUT:-600}"
+timeout_s="${CGROUP2_TIMEOUT:-900}"
 
 out=$(bash "$here/setup.sh")
 rc=$?
