@@ -35,7 +35,7 @@ from pathlib import Path
 MAX_PERIOD_NS = 10_000_000_000
 DEFAULT_BUDGET = 0.01  # share of one core
 GROWTH, GROWTH_MIN, STILL = 0.05, 8 << 20, 0.02  # summed RSS up 5 % + 8 MiB, then still within 2 %
-LONE_SHARE = 10  # a tree of one process is swept at budget / LONE_SHARE
+LONE_SHARE = 30  # a tree of one process is swept at budget / LONE_SHARE
 MAX_PIDS = 4096  # per sweep (a request line stays far below a pipe's buffer)
 _HELPER = Path(__file__).with_name("smaps.py")
 
@@ -80,7 +80,8 @@ def parse_answer(line: bytes, budget: float, min_period_ns: int) -> PssReading |
     if not procs:
         return None
     # One process counts nothing twice: its readings only keep the series going
-    # until a fork (which pulls a sweep forward), at a tenth of the budget.
+    # until a fork (which pulls a sweep forward), at a thirtieth of the budget
+    # (a tenth cost a 1 kHz sampler ~2 % of its own CPU for almost no news).
     share = budget if procs > 1 else budget / LONE_SHARE
     return PssReading(
         t=(t0 + t1) // 2,
