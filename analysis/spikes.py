@@ -11,6 +11,7 @@ sample did) become spikes of their own when no sampled spike covers them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,14 +70,20 @@ def baseline(t: np.ndarray, v: np.ndarray, p: SpikeParams, origin: int | None = 
 
 def runs(t: np.ndarray, v: np.ndarray, base: np.ndarray, p: SpikeParams) -> list[dict[str, Any]]:
     """The sampled spikes: runs of samples above the baseline's threshold."""
-    found: list[dict[str, Any]] = []
     if not len(t):
-        return found
+        return []
     thr = base + np.maximum(p.rel * base, p.abs_bytes)
     high = v > thr
     if not high.any():
-        return found
-    hi_idx = np.flatnonzero(high)
+        return []
+    return runs_of(t, v, np.flatnonzero(high), lambda i: float(base[i]), p)
+
+
+def runs_of(
+    t: np.ndarray, v: np.ndarray, hi_idx: np.ndarray, base_of: Callable[[int], float], p: SpikeParams
+) -> list[dict[str, Any]]:
+    """:func:`runs` from the indices of the high samples (ascending) and the baseline at a sample."""
+    found: list[dict[str, Any]] = []
     # a spike ends at a sample back under the threshold, unless the next high sample
     # follows within merge_ms; a sampling stall (no sample at all) never splits one
     brk = np.flatnonzero((np.diff(hi_idx) > 1) & (np.diff(t[hi_idx]) > p.merge_ms * 1e6))
@@ -93,7 +100,7 @@ def runs(t: np.ndarray, v: np.ndarray, base: np.ndarray, p: SpikeParams) -> list
                 "_t1": end_t,
                 "_peak": int(seg[k]),
                 "_peak_t": int(t[i0 + k]),
-                "_base": float(base[i0]),
+                "_base": base_of(i0),
                 "source": "sampled",
                 "samples": i1 - i0 + 1,
             }

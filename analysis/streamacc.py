@@ -26,21 +26,39 @@ I64_MAX = np.iinfo(np.int64).max
 _MAX_DISTINCT = 1 << 21  # beyond this many distinct values p99 is taken on pages (said in the stats)
 
 
-def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(values, counts) like ``np.unique``; memory figures sit on a few pages, so mostly a bincount."""
-    lo = int(v.min())
+def _distinct(
+    v: np.ndarray, lo: int | None = None, hi: int | None = None, w: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values, counts) like ``np.unique``; memory figures sit on a few pages, so mostly a bincount.
+    ``lo`` and ``hi``: the chunk's min and max when the caller has them; ``w``: how many times
+    each of ``v`` counts (runs of equal values)."""
+    if lo is None or hi is None:
+        lo, hi = int(v.min()), int(v.max())
     off = v - lo
-    top = int(off.max())
+    top = hi - lo
     step = 1
-    if top >= 1 << 20 and not np.any(off & 4095):
+    if top >= 1 << 20 and not int(np.bitwise_or.reduce(off)) & 4095:
         step = 4096  # whole pages
-        off = off >> 12
+        off >>= 12
         top >>= 12
     if top < 1 << 20:
-        c = np.bincount(off)
+        c = np.bincount(off, weights=w)
         nz = np.flatnonzero(c)
-        return nz.astype(np.int64) * step + lo, c[nz]
-    return np.unique(v, return_counts=True)
+        return nz.astype(np.int64) * step + lo, c[nz] if w is None else c[nz].astype(np.int64)
+    if w is None:
+        return np.unique(v, return_counts=True)
+    u, inv = np.unique(v, return_inverse=True)
+    return u, np.bincount(inv, weights=w).astype(np.int64)
+
+
+def steps_of(t: np.ndarray) -> tuple[int, np.ndarray]:
+    """(largest step, the steps over 2 ms) between consecutive ``t`` (at least two)."""
+    d = np.diff(t)
+    big = d[d > 2_000_000]
+    return (int(big.max()) if len(big) else int(d.max())), big
+
+
+_MERGE_PARTS = 64  # chunks' value tables held before they are merged (bounds the count of small arrays)
 
 
 class SeriesAcc:
@@ -68,37 +86,87 @@ class SeriesAcc:
         self._gap_us = np.zeros(0, np.int64)  # compacted: gap lengths in µs and how many
         self._gap_n = np.zeros(0, np.int64)
 
-    def feed(self, t: np.ndarray, v: np.ndarray) -> None:
-        if not len(v):
+    def feed(self, t: np.ndarray, v: np.ndarray, steps: dict[Any, Any] | None = None) -> None:
+        """Samples in time order. ``steps``: a cache of :func:`steps_of` that the caller keeps
+        while every array it passes is alive (series that share their times share it)."""
+        n = len(v)
+        if not n:
             return
-        i = int(np.argmax(v))
-        if v[i] > self.peak:
-            self.peak, self.peak_t = int(v[i]), int(t[i])
-        self.vmin = min(self.vmin, int(v.min()))
+        self._steps(t, steps)
         self.last = int(v[-1])
-        self.total += int(v.sum())
-        self.count += len(v)
-        d = np.diff(t)
-        if self.last_t is not None:
-            d = np.concatenate(([int(t[0]) - self.last_t], d))
-        if len(d):
-            self.diff_max = max(self.diff_max, int(d.max()))
-            if self.gaps:
-                big = d[d > 2_000_000]
-                if len(big):
-                    self._diffs.append(big)
-                    self._n_diffs += len(big)
-                    if self._n_diffs > 1 << 14:
-                        self._compact_gaps()
-        if self.first_t is None:
-            self.first_t = int(t[0])
-        self.last_t = int(t[-1])
-        u, c = _distinct(v if self.coarse == 1 else v // self.coarse)
+        self.count += n
+        if self.coarse != 1:
+            self._feed_each(t, v)
+            return
+        ch = np.flatnonzero(v[1:] != v[:-1])
+        if len(ch) * 4 > n:  # a value on most ticks: sample by sample
+            self._feed_each(t, v)
+            return
+        # memory moves in whole pages on a minority of ticks: the figures from the runs of equal values
+        first = np.empty(len(ch) + 1, dtype=np.int64)
+        first[0] = 0
+        np.add(ch, 1, out=first[1:])
+        rv = v[first]
+        i = int(rv.argmax())
+        hi = int(rv[i])
+        if hi > self.peak:
+            self.peak, self.peak_t = hi, int(t[first[i]])
+        lo = int(rv.min())
+        self.vmin = min(self.vmin, lo)
+        u, c = _distinct(rv, lo, hi, np.diff(first, append=n))
+        self._table(u, c, True)
+
+    def _feed_each(self, t: np.ndarray, v: np.ndarray) -> None:
+        i = int(v.argmax())
+        hi = int(v[i])
+        if hi > self.peak:
+            self.peak, self.peak_t = hi, int(t[i])
+        lo = int(v.min())
+        self.vmin = min(self.vmin, lo)
+        if self.coarse == 1:
+            u, c = _distinct(v, lo, hi)
+        else:
+            self.total += int(v.sum())
+            u, c = _distinct(v // self.coarse)
+        self._table(u, c, self.coarse == 1)
+
+    def _table(self, u: np.ndarray, c: np.ndarray, exact: bool) -> None:
+        if exact:  # the sum from the value table: int64 wraps alike both ways, so it is v.sum() exactly
+            self.total += int((u * c).sum())
         self._vals.append(u)
         self._cnts.append(c)
         self._pending += len(u)
-        if self._pending > 1 << 15:
+        if self._pending > 1 << 15 or len(self._vals) > _MERGE_PARTS:
             self._merge()
+
+    def _steps(self, t: np.ndarray, cache: dict[Any, Any] | None) -> None:
+        """The largest step between samples, and the gaps over 2 ms (one from the last chunk included)."""
+        edge = None if self.last_t is None else int(t[0]) - self.last_t
+        if self.first_t is None:
+            self.first_t = int(t[0])
+        self.last_t = int(t[-1])
+        big = None
+        if len(t) > 1:
+            if cache is None:
+                dmax, big = steps_of(t)
+            else:
+                key = (t.__array_interface__["data"][0], len(t))
+                got = cache.get(key)
+                if got is None:
+                    got = cache[key] = steps_of(t)
+                dmax, big = got
+            self.diff_max = max(self.diff_max, dmax)
+            if not self.gaps:
+                big = None
+        if edge is not None:
+            self.diff_max = max(self.diff_max, edge)
+            if self.gaps and edge > 2_000_000:
+                big = np.array([edge], np.int64) if big is None else np.concatenate(([edge], big))
+        if big is not None and len(big):
+            self._diffs.append(big)
+            self._n_diffs += len(big)
+            if self._n_diffs > 1 << 14:
+                self._compact_gaps()
 
     def _merge(self) -> None:
         if not self._vals:
@@ -106,8 +174,11 @@ class SeriesAcc:
         u = np.concatenate([self.values, *self._vals])
         c = np.concatenate([self.counts, *self._cnts])
         self._vals, self._cnts, self._pending = [], [], 0
-        self.values, inv = np.unique(u, return_inverse=True)
-        self.counts = np.bincount(inv, weights=c).astype(np.int64)
+        # every part is sorted already: a stable sort merges the runs
+        order = np.argsort(u, kind="stable")
+        u, c = u[order], c[order]
+        firsts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+        self.values, self.counts = u[firsts], np.add.reduceat(c.astype(np.int64), firsts)
         if len(self.values) > _MAX_DISTINCT:  # a wild series: fall back to pages, then coarser
             f = 4096 if self.coarse == 1 else 2
             self.coarse *= f
@@ -170,15 +241,17 @@ class ScrapeAcc:
             k1 = (hi - self.t_start) // iv
             if k1 < k0:
                 continue
-            when = self.t_start + phi[:, None] + np.arange(k0, k1 + 1, dtype=np.int64)[None, :] * iv
+            # one row per scrape round, one column per offset: the times ascend in row order,
+            # which the lookup in ``t`` is fastest for
+            when = (self.t_start + np.arange(k0, k1 + 1, dtype=np.int64) * iv)[:, None] + phi[None, :]
             mask = (when > lo) & (when <= hi)
             if not mask.any():
                 continue
             idx = np.searchsorted(t, when[mask], side="right") - 1
             seen = np.full(when.shape, I64_MIN, np.int64)
             seen[mask] = np.where(idx >= 0, v[np.clip(idx, 0, len(v) - 1)], self.prev_v)
-            np.maximum(best, seen.max(axis=1), out=best)
-            has |= mask.any(axis=1)
+            np.maximum(best, seen.max(axis=0), out=best)
+            has |= mask.any(axis=0)
         self.prev_t, self.prev_v = hi, int(v[-1])
 
     def view(self, true_peak: int) -> dict[str, Any]:
