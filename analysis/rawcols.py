@@ -74,6 +74,40 @@ def segmented_cumsum(first: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndar
     return np.cumsum(full, out=full)
 
 
+def segmented_packs(
+    first: np.ndarray, packs: Sequence[list[Any]], m: np.ndarray, steps: Sequence[int] | None = None
+) -> np.ndarray:
+    """:func:`segmented_cumsum` of blocks whose deltas are :func:`blocks.pack_ints` lists (times
+    ``steps``, one a block), without an array of the deltas alone: each block's packed deltas
+    are joined behind an empty slot for its first value, so they land where they belong."""
+    w = packs[0][0]
+    ws, raws, excs = zip(*packs)
+    if ws.count(w) != len(ws) or not m.all():
+        d = ints_many(packs)
+        if steps is not None and steps.count(1) != len(steps):
+            d = d * np.repeat(np.array(steps, dtype=np.int64), m - 1)
+        return segmented_cumsum(first, d, m)
+    slot = bytes(w)
+    full = np.frombuffer(slot + slot.join(raws), dtype=NP_DT[w]).astype(np.int64)
+    if len(full) != int(m.sum()):
+        raise ValueError("a column of another length than its group")
+    ends = np.cumsum(m)
+    starts = ends - m
+    if any(excs):  # values too wide for the block's width: escaped, listed beside it
+        esc = np.iinfo(NP_DT[w]).min
+        for j, ex in enumerate(excs):
+            if ex:
+                seg = full[int(starts[j]) + 1 : int(ends[j])]
+                seg[seg == esc] = np.array(ex, dtype=np.int64)
+    if steps is not None and steps.count(1) != len(steps):
+        full *= np.repeat(np.array(steps, dtype=np.int64), m)
+    # each block's slot: the step from the previous block's last value to this block's first
+    # (int64 wraps alike both ways, so the running sum stays exact)
+    last = first + np.add.reduceat(full, starts)
+    full[starts] = first - np.concatenate(([0], last[:-1]))
+    return np.cumsum(full, out=full)
+
+
 class Cols:
     """Columns of small groups gathered as lists over many blocks, numpy once per flush."""
 
@@ -206,6 +240,7 @@ class RawCols:
         self._distinct = distinct
         self._ints: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # key -> (int values, which rows are ints)
         self._busy: set[str] = set()  # keys being decoded (a column referring back to one: the slow path)
+        self._whole: dict[int, list[Any]] = {}  # block -> every column as values (the few blocks sparse keys need)
         t, t_ok, _f = self._decode(self._encs("t", True), want_float=False)
         if not (t_ok is True or t_ok.all()):
             raise _Slow
@@ -279,12 +314,9 @@ class RawCols:
             raise _Slow
         if present == {1}:  # the common case: integer deltas in every block
             _k, firsts, packs, g = zip(*encs)
-            d = ints_many(packs)
-            if len(d) != total - len(encs):
+            if sum(len(pk[1]) // pk[0] for pk in packs) != total - len(encs):
                 raise ValueError("a column of another length than its group")
-            if g.count(1) != len(g):
-                d = d * np.repeat(np.array(g, dtype=np.int64), m - 1)
-            return segmented_cumsum(np.array(firsts, dtype=np.int64), d, m), True, None
+            return segmented_packs(np.array(firsts, dtype=np.int64), packs, m, g), True, None
         vals = np.zeros(total, dtype=np.int64)
         isint: Any = np.zeros(total, dtype=bool)
         fl = None
@@ -391,13 +423,24 @@ class RawCols:
         out = np.full(self._total, np.nan)
         ends = self._ends
         for j in have:
-            v = plain_column(self.colss[j], self.lays[j].at[k])
+            v = self._whole_of(j)[self.lays[j].at[k]]
             if not all(x is None or type(x) is int or type(x) is float for x in v):
-                return self._listed(k, encs)
+                # every other row is None: whether the column is numeric shows on these rows alone
+                rows: list[Any] = [None]
+                for i in have:
+                    rows.extend(self._whole_of(i)[self.lays[i].at[k]])
+                return None if numeric(rows) is None else self._listed(k, encs)
             if len(v) != self.ns[j]:
                 raise ValueError("a column of another length than its group")
             out[ends[j] - len(v) : ends[j]] = v
         return out
+
+    def _whole_of(self, j: int) -> list[Any]:
+        """Every column of block ``j`` as values (decoded once: its kept rows want most of them)."""
+        got = self._whole.get(j)
+        if got is None:
+            got = self._whole[j] = blocks.group_columns([self.lays[j].keys, [], [], self.colss[j]])
+        return got
 
     def _listed(self, k: str, encs: list[Any]) -> np.ndarray | None:
         """Key ``k`` value by value (text, booleans, nested maps): :func:`numeric` on the list."""

@@ -16,7 +16,7 @@ import numpy as np
 from spikewatch.sampler.wire import blocks
 
 from .loadmerge import COUNTS, LEVELS, MAXIMA
-from .rawcols import RawCols, ints_many, segmented_cumsum
+from .rawcols import RawCols, ints_many, segmented_cumsum, segmented_packs
 from .tables import concat_tables
 from .v2decode import np_ints, sparse_deltas
 
@@ -60,7 +60,7 @@ def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndar
     periods = [e[2] for e in encs]  # the tick grid's step: a block's median step, so it may differ by a quantum
     p: Any = periods[0] if len(set(periods)) == 1 else np.repeat(np.array(periods, dtype=np.int64), m)
     offs = np.concatenate(([0], np.cumsum(m)))
-    k = segmented_cumsum(np.zeros(len(encs), np.int64), ints_many([e[6] for e in encs]), m)
+    k = segmented_packs(np.zeros(len(encs), np.int64), [e[6] for e in encs], m)
     base = np.repeat(np.array([e[0] for e in encs], dtype=np.int64), m)
     dev = ints_many([e[7] for e in encs])
     delta = np.array([bool(len(e) > 10 and e[10]) for e in encs])
@@ -75,18 +75,19 @@ def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndar
     t *= q
     t += base
     cols: dict[str, np.ndarray] = {}
-    for name in encs[0][4][0]:
-        ser = [next(x for x in e[8] if x[0] == name) for e in encs]
-        g = np.array([x[2] for x in ser], dtype=np.int64)
+    for i, name in enumerate(encs[0][4][0]):
+        ser = [e[8][i] if len(e[8]) > i and e[8][i][0] == name else next(x for x in e[8] if x[0] == name) for e in encs]
+        firsts = np.array([x[1] for x in ser], dtype=np.int64)
+        g = [x[2] for x in ser]
         if any(len(x) > 5 for x in ser):  # version 4: some stored as their moves
             d = np.concatenate([sparse_deltas(x, int(mj)) if len(x) > 5 else np_ints(x[3]) for x, mj in zip(ser, m)])
             if len(d) != int(m.sum()) - len(ser):
                 raise ValueError("a series of another length than its block")
+            if g.count(1) != len(g):
+                d = d * np.repeat(np.array(g, dtype=np.int64), m - 1)
+            cols[name] = segmented_cumsum(firsts, d, m)
         else:
-            d = ints_many([x[3] for x in ser])
-        if np.any(g != 1):
-            d = d * np.repeat(g, m - 1)
-        cols[name] = segmented_cumsum(np.array([x[1] for x in ser], dtype=np.int64), d, m)
+            cols[name] = segmented_packs(firsts, [x[3] for x in ser], m, g)
         rel = np.array([blocks.series_ref(x) >= 0 for x in ser])
         if rel.any():  # version 4: a series relative to another (the block's first)
             refs = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from spikewatch.analysis.rawcols import Cols, RawCols
+from spikewatch.analysis.rawcols import Cols, RawCols, ints_many, segmented_cumsum, segmented_packs
 from spikewatch.sampler.wire import blocks
 
 NEEDED = frozenset(("t", "rss_anon", "cg_usage"))
@@ -134,3 +134,43 @@ def test_version_4_derived_and_twin_columns_match() -> None:
     assert {5, 7} <= kinds
     fast, slow = _feed(groups, ext=2)
     _same(fast, slow)
+
+
+_small = st.integers(-100, 100)
+_delta = st.one_of(_small, _small, _small, _small, st.integers(-(1 << 40), 1 << 40), st.integers(-(1 << 62), 1 << 62))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-(1 << 62), 1 << 62), st.lists(_delta, max_size=40), st.sampled_from([1, 1, 3, 4096])),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_segmented_packs_is_the_running_sum_of_the_unpacked_deltas(parts: list[tuple[int, list[int], int]]) -> None:
+    # blocks packed at any width, some with escaped values wider than it, each with its step
+    firsts = np.array([f for f, _d, _g in parts], dtype=np.int64)
+    packs = [blocks.pack_ints(d) for _f, d, _g in parts]
+    steps = [g for _f, _d, g in parts]
+    m = np.array([len(d) + 1 for _f, d, _g in parts], dtype=np.int64)
+    d = ints_many(packs) * np.repeat(np.array(steps, dtype=np.int64), m - 1)
+    want = segmented_cumsum(firsts, d, m)
+    got = segmented_packs(firsts, packs, m, steps)
+    assert got.dtype == np.int64
+    assert np.array_equal(got, want)
+
+
+def test_segmented_packs_with_escapes_in_one_width() -> None:
+    rng = np.random.default_rng(3)
+    parts = [[int(x) for x in rng.integers(-100, 100, 30)] for _ in range(20)]
+    for d in parts[::3]:
+        d[5] = 1 << 40  # a spike: escaped, the rest of its block stays one byte wide
+    for d in parts[1::3]:
+        d[9] = -128  # the escape's own value, escaped too
+    packs = [blocks.pack_ints(d) for d in parts]
+    assert {pk[0] for pk in packs} == {1} and any(pk[2] for pk in packs)
+    firsts = rng.integers(0, 1 << 40, len(parts))
+    m = np.full(len(parts), 31, dtype=np.int64)
+    want = segmented_cumsum(firsts, np.array([x for d in parts for x in d], dtype=np.int64) * 4096, m)
+    assert np.array_equal(segmented_packs(firsts, packs, m, [4096] * len(parts)), want)
