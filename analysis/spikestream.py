@@ -31,6 +31,7 @@ class SpikeAcc:
         self.ts: list[np.ndarray] = []
         self.vs: list[np.ndarray] = []
         self.buf_end = 0
+        self.inorder = True
         self.found: list[dict[str, Any]] = []
         self.pending: list[dict[str, Any]] = []  # hwm_spike events whose baseline is not known yet
         self.ev_base: dict[int, float] = {}  # id(event) -> baseline where it starts
@@ -40,9 +41,13 @@ class SpikeAcc:
             if isinstance(ev.get("bytes"), (int, float)):
                 self.pending.append(ev)
 
-    def feed(self, t: np.ndarray, v: np.ndarray) -> None:
+    def feed(self, t: np.ndarray, v: np.ndarray, mono: bool = False) -> None:
+        """``mono``: ``t`` never goes back (else it is looked at)."""
         if not len(t):
             return
+        # whether what is held, in order of arrival, is in time order too
+        last = self.ts[-1] if self.ts else None
+        self.inorder = self.inorder and mono and (last is None or not len(last) or int(last[-1]) <= int(t[0]))
         if self.origin is None:
             self.origin = self.core_start = int(t[0])
         self.ts.append(t)
@@ -54,9 +59,10 @@ class SpikeAcc:
     def _process(self, core_end: int | None) -> None:
         t = np.concatenate(self.ts) if len(self.ts) > 1 else self.ts[0]
         v = np.concatenate(self.vs) if len(self.vs) > 1 else self.vs[0]
-        if len(t) > 1 and np.any(np.diff(t) < 0):
+        if not self.inorder and len(t) > 1 and np.any(np.diff(t) < 0):
             order = np.argsort(t, kind="stable")
             t, v = t[order], v[order]
+        self.inorder = True  # sorted now, and what is kept of it stays so
         lo = self.core_start
         hi = core_end if core_end is not None else int(t[-1]) + 1
         if core_end is not None:

@@ -85,7 +85,9 @@ class Figures:
             self.bounds.append(t)
             self.bounds.sort()
 
-    def feed(self, name: str, t: np.ndarray, v: np.ndarray, horizon: int | None, gaps: bool = True) -> None:
+    def feed(
+        self, name: str, t: np.ndarray, v: np.ndarray, horizon: int | None, gaps: bool = True, mono: bool = False
+    ) -> None:
         """Into the stretches, once no marker can still come before them: a marker is written
         when the sampler hears it, a detail when it is read, so the order on file can lag the
         order in time by a little; what is newer than ``horizon`` waits in a short buffer."""
@@ -94,8 +96,9 @@ class Figures:
             segs = self.segs[name] = Segments(gaps)
         held = self.held.get(name)
         if held is not None:
+            inorder = mono and (not len(held[0]) or not len(t) or held[0][-1] <= t[0])
             t, v = np.concatenate((held[0], t)), np.concatenate((held[1], v))
-            if np.any(np.diff(t) < 0):
+            if not inorder and np.any(np.diff(t) < 0):
                 order = np.argsort(t, kind="stable")
                 t, v = t[order], v[order]
         i = len(t) if horizon is None else int(np.searchsorted(t, horizon, side="left"))
@@ -178,6 +181,7 @@ class _StreamSource:
             self.sink(t, {n: np.concatenate(p) if len(p) > 1 else p[0] for n, p in self.pend_v.items()})
             self.pend_t, self.pend_v, self.pending = [], {}, 0
             return
+        mono = len(t) < 2 or not bool((t[1:] < t[:-1]).any())  # times in order: each analysis may skip its check
         only = self._headline_known()
         for name in list(fig.scrape):
             if only is not None and name != only:  # not the headline: its scrape view and spikes go unused
@@ -194,11 +198,11 @@ class _StreamSource:
                     fig.spikes[name].event(ev)
             keep = v >= 0  # a missing reading inside a batch
             tt, vv = (t, v) if keep.all() else (t[keep], v[keep])
-            fig.feed(name, tt, vv, self.horizon())
+            fig.feed(name, tt, vv, self.horizon(), mono=mono)
             if name in fig.scrape:
                 fig.scrape[name].feed(tt, vv)
-                fig.spikes[name].feed(tt, vv)
-            fig.envelope[name].feed(tt, vv)
+                fig.spikes[name].feed(tt, vv, mono)
+            fig.envelope[name].feed(tt, vv, mono)
         self.pend_t, self.pend_v, self.pending = [], {}, 0
 
     def _headline_known(self) -> str | None:

@@ -268,8 +268,8 @@ class ScrapeAcc:
 def _seg_arg(v: np.ndarray, starts: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Per segment (``starts``), the index of the first sample equal to the segment's ``m``."""
     lens = np.diff(np.r_[starts, len(v)])
-    pos = np.where(v == np.repeat(m, lens), np.arange(len(v)), len(v))
-    return np.minimum.reduceat(pos, starts)
+    pos = np.flatnonzero(v == np.repeat(m, lens))  # each segment has one at least
+    return pos[np.searchsorted(pos, starts)]
 
 
 class Envelope:
@@ -299,7 +299,8 @@ class Envelope:
         self.lo[half:], self.hi[half:] = I64_MAX, I64_MIN
         self.w *= 2
 
-    def feed(self, t: np.ndarray, v: np.ndarray) -> None:
+    def feed(self, t: np.ndarray, v: np.ndarray, mono: bool | None = None) -> None:
+        """``mono``: whether ``t`` never goes back (None: look)."""
         if not len(t):
             return
         if self.origin is None:
@@ -308,23 +309,43 @@ class Envelope:
         self.end = (int(t[-1]), int(v[-1]))
         while (int(t[-1]) - self.origin) // self.w >= self.cap:
             self._halve()
+        if mono is None:
+            mono = len(t) < 2 or not bool((t[1:] < t[:-1]).any())
+        if mono and int(t[0]) >= self.origin:
+            # buckets cut where their edges fall in t: no bucket index a sample
+            b0 = (int(t[0]) - self.origin) // self.w
+            b1 = (int(t[-1]) - self.origin) // self.w
+            edges = self.origin + self.w * np.arange(b0 + 1, b1 + 1, dtype=np.int64)
+            cuts = np.searchsorted(t, edges, side="left")
+            if b1 - b0 < 48:
+                self._slices(t, v, b0, cuts.tolist())
+                return
+            starts = np.concatenate(([0], cuts))
+            filled = starts < np.concatenate((cuts, [len(t)]))
+            self._bulk(t, v, starts[filled], b0 + np.flatnonzero(filled))
+            return
         idx = np.clip((t - self.origin) // self.w, 0, self.cap - 1)
         b0, b1 = int(idx[0]), int(idx[-1])
         if 0 <= b1 - b0 < 48 and np.all(idx[1:] >= idx[:-1]):
-            # a chunk over a few wide buckets (a long run): a slice each is cheaper than the bulk path
-            cuts = np.searchsorted(idx, np.arange(b0 + 1, b1 + 1)).tolist()
-            for k, (a, z) in enumerate(zip([0, *cuts], [*cuts, len(idx)])):
-                if z > a:
-                    seg = v[a:z]
-                    i, j = int(np.argmin(seg)), int(np.argmax(seg))
-                    bk = b0 + k
-                    if seg[i] < self.lo[bk]:
-                        self.lo[bk], self.tlo[bk] = seg[i], t[a + i]
-                    if seg[j] > self.hi[bk]:
-                        self.hi[bk], self.thi[bk] = seg[j], t[a + j]
+            self._slices(t, v, b0, np.searchsorted(idx, np.arange(b0 + 1, b1 + 1)).tolist())
             return
         starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
-        b = idx[starts]
+        self._bulk(t, v, starts, idx[starts])
+
+    def _slices(self, t: np.ndarray, v: np.ndarray, b0: int, cuts: list[int]) -> None:
+        """A chunk over a few wide buckets (a long run): a slice each is cheaper than the bulk path."""
+        for k, (a, z) in enumerate(zip([0, *cuts], [*cuts, len(t)])):
+            if z > a:
+                seg = v[a:z]
+                i, j = int(np.argmin(seg)), int(np.argmax(seg))
+                bk = b0 + k
+                if seg[i] < self.lo[bk]:
+                    self.lo[bk], self.tlo[bk] = seg[i], t[a + i]
+                if seg[j] > self.hi[bk]:
+                    self.hi[bk], self.thi[bk] = seg[j], t[a + j]
+
+    def _bulk(self, t: np.ndarray, v: np.ndarray, starts: np.ndarray, b: np.ndarray) -> None:
+        """Buckets ``b`` beginning at ``starts`` (a bucket may repeat where times went back)."""
         mn, mx = np.minimum.reduceat(v, starts), np.maximum.reduceat(v, starts)
         imn, imx = _seg_arg(v, starts, mn), _seg_arg(v, starts, mx)
         # buckets repeat only where times went backwards or a chunk continues a bucket: fold in order
