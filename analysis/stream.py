@@ -102,7 +102,7 @@ class Figures:
                 order = np.argsort(t, kind="stable")
                 t, v = t[order], v[order]
         i = len(t) if horizon is None else int(np.searchsorted(t, horizon, side="left"))
-        self.held[name] = (t[i:], v[i:])
+        self.held[name] = (t[i:].copy(), v[i:].copy())  # not views: they would keep the whole chunk alive
         if i:
             segs.feed(t[:i], v[:i], np.asarray(self.bounds, dtype=np.int64))
 

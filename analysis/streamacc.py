@@ -58,7 +58,7 @@ def steps_of(t: np.ndarray) -> tuple[int, np.ndarray]:
     return (int(big.max()) if len(big) else int(d.max())), big
 
 
-_MERGE_PARTS = 64  # chunks' value tables held before they are merged (bounds the count of small arrays)
+_MERGE_PARTS = 16  # chunks' value tables held before they are merged (bounds the count of small arrays)
 
 
 class SeriesAcc:
@@ -136,7 +136,7 @@ class SeriesAcc:
         self._vals.append(u)
         self._cnts.append(c)
         self._pending += len(u)
-        if self._pending > 1 << 15 or len(self._vals) > _MERGE_PARTS:
+        if self._pending > 1 << 13 or len(self._vals) > _MERGE_PARTS:
             self._merge()
 
     def _steps(self, t: np.ndarray, cache: dict[Any, Any] | None) -> None:
@@ -167,6 +167,8 @@ class SeriesAcc:
             self._n_diffs += len(big)
             if self._n_diffs > 1 << 14:
                 self._compact_gaps()
+            elif len(self._diffs) > 64:  # one array, not one a chunk (the same lengths, exact)
+                self._diffs = [np.concatenate(self._diffs)]
 
     def _merge(self) -> None:
         if not self._vals:
