@@ -42,7 +42,7 @@ class Source:
     records: int = 0
     batches: int = 0
     integrity: dict[str, Any] = field(default_factory=dict)  # what the reader salvaged (see integrity())
-    # a streamed long recording: the exact figures of its one pass (analysis.stream.Figures);
+    # a streamed long recording: the exact figures of its one pass (analysis.streamfig.Figures);
     # then ``series`` hold each series' min/max envelope, not every sample
     stream: Any = None
 

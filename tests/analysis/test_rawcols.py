@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from spikewatch.analysis.rawcols import Cols, RawCols, ints_many, segmented_cumsum, segmented_packs
+from spikewatch.analysis.packed import ints_many, segmented_cumsum, segmented_packs
+from spikewatch.analysis.rawcols import Cols, RawCols
 from spikewatch.sampler.wire import blocks
 
 NEEDED = frozenset(("t", "rss_anon", "cg_usage"))
