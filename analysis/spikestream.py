@@ -4,7 +4,7 @@ The baseline at a sample depends only on samples within half its window (5 s by
 default) and a spike's end on the sample after it, so the series is cut into cores
 of ``core_s`` seconds, each analysed with ``context`` seconds of the neighbours on
 both sides; a spike belongs to the core its first sample falls in. Only a core and
-its context are ever held (two minutes of samples, not the run).
+its context are ever held (about a minute of samples, not the run).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from spikewatch.sampler.wire import protocol
 
 from .spikes import SpikeParams, base_at, baseline, runs, runs_of
 
-CORE_S = 120.0  # seconds of samples analysed at a time (with the context on both sides)
+CORE_S = 60.0  # seconds of samples analysed at a time (with the context on both sides; 120 s held ~5 MiB more at the peak)
 
 
 class SpikeAcc:
