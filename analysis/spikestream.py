@@ -17,7 +17,8 @@ from spikewatch.sampler.wire import protocol
 
 from .spikes import SpikeParams, base_at, baseline, runs, runs_of
 
-CORE_S = 60.0  # seconds of samples analysed at a time (with the context on both sides; 120 s held ~5 MiB more at the peak)
+# seconds of samples analysed at a time, with the context on both sides (120 s held ~5 MiB more at the peak)
+CORE_S = 60.0
 
 
 class SpikeAcc:
