@@ -83,6 +83,13 @@ def segmented_packs(
             if ex:
                 seg = full[int(starts[j]) + 1 : int(ends[j])]
                 seg[seg == esc] = np.array(ex, dtype=np.int64)
+    return _running(full, first, starts, m, steps)
+
+
+def _running(
+    full: np.ndarray, first: np.ndarray, starts: np.ndarray, m: np.ndarray, steps: Sequence[int] | None
+) -> np.ndarray:
+    """Each block's values from ``full``: its deltas behind an empty slot at ``starts``."""
     if steps is not None and steps.count(1) != len(steps):
         full *= np.repeat(np.array(steps, dtype=np.int64), m)
     # each block's slot: the step from the previous block's last value to this block's first
@@ -90,3 +97,31 @@ def segmented_packs(
     last = first + np.add.reduceat(full, starts)
     full[starts] = first - np.concatenate(([0], last[:-1]))
     return np.cumsum(full, out=full)
+
+
+def segmented_moves(
+    first: np.ndarray, vals: Sequence[list[Any]], gaps: Sequence[list[Any]], m: np.ndarray, steps: Sequence[int]
+) -> np.ndarray:
+    """Version 4's sparse series (each block's moves and the gaps between them) of many blocks,
+    as :func:`segmented_packs` makes the dense ones."""
+    k = np.array([len(g[1]) // g[0] for g in gaps], dtype=np.int64)
+    if [len(v[1]) // v[0] for v in vals] != k.tolist() or not m.all():
+        raise ValueError("a series move outside its block")
+    moves, gap = ints_many(vals), ints_many(gaps)
+    total = int(m.sum())
+    starts = np.cumsum(m) - m
+    full = np.zeros(total, dtype=np.int64)
+    if len(gap):
+        run = np.cumsum(gap)
+        before = np.concatenate(([0], np.cumsum(k)[:-1]))
+        at = (
+            run
+            - np.repeat(
+                np.where(k > 0, run[np.minimum(before, len(run) - 1)] - gap[np.minimum(before, len(run) - 1)], 0), k
+            )
+            - 1
+        )
+        if gap.min() < 1 or bool((at >= np.repeat(m - 1, k)).any()):
+            raise ValueError("a series move outside its block")
+        full[np.repeat(starts, k) + 1 + at] = moves
+    return _running(full, first, starts, m, steps)

@@ -16,7 +16,8 @@ import numpy as np
 from spikewatch.sampler.wire import blocks
 
 from .loadmerge import COUNTS, LEVELS, MAXIMA
-from .rawcols import RawCols, ints_many, segmented_cumsum, segmented_packs
+from .packed import ints_many, segmented_cumsum, segmented_moves, segmented_packs
+from .rawcols import RawCols
 from .tables import concat_tables
 from .v2decode import np_ints, sparse_deltas
 
@@ -79,7 +80,9 @@ def decode_samples(encs: list[list[Any]]) -> tuple[np.ndarray, dict[str, np.ndar
         ser = [e[8][i] if len(e[8]) > i and e[8][i][0] == name else next(x for x in e[8] if x[0] == name) for e in encs]
         firsts = np.array([x[1] for x in ser], dtype=np.int64)
         g = [x[2] for x in ser]
-        if any(len(x) > 5 for x in ser):  # version 4: some stored as their moves
+        if all(len(x) > 5 for x in ser):  # version 4: stored as their moves
+            cols[name] = segmented_moves(firsts, [x[3] for x in ser], [x[5] for x in ser], m, g)
+        elif any(len(x) > 5 for x in ser):  # version 4: some stored as their moves
             d = np.concatenate([sparse_deltas(x, int(mj)) if len(x) > 5 else np_ints(x[3]) for x, mj in zip(ser, m)])
             if len(d) != int(m.sum()) - len(ser):
                 raise ValueError("a series of another length than its block")

@@ -175,3 +175,25 @@ def test_segmented_packs_with_escapes_in_one_width() -> None:
     m = np.full(len(parts), 31, dtype=np.int64)
     want = segmented_cumsum(firsts, np.array([x for d in parts for x in d], dtype=np.int64) * 4096, m)
     assert np.array_equal(segmented_packs(firsts, packs, m, [4096] * len(parts)), want)
+
+
+def test_segmented_moves_match_the_block_by_block_decode() -> None:
+    from spikewatch.analysis.packed import segmented_moves
+    from spikewatch.analysis.v2decode import sparse_deltas
+
+    rng = np.random.default_rng(5)
+    m = rng.integers(1, 60, 25).astype(np.int64)
+    firsts = rng.integers(0, 1 << 40, len(m))
+    entries = []
+    for mj in m.tolist():
+        at = np.sort(rng.choice(max(mj - 1, 1), size=int(rng.integers(0, max(mj - 1, 1) + 1)), replace=False))
+        at = at[at < mj - 1]
+        gaps = np.diff(np.r_[-1, at]).tolist()
+        entries.append(
+            ["rss", 0, 4096, blocks.pack_ints(rng.integers(-9, 9, len(at)).tolist()), -1, blocks.pack_ints(gaps)]
+        )
+    want = segmented_cumsum(
+        firsts, np.concatenate([sparse_deltas(e, mj) for e, mj in zip(entries, m.tolist())]) * 4096, m
+    )
+    got = segmented_moves(firsts, [e[3] for e in entries], [e[5] for e in entries], m, [4096] * len(m))
+    assert np.array_equal(got, want)
