@@ -178,6 +178,7 @@ def test_slow_subscriber_never_blocks_the_sampler(endpoints):
         quiet=True,
         socket_options=opts,
         realtime=False,
+        batch_ns=20_000_000,  # ~60 messages a second against the slow one's 10
     )
     sampler = Sampler(config, context=ctx)
     slow = StreamSubscriber([endpoints["publish"]], context=ctx, hwm=5, socket_options={zmq.RCVBUF: 4096})
@@ -324,12 +325,29 @@ def test_journal_disk_full(endpoints, tiny_tmpfs):
     stream and journal_errors in the counters; sampling and publishing go on to the end;
     the journal is an exact prefix of the stream, whole records only; a subscriber
     received every message (what the journal lacks is exactly the stream's tail)."""
-    # a 5 s journal of an idle target is ~6 KB in format 2: leave it one page
+    # Leave the journal one page. An idle target's 5 s journal is only ~4-5 KB in
+    # format 4 (it once fit in the page); a target whose RSS moves every few ms
+    # makes ~7 KB, so the disk fills mid-run.
     (tiny_tmpfs / "ballast").write_bytes(b"\0" * (252 << 10))
     journal = tiny_tmpfs / "full.journal"
     sub = StreamSubscriber([endpoints["publish"]])
     time.sleep(0.3)
-    victim = subprocess.Popen(["sleep", "60"])
+    noisy = write_script(
+        tiny_tmpfs.parent,
+        "noisy.py",
+        """
+        import random, time
+        held = []
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            if len(held) < 40 and random.random() < 0.5:
+                held.append(b"\\1" * (random.randint(32, 96) * 4096))  # mmap'd and written
+            elif held:
+                held.pop(random.randrange(len(held)))
+            time.sleep(0.001)
+        """,
+    )
+    victim = subprocess.Popen([sys.executable, str(noisy)])
     p = spawn_sample(endpoints, "--journal", str(journal), "--pid", str(victim.pid), "--duration", "5s")
     try:
         got = collect_until_final(sub, timeout=30)
