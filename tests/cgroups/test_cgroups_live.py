@@ -193,7 +193,10 @@ def test_oom_kill_counted_with_usage_at_limit_before(limited) -> None:
     oom = cg.read_oom()
     assert oom["oom_kill"] == 1
     assert top >= 0.85 * limit, f"usage seen before the kill only {top / MiB:.1f} MiB"
-    assert top <= limit
+    # Around an OOM kill the kernel may charge past the limit for a moment (try_charge's
+    # "force" path: a charge that cannot fail or will free memory soon): 6.12 was seen
+    # 132 KiB over once. A sampler must show that, not a value clamped to the limit.
+    assert top <= limit + 2 * MiB
     # Charges refused at the limit: v1 memory.failcnt, v2 the "max" line of memory.events.
     assert oom["limit_hits"] > 0 and oom["limit_hits"] == oom["failcnt" if cg.version == 1 else "max"]
     assert cg.read_peak() >= 0.95 * limit
