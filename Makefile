@@ -44,8 +44,8 @@ test-package:
 # (memory.peak without per-fd reset, OOM, memory.events, effective limit); one summary
 # line per kernel. First use installs qemu, podman, crun, the kernels and virtme-ng
 # (root: apt and PyPI). Budget: 10 minutes wall for both kernels, boots included
-# (measured 2026-12-04 from a clean clone on this 2-core host at load 4-5: 10 min 40 s
-# with setup; guests 6.1 ~130 s, 6.12 ~470 s); each guest is stopped after
+# (measured 2026-12-04 from a clean clone on this 2-core host: 5 min 47 s on a quiet host,
+# guests 6.1 89 s and 6.12 256 s; 10 min 40 s at load 4-5); each guest is stopped after
 # CGROUP2_TIMEOUT (900 s) and each test after 3 min. Gating in CI. Exits 0 with
 # "skipped: <why>" only where no guest can be set up (not root, no apt, not x86_64,
 # qemu or the kernels not installable, under 2.6 GiB free).
