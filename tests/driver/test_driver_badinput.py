@@ -80,8 +80,8 @@ def test_rate_1e12_in_the_engine_does_not_stand_still(server: Recorder) -> None:
     assert res.phases[0].duration_s < 1.5
 
 
-def test_sigterm_under_load_stops_within_a_second_with_the_summary(tmp_path: Path, server: Recorder) -> None:
-    scenario = _write(tmp_path, server.url, "concurrency = 64", duration="60s")
+def _drive_under_load(scenario: Path) -> subprocess.Popen[str]:
+    """``spikewatch drive`` started and past its first progress line (load is flowing)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "spikewatch", "drive", str(scenario), "--inlet", "off"],
         stdout=subprocess.PIPE,
@@ -91,7 +91,17 @@ def test_sigterm_under_load_stops_within_a_second_with_the_summary(tmp_path: Pat
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("driving"), line
-        assert "[1/1" in proc.stdout.readline()  # type: ignore[union-attr]  # load is flowing
+        assert "[1/1" in proc.stdout.readline()  # type: ignore[union-attr]
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+def test_sigterm_under_load_stops_within_a_second_with_the_summary(tmp_path: Path, server: Recorder) -> None:
+    scenario = _write(tmp_path, server.url, "concurrency = 64", duration="60s")
+    proc = _drive_under_load(scenario)
+    try:
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
         out, err = proc.communicate(timeout=10)
@@ -200,15 +210,8 @@ def test_a_concurrency_beyond_the_open_files_limit_is_refused_naming_it(tmp_path
 
 def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path: Path, server: Recorder) -> None:
     scenario = _write(tmp_path, server.url, "rate = 500", duration="60s")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "spikewatch", "drive", str(scenario), "--inlet", "off"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _drive_under_load(scenario)
     try:
-        assert proc.stdout.readline().startswith("driving")  # type: ignore[union-attr]
-        assert "[1/1" in proc.stdout.readline()  # type: ignore[union-attr]
         proc.send_signal(signal.SIGINT)
         time.sleep(0.02)  # the second lands while the first is still finishing the phase
         proc.send_signal(signal.SIGINT)
