@@ -142,6 +142,10 @@ fi
 "$venv/bin/python" -m compileall -q "$repo/sampler" "$repo/driver" "$repo/analysis" "$repo/spikewatch" \
     "$repo/tests" >/dev/null || true
 
+guest() {  # boot kernel image $1, run command $2 in it, its output to file $3
+    timeout --kill-after=10 "$timeout_s" vng --disable-kvm --force-9p --run "$1" \
+        --memory 2G --cpus 2 --exec "$2" </dev/null >"$3" 2>&1
+}
 failed=0
 summaries=()
 for k in "${kernels[@]}"; do
@@ -150,8 +154,7 @@ for k in "${kernels[@]}"; do
     echo "cgroup2 lane: booting $ver (emulated; log $log)"
     start=$(date +%s)
     cmd="sh $here/guest.sh $repo $venv/bin/python -q -rfEs --durations=8 ${PYTEST_ARGS:-} $(tests_for "$k")"
-    timeout --kill-after=10 "$timeout_s" vng --disable-kvm --force-9p --run "$k" \
-        --memory 2G --cpus 2 --exec "$cmd" </dev/null >"$log" 2>&1
+    guest "$k" "$cmd" "$log"
     rc=$?
     kfail=0
     took=$(( $(date +%s) - start ))
@@ -173,8 +176,7 @@ for k in "${kernels[@]}"; do
         if [ -n "$result" ] && [ ${#again[@]} -ge 1 ] && [ ${#again[@]} -le 2 ]; then
             echo "cgroup2 lane: $ver: running the ${#again[@]} failed test(s) once more, alone"
             cmd="sh $here/guest.sh $repo $venv/bin/python -q -rfEs ${PYTEST_ARGS:-} ${again[*]}"
-            if timeout --kill-after=10 "$timeout_s" vng --disable-kvm --force-9p --run "$k" \
-                --memory 2G --cpus 2 --exec "$cmd" </dev/null >"$log.retry" 2>&1; then
+            if guest "$k" "$cmd" "$log.retry"; then
                 line="ok after a retry: $result at first; passed alone: ${again[*]} (flaky here: see $log)"
                 kfail=0
             else
