@@ -196,13 +196,15 @@ def analyse_ramp(ctx: Ctx, ph: Phase, target_concurrency: float | None = None) -
     # The second half of each step is where its plateau is (as level_bytes takes it); a point
     # whose in-flight count differs from the one before straddles a step change (the count is
     # read at the end of its interval, the memory averaged over it) and is left out too.
-    settled = [
-        i
-        for i, (t0, t1) in enumerate(spans)
-        if i and xs[i] == xs[i - 1] and any(a + (b - a) // 2 <= t0 and t1 <= b for a, b, _ in bounds)
+    step_of = [
+        next((k for k, (a, b, _) in enumerate(bounds) if a + (b - a) // 2 <= t0 and t1 <= b), -1) for t0, t1 in spans
     ]
+    settled = [i for i in range(1, len(spans)) if xs[i] == xs[i - 1] and step_of[i] >= 0]
+    # the unit of the slope's interval: a step (its points share one offset), else a load level
+    groups: list[float] = list(xs)
     if len(settled) >= 4 and len({xs[i] for i in settled}) >= 2:
         xs, ys = [xs[i] for i in settled], [ys[i] for i in settled]
+        groups = [float(step_of[i]) for i in settled]
     for a, b, c in bounds:
         second = a + (b - a) // 2
         lvl = ctx.level(second, b)
@@ -235,7 +237,8 @@ def analyse_ramp(ctx: Ctx, ph: Phase, target_concurrency: float | None = None) -
         out.update(bytes_per_request=None, bytes_per_request_ci=None, r2=None, base_bytes=None, extrapolation=None)
         return out
     out["bytes_per_request"] = int(round(line.slope))
-    ci = ols_slope_interval(np.array(xs), np.array(ys))
+    # (with no in-flight points, xs are the steps' own levels: each is its own group)
+    ci = ols_slope_interval(np.array(xs), np.array(ys), groups=np.array(groups if len(groups) == len(xs) else xs))
     # compare's noise verdict reads this; None when too few points to say
     out["bytes_per_request_ci"] = [int(round(ci[0])), int(round(ci[1]))] if ci else None
     out["r2"] = round(line.r2, 4)
