@@ -91,10 +91,11 @@ class RotatingWriter:
     def records_written(self) -> int:
         return int(self._writer.records_written)
 
-    def flush(self) -> None:
-        """Write what waits; then, with everything written, rotate when due."""
+    def flush(self, seal: bool = False) -> None:
+        """Write what waits (``seal``: the open block too); then, with everything
+        written, rotate when due."""
         w = self._writer
-        w.flush()
+        w.flush(seal)
         if (
             self.rotating
             and not w.pending

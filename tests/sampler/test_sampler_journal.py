@@ -45,3 +45,42 @@ def test_journal_keeps_the_handed_body_as_the_packed_bytes_say(tmp_path: Path) -
     assert len(from_packed) == len(msgs)
     assert from_body == from_packed
     assert (tmp_path / "body.journal").read_bytes()[:1] == b"\x89"  # format 2: the path under test
+
+
+def _second_of_batches(seq: int, t0: int) -> list[tuple[str, dict[str, object]]]:
+    """Ten batches of 100 samples at 1 kHz from ``t0``: one block's worth."""
+    out: list[tuple[str, dict[str, object]]] = []
+    for b in range(10):
+        times = [t0 + (b * 100 + i) * 1_000_000 for i in range(100)]
+        out.append((protocol.SAMPLES, dict(protocol.samples_body(seq + b, times, {"rss": [70 << 20] * 100}))))
+    return out
+
+
+def test_a_whole_block_is_written_when_its_samples_are_queued_not_on_a_timer(tmp_path: Path) -> None:
+    """The thread wakes for a completed block (its timer is set to a minute here): the
+    block is in the file at once, and the next second's samples are not until they
+    too make a block. What a crash would lose is the samples since the last block."""
+    import time
+
+    path = tmp_path / "j.journal"
+    j = Journal(path, flush_s=60.0)
+    t0 = 9_000_000_000_000
+    try:
+        first = _second_of_batches(0, t0)
+        for topic, body in first[:9]:
+            j.put(topic, protocol.pack(body), body)
+        size0 = path.stat().st_size
+        time.sleep(0.3)
+        assert path.stat().st_size == size0  # nine tenths of a block: nothing written yet
+        # the tenth batch ends 999 ms after the first: the first of the next second completes it
+        second = _second_of_batches(10, t0 + 1_000_000_000)
+        for topic, body in [first[9], second[0]]:
+            j.put(topic, protocol.pack(body), body)
+        deadline = time.monotonic() + 10
+        while path.stat().st_size == size0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert path.stat().st_size > size0
+    finally:
+        j.close()
+    recs = [b for topic, b in iter_records(path) if topic == protocol.SAMPLES]
+    assert len(recs) == 11 and sum(len(b["dt"]) for b in recs) == 1100  # type: ignore[arg-type]

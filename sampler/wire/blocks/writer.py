@@ -173,10 +173,10 @@ class BlockWriter:
         self._frames.append((len(data), records))
         return True
 
-    def flush(self) -> None:
-        """Seal a block that is ``block_s`` old, then write what is sealed. A write
-        cut short (a full disk) leaves the rest first in the buffer."""
-        if self._open and time.monotonic() - self._opened >= self.block_s:
+    def flush(self, seal: bool = False) -> None:
+        """Seal the open block if ``seal`` or it is ``block_s`` old, then write what is
+        sealed. A write cut short (a full disk) leaves the rest first in the buffer."""
+        if self._open and (seal or time.monotonic() - self._opened >= self.block_s):
             self.seal()
         while self._pending:
             n = os.write(self._fd, self._pending)
