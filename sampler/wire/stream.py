@@ -105,7 +105,7 @@ class Journal:
         )
         self._queue: collections.deque[tuple[str, bytes, Mapping[str, Any] | None]] = collections.deque()
         self._flush_s = flush_s
-        self._block_ns = block_ns
+        self._block_ns = block_ns  # the writers' own rule is turned off (_open)
         self._span_from: int | None = None  # the first queued sample time of the block being filled
         self._wake = threading.Event()
         self._stop = False
@@ -174,6 +174,11 @@ class Journal:
     @staticmethod
     def _open(path: Path):  # type: ignore[no-untyped-def]
         w = open_writer(path)
+        if hasattr(w, "block_ns"):
+            # The blocks end where put() says (the same rule on what is queued), with
+            # what was queued beside them: the writer's own cut, made between a batch
+            # and the detail published with it, would leave that detail a block alone.
+            w.block_ns = 1 << 62
         if hasattr(w, "pause"):
             # Encoding a block is ~4 ms of Python: let the GIL go between its steps, or the
             # sampling thread, waking for a tick, could wait up to the 5 ms switch interval.
