@@ -42,6 +42,9 @@ def vmstat_oom_kill() -> int | None:
     return None
 
 
+_PSI_EVERY_NS = 1_000_000_000
+
+
 class DetailTier:
     """Reads the detail fields and reconciles kernel peaks with the samples.
 
@@ -72,6 +75,8 @@ class DetailTier:
         self._mev_reported: dict[str, int] | None = None  # memory.events counts already published
         self._mev_t = 0
         self.final = False  # the last detail of the run: publish what is pending
+        self._psi: dict[str, Any] = {}
+        self._psi_t = 0
 
     def baseline(self) -> None:
         """The limit and OOM counter before sampling starts: later rises are news."""
@@ -92,6 +97,7 @@ class DetailTier:
         """Another cgroup from now on (--cgroup auto followed a restart): its counters are no news."""
         self.oom_prev = None
         self._mev_reported = None
+        self._psi_t = 0
 
     def forget(self, pid: int) -> None:
         self._prev_hwm.pop(pid, None)
@@ -195,14 +201,22 @@ class DetailTier:
             self._oom_unclaimed_t = t
         self.oom_prev = count
         self._memory_events(oom, t)
-        psi = cg.read_psi()
-        if psi:
-            body.update(
-                psi_some_avg10=psi.get("some_avg10"),
-                psi_full_avg10=psi.get("full_avg10"),
-                psi_some_total_us=int(psi.get("some_total", 0)),
-                psi_scope="system" if psi.get("system_wide") else "cgroup",
+        if t - self._psi_t >= _PSI_EVERY_NS or self.final:
+            # Once a second: the kernel recomputes the averages every 2 s, so ten reads a
+            # second told nothing the tenth did not (~20 µs each, cold).
+            self._psi_t = t
+            psi = cg.read_psi()
+            self._psi = (
+                dict(
+                    psi_some_avg10=psi.get("some_avg10"),
+                    psi_full_avg10=psi.get("full_avg10"),
+                    psi_some_total_us=int(psi.get("some_total", 0)),
+                    psi_scope="system" if psi.get("system_wide") else "cgroup",
+                )
+                if psi
+                else {}
             )
+        body.update(self._psi)
 
     def _memory_events(self, oom: dict[str, int], t: int) -> None:
         """A ``memory_events`` event when memory.events counters rose (v1: failcnt as
