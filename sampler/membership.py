@@ -53,6 +53,29 @@ class Membership:
         finally:
             self.scan_running = False
 
+    def quick_scan(self) -> Generator[None, None, None] | None:
+        """Cheap membership (:attr:`cheap`): read ``cgroup.procs`` now; the steps that
+        bring the tree in line, or None when it already is (ten times a second, nearly
+        always: no generator, no queued step, no pass over the tree's processes)."""
+        tree = self.tree
+        try:
+            pids = self._cgroup_members()
+        except OSError:
+            pids = set()
+        procs = tree.procs
+        if not (pids - procs.keys() - tree.exclude) and not (procs.keys() - pids - tree.roots):
+            pending = self.events.pending
+            if not any(pending(pid) for pid in procs if pid in pids):
+                return None  # what apply_steps would find: no newcomer, no leaver, no announcement
+        return self._apply_scanned(pids)
+
+    def _apply_scanned(self, pids: set[int]) -> Generator[None, None, None]:
+        self.scan_running = True
+        try:
+            yield from self.apply_steps(pids, time.monotonic_ns())
+        finally:
+            self.scan_running = False
+
     def apply(self, pids: set[int], t: int) -> None:
         """:meth:`apply_steps` run through at once."""
         for _ in self.apply_steps(pids, t):

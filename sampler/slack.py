@@ -44,8 +44,14 @@ class SlackWork(Targets):
         if periodic("hello", c.hello_ns, t):
             self._tasks.append(once(lambda: self._hello(time.monotonic_ns())))
         if periodic("tree", min(c.tree_ns, 100_000_000) if self.membership.cheap else c.tree_ns, t):
-            if not self.membership.scan_running:
-                self._tasks.append(self.membership.scan())
+            m = self.membership
+            if not m.scan_running:
+                if m.cheap and self.tree.cgroup_pids is not None:
+                    steps = m.quick_scan()
+                    if steps is not None:
+                        self._tasks.append(steps)
+                else:
+                    self._tasks.append(m.scan())
                 if self.auto.fd >= 0:
                     self._tasks.append(once(self._follow_auto_cgroup))
         if t >= due.get("end", 1 << 62):

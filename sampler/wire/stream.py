@@ -64,6 +64,9 @@ def bind(sock: zmq.Socket[bytes], endpoint: str, what: str) -> None:
         raise EndpointError(f"cannot bind {what} endpoint {endpoint!r}: {exc}") from None
 
 
+_V1_FLUSH_S = 0.25
+
+
 def _let_go() -> None:
     """Release the GIL for a moment (a thread waiting for it, the sampling one, takes it)."""
     time.sleep(0)
@@ -186,9 +189,11 @@ class Journal:
         return w
 
     def _run(self) -> None:
+        self._drain()  # the file's header now: a full disk or a refused write is said at once
         while not self._stop:
-            # woken: a block's samples are all queued (what came with them goes in too)
-            whole = self._wake.wait(self._flush_s)
+            # woken: a block's samples are all queued (what came with them goes in too).
+            # A version 1 file (appended to) has no blocks: its records go out every 0.25 s.
+            whole = self._wake.wait(self._flush_s if self._writer.takes_bodies else _V1_FLUSH_S)
             self._wake.clear()
             self._drain(seal=whole)
 
