@@ -91,9 +91,8 @@ class RecordingWriter:
         """Records not (wholly) in the file yet."""
         return len(self._sizes)
 
-    def flush(self, seal: bool = False) -> None:
-        """Write out what is buffered (``seal``: no blocks here, every record is
-        whole at once). A write cut short (a full disk) leaves the
+    def flush(self) -> None:
+        """Write out what is buffered. A write cut short (a full disk) leaves the
         rest of its record first in the buffer, so the file stays a sequence of
         whole records followed at most by one torn one, completed on retry."""
         while self._pending:

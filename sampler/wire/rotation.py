@@ -88,14 +88,18 @@ class RotatingWriter:
         return self._done_dropped + int(self._writer.records_dropped)
 
     @property
+    def samples_from(self) -> int | None:
+        """The time of the open block's first ``samples`` batch (None: none yet, or version 1)."""
+        return getattr(self._writer, "samples_from", None)
+
+    @property
     def records_written(self) -> int:
         return int(self._writer.records_written)
 
-    def flush(self, seal: bool = False) -> None:
-        """Write what waits (``seal``: the open block too); then, with everything
-        written, rotate when due."""
+    def flush(self) -> None:
+        """Write what waits; then, with everything written, rotate when due."""
         w = self._writer
-        w.flush(seal)
+        w.flush()
         if (
             self.rotating
             and not w.pending

@@ -108,7 +108,7 @@ class Journal:
         )
         self._queue: collections.deque[tuple[str, bytes, Mapping[str, Any] | None]] = collections.deque()
         self._flush_s = flush_s
-        self._block_ns = block_ns  # the writers' own rule is turned off (_open)
+        self._block_ns = block_ns
         self._span_from: int | None = None  # the first queued sample time of the block being filled
         self._wake = threading.Event()
         self._stop = False
@@ -141,7 +141,7 @@ class Journal:
         w = self._writer
         return int(w.records_dropped + ((w.pending_records + len(self._queue)) if self.errors else 0))
 
-    def _drain(self, seal: bool = False) -> None:
+    def _drain(self) -> None:
         q = self._queue
         w = self._writer
         n = 0
@@ -156,7 +156,7 @@ class Journal:
             if n % 8 == 0:
                 _let_go()
         try:
-            w.flush(seal)  # and a new segment when one is due
+            w.flush()  # and a new segment when one is due
         except OSError as exc:
             self.errors += 1
             self.last_error = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')})"
@@ -177,11 +177,6 @@ class Journal:
     @staticmethod
     def _open(path: Path):  # type: ignore[no-untyped-def]
         w = open_writer(path)
-        if hasattr(w, "block_ns"):
-            # The blocks end where put() says (the same rule on what is queued), with
-            # what was queued beside them: the writer's own cut, made between a batch
-            # and the detail published with it, would leave that detail a block alone.
-            w.block_ns = 1 << 62
         if hasattr(w, "pause"):
             # Encoding a block is ~4 ms of Python: let the GIL go between its steps, or the
             # sampling thread, waking for a tick, could wait up to the 5 ms switch interval.
@@ -191,11 +186,15 @@ class Journal:
     def _run(self) -> None:
         self._drain()  # the file's header now: a full disk or a refused write is said at once
         while not self._stop:
-            # woken: a block's samples are all queued (what came with them goes in too).
-            # A version 1 file (appended to) has no blocks: its records go out every 0.25 s.
-            whole = self._wake.wait(self._flush_s if self._writer.takes_bodies else _V1_FLUSH_S)
+            # Woken when a block's samples are all queued (the writer seals it as it takes
+            # them in). A version 1 file (appended to) has no blocks: every 0.25 s.
+            self._wake.wait(self._flush_s if self._writer.takes_bodies else _V1_FLUSH_S)
             self._wake.clear()
-            self._drain(seal=whole)
+            self._drain()
+            if not self._queue:
+                # The writer's block may have begun elsewhere than put() counted from
+                # (sealed by age, a new segment): count from where it did.
+                self._span_from = self._writer.samples_from
 
     def close(self) -> None:
         self._stop = True

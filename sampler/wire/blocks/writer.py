@@ -140,6 +140,12 @@ class BlockWriter:
             self.seal()
 
     @property
+    def samples_from(self) -> int | None:
+        """The time of the open block's first ``samples`` batch: the block ends with the
+        batch whose last sample is ``block_ns`` after it (None: no batch yet)."""
+        return self._s_first
+
+    @property
     def pending(self) -> int:
         return len(self._pending)
 
@@ -173,10 +179,10 @@ class BlockWriter:
         self._frames.append((len(data), records))
         return True
 
-    def flush(self, seal: bool = False) -> None:
-        """Seal the open block if ``seal`` or it is ``block_s`` old, then write what is
-        sealed. A write cut short (a full disk) leaves the rest first in the buffer."""
-        if self._open and (seal or time.monotonic() - self._opened >= self.block_s):
+    def flush(self) -> None:
+        """Seal a block that is ``block_s`` old, then write what is sealed. A write
+        cut short (a full disk) leaves the rest first in the buffer."""
+        if self._open and time.monotonic() - self._opened >= self.block_s:
             self.seal()
         while self._pending:
             n = os.write(self._fd, self._pending)
