@@ -38,7 +38,7 @@ class Membership:
 
     @property
     def cheap(self) -> bool:
-        """Membership costs one small read (~20 µs): it may be refreshed more often."""
+        """Membership is one read of our own cgroup's ``cgroup.procs`` (no /proc scan)."""
         return self._procs_path is not None
 
     def close(self) -> None:

@@ -43,7 +43,11 @@ class SlackWork(Targets):
         detail = periodic("detail", self.detail_ns, t)
         if periodic("hello", c.hello_ns, t):
             self._tasks.append(once(lambda: self._hello(time.monotonic_ns())))
-        if periodic("tree", min(c.tree_ns, 100_000_000) if self.membership.cheap else c.tree_ns, t):
+        # Every tree_ns (200 ms) for every kind of target: our own cgroup's cgroup.procs
+        # was read every 100 ms as "cheap", but on a VM a read after the loop's sleeps
+        # costs ~95 µs (cold; v1 builds the pid list), ~0.5 ms of CPU a second; its
+        # cgroup, sampled every tick with its peak, holds a shorter-lived process.
+        if periodic("tree", c.tree_ns, t):
             m = self.membership
             if not m.scan_running:
                 if m.cheap and self.tree.cgroup_pids is not None:

@@ -66,6 +66,9 @@ def test_a_whole_block_is_written_when_its_samples_are_queued_not_on_a_timer(tmp
     j = Journal(path, flush_s=60.0)
     t0 = 9_000_000_000_000
     try:
+        deadline = time.monotonic() + 10
+        while not path.stat().st_size and time.monotonic() < deadline:
+            time.sleep(0.01)  # the header, written as the thread starts
         first = _second_of_batches(0, t0)
         for topic, body in first[:9]:
             j.put(topic, protocol.pack(body), body)
