@@ -3,9 +3,12 @@
 One target (a Python process holding 64 MiB) launched by ``spikewatch sample``
 inside its own memory cgroup (``--limit``: a v1 or v2 cgroup under ours), so every
 tick reads the target's statm and the cgroup's usage; publishing on (with a live
-subscriber, so the messages really go out) and the journal on. Beside it, in the same
-run and alternating round by round, ``bench_bare_loop.py``: a timerfd loop doing two
-preads of the same two kinds of file and nothing else. Run::
+subscriber, so the messages really go out) and the journal on. Beside it, at the same
+time, ``bench_bare_loop.py``: a timerfd loop doing two preads of the same two kinds of
+file and nothing else. Their CPU is taken over one and the same window: on a VM the
+cost of a wake-up drifts by a third within seconds, and whatever it does in a window
+it does to both (``--apart`` runs them one after the other, as before 2026-12-05:
+single rounds then swing by ±0.3). Run::
 
     .venv/bin/python bench/bench_sampler.py [--seconds 10] [--rounds 3] [--period 1ms]
 
@@ -136,17 +139,18 @@ def _window(pid: int, exclude: set[int], seconds: float) -> tuple[dict[str, int]
     return {k: v - c0.get(k, 0) for k, v in c1.items()}, w1 - w0, pids
 
 
-def run_bare(seconds: float, period_ns: int, extra: tuple[str, ...]) -> dict[str, float | str]:
+def start_bare(seconds: float, period_ns: int, extra: tuple[str, ...]) -> tuple[subprocess.Popen[str], set[int]]:
+    """The bare loop, looping: its process and the pids not to count (its target)."""
     cmd = [sys.executable, str(ROOT / "bench" / "bench_bare_loop.py"), "--json"]
-    cmd += ["--seconds", str(WARMUP_S + seconds + 0.5), "--period-us", str(period_ns // 1000), *extra]
+    cmd += ["--seconds", str(seconds), "--period-us", str(period_ns // 1000), *extra]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert p.stdout is not None
     assert p.stdout.readline().strip() == "looping"
-    target = {pp for pp, parent in _ppids().items() if parent == p.pid}
-    time.sleep(WARMUP_S)
-    load0 = _load()
-    cpu, wall, _ = _window(p.pid, target, seconds)
-    out, _ = p.communicate(timeout=60)
+    return p, {pp for pp, parent in _ppids().items() if parent == p.pid}
+
+
+def finish_bare(p: subprocess.Popen[str], cpu: dict[str, int], wall: float, load: str) -> dict[str, float | str]:
+    out, _ = p.communicate(timeout=120)
     r = json.loads(out)
     total = r["ticks"] + r["missed"]
     return {
@@ -155,10 +159,98 @@ def run_bare(seconds: float, period_ns: int, extra: tuple[str, ...]) -> dict[str
         "missed_pct": 100.0 * r["missed"] / total if total else 0.0,
         "missed": r["missed"],
         "ticks": total,
-        "load": f"{load0} -> {_load()}",
+        "load": load,
         "sched": r["sched"],
         "second_file": r["second_file"],
     }
+
+
+def run_bare(seconds: float, period_ns: int, extra: tuple[str, ...]) -> dict[str, float | str]:
+    p, target = start_bare(WARMUP_S + seconds + 0.5, period_ns, extra)
+    time.sleep(WARMUP_S)
+    load0 = _load()
+    cpu, wall, _ = _window(p.pid, target, seconds)
+    return finish_bare(p, cpu, wall, f"{load0} -> {_load()}")
+
+
+class SamplerRun:
+    """One ``spikewatch sample`` (an install's python) beside a live subscriber, until :meth:`finish`."""
+
+    def __init__(
+        self, period: str, tmp: Path, extra: tuple[str, ...], python: str = sys.executable, batch_ns: int | None = None
+    ) -> None:
+        self.period_ns = parse_duration_ns(period)
+        pub = f"tcp://127.0.0.1:{_free_port()}"
+        inlet = f"tcp://127.0.0.1:{_free_port()}"
+        self.journal = tmp / f"bench-{period}-{time.monotonic_ns()}.journal"
+        run = ["-m", "spikewatch"] if batch_ns is None else ["-c", BATCH_RUNNER.format(ns=batch_ns)]
+        cmd = [python, *run, "sample", "--period", period, "--publish", pub]
+        cmd += ["--inlet", inlet, "--journal", str(self.journal), "--limit", "1G", "-q", *extra]
+        cmd += ["--", sys.executable, "-c", TARGET]
+        self.received = [0]
+        self.stop = threading.Event()
+
+        def subscribe() -> None:
+            with StreamSubscriber([pub]) as sub:
+                while not self.stop.is_set():
+                    if sub.recv(timeout_ms=100) is not None:
+                        self.received[0] += 1
+
+        self.th = threading.Thread(target=subscribe, daemon=True)
+        self.th.start()
+        # Not from the checkout: `-m spikewatch` must find the package `python` has installed.
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp)
+        self.targets: set[int] = set()
+        end = time.monotonic() + 30
+        while not self.targets and time.monotonic() < end:  # imports, launch, the command's exec
+            time.sleep(0.05)
+            self.targets = {pp for pp, parent in _ppids().items() if parent == self.p.pid and TARGET in _cmdline(pp)}
+        if not self.targets:
+            self.p.kill()
+            raise SystemExit(f"the target did not start: {' '.join(cmd)}\n{self.p.communicate()[1]}")
+
+    def finish(self, cpu: dict[str, int], wall: float, pids: list[int], load: str) -> dict[str, object]:
+        p = self.p
+        rss_kb = _status_kb(p.pid, "VmRSS")
+        helpers_kb = sum(_status_kb(h, "VmRSS") for h in pids[1:])
+        p.terminate()
+        _, err = p.communicate(timeout=30)
+        self.stop.set()
+        self.th.join(timeout=2)
+        hello = None
+        times: list[int] = []
+        short_cols = 0
+        body_series: set[str] = set()
+        for topic, body in iter_records(self.journal):
+            if topic == protocol.HELLO:
+                hello = body
+            elif topic == protocol.SAMPLES:
+                ts = protocol.sample_times(body)
+                times.extend(ts)
+                body_series = set(body["series"])
+                short_cols += sum(len(col) != len(ts) for col in body["series"].values())
+        assert hello is not None, err
+        c = hello["counters"]
+        origin = hello["tick_origin_t"]
+        late = sorted((t - origin) % self.period_ns for t in times)
+        total = c["samples"] + c["ticks_missed"]
+        return {
+            "cpu_s": sum(cpu.values()) / 1e9,
+            "cpu_pct": 100.0 * sum(cpu.values()) / 1e9 / wall,
+            "threads": {k: 100.0 * v / 1e9 / wall for k, v in cpu.items()},
+            "rss_mib": rss_kb / 1024,
+            "helpers_mib": helpers_kb / 1024,
+            "p50_us": _pct(late, 0.50) / 1e3,
+            "p99_us": _pct(late, 0.99) / 1e3,
+            "missed_pct": 100.0 * c["ticks_missed"] / total if total else 0.0,
+            "missed": c["ticks_missed"],
+            "ticks": total,
+            # Every tick the sampler counted is in the journal, with a value in every series.
+            "recorded": len(times) == c["samples"] and not short_cols and len(body_series) == 2,
+            "received": self.received[0],
+            "load": load,
+            "journal_bytes_per_sample": self.journal.stat().st_size / max(len(times), 1),
+        }
 
 
 def run_sampler(
@@ -169,79 +261,38 @@ def run_sampler(
     python: str = sys.executable,
     batch_ns: int | None = None,
 ) -> dict[str, object]:
-    period_ns = parse_duration_ns(period)
-    pub = f"tcp://127.0.0.1:{_free_port()}"
-    inlet = f"tcp://127.0.0.1:{_free_port()}"
-    journal = tmp / f"bench-{period}-{time.monotonic_ns()}.journal"
-    run = ["-m", "spikewatch"] if batch_ns is None else ["-c", BATCH_RUNNER.format(ns=batch_ns)]
-    cmd = [python, *run, "sample", "--period", period, "--publish", pub]
-    cmd += ["--inlet", inlet, "--journal", str(journal), "--limit", "1G", "-q", *extra]
-    cmd += ["--", sys.executable, "-c", TARGET]
-    received = [0]
-    stop = threading.Event()
-
-    def subscribe() -> None:
-        with StreamSubscriber([pub]) as sub:
-            while not stop.is_set():
-                if sub.recv(timeout_ms=100) is not None:
-                    received[0] += 1
-
-    th = threading.Thread(target=subscribe, daemon=True)
-    th.start()
-    # Not from the checkout: `-m spikewatch` must find the package `python` has installed.
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp)
-    targets: set[int] = set()
-    end = time.monotonic() + 30
-    while not targets and time.monotonic() < end:  # imports, launch, the command's exec
-        time.sleep(0.05)
-        targets = {pp for pp, parent in _ppids().items() if parent == p.pid and TARGET in _cmdline(pp)}
-    if not targets:
-        p.kill()
-        raise SystemExit(f"the target did not start: {' '.join(cmd)}\n{p.communicate()[1]}")
+    run = SamplerRun(period, tmp, extra, python, batch_ns)
     time.sleep(WARMUP_S)  # the first tree scan, the first detail and PSS sweep
     load0 = _load()
-    cpu, wall, pids = _window(p.pid, targets, seconds)
-    rss_kb = _status_kb(p.pid, "VmRSS")
-    helpers_kb = sum(_status_kb(h, "VmRSS") for h in pids[1:])
-    p.terminate()
-    _, err = p.communicate(timeout=30)
-    stop.set()
-    th.join(timeout=2)
+    cpu, wall, pids = _window(run.p.pid, run.targets, seconds)
+    return run.finish(cpu, wall, pids, f"{load0} -> {_load()}")
 
-    hello = None
-    times: list[int] = []
-    short_cols = 0
-    body_series: set[str] = set()
-    for topic, body in iter_records(journal):
-        if topic == protocol.HELLO:
-            hello = body
-        elif topic == protocol.SAMPLES:
-            ts = protocol.sample_times(body)
-            times.extend(ts)
-            body_series = set(body["series"])
-            short_cols += sum(len(col) != len(ts) for col in body["series"].values())
-    assert hello is not None, err
-    c = hello["counters"]
-    origin = hello["tick_origin_t"]
-    late = sorted((t - origin) % period_ns for t in times)
-    total = c["samples"] + c["ticks_missed"]
-    return {
-        "cpu_s": sum(cpu.values()) / 1e9,
-        "cpu_pct": 100.0 * sum(cpu.values()) / 1e9 / wall,
-        "threads": {k: 100.0 * v / 1e9 / wall for k, v in cpu.items()},
-        "rss_mib": rss_kb / 1024,
-        "helpers_mib": helpers_kb / 1024,
-        "p50_us": _pct(late, 0.50) / 1e3,
-        "p99_us": _pct(late, 0.99) / 1e3,
-        "missed_pct": 100.0 * c["ticks_missed"] / total if total else 0.0,
-        "missed": c["ticks_missed"],
-        "ticks": total,
-        # Every tick the sampler counted is in the journal, with a value in every series.
-        "recorded": len(times) == c["samples"] and not short_cols and len(body_series) == 2,
-        "received": received[0],
-        "load": f"{load0} -> {_load()}",
-        "journal_bytes_per_sample": journal.stat().st_size / max(len(times), 1),
-    }
+
+def run_together(
+    period: str,
+    seconds: float,
+    tmp: Path,
+    extra: tuple[str, ...],
+    samplers: list[tuple[str, str]],
+    batch_ns: int | None,
+) -> tuple[dict[str, float | str], dict[str, dict[str, object]]]:
+    """The bare loop and every sampler at once, their CPU over one and the same window:
+    what the host's wake-up cost does in that window (it drifts by a third within
+    seconds on a VM) it does to all of them."""
+    period_ns = parse_duration_ns(period)
+    runs = {name: SamplerRun(period, tmp, extra, python, batch_ns) for name, python in samplers}
+    bare, bare_target = start_bare(WARMUP_S + seconds + 0.5, period_ns, extra)
+    time.sleep(WARMUP_S)
+    load0 = _load()
+    watched = [(bare.pid, bare_target)] + [(r.p.pid, r.targets) for r in runs.values()]
+    pids = [_helpers(pid, ex) for pid, ex in watched]
+    c0, w0 = [_cpu_ns(ps) for ps in pids], time.monotonic()
+    time.sleep(seconds)
+    c1, w1 = [_cpu_ns(ps) for ps in pids], time.monotonic()
+    load = f"{load0} -> {_load()}"
+    cpu = [{k: v - a.get(k, 0) for k, v in b.items()} for a, b in zip(c0, c1)]
+    out = {name: r.finish(cpu[i + 1], w1 - w0, pids[i + 1], load) for i, (name, r) in enumerate(runs.items())}
+    return finish_bare(bare, cpu[0], w1 - w0, load), out
 
 
 def _cmdline(pid: int) -> str:
@@ -273,6 +324,11 @@ def main() -> None:
         help="publish sample batches every this many ms, in every sampler run (default: each install's own: "
         "100 now, 20 before `sample --batch-period`)",
     )
+    ap.add_argument(
+        "--apart",
+        action="store_true",
+        help="the bare loop and each sampler one after the other (the method before 2026-12-05), not at once",
+    )
     args = ap.parse_args()
     extra = ("--no-realtime",) if args.no_realtime else ()
     batch_ns = None if args.batch_ms is None else int(args.batch_ms * 1e6)
@@ -281,7 +337,13 @@ def main() -> None:
     runs = [("this", sys.executable)] + ([("compare", args.compare)] if args.compare else [])
     print(
         f"# {os.cpu_count()} CPUs, load average {_load()} at start; period {args.period}; {args.rounds} rounds of "
-        f"{args.seconds:g} s each (bare loop, then {' then '.join(n for n, _ in runs)} sampler); {policy}"
+        f"{args.seconds:g} s each ("
+        + (
+            f"bare loop, then {' then '.join(n for n, _ in runs)} sampler"
+            if args.apart
+            else "bare loop and samplers at once"
+        )
+        + f"); {policy}"
         + (f"; sample batches every {args.batch_ms:g} ms" if batch_ns else "")
     )
     print(
@@ -293,13 +355,21 @@ def main() -> None:
     rss: dict[str, list[float]] = {n: [] for n, _ in runs}
     bare_missed: list[float] = []
     with tempfile.TemporaryDirectory() as d:
+        sampler_extra = (*extra, *args.sampler_args.split())
         for i in range(args.rounds):
-            b = run_bare(args.seconds, period_ns, extra)
-            bare_missed.append(float(b["missed_pct"]))
-            for name, python in runs if i % 2 == 0 else runs[::-1]:  # neither always runs first
-                s = run_sampler(
-                    args.period, args.seconds, Path(d), (*extra, *args.sampler_args.split()), python, batch_ns
+            order = runs if i % 2 == 0 else runs[::-1]  # neither always starts first
+            if args.apart:
+                b = run_bare(args.seconds, period_ns, extra)
+                results = (
+                    (n, lambda py=py: run_sampler(args.period, args.seconds, Path(d), sampler_extra, py, batch_ns))
+                    for n, py in order
                 )
+            else:
+                b, together = run_together(args.period, args.seconds, Path(d), sampler_extra, order, batch_ns)
+                results = ((n, lambda n=n, got=together: got[n]) for n, _ in order)
+            bare_missed.append(float(b["missed_pct"]))
+            for name, get in results:
+                s = get()
                 ratio = float(s["cpu_s"]) / float(b["cpu_s"])  # type: ignore[arg-type]
                 ratios[name].append(ratio)
                 missed[name].append(float(s["missed_pct"]))  # type: ignore[arg-type]
