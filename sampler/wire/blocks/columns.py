@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 import operator
+import struct
 import sys
 from array import array
 from collections.abc import Mapping
-from itertools import accumulate
+from itertools import accumulate, compress, count, repeat
 from typing import Any, TypeGuard
 
 _LITTLE = sys.byteorder == "little"
@@ -28,26 +29,37 @@ def pack_ints(xs: list[int]) -> list[Any]:
     the rest are escaped (the width's smallest value marks them) and listed."""
     if not xs:
         return [1, b"", []]
+    n = len(xs)
+    # most columns fit a byte: struct checks the range as it packs (little-endian, as
+    # the format is), and -128, the escape, is the only value packed as 0x80
+    try:
+        raw = struct.pack(f"<{n}b", *xs)
+    except struct.error:
+        pass
+    else:
+        if raw.find(b"\x80") < 0:
+            return [1, raw, []]
     lo, hi = min(xs), max(xs)
     if lo < _INT64[0] or hi > _INT64[1]:
         raise OverflowError("integer outside int64")
     for w in (1, 2, 4, 8):
         code, esc, top = _WIDTHS[w]
         if esc < lo and hi <= top:
-            a = array(code, xs)
-            return [w, a.tobytes() if _LITTLE else _swap(a), []]
-        out = sum(1 for x in xs if not esc < x <= top)
-        if out * 20 <= len(xs) or w == 8:
-            main = [x if esc < x <= top else esc for x in xs]
-            a = array(code, main)
-            return [w, a.tobytes() if _LITTLE else _swap(a), [x for x in xs if not esc < x <= top]]
+            return [w, struct.pack(f"<{n}{code}", *xs), []]
+        # the escaped places: x <= esc or x > top, found at C speed
+        if lo > esc:
+            out = map(operator.gt, xs, repeat(top))
+        elif hi <= top:
+            out = map(operator.le, xs, repeat(esc))
+        else:
+            out = map(operator.or_, map(operator.gt, xs, repeat(top)), map(operator.le, xs, repeat(esc)))
+        at = list(compress(count(), out))
+        if len(at) * 20 <= n or w == 8:
+            main = list(xs)
+            for i in at:
+                main[i] = esc
+            return [w, struct.pack(f"<{n}{code}", *main), [xs[i] for i in at]]
     raise AssertionError("unreachable")
-
-
-def _swap(a: array[int]) -> bytes:
-    b = array(a.typecode, a)
-    b.byteswap()
-    return b.tobytes()
 
 
 def unpack_ints(packed: list[Any]) -> list[int]:
