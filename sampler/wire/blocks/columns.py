@@ -99,18 +99,18 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: int = 0) -> list[Any]:
     to a twin column (see :func:`_relative`).
     """
     shapes: dict[tuple[Any, ...], int] = {}
-    ids: list[int] = []
+    ids = [shapes.setdefault(tuple(b), len(shapes)) for b in bodies]  # a new shape takes the next id
     cols: dict[Any, list[Any]] = {}
-    for b in bodies:
-        ks = tuple(b)
-        sid = shapes.setdefault(ks, len(shapes))  # a new shape takes the next id
-        ids.append(sid)
-        for k, v in b.items():
-            col = cols.get(k)
-            if col is None:
-                cols[k] = [v]
-            else:
-                col.append(v)
+    if len(shapes) == 1:  # every body has the same keys: a column a key, no lookup a value
+        cols = {k: [b[k] for b in bodies] for k in next(iter(shapes))}
+    else:
+        for b in bodies:
+            for k, v in b.items():
+                col = cols.get(k)
+                if col is None:
+                    cols[k] = [v]
+                else:
+                    col.append(v)
     keys = list(cols)
     at = {k: i for i, k in enumerate(keys)}
     vals = list(cols.values())
@@ -128,18 +128,21 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: int = 0) -> list[Any]:
             enc.append(_encode_column_ext(v, None, ext))
             continue
         ints[i] = True
-        d = list(map(operator.sub, v[1:], v[:-1]))
+        d = list(map(operator.sub, v[1:], v))
         g = math.gcd(*d)
         if g == 0:
             enc.append([2, v[0], len(v)])
-        elif max(map(abs, d)) // g < 128 or not (_INT64[0] <= min(d) and max(d) <= _INT64[1]):
+        elif not (_INT64[0] <= min(d) and max(d) <= _INT64[1]):
+            enc.append([0, v])
+        elif max(map(abs, d)) // g < 128:
             # steps that fit a byte (seq, counters, memory in pages) stay plain deltas:
             # nothing is cheaper, and the journal thread saves the search
-            enc.append(_encode_column(v))
+            enc.append(_delta_column(v, d, g))
         else:
             wide[i] = True
-            own[i] = _int_modes(v, -1, v)
-            enc.append(_encode_column_ext(v, own[i], ext))
+            mine = own[i] = _int_modes(v, -1, v, d)
+            col = _int_column(-1, 1, v) if mine is not None and mine[2] == 1 else None
+            enc.append(col if col is not None else _delta_column(v, d, g))
     if len(shapes) == 1:
         _relative(vals, enc, ints, wide, own, at.get("t"), ext >= 2)
         if ext >= 2:
@@ -147,9 +150,13 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: int = 0) -> list[Any]:
     elif ext >= 2:
         # columns line up body for body where their keys are in the same shapes (a
         # detail with its pss figures now and then): relative within each such set
+        in_shapes: dict[Any, list[int]] = {k: [] for k in keys}
+        for j, sh in enumerate(shapes):
+            for k in sh:
+                in_shapes[k].append(j)
         sig: dict[tuple[int, ...], list[int]] = {}
         for i, k in enumerate(keys):
-            sig.setdefault(tuple(j for j, sh in enumerate(shapes) if k in sh), []).append(i)
+            sig.setdefault(tuple(in_shapes[k]), []).append(i)
         for idx in sig.values():
             if len(idx) > 1:
                 sub_at = {keys[i]: n for n, i in enumerate(idx)}
@@ -208,7 +215,7 @@ def _relative(
             if mine:
                 refs += mine
                 if best is None:
-                    best = (_step_bits(v, None), -1, 0, v)
+                    best = (_step_bits(v), -1, 0, v)
         for r in dict.fromkeys(refs):
             c = _int_modes(v, r, vals[r]) if wide[i] else _twin(v, r, vals[r])
             if c is not None and (best is None or c[0] < best[0]):
@@ -230,19 +237,19 @@ def _renumber(col: list[Any], cols: list[int]) -> list[Any]:
     return col
 
 
-def _step_bits(v: list[int], rv: list[int] | None) -> int:
-    """Bits of the deltas over their common step of ``v`` (less ``rv``), and of its first value."""
-    y = v if rv is None else list(map(operator.sub, v, rv))
-    d = list(map(operator.sub, y[1:], y[:-1]))
+def _step_bits(y: list[int]) -> int:
+    """Bits of the deltas of ``y`` over their common step, and of its first value
+    (a bit length is its absolute value's, and g divides every delta exactly)."""
+    d = list(map(operator.sub, y[1:], y))
     g = math.gcd(*d) or 1
-    return sum(int.bit_length(abs(x) // g) for x in d) + int.bit_length(abs(y[0])) // 4
+    return sum(map(int.bit_length, d if g == 1 else [x // g for x in d])) + y[0].bit_length() // 4
 
 
 def _twin(v: list[int], ref: int, rv: list[int]) -> tuple[int, int, int, list[int]] | None:
     y = list(map(operator.sub, v, rv))
     if not (_INT64[0] <= min(y) and max(y) <= _INT64[1]):
         return None
-    return (_step_bits(v, rv), ref, 0, y)
+    return (_step_bits(y), ref, 0, y)
 
 
 def _derived(vals: list[list[Any]], enc: list[list[Any]], ints: list[bool], at: Mapping[Any, int]) -> None:
@@ -275,29 +282,38 @@ def _all_ints(vals: list[Any]) -> bool:
 
 def _encode_column(vals: list[Any]) -> list[Any]:
     if _all_ints(vals):
-        d = [b - a for a, b in zip(vals, vals[1:])]
+        d = list(map(operator.sub, vals[1:], vals))
         if _INT64[0] <= min(d) and max(d) <= _INT64[1]:
             g = math.gcd(*d)
             if g == 0:  # the same value throughout
                 return [2, vals[0], len(vals)]
-            if g > 1:  # memory figures move in whole pages
-                d = [x // g for x in d]
-            return [1, vals[0], pack_ints(d), g]
+            return _delta_column(vals, d, g)
     return [0, vals]
 
 
+def _delta_column(vals: list[int], d: list[int], g: int) -> list[Any]:
+    """Kind 1 of ``vals`` from its deltas ``d`` (within int64) and their gcd ``g`` (not 0)."""
+    if g > 1:  # memory figures move in whole pages
+        d = [x // g for x in d]
+    return [1, vals[0], pack_ints(d), g]
+
+
 def _bits(d: list[int]) -> int:
-    return sum(map(int.bit_length, map(abs, d)))
+    return sum(map(int.bit_length, d))  # a bit length is its absolute value's
 
 
-def _int_modes(vals: list[int], ref: int, rv: list[int]) -> tuple[int, int, int, list[int]] | None:
+def _int_modes(
+    vals: list[int], ref: int, rv: list[int], d: list[int] | None = None
+) -> tuple[int, int, int, list[int]] | None:
     """The cheaper of deltas (mode 0) and offsets from the first (mode 1) of
-    ``vals`` less the column ``ref`` (-1: none): (bits, ref, mode, y)."""
-    y = vals if ref < 0 else [a - b for a, b in zip(vals, rv)]
+    ``vals`` less the column ``ref`` (-1: none): (bits, ref, mode, y); ``d``: the
+    deltas of ``vals`` when ref is -1 and they are at hand."""
+    y = vals if ref < 0 else list(map(operator.sub, vals, rv))
     if ref >= 0 and not (_INT64[0] <= min(y) and max(y) <= _INT64[1]):
         return None
-    b0 = _bits([b - a for a, b in zip(y, y[1:])])
-    b1 = _bits([x - y[0] for x in y[1:]])
+    y0 = y[0]
+    b0 = _bits(d if d is not None else list(map(operator.sub, y[1:], y)))
+    b1 = _bits([x - y0 for x in y[1:]])
     return (b0, ref, 0, y) if b0 <= b1 else (b1, ref, 1, y)
 
 
