@@ -82,7 +82,7 @@ def sample_block(draw):
     """Sample batches as the sampler sends them and as nothing should: jittered and late
     ticks, gaps, times going back, series coming and going, pages and odd steps, values
     at the int64 edges, and now and then a batch the columns cannot hold."""
-    q = draw(st.sampled_from([1, 2, 3, 1000, 2000, 2000, 7919, 1 << 40]))
+    q = draw(st.sampled_from([1, 2, 3, 1000, 2000, 2000, 7919, 1 << 40, 0, -2000]))
     period = draw(st.sampled_from([1_000_000, 1_000_000, 100_000, 1, 3]))
     t = draw(st.one_of(st.integers(0, 1 << 50), st.integers(*I64), st.sampled_from([I64[1] - 10**6, I64[0]])))
     recs = []
