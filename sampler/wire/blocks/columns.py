@@ -124,15 +124,25 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: int = 0) -> list[Any]:
     own: list[tuple[int, int, int, list[int]] | None] = [None] * n
     enc: list[list[Any]] = []
     for i, v in enumerate(vals):
-        if not _all_ints(v):
+        m = len(v)
+        # _all_ints(v), the same value throughout (most of a detail's columns) told first
+        if m < 2 or operator.countOf(map(type, v), int) != m:
+            enc.append(_encode_column_ext(v, None, ext))
+            continue
+        if v.count(v[0]) == m:
+            if _INT64[0] <= v[0] <= _INT64[1]:
+                ints[i] = True
+                enc.append([2, v[0], m])
+            else:
+                enc.append(_encode_column_ext(v, None, ext))
+            continue
+        if not (_INT64[0] <= min(v) and max(v) <= _INT64[1]):
             enc.append(_encode_column_ext(v, None, ext))
             continue
         ints[i] = True
         d = list(map(operator.sub, v[1:], v))
-        g = math.gcd(*d)
-        if g == 0:
-            enc.append([2, v[0], len(v)])
-        elif not (_INT64[0] <= min(d) and max(d) <= _INT64[1]):
+        g = math.gcd(*d)  # not 0: v is not constant
+        if not (_INT64[0] <= min(d) and max(d) <= _INT64[1]):
             enc.append([0, v])
         elif max(map(abs, d)) // g < 128:
             # steps that fit a byte (seq, counters, memory in pages) stay plain deltas:
@@ -203,13 +213,16 @@ def _relative(
     for i, v in enumerate(vals):
         if not ints[i]:
             continue
-        refs = [r for r in (t_at, last_int) if r is not None and r != i and ints[r] and r not in relative]
-        last_int = i
+        prev, last_int = last_int, i
         if i in used:
             continue
-        if not wide[i]:
-            refs = []
-        best = own[i] if wide[i] else None
+        if wide[i]:
+            refs = [r for r in (t_at, prev) if r is not None and r != i and ints[r] and r not in relative]
+            best = own[i]
+        elif not twins or enc[i][0] == 2:
+            continue  # narrow and constant: nothing to try
+        else:
+            refs, best = [], None
         if twins and enc[i][0] != 2:
             mine = [r for r in dict.fromkeys(ends.get(v[0], []) + ends.get(v[-1], [])) if r < i and r not in relative]
             if mine:
