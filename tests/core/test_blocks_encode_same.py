@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from spikewatch.sampler.wire import blocks
-from spikewatch.sampler.wire.blocks import columns, samples
+from spikewatch.sampler.wire.blocks import columns, ints, samples
 
 from tests.core import blocks_reference as ref
 
@@ -74,7 +74,7 @@ def _ints():
 @example([0] * 18 + [1000, -129])
 @given(st.one_of(st.lists(_ints(), max_size=50), st.lists(st.integers(-300, 300), max_size=200)))
 def test_pack_ints_the_same(xs):
-    assert _outcome(columns.pack_ints, xs) == _outcome(ref.pack_ints, xs)
+    assert _outcome(ints.pack_ints, xs) == _outcome(ref.pack_ints, xs)
 
 
 @st.composite

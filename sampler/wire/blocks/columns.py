@@ -1,83 +1,18 @@
-"""Integer columns: small signed integers packed narrow (:func:`pack_ints`), and
-maps as columns (:func:`encode_group`), integers among them as deltas."""
+"""Maps as columns (:func:`encode_group`), integers among them as deltas, packed
+narrow by :mod:`.ints`."""
 
 from __future__ import annotations
 
 import math
 import operator
-import struct
-import sys
 from array import array
 from collections.abc import Mapping
-from itertools import accumulate, compress, count, repeat
-from typing import Any, TypeGuard
+from itertools import accumulate
+from typing import Any
 
-_LITTLE = sys.byteorder == "little"
-_INT64 = (-(1 << 63), (1 << 63) - 1)
+from .ints import _INT64, _LITTLE, pack_ints, unpack_ints
+
 _INT_ONLY = {int}
-# widths for pack_ints: array type code, smallest value (the escape), largest
-_WIDTHS = {
-    1: ("b", -128, 127),
-    2: ("h", -(1 << 15), (1 << 15) - 1),
-    4: ("i", -(1 << 31), (1 << 31) - 1),
-    8: ("q", -(1 << 63), (1 << 63) - 1),
-}
-
-
-def pack_ints(xs: list[int]) -> list[Any]:
-    """Small signed integers in the narrowest width that holds 95 % of them;
-    the rest are escaped (the width's smallest value marks them) and listed."""
-    if not xs:
-        return [1, b"", []]
-    n = len(xs)
-    # most columns fit a byte: struct checks the range as it packs (little-endian, as
-    # the format is), and -128, the escape, is the only value packed as 0x80
-    try:
-        raw = struct.pack(f"<{n}b", *xs)
-    except struct.error:
-        pass
-    else:
-        if raw.find(b"\x80") < 0:
-            return [1, raw, []]
-    lo, hi = min(xs), max(xs)
-    if lo < _INT64[0] or hi > _INT64[1]:
-        raise OverflowError("integer outside int64")
-    for w in (1, 2, 4, 8):
-        code, esc, top = _WIDTHS[w]
-        if esc < lo and hi <= top:
-            return [w, struct.pack(f"<{n}{code}", *xs), []]
-        # the escaped places: x <= esc or x > top, found at C speed
-        if lo > esc:
-            out = map(operator.gt, xs, repeat(top))
-        elif hi <= top:
-            out = map(operator.le, xs, repeat(esc))
-        else:
-            out = map(operator.or_, map(operator.gt, xs, repeat(top)), map(operator.le, xs, repeat(esc)))
-        at = list(compress(count(), out))
-        if len(at) * 20 <= n or w == 8:
-            main = list(xs)
-            for i in at:
-                main[i] = esc
-            return [w, struct.pack(f"<{n}{code}", *main), [xs[i] for i in at]]
-    raise AssertionError("unreachable")
-
-
-def unpack_ints(packed: list[Any]) -> list[int]:
-    w, raw, exc = packed
-    code, esc, _ = _WIDTHS[w]
-    a = array(code)
-    a.frombytes(raw)
-    if not _LITTLE:
-        a.byteswap()
-    xs = a.tolist()
-    if exc:
-        it = iter(exc)
-        xs = [next(it) if x == esc else x for x in xs]
-    return xs
-
-
-def is_int(x: Any) -> TypeGuard[int]:
-    return type(x) is int and _INT64[0] <= x <= _INT64[1]
 
 
 # ------------------------------------------------------------ generic groups

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from itertools import accumulate, chain, compress, count
 from typing import Any
 
-from .columns import _INT64, pack_ints, unpack_ints
-from .columns import is_int as _is_int
+from .ints import _INT64, pack_ints, unpack_ints
+from .ints import is_int as _is_int
 
 
 def clean_batch(body: Mapping[str, Any]) -> bool:
