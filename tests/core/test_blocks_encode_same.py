@@ -72,6 +72,9 @@ def _ints():
 @settings(max_examples=300, deadline=None)
 @example([0] * 19 + [1000])  # 5 % escaped: still a byte wide
 @example([0] * 18 + [1000, -129])
+@example([0] * 18 + [-128, 200])  # the escape itself among the escaped
+@example([300] * 19 + [-32768])  # two bytes, -32768 escaped as itself
+@example([300] * 18 + [-32768, -32768])  # too many: four bytes
 @given(st.one_of(st.lists(_ints(), max_size=50), st.lists(st.integers(-300, 300), max_size=200)))
 def test_pack_ints_the_same(xs):
     assert _outcome(ints.pack_ints, xs) == _outcome(ref.pack_ints, xs)

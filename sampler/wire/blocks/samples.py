@@ -81,7 +81,7 @@ def encode_samples(
         if q > 1:
             c = t + half - base
             u.extend([(d + c) // q for d in dt])
-        else:  # q == 1 (lossless): t + d - base
+        else:  # q == 1 (lossless), or below 1 as before: t + d - base
             c = t - base
             u.extend([d + c for d in dt])
         sizes.append(len(dt))
