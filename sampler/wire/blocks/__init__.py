@@ -53,7 +53,8 @@ docs/recording.md has the tables.
 
 The package, one job a module; this face re-exports what readers and writers use:
 
-* :mod:`.columns` — integers packed narrow, maps as columns (``g``);
+* :mod:`.ints` — integers packed narrow;
+* :mod:`.columns` — maps as columns (``g``);
 * :mod:`.samples` — the sample columns (``s``);
 * :mod:`.codec` — one block's payload, and the hello stored as deltas;
 * :mod:`.framing` — the file header, the frame, the codecs;
@@ -80,7 +81,7 @@ from .codec import (
     encode_block,
     hello_delta,
 )
-from .columns import decode_group, encode_group, group_columns, is_int, pack_ints, unpack_ints
+from .columns import decode_group, encode_group, group_columns
 from .framing import (
     CODEC_DEFLATE,
     CODEC_SECTIONS,
@@ -105,6 +106,7 @@ from .framing import (
     is_v2,
     read_header,
 )
+from .ints import is_int, pack_ints, unpack_ints
 from .reader import Salvage, iter_frames, iter_records, read_index
 from .samples import clean_batch, decode_samples, encode_samples, series_deltas, series_ref
 from .writer import BlockWriter

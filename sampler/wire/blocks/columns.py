@@ -1,71 +1,18 @@
-"""Integer columns: small signed integers packed narrow (:func:`pack_ints`), and
-maps as columns (:func:`encode_group`), integers among them as deltas."""
+"""Maps as columns (:func:`encode_group`), integers among them as deltas, packed
+narrow by :mod:`.ints`."""
 
 from __future__ import annotations
 
 import math
 import operator
-import sys
 from array import array
 from collections.abc import Mapping
 from itertools import accumulate
-from typing import Any, TypeGuard
+from typing import Any
 
-_LITTLE = sys.byteorder == "little"
-_INT64 = (-(1 << 63), (1 << 63) - 1)
+from .ints import _INT64, _LITTLE, pack_ints, unpack_ints
+
 _INT_ONLY = {int}
-# widths for pack_ints: array type code, smallest value (the escape), largest
-_WIDTHS = {
-    1: ("b", -128, 127),
-    2: ("h", -(1 << 15), (1 << 15) - 1),
-    4: ("i", -(1 << 31), (1 << 31) - 1),
-    8: ("q", -(1 << 63), (1 << 63) - 1),
-}
-
-
-def pack_ints(xs: list[int]) -> list[Any]:
-    """Small signed integers in the narrowest width that holds 95 % of them;
-    the rest are escaped (the width's smallest value marks them) and listed."""
-    if not xs:
-        return [1, b"", []]
-    lo, hi = min(xs), max(xs)
-    if lo < _INT64[0] or hi > _INT64[1]:
-        raise OverflowError("integer outside int64")
-    for w in (1, 2, 4, 8):
-        code, esc, top = _WIDTHS[w]
-        if esc < lo and hi <= top:
-            a = array(code, xs)
-            return [w, a.tobytes() if _LITTLE else _swap(a), []]
-        out = sum(1 for x in xs if not esc < x <= top)
-        if out * 20 <= len(xs) or w == 8:
-            main = [x if esc < x <= top else esc for x in xs]
-            a = array(code, main)
-            return [w, a.tobytes() if _LITTLE else _swap(a), [x for x in xs if not esc < x <= top]]
-    raise AssertionError("unreachable")
-
-
-def _swap(a: array[int]) -> bytes:
-    b = array(a.typecode, a)
-    b.byteswap()
-    return b.tobytes()
-
-
-def unpack_ints(packed: list[Any]) -> list[int]:
-    w, raw, exc = packed
-    code, esc, _ = _WIDTHS[w]
-    a = array(code)
-    a.frombytes(raw)
-    if not _LITTLE:
-        a.byteswap()
-    xs = a.tolist()
-    if exc:
-        it = iter(exc)
-        xs = [next(it) if x == esc else x for x in xs]
-    return xs
-
-
-def is_int(x: Any) -> TypeGuard[int]:
-    return type(x) is int and _INT64[0] <= x <= _INT64[1]
 
 
 # ------------------------------------------------------------ generic groups
@@ -87,18 +34,18 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: int = 0) -> list[Any]:
     to a twin column (see :func:`_relative`).
     """
     shapes: dict[tuple[Any, ...], int] = {}
-    ids: list[int] = []
+    ids = [shapes.setdefault(tuple(b), len(shapes)) for b in bodies]  # a new shape takes the next id
     cols: dict[Any, list[Any]] = {}
-    for b in bodies:
-        ks = tuple(b)
-        sid = shapes.setdefault(ks, len(shapes))  # a new shape takes the next id
-        ids.append(sid)
-        for k, v in b.items():
-            col = cols.get(k)
-            if col is None:
-                cols[k] = [v]
-            else:
-                col.append(v)
+    if len(shapes) == 1:  # every body has the same keys: a column a key, no lookup a value
+        cols = {k: [b[k] for b in bodies] for k in next(iter(shapes))}
+    else:
+        for b in bodies:
+            for k, v in b.items():
+                col = cols.get(k)
+                if col is None:
+                    cols[k] = [v]
+                else:
+                    col.append(v)
     keys = list(cols)
     at = {k: i for i, k in enumerate(keys)}
     vals = list(cols.values())
@@ -112,22 +59,35 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: int = 0) -> list[Any]:
     own: list[tuple[int, int, int, list[int]] | None] = [None] * n
     enc: list[list[Any]] = []
     for i, v in enumerate(vals):
-        if not _all_ints(v):
+        m = len(v)
+        # _all_ints(v), the same value throughout (most of a detail's columns) told first
+        if m < 2 or operator.countOf(map(type, v), int) != m:
+            enc.append(_encode_column_ext(v, None, ext))
+            continue
+        if v.count(v[0]) == m:
+            if _INT64[0] <= v[0] <= _INT64[1]:
+                ints[i] = True
+                enc.append([2, v[0], m])
+            else:
+                enc.append(_encode_column_ext(v, None, ext))
+            continue
+        if not (_INT64[0] <= min(v) and max(v) <= _INT64[1]):
             enc.append(_encode_column_ext(v, None, ext))
             continue
         ints[i] = True
-        d = list(map(operator.sub, v[1:], v[:-1]))
-        g = math.gcd(*d)
-        if g == 0:
-            enc.append([2, v[0], len(v)])
-        elif max(map(abs, d)) // g < 128 or not (_INT64[0] <= min(d) and max(d) <= _INT64[1]):
+        d = list(map(operator.sub, v[1:], v))
+        g = math.gcd(*d)  # not 0: v is not constant
+        if not (_INT64[0] <= min(d) and max(d) <= _INT64[1]):
+            enc.append([0, v])
+        elif max(map(abs, d)) // g < 128:
             # steps that fit a byte (seq, counters, memory in pages) stay plain deltas:
             # nothing is cheaper, and the journal thread saves the search
-            enc.append(_encode_column(v))
+            enc.append(_delta_column(v, d, g))
         else:
             wide[i] = True
-            own[i] = _int_modes(v, -1, v)
-            enc.append(_encode_column_ext(v, own[i], ext))
+            mine = own[i] = _int_modes(v, -1, v, d)
+            col = _int_column(-1, 1, v) if mine is not None and mine[2] == 1 else None
+            enc.append(col if col is not None else _delta_column(v, d, g))
     if len(shapes) == 1:
         _relative(vals, enc, ints, wide, own, at.get("t"), ext >= 2)
         if ext >= 2:
@@ -135,9 +95,13 @@ def encode_group(bodies: list[Mapping[Any, Any]], ext: int = 0) -> list[Any]:
     elif ext >= 2:
         # columns line up body for body where their keys are in the same shapes (a
         # detail with its pss figures now and then): relative within each such set
+        in_shapes: dict[Any, list[int]] = {k: [] for k in keys}
+        for j, sh in enumerate(shapes):
+            for k in sh:
+                in_shapes[k].append(j)
         sig: dict[tuple[int, ...], list[int]] = {}
         for i, k in enumerate(keys):
-            sig.setdefault(tuple(j for j, sh in enumerate(shapes) if k in sh), []).append(i)
+            sig.setdefault(tuple(in_shapes[k]), []).append(i)
         for idx in sig.values():
             if len(idx) > 1:
                 sub_at = {keys[i]: n for n, i in enumerate(idx)}
@@ -184,19 +148,22 @@ def _relative(
     for i, v in enumerate(vals):
         if not ints[i]:
             continue
-        refs = [r for r in (t_at, last_int) if r is not None and r != i and ints[r] and r not in relative]
-        last_int = i
+        prev, last_int = last_int, i
         if i in used:
             continue
-        if not wide[i]:
-            refs = []
-        best = own[i] if wide[i] else None
+        if wide[i]:
+            refs = [r for r in (t_at, prev) if r is not None and r != i and ints[r] and r not in relative]
+            best = own[i]
+        elif not twins or enc[i][0] == 2:
+            continue  # narrow and constant: nothing to try
+        else:
+            refs, best = [], None
         if twins and enc[i][0] != 2:
             mine = [r for r in dict.fromkeys(ends.get(v[0], []) + ends.get(v[-1], [])) if r < i and r not in relative]
             if mine:
                 refs += mine
                 if best is None:
-                    best = (_step_bits(v, None), -1, 0, v)
+                    best = (_step_bits(v), -1, 0, v)
         for r in dict.fromkeys(refs):
             c = _int_modes(v, r, vals[r]) if wide[i] else _twin(v, r, vals[r])
             if c is not None and (best is None or c[0] < best[0]):
@@ -218,19 +185,19 @@ def _renumber(col: list[Any], cols: list[int]) -> list[Any]:
     return col
 
 
-def _step_bits(v: list[int], rv: list[int] | None) -> int:
-    """Bits of the deltas over their common step of ``v`` (less ``rv``), and of its first value."""
-    y = v if rv is None else list(map(operator.sub, v, rv))
-    d = list(map(operator.sub, y[1:], y[:-1]))
+def _step_bits(y: list[int]) -> int:
+    """Bits of the deltas of ``y`` over their common step, and of its first value
+    (a bit length is its absolute value's, and g divides every delta exactly)."""
+    d = list(map(operator.sub, y[1:], y))
     g = math.gcd(*d) or 1
-    return sum(int.bit_length(abs(x) // g) for x in d) + int.bit_length(abs(y[0])) // 4
+    return sum(map(int.bit_length, d if g == 1 else [x // g for x in d])) + y[0].bit_length() // 4
 
 
 def _twin(v: list[int], ref: int, rv: list[int]) -> tuple[int, int, int, list[int]] | None:
     y = list(map(operator.sub, v, rv))
     if not (_INT64[0] <= min(y) and max(y) <= _INT64[1]):
         return None
-    return (_step_bits(v, rv), ref, 0, y)
+    return (_step_bits(y), ref, 0, y)
 
 
 def _derived(vals: list[list[Any]], enc: list[list[Any]], ints: list[bool], at: Mapping[Any, int]) -> None:
@@ -263,29 +230,38 @@ def _all_ints(vals: list[Any]) -> bool:
 
 def _encode_column(vals: list[Any]) -> list[Any]:
     if _all_ints(vals):
-        d = [b - a for a, b in zip(vals, vals[1:])]
+        d = list(map(operator.sub, vals[1:], vals))
         if _INT64[0] <= min(d) and max(d) <= _INT64[1]:
             g = math.gcd(*d)
             if g == 0:  # the same value throughout
                 return [2, vals[0], len(vals)]
-            if g > 1:  # memory figures move in whole pages
-                d = [x // g for x in d]
-            return [1, vals[0], pack_ints(d), g]
+            return _delta_column(vals, d, g)
     return [0, vals]
 
 
+def _delta_column(vals: list[int], d: list[int], g: int) -> list[Any]:
+    """Kind 1 of ``vals`` from its deltas ``d`` (within int64) and their gcd ``g`` (not 0)."""
+    if g > 1:  # memory figures move in whole pages
+        d = [x // g for x in d]
+    return [1, vals[0], pack_ints(d), g]
+
+
 def _bits(d: list[int]) -> int:
-    return sum(map(int.bit_length, map(abs, d)))
+    return sum(map(int.bit_length, d))  # a bit length is its absolute value's
 
 
-def _int_modes(vals: list[int], ref: int, rv: list[int]) -> tuple[int, int, int, list[int]] | None:
+def _int_modes(
+    vals: list[int], ref: int, rv: list[int], d: list[int] | None = None
+) -> tuple[int, int, int, list[int]] | None:
     """The cheaper of deltas (mode 0) and offsets from the first (mode 1) of
-    ``vals`` less the column ``ref`` (-1: none): (bits, ref, mode, y)."""
-    y = vals if ref < 0 else [a - b for a, b in zip(vals, rv)]
+    ``vals`` less the column ``ref`` (-1: none): (bits, ref, mode, y); ``d``: the
+    deltas of ``vals`` when ref is -1 and they are at hand."""
+    y = vals if ref < 0 else list(map(operator.sub, vals, rv))
     if ref >= 0 and not (_INT64[0] <= min(y) and max(y) <= _INT64[1]):
         return None
-    b0 = _bits([b - a for a, b in zip(y, y[1:])])
-    b1 = _bits([x - y[0] for x in y[1:]])
+    y0 = y[0]
+    b0 = _bits(d if d is not None else list(map(operator.sub, y[1:], y)))
+    b1 = _bits([x - y0 for x in y[1:]])
     return (b0, ref, 0, y) if b0 <= b1 else (b1, ref, 1, y)
 
 

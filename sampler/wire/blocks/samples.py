@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import math
 import operator
+import struct
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Mapping
-from itertools import accumulate
+from itertools import accumulate, compress, count
 from typing import Any
 
-from .columns import _INT64, all_int64, pack_ints, unpack_ints
-from .columns import is_int as _is_int
+from .ints import _INT64, pack_ints, unpack_ints
+from .ints import is_int as _is_int
 
 
 def clean_batch(body: Mapping[str, Any]) -> bool:
@@ -20,12 +22,20 @@ def clean_batch(body: Mapping[str, Any]) -> bool:
     if not _is_int(t) or type(dt) is not list or not dt or type(series) is not dict:
         return False
     n = len(dt)
-    if not all_int64(dt) or not _is_int(t + dt[-1]) or not _is_int(t + min(dt)):
-        return False
     for name, col in series.items():
-        if type(name) is not str or type(col) is not list or len(col) != n or not all_int64(col):
+        if type(name) is not str or type(col) is not list or len(col) != n:
             return False
-    return True
+    # every value an int (not a bool), then within int64: the journal thread checks
+    # ~3000 values a second, so one C pass for each (struct packs an int64 or refuses it)
+    int64 = f"<{n}q"
+    for col in (dt, *series.values()):
+        if operator.countOf(map(type, col), int) != n:
+            return False
+        try:
+            struct.pack(int64, *col)
+        except struct.error:
+            return False
+    return _is_int(t + dt[-1]) and _is_int(t + min(dt))
 
 
 def no_pause() -> None:
@@ -38,9 +48,12 @@ def encode_samples(
     """The sample columns of clean batches, and each batch's other fields (its head).
 
     ``pause`` is called between steps of ~50 µs: the sampler's journal thread lets the
-    GIL go there, so the sampling thread never waits for a whole block's encoding."""
+    GIL go there, so the sampling thread never waits for a whole block's encoding.
+
+    The journal thread runs this once a second on ~1000 samples, so each column is
+    made in as few passes as the format allows; the arithmetic is the format's
+    (docs/recording.md), rewritten only where the integers are exactly equal."""
     q = quantum_ns
-    times: list[int] = []
     sizes: list[int] = []
     shapes: dict[tuple[str, ...], int] = {}
     sids: list[int] = []
@@ -51,83 +64,93 @@ def encode_samples(
     # recording) hold the very same times whatever their block boundaries
     base = (batches[0]["t"] + batches[0]["dt"][0] + half) // q * q
     ht: list[int] = []
+    # u: each time in quanta from the block's first sample, ((t + d + half) // q * q - base) // q.
+    # base is a multiple of q (B * q) and (y + m * q) // q == y // q + m for any integer m,
+    # so that is (t + d + half - base) // q: one addition and one division a sample
+    u: list[int] = []
     for b in batches:
         t = b["t"]
-        head = {k: v for k, v in b.items() if k != "dt" and k != "series"}
+        dt = b["dt"]
+        head = dict(b)
+        del head["dt"], head["series"], head["t"]
+        heads.append(head)
         # the batch time is quantised like its samples (so dt[0] stays 0) and kept as
         # its offset from the first sample, almost always 0: it costs nothing
-        tq = (t + half) // q * q
-        del head["t"]
-        heads.append(head)
-        first = (t + b["dt"][0] + half) // q * q
-        ht.append((tq - first) // q)
-        times.extend([t + d for d in b["dt"]])
-        sizes.append(len(b["dt"]))
+        ht.append(((t + half) // q * q - (t + dt[0] + half) // q * q) // q)
+        if q > 1:
+            c = t + half - base
+            u.extend([(d + c) // q for d in dt])
+        else:  # q == 1 (lossless), or below 1 as before: t + d - base
+            c = t - base
+            u.extend([d + c for d in dt])
+        sizes.append(len(dt))
         series = b["series"]
-        ks = tuple(series)
-        sid = shapes.setdefault(ks, len(shapes))  # a new shape takes the next id
+        sid = shapes.setdefault(tuple(series), len(shapes))  # a new shape takes the next id
         sids.append(sid)
         for name, col in series.items():
-            c = cols.get(name)
-            if c is None:
+            have = cols.get(name)
+            if have is None:
                 cols[name] = list(col)
             else:
-                c.extend(col)
+                have.extend(col)
     pause()
-    # times: quanta from the block's first sample, then the tick grid: u = k*p + e
-    u = [(x + half) // q * q - base for x in times] if q > 1 else [x - base for x in times]
-    if q > 1:
-        u = [x // q for x in u]
-    if len(u) > 1:
-        steps = sorted(b - a for a, b in zip(u, u[1:]) if b > a)
-        p = steps[len(steps) // 2] if steps else 1
-    else:
-        p = 1
+    # the tick grid: u = k*p + e, p the median of the forward steps (1 without any)
+    du = sorted(map(operator.sub, u[1:], u))
+    back = bisect_right(du, 0)  # the steps that do not move forward come first
+    p = du[back + (len(du) - back) // 2] if back < len(du) else 1
     pause()
-    k = [(x + p // 2) // p for x in u]
+    h = p // 2
+    k = [(x + h) // p for x in u]
     e = [x - kk * p for x, kk in zip(u, k)]
     # version 3: a loaded host's lateness drifts from tick to tick, so its deltas
     # compress better; an idle host's is independent noise, better kept as it is.
     # Both are tried on the compressor (~50 µs a block): a bit count misjudges them.
     e_delta = False
     if ext and len(e) > 1:
-        d = [e[0], *map(operator.sub, e[1:], e[:-1])]
         # judged on the first 512 ticks: the block's own sample of the host's state
-        if _entropy(d[:512]) < _entropy(e[:512]):
-            e, e_delta = d, True
+        if _entropy([e[0], *map(operator.sub, e[1:512], e)]) < _entropy(e[:512]):
+            e, e_delta = [e[0], *map(operator.sub, e[1:], e)], True
     e_packed = pack_ints(e)
     pause()
-    dk = [b - a for a, b in zip(k, k[1:])]
+    dk = list(map(operator.sub, k[1:], k))
     series_enc = []
     ref_d: list[int] | None = None  # version 4: the first series' deltas, when every batch has every series
     ref_first = 0
     for i, (name, vals) in enumerate(cols.items()):
         pause()
-        d = [b - a for a, b in zip(vals, vals[1:])]
+        d = list(map(operator.sub, vals[1:], vals))
         first = vals[0]
         rel = False
+        moves = list(filter(None, d))  # the ticks it moved on (a gcd over them is the gcd over all)
         if ref_d is not None:
             # the cgroup's usage moves with the process's rss on most ticks it moves at all:
             # its difference from rss is zero more often (judged on the zeros, at C speed)
             r = list(map(operator.sub, d, ref_d))
             f = first - ref_first
-            if r.count(0) > d.count(0) and _INT64[0] <= min(r, default=f) and max(r, default=f) <= _INT64[1]:
+            r_moves = list(filter(None, r))
+            if (
+                len(r_moves) < len(moves)
+                and _INT64[0] <= min(r_moves, default=f)
+                and max(r_moves, default=f) <= _INT64[1]
+            ):
                 if _INT64[0] <= f <= _INT64[1]:
-                    d, first, rel = r, f, True
+                    d, first, rel, moves = r, f, True, r_moves
         elif ext >= 2 and i == 0 and len(shapes) == 1 and len(cols) > 1:
             ref_d, ref_first = d, first
-        g = math.gcd(*d) or 1 if d else 1
-        if g > 1:
-            d = [x // g for x in d]
-        entry = [name, first, g, pack_ints(d)]
-        nz = len(d) - d.count(0)
-        if ext >= 2 and nz * 10 < len(d) * 3:
+        g = math.gcd(*moves) or 1
+        if ext >= 2 and len(moves) * 10 < len(d) * 3:
             # memory moves on a minority of ticks: the moves and the gaps between them
             # (as LZ runs, each stretch of zeros costs about as much as a move)
-            at = [i for i, x in enumerate(d) if x]
-            entry = [name, first, g, pack_ints([d[i] for i in at]), 0 if rel else -1, pack_ints(_gaps(at))]
-        elif rel:
-            entry.append(0)
+            if g > 1:
+                moves = [x // g for x in moves]
+            at = list(compress(count(), d))
+            entry = [name, first, g, pack_ints(moves), 0 if rel else -1, pack_ints(_gaps(at))]
+        else:
+            if g > 1:
+                d = [x // g for x in d]
+            entry = [name, first, g, pack_ints(d)]
+            if rel:
+                entry.append(0)
         series_enc.append(entry)
     pause()
     enc = [

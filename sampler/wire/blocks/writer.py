@@ -14,7 +14,6 @@ import msgpack
 
 from .codec import HELLO, KEYFRAME_BLOCKS, QUANTUM_NS, REF, SAMPLES, encode_block, hello_delta
 from .columns import encode_group
-from .columns import is_int as _is_int
 from .framing import (
     _TAIL,
     CODEC_DEFLATE,
@@ -28,6 +27,7 @@ from .framing import (
     frame,
     read_header,
 )
+from .ints import is_int as _is_int
 from .samples import no_pause
 
 
