@@ -3,12 +3,13 @@
 One target (a Python process holding 64 MiB) launched by ``spikewatch sample``
 inside its own memory cgroup (``--limit``: a v1 or v2 cgroup under ours), so every
 tick reads the target's statm and the cgroup's usage; publishing on (with a live
-subscriber, so the messages really go out) and the journal on. Beside it, at the same
-time, ``bench_bare_loop.py``: a timerfd loop doing two preads of the same two kinds of
-file and nothing else. Their CPU is taken over one and the same window: on a VM the
-cost of a wake-up drifts by a third within seconds, and whatever it does in a window
-it does to both (``--apart`` runs them one after the other, as before 2026-12-05:
-single rounds then swing by ±0.3). Run::
+subscriber, so the messages really go out) and the journal on. Beside it, in the same
+run and alternating round by round, ``bench_bare_loop.py``: a timerfd loop doing two
+preads of the same two kinds of file and nothing else. On a VM the cost of a wake-up
+drifts by a third within seconds, so single rounds swing by ±0.3: take the median of
+many. ``--together`` runs them all at once instead, their CPU over one window (for a
+before/after with ``--compare``: the same conditions for both; but the host is no
+longer idle, the bare loop's wake-ups cost ~30 % less and the ratios read higher). Run::
 
     .venv/bin/python bench/bench_sampler.py [--seconds 10] [--rounds 3] [--period 1ms]
 
@@ -325,9 +326,11 @@ def main() -> None:
         "100 now, 20 before `sample --batch-period`)",
     )
     ap.add_argument(
-        "--apart",
+        "--together",
         action="store_true",
-        help="the bare loop and each sampler one after the other (the method before 2026-12-05), not at once",
+        help="the bare loop and the samplers at once, their CPU over one window: before vs after with "
+        "--compare under the same host conditions (the host is then not idle: the bare loop's wake-ups "
+        "cost ~30 %% less and ratios read ~0.3 higher)",
     )
     args = ap.parse_args()
     extra = ("--no-realtime",) if args.no_realtime else ()
@@ -358,7 +361,7 @@ def main() -> None:
         sampler_extra = (*extra, *args.sampler_args.split())
         for i in range(args.rounds):
             order = runs if i % 2 == 0 else runs[::-1]  # neither always starts first
-            if args.apart:
+            if not args.together:
                 b = run_bare(args.seconds, period_ns, extra)
                 results = (
                     (n, lambda py=py: run_sampler(args.period, args.seconds, Path(d), sampler_extra, py, batch_ns))
