@@ -148,3 +148,33 @@ def test_ticker_counts_missed_periods():
         assert missed >= 15  # ~20 periods expired while we slept: counted, not replayed
         now = time.monotonic_ns()
         assert (now - origin) // 1_000_000 >= 20
+
+
+def test_parse_status_reads_what_a_line_by_line_parse_reads() -> None:
+    """The regex pass finds the same fields as reading the file line by line, in bytes."""
+
+    def by_lines(data: bytes) -> dict[str, int]:
+        out = {}
+        for line in data.split(b"\n"):
+            key, sep, rest = line.partition(b":")
+            name = procfs.STATUS_FIELDS.get(key)
+            if name is not None and sep and rest.split():
+                v = int(rest.split()[0])
+                out[name] = v if name == "threads" else v * 1024
+        return out
+
+    live = open(f"/proc/{os.getpid()}/status", "rb").read()
+    zombie = b"Name:\tx\nState:\tZ (zombie)\nThreads:\t1\nVmHWMish:\t5 kB\nSigQ:\t0/1\n"
+    for data in (live, zombie):
+        assert procfs.parse_status(data) == by_lines(data)
+    assert procfs.parse_status(live)["vm_rss"] > 0 and procfs.parse_status(zombie) == {"threads": 1}
+
+
+def test_cgroup_key_value_files_parse_fast_and_careful() -> None:
+    from spikewatch.sampler.cgroups.files import _parse_kv
+
+    assert _parse_kv(b"anon 4096\nfile 0\n") == {"anon": 4096, "file": 0}
+    # a line that is not "key integer" is skipped, the rest kept
+    assert _parse_kv(b"anon 4096\nnote hello\nfile 8\n") == {"anon": 4096, "file": 8}
+    assert _parse_kv(b"anon 4096\nlonely\n") == {"anon": 4096}
+    assert _parse_kv(b"") == {}
