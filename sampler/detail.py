@@ -140,12 +140,15 @@ class DetailTier:
             self._check_spike(protocol.SERIES_RSS, kernel, imax[protocol.SERIES_RSS], t_from, t)
         return body
 
-    def read_cgroup(self, body: dict[str, Any], imax: dict[str, int], t_from: int, t: int) -> None:
+    def read_cgroup(
+        self, body: dict[str, Any], imax: dict[str, int], t_from: int, t: int, usage: int | None = None
+    ) -> None:
         """Cgroup fields into ``body``; limit_change, hwm_spike and oom_kill events.
+        ``usage``: the last tick's (the usage file is not read twice a millisecond apart).
         Raises :class:`~spikewatch.sampler.cgroup.CgroupGone` or OSError."""
         cg = self.cg
         assert cg is not None
-        stat = cg.read_stat()
+        stat = cg.read_stat(usage)
         body.update(
             cg_usage=stat.get("usage"),
             cg_anon=stat.get("anon"),

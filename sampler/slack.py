@@ -174,8 +174,11 @@ class SlackWork(Targets):
         self._take_pss(body, imax.get(protocol.SERIES_RSS))
         cg = self.cg
         if cg is not None:
+            # The usage the hot loop read at this tick (0 is its mark of a failed read)
+            cgu = self.batch.cgu
+            usage = cgu[-1] if self.auto.fd < 0 and cg.usage_fd >= 0 and cgu and cgu[-1] > 0 else None
             try:
-                self.detail.read_cgroup(body, imax, t_from, t)
+                self.detail.read_cgroup(body, imax, t_from, t, usage)
             except cgroup.CgroupGone:
                 if self._tree_from_cgroup and not cg.owned:
                     self._log(f"spikewatch: cgroup {cg.info.dir} was removed")

@@ -160,13 +160,17 @@ class MemoryCgroup:
             return _root_usage(_parse_kv(self._read("stat") or b""))
         return int(self._read("usage") or b"0")
 
-    def read_stat(self) -> dict[str, int]:
+    def read_stat(self, usage: int | None = None) -> dict[str, int]:
         """Normalised to v2 names: anon, file, inactive_file, active_file, shmem, ...,
         plus ``usage`` and ``working_set`` (usage - inactive_file, floored at 0:
-        what the kubelet evicts on)."""
+        what the kubelet evicts on). ``usage``: one just read (the sampler's last
+        tick), so the usage file is not read again."""
         raw = _parse_kv(self._read("stat") or b"")
         self._stat_raw = raw  # read_limits(after_stat=True) on v1 reads no second memory.stat
-        usage = _root_usage(raw) if self.v2_root else self.read_usage()
+        if self.v2_root:
+            usage = _root_usage(raw)
+        elif usage is None:
+            usage = self.read_usage()
         if self.version == 1:
             # total_* include descendants (use_hierarchy=1); plain keys do not.
             hier = any(k.startswith("total_") for k in raw)
