@@ -343,7 +343,7 @@ def main() -> None:
         f"{args.seconds:g} s each ("
         + (
             f"bare loop, then {' then '.join(n for n, _ in runs)} sampler"
-            if args.apart
+            if not args.together
             else "bare loop and samplers at once"
         )
         + f"); {policy}"
