@@ -25,6 +25,9 @@ from types import ModuleType
 from typing import Any
 
 HERE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(HERE))
+
+from tests.core.journal_blocks import jittered_blocks  # noqa: E402
 
 
 def load_blocks(checkout: Path, alias: str) -> ModuleType:
@@ -40,20 +43,7 @@ def load_blocks(checkout: Path, alias: str) -> ModuleType:
 
 def journal_blocks(path: str, blocks: ModuleType, seed: int = 1) -> list[list[tuple[str, dict[str, Any]]]]:
     """The records of each data block, sample times jittered within their quantum."""
-    rng = random.Random(seed)
-    out = []
-    with open(path, "rb") as f:
-        for fr in blocks.iter_frames(f):
-            if fr.kind != blocks.KIND_DATA:
-                continue
-            recs = blocks.decode_block(fr.payload)
-            for topic, body in recs:
-                if topic == "samples" and isinstance(body.get("dt"), list):
-                    j0 = rng.randrange(-1000, 1000)
-                    body["t"] += j0
-                    body["dt"] = [d - j0 + rng.randrange(-1000, 1000) if i else 0 for i, d in enumerate(body["dt"])]
-            out.append(recs)
-    return out
+    return list(jittered_blocks(path, blocks, random.Random(seed)))
 
 
 def time_encode(blocks: ModuleType, recs: list[list[tuple[str, dict[str, Any]]]], version: int) -> float:

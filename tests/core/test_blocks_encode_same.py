@@ -14,6 +14,7 @@ from spikewatch.sampler.wire import blocks
 from spikewatch.sampler.wire.blocks import columns, ints, samples
 
 from tests.core import blocks_reference as ref
+from tests.core.journal_blocks import jittered_blocks
 
 DATA = Path(__file__).with_name("data")
 # three 1 kHz journals of `spikewatch sample --limit 1G`: a 64 MiB idle target, bursts
@@ -42,17 +43,7 @@ def _both_encode(recs, q=blocks.QUANTUM_NS):
 def _real_blocks():
     rng = random.Random(18)
     for path in JOURNALS:
-        with open(path, "rb") as f:
-            for fr in blocks.iter_frames(f):
-                if fr.kind != blocks.KIND_DATA:
-                    continue
-                recs = blocks.decode_block(fr.payload)
-                for topic, body in recs:
-                    if topic == "samples":  # the raw nanoseconds a journal rounded to 2 µs
-                        j = rng.randrange(-1000, 1000)
-                        body["t"] += j
-                        body["dt"] = [0, *(d - j + rng.randrange(-1000, 1000) for d in body["dt"][1:])]
-                yield recs
+        yield from jittered_blocks(path, blocks, rng)
 
 
 def test_real_journal_blocks_encode_the_same():
