@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -303,6 +304,21 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _median_interval(xs: list[float], confidence: float = 0.95) -> str:
+    """The distribution-free interval of a median from its rounds (order statistics: the
+    count of rounds below the true median is binomial(n, 1/2)); empty below 6 rounds.
+    Single rounds swing by ±0.3 on a VM: this says what the median of them is worth."""
+    n = len(xs)
+    if n < 6:
+        return ""
+    s = sorted(xs)
+    # the widest j (from the outside in) whose two-sided binomial tail stays under 1 - confidence
+    j = 0
+    while 2 * sum(math.comb(n, i) for i in range(j + 1)) / 2**n <= 1 - confidence:
+        j += 1
+    return f" (95 % interval of the median {s[j - 1]:.3f}-{s[n - j]:.3f})" if j else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -395,7 +411,8 @@ def main() -> None:
                 )
     for name, _ in runs:
         print(
-            f"median ({name}): CPU ratio sampler/bare {statistics.median(ratios[name]):.3f} (goal <= 1.15); "
+            f"median ({name}): CPU ratio sampler/bare {statistics.median(ratios[name]):.3f}{_median_interval(ratios[name])} "
+            "(goal <= 1.15); "
             f"missed ticks: bare {statistics.median(bare_missed):.3f} %, sampler {statistics.median(missed[name]):.3f} % "
             f"(goal <= 0.1 % on an idle host); sampler RSS {statistics.median(rss[name]):.1f} MiB"
         )
