@@ -55,8 +55,8 @@ class Membership:
 
     def quick_scan(self) -> Generator[None, None, None] | None:
         """Cheap membership (:attr:`cheap`): read ``cgroup.procs`` now; the steps that
-        bring the tree in line, or None when it already is (ten times a second, nearly
-        always: no generator, no queued step, no pass over the tree's processes)."""
+        bring the tree in line, or None when it already is (at nearly every refresh:
+        then no generator, no queued step, no pass over the tree's processes)."""
         tree = self.tree
         try:
             pids = self._cgroup_members()
