@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from itertools import compress, count
 from typing import Any, TypeGuard
 
 _LITTLE = sys.byteorder == "little"
@@ -22,7 +23,6 @@ _WIDTHS = {
     8: ("q", -(1 << 63), (1 << 63) - 1),
 }
 _SIGN = bytes(0 if b < 128 else 255 for b in range(256))  # a byte's int16 high byte
-_NONZERO = bytes([0] + [1] * 255)
 
 
 def pack_ints(xs: list[int]) -> list[Any]:
@@ -56,12 +56,7 @@ def _pack_short(xs: list[int], raw: bytes) -> list[Any]:
     out = n - wide.count(0)
     minus = xs.count(-128) if lo.find(b"\x80") >= 0 else 0  # a byte's value, yet the escape
     if (out + minus) * 20 <= n:  # a byte wide, with the escaped listed
-        marks = wide.translate(_NONZERO)
-        at: list[int] = []
-        i = -1
-        for _ in range(out):
-            i = marks.find(1, i + 1)
-            at.append(i)
+        at = list(compress(count(), wide))  # where the wide values are, at C speed
         if minus:
             i = -1
             for _ in range(minus):
