@@ -201,10 +201,10 @@ def analyse_ramp(ctx: Ctx, ph: Phase, target_concurrency: float | None = None) -
     ]
     settled = [i for i in range(1, len(spans)) if xs[i] == xs[i - 1] and step_of[i] >= 0]
     # the unit of the slope's interval: a step (its points share one offset), else a load level
-    groups: list[float] = list(xs)
+    steps_of: list[int] | None = None
     if len(settled) >= 4 and len({xs[i] for i in settled}) >= 2:
         xs, ys = [xs[i] for i in settled], [ys[i] for i in settled]
-        groups = [float(step_of[i]) for i in settled]
+        steps_of = [step_of[i] for i in settled]
     for a, b, c in bounds:
         second = a + (b - a) // 2
         lvl = ctx.level(second, b)
@@ -238,7 +238,7 @@ def analyse_ramp(ctx: Ctx, ph: Phase, target_concurrency: float | None = None) -
         return out
     out["bytes_per_request"] = int(round(line.slope))
     # (with no in-flight points, xs are the steps' own levels: each is its own group)
-    ci = ols_slope_interval(np.array(xs), np.array(ys), groups=np.array(groups if len(groups) == len(xs) else xs))
+    ci = ols_slope_interval(np.array(xs), np.array(ys), groups=np.array(steps_of if steps_of is not None else xs))
     # compare's noise verdict reads this; None when too few points to say
     out["bytes_per_request_ci"] = [int(round(ci[0])), int(round(ci[1]))] if ci else None
     out["r2"] = round(line.r2, 4)
