@@ -16,6 +16,19 @@ from spikewatch.sampler.tree import ProcessTree, outermost
 MiB = 1 << 20
 
 
+def test_last_pid_moves_with_a_fork_and_says_none_when_unreadable():
+    last = procfs.LastPid()
+    before = last.read()
+    p = subprocess.Popen(["true"])
+    p.wait()
+    after = last.read()
+    assert before is not None and after is not None
+    assert after != before and (after >= p.pid or after < before)  # or the counter wrapped
+    last.close()
+    assert last.read() is None
+    assert procfs.LastPid("/nonexistent/loadavg").read() is None
+
+
 def test_stat_parsing_survives_odd_command_names():
     line = b"4242 (a) b (c)) S 17 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 123456 0 0" + b" 0" * 30 + b" 9"
     st = procfs.parse_stat(4242, line)
