@@ -43,6 +43,7 @@ def vmstat_oom_kill() -> int | None:
 
 
 _PSI_EVERY_NS = 1_000_000_000
+_LIMITS_EVERY_NS = 1_000_000_000
 
 
 class DetailTier:
@@ -77,6 +78,7 @@ class DetailTier:
         self.final = False  # the last detail of the run: publish what is pending
         self._psi: dict[str, Any] = {}
         self._psi_t = 0
+        self._limits_t = 0
 
     def baseline(self) -> None:
         """The limit and OOM counter before sampling starts: later rises are news."""
@@ -98,6 +100,7 @@ class DetailTier:
         self.oom_prev = None
         self._mev_reported = None
         self._psi_t = 0
+        self._limits_t = 0
 
     def forget(self, pid: int) -> None:
         self._prev_hwm.pop(pid, None)
@@ -156,23 +159,9 @@ class DetailTier:
             cg_inactive_file=stat.get("inactive_file"),
             cg_working_set=stat.get("working_set"),
         )
-        # What bites first: a container's own cgroup is often "max" under a limited parent.
-        limits = cg.read_limits(after_stat=True)
-        limit = limits.bytes
-        body["cg_limit"] = limit
-        self.limits = limits
-        if limit != self.limit:
-            self._event(
-                t,
-                protocol.LimitChange(
-                    kind=protocol.EV_LIMIT_CHANGE,
-                    old=self.limit,
-                    new=limit,
-                    limit_from=limits.source,
-                    limit_kind=limits.kind,
-                ),
-            )
-            self.limit = limit
+        body["cg_limit"] = self.limit
+        if t - self._limits_t >= _LIMITS_EVERY_NS or self.final:
+            self._read_limits(body, t)
         sampled = imax.get(protocol.SERIES_CG_USAGE)
         if cg.peak_resettable:
             peak = cg.read_peak()
@@ -220,6 +209,29 @@ class DetailTier:
                 else {}
             )
         body.update(self._psi)
+
+    def _read_limits(self, body: dict[str, Any], t: int) -> None:
+        """The effective limit (what bites first: a container's own cgroup is often
+        "max" under a limited parent); ``limit_change`` when it moved. Once a second: a
+        limit is a setting, rarely changed, and on v2 it is two files per ancestor."""
+        assert self.cg is not None
+        self._limits_t = t
+        limits = self.cg.read_limits(after_stat=True)
+        limit = limits.bytes
+        body["cg_limit"] = limit
+        self.limits = limits
+        if limit != self.limit:
+            self._event(
+                t,
+                protocol.LimitChange(
+                    kind=protocol.EV_LIMIT_CHANGE,
+                    old=self.limit,
+                    new=limit,
+                    limit_from=limits.source,
+                    limit_kind=limits.kind,
+                ),
+            )
+            self.limit = limit
 
     def _memory_events(self, oom: dict[str, int], t: int) -> None:
         """A ``memory_events`` event when memory.events counters rose (v1: failcnt as
