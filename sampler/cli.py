@@ -136,10 +136,10 @@ def _share(text: str, what: str) -> float:
 )
 @click.option(
     "--batch-period",
-    default="100ms",
+    default="200ms",
     show_default=True,
-    help="How often the sample batch is published (at most 1s; never more often than --period). "
-    "Shorter: a livelier live view, more CPU.",
+    help="How often samples and details are published (at most 1s; never more often than --period); "
+    "events go out at once. Shorter: a livelier live view, more CPU.",
 )
 @click.option(
     "--publish", default=protocol.DEFAULT_PUBLISH, show_default=True, help="ZeroMQ PUB endpoint (tcp:// or ipc://)."

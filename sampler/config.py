@@ -68,10 +68,10 @@ class SamplerConfig:
     reset_hwm: bool = False
     realtime: bool = True  # SCHED_FIFO for the sampling thread when permitted
     quiet: bool = False
-    # `samples` batches (--batch-period): on the detail tier's grid, so that one ZeroMQ
-    # wake-up carries both (each burst of slow work costs ~0.1-0.2 ms of CPU, mostly
-    # cold caches and the I/O thread's wake-up: see bench/RESULTS.md).
-    batch_ns: int = 100_000_000
+    # What is published goes out every batch period (--batch-period), on the detail
+    # tier's grid: two detail intervals and their samples share one ZeroMQ wake-up (each
+    # costs ~0.1 ms of CPU on a VM, the I/O thread's included: see bench/RESULTS.md).
+    batch_ns: int = 200_000_000
     hello_ns: int = 1_000_000_000
     tree_ns: int = 200_000_000
     tail_ns: int = 300_000_000

@@ -184,6 +184,7 @@ class Sampler(SlackWork):
                 old_handlers[s] = signal.signal(s, self._on_signal)
             if self._child is not None:
                 old_handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_child)
+                self._sigchld = True
         ticker: Ticker | None = None
         try:
             if self.inlet is not None:

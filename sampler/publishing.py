@@ -31,7 +31,7 @@ class Publishing(SamplerState):
         if self.publisher is None:
             return
         msgs = self._take_samples()
-        if msgs:
+        if msgs or self.publisher.holding:
             self.publisher.publish_all(msgs)
 
     def _take_samples(self) -> list[tuple[str, Mapping[str, Any]]]:

@@ -24,14 +24,16 @@ def once(fn: Callable[[], None]) -> Task:
 
 class SlackWork(Targets):
     def _periodic(self, name: str, interval: int, t: int) -> bool:
-        """Due now? Then the next time is on the grid of its first one (a tick a few
-        µs early must not push the work a whole period later), never a catch-up burst."""
+        """Due now? Then the next time is the next point of its grid (a tick a few
+        µs late must not push the work a whole period later), never a catch-up burst."""
         due = self._due
         at = due.get(name)
         if at is None or t < at:
             return False
-        at += interval
-        due[name] = at if at > t else t + interval
+        # On the grid from the loop's origin, whatever the first time was: work that is
+        # due together (tree refresh, detail, hello) shares one burst, and its caches.
+        o = self.origin_t
+        due[name] = o + ((t - o) // interval + 1) * interval
         return True
 
     def _run_due(self, t: int) -> tuple[bool, bool]:
@@ -43,19 +45,21 @@ class SlackWork(Targets):
         detail = periodic("detail", self.detail_ns, t)
         if periodic("hello", c.hello_ns, t):
             self._tasks.append(once(lambda: self._hello(time.monotonic_ns())))
-        # Every tree_ns (200 ms) for every kind of target: our own cgroup's cgroup.procs
-        # was read every 100 ms as "cheap", but on a VM a read after the loop's sleeps
-        # costs ~95 µs (cold; v1 builds the pid list), ~0.5 ms of CPU a second; its
-        # cgroup, sampled every tick with its peak, holds a shorter-lived process.
+        # Every tree_ns (200 ms) for every kind of target, and then only when a process
+        # was created since (Membership.unchanged): our own cgroup's cgroup.procs costs
+        # ~95 µs after the loop's sleeps on a VM (v1 builds the pid list); its cgroup,
+        # sampled every tick with its peak, holds a shorter-lived process.
         if periodic("tree", c.tree_ns, t):
             m = self.membership
             if not m.scan_running:
-                if m.cheap and self.tree.cgroup_pids is not None:
-                    steps = m.quick_scan()
-                    if steps is not None:
-                        self._tasks.append(steps)
-                else:
-                    self._tasks.append(m.scan())
+                # A --match pattern can match a process that merely exec'd (no new pid).
+                if self.tree.pattern is not None or not m.unchanged(t):
+                    if m.cheap and self.tree.cgroup_pids is not None:
+                        steps = m.quick_scan()
+                        if steps is not None:
+                            self._tasks.append(steps)
+                    else:
+                        self._tasks.append(m.scan())
                 if self.auto.fd >= 0:
                     self._tasks.append(once(self._follow_auto_cgroup))
         if t >= due.get("end", 1 << 62):
@@ -94,7 +98,7 @@ class SlackWork(Targets):
             batch, detail = self._run_due(t)
             if batch or detail:
                 try:
-                    self._batch_work(t, detail)
+                    self._batch_work(t, detail, batch)
                 except Exception:
                     self._internal_error()  # reported once per place; sampling goes on
                 if mono() >= limit:
@@ -112,15 +116,22 @@ class SlackWork(Targets):
             if mono() >= limit:
                 break
 
-    def _batch_work(self, t: int, detail: bool = False) -> None:
-        self._reap_child(t)
+    def _batch_work(self, t: int, detail: bool = False, batch: bool = True) -> None:
+        """What is due at a detail or batch time. Messages go out every batch period:
+        a detail due in between (and its interval's samples) waits for it (held)."""
+        if not self._sigchld or t >= self._reap_due:
+            # With our SIGCHLD handler the exit is reaped after the tick it arrives at
+            # (_slack); this poll, once a second then, is only a backstop.
+            self._reap_due = t + 1_000_000_000
+            self._reap_child(t)
         if detail:
             try:
                 # now, not the tick's t: the interval ends after its last sample
-                self._detail(time.monotonic_ns())  # publishes the open batch with it
+                self._detail(time.monotonic_ns(), publish=batch)  # the open batch goes with it
             except Exception:
                 self._internal_error()
-        self._flush_samples()
+        if batch:
+            self._flush_samples()
         self._drain_inlet()
         for pid, exe, ev in self._build_probe.results():
             self._event(
@@ -159,7 +170,7 @@ class SlackWork(Targets):
             if late_ns > w[3]:
                 w[3] = late_ns
 
-    def _detail(self, t: int) -> None:
+    def _detail(self, t: int, publish: bool = True) -> None:
         """The ~100 ms tier (:class:`~spikewatch.sampler.detail.DetailTier`), one message per interval."""
         assert self.publisher is not None
         # The caller reaps a launched command first, so that an OOM kill seen here is
@@ -198,7 +209,10 @@ class SlackWork(Targets):
         # The header (and so the seq) is taken now, after the samples and events
         # published above: seq stays in order.
         msgs.append((protocol.DETAIL, {**protocol.header(self.publisher.next_seq(), t), **body}))
-        self.publisher.publish_all(msgs)
+        if publish:
+            self.publisher.publish_all(msgs)
+        else:
+            self.publisher.hold(msgs)
 
     def _take_pss(self, body: dict[str, Any], rss: int | None) -> None:
         """A PSS reading that arrived since the last detail goes into this one; the

@@ -67,6 +67,8 @@ class SamplerState:
         self.auto = AutoCgroup(self._log, self._log_fn)  # --cgroup auto
         self._child: Launched | None = None
         self._child_signalled = False  # SIGCHLD: reap the launched command after this tick
+        self._sigchld = False  # our SIGCHLD handler is installed: no need to poll for the exit
+        self._reap_due = 0
         self._child_handle: ProcHandle | None = None
         self._setup_done = False
         self._journal_size_at_open = 0

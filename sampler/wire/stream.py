@@ -232,6 +232,7 @@ class Publisher:
         self.listeners: list[Listener] = []
         self.listener_errors = 0
         self._pack = protocol.packer()  # publish() runs on the sampling thread only
+        self._held: list[tuple[str, Mapping[str, Any]]] = []
 
     def next_seq(self) -> int:
         s = self.seq
@@ -242,10 +243,22 @@ class Publisher:
         """Send ``body`` (which must already carry v/seq/t) on ``topic``."""
         self.publish_all(((topic, body),))
 
+    def hold(self, messages: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Keep messages (their seq already taken) to go out ahead of the next publish:
+        fewer, larger sends (each wakes ZeroMQ's I/O thread, ~0.1 ms of CPU on a VM)."""
+        self._held.extend(messages)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
     def publish_all(self, messages: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        """Send several messages back to back, in order, all packed before the first
-        goes out: ZeroMQ's I/O thread, woken by the first, finds the others queued
-        too (one wake-up, ~60 µs of CPU on a VM, instead of one a message)."""
+        """Send several messages (after any held ones) back to back, in order, all
+        packed before the first goes out: ZeroMQ's I/O thread, woken by the first,
+        finds the others queued too (one wake-up instead of one a message)."""
+        if self._held:
+            messages = [*self._held, *messages]
+            self._held = []
         packed = [self._pack(body) for _, body in messages]
         sock = self.sock
         for (topic, _), data in zip(messages, packed):
@@ -281,6 +294,8 @@ class Publisher:
                     )
 
     def close(self) -> None:
+        if self._held:
+            self.publish_all(())
         close_endpoint(self.sock, self.endpoint)
 
 
