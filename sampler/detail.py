@@ -151,7 +151,7 @@ class DetailTier:
         Raises :class:`~spikewatch.sampler.cgroup.CgroupGone` or OSError."""
         cg = self.cg
         assert cg is not None
-        stat = cg.read_stat(usage)
+        stat = cg.read_breakdown(usage)
         body.update(
             cg_usage=stat.get("usage"),
             cg_anon=stat.get("anon"),

@@ -15,6 +15,7 @@ docs/cgroups.md says what each kernel offers and what spikewatch does with it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +124,49 @@ def _parse_kv(data: bytes) -> dict[str, int]:
         except ValueError:
             continue
     return out
+
+
+def normalise_stat(raw: dict[str, int], version: int) -> dict[str, int]:
+    """memory.stat under the v2 names; v1 takes the ``total_*`` keys when there are
+    any (they include descendants, use_hierarchy=1; the plain keys do not)."""
+    if version != 1:
+        return dict(raw)
+    hier = any(k.startswith("total_") for k in raw)
+    out = {}
+    for v1name, name in _V1_STAT_NAMES.items():
+        value = raw.get("total_" + v1name if hier else v1name)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+# The detail tier wants four keys of memory.stat's 40-80: one regex pass in C finds
+# them (~5 µs) where the whole dict took ~35 µs of Python, ten times a second.
+_BREAKDOWN = {
+    1: re.compile(
+        rb"^(total_rss|total_cache|total_inactive_file|rss|cache|inactive_file|hierarchical_memory_limit) (\d+)$",
+        re.MULTILINE,
+    ),
+    2: re.compile(rb"^(anon|file|inactive_file) (\d+)$", re.MULTILINE),
+}
+_BREAKDOWN_V1_NAMES = {b"rss": "anon", b"cache": "file", b"inactive_file": "inactive_file"}
+
+
+def parse_breakdown(data: bytes, version: int) -> tuple[dict[str, int], int | None]:
+    """From a memory.stat read: ``anon``, ``file`` and ``inactive_file`` under their v2
+    names (v1: the ``total_*`` keys when hierarchical, as :meth:`read_stat` takes them),
+    and v1's ``hierarchical_memory_limit`` (None on v2 or when absent)."""
+    found = dict(_BREAKDOWN[version].findall(data))
+    if version == 2:
+        return {k.decode(): int(v) for k, v in found.items()}, None
+    hier = b"total_rss" in found or b"total_cache" in found or b"total_inactive_file" in found
+    out = {}
+    for v1name, name in _BREAKDOWN_V1_NAMES.items():
+        value = found.get(b"total_" + v1name if hier else v1name)
+        if value is not None:
+            out[name] = int(value)
+    limit = found.get(b"hierarchical_memory_limit")
+    return out, None if limit is None else int(limit)
 
 
 def _root_usage(stat: dict[str, int]) -> int:

@@ -15,7 +15,6 @@ from pathlib import Path
 from .discovery import _cgroup2_mounts, _join, _no_memory_here
 from .files import (
     _FILES,
-    _V1_STAT_NAMES,
     _V1_UNLIMITED,
     CgroupError,
     CgroupGone,
@@ -24,6 +23,8 @@ from .files import (
     _parse_kv,
     _parse_psi,
     _root_usage,
+    normalise_stat,
+    parse_breakdown,
 )
 
 
@@ -171,16 +172,22 @@ class MemoryCgroup:
             usage = _root_usage(raw)
         elif usage is None:
             usage = self.read_usage()
+        out = normalise_stat(raw, self.version)
+        out["usage"] = usage
+        out["working_set"] = max(0, usage - out.get("inactive_file", 0))
+        return out
+
+    def read_breakdown(self, usage: int | None = None) -> dict[str, int]:
+        """The part of :meth:`read_stat` the detail tier publishes, the same values:
+        ``anon``, ``file``, ``inactive_file``, ``usage`` and ``working_set``."""
+        if self.v2_root:
+            return self.read_stat(usage)  # its usage is summed from the whole file
+        out, hier_limit = parse_breakdown(self._read("stat") or b"", self.version)
         if self.version == 1:
-            # total_* include descendants (use_hierarchy=1); plain keys do not.
-            hier = any(k.startswith("total_") for k in raw)
-            out = {}
-            for v1name, name in _V1_STAT_NAMES.items():
-                value = raw.get("total_" + v1name if hier else v1name)
-                if value is not None:
-                    out[name] = value
-        else:
-            out = dict(raw)
+            # what read_limits(after_stat=True) takes from this same read
+            self._stat_raw = {} if hier_limit is None else {"hierarchical_memory_limit": hier_limit}
+        if usage is None:
+            usage = self.read_usage()
         out["usage"] = usage
         out["working_set"] = max(0, usage - out.get("inactive_file", 0))
         return out

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from spikewatch.sampler import procfs
@@ -191,3 +192,51 @@ def test_cgroup_key_value_files_parse_fast_and_careful() -> None:
     assert _parse_kv(b"anon 4096\nnote hello\nfile 8\n") == {"anon": 4096, "file": 8}
     assert _parse_kv(b"anon 4096\nlonely\n") == {"anon": 4096}
     assert _parse_kv(b"") == {}
+
+
+_V2_STAT = b"""anon 104857600
+file 52428800
+kernel 3145728
+kernel_stack 131072
+shmem 0
+file_mapped 8192
+inactive_anon 104857600
+active_anon 0
+inactive_file 41943040
+active_file 10485760
+unevictable 0
+pgfault 12345
+"""
+
+
+def _host_v1_stat() -> bytes | None:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            f = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.stat"
+            return f.read_bytes() if f.exists() else None
+    return None
+
+
+@pytest.mark.parametrize("source", ["v1 host", "v1 flat", "v2"])
+def test_the_detail_tiers_breakdown_is_read_stats(source: str) -> None:
+    """parse_breakdown (one regex pass, the detail tier's) gives what read_stat's whole
+    parse gives for the keys it takes: the real memory.stat of this test's v1 cgroup
+    (total_* keys), one without total_* keys, and a v2 one."""
+    from spikewatch.sampler.cgroups.files import _parse_kv, normalise_stat, parse_breakdown
+
+    if source == "v1 host":
+        data = _host_v1_stat()
+        if data is None:
+            pytest.skip("no v1 memory cgroup here")
+        version = 1
+    elif source == "v1 flat":
+        data, version = b"cache 8192\nrss 4096\ninactive_file 4096\nhierarchical_memory_limit 1048576\n", 1
+    else:
+        data, version = _V2_STAT, 2
+    lean, limit = parse_breakdown(data, version)
+    full = normalise_stat(_parse_kv(data), version)
+    assert lean == {k: full[k] for k in ("anon", "file", "inactive_file") if k in full}
+    assert set(lean) == {"anon", "file", "inactive_file"}
+    raw = _parse_kv(data)
+    assert limit == (raw.get("hierarchical_memory_limit") if version == 1 else None)
