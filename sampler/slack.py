@@ -130,8 +130,10 @@ class SlackWork(Targets):
                 self._detail(time.monotonic_ns(), publish=batch)  # the open batch goes with it
             except Exception:
                 self._internal_error()
-        if batch:
-            self._flush_samples()
+        if not batch:
+            return  # the rest waits for the batch period (each call here costs, cold)
+        if not detail:
+            self._flush_samples()  # else the detail published the batch, and what was held
         self._drain_inlet()
         for pid, exe, ev in self._build_probe.results():
             self._event(
