@@ -69,7 +69,8 @@ class Publishing(SamplerState):
             "hwm_spikes": self.detail.hwm_spikes,
         }
 
-    def _hello(self, t: int, final: bool = False) -> None:
+    def _hello(self, t: int, final: bool = False, hold: bool = False) -> None:
+        """``hold``: it goes out with the next publish (the batch due at the same tick)."""
         assert self.publisher is not None
         roots = sorted(self.tree.roots)
         tree = sorted(self.tree.procs)
@@ -110,7 +111,10 @@ class Publishing(SamplerState):
             final=final,
             counters=self.counters(),
         )
-        self._publish(protocol.HELLO, body)
+        if hold:
+            self.publisher.hold(((protocol.HELLO, body),))
+        else:
+            self._publish(protocol.HELLO, body)
 
     def _heap_hello(self) -> protocol.HeapMetricInfo | None:
         h = self._heap

@@ -44,7 +44,13 @@ class SlackWork(Targets):
         batch = periodic("batch", self.batch_ns, t)
         detail = periodic("detail", self.detail_ns, t)
         if periodic("hello", c.hello_ns, t):
-            self._tasks.append(once(lambda: self._hello(time.monotonic_ns())))
+            if batch:
+                try:
+                    self._hello(t, hold=True)  # out with this batch: one ZeroMQ wake-up, not two
+                except Exception:
+                    self._internal_error()
+            else:
+                self._tasks.append(once(lambda: self._hello(time.monotonic_ns())))
         # Every tree_ns (200 ms) for every kind of target, and then only when a process
         # was created since (Membership.unchanged): our own cgroup's cgroup.procs costs
         # ~95 µs after the loop's sleeps on a VM (v1 builds the pid list); its cgroup,
