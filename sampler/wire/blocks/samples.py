@@ -28,14 +28,20 @@ def clean_batch(body: Mapping[str, Any]) -> bool:
     # every value an int (not a bool), then within int64: the journal thread checks
     # ~3000 values a second, so one C pass for each (struct packs an int64 or refuses it)
     int64 = f"<{n}q"
+    packed = b""
     for col in (dt, *series.values()):
         if operator.countOf(map(type, col), int) != n:
             return False
         try:
-            struct.pack(int64, *col)
+            raw = struct.pack(int64, *col)
         except struct.error:
             return False
-    return _is_int(t + dt[-1]) and _is_int(t + min(dt))
+        packed = packed or raw
+    if not _is_int(t + dt[-1]):
+        return False
+    # the earliest sample's time within int64 too: when no offset is negative (their
+    # int64s' top bytes below 0x80) it lies between t and the last one's, both within
+    return packed[7::8].isascii() or _is_int(t + min(dt))
 
 
 def no_pause() -> None:
@@ -132,8 +138,18 @@ def encode_samples(
     ref_first = 0
     for i, (name, vals) in enumerate(cols.items()):
         pause()
-        d = list(map(operator.sub, vals[1:], vals))
         first = vals[0]
+        if vals.count(first) == len(vals):
+            # an idle target's memory: the same all block, told by one C pass. Its deltas
+            # are all 0, and no series is cheaper relative to it (nor it to another), so
+            # it is left out as a reference
+            zeros = [0] * (len(vals) - 1)
+            if ext >= 2 and zeros:
+                series_enc.append([name, first, 1, pack_ints([]), -1, pack_ints([])])
+            else:
+                series_enc.append([name, first, 1, pack_ints(zeros)])
+            continue
+        d = list(map(operator.sub, vals[1:], vals))
         rel = False
         moves = list(filter(None, d))  # the ticks it moved on (a gcd over them is the gcd over all)
         if ref_d is not None:
