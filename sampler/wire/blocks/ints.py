@@ -10,7 +10,6 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from itertools import compress, count
 from typing import Any, TypeGuard
 
 _LITTLE = sys.byteorder == "little"
@@ -23,6 +22,7 @@ _WIDTHS = {
     8: ("q", -(1 << 63), (1 << 63) - 1),
 }
 _SIGN = bytes(0 if b < 128 else 255 for b in range(256))  # a byte's int16 high byte
+_NONZERO = bytes(0 if b == 0 else 1 for b in range(256))
 
 
 def pack_ints(xs: list[int]) -> list[Any]:
@@ -56,17 +56,24 @@ def _pack_short(xs: list[int], raw: bytes) -> list[Any]:
     out = n - wide.count(0)
     minus = xs.count(-128) if lo.find(b"\x80") >= 0 else 0  # a byte's value, yet the escape
     if (out + minus) * 20 <= n:  # a byte wide, with the escaped listed
-        at = list(compress(count(), wide))  # where the wide values are, at C speed
+        # the bytes are the int16 packing's low bytes (a value within a byte is its own
+        # low byte, -128 is 0x80) with the wide ones made the escape, found by a search
+        # each: a twentieth of the values at most, cheaper than numbering them all
+        main = bytearray(lo)
+        at = []
+        flags = wide.translate(_NONZERO)
+        i = -1
+        for _ in range(out):
+            i = flags.find(1, i + 1)
+            main[i] = 0x80
+            at.append(i)
         if minus:
             i = -1
             for _ in range(minus):
                 i = xs.index(-128, i + 1)
                 at.append(i)
             at.sort()
-        main = list(xs)
-        for i in at:
-            main[i] = -128
-        return [1, struct.pack(f"<{n}b", *main), [xs[i] for i in at]]
+        return [1, bytes(main), [xs[i] for i in at]]
     # -32768, the escape of two bytes, is the only value packed as 00 80 (hi holds the 80s)
     low = xs.count(-(1 << 15)) if hi.find(b"\x80") >= 0 else 0
     if low * 20 <= n:  # escaped as itself: the same bytes
