@@ -127,8 +127,10 @@ def encode_samples(
     e_delta = False
     if ext and len(e) > 1:
         # judged on the first 512 ticks: the block's own sample of the host's state
-        if _entropy([e[0], *map(operator.sub, e[1:512], e)]) < _entropy(e[:512]):
-            e, e_delta = [e[0], *map(operator.sub, e[1:], e)], True
+        de = [e[0], *map(operator.sub, e[1:512], e)]
+        if _entropy(de) < _entropy(e[:512]):
+            de.extend(map(operator.sub, e[512:], e[511:]))  # the rest of the deltas
+            e, e_delta = de, True
     e_packed = pack_ints(e)
     pause()
     if dk is None:
