@@ -100,24 +100,31 @@ def encode_samples(
             else:
                 have.extend(col)
     pause()
-    # the tick grid: u = k*p + e, p the median of the forward steps (1 without any)
-    du = sorted(map(operator.sub, u[1:], u))
-    back = bisect_right(du, 0)  # the steps that do not move forward come first
-    p = du[back + (len(du) - back) // 2] if back < len(du) else 1
+    # the tick grid: u = k*p + e, p the median of the forward steps (1 without any).
+    # Taken from v, u less a grid of its mean step: v and its steps are small numbers
+    # (Python keeps those made, none to allocate and free), u's steps are those plus step
+    n = len(u)
+    step = (u[-1] - u[0] + (n - 1) // 2) // (n - 1) if n > 1 else 0  # rounded: p itself, most blocks
+    v = list(map(operator.sub, u, range(0, n * step, step))) if step > 0 else u
+    if step <= 0:
+        step = 0
+    dv = sorted(map(operator.sub, v[1:], v))
+    back = bisect_right(dv, -step)  # the steps that do not move forward come first
+    p = dv[back + (len(dv) - back) // 2] + step if back < len(dv) else 1
     pause()
     h = p // 2
     # k = (u + h) // p, e = u - k * p. Without a missed tick in the block k is i + j
     # throughout (j from the first sample, 0 but for a late block start): then e is u
     # less its grid i * p less j * p, told by one C pass and a min and a max, and every
     # step of k is 1 (no divisions, no k); else each sample as the format says
-    n = len(u)
-    w = list(map(operator.sub, u, range(0, n * p, p)))
+    w = v if p == step else list(map(operator.sub, u, range(0, n * p, p)))
     j = (w[0] + h) // p
     lo = j * p - h
     dk: list[int] | None = None
     if lo <= min(w) and max(w) < lo + p:
         e = w if j == 0 else [x - j * p for x in w]
         dk = [1] * (n - 1)
+        dk_packed = [1, b"\x01" * (n - 1), []]  # pack_ints(dk): a byte each, none escaped
     else:
         k = [(x + h) // p for x in u]
         e = [x - kk * p for x, kk in zip(u, k)]
@@ -135,6 +142,7 @@ def encode_samples(
     pause()
     if dk is None:
         dk = list(map(operator.sub, k[1:], k))
+        dk_packed = pack_ints(dk)
     series_enc = []
     ref_d: list[int] | None = None  # version 4: the first series' deltas, when every batch has every series
     ref_first = 0
@@ -192,7 +200,7 @@ def encode_samples(
         pack_ints(sizes),
         [list(s) for s in shapes],
         pack_ints(sids),
-        pack_ints(dk),
+        dk_packed,
         e_packed,
         series_enc,
         pack_ints(ht),
