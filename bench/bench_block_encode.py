@@ -1,13 +1,15 @@
 """CPU of the journal's block encoding (issue 18): ``encode_block`` and BlockWriter's
 write + flush, per block (one second of 1 kHz samples), on the blocks of real journals.
 
-    .venv/bin/python bench/bench_block_encode.py JOURNAL... [--compare OTHER_CHECKOUT]
+    .venv/bin/python bench/bench_block_encode.py JOURNAL... [--compare OTHER_CHECKOUT] [--pause sleep]
 
 Each journal's blocks are taken as written (frame by frame), their times given back
 sub-quantum nanoseconds (a journal keeps them to 2 µs; the sampler hands the encoder
 raw ones). Thread CPU time, ``--repeats`` passes over every block, best and median
 µs a block. ``--compare`` loads the other checkout's ``sampler/wire/blocks`` beside
 this one's, checks both write the same bytes, and times them alternately.
+``--pause sleep`` hands the encoder the journal thread's pause (``time.sleep(0)``, which
+lets the GIL go: ~20 µs of CPU each) instead of none.
 """
 
 from __future__ import annotations
@@ -46,22 +48,34 @@ def journal_blocks(path: str, blocks: ModuleType, seed: int = 1) -> list[list[tu
     return list(jittered_blocks(path, blocks, random.Random(seed)))
 
 
-def time_encode(blocks: ModuleType, recs: list[list[tuple[str, dict[str, Any]]]], version: int) -> float:
+def let_go() -> None:
+    """The sampler's journal thread's pause (spikewatch.sampler.wire.stream._let_go)."""
+    time.sleep(0)
+
+
+def time_encode(
+    blocks: ModuleType, recs: list[list[tuple[str, dict[str, Any]]]], version: int, pause: Any = None
+) -> float:
     """Thread CPU µs a block, one pass."""
     enc = blocks.encode_block
+    pause = pause or blocks.samples.no_pause
     sides: list[bytes] = []
     t0 = time.thread_time_ns()
     for r in recs:
         sides.clear()
-        enc(r, 2000, blocks.samples.no_pause, version, sides if version >= 4 else None)
+        enc(r, 2000, pause, version, sides if version >= 4 else None)
     return (time.thread_time_ns() - t0) / 1e3 / len(recs)
 
 
-def time_writer(blocks: ModuleType, recs: list[list[tuple[str, dict[str, Any]]]], version: int) -> float:
+def time_writer(
+    blocks: ModuleType, recs: list[list[tuple[str, dict[str, Any]]]], version: int, pause: Any = None
+) -> float:
     """Thread CPU µs a block of BlockWriter.write for every record, then seal + flush
     (compression and the write(2) included), as the journal thread does."""
     with tempfile.TemporaryDirectory() as d:
         w = blocks.BlockWriter(os.path.join(d, "j"), version=version, block_ns=1 << 62)
+        if pause is not None:
+            w.pause = pause
         t0 = time.thread_time_ns()
         for r in recs:
             for topic, body in r:
@@ -79,11 +93,13 @@ def main() -> None:
     ap.add_argument("--compare", type=Path, help="another checkout: its encoder timed beside this one's")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--version", type=int, default=4, choices=(2, 3, 4))
+    ap.add_argument("--pause", choices=("none", "sleep"), default="none", help="sleep: time.sleep(0), as the sampler")
     a = ap.parse_args()
     impls = {"this": load_blocks(HERE, "_blocks_this")}
     if a.compare:
         impls["compare"] = load_blocks(a.compare.resolve(), "_blocks_compare")
-    print(f"# version {a.version}; {a.repeats} passes; thread CPU µs a block (best / median)")
+    pause = let_go if a.pause == "sleep" else None
+    print(f"# version {a.version}; {a.repeats} passes; pause {a.pause}; thread CPU µs a block (best / median)")
     print(
         f"{'journal':>20} {'blocks':>6} {'impl':>8} {'encode best':>11} {'median':>8} {'writer best':>11} {'median':>8}"
     )
@@ -98,8 +114,8 @@ def main() -> None:
         wr: dict[str, list[float]] = {k: [] for k in impls}
         for _ in range(a.repeats):  # alternating, so the host's drift touches both alike
             for name, mod in impls.items():
-                enc[name].append(time_encode(mod, recs, a.version))
-                wr[name].append(time_writer(mod, recs, a.version))
+                enc[name].append(time_encode(mod, recs, a.version, pause))
+                wr[name].append(time_writer(mod, recs, a.version, pause))
         for name in impls:
             print(
                 f"{Path(path).name[-20:]:>20} {len(recs):>6} {name:>8} {min(enc[name]):>11.0f}"
