@@ -157,7 +157,17 @@ def test_groups_encode_the_same(bodies):
         assert _outcome(columns.encode_group, bodies, ext) == _outcome(ref.encode_group, bodies, ext)
 
 
-@pytest.mark.parametrize("col", [[True, 1], [1, 2.0], [1 << 63, 0], [I64[0], I64[1]], [5], [], [3, 3, 3]])
+class _Int(int):
+    pass
+
+
+# and around clean_batch's reading of marshal's bytes: ints at the edges of int32, a bool
+# or an int subclass beside them, a long value where a short one would be
+ODD = [[True, 1], [1, 2.0], [1 << 63, 0], [I64[0], I64[1]], [5], [], [3, 3, 3], [0, True], [_Int(3), 4]]
+ODD += [[-(1 << 31), (1 << 31) - 1], [1 << 31, 0], [0, -(1 << 31) - 1], [True, 1 << 40, 7], [False] * 5 + [1 << 80]]
+
+
+@pytest.mark.parametrize("col", ODD)
 def test_odd_columns_the_same(col):
     assert columns.all_int64(col) == ref.all_int64(col)
     for ext in (0, 1, 2):

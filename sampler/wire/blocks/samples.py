@@ -3,6 +3,7 @@ deltas over their common step (see the package docstring)."""
 
 from __future__ import annotations
 
+import marshal
 import math
 import operator
 import struct
@@ -25,23 +26,49 @@ def clean_batch(body: Mapping[str, Any]) -> bool:
     for name, col in series.items():
         if type(name) is not str or type(col) is not list or len(col) != n:
             return False
-    # every value an int (not a bool), then within int64: the journal thread checks
-    # ~3000 values a second, so one C pass for each (struct packs an int64 or refuses it)
+    # every value an int (not a bool), within int64: the journal thread checks ~3000
+    # values a second, so at C speed
     int64 = f"<{n}q"
-    packed = b""
+    signs = b""
     for col in (dt, *series.values()):
-        if operator.countOf(map(type, col), int) != n:
+        top = _top_bytes(col, n, int64)
+        if top is None:
             return False
-        try:
-            raw = struct.pack(int64, *col)
-        except struct.error:
-            return False
-        packed = packed or raw
+        signs = signs or top
     if not _is_int(t + dt[-1]):
         return False
-    # the earliest sample's time within int64 too: when no offset is negative (their
-    # int64s' top bytes below 0x80) it lies between t and the last one's, both within
-    return packed[7::8].isascii() or _is_int(t + min(dt))
+    # the earliest sample's time within int64 too: when no offset is negative (no top
+    # byte of theirs 0x80 or above) it lies between t and the last one's, both within
+    return signs.isascii() or _is_int(t + min(dt))
+
+
+_I32 = 1 << 31
+
+
+def _top_bytes(col: list[Any], n: int, int64: str) -> bytes | None:
+    """The most significant byte of each value of ``col`` (``n`` of them), little-endian
+    two's complement, when every one is an int (not a bool, nor a subclass) within
+    int64; else None."""
+    last = col[-1]
+    if type(last) is int and -_I32 <= last < _I32:
+        # most columns (times within a batch, memory below 2 GiB): marshal's version 2
+        # writes a list as 5 bytes, then an int within int32 as b"i" and 4 bytes, and
+        # anything else otherwise (a bool as one byte, a larger int longer); read from
+        # the start, n times b"i" five bytes apart are n such ints. Half the CPU of a
+        # type pass and an int64 packing.
+        try:
+            raw = marshal.dumps(col, 2)
+        except Exception:  # a value marshal cannot write: judged below
+            raw = b""
+        if len(raw) == 5 + 5 * n and raw[5::5] == b"i" * n:
+            return raw[9::5]
+    if operator.countOf(map(type, col), int) != n:
+        return None
+    try:
+        packed = struct.pack(int64, *col)  # refuses a value beyond int64
+    except struct.error:
+        return None
+    return packed[7::8]
 
 
 def no_pause() -> None:
