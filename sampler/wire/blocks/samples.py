@@ -135,9 +135,12 @@ def encode_samples(
     v = list(map(operator.sub, u, range(0, n * step, step))) if step > 0 else u
     if step <= 0:
         step = 0
-    dv = sorted(map(operator.sub, v[1:], v))
-    back = bisect_right(dv, -step)  # the steps that do not move forward come first
-    p = dv[back + (len(dv) - back) // 2] + step if back < len(dv) else 1
+    dv = list(map(operator.sub, v[1:], v))
+    p = _byte_median(dv, step)
+    if p is None:
+        dv.sort()
+        back = bisect_right(dv, -step)  # the steps that do not move forward come first
+        p = dv[back + (len(dv) - back) // 2] + step if back < len(dv) else 1
     pause()
     h = p // 2
     # k = (u + h) // p, e = u - k * p. Without a missed tick in the block k is i + j
@@ -235,6 +238,33 @@ def encode_samples(
     if ext:
         enc.append(1 if e_delta else 0)
     return enc, heads
+
+
+_UNSIGNED = bytes((b + 128) & 255 for b in range(256))  # an int8's byte to its rank
+_UPTO = [bytes(range(r + 1)) for r in range(256)]  # the ranks up to r
+
+
+def _byte_median(dv: list[int], step: int) -> int | None:
+    """p from the steps of v, without sorting them, when each fits a byte and every one is
+    forward (``step`` beyond 128: none of them at or below -step): the median is the
+    least rank that more than half of them are at or below, found by halving the 256
+    ranks, each count the bytes a translate leaves (C, ~1 µs). None: sort them."""
+    m = len(dv)
+    if step <= 128 or not m:
+        return None
+    try:
+        ranks = struct.pack(f"<{m}b", *dv).translate(_UNSIGNED)
+    except struct.error:
+        return None
+    half = m // 2
+    lo, hi = 0, 255
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if m - len(ranks.translate(None, _UPTO[mid])) > half:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo - 128 + step
 
 
 def _places(d: list[int], moves: list[int]) -> list[int]:
