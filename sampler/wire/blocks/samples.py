@@ -179,7 +179,7 @@ def encode_samples(
     for i, (name, vals) in enumerate(cols.items()):
         pause()
         first = vals[0]
-        if vals.count(first) == len(vals):
+        if vals[-1] == first and vals.count(first) == len(vals):
             # an idle target's memory: the same all block, told by one C pass. Its deltas
             # are all 0, and no series is cheaper relative to it (nor it to another), so
             # it is left out as a reference
