@@ -176,6 +176,7 @@ def encode_samples(
     series_enc = []
     ref_d: list[int] | None = None  # version 4: the first series' deltas, when every batch has every series
     ref_first = 0
+    ref_at: list[int] | None = None
     for i, (name, vals) in enumerate(cols.items()):
         pause()
         first = vals[0]
@@ -192,26 +193,40 @@ def encode_samples(
         d = list(map(operator.sub, vals[1:], vals))
         rel = False
         moves = list(filter(None, d))  # the ticks it moved on (a gcd over them is the gcd over all)
+        # where the moves are, when found by a search each (a few of them: stored sparse)
+        at = _places(d, moves) if ext >= 2 and len(moves) * 8 < len(d) else None
         if ref_d is not None:
             # the cgroup's usage moves with the process's rss on most ticks it moves at all:
             # its difference from rss is zero more often (judged on the zeros, at C speed)
-            r = list(map(operator.sub, d, ref_d))
             f = first - ref_first
-            r_moves = list(filter(None, r))
+            if at is not None and ref_at is not None:
+                # both move on few ticks: the difference moves only where one of them does
+                both = sorted({*at, *ref_at})
+                r_d = [d[x] - ref_d[x] for x in both]
+                r_moves = list(filter(None, r_d))
+                r_at: list[int] | None = list(compress(both, r_d))
+                r: list[int] | None = None  # not made: moving less still, it is stored sparse
+            else:
+                r = list(map(operator.sub, d, ref_d))
+                r_moves = list(filter(None, r))
+                r_at = None
             if (
                 len(r_moves) < len(moves)
                 and _INT64[0] <= min(r_moves, default=f)
                 and max(r_moves, default=f) <= _INT64[1]
             ):
                 if _INT64[0] <= f <= _INT64[1]:
-                    d, first, rel, moves = r, f, True, r_moves
+                    first, rel, moves, at = f, True, r_moves, r_at
+                    if r is not None:  # else d, its own, is read below for its length only
+                        d = r
         elif ext >= 2 and i == 0 and len(shapes) == 1 and len(cols) > 1:
-            ref_d, ref_first = d, first
+            ref_d, ref_first, ref_at = d, first, at
         g = math.gcd(*moves) or 1
         if ext >= 2 and len(moves) * 10 < len(d) * 3:
             # memory moves on a minority of ticks: the moves and the gaps between them
             # (as LZ runs, each stretch of zeros costs about as much as a move)
-            at = _places(d, moves) if len(moves) * 8 < len(d) else list(compress(count(), d))
+            if at is None:
+                at = _places(d, moves) if len(moves) * 8 < len(d) else list(compress(count(), d))
             if g > 1:
                 moves = [x // g for x in moves]
             entry = [name, first, g, pack_ints(moves), 0 if rel else -1, pack_ints(_gaps(at))]
