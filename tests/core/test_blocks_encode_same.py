@@ -165,6 +165,9 @@ class _Int(int):
 # or an int subclass beside them, a long value where a short one would be
 ODD = [[True, 1], [1, 2.0], [1 << 63, 0], [I64[0], I64[1]], [5], [], [3, 3, 3], [0, True], [_Int(3), 4]]
 ODD += [[-(1 << 31), (1 << 31) - 1], [1 << 31, 0], [0, -(1 << 31) - 1], [True, 1 << 40, 7], [False] * 5 + [1 << 80]]
+# and a float column the same throughout (judged as one value): zeros of either sign, NaN, wide
+NAN = float("nan")
+ODD += [[0.0] * 5, [0.0, -0.0, 0.0], [-0.0] * 3, [NAN] * 3, [0.1] * 4, [9.99e14] * 3, [1e300] * 3, [2.5] * 2]
 
 
 @pytest.mark.parametrize("col", ODD)

@@ -304,6 +304,15 @@ def _decimal_column(vals: list[float]) -> list[Any] | None:
     """Floats that are short decimals (a mean rounded to 3 places): ``[6, places,
     first, packed deltas]`` of the integers ``m`` with ``m / 10**places`` the very
     float (the decoder divides the same way, so this is exact)."""
+    n = len(vals)
+    x0 = vals[0]
+    if n > 2 and vals.count(x0) == n and (x0 != 0 or all(math.copysign(1.0, x) > 0 for x in vals)):
+        # the same float throughout (a pressure average of 0.0): equal and not zeros of two
+        # signs, they are one value, judged as a pair of it; its deltas all 0
+        col = _decimal_column([x0, x0])
+        if col is not None:
+            col[3] = pack_ints([0] * (n - 1))
+        return col
     if not all(math.isfinite(x) and abs(x) < 1e15 for x in vals):
         return None
     for places in range(7):
