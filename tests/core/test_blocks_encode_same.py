@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from spikewatch.sampler.wire import blocks
-from spikewatch.sampler.wire.blocks import columns, ints, samples
+from spikewatch.sampler.wire.blocks import codec, columns, ints, samples
 
 from tests.core import blocks_reference as ref
 from tests.core.journal_blocks import jittered_blocks
@@ -178,3 +178,16 @@ def test_odd_columns_the_same(col):
         assert _outcome(columns.encode_group, bodies, ext) == _outcome(ref.encode_group, bodies, ext)
     body = {"t": 0, "dt": list(range(len(col))), "series": {"rss": col}}
     assert samples.clean_batch(body) == ref.clean_batch(body)
+
+
+def test_pauses_come_after_enough_work(monkeypatch):
+    """The journal thread's pause (time.sleep(0), ~20 µs of CPU) only once PAUSE_NS of
+    work has passed since the last: none when that is never, one a step when it is 0."""
+    recs = next(_real_blocks())
+    calls = []
+    monkeypatch.setattr(codec, "PAUSE_NS", 1 << 62)
+    blocks.encode_block(recs, pause=lambda: calls.append(1))
+    assert calls == []
+    monkeypatch.setattr(codec, "PAUSE_NS", 0)
+    blocks.encode_block(recs, pause=lambda: calls.append(1))
+    assert len(calls) >= 6  # the batches, the grid, the deviations, each series, each group
