@@ -131,10 +131,8 @@ def encode_samples(
     # Taken from v, u less a grid of its mean step: v and its steps are small numbers
     # (Python keeps those made, none to allocate and free), u's steps are those plus step
     n = len(u)
-    step = (u[-1] - u[0] + (n - 1) // 2) // (n - 1) if n > 1 else 0  # rounded: p itself, most blocks
-    v = list(map(operator.sub, u, range(0, n * step, step))) if step > 0 else u
-    if step <= 0:
-        step = 0
+    step = max(0, (u[-1] - u[0] + (n - 1) // 2) // (n - 1)) if n > 1 else 0  # rounded: p, most blocks
+    v = list(map(operator.sub, u, range(0, n * step, step))) if step else u
     dv = list(map(operator.sub, v[1:], v))
     p = _byte_median(dv, step)
     if p is None:
@@ -144,9 +142,9 @@ def encode_samples(
     pause()
     h = p // 2
     # k = (u + h) // p, e = u - k * p. Without a missed tick in the block k is i + j
-    # throughout (j from the first sample, 0 but for a late block start): then e is u
-    # less its grid i * p less j * p, told by one C pass and a min and a max, and every
-    # step of k is 1 (no divisions, no k); else each sample as the format says
+    # throughout (j from the first sample, 0 but for a late block start): then e is w, u
+    # less its grid i * p (v when p is the mean step), less j * p, told by a min and a
+    # max, and every step of k is 1 (no divisions, no k); else each sample as the format says
     w = v if p == step else list(map(operator.sub, u, range(0, n * p, p)))
     j = (w[0] + h) // p
     lo = j * p - h
