@@ -13,7 +13,8 @@ The hot loop (:func:`~spikewatch.sampler.hotloop.sample_loop`) reads only kept-o
 is queued as small steps (generators) that run after a tick while time is left
 before the next deadline; at least one step runs per tick so nothing starves.
 Two helper threads do what must not wait for a tick: the journal writer (a
-write can block) and the inlet reader (markers are stamped on arrival).
+write can block; it encodes between ticks, :func:`~spikewatch.sampler.ticker.between_ticks`)
+and the inlet reader (markers are stamped on arrival).
 
 The parts it composes, one job each: :mod:`~spikewatch.sampler.config` (what was asked),
 :mod:`~spikewatch.sampler.launch` (the command held before exec), :mod:`~spikewatch.sampler.batch`
@@ -54,7 +55,7 @@ from .lifecycle import ProcessEvents
 from .membership import Membership
 from .procfs import ProcfsError
 from .slack import SlackWork, once
-from .ticker import Ticker, reset_scheduling, set_timer_slack, try_realtime
+from .ticker import Ticker, between_ticks, reset_scheduling, set_timer_slack, try_realtime
 from .wire.stream import EndpointError, Inlet, Journal, Publisher
 
 __all__ = ["MIN_PERIOD_NS", "Sampler", "SamplerConfig", "SamplerError", "Target", "default_journal_path"]
@@ -214,6 +215,11 @@ class Sampler(SlackWork):
                 self.sched = "fifo" if try_realtime() else "other"
             ticker = Ticker(self.period_ns)
             self.origin_t = ticker.start()
+            if self.journal is not None:
+                pause = between_ticks(self.origin_t, self.period_ns)
+                if pause is not None:
+                    self.journal.pause = pause
+                    self.journal.defer_wake = True  # kicked after each burst (SlackWork._batch_work)
             c = self.config
             o = self.origin_t
             self._due = {

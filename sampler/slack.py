@@ -155,7 +155,14 @@ class SlackWork(Targets):
             self._ov_last_pub = t
             self._event(w[0], protocol.Overrun(kind=protocol.EV_OVERRUN, missed=w[2], late_ns=w[3], count=w[1]))
         j = self.journal
-        if j is not None and j.errors and not self._journal_error_sent:
+        if j is None:
+            return
+        if j.wake_due:
+            # A block made whole by this burst is encoded from the next tick on, between
+            # ticks (Journal.defer_wake): woken now, its thread would contend for the GIL
+            # with the rest of the burst at every system call.
+            self._tasks.append(once(j.kick))
+        if j.errors and not self._journal_error_sent:
             self._journal_error_sent = True
             self._log_fn(f"spikewatch: cannot write the journal {j.path}: {j.last_error}; sampling goes on")
             self._event(

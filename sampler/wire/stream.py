@@ -95,6 +95,14 @@ class Journal:
         keep_s: float | None = None,
     ) -> None:
         self.base = Path(path)
+        # How this thread lets the GIL go between steps of its long work (encoding a block
+        # is ~1 ms of Python): by default at every step; the sampler sets one that knows
+        # its tick grid (:func:`~spikewatch.sampler.ticker.between_ticks`).
+        self.pause: Callable[[], None] = _let_go
+        # The sampler wakes the thread itself (kick) once its burst of slow work is over:
+        # woken at once, the thread would take the GIL between the burst's system calls.
+        self.defer_wake = False
+        self._wake_due = False
         # With rotation the journal is segments PATH.000001, PATH.000002…: the one
         # implementation that `spikewatch record --rotate` uses too (.rotation).
         # Version 2 blocks (or version 1 when appending to an old journal): encoded here, off the hot loop.
@@ -132,7 +140,20 @@ class Journal:
                 self._span_from = t
             elif t + dt[-1] - self._span_from >= self._block_ns:
                 self._span_from = None
-                self._wake.set()
+                if self.defer_wake:
+                    self._wake_due = True
+                else:
+                    self._wake.set()
+
+    @property
+    def wake_due(self) -> bool:
+        return self._wake_due
+
+    def kick(self) -> None:
+        """Wake the thread if a block became whole since the last call (``defer_wake``)."""
+        if self._wake_due:
+            self._wake_due = False
+            self._wake.set()
 
     @property
     def records_lost(self) -> int:
@@ -154,7 +175,7 @@ class Journal:
                 w.write_packed(topic, packed)
             n += 1
             if n % 8 == 0:
-                _let_go()
+                self.pause()
         try:
             w.flush()  # and a new segment when one is due
         except OSError as exc:
@@ -174,13 +195,12 @@ class Journal:
     def segments_deleted(self) -> int:
         return self._writer.segments_deleted
 
-    @staticmethod
-    def _open(path: Path):  # type: ignore[no-untyped-def]
+    def _open(self, path: Path):  # type: ignore[no-untyped-def]
         w = open_writer(path)
         if hasattr(w, "pause"):
-            # Encoding a block is ~4 ms of Python: let the GIL go between its steps, or the
+            # Encoding a block is ~1 ms of Python: let the GIL go between its steps, or the
             # sampling thread, waking for a tick, could wait up to the 5 ms switch interval.
-            w.pause = _let_go
+            w.pause = lambda: self.pause()
         return w
 
     def _run(self) -> None:

@@ -87,3 +87,55 @@ def test_a_whole_block_is_written_when_its_samples_are_queued_not_on_a_timer(tmp
         j.close()
     recs = [b for topic, b in iter_records(path) if topic == protocol.SAMPLES]
     assert len(recs) == 11 and sum(len(b["dt"]) for b in recs) == 1100  # type: ignore[arg-type]
+
+
+def test_a_deferred_wake_waits_for_the_kick(tmp_path: Path) -> None:
+    """With defer_wake (the sampler's), a completed block is written only once kicked:
+    after the burst that completed it, not in its midst."""
+    import time
+
+    path = tmp_path / "j.journal"
+    j = Journal(path, flush_s=60.0)
+    j.defer_wake = True
+    t0 = 9_000_000_000_000
+    try:
+        deadline = time.monotonic() + 10
+        while not path.stat().st_size and time.monotonic() < deadline:
+            time.sleep(0.01)
+        batches = _second_of_batches(0, t0) + _second_of_batches(10, t0 + 1_000_000_000)[:1]
+        for topic, body in batches:
+            j.put(topic, protocol.pack(body), body)
+        assert j.wake_due
+        size0 = path.stat().st_size
+        time.sleep(0.3)
+        assert path.stat().st_size == size0  # a whole block, but no kick yet
+        j.kick()
+        assert not j.wake_due
+        deadline = time.monotonic() + 10
+        while path.stat().st_size == size0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert path.stat().st_size > size0
+    finally:
+        j.close()
+
+
+def test_between_ticks_sleeps_only_near_a_tick() -> None:
+    """The journal's pause in the sampler: past a tick when one is near, else nothing.
+    (A 1 s period here, so that "near" and "not near" are far apart.)"""
+    import time
+
+    from spikewatch.sampler.ticker import between_ticks
+
+    assert between_ticks(0, 500_000) is None  # under 1 ms: no room between ticks
+    period, near = 1_000_000_000, 200_000_000
+    now = time.monotonic_ns()
+    mid = between_ticks(now - period // 2, period, before_ns=near, after_ns=near)
+    assert mid is not None
+    t = time.monotonic()
+    mid()
+    assert time.monotonic() - t < 0.15  # half a period from any tick: no sleep
+    soon = between_ticks(time.monotonic_ns() - (period - 50_000_000), period, before_ns=near, after_ns=near)
+    assert soon is not None
+    t = time.monotonic()
+    soon()
+    assert time.monotonic() - t >= 0.2  # slept past the tick (50 ms away) and 200 ms beyond
