@@ -56,6 +56,16 @@ def _second_of_batches(seq: int, t0: int) -> list[tuple[str, dict[str, object]]]
     return out
 
 
+def _size_past(path: Path, size: int) -> int:
+    """The file's size once it is no longer ``size`` (or after 10 s)."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while path.stat().st_size == size and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return path.stat().st_size
+
+
 def test_a_whole_block_is_written_when_its_samples_are_queued_not_on_a_timer(tmp_path: Path) -> None:
     """The thread wakes for a completed block (its timer is set to a minute here): the
     block is in the file at once, and the next second's samples are not until they
@@ -66,9 +76,7 @@ def test_a_whole_block_is_written_when_its_samples_are_queued_not_on_a_timer(tmp
     j = Journal(path, flush_s=60.0)
     t0 = 9_000_000_000_000
     try:
-        deadline = time.monotonic() + 10
-        while not path.stat().st_size and time.monotonic() < deadline:
-            time.sleep(0.01)  # the header, written as the thread starts
+        _size_past(path, 0)  # the header, written as the thread starts
         first = _second_of_batches(0, t0)
         for topic, body in first[:9]:
             j.put(topic, protocol.pack(body), body)
@@ -79,10 +87,7 @@ def test_a_whole_block_is_written_when_its_samples_are_queued_not_on_a_timer(tmp
         second = _second_of_batches(10, t0 + 1_000_000_000)
         for topic, body in [first[9], second[0]]:
             j.put(topic, protocol.pack(body), body)
-        deadline = time.monotonic() + 10
-        while path.stat().st_size == size0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert path.stat().st_size > size0
+        assert _size_past(path, size0) > size0
     finally:
         j.close()
     recs = [b for topic, b in iter_records(path) if topic == protocol.SAMPLES]
@@ -99,9 +104,7 @@ def test_a_deferred_wake_waits_for_the_kick(tmp_path: Path) -> None:
     j.defer_wake = True
     t0 = 9_000_000_000_000
     try:
-        deadline = time.monotonic() + 10
-        while not path.stat().st_size and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _size_past(path, 0)
         batches = _second_of_batches(0, t0) + _second_of_batches(10, t0 + 1_000_000_000)[:1]
         for topic, body in batches:
             j.put(topic, protocol.pack(body), body)
@@ -111,10 +114,7 @@ def test_a_deferred_wake_waits_for_the_kick(tmp_path: Path) -> None:
         assert path.stat().st_size == size0  # a whole block, but no kick yet
         j.kick()
         assert not j.wake_due
-        deadline = time.monotonic() + 10
-        while path.stat().st_size == size0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert path.stat().st_size > size0
+        assert _size_past(path, size0) > size0
     finally:
         j.close()
 
