@@ -54,10 +54,10 @@ class Membership:
         one (the pid counter stands), it is under a second old and no newcomer waits to
         be announced. A member joins by a fork (a new pid) or, rarely, by a write to
         cgroup.procs or a reparenting: the refresh a second catches those. One that
-        leaves needs no refresh for the figures: once reaped its kept-open files fail
-        at the next tick (a zombie's read zeros), and its ``proc_exit`` comes at the
-        latest with that refresh. Reading cgroup.procs costs ~95 µs on a VM after the
-        loop's sleeps (v1 builds the pid list), the counter ~10 µs."""
+        leaves needs no refresh: once reaped, its kept-open files fail at the next tick
+        and that is its ``proc_exit`` (until then a zombie's read zeros). Reading
+        cgroup.procs costs ~95 µs on a VM after the loop's sleeps (v1 builds the pid
+        list), the counter ~10 µs."""
         last = self._last_pid.read()
         if last is not None and last == self._seen_pid and t < self._full_due:
             pending = self.events.pending

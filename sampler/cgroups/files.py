@@ -149,24 +149,15 @@ _BREAKDOWN = {
     ),
     2: re.compile(rb"^(anon|file|inactive_file) (\d+)$", re.MULTILINE),
 }
-_BREAKDOWN_V1_NAMES = {b"rss": "anon", b"cache": "file", b"inactive_file": "inactive_file"}
 
 
 def parse_breakdown(data: bytes, version: int) -> tuple[dict[str, int], int | None]:
-    """From a memory.stat read: ``anon``, ``file`` and ``inactive_file`` under their v2
-    names (v1: the ``total_*`` keys when hierarchical, as :meth:`read_stat` takes them),
-    and v1's ``hierarchical_memory_limit`` (None on v2 or when absent)."""
-    found = dict(_BREAKDOWN[version].findall(data))
-    if version == 2:
-        return {k.decode(): int(v) for k, v in found.items()}, None
-    hier = b"total_rss" in found or b"total_cache" in found or b"total_inactive_file" in found
-    out = {}
-    for v1name, name in _BREAKDOWN_V1_NAMES.items():
-        value = found.get(b"total_" + v1name if hier else v1name)
-        if value is not None:
-            out[name] = int(value)
-    limit = found.get(b"hierarchical_memory_limit")
-    return out, None if limit is None else int(limit)
+    """From a memory.stat read: ``anon``, ``file`` and ``inactive_file`` as
+    :func:`normalise_stat` names them (v1: the ``total_*`` keys when hierarchical), and
+    v1's ``hierarchical_memory_limit`` (None on v2 or when absent)."""
+    found = {k.decode(): int(v) for k, v in _BREAKDOWN[version].findall(data)}
+    limit = found.pop("hierarchical_memory_limit", None)
+    return normalise_stat(found, version), limit
 
 
 def _root_usage(stat: dict[str, int]) -> int:

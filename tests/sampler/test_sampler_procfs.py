@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from spikewatch.sampler import procfs
@@ -210,12 +209,12 @@ pgfault 12345
 
 
 def _host_v1_stat() -> bytes | None:
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            f = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.stat"
-            return f.read_bytes() if f.exists() else None
-    return None
+    from spikewatch.sampler import cgroup as cgm
+
+    info = cgm.cgroup_of_pid(os.getpid())
+    if info is None or info.version != 1:
+        return None
+    return (info.dir / "memory.stat").read_bytes()
 
 
 @pytest.mark.parametrize("source", ["v1 host", "v1 flat", "v2"])
